@@ -1,1 +1,8 @@
+//! onshi's link and centre: the wire protocol, the QUIC/mTLS transport, the PKI, and the
+//! reconciler that holds the registry and answers checks. Only this crate knows QUIC.
 
+pub mod link;
+pub mod pki;
+pub mod registry;
+pub mod synth;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! The QUIC/mTLS link (being written).

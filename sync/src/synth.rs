@@ -1,0 +1,1 @@
+//! Synthetic registry (being written).

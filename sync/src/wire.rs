@@ -1,0 +1,89 @@
+//! The messages between edge and reconciler, as they travel on the link: postcard bodies behind a
+//! two-byte version tag. One RPC is one QUIC bidirectional stream: the client writes one request
+//! frame and finishes its side; the server answers with one response frame and finishes.
+//!
+//! Never change the meaning of an existing variant: add variants at the end, and bump
+//! [`WIRE_VERSION`] when an old peer could misread the new form.
+
+use onshi_model::{CheckOutcome, CheckRequest};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The version this build speaks.
+pub const WIRE_VERSION: u16 = 1;
+
+/// The largest frame either side accepts (a batch answer of a few thousand people fits easily).
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Edge → reconciler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and round-trip measurement.
+    Ping,
+    /// One eligibility check.
+    Check(CheckRequest),
+}
+
+/// Reconciler → edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    Check(CheckOutcome),
+    /// The request was refused or failed; `code` is stable, `message` is for people.
+    Error { code: String, message: String },
+}
+
+impl Response {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Response::Error { code: code.to_string(), message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is {0} bytes; too short to carry a version tag")]
+    TooShort(usize),
+    #[error("unsupported wire version {got}; this build speaks version {WIRE_VERSION}")]
+    UnsupportedVersion { got: u16 },
+    #[error("frame of wire version {WIRE_VERSION} does not decode: {0}")]
+    Body(#[from] postcard::Error),
+}
+
+/// `version (u16, big endian) ‖ postcard(body)`.
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    encode_with_version(WIRE_VERSION, body)
+}
+
+/// As [`encode`], with any version tag (tests use it to play an incompatible peer).
+pub fn encode_with_version<T: Serialize>(version: u16, body: &T) -> Vec<u8> {
+    let mut out = version.to_be_bytes().to_vec();
+    // Serialising our own plain data types into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(body).unwrap_or_default());
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
+    if frame.len() < 2 {
+        return Err(DecodeError::TooShort(frame.len()));
+    }
+    let got = u16::from_be_bytes([frame[0], frame[1]]);
+    if got != WIRE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got });
+    }
+    Ok(postcard::from_bytes(&frame[2..])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_version_refusal() {
+        let f = encode(&Request::Ping);
+        assert_eq!(decode::<Request>(&f).unwrap(), Request::Ping);
+        let f = encode_with_version(7, &Request::Ping);
+        let e = decode::<Request>(&f).unwrap_err();
+        assert_eq!(e.to_string(), "unsupported wire version 7; this build speaks version 1");
+        assert!(matches!(decode::<Request>(&[1]), Err(DecodeError::TooShort(1))));
+        assert!(matches!(decode::<Request>(&[0, 1, 200]), Err(DecodeError::Body(_))));
+    }
+}
