@@ -4,5 +4,6 @@
 pub mod link;
 pub mod pki;
 pub mod registry;
+pub mod store;
 pub mod synth;
 pub mod wire;
