@@ -1,1 +1,10 @@
+//! onshi's edge node (`onshi-edge`): the front doors (HTTP API), the gate, the durable journal, and
+//! the lifecycle under systemd. Decisions live in the gate and the model; IO in thin adapters.
 
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod edge;
+pub mod gate;
+pub mod journal;
+pub mod notify;

@@ -1,0 +1,98 @@
+//! `onshi-edge demo`: everything in one process on loopback, from nothing: a private CA, a
+//! synthetic registry, a reconciler and an edge; then it prints the web address and example
+//! requests that work, and runs until Ctrl-C.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use onshi_model::{FacilityCode, Qualification};
+use onshi_sync::registry::Registry;
+use onshi_sync::store::SledStore;
+
+use crate::config::{DEFAULT_DEADLINE, EdgeConfig};
+
+/// The demo facility: Tokyo (13), medical (1).
+pub const DEMO_FACILITY: &str = "1311234567";
+
+fn card_body(q: &Qualification) -> serde_json::Value {
+    serde_json::json!({
+        "insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch},
+        "birth_date": q.birth_date,
+    })
+}
+
+fn curl(http: SocketAddr, body: &serde_json::Value) -> String {
+    format!("curl -s -X POST http://{http}/v1/checks -H 'content-type: application/json' -d '{body}'")
+}
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("onshi-demo-").tempdir().context("creating a temporary directory")?;
+    let facility = FacilityCode::parse(DEMO_FACILITY)?;
+    let pki_dir = dir.path().join("pki");
+    onshi_sync::pki::init(&pki_dir, std::slice::from_ref(&facility)).context("creating the demo CA")?;
+
+    let today = chrono::Local::now().date_naive();
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people, seed, today });
+    let registry = Registry::open(Arc::new(SledStore::open(&dir.path().join("reconciler/registry"))?))?;
+    for q in &periods {
+        registry.put(q)?;
+    }
+    registry.sync()?;
+    let examples = onshi_sync::synth::pick_examples(&periods, today);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let reconciler = onshi_sync::reconciler::start(registry, &pki_dir, "127.0.0.1:0".parse()?, stopped(stop_rx.clone()))?;
+
+    let wanted: SocketAddr = http.parse().with_context(|| format!("--http: '{http}' is not an address"))?;
+    let http_addr = match std::net::TcpListener::bind(wanted) {
+        Ok(l) => l.local_addr()?,
+        Err(_) => SocketAddr::new(wanted.ip(), 0),
+    };
+    let config = EdgeConfig {
+        facility,
+        data: dir.path().join("edge"),
+        pki: pki_dir,
+        reconciler: reconciler.addr,
+        http: http_addr,
+        mailbox: None,
+        deadline: DEFAULT_DEADLINE,
+    };
+    let edge = crate::edge::start(config, stopped(stop_rx)).await?;
+    let mut link = edge.link.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), link.wait_for(|s| s.is_up())).await.context("the demo link did not come up within 10 s")??;
+
+    let http = edge.http_addr;
+    let valid = card_body(&examples.valid);
+    let lost = card_body(&examples.lost);
+    let mut typo = valid.clone();
+    let insurer = examples.valid.insurer_number.as_str();
+    let last = insurer.as_bytes()[insurer.len() - 1] - b'0';
+    typo["insurance_card"]["insurer_number"] = format!("{}{}", &insurer[..insurer.len() - 1], (last + 1) % 10).into();
+    println!("onshi demo: reconciler on quic://{} with {} people ({} qualification periods), edge for facility {DEMO_FACILITY}", reconciler.addr, people, periods.len());
+    println!("web address: http://{http}");
+    println!("data in {} (deleted on exit)", dir.path().display());
+    println!();
+    println!("# a valid qualification ({}):", examples.valid.name);
+    println!("{}", curl(http, &valid));
+    println!("# a lost qualification, the person has a newer one ({}):", examples.lost.name);
+    println!("{}", curl(http, &lost));
+    println!("# a mistyped check digit in the insurer number (answers 400 naming the field):");
+    println!("{}", curl(http, &typo));
+    println!("# the stored check, and the edge's status:");
+    println!("curl -s http://{http}/v1/checks/CHECK_ID");
+    println!("curl -s http://{http}/v1/status");
+    println!();
+    println!("Ctrl-C stops the demo.");
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    edge.task.await??;
+    let _ = reconciler.task.await;
+    Ok(())
+}

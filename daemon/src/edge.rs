@@ -1,0 +1,101 @@
+//! The edge's lifecycle: open the journal, bind the HTTP socket, start the link, tell systemd we are
+//! READY, serve until shutdown, then drain in-flight requests, make the journal durable and say
+//! STOPPING. Nothing here decides anything: the gate and the API do.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use onshi_sync::link::LinkClient;
+use onshi_sync::store::{SledStore, Store};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::EdgeConfig;
+use crate::gate::{Gate, GateStats};
+use crate::journal::Journal;
+use crate::notify;
+
+/// A started edge: where it listens, and the task that ends when it has shut down.
+#[derive(Debug)]
+pub struct RunningEdge {
+    pub http_addr: SocketAddr,
+    pub link: Arc<LinkClient>,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the edge; returns once the journal is open and the HTTP socket is bound.
+pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningEdge> {
+    let journal_dir = config.data.join("journal");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&journal_dir).with_context(|| format!("opening the journal in {}", journal_dir.display()))?);
+    let journal = Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
+    let identity = onshi_sync::pki::load_client(&config.pki, &config.facility).context("loading the facility's certificate")?;
+    let link = Arc::new(LinkClient::start(identity, config.reconciler).context("starting the link to the reconciler")?);
+    let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding the HTTP API to {}", config.http))?;
+    let http_addr = listener.local_addr()?;
+    let gate = Gate { journal, link: link.clone(), deadline: config.deadline, stats: Arc::new(GateStats::default()) };
+    let state = AppState { gate, started: Instant::now(), reconciler: config.reconciler.to_string() };
+    let app = api::router(state.clone());
+    tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
+    notify::ready(&status_line(&state));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx));
+    let link_for_task = link.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        notify::stopping();
+        let _ = stop_tx.send(true);
+        let _ = heartbeat.await;
+        link_for_task.close();
+        // Every acknowledged record is already durable; this makes any remaining write durable too.
+        let synced = tokio::task::spawn_blocking(move || store.sync()).await;
+        served.context("serving HTTP")?;
+        synced.context("final sync")?.context("final sync")?;
+        tracing::info!("edge stopped");
+        Ok(())
+    });
+    Ok(RunningEdge { http_addr, link, task })
+}
+
+fn status_line(state: &AppState) -> String {
+    let mode = if state.gate.link.state().is_up() { "online" } else { "offline" };
+    format!("{mode} · 0 pending · {} checks", state.gate.journal.len())
+}
+
+/// Keeps systemd's STATUS line current and feeds its watchdog from the main loop.
+async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = notify::watchdog_interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        notify::watchdog();
+        let line = status_line(&state);
+        if line != last {
+            notify::status(&line);
+            last = line;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
