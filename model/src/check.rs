@@ -27,7 +27,7 @@ impl InsuranceCardKey {
 
 /// Who a check is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "by", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CheckSubject {
     /// Numbers typed from an insurance card; the birth date must match (as in the real system).
     InsuranceCard { card: InsuranceCardKey, birth_date: NaiveDate },
