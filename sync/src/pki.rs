@@ -45,6 +45,8 @@ pub const SERVER_NAME: &str = "reconciler.onshi";
 /// The SAN URI that carries a facility code: `onshi:facility:1311234567`.
 pub const FACILITY_URI_PREFIX: &str = "onshi:facility:";
 
+/// Followed by a random tag, so that two deployments' CAs never share a name (a certificate from
+/// the other one then fails as "unknown issuer", which is what it is).
 const CA_COMMON_NAME: &str = "onshi private CA";
 const ORGANISATION: &str = "onshi";
 const CA_YEARS: i32 = 20;
@@ -343,7 +345,7 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
 
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(CA_COMMON_NAME);
+    params.distinguished_name = distinguished_name(&format!("{CA_COMMON_NAME} {:08x}", rand::random::<u32>()));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.serial_number = Some(random_serial());

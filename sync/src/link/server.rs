@@ -22,7 +22,8 @@ use crate::pki::{ServerIdentity, facility_of_certificate};
 use crate::wire::{self, DecodeError, MAX_FRAME_BYTES, Request, Response};
 
 /// What the reconciler does with an authorised facility's request. Called on a blocking-capable
-/// thread, so it may touch disk; `Request::Ping` is answered by the link itself and never arrives.
+/// thread, so it may touch disk. Every request arrives here, `Request::Ping` included (the client's
+/// connection probe is a ping, so a service should answer it cheaply with `Response::Pong`).
 pub trait Service: Send + Sync + 'static {
     fn call(&self, facility: &FacilityCode, req: Request) -> Response;
 }
@@ -158,7 +159,6 @@ async fn serve_stream(facility: FacilityCode, service: Arc<dyn Service>, mut sen
 
 async fn answer(facility: &FacilityCode, service: &Arc<dyn Service>, frame: &[u8]) -> Response {
     match wire::decode::<Request>(frame) {
-        Ok(Request::Ping) => Response::Pong,
         Ok(req) => {
             let (service, facility) = (service.clone(), facility.clone());
             tokio::task::spawn_blocking(move || service.call(&facility, req))
