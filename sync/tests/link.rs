@@ -39,7 +39,7 @@ fn settings() -> LinkSettings {
     LinkSettings { backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(300), 0.5), ..LinkSettings::default() }
 }
 
-/// Answers pings (slowly, 3 s, while `slow` is set) and card checks (card `C0000001` is valid).
+/// Answers pings (slowly, 1 s, while `slow` is set) and card checks (card `C0000001` is valid).
 /// Records which facility each request came from.
 #[derive(Default)]
 struct TestService {
@@ -53,7 +53,7 @@ impl Service for TestService {
         match req {
             Request::Ping => {
                 if self.slow.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_secs(3));
+                    std::thread::sleep(Duration::from_secs(1));
                 }
                 Response::Pong
             }

@@ -172,10 +172,8 @@ impl LinkClient {
     /// The current state, with a fresh RTT estimate when up.
     pub fn state(&self) -> LinkState {
         let mut state = self.shared.state.borrow().clone();
-        if state.phase == LinkPhase::Up {
-            if let Some(conn) = self.shared.current() {
-                state.last_rtt = Some(conn.rtt());
-            }
+        if let (LinkPhase::Up, Some(conn)) = (state.phase, self.shared.current()) {
+            state.last_rtt = Some(conn.rtt());
         }
         state
     }

@@ -1,7 +1,7 @@
 //! The rustls side of the link: who trusts whom. The server requires a client certificate that
 //! chains to the deployment's CA; the client trusts only that CA and always expects the server
 //! name [`SERVER_NAME`](crate::pki::SERVER_NAME), whatever address it dials. TLS 1.3 only, ALPN
-//! [`ALPN`](super::ALPN), ring provider only.
+//! `onshi/1` ([`super::ALPN`]), ring provider only.
 //!
 //! This module must never build a configuration on rustls' process-wide default provider (two
 //! providers compiled in make rustls panic), and never trust anything but the given CA.
