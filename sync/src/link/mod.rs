@@ -1,1 +1,126 @@
-//! The QUIC/mTLS link (being written).
+//! The link between an edge and the reconciler: one QUIC connection per edge, mutual TLS 1.3 on
+//! rustls' ring provider, ALPN `onshi/1`. Each RPC is one bidirectional stream carrying one
+//! [`wire`](crate::wire) frame each way.
+//!
+//! - [`tls`]: the rustls configurations (who trusts whom) and the peer-identity rule.
+//! - [`server`]: [`LinkServer`], which authorises each connection by the facility code in the
+//!   peer's certificate and hands requests to a [`Service`].
+//! - [`client`]: [`LinkClient`], which keeps one connection up, reconnecting with [`Backoff`], and
+//!   reports [`LinkState`] changes as events.
+//! - [`backoff`]: the reconnect schedule, a pure function of its state and a random source.
+//!
+//! This module must never authorise a peer because its connection succeeded (only the facility
+//! code in a CA-verified certificate, checked against the known set, counts), never decide what a
+//! request means (that is the [`Service`]'s job), and never hang a caller past its timeout.
+
+pub mod backoff;
+pub mod client;
+pub mod server;
+pub mod tls;
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use onshi_model::FacilityCode;
+
+pub use backoff::Backoff;
+pub use client::{LinkClient, LinkError, LinkPhase, LinkState};
+pub use server::{LinkServer, Service};
+
+/// The application protocol name both sides offer in the TLS handshake.
+pub const ALPN: &[u8] = b"onshi/1";
+
+/// How often an idle connection sends a keep-alive (so a dead line is noticed quickly).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// How long without hearing from the peer before a connection counts as lost.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a fresh connection's first ping may take before the client gives up on it.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Application close code: the server refused this peer (the reason string says why).
+pub const CLOSE_REFUSED: u32 = 0x10;
+/// Application close code: an orderly shutdown of either side.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+
+/// Timing of the link; [`LinkSettings::default`] is what production uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSettings {
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    /// Client only: the deadline of the ping that proves a new connection is authorised.
+    pub probe_timeout: Duration,
+    /// Client only: the reconnect schedule.
+    pub backoff: Backoff,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings { keep_alive: KEEP_ALIVE, idle_timeout: IDLE_TIMEOUT, probe_timeout: PROBE_TIMEOUT, backoff: Backoff::default() }
+    }
+}
+
+/// Why a link endpoint could not be set up (configuration and binding, before any peer).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkSetupError {
+    #[error("the CA certificate is not usable as a trust anchor: {0}")]
+    BadCa(rustls::Error),
+    #[error("cannot build the client-certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS configuration is not usable for QUIC: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("idle timeout {0:?} is too large for QUIC")]
+    IdleTimeout(Duration),
+    #[error("cannot bind the link's UDP socket on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// QUIC transport parameters from the settings (shared by both sides).
+fn transport_config(settings: &LinkSettings) -> Result<quinn::TransportConfig, LinkSetupError> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(settings.keep_alive));
+    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout).map_err(|_| LinkSetupError::IdleTimeout(settings.idle_timeout))?;
+    transport.max_idle_timeout(Some(idle));
+    Ok(transport)
+}
+
+/// The facilities the reconciler accepts, shared between the server and whoever updates it (a
+/// `pki init` adding a facility, a config reload). Clones share one set.
+#[derive(Debug, Clone, Default)]
+pub struct KnownFacilities(Arc<RwLock<HashSet<FacilityCode>>>);
+
+impl KnownFacilities {
+    pub fn new(facilities: impl IntoIterator<Item = FacilityCode>) -> Self {
+        KnownFacilities(Arc::new(RwLock::new(facilities.into_iter().collect())))
+    }
+
+    pub fn contains(&self, facility: &FacilityCode) -> bool {
+        // A poisoned lock still holds a consistent set (inserts and removes cannot half-happen).
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(facility)
+    }
+
+    /// Returns whether the facility was new.
+    pub fn insert(&self, facility: FacilityCode) -> bool {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(facility)
+    }
+
+    /// Returns whether the facility was known. Its open connection is refused at its next request.
+    pub fn remove(&self, facility: &FacilityCode) -> bool {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(facility)
+    }
+
+    /// Replace the whole set (e.g. after re-reading the PKI directory).
+    pub fn replace(&self, facilities: impl IntoIterator<Item = FacilityCode>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = facilities.into_iter().collect();
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
