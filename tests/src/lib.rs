@@ -1,1 +1,766 @@
+//! The end-to-end harness: real `onshi-reconciler` and `onshi-edge` processes on loopback QUIC, with
+//! real certificates (`pki init`) and real sled files, driven the way a user drives them (CLI and
+//! HTTP). Tests assert on what a user sees: exit codes, output lines, HTTP status codes and JSON.
+//!
+//! Readiness is always a condition (a line on stdout, a status field), never a sleep. Every child is
+//! SIGKILLed on drop; its stderr goes to a file in the test's own directory, and when a test fails
+//! the tail of every child's stderr is printed and the directory is kept for inspection.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How long a process may take to print its readiness line (debug builds, parallel tests).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The fixed "today" of the generated registry: every service date in the tests is derived from it,
+/// so answers do not depend on the day the tests run.
+pub const TODAY: &str = "2026-04-01";
+
+/// Facility codes used by the tests (Tokyo, medical).
+pub const FACILITY_A: &str = "1311234567";
+pub const FACILITY_B: &str = "1311234575";
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+/// The path of one of the workspace's binaries, found next to the test executable's target dir
+/// (`target/debug/deps/e2e-…` → `target/debug/NAME`; walking up also covers relocated
+/// `CARGO_TARGET_DIR` and `target/<triple>/debug` layouts). `ONSHI_BIN_DIR` overrides.
+pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("ONSHI_BIN_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        assert!(p.is_file(), "ONSHI_BIN_DIR is set but {} does not exist", p.display());
+        return p;
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+        if dir.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+    }
+    panic!(
+        "the binary `{name}` was not found near {}: run `cargo test --workspace` so cargo builds the binaries, \
+         or `cargo build --workspace --bins` first",
+        exe.display()
+    );
+}
+
+pub fn edge_bin() -> PathBuf {
+    binary("onshi-edge")
+}
+
+pub fn reconciler_bin() -> PathBuf {
+    binary("onshi-reconciler")
+}
+
+/// Runs a command to completion (with a timeout) and returns its output.
+pub fn run(bin: &Path, args: &[&str]) -> Output {
+    run_with(Command::new(bin).args(args))
+}
+
+pub fn run_with(cmd: &mut Command) -> Output {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let out = child.stdout.take().map(read_all_in_thread);
+    let err = child.stderr.take().map(read_all_in_thread);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{desc} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        stderr: err.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+    }
+}
+
+fn read_all_in_thread(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+/// Runs a command that must succeed; panics with its stderr otherwise.
+pub fn run_ok(bin: &Path, args: &[&str]) -> Output {
+    let out = run(bin, args);
+    assert!(
+        out.status.success(),
+        "{} {:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        bin.display(),
+        args,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test directory
+
+/// A test's own directory; kept (and its path printed) when the test fails.
+#[derive(Debug)]
+pub struct TestDir {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(&format!("onshi-e2e-{name}-")).tempdir().expect("creating a temporary directory");
+        let path = dir.path().to_path_buf();
+        TestDir { dir: Some(dir), path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("test directory kept for inspection: {}", d.keep().display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A running child process: stdout lines arrive on a channel (and are kept), stderr goes to a
+/// file. SIGKILLed on drop; if the test is failing, the tail of its stderr is printed.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    lines: Receiver<String>,
+    stdout_seen: Arc<Mutex<Vec<String>>>,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stderr into `dir/NAME.stderr` (appended, so a restarted process keeps the
+    /// earlier log in the same file).
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Proc {
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = File::options().create(true).append(true).open(&stderr_path).expect("creating the stderr log");
+        // Plain, predictable logs: no colour codes inside the text the tests search.
+        cmd.env("NO_COLOR", "1").env("RUST_LOG", std::env::var("ONSHI_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        let desc = format!("{cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let mut log = File::create(dir.join(format!("{name}.stdout"))).ok();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(mut s) = seen2.lock() {
+                    s.push(line.clone());
+                }
+                let _ = tx.send(line);
+            }
+        });
+        Proc { name: name.to_string(), child: Some(child), lines: rx, stdout_seen: seen, stderr_path }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Every stdout line seen so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits for the next stdout line that starts with `prefix` and returns the rest of it.
+    /// Panics (with the process's stderr) if the process ends or the timeout passes first.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_string();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: no stdout line starting with {prefix:?} within {timeout:?}\nstderr:\n{}", self.name, self.stderr_tail(60))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.as_mut().and_then(|c| c.wait().ok());
+                    panic!(
+                        "{}: exited ({status:?}) before printing a line starting with {prefix:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.name,
+                        self.stdout_lines().join("\n"),
+                        self.stderr_tail(60)
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits until stderr contains any of `needles`; returns the one found, or `None` at the timeout.
+    pub fn wait_stderr(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        wait_until(timeout, Duration::from_millis(50), || {
+            let s = self.stderr();
+            needles.iter().find(|n| s.contains(*n)).map(|n| (*n).to_string())
+        })
+    }
+
+    /// The next stdout line, or `None` if the process closed stdout or `timeout` passed.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let s = self.stderr();
+        let all: Vec<&str> = s.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    #[allow(unsafe_code)]
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid() as libc::pid_t;
+        if pid > 0 {
+            // SAFETY: kill(2) on our own child's pid; it has not been reaped (we hold the Child).
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("----- {} stderr ({}) -----\n{}", self.name, self.stderr_path.display(), self.stderr_tail(80));
+        }
+    }
+}
+
+/// Polls `probe` every `interval` until it returns `Some`, or `None` once `timeout` has passed.
+pub fn wait_until<T>(timeout: Duration, interval: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PKI
+
+/// A directory laid out by `onshi-reconciler pki init`.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn init(dir: &Path, facilities: &[&str]) -> Pki {
+        let mut args = vec!["pki", "init", "--dir", dir.to_str().expect("utf-8 path")];
+        for f in facilities {
+            args.push("--facility");
+            args.push(f);
+        }
+        run_ok(&reconciler_bin(), &args);
+        let pki = Pki { dir: dir.to_path_buf() };
+        for f in ["ca.pem", "reconciler.pem", "reconciler.key"] {
+            assert!(pki.dir.join(f).is_file(), "pki init did not write {f} in {}", dir.display());
+        }
+        for code in facilities {
+            for ext in ["pem", "key"] {
+                let f = pki.dir.join(format!("facility-{code}.{ext}"));
+                assert!(f.is_file(), "pki init did not write {}", f.display());
+            }
+        }
+        pki
+    }
+
+    /// A copy of every file of this directory in `dir`.
+    pub fn copy_to(&self, dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).expect("creating the copy");
+        for e in std::fs::read_dir(&self.dir).expect("reading the pki dir") {
+            let e = e.expect("a pki dir entry");
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::copy(e.path(), dir.join(e.file_name())).expect("copying a pki file");
+            }
+        }
+        Pki { dir: dir.to_path_buf() }
+    }
+
+    /// Removes a facility's certificate and key (the reconciler then does not know it).
+    pub fn remove_facility(&self, code: &str) {
+        for ext in ["pem", "key"] {
+            std::fs::remove_file(self.dir.join(format!("facility-{code}.{ext}"))).expect("removing a facility file");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry
+
+/// A generated registry JSONL file, parsed, with example periods picked from it.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub path: PathBuf,
+    pub periods: Vec<Value>,
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// The card numbers of a period, with the branch.
+fn card_key(q: &Value) -> (String, String, String, String) {
+    (s(&q["insurer_number"]).into(), s(&q["symbol"]).into(), s(&q["number"]).into(), s(&q["branch"]).into())
+}
+
+/// Whether the period covers `date` (YYYY-MM-DD compares as text).
+pub fn valid_on(q: &Value, date: &str) -> bool {
+    s(&q["acquired_on"]) <= date && q["lost_on"].as_str().is_none_or(|l| date < l)
+}
+
+impl Registry {
+    /// `onshi-reconciler gen-registry --people N --seed S --today TODAY > dir/registry-N-S.jsonl`.
+    pub fn generate(dir: &Path, people: usize, seed: u64) -> Registry {
+        let path = dir.join(format!("registry-{people}-{seed}.jsonl"));
+        let out = run_ok(&reconciler_bin(), &["gen-registry", "--people", &people.to_string(), "--seed", &seed.to_string(), "--today", TODAY]);
+        std::fs::write(&path, &out.stdout).expect("writing the registry file");
+        let text = String::from_utf8(out.stdout).expect("gen-registry writes UTF-8");
+        let periods: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("gen-registry line {}: not JSON ({e}): {l}", i + 1)))
+            .collect();
+        assert!(!periods.is_empty(), "gen-registry wrote no periods");
+        Registry { path, periods }
+    }
+
+    /// The registry of the tests (500 people, seed 7) in the test's own directory.
+    pub fn standard(test: &TestDir) -> Registry {
+        Registry::generate(test.path(), 500, 7)
+    }
+
+    /// `onshi-reconciler import --data DIR FILE`, which must succeed.
+    pub fn import(&self, data: &Path) -> Output {
+        run_ok(&reconciler_bin(), &["import", "--data", data.to_str().expect("utf-8 path"), self.path.to_str().expect("utf-8 path")])
+    }
+
+    /// Every period filed under exactly these card numbers (with branch).
+    fn same_card(&self, q: &Value) -> Vec<&Value> {
+        let k = card_key(q);
+        self.periods.iter().filter(|p| card_key(p) == k).collect()
+    }
+
+    /// Periods under these card numbers (any branch) of other people.
+    fn others_on_card(&self, q: &Value) -> Vec<&Value> {
+        let (i, sy, n, _) = card_key(q);
+        self.periods
+            .iter()
+            .filter(|p| {
+                let (pi, ps, pn, _) = card_key(p);
+                pi == i && ps == sy && pn == n && p["person_id"] != q["person_id"]
+            })
+            .collect()
+    }
+
+    fn unambiguous(&self, q: &Value) -> bool {
+        self.same_card(q).iter().all(|p| p["person_id"] == q["person_id"])
+    }
+
+    /// An insured person's period valid on `TODAY`, unambiguous under its card numbers.
+    pub fn valid_insured(&self) -> &Value {
+        self.periods
+            .iter()
+            .find(|q| q["relationship"] == "insured" && valid_on(q, TODAY) && self.unambiguous(q))
+            .expect("the generated registry has a valid insured period")
+    }
+
+    /// A period lost on or before `TODAY` because the person joined other insurance (loss reason
+    /// 03), whose person has a later period under other card numbers: `(lost, newer)`.
+    pub fn lost_with_newer(&self) -> (&Value, &Value) {
+        for q in &self.periods {
+            let reason = s(&q["loss_reason"]);
+            if !matches!(reason, "03" | "joined_other_insurance") || valid_on(q, TODAY) || !self.unambiguous(q) {
+                continue;
+            }
+            if self.same_card(q).iter().any(|p| valid_on(p, TODAY)) {
+                continue;
+            }
+            let newer = self.periods.iter().find(|p| {
+                p["person_id"] == q["person_id"] && s(&p["acquired_on"]) > s(&q["acquired_on"]) && card_key(p) != card_key(q)
+            });
+            if let Some(n) = newer {
+                return (q, n);
+            }
+        }
+        panic!("the generated registry has no lost period (loss_reason 03) whose person has a newer one")
+    }
+
+    /// A dependent's period valid on `TODAY` with a branch, preferably one whose card numbers
+    /// (without the branch) are shared with another person, so only the branch tells them apart.
+    pub fn dependent(&self) -> &Value {
+        let candidates: Vec<&Value> = self
+            .periods
+            .iter()
+            .filter(|q| q["relationship"] == "dependent" && q["branch"].is_string() && valid_on(q, TODAY) && self.unambiguous(q))
+            .collect();
+        candidates
+            .iter()
+            .find(|q| !self.others_on_card(q).is_empty())
+            .or_else(|| candidates.first())
+            .copied()
+            .expect("the generated registry has a valid dependent with a branch")
+    }
+}
+
+/// The `POST /v1/checks` body for a period's insurance card (as typed from the card).
+pub fn card_check(q: &Value, service_date: &str) -> Value {
+    json!({
+        "insurance_card": {"insurer_number": q["insurer_number"], "symbol": q["symbol"], "number": q["number"], "branch": q["branch"]},
+        "birth_date": q["birth_date"],
+        "service_date": service_date,
+    })
+}
+
+/// The same insurer number with its last (check) digit changed.
+pub fn mistype_check_digit(insurer_number: &str) -> String {
+    let (body, last) = insurer_number.split_at(insurer_number.len() - 1);
+    let d = last.parse::<u8>().expect("a digit");
+    format!("{body}{}", (d + 1) % 10)
+}
+
+/// A date (YYYY-MM-DD) shifted by `days`.
+pub fn shift_date(date: &str, days: i64) -> String {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a YYYY-MM-DD date");
+    (d + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime"))
+}
+
+/// A small blocking HTTP client over reqwest (the tests are plain threads).
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    pub base: String,
+}
+
+/// An HTTP answer: status, body text, and the body as JSON (`Null` if it is not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub text: String,
+    pub json: Value,
+    pub elapsed: Duration,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        let client = runtime().block_on(async {
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("an HTTP client")
+        });
+        Http { client, base: base.trim_end_matches('/').to_string() }
+    }
+
+    fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let started = Instant::now();
+        runtime().block_on(async move {
+            let resp = req.send().await.unwrap_or_else(|e| panic!("HTTP request failed: {e}"));
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Answer { status, text, json, elapsed: started.elapsed() }
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+    }
+
+    /// POSTs raw bytes as `application/json`.
+    pub fn post_raw(&self, path: &str, body: &str) -> Answer {
+        self.send(self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_string()))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.post_raw(path, &body.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciler
+
+/// A running `onshi-reconciler serve`.
+#[derive(Debug)]
+pub struct Reconciler {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub pki: Pki,
+}
+
+impl Reconciler {
+    /// Serves `data` with `pki` on a free loopback port.
+    pub fn start(test: &TestDir, data: &Path, pki: &Pki) -> Reconciler {
+        Self::start_on(test, data, pki, "127.0.0.1:0")
+    }
+
+    /// Serves on a given address (e.g. the same port again after a kill).
+    pub fn start_on(test: &TestDir, data: &Path, pki: &Pki, listen: &str) -> Reconciler {
+        let mut cmd = Command::new(reconciler_bin());
+        cmd.args(["serve", "--data"]).arg(data).arg("--pki").arg(&pki.dir).args(["--listen", listen]);
+        let mut proc = Proc::spawn("reconciler", cmd, test.path());
+        let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
+        let addr: SocketAddr = rest.trim().parse().unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
+        Reconciler { proc, addr, data: data.to_path_buf(), pki: pki.clone() }
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edge
+
+/// How to run an edge.
+#[derive(Debug, Clone)]
+pub struct EdgeOpts {
+    pub facility: String,
+    pub data: PathBuf,
+    pub pki: PathBuf,
+    pub reconciler: SocketAddr,
+    pub deadline_ms: Option<u64>,
+    pub notify_socket: Option<PathBuf>,
+    /// The name of the process in logs (and of its stderr file).
+    pub name: String,
+}
+
+impl EdgeOpts {
+    pub fn new(facility: &str, data: &Path, pki: &Pki, reconciler: SocketAddr) -> EdgeOpts {
+        EdgeOpts {
+            facility: facility.to_string(),
+            data: data.to_path_buf(),
+            pki: pki.dir.clone(),
+            reconciler,
+            deadline_ms: None,
+            notify_socket: None,
+            name: format!("edge-{facility}"),
+        }
+    }
+}
+
+/// A running `onshi-edge run`.
+#[derive(Debug)]
+pub struct Edge {
+    pub proc: Proc,
+    pub opts: EdgeOpts,
+    pub http_addr: SocketAddr,
+    pub http: Http,
+    test_dir: PathBuf,
+}
+
+impl Edge {
+    /// Starts the edge and waits for its "HTTP API on" line (journal open, HTTP bound).
+    pub fn start(test: &TestDir, opts: EdgeOpts) -> Edge {
+        Self::start_in(test.path(), opts)
+    }
+
+    fn start_in(test_dir: &Path, opts: EdgeOpts) -> Edge {
+        let mut cmd = Command::new(edge_bin());
+        cmd.args(["run", "--facility", &opts.facility, "--data"])
+            .arg(&opts.data)
+            .arg("--pki")
+            .arg(&opts.pki)
+            .args(["--reconciler", &opts.reconciler.to_string(), "--http", "127.0.0.1:0"]);
+        if let Some(ms) = opts.deadline_ms {
+            cmd.args(["--deadline-ms", &ms.to_string()]);
+        }
+        match &opts.notify_socket {
+            Some(p) => {
+                cmd.env("NOTIFY_SOCKET", p);
+            }
+            None => {
+                cmd.env_remove("NOTIFY_SOCKET");
+            }
+        }
+        let mut proc = Proc::spawn(&opts.name, cmd, test_dir);
+        let rest = proc.wait_line("onshi-edge: HTTP API on http://", READY_TIMEOUT);
+        let http_addr: SocketAddr = rest.trim().parse().unwrap_or_else(|e| panic!("edge: '{rest}' is not an address: {e}"));
+        let http = Http::new(&format!("http://{http_addr}"));
+        Edge { proc, opts, http_addr, http, test_dir: test_dir.to_path_buf() }
+    }
+
+    /// Kills this edge if it still runs and starts it again with the same options (same data dir).
+    pub fn restart(mut self) -> Edge {
+        self.proc.kill9();
+        let opts = self.opts.clone();
+        let dir = self.test_dir.clone();
+        drop(self);
+        Self::start_in(&dir, opts)
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// `POST /v1/checks` with a JSON body: (status, body).
+    pub fn post_check(&self, body: &Value) -> (u16, Value) {
+        let a = self.http.post_json("/v1/checks", body);
+        (a.status, a.json)
+    }
+
+    /// `POST /v1/checks` with the full answer (timing, raw text).
+    pub fn post_check_answer(&self, body: &Value) -> Answer {
+        self.http.post_json("/v1/checks", body)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let a = self.http.get(path);
+        (a.status, a.json)
+    }
+
+    pub fn status(&self) -> Value {
+        let (code, v) = self.get("/v1/status");
+        assert_eq!(code, 200, "GET /v1/status: {v}");
+        v
+    }
+
+    /// Polls `/v1/status` (every 50 ms) until `pred` holds; returns that status, or panics with
+    /// the last status seen after `timeout`.
+    pub fn wait_status(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let got = wait_until(timeout, Duration::from_millis(50), || {
+            let v = self.status();
+            if pred(&v) {
+                Some(v)
+            } else {
+                last = v;
+                None
+            }
+        });
+        got.unwrap_or_else(|| panic!("{}: status never became {what} within {timeout:?}; last status: {last}", self.opts.name))
+    }
+
+    /// Waits until the link is up and the mode online.
+    pub fn wait_online(&self) -> Value {
+        self.wait_status("online with the link up", Duration::from_secs(15), |v| v["mode"] == "online" && v["link"]["state"] == "up")
+    }
+
+    /// The number of checks in the journal as status reports it.
+    pub fn journal_checks(&self) -> u64 {
+        let v = self.status();
+        v["journal"]["checks"].as_u64().unwrap_or_else(|| panic!("status has no journal.checks: {v}"))
+    }
+}
+
+/// A reconciler serving the standard registry, its PKI knowing `facilities`, all in `test`.
+pub fn reconciler_with_registry(test: &TestDir, facilities: &[&str]) -> (Pki, Registry, Reconciler) {
+    let pki = Pki::init(&test.join("pki"), facilities);
+    let registry = Registry::standard(test);
+    let data = test.join("reconciler");
+    registry.import(&data);
+    let r = Reconciler::start(test, &data, &pki);
+    (pki, registry, r)
+}
+
+/// Asserts an error answer: status, `error.code` and `error.field`.
+#[track_caller]
+pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, field: Option<&str>) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "expected HTTP {status} {code}; got {got}: {body}");
+    assert_eq!(body["error"]["code"], code, "error code: {body}");
+    if let Some(f) = field {
+        assert_eq!(body["error"]["field"], f, "error field: {body}");
+    }
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error message: {body}");
+}
