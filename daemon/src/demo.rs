@@ -43,6 +43,9 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     }
     registry.sync()?;
     let examples = onshi_sync::synth::pick_examples(&periods, today);
+    let (Some(valid_q), Some(lost_q)) = (examples.valid_insured, examples.lost_with_newer) else {
+        anyhow::bail!("--people {people}: too few people for the examples (a valid insured person and a job change); use at least 200");
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -69,19 +72,19 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     tokio::time::timeout(Duration::from_secs(10), link.wait_for(|s| s.is_up())).await.context("the demo link did not come up within 10 s")??;
 
     let http = edge.http_addr;
-    let valid = card_body(&examples.valid);
-    let lost = card_body(&examples.lost);
+    let valid = card_body(&valid_q);
+    let lost = card_body(&lost_q);
     let mut typo = valid.clone();
-    let insurer = examples.valid.insurer_number.as_str();
+    let insurer = valid_q.insurer_number.as_str();
     let last = insurer.as_bytes()[insurer.len() - 1] - b'0';
     typo["insurance_card"]["insurer_number"] = format!("{}{}", &insurer[..insurer.len() - 1], (last + 1) % 10).into();
     println!("onshi demo: reconciler on quic://{} with {} people ({} qualification periods), edge for facility {DEMO_FACILITY}", reconciler.addr, people, periods.len());
     println!("web address: http://{http}");
     println!("data in {} (deleted on exit)", dir.path().display());
     println!();
-    println!("# a valid qualification ({}):", examples.valid.name);
+    println!("# a valid qualification ({}):", valid_q.name);
     println!("{}", curl(http, &valid));
-    println!("# a lost qualification, the person has a newer one ({}):", examples.lost.name);
+    println!("# a lost qualification, the person has a newer one ({}):", lost_q.name);
     println!("{}", curl(http, &lost));
     println!("# a mistyped check digit in the insurer number (answers 400 naming the field):");
     println!("{}", curl(http, &typo));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use onshi_sync::link::LinkClient;
+use onshi_sync::link::{LinkClient, LinkSettings};
 use onshi_sync::store::{SledStore, Store};
 use tokio::task::JoinHandle;
 
@@ -32,7 +32,7 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&journal_dir).with_context(|| format!("opening the journal in {}", journal_dir.display()))?);
     let journal = Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
     let identity = onshi_sync::pki::load_client(&config.pki, &config.facility).context("loading the facility's certificate")?;
-    let link = Arc::new(LinkClient::start(identity, config.reconciler).context("starting the link to the reconciler")?);
+    let link = Arc::new(LinkClient::new(config.reconciler, &identity, LinkSettings::default()).context("starting the link to the reconciler")?);
     let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http_addr = listener.local_addr()?;
     let gate = Gate { journal, link: link.clone(), deadline: config.deadline, stats: Arc::new(GateStats::default()) };
@@ -49,7 +49,7 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
         notify::stopping();
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
-        link_for_task.close();
+        link_for_task.close().await;
         // Every acknowledged record is already durable; this makes any remaining write durable too.
         let synced = tokio::task::spawn_blocking(move || store.sync()).await;
         served.context("serving HTTP")?;

@@ -58,7 +58,7 @@ impl Gate {
                 self.stats.refused_other.fetch_add(1, Ordering::Relaxed);
                 return Err(GateError::Refused { code: "unexpected_response".into(), message: format!("{other:?}") });
             }
-            Err(LinkError::Timeout { .. }) => {
+            Err(LinkError::Timeout(_)) => {
                 self.stats.refused_deadline.fetch_add(1, Ordering::Relaxed);
                 return Err(GateError::Deadline(self.deadline.as_millis()));
             }

@@ -81,6 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let config = EdgeConfig::try_from(settings.or(file))?;
             let edge = onshi_edge::edge::start(config, onshi_edge::edge::shutdown_signal()).await?;
+            println!("onshi-edge: HTTP API on http://{}", edge.http_addr);
             edge.task.await.context("edge task")??;
             Ok(ExitCode::SUCCESS)
         }

@@ -9,7 +9,7 @@ fn send(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    if let Err(e) = sd_notify::notify(false, states) {
+    if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "could not notify systemd");
     }
 }
@@ -33,6 +33,5 @@ pub fn stopping() {
 
 /// Half the watchdog interval systemd asked for, if it asked.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 { Some(Duration::from_micros(usec / 2)) } else { None }
+    sd_notify::watchdog_enabled().map(|d| d / 2)
 }

@@ -3,6 +3,7 @@
 
 pub mod link;
 pub mod pki;
+pub mod reconciler;
 pub mod registry;
 pub mod store;
 pub mod synth;

@@ -19,6 +19,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The private CA and certificates of the link.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Serve online checks to the edges over QUIC with mutual TLS.
+    Serve {
+        /// TOML file with the same settings as the flags (data, pki, listen); a flag wins.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: ServeSettings,
+    },
     /// Import registry JSONL (one qualification period per line). Bad lines are reported with their
     /// line number and reason; good lines are applied; exit status 1 if any line was bad.
     Import {
@@ -42,6 +55,34 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a private CA (or reuse the one in DIR), the reconciler's certificate and one client
+    /// certificate per facility (the 10-digit code is in the certificate). Existing keys are kept.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A facility code; repeat for several.
+        #[arg(long = "facility", required = true)]
+        facilities: Vec<String>,
+    },
+}
+
+/// `serve` settings, as flags or in the TOML file.
+#[derive(Debug, Default, Clone, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+struct ServeSettings {
+    /// The reconciler's data directory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// PKI directory as `pki init` lays it out; its facility-*.pem files are the known facilities.
+    #[arg(long)]
+    pki: Option<PathBuf>,
+    /// UDP address to listen on, e.g. 0.0.0.0:7700.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
 fn parse_date_arg(s: &str) -> Result<chrono::NaiveDate, String> {
     onshi_model::parse_date(s).map_err(|e| e.to_string())
 }
@@ -63,8 +104,81 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Import { data, file } => import(data, file),
-        Command::GenRegistry { .. } => anyhow::bail!("GENREG_PENDING"),
+        Command::Pki { command: PkiCommand::Init { dir, facilities } } => {
+            let codes = facilities
+                .iter()
+                .map(|f| onshi_model::FacilityCode::parse(f).map_err(|e| anyhow::anyhow!("--facility {f}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let summary = onshi_sync::pki::init(&dir, &codes)?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { config, settings } => {
+            let file = match &config {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("--config: cannot read {}", p.display()))?;
+                    toml::from_str(&text).with_context(|| format!("--config: {}", p.display()))?
+                }
+                None => ServeSettings::default(),
+            };
+            let data = settings.data.or(file.data).context("--data: is required (as a flag or in the --config file)")?;
+            let pki = settings.pki.or(file.pki).context("--pki: is required (as a flag or in the --config file)")?;
+            let listen = settings.listen.or(file.listen).context("--listen: is required (as a flag or in the --config file)")?;
+            let listen: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
+                .with_context(|| format!("--listen: '{listen}' is not a host:port address"))?
+                .next()
+                .with_context(|| format!("--listen: '{listen}' resolves to no address"))?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(serve(data, pki, listen))
+        }
+        Command::GenRegistry { people, seed, today } => {
+            let today = today.unwrap_or_else(|| chrono::Local::now().date_naive());
+            let params = onshi_sync::synth::SynthParams { people, seed, today };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary = onshi_sync::synth::write_jsonl(&params, &mut out).context("writing the registry")?;
+            std::io::Write::flush(&mut out)?;
+            eprintln!("generated {} people, {} qualification periods", summary.people, summary.periods);
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn serve(data: PathBuf, pki: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);
+    let registry = Registry::open(store)?;
+    let running = onshi_sync::reconciler::start(registry, &pki, listen, shutdown_signal())?;
+    println!("onshi-reconciler: listening on quic://{}", running.addr);
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+    running.task.await.context("reconciler task")?;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("reconciler stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
 }
 
 fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {

@@ -73,6 +73,17 @@ pub struct PkiSummary {
     pub facilities_kept: Vec<FacilityCode>,
 }
 
+impl std::fmt::Display for PkiSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[FacilityCode]| if v.is_empty() { "none".to_string() } else { v.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ") };
+        writeln!(f, "PKI in {}", self.dir.display())?;
+        writeln!(f, "  CA:         {}", if self.ca_created { "created (ca.pem, ca.key)" } else { "kept (existing ca.pem)" })?;
+        writeln!(f, "  reconciler: {}", if self.reconciler_created { "created (reconciler.pem, reconciler.key)" } else { "kept" })?;
+        writeln!(f, "  facilities added: {}", list(&self.facilities_added))?;
+        write!(f, "  facilities kept:  {}", list(&self.facilities_kept))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("cannot create PKI directory {path}: {source}")]

@@ -151,7 +151,7 @@ async fn ping_round_trip_through_the_service() {
 }
 
 #[tokio::test]
-#[ignore = "model: CheckSubject is an internally tagged serde enum (tag = \"by\"), which postcard cannot decode; un-ignore once the model fixes it"]
+
 async fn check_round_trip() {
     logs();
     let dir = pki_with(&[clinic()]);

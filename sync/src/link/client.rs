@@ -87,6 +87,20 @@ pub struct LinkState {
 }
 
 impl LinkState {
+    /// Connected and authorised.
+    pub fn is_up(&self) -> bool {
+        self.phase == LinkPhase::Up
+    }
+
+    /// `connecting`, `up` or `down`, as status pages show it.
+    pub fn name(&self) -> &'static str {
+        match self.phase {
+            LinkPhase::Connecting => "connecting",
+            LinkPhase::Up => "up",
+            LinkPhase::Down => "down",
+        }
+    }
+
     fn initial() -> Self {
         LinkState { phase: LinkPhase::Connecting, since: Instant::now(), last_error: None, reconnects: 0, last_rtt: None, closed: false }
     }
