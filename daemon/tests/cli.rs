@@ -1,5 +1,7 @@
 //! `onshi-edge run` refuses a bad configuration before touching anything, naming the setting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn edge(args: &[&str]) -> (Option<i32>, String) {

@@ -23,6 +23,9 @@ pub enum StoreError {
     CommitterGone,
 }
 
+/// Entries of a prefix scan, in key order.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+
 /// One ordered key space.
 pub trait Tree: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -30,7 +33,7 @@ pub trait Tree: Send + Sync + std::fmt::Debug {
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -83,7 +86,7 @@ impl Tree for SledTree {
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.remove(key)?.map(|v| v.to_vec()))
     }
-    fn scan_prefix(&self, prefix: &[u8]) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_> {
         Box::new(self.0.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from)))
     }
     fn len(&self) -> usize {

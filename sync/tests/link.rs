@@ -2,6 +2,8 @@
 //! timeouts and reconnection; and the PKI directory as `pki init` leaves it.
 //! Synchronisation is by the client's state channel (with a timeout), never by sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

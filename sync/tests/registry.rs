@@ -1,5 +1,7 @@
 //! The registry's answers on crafted cases, and `onshi-reconciler import` on a file with bad lines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use onshi_model::{CheckRequest, NaiveDate, Qualification, Validity};
