@@ -11,11 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use onshi_model::{CheckRequest, CheckSubject, FieldError, Qualification};
+use onshi_fallback::share::SharePolicy;
+use onshi_model::fields::Fields;
+use onshi_model::{CheckRequest, CheckSubject, ErrorCode, FieldError, Qualification};
 use serde_json::{Value, json};
 
 use crate::gate::{Gate, GateError};
 use crate::journal::CheckRecord;
+use crate::provisional::{self, ProvisionalRecord, ProvisionalRequest, RecordState};
+use crate::queue::{self, QueueCaps};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -23,6 +27,8 @@ pub struct AppState {
     pub gate: Gate,
     pub started: Instant,
     pub reconciler: String,
+    pub share: SharePolicy,
+    pub queue_caps: QueueCaps,
 }
 
 /// An error answer.
@@ -49,10 +55,8 @@ impl From<FieldError> for ApiError {
 impl From<GateError> for ApiError {
     fn from(e: GateError) -> Self {
         let code = match &e {
-            GateError::LinkDown(_) => "link_down",
-            GateError::Deadline(_) => "deadline_exceeded",
-            GateError::Refused { .. } => "reconciler_refused",
             GateError::Journal(_) => "journal_unavailable",
+            GateError::Replica(_) => "replica_unavailable",
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
     }
@@ -70,6 +74,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/checks", post(post_check))
         .route("/v1/checks/{id}", get(get_check))
         .route("/v1/status", get(get_status))
+        .route("/v1/queue", get(get_queue))
+        .route("/v1/batch", post(post_batch))
+        .route("/v1/provisional", post(post_provisional))
+        .route("/v1/provisional/{id}", get(get_provisional))
+        .route("/v1/reader/heartbeat", post(post_reader_heartbeat))
+        .route("/v1/reader/card", post(post_reader_card))
         .route("/metrics", get(get_metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see GET /v1/status") })
         .with_state(Arc::new(state))
@@ -101,6 +111,7 @@ fn qualifications(r: &CheckRecord) -> &[Qualification] {
     r.outcome.as_ref().map_or(&[], |o| o.qualifications.as_slice())
 }
 
+/// The answer as reception got it.
 fn answer_json(r: &CheckRecord) -> Value {
     json!({
         "check_id": r.check_id,
@@ -109,7 +120,32 @@ fn answer_json(r: &CheckRecord) -> Value {
         "qualifications": qualifications(r),
         "as_of": r.as_of,
         "service_date": r.request.service_date,
+        "state": r.state,
     })
+}
+
+/// The stored record: the latest knowledge on top (the final online outcome once it arrived), what
+/// reception was told under `answered`, and the final outcome under `final`.
+pub fn record_json(r: &CheckRecord) -> Value {
+    let mut v = answer_json(r);
+    v["answered"] = json!({"validity": r.validity, "source": r.source, "as_of": r.as_of, "qualifications": qualifications(r)});
+    v["final"] = match &r.final_outcome {
+        Some(f) => json!({"validity": f.outcome.validity, "qualifications": f.outcome.qualifications, "completed_at": f.completed_at}),
+        None => Value::Null,
+    };
+    if let Some(f) = &r.final_outcome {
+        v["validity"] = json!(f.outcome.validity);
+        v["qualifications"] = json!(f.outcome.qualifications);
+        v["source"] = json!("online");
+        v["as_of"] = json!(f.completed_at);
+        v["changed"] = json!(f.outcome.validity != r.validity);
+    }
+    v["facility"] = json!(r.facility);
+    v["created_at"] = json!(r.created_at);
+    v["request"] = request_json(&r.request);
+    v["attempts"] = json!(r.attempts);
+    v["last_error"] = json!(r.last_error);
+    v
 }
 
 async fn post_check(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
@@ -127,20 +163,29 @@ async fn get_check(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> 
         .get(&id)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string()))?
         .ok_or_else(|| ApiError { status: StatusCode::NOT_FOUND, code: "not_found".into(), field: Some("id".into()), message: format!("no check with id {id}") })?;
-    let mut v = answer_json(&rec);
-    v["facility"] = json!(rec.facility);
-    v["created_at"] = json!(rec.created_at);
-    v["request"] = request_json(&rec.request);
-    v["state"] = json!(if rec.outcome.is_some() { "answered" } else { "pending" });
-    Ok(axum::Json(v))
+    Ok(axum::Json(record_json(&rec)))
 }
 
-fn status_json(app: &AppState) -> Value {
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string())
+}
+
+fn status_json(app: &AppState) -> Result<Value, ApiError> {
     let link = app.gate.link.state();
-    let mode = if link.is_up() { "online" } else { "offline" };
+    let mode = app.gate.mode.snapshot();
     let (syncs, commits) = app.gate.journal.commit_stats();
-    json!({
-        "mode": mode,
+    let queue = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).map_err(unavailable)?;
+    let (reader, reader_heard) = app.gate.mode.reader_health();
+    let reader = match reader {
+        None => json!({"state": "none"}),
+        Some(Ok(id)) => json!({"state": "up", "reader_id": id, "last_heartbeat_s": reader_heard}),
+        Some(Err(reason)) => json!({"state": "down", "reason": reason, "last_heartbeat_s": reader_heard}),
+    };
+    Ok(json!({
+        "mode": mode.mode,
+        "mode_for_s": mode.for_s,
+        "reasons": mode.reasons,
+        "mode_changes": mode.history,
         "facility": app.gate.journal.facility(),
         "link": {
             "state": link.name(),
@@ -150,38 +195,208 @@ fn status_json(app: &AppState) -> Value {
             "last_error": link.last_error.as_ref().map(|e| e.to_string()),
             "rtt_ms": link.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
         },
-        "queue": {"pending": 0, "provisional_yen": 0, "oldest_pending_s": null},
-        "journal": {"checks": app.gate.journal.len(), "syncs": syncs, "commits": commits},
+        "reader": reader,
+        "queue": queue::brief(&queue),
+        "warnings": queue.warnings,
+        "journal": {"checks": app.gate.journal.len(), "provisional": app.gate.journal.provisional_len(), "syncs": syncs, "commits": commits},
+        "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
         "deadline_ms": app.gate.deadline.as_millis() as u64,
         "uptime_s": app.started.elapsed().as_secs(),
         "last_sync": null,
         "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn get_status(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(status_json(&app)?))
+}
+
+async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let q = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).map_err(unavailable)?;
+    Ok(axum::Json(serde_json::to_value(q).unwrap_or(Value::Null)))
+}
+
+async fn post_provisional(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let v = parse_body(&body)?;
+    let req = ProvisionalRequest::from_json(&v, chrono::Local::now().date_naive())?;
+    let share = provisional::decide_share(&req, &app.gate.replica, &app.share).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable", e))?;
+    let rec = ProvisionalRecord {
+        record_id: app.gate.journal.next_id().map_err(unavailable)?,
+        created_at: chrono::Utc::now(),
+        collected_yen: provisional::amount(req.total_fee_yen, share.percent),
+        declared: req.declared,
+        person_id: req.person_id,
+        service_date: req.service_date,
+        total_fee_yen: req.total_fee_yen,
+        share_percent: share.percent,
+        basis: share.basis,
+        rule: share.rule,
+        explanation: share.explanation,
+        state: RecordState::Recorded,
+    };
+    app.gate.journal.put_provisional_durable(&rec).await.map_err(unavailable)?;
+    tracing::info!(record_id = %rec.record_id, share = rec.share_percent, basis = ?rec.basis, "provisional record");
+    Ok((StatusCode::CREATED, axum::Json(provisional_json(&rec))))
+}
+
+fn provisional_json(rec: &ProvisionalRecord) -> Value {
+    json!({
+        "record_id": rec.record_id,
+        "share_percent": rec.share_percent,
+        "collected_yen": rec.collected_yen,
+        "basis": rec.basis,
+        "rule": rec.rule,
+        "explanation": rec.explanation,
+        "total_fee_yen": rec.total_fee_yen,
+        "service_date": rec.service_date,
+        "person_id": rec.person_id,
+        "declared": rec.declared,
+        "state": rec.state,
+        "created_at": rec.created_at,
     })
 }
 
-async fn get_status(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    axum::Json(status_json(&app))
+async fn get_provisional(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let rec = app.gate.journal.get_provisional(&id).map_err(unavailable)?.ok_or_else(|| ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found".into(),
+        field: Some("id".into()),
+        message: format!("no provisional record with id {id}"),
+    })?;
+    Ok(axum::Json(provisional_json(&rec)))
 }
+
+async fn post_reader_heartbeat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    f.deny_unknown(&["reader_id", "status", "fault"])?;
+    let reader_id = f.req_str("reader_id")?;
+    let status = f.opt_str("status")?.unwrap_or_else(|| "ok".into());
+    let fault = match status.as_str() {
+        "ok" => None,
+        "fault" => Some(f.opt_str("fault")?.unwrap_or_else(|| "fault (no detail)".into())),
+        other => return Err(FieldError::new("status", ErrorCode::OutOfRange, format!("status: '{other}' is not ok or fault")).into()),
+    };
+    app.gate.mode.reader_heartbeat(&reader_id, fault);
+    Ok(axum::Json(json!({"mode": app.gate.mode.mode()})))
+}
+
+async fn post_reader_card(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    f.deny_unknown(&["reader_id", "card_id", "verified", "service_date"])?;
+    let reader_id = f.req_str("reader_id")?;
+    let verified = f.req_str("verified")?;
+    if !matches!(verified.as_str(), "face" | "pin") {
+        return Err(FieldError::new("verified", ErrorCode::OutOfRange, format!("verified: '{verified}' is not face or pin; the reader must verify the holder")).into());
+    }
+    let mut check = json!({"card_id": v.get("card_id").cloned().unwrap_or(Value::Null)});
+    if let Some(d) = v.get("service_date") {
+        check["service_date"] = d.clone();
+    }
+    let req = CheckRequest::from_json(&check, chrono::Local::now().date_naive())?;
+    // A card presented proves the reader works.
+    app.gate.mode.reader_heartbeat(&reader_id, None);
+    let record = app.gate.check(req).await?;
+    let mut a = answer_json(&record);
+    a["verified"] = json!(verified);
+    Ok(axum::Json(a))
+}
+
+/// `POST /v1/batch`: a batch inquiry (e.g. tomorrow's reservations), answered online in chunks;
+/// every answer refreshes the replica, so the day's patients can be answered even offline.
+async fn post_batch(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    f.deny_unknown(&["service_date", "checks"])?;
+    let today = chrono::Local::now().date_naive();
+    let service_date = f.opt_date("service_date")?.unwrap_or(today);
+    let items = match v.get("checks") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => return Err(FieldError::new("checks", ErrorCode::MissingField, "checks: is empty").into()),
+        Some(_) => return Err(FieldError::new("checks", ErrorCode::WrongType, "checks: must be a list of insurance-card checks").into()),
+        None => return Err(FieldError::new("checks", ErrorCode::MissingField, "checks: is required").into()),
+    };
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(FieldError::new("checks", ErrorCode::OutOfRange, format!("checks: {} items; at most {MAX_BATCH_ITEMS} per batch", items.len())).into());
+    }
+    let mut reqs = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut item = item.clone();
+        if item.get("service_date").is_none() && item.is_object() {
+            item["service_date"] = json!(service_date);
+        }
+        let r = CheckRequest::from_json(&item, today).map_err(|e| e.under(&format!("checks[{i}]")))?;
+        if !matches!(r.subject, CheckSubject::InsuranceCard { .. }) {
+            return Err(FieldError::new(format!("checks[{i}]"), ErrorCode::OutOfRange, format!("checks[{i}]: a batch inquiry takes insurance-card checks")).into());
+        }
+        reqs.push(r);
+    }
+    let mut results = Vec::with_capacity(reqs.len());
+    let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
+    for chunk in reqs.chunks(onshi_sync::wire::MAX_BATCH) {
+        let answer = app.gate.link.call(onshi_sync::wire::Request::Batch(chunk.to_vec()), BATCH_CHUNK_TIMEOUT).await;
+        let outcomes = match answer {
+            Ok(onshi_sync::wire::Response::Batch(o)) if o.len() == chunk.len() => o,
+            Ok(other) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "reconciler_refused", format!("the reconciler answered the batch with {other:?}"))),
+            Err(e) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "link_down", format!("a batch inquiry needs the link to the reconciler: {e}; nothing was stored, try again later"))),
+        };
+        let now = chrono::Utc::now();
+        for o in &outcomes {
+            app.gate.replica.learn(&o.qualifications, now).map_err(unavailable)?;
+        }
+        app.gate.journal.commit().await.map_err(unavailable)?;
+        for o in outcomes {
+            *counts.entry(o.validity.as_str()).or_default() += 1;
+            results.push(o);
+        }
+    }
+    tracing::info!(checks = results.len(), "batch inquiry: replica refreshed");
+    let results: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(i, o)| json!({"index": i, "validity": o.validity, "person_id": o.qualifications.first().map(|q| &q.person_id), "qualifications": o.qualifications}))
+        .collect();
+    Ok(axum::Json(json!({"service_date": service_date, "total": results.len(), "counts": counts, "results": results, "replica_people": app.gate.replica.people_count()})))
+}
+
+/// The most checks one `POST /v1/batch` takes (a large hospital's night batch fits).
+pub const MAX_BATCH_ITEMS: usize = 20_000;
+const BATCH_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let s = &app.gate.stats;
     let (syncs, commits) = app.gate.journal.commit_stats();
     let up = u8::from(app.gate.link.state().is_up());
-    let text = format!(
-        "# HELP onshi_checks_total Checks by outcome at the gate.\n# TYPE onshi_checks_total counter\n\
-         onshi_checks_total{{result=\"online\"}} {}\n\
-         onshi_checks_total{{result=\"refused_link_down\"}} {}\n\
-         onshi_checks_total{{result=\"refused_deadline\"}} {}\n\
-         onshi_checks_total{{result=\"refused_other\"}} {}\n\
-         # HELP onshi_link_up 1 when the QUIC link to the reconciler is up.\n# TYPE onshi_link_up gauge\nonshi_link_up {up}\n\
-         # HELP onshi_journal_records Records in the journal.\n# TYPE onshi_journal_records gauge\nonshi_journal_records {}\n\
-         # HELP onshi_journal_syncs_total Flush+fsync rounds of the journal.\n# TYPE onshi_journal_syncs_total counter\nonshi_journal_syncs_total {syncs}\n\
-         # HELP onshi_journal_commits_total Writes made durable (several per sync under load).\n# TYPE onshi_journal_commits_total counter\nonshi_journal_commits_total {commits}\n",
-        s.answered_online.load(Ordering::Relaxed),
-        s.refused_link_down.load(Ordering::Relaxed),
-        s.refused_deadline.load(Ordering::Relaxed),
-        s.refused_other.load(Ordering::Relaxed),
-        app.gate.journal.len(),
-    );
+    let mode = app.gate.mode.mode();
+    let q = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).ok();
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in lines {
+            text.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let n = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed).to_string();
+    metric("onshi_checks_total", "counter", "Checks answered, by source.", &[
+        ("{source=\"online\"}".into(), n(&s.answered_online)),
+        ("{source=\"replica\"}".into(), n(&s.answered_replica)),
+        ("{source=\"queued\"}".into(), n(&s.answered_queued)),
+    ]);
+    metric("onshi_deadline_missed_total", "counter", "Online answers that missed the deadline.", &[(String::new(), n(&s.deadline_missed))]);
+    metric("onshi_deferred_completed_total", "counter", "Deferred checks completed online.", &[(String::new(), n(&s.deferred_completed))]);
+    metric("onshi_mode", "gauge", "1 for the current mode.", &[
+        ("{mode=\"online\"}".into(), u8::from(mode == crate::mode::Mode::Online).to_string()),
+        ("{mode=\"degraded\"}".into(), u8::from(mode == crate::mode::Mode::Degraded).to_string()),
+        ("{mode=\"offline\"}".into(), u8::from(mode == crate::mode::Mode::Offline).to_string()),
+    ]);
+    metric("onshi_link_up", "gauge", "1 when the QUIC link to the reconciler is up.", &[(String::new(), up.to_string())]);
+    metric("onshi_queue_pending", "gauge", "Deferred checks and unsettled provisional records.", &[(String::new(), q.as_ref().map_or(0, |q| q.pending).to_string())]);
+    metric("onshi_queue_provisional_yen", "gauge", "Yen collected provisionally and not yet settled.", &[(String::new(), q.as_ref().map_or(0, |q| q.provisional_yen).to_string())]);
+    metric("onshi_queue_oldest_pending_seconds", "gauge", "Age of the oldest pending item.", &[(String::new(), q.as_ref().and_then(|q| q.oldest_pending_s).unwrap_or(0).to_string())]);
+    metric("onshi_journal_records", "gauge", "Checks in the journal.", &[(String::new(), app.gate.journal.len().to_string())]);
+    metric("onshi_journal_syncs_total", "counter", "Flush+fsync rounds of the journal.", &[(String::new(), syncs.to_string())]);
+    metric("onshi_journal_commits_total", "counter", "Writes made durable (several per sync under load).", &[(String::new(), commits.to_string())]);
+    metric("onshi_replica_people", "gauge", "People in the local replica.", &[(String::new(), app.gate.replica.people_count().to_string())]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use onshi_fallback::share::{SharePolicy, SharePolicyError, UnidentifiedRule};
 use onshi_model::FacilityCode;
+
+use crate::mode::ModeSettings;
+use crate::queue::QueueCaps;
 use serde::Deserialize;
 
 /// The default deadline for an online answer (DESIGN.md: 1.5 s).
@@ -36,6 +40,31 @@ pub struct EdgeSettings {
     /// Deadline for an online answer, in milliseconds (default 1500).
     #[arg(long)]
     pub deadline_ms: Option<u64>,
+    /// How long a better mode must hold before the edge switches to it, in ms (default 10000).
+    #[arg(long)]
+    pub hold_ms: Option<u64>,
+    /// A card reader silent this long is down, in ms (default 10000).
+    #[arg(long)]
+    pub reader_timeout_ms: Option<u64>,
+    /// Collect the full fee (refunded later) from an unidentified patient instead of the age-rule
+    /// share (default false).
+    #[arg(long)]
+    pub unidentified_full_fee: Option<bool>,
+    /// Share of 70–74-year-olds for provisional records: 20 or 30 (default 20).
+    #[arg(long)]
+    pub share_70_74: Option<u8>,
+    /// Share of 75+ for provisional records: 10, 20 or 30 (default 10).
+    #[arg(long)]
+    pub share_75_plus: Option<u8>,
+    /// Warn when more than this many items are pending (default 1000).
+    #[arg(long)]
+    pub queue_max_pending: Option<usize>,
+    /// Warn when more than this many yen were collected provisionally (default 1000000).
+    #[arg(long)]
+    pub queue_max_yen: Option<u64>,
+    /// Warn when the oldest pending item is older than this many hours (default 72).
+    #[arg(long)]
+    pub queue_max_age_h: Option<u64>,
 }
 
 impl EdgeSettings {
@@ -49,6 +78,14 @@ impl EdgeSettings {
             http: self.http.or(file.http),
             mailbox: self.mailbox.or(file.mailbox),
             deadline_ms: self.deadline_ms.or(file.deadline_ms),
+            hold_ms: self.hold_ms.or(file.hold_ms),
+            reader_timeout_ms: self.reader_timeout_ms.or(file.reader_timeout_ms),
+            unidentified_full_fee: self.unidentified_full_fee.or(file.unidentified_full_fee),
+            share_70_74: self.share_70_74.or(file.share_70_74),
+            share_75_plus: self.share_75_plus.or(file.share_75_plus),
+            queue_max_pending: self.queue_max_pending.or(file.queue_max_pending),
+            queue_max_yen: self.queue_max_yen.or(file.queue_max_yen),
+            queue_max_age_h: self.queue_max_age_h.or(file.queue_max_age_h),
         }
     }
 
@@ -82,6 +119,19 @@ pub struct EdgeConfig {
     pub http: SocketAddr,
     pub mailbox: Option<PathBuf>,
     pub deadline: Duration,
+    pub mode: ModeSettings,
+    pub reader_timeout: Duration,
+    pub share: SharePolicy,
+    pub queue: QueueCaps,
+}
+
+fn share_policy(full: Option<bool>, s70: Option<u8>, s75: Option<u8>) -> Result<SharePolicy, ConfigError> {
+    let d = SharePolicy::default();
+    let rule = if full.unwrap_or(false) { UnidentifiedRule::FullFee } else { UnidentifiedRule::AgeRule };
+    SharePolicy::new(s70.unwrap_or(d.age70_74_percent()), s75.unwrap_or(d.age75_plus_percent()), rule).map_err(|e| match e {
+        SharePolicyError::Age70To74(v) => ConfigError::new("--share-70-74", format!("{v} is not 20 or 30")),
+        SharePolicyError::Age75Plus(v) => ConfigError::new("--share-75-plus", format!("{v} is not 10, 20 or 30")),
+    })
 }
 
 fn required<T>(v: Option<T>, setting: &str) -> Result<T, ConfigError> {
@@ -114,6 +164,14 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
             http: resolve("--http", &required(s.http, "--http")?)?,
             mailbox: s.mailbox,
             deadline,
+            mode: ModeSettings { hold: Duration::from_millis(s.hold_ms.unwrap_or(10_000)), ..ModeSettings::default() },
+            reader_timeout: Duration::from_millis(s.reader_timeout_ms.unwrap_or(10_000)),
+            share: share_policy(s.unidentified_full_fee, s.share_70_74, s.share_75_plus)?,
+            queue: QueueCaps {
+                max_pending: s.queue_max_pending.unwrap_or(QueueCaps::default().max_pending),
+                max_provisional_yen: s.queue_max_yen.unwrap_or(QueueCaps::default().max_provisional_yen),
+                max_age_s: s.queue_max_age_h.map_or(QueueCaps::default().max_age_s, |h| h * 3600),
+            },
         })
     }
 }
@@ -131,6 +189,7 @@ mod tests {
             http: Some("127.0.0.1:7600".into()),
             mailbox: None,
             deadline_ms: None,
+            ..Default::default()
         }
     }
 

@@ -16,6 +16,9 @@ use crate::api::{self, AppState};
 use crate::config::EdgeConfig;
 use crate::gate::{Gate, GateStats};
 use crate::journal::Journal;
+use crate::monitor::{self, ModeHandle};
+use crate::replica::Replica;
+use crate::deferred;
 use crate::notify;
 
 /// A started edge: where it listens, and the task that ends when it has shut down.
@@ -31,24 +34,44 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
     let journal_dir = config.data.join("journal");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&journal_dir).with_context(|| format!("opening the journal in {}", journal_dir.display()))?);
     let journal = Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
+    let replica = Replica::open(store.clone()).context("opening the replica")?;
     let identity = onshi_sync::pki::load_client(&config.pki, &config.facility).context("loading the facility's certificate")?;
     let link = Arc::new(LinkClient::new(config.reconciler, &identity, LinkSettings::default()).context("starting the link to the reconciler")?);
     let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    let gate = Gate { journal, link: link.clone(), deadline: config.deadline, stats: Arc::new(GateStats::default()) };
-    let state = AppState { gate, started: Instant::now(), reconciler: config.reconciler.to_string() };
+    let mode = ModeHandle::new(config.mode, config.reader_timeout);
+    let gate = Gate {
+        journal,
+        replica,
+        link: link.clone(),
+        mode: mode.clone(),
+        deadline: config.deadline,
+        stats: Arc::new(GateStats::default()),
+        deferred_wake: Arc::new(tokio::sync::Notify::new()),
+    };
+    let state = AppState {
+        gate: gate.clone(),
+        started: Instant::now(),
+        reconciler: config.reconciler.to_string(),
+        share: config.share,
+        queue_caps: config.queue,
+    };
     let app = api::router(state.clone());
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx));
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
+    let monitor = monitor::spawn(mode, link.clone(), stop_rx.clone());
+    let deferred = deferred::spawn(gate, stop_rx);
     let link_for_task = link.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         notify::stopping();
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
+        let _ = monitor.await;
+        let _ = deferred.await;
         link_for_task.close().await;
         // Every acknowledged record is already durable; this makes any remaining write durable too.
         let synced = tokio::task::spawn_blocking(move || store.sync()).await;
@@ -61,8 +84,9 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
 }
 
 fn status_line(state: &AppState) -> String {
-    let mode = if state.gate.link.state().is_up() { "online" } else { "offline" };
-    format!("{mode} · 0 pending · {} checks", state.gate.journal.len())
+    let mode = state.gate.mode.mode();
+    let pending = state.gate.journal.deferred_len() + state.gate.journal.provisional_len();
+    format!("{mode} · {pending} pending · {} checks", state.gate.journal.len())
 }
 
 /// Keeps systemd's STATUS line current and feeds its watchdog from the main loop.

@@ -1,84 +1,141 @@
 //! The gate: every check is validated, asked of the reconciler within the deadline, written to the
-//! journal and made durable, and only then answered. With the link down or past the deadline the
-//! check is refused with a clear reason (the outage mode that answers from the replica comes later);
-//! a refused check was never acknowledged, so nothing acknowledged is lost.
+//! journal and made durable, and only then answered. Past the deadline or with the link down it
+//! answers from the replica (`source: replica`, with the age of that knowledge), or `pending`
+//! (`source: queued`) when the replica does not know the person; either way the online check is
+//! queued as a deferred check and completed when the link returns. An answer always comes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use onshi_model::{CheckRequest, Source};
+use onshi_model::{CheckOutcome, CheckRequest, Source, Validity};
 use onshi_sync::link::{LinkClient, LinkError};
 use onshi_sync::wire::{Request, Response};
+use tokio::sync::Notify;
 
-use crate::journal::{CheckRecord, Journal, JournalError};
+use crate::journal::{CheckRecord, CheckState, Journal, JournalError};
+use crate::mode::ModeEvent;
+use crate::monitor::ModeHandle;
+use crate::replica::Replica;
 
-/// Why a check could not be answered.
+/// Why a check could not be answered at all (only the disk can cause this).
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("the link to the reconciler is down ({0}); the check was not recorded: try again, or confirm eligibility another way")]
-    LinkDown(String),
-    #[error("the reconciler did not answer within {0} ms; the check was not recorded: try again")]
-    Deadline(u128),
-    #[error("the reconciler refused the check: {code}: {message}")]
-    Refused { code: String, message: String },
     #[error("the journal could not record the check: {0}")]
     Journal(#[from] JournalError),
+    #[error("the replica could not be read: {0}")]
+    Replica(String),
 }
 
 /// Counters for status and metrics.
 #[derive(Debug, Default)]
 pub struct GateStats {
     pub answered_online: AtomicU64,
-    pub refused_link_down: AtomicU64,
-    pub refused_deadline: AtomicU64,
-    pub refused_other: AtomicU64,
+    pub answered_replica: AtomicU64,
+    pub answered_queued: AtomicU64,
+    pub deadline_missed: AtomicU64,
+    pub deferred_completed: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Gate {
     pub journal: Journal,
+    pub replica: Replica,
     pub link: Arc<LinkClient>,
+    pub mode: ModeHandle,
     pub deadline: Duration,
     pub stats: Arc<GateStats>,
+    /// Wakes the deferred-check runner.
+    pub deferred_wake: Arc<Notify>,
+}
+
+/// Why the online answer did not come, for the record.
+fn why_not_online(e: &LinkError) -> String {
+    e.to_string()
 }
 
 impl Gate {
+    /// Asks online within the deadline; `Err(reason)` when no online answer came in time.
+    async fn ask_online(&self, req: &CheckRequest, budget: Duration) -> Result<CheckOutcome, String> {
+        if !self.link.state().is_up() {
+            return Err(format!("link down: {}", self.link.state().last_error.map(|e| e.to_string()).unwrap_or_else(|| "not connected".into())));
+        }
+        match self.link.call(Request::Check(req.clone()), budget).await {
+            Ok(Response::Check(outcome)) => {
+                self.mode.event(ModeEvent::AnswerInTime);
+                Ok(outcome)
+            }
+            Ok(Response::Error { code, message }) => Err(format!("reconciler error {code}: {message}")),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e @ LinkError::Timeout(_)) => {
+                self.stats.deadline_missed.fetch_add(1, Ordering::Relaxed);
+                self.mode.event(ModeEvent::DeadlineMissed);
+                Err(why_not_online(&e))
+            }
+            Err(e) => Err(why_not_online(&e)),
+        }
+    }
+
     pub async fn check(&self, req: CheckRequest) -> Result<CheckRecord, GateError> {
+        let started = Instant::now();
         let created_at = Utc::now();
-        let answer = self.link.call(Request::Check(req.clone()), self.deadline).await;
-        let outcome = match answer {
-            Ok(Response::Check(outcome)) => outcome,
-            Ok(Response::Error { code, message }) => {
-                self.stats.refused_other.fetch_add(1, Ordering::Relaxed);
-                return Err(GateError::Refused { code, message });
+        let online = self.ask_online(&req, self.deadline).await;
+        let check_id = self.journal.next_id()?;
+        let facility = self.journal.facility().clone();
+        let record = match online {
+            Ok(outcome) => {
+                let now = Utc::now();
+                self.replica.learn(&outcome.qualifications, now).map_err(|e| GateError::Replica(e.to_string()))?;
+                self.stats.answered_online.fetch_add(1, Ordering::Relaxed);
+                CheckRecord {
+                    check_id,
+                    facility,
+                    created_at,
+                    request: req,
+                    validity: outcome.validity,
+                    source: Source::Online,
+                    outcome: Some(outcome),
+                    as_of: Some(now),
+                    state: CheckState::Answered,
+                    final_outcome: None,
+                    attempts: 1,
+                    last_error: None,
+                }
             }
-            Ok(other) => {
-                self.stats.refused_other.fetch_add(1, Ordering::Relaxed);
-                return Err(GateError::Refused { code: "unexpected_response".into(), message: format!("{other:?}") });
+            Err(reason) => {
+                let known = self.replica.check(&req).map_err(|e| GateError::Replica(e.to_string()))?;
+                let (validity, source, outcome, as_of) = match known {
+                    Some(a) => {
+                        self.stats.answered_replica.fetch_add(1, Ordering::Relaxed);
+                        (a.outcome.validity, Source::Replica, Some(a.outcome), Some(a.as_of))
+                    }
+                    None => {
+                        self.stats.answered_queued.fetch_add(1, Ordering::Relaxed);
+                        (Validity::Pending, Source::Queued, None, None)
+                    }
+                };
+                tracing::info!(%check_id, source = ?source, after_ms = started.elapsed().as_millis() as u64, reason = %reason, "answered without the reconciler; online check deferred");
+                CheckRecord {
+                    check_id,
+                    facility,
+                    created_at,
+                    request: req,
+                    validity,
+                    source,
+                    outcome,
+                    as_of,
+                    state: CheckState::Deferred,
+                    final_outcome: None,
+                    attempts: 1,
+                    last_error: Some(reason),
+                }
             }
-            Err(LinkError::Timeout(_)) => {
-                self.stats.refused_deadline.fetch_add(1, Ordering::Relaxed);
-                return Err(GateError::Deadline(self.deadline.as_millis()));
-            }
-            Err(e) => {
-                self.stats.refused_link_down.fetch_add(1, Ordering::Relaxed);
-                return Err(GateError::LinkDown(e.to_string()));
-            }
-        };
-        let record = CheckRecord {
-            check_id: self.journal.next_id()?,
-            facility: self.journal.facility().clone(),
-            created_at,
-            request: req,
-            validity: outcome.validity,
-            source: Source::Online,
-            outcome: Some(outcome),
-            as_of: Some(Utc::now()),
         };
         self.journal.put_durable(&record).await?;
-        self.stats.answered_online.fetch_add(1, Ordering::Relaxed);
+        if record.state == CheckState::Deferred {
+            self.deferred_wake.notify_one();
+        }
         Ok(record)
     }
 }

@@ -11,6 +11,27 @@ use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, Source, Validity};
 use onshi_sync::store::{GroupCommit, Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
+use crate::provisional::ProvisionalRecord;
+
+/// Where a check is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// Answered online; nothing more to do.
+    Answered,
+    /// Answered from the replica or queued; the online check is still to be done.
+    Deferred,
+    /// A deferred check whose online answer has arrived.
+    Completed,
+}
+
+/// The online answer that completed a deferred check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalOutcome {
+    pub outcome: CheckOutcome,
+    pub completed_at: DateTime<Utc>,
+}
+
 /// One check as the facility recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRecord {
@@ -18,17 +39,66 @@ pub struct CheckRecord {
     pub facility: FacilityCode,
     pub created_at: DateTime<Utc>,
     pub request: CheckRequest,
+    /// What reception was told.
     pub validity: Validity,
     pub source: Source,
     pub outcome: Option<CheckOutcome>,
-    /// When the answer was true (for an online answer, when it arrived).
+    /// When the answer was true (online: when it arrived; replica: when the replica learnt it).
     pub as_of: Option<DateTime<Utc>>,
+    pub state: CheckState,
+    /// The online answer of a deferred check, once it arrived.
+    pub final_outcome: Option<FinalOutcome>,
+    /// Online attempts made for a deferred check, and the last failure.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// How a provisional record is stored: the enum tag is the version.
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredProvisional {
+    V1(ProvisionalRecord),
+}
+
+/// The first stored form (issue 2): an online answer only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckRecordV1 {
+    check_id: String,
+    facility: FacilityCode,
+    created_at: DateTime<Utc>,
+    request: CheckRequest,
+    validity: Validity,
+    source: Source,
+    outcome: Option<CheckOutcome>,
+    as_of: Option<DateTime<Utc>>,
 }
 
 /// How a record is stored: the enum tag is the version.
 #[derive(Debug, Serialize, Deserialize)]
 enum StoredCheck {
-    V1(CheckRecord),
+    V1(CheckRecordV1),
+    V2(CheckRecord),
+}
+
+impl StoredCheck {
+    fn into_current(self) -> CheckRecord {
+        match self {
+            StoredCheck::V2(r) => r,
+            StoredCheck::V1(r) => CheckRecord {
+                check_id: r.check_id,
+                facility: r.facility,
+                created_at: r.created_at,
+                request: r.request,
+                validity: r.validity,
+                source: r.source,
+                outcome: r.outcome,
+                as_of: r.as_of,
+                state: CheckState::Answered,
+                final_outcome: None,
+                attempts: 0,
+                last_error: None,
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +115,8 @@ pub struct Journal {
     facility: FacilityCode,
     node_id: u32,
     checks: Arc<dyn Tree>,
+    deferred: Arc<dyn Tree>,
+    provisional: Arc<dyn Tree>,
     meta: Arc<dyn Tree>,
     commit: GroupCommit,
     seq_lock: Arc<std::sync::Mutex<()>>,
@@ -58,6 +130,8 @@ impl Journal {
     /// (it starts the group-commit task).
     pub fn open(store: Arc<dyn Store>, facility: FacilityCode) -> Result<Self, JournalError> {
         let checks = store.tree("journal.checks")?;
+        let deferred = store.tree("journal.deferred")?;
+        let provisional = store.tree("journal.provisional")?;
         let meta = store.tree("journal.meta")?;
         let node_id = match meta.get(NODE_ID_KEY)? {
             Some(b) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
@@ -69,7 +143,7 @@ impl Journal {
             }
         };
         let commit = GroupCommit::start(store);
-        Ok(Journal { facility, node_id, checks, meta, commit, seq_lock: Arc::default() })
+        Ok(Journal { facility, node_id, checks, deferred, provisional, meta, commit, seq_lock: Arc::default() })
     }
 
     pub fn facility(&self) -> &FacilityCode {
@@ -85,22 +159,83 @@ impl Journal {
         Ok(format!("{}-{:08x}-{n:010}", self.facility, self.node_id))
     }
 
+    /// Writes a record (and its place in the deferred queue while it is deferred) without waiting
+    /// for the disk; follow with [`Journal::commit`] before acknowledging anything.
+    pub fn put(&self, rec: &CheckRecord) -> Result<(), JournalError> {
+        let bytes = postcard::to_allocvec(&StoredCheck::V2(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
+        // The queue entry is written first and removed last, so a crash in between leaves a
+        // completed record still queued (done again, harmlessly), never a deferred one unqueued.
+        if rec.state == CheckState::Deferred {
+            self.deferred.insert(rec.check_id.as_bytes(), &[])?;
+        }
+        self.checks.insert(rec.check_id.as_bytes(), &bytes)?;
+        if rec.state != CheckState::Deferred {
+            self.deferred.remove(rec.check_id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Everything written so far is on disk when this returns (group commit).
+    pub async fn commit(&self) -> Result<(), JournalError> {
+        Ok(self.commit.commit().await?)
+    }
+
     /// Writes a record and returns once it is on disk.
     pub async fn put_durable(&self, rec: &CheckRecord) -> Result<(), JournalError> {
-        let bytes = postcard::to_allocvec(&StoredCheck::V1(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
-        self.checks.insert(rec.check_id.as_bytes(), &bytes)?;
-        self.commit.commit().await?;
-        Ok(())
+        self.put(rec)?;
+        self.commit().await
     }
 
     pub fn get(&self, id: &str) -> Result<Option<CheckRecord>, JournalError> {
         match self.checks.get(id.as_bytes())? {
             None => Ok(None),
             Some(b) => match postcard::from_bytes::<StoredCheck>(&b) {
-                Ok(StoredCheck::V1(r)) => Ok(Some(r)),
+                Ok(r) => Ok(Some(r.into_current())),
                 Err(e) => Err(JournalError::Corrupt { id: id.to_string(), reason: e.to_string() }),
             },
         }
+    }
+
+    /// The ids of deferred checks, oldest first (ids sort by sequence within a node).
+    pub fn deferred_ids(&self) -> Result<Vec<String>, JournalError> {
+        self.deferred.scan_prefix(&[]).map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned())).collect()
+    }
+
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Writes a provisional record and returns once it is on disk.
+    pub async fn put_provisional_durable(&self, rec: &ProvisionalRecord) -> Result<(), JournalError> {
+        let bytes = postcard::to_allocvec(&StoredProvisional::V1(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.record_id.clone(), reason: e.to_string() })?;
+        self.provisional.insert(rec.record_id.as_bytes(), &bytes)?;
+        self.commit().await
+    }
+
+    pub fn get_provisional(&self, id: &str) -> Result<Option<ProvisionalRecord>, JournalError> {
+        match self.provisional.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(b) => Self::decode_provisional(id.as_bytes(), &b).map(Some),
+        }
+    }
+
+    fn decode_provisional(id: &[u8], b: &[u8]) -> Result<ProvisionalRecord, JournalError> {
+        match postcard::from_bytes::<StoredProvisional>(b) {
+            Ok(StoredProvisional::V1(r)) => Ok(r),
+            Err(e) => Err(JournalError::Corrupt { id: String::from_utf8_lossy(id).into_owned(), reason: e.to_string() }),
+        }
+    }
+
+    /// Every provisional record, oldest first.
+    pub fn provisional_records(&self) -> Result<Vec<ProvisionalRecord>, JournalError> {
+        self.provisional.scan_prefix(&[]).map(|kv| {
+            let (k, v) = kv?;
+            Self::decode_provisional(&k, &v)
+        }).collect()
+    }
+
+    pub fn provisional_len(&self) -> usize {
+        self.provisional.len()
     }
 
     pub fn len(&self) -> usize {

@@ -3,8 +3,15 @@
 
 pub mod api;
 pub mod config;
+pub mod deferred;
 pub mod demo;
 pub mod edge;
 pub mod gate;
 pub mod journal;
+pub mod mode;
+pub mod monitor;
 pub mod notify;
+pub mod provisional;
+pub mod queue;
+pub mod reader;
+pub mod replica;

@@ -40,6 +40,23 @@ impl Service for Reconciler {
                     Response::error("registry_unavailable", e.to_string())
                 }
             },
+            Request::Batch(checks) => {
+                if checks.len() > crate::wire::MAX_BATCH {
+                    return Response::error("batch_too_large", format!("{} checks in one batch; send at most {}", checks.len(), crate::wire::MAX_BATCH));
+                }
+                let mut out = Vec::with_capacity(checks.len());
+                for check in &checks {
+                    match self.registry.check(check) {
+                        Ok(o) => out.push(o),
+                        Err(e) => {
+                            tracing::error!(%facility, error = %e, "registry unavailable");
+                            return Response::error("registry_unavailable", e.to_string());
+                        }
+                    }
+                }
+                tracing::info!(%facility, checks = out.len(), "batch inquiry answered");
+                Response::Batch(out)
+            }
         }
     }
 }

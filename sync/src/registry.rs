@@ -86,11 +86,25 @@ pub struct Registry {
 
 impl Registry {
     pub fn open(store: Arc<dyn Store>) -> Result<Self, RegistryError> {
+        Self::open_named(store, "registry")
+    }
+
+    /// A registry whose trees are named `NAME.*`: the edge keeps its replica (the qualifications it
+    /// has seen) in the same shape, next to its journal.
+    pub fn open_named(store: Arc<dyn Store>, name: &str) -> Result<Self, RegistryError> {
         Ok(Registry {
-            periods: store.tree("registry.periods")?,
-            by_person: store.tree("registry.by_person")?,
-            by_card_id: store.tree("registry.by_card_id")?,
+            periods: store.tree(&format!("{name}.periods"))?,
+            by_person: store.tree(&format!("{name}.by_person"))?,
+            by_card_id: store.tree(&format!("{name}.by_card_id"))?,
             store,
+        })
+    }
+
+    /// Every period, in key order (to build a search index).
+    pub fn all_periods(&self) -> impl Iterator<Item = Result<Qualification, RegistryError>> + '_ {
+        self.periods.scan_prefix(&[]).map(|kv| {
+            let (k, v) = kv?;
+            Ok(Self::decode(&k, &v)?)
         })
     }
 

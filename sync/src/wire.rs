@@ -21,7 +21,13 @@ pub enum Request {
     Ping,
     /// One eligibility check.
     Check(CheckRequest),
+    /// A batch inquiry (一括照会), e.g. tomorrow's reservations: answered in order, one outcome per
+    /// check. The edge sends a long list as several batches of at most [`MAX_BATCH`].
+    Batch(Vec<CheckRequest>),
 }
+
+/// The most checks one `Request::Batch` carries.
+pub const MAX_BATCH: usize = 500;
 
 /// Reconciler → edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +36,8 @@ pub enum Response {
     Check(CheckOutcome),
     /// The request was refused or failed; `code` is stable, `message` is for people.
     Error { code: String, message: String },
+    /// One outcome per check of a `Request::Batch`, in the same order.
+    Batch(Vec<CheckOutcome>),
 }
 
 impl Response {
