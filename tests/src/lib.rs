@@ -44,6 +44,7 @@ pub fn binary(name: &str) -> PathBuf {
     for dir in exe.ancestors().skip(1) {
         let candidate = dir.join(name);
         if candidate.is_file() {
+            refuse_stale(&candidate);
             return candidate;
         }
         if dir.file_name().is_some_and(|n| n == "target") {
@@ -55,6 +56,53 @@ pub fn binary(name: &str) -> PathBuf {
          or `cargo build --workspace --bins` first",
         exe.display()
     );
+}
+
+/// `cargo test -p onshi-tests` does not rebuild the other packages' binaries: testing an old
+/// binary against new sources would mislead, so a binary older than any source it is built from
+/// is refused (set `ONSHI_ALLOW_STALE_BINS=1` to run anyway).
+fn refuse_stale(bin: &Path) {
+    if std::env::var_os("ONSHI_ALLOW_STALE_BINS").is_some() {
+        return;
+    }
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut consider = |path: PathBuf, meta: &std::fs::Metadata| {
+        if let Ok(m) = meta.modified()
+            && newest.as_ref().is_none_or(|(t, _)| m > *t)
+        {
+            newest = Some((m, path));
+        }
+    };
+    for manifest in ["Cargo.toml", "model/Cargo.toml", "sync/Cargo.toml", "daemon/Cargo.toml"] {
+        let p = workspace.join(manifest);
+        if let Ok(meta) = std::fs::metadata(&p) {
+            consider(p, &meta);
+        }
+    }
+    let mut stack: Vec<PathBuf> = ["model/src", "sync/src", "daemon/src"].iter().map(|c| workspace.join(c)).collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "rs") {
+                consider(e.path(), &meta);
+            }
+        }
+    }
+    if let Some((t, src)) = newest
+        && t > built
+    {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace --bins` (or `cargo test --workspace`, which builds them) \
+             so the tests run the current code, or set ONSHI_ALLOW_STALE_BINS=1",
+            bin.display(),
+            src.display()
+        );
+    }
 }
 
 pub fn edge_bin() -> PathBuf {
@@ -494,6 +542,20 @@ impl Registry {
             .or_else(|| candidates.first())
             .copied()
             .expect("the generated registry has a valid dependent with a branch")
+    }
+}
+
+impl Registry {
+    /// A period valid on `TODAY` of a person with a My Number card id used by no one else.
+    pub fn with_card_id(&self) -> &Value {
+        self.periods
+            .iter()
+            .find(|q| {
+                q["card_id"].is_string()
+                    && valid_on(q, TODAY)
+                    && self.periods.iter().filter(|p| p["card_id"] == q["card_id"]).all(|p| p["person_id"] == q["person_id"])
+            })
+            .expect("the generated registry has a valid period with a card id")
     }
 }
 
