@@ -59,49 +59,34 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// `cargo test -p onshi-tests` does not rebuild the other packages' binaries: testing an old
-/// binary against new sources would mislead, so a binary older than any source it is built from
-/// is refused (set `ONSHI_ALLOW_STALE_BINS=1` to run anyway).
+/// binary against new sources would mislead, so a binary older than any workspace source cargo
+/// built it from (as listed in its `NAME.d` dep-info file) is refused. Set
+/// `ONSHI_ALLOW_STALE_BINS=1` to run anyway.
 fn refuse_stale(bin: &Path) {
     if std::env::var_os("ONSHI_ALLOW_STALE_BINS").is_some() {
         return;
     }
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    let mut consider = |path: PathBuf, meta: &std::fs::Metadata| {
-        if let Ok(m) = meta.modified()
-            && newest.as_ref().is_none_or(|(t, _)| m > *t)
+    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else { return };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    let Some(first_rule) = dep_info.lines().next() else { return };
+    let Some((_, deps)) = first_rule.split_once(": ") else { return };
+    // Paths are space-separated, with spaces inside a path escaped as "\ ".
+    let deps = deps.replace("\\ ", "\u{0}");
+    for dep in deps.split_whitespace().map(|d| PathBuf::from(d.replace('\u{0}', " "))) {
+        if !dep.starts_with(workspace) {
+            continue;
+        }
+        if let Ok(changed) = std::fs::metadata(&dep).and_then(|m| m.modified())
+            && changed > built
         {
-            newest = Some((m, path));
+            panic!(
+                "{} is older than {}: run `cargo build --workspace --bins` (or `cargo test --workspace`, which builds \
+                 them) so the tests run the current code, or set ONSHI_ALLOW_STALE_BINS=1",
+                bin.display(),
+                dep.display()
+            );
         }
-    };
-    for manifest in ["Cargo.toml", "model/Cargo.toml", "sync/Cargo.toml", "daemon/Cargo.toml"] {
-        let p = workspace.join(manifest);
-        if let Ok(meta) = std::fs::metadata(&p) {
-            consider(p, &meta);
-        }
-    }
-    let mut stack: Vec<PathBuf> = ["model/src", "sync/src", "daemon/src"].iter().map(|c| workspace.join(c)).collect();
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else if e.path().extension().is_some_and(|x| x == "rs") {
-                consider(e.path(), &meta);
-            }
-        }
-    }
-    if let Some((t, src)) = newest
-        && t > built
-    {
-        panic!(
-            "{} is older than {}: run `cargo build --workspace --bins` (or `cargo test --workspace`, which builds them) \
-             so the tests run the current code, or set ONSHI_ALLOW_STALE_BINS=1",
-            bin.display(),
-            src.display()
-        );
     }
 }
 
