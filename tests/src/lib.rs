@@ -44,6 +44,7 @@ pub fn binary(name: &str) -> PathBuf {
     for dir in exe.ancestors().skip(1) {
         let candidate = dir.join(name);
         if candidate.is_file() {
+            refuse_stale(&candidate);
             return candidate;
         }
         if dir.file_name().is_some_and(|n| n == "target") {
@@ -55,6 +56,38 @@ pub fn binary(name: &str) -> PathBuf {
          or `cargo build --workspace --bins` first",
         exe.display()
     );
+}
+
+/// `cargo test -p onshi-tests` does not rebuild the other packages' binaries: testing an old
+/// binary against new sources would mislead, so a binary older than any workspace source cargo
+/// built it from (as listed in its `NAME.d` dep-info file) is refused. Set
+/// `ONSHI_ALLOW_STALE_BINS=1` to run anyway.
+fn refuse_stale(bin: &Path) {
+    if std::env::var_os("ONSHI_ALLOW_STALE_BINS").is_some() {
+        return;
+    }
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return };
+    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else { return };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    let Some(first_rule) = dep_info.lines().next() else { return };
+    let Some((_, deps)) = first_rule.split_once(": ") else { return };
+    // Paths are space-separated, with spaces inside a path escaped as "\ ".
+    let deps = deps.replace("\\ ", "\u{0}");
+    for dep in deps.split_whitespace().map(|d| PathBuf::from(d.replace('\u{0}', " "))) {
+        if !dep.starts_with(workspace) {
+            continue;
+        }
+        if let Ok(changed) = std::fs::metadata(&dep).and_then(|m| m.modified())
+            && changed > built
+        {
+            panic!(
+                "{} is older than {}: run `cargo build --workspace --bins` (or `cargo test --workspace`, which builds \
+                 them) so the tests run the current code, or set ONSHI_ALLOW_STALE_BINS=1",
+                bin.display(),
+                dep.display()
+            );
+        }
+    }
 }
 
 pub fn edge_bin() -> PathBuf {
@@ -494,6 +527,20 @@ impl Registry {
             .or_else(|| candidates.first())
             .copied()
             .expect("the generated registry has a valid dependent with a branch")
+    }
+}
+
+impl Registry {
+    /// A period valid on `TODAY` of a person with a My Number card id used by no one else.
+    pub fn with_card_id(&self) -> &Value {
+        self.periods
+            .iter()
+            .find(|q| {
+                q["card_id"].is_string()
+                    && valid_on(q, TODAY)
+                    && self.periods.iter().filter(|p| p["card_id"] == q["card_id"]).all(|p| p["person_id"] == q["person_id"])
+            })
+            .expect("the generated registry has a valid period with a card id")
     }
 }
 

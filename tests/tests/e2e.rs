@@ -74,12 +74,18 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
     let e = edge.post_check(&compact);
     let compact_id = assert_answer(&e, "valid");
 
-    let ids = [&valid_id, &lost_id, &dependent_id, &not_found_id, &compact_id];
+    // A My Number card (its id as the reader reports it).
+    let carded = reg.with_card_id();
+    let f = edge.post_check(&json!({"card_id": carded["card_id"], "service_date": TODAY}));
+    let card_id_check = assert_answer(&f, "valid");
+    assert!(find_period(&f.1, carded).is_some(), "the card holder's period is in the answer: {}", f.1);
+
+    let ids = [&valid_id, &lost_id, &dependent_id, &not_found_id, &compact_id, &card_id_check];
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "check ids are distinct: {ids:?}");
 
     // Each stored check reads back as it was answered.
-    for (id, answer) in [(&valid_id, &a.1), (&lost_id, &b.1), (&dependent_id, &c.1), (&not_found_id, &d.1), (&compact_id, &e.1)] {
+    for (id, answer) in [(&valid_id, &a.1), (&lost_id, &b.1), (&dependent_id, &c.1), (&not_found_id, &d.1), (&compact_id, &e.1), (&card_id_check, &f.1)] {
         let (code, stored) = edge.get(&format!("/v1/checks/{id}"));
         assert_eq!(code, 200, "GET /v1/checks/{id}: {stored}");
         assert_eq!(stored["check_id"], answer["check_id"], "{stored}");
@@ -95,7 +101,7 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
     let status = edge.status();
     assert_eq!(status["mode"], "online", "{status}");
     assert_eq!(status["link"]["state"], "up", "{status}");
-    assert_eq!(status["journal"]["checks"], 5, "{status}");
+    assert_eq!(status["journal"]["checks"], 6, "{status}");
 
     // What IT staff see: `onshi-edge status`.
     let addr = edge.http_addr.to_string();
