@@ -11,13 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use onshi_fallback::SearchQuery;
 use onshi_fallback::share::SharePolicy;
+use onshi_sync::wire::{Request, Response as WireResponse, SearchRequest};
 use onshi_model::fields::Fields;
 use onshi_model::{CheckRequest, CheckSubject, ErrorCode, FieldError, Qualification};
 use serde_json::{Value, json};
 
 use crate::gate::{Gate, GateError};
-use crate::journal::CheckRecord;
+use crate::journal::{CheckRecord, OutageState};
 use crate::provisional::{self, ProvisionalRecord, ProvisionalRequest, RecordState};
 use crate::queue::{self, QueueCaps};
 
@@ -76,6 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(get_status))
         .route("/v1/queue", get(get_queue))
         .route("/v1/batch", post(post_batch))
+        .route("/v1/search", post(post_search))
+        .route("/v1/outage", post(post_outage).get(get_outage))
         .route("/v1/provisional", post(post_provisional))
         .route("/v1/provisional/{id}", get(get_provisional))
         .route("/v1/reader/heartbeat", post(post_reader_heartbeat))
@@ -358,6 +362,92 @@ async fn post_batch(State(app): State<Arc<AppState>>, body: Bytes) -> Result<imp
         .map(|(i, o)| json!({"index": i, "validity": o.validity, "person_id": o.qualifications.first().map(|q| &q.person_id), "qualifications": o.qualifications}))
         .collect();
     Ok(axum::Json(json!({"service_date": service_date, "total": results.len(), "counts": counts, "results": results, "replica_people": app.gate.replica.people_count()})))
+}
+
+/// `POST /v1/search`: outage search. Central (the reconciler searches the registry) when the link
+/// is up and this facility has declared an outage; otherwise, or if the centre does not answer in
+/// time, over the local replica.
+async fn post_search(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let v = parse_body(&body)?;
+    let query = SearchQuery::from_json(&v)?;
+    let outage = app.gate.journal.outage().map_err(unavailable)?.filter(|o| o.active);
+    let mut note = None;
+    if outage.is_some() && app.gate.link.state().is_up() {
+        let req = SearchRequest {
+            name: query.name.clone(),
+            name_kana: query.name_kana.clone(),
+            birth_date: query.birth_date,
+            sex: query.sex,
+            insurer_name: query.insurer_name.clone(),
+            address: query.address.clone(),
+        };
+        match app.gate.link.call(Request::Search(req), app.gate.deadline).await {
+            Ok(WireResponse::Search(hits)) => {
+                let candidates: Vec<Value> = hits
+                    .iter()
+                    .map(|h| json!({"person_id": h.person_id, "score": h.score, "qualification": h.qualification}))
+                    .collect();
+                return Ok(axum::Json(json!({"source": "online", "as_of": chrono::Utc::now(), "candidates": candidates})));
+            }
+            Ok(WireResponse::Error { code, message }) => note = Some(format!("central search refused ({code}: {message}); searched this facility's replica")),
+            Ok(other) => note = Some(format!("unexpected answer {other:?}; searched this facility's replica")),
+            Err(e) => note = Some(format!("central search unavailable ({e}); searched this facility's replica")),
+        }
+    } else if outage.is_none() && app.gate.link.state().is_up() {
+        note = Some("no outage declared: searched this facility's replica (declare one with POST /v1/outage for central search)".into());
+    }
+    let today = chrono::Local::now().date_naive();
+    let mut candidates = Vec::new();
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for c in app.gate.replica.search(&query, onshi_sync::reconciler::SEARCH_LIMIT) {
+        let periods = app.gate.replica.periods_of(&c.person_id).map_err(unavailable)?;
+        let Some(q) = onshi_sync::reconciler::best_period(periods, today) else { continue };
+        if let Some(t) = app.gate.replica.as_of(&c.person_id).map_err(unavailable)? {
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
+        candidates.push(json!({"person_id": c.person_id, "score": c.score, "reasons": c.reasons, "qualification": q}));
+    }
+    Ok(axum::Json(json!({"source": "replica", "as_of": oldest, "candidates": candidates, "note": note})))
+}
+
+/// `POST /v1/outage` `{"active": true|false, "reason"}`: declares or ends this facility's outage,
+/// locally (durable) and at the reconciler when the link is up.
+async fn post_outage(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    f.deny_unknown(&["active", "reason"])?;
+    let active = match v.get("active") {
+        Some(Value::Bool(b)) => *b,
+        None | Some(Value::Null) => return Err(FieldError::new("active", ErrorCode::MissingField, "active: is required (true declares an outage, false ends it)").into()),
+        Some(_) => return Err(FieldError::new("active", ErrorCode::WrongType, "active: must be true or false").into()),
+    };
+    let reason = f.opt_str("reason")?.unwrap_or_default();
+    if active && reason.trim().is_empty() {
+        return Err(FieldError::new("reason", ErrorCode::MissingField, "reason: say why (e.g. \"card reader broken\"); it is logged centrally").into());
+    }
+    let previous = app.gate.journal.outage().map_err(unavailable)?;
+    let since = previous.as_ref().filter(|o| o.active && active).map_or_else(chrono::Utc::now, |o| o.since);
+    let mut state = OutageState { active, reason: reason.clone(), since, central: false, until: None };
+    let mut note = None;
+    match app.gate.link.call(Request::Outage { active, reason }, app.gate.deadline).await {
+        Ok(WireResponse::Outage { active: a, until, .. }) if a == active => {
+            state.central = true;
+            state.until = until;
+        }
+        Ok(other) => note = Some(format!("the reconciler did not record it: {other:?}")),
+        Err(e) => note = Some(format!("recorded here only; the reconciler is unreachable ({e}): declare again once the link is up")),
+    }
+    app.gate.journal.set_outage(&state).await.map_err(unavailable)?;
+    tracing::warn!(active, central = state.central, "outage {}", if active { "declared" } else { "ended" });
+    Ok(axum::Json(json!({"active": state.active, "reason": state.reason, "since": state.since, "until": state.until, "central": state.central, "note": note})))
+}
+
+async fn get_outage(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let o = app.gate.journal.outage().map_err(unavailable)?;
+    Ok(axum::Json(match o {
+        Some(o) => json!({"active": o.active, "reason": o.reason, "since": o.since, "until": o.until, "central": o.central}),
+        None => json!({"active": false}),
+    }))
 }
 
 /// The most checks one `POST /v1/batch` takes (a large hospital's night batch fits).

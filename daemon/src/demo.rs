@@ -37,7 +37,8 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
 
     let today = chrono::Local::now().date_naive();
     let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people, seed, today });
-    let registry = Registry::open(Arc::new(SledStore::open(&dir.path().join("reconciler/registry"))?))?;
+    let reconciler_store = Arc::new(SledStore::open(&dir.path().join("reconciler/registry"))?);
+    let registry = Registry::open(reconciler_store.clone())?;
     for q in &periods {
         registry.put(q)?;
     }
@@ -51,7 +52,7 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let reconciler = onshi_sync::reconciler::start(registry, &pki_dir, "127.0.0.1:0".parse()?, stopped(stop_rx.clone()))?;
+    let reconciler = onshi_sync::reconciler::start(registry, reconciler_store.as_ref(), &pki_dir, "127.0.0.1:0".parse()?, stopped(stop_rx.clone()))?;
 
     let wanted: SocketAddr = http.parse().with_context(|| format!("--http: '{http}' is not an address"))?;
     let http_addr = match std::net::TcpListener::bind(wanted) {
@@ -66,6 +67,10 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
         http: http_addr,
         mailbox: None,
         deadline: DEFAULT_DEADLINE,
+        mode: crate::mode::ModeSettings { hold: std::time::Duration::from_secs(3), ..Default::default() },
+        reader_timeout: std::time::Duration::from_secs(10),
+        share: onshi_fallback::share::SharePolicy::default(),
+        queue: crate::queue::QueueCaps::default(),
     };
     let edge = crate::edge::start(config, stopped(stop_rx)).await?;
     let mut link = edge.link.subscribe();

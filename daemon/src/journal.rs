@@ -53,6 +53,24 @@ pub struct CheckRecord {
     pub last_error: Option<String>,
 }
 
+/// The facility's own record of a declared outage (central search mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutageState {
+    pub active: bool,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    /// True once the reconciler recorded the declaration (or its end).
+    pub central: bool,
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredOutage {
+    V1(OutageState),
+}
+
+const OUTAGE_KEY: &[u8] = b"outage";
+
 /// How a provisional record is stored: the enum tag is the version.
 #[derive(Debug, Serialize, Deserialize)]
 enum StoredProvisional {
@@ -203,6 +221,23 @@ impl Journal {
 
     pub fn deferred_len(&self) -> usize {
         self.deferred.len()
+    }
+
+    /// Records the outage state durably.
+    pub async fn set_outage(&self, o: &OutageState) -> Result<(), JournalError> {
+        let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).map_err(|e| JournalError::Corrupt { id: "outage".into(), reason: e.to_string() })?;
+        self.meta.insert(OUTAGE_KEY, &bytes)?;
+        self.commit().await
+    }
+
+    pub fn outage(&self) -> Result<Option<OutageState>, JournalError> {
+        match self.meta.get(OUTAGE_KEY)? {
+            None => Ok(None),
+            Some(b) => match postcard::from_bytes::<StoredOutage>(&b) {
+                Ok(StoredOutage::V1(o)) => Ok(Some(o)),
+                Err(e) => Err(JournalError::Corrupt { id: "outage".into(), reason: e.to_string() }),
+            },
+        }
     }
 
     /// Writes a provisional record and returns once it is on disk.

@@ -35,6 +35,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The queue: deferred checks and provisional records not yet settled.
+    Queue {
+        /// The daemon's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        http: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A simulated face-authentication card reader: sends heartbeats to the edge (optionally
+    /// reporting a fault), or presents one card and prints the answer.
+    ReaderSim {
+        /// The edge's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        http: String,
+        #[arg(long, default_value = "SIM-READER-1")]
+        reader_id: String,
+        /// Milliseconds between heartbeats.
+        #[arg(long, default_value_t = 1000)]
+        every_ms: u64,
+        /// Stop after this many heartbeats (default: run until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Report this fault in every heartbeat.
+        #[arg(long)]
+        fault: Option<String>,
+        /// Present this My Number card id once (instead of heartbeats) and print the answer.
+        #[arg(long)]
+        card: Option<String>,
+        /// How the reader verified the holder: face or pin.
+        #[arg(long, default_value = "face")]
+        verified: String,
+    },
     /// One command that needs nothing else: a CA, a synthetic registry, a reconciler and an edge in
     /// one process on loopback; prints the web address and example requests.
     Demo {
@@ -88,6 +121,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { http, json } => status(&http, json).await,
+        Command::Queue { http, json } => queue(&http, json).await,
+        Command::ReaderSim { http, reader_id, every_ms, count, fault, card, verified } => {
+            reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await
+        }
         Command::Demo { http, people, seed } => {
             onshi_edge::demo::run(&http, people, seed, onshi_edge::edge::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -95,16 +132,78 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A tiny HTTP/1.1 GET, so `status` needs no HTTP client dependency.
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+/// A tiny HTTP/1.1 client, so the CLI needs no HTTP client dependency: (status, body).
+async fn http_call(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("no onshi-edge answers on {addr}"))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok(body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    Ok(http_call(addr, "GET", path, None).await?.1)
+}
+
+async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
+    let body = http_get(http, "/v1/queue").await?;
+    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} pending · ¥{} collected provisionally · oldest {}", v["pending"], v["provisional_yen"], v["oldest_pending_s"].as_i64().map_or("—".to_string(), |s| format!("{s} s ago")));
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        println!("warning: {}", w.as_str().unwrap_or_default());
+    }
+    for item in v["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:<15} {:<9} {}{}",
+            item["id"].as_str().unwrap_or("?"),
+            item["kind"].as_str().unwrap_or("?"),
+            item["state"].as_str().unwrap_or("?"),
+            item["created_at"].as_str().unwrap_or("?"),
+            item["collected_yen"].as_u64().map(|y| format!(" ¥{y}")).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reader_sim(http: &str, reader_id: &str, every_ms: u64, count: Option<u64>, fault: Option<String>, card: Option<String>, verified: &str) -> anyhow::Result<ExitCode> {
+    if let Some(card) = card {
+        let (status, body) = http_call(http, "POST", "/v1/reader/card", Some(&serde_json::json!({"reader_id": reader_id, "card_id": card, "verified": verified}))).await?;
+        println!("{body}");
+        return Ok(if status == 200 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let beat = match &fault {
+        Some(f) => serde_json::json!({"reader_id": reader_id, "status": "fault", "fault": f}),
+        None => serde_json::json!({"reader_id": reader_id, "status": "ok"}),
+    };
+    let mut sent = 0u64;
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(every_ms.max(10)));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+        match http_call(http, "POST", "/v1/reader/heartbeat", Some(&beat)).await {
+            Ok((200, body)) => eprintln!("heartbeat {}: {body}", sent + 1),
+            Ok((status, body)) => eprintln!("heartbeat refused ({status}): {body}"),
+            Err(e) => eprintln!("heartbeat not delivered: {e:#}"),
+        }
+        sent += 1;
+        if count.is_some_and(|c| sent >= c) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 }
 
 async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
@@ -114,11 +213,19 @@ async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("mode:       {}", v["mode"].as_str().unwrap_or("?"));
+        for r in v["reasons"].as_array().into_iter().flatten() {
+            println!("            because {}", r.as_str().unwrap_or_default());
+        }
         println!("facility:   {}", v["facility"].as_str().unwrap_or("?"));
         println!("link:       {} to {} (reconnects {}){}", v["link"]["state"].as_str().unwrap_or("?"), v["link"]["reconciler"].as_str().unwrap_or("?"),
             v["link"]["reconnects"], v["link"]["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default());
         println!("journal:    {} checks", v["journal"]["checks"]);
-        println!("queue:      {} pending", v["queue"]["pending"]);
+        println!("queue:      {} pending, ¥{} provisional", v["queue"]["pending"], v["queue"]["provisional_yen"]);
+        println!("replica:    {} people", v["replica"]["people"]);
+        println!("reader:     {}", v["reader"]["state"].as_str().unwrap_or("?"));
+        for w in v["warnings"].as_array().into_iter().flatten() {
+            println!("warning:    {}", w.as_str().unwrap_or_default());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

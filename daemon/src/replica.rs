@@ -3,9 +3,10 @@
 //! come from here. It lives in the same store as the journal, so one group commit makes both
 //! durable. It only ever learns: nothing is removed from it.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
+use onshi_fallback::{Candidate, SearchIndex, SearchQuery};
 use onshi_model::{CheckOutcome, CheckRequest, PersonId, Qualification, Validity};
 use onshi_sync::registry::{Registry, RegistryError};
 use onshi_sync::store::{Store, StoreError, Tree};
@@ -14,6 +15,8 @@ use onshi_sync::store::{Store, StoreError, Tree};
 #[derive(Debug, Clone)]
 pub struct Replica {
     periods: Registry,
+    /// The outage-search index over everyone in the replica, kept in step with `learn`.
+    index: Arc<RwLock<SearchIndex>>,
     /// person id → RFC 3339 time their periods were last confirmed.
     as_of: Arc<dyn Tree>,
 }
@@ -26,8 +29,19 @@ pub struct ReplicaAnswer {
 }
 
 impl Replica {
+    /// Opens the replica and builds its search index (about a second per 100,000 periods).
     pub fn open(store: Arc<dyn Store>) -> Result<Self, RegistryError> {
-        Ok(Replica { as_of: store.tree("replica.as_of")?, periods: Registry::open_named(store, "replica")? })
+        let periods = Registry::open_named(store.clone(), "replica")?;
+        let mut index = SearchIndex::new();
+        for q in periods.all_periods() {
+            index.insert(&q?);
+        }
+        Ok(Replica { as_of: store.tree("replica.as_of")?, periods, index: Arc::new(RwLock::new(index)) })
+    }
+
+    /// Ranked outage search over the replica.
+    pub fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).search(query, limit)
     }
 
     /// Learns the qualifications of an online answer, true at `at`. Not durable by itself: the
@@ -37,6 +51,12 @@ impl Replica {
         for q in qualifications {
             self.periods.put(q)?;
             self.as_of.insert(q.person_id.as_str().as_bytes(), stamp.as_bytes())?;
+        }
+        if !qualifications.is_empty() {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for q in qualifications {
+                index.insert(q);
+            }
         }
         Ok(qualifications.len())
     }

@@ -148,8 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(data: PathBuf, pki: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);
-    let registry = Registry::open(store)?;
-    let running = onshi_sync::reconciler::start(registry, &pki, listen, shutdown_signal())?;
+    let registry = Registry::open(store.clone())?;
+    let running = onshi_sync::reconciler::start(registry, store.as_ref(), &pki, listen, shutdown_signal())?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
     running.task.await.context("reconciler task")?;

@@ -5,25 +5,182 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use onshi_fallback::{SearchIndex, SearchQuery};
 
 use onshi_model::FacilityCode;
 use tokio::task::JoinHandle;
 
 use crate::link::{KnownFacilities, LinkServer, LinkSettings, Service};
-use crate::registry::Registry;
-use crate::wire::{Request, Response};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{Store, Tree};
+use crate::wire::{Request, Response, SearchHit, SearchRequest};
+
+/// How long a declared outage lasts unless renewed (disaster mode is typically declared for a
+/// week, extendable: declaring again extends it).
+pub const OUTAGE_DAYS: i64 = 7;
+
+/// Central searches a facility may make: a bucket of this many, refilled at this rate per minute.
+pub const SEARCH_BURST: f64 = 20.0;
+pub const SEARCHES_PER_MINUTE: f64 = 60.0;
+
+/// A token bucket, driven by the time passed in (seconds on any monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
+    tokens: f64,
+    last_s: f64,
+    burst: f64,
+    per_s: f64,
+}
+
+impl TokenBucket {
+    pub fn new(burst: f64, per_minute: f64, now_s: f64) -> Self {
+        TokenBucket { tokens: burst, last_s: now_s, burst, per_s: per_minute / 60.0 }
+    }
+
+    /// Takes a token if there is one; else how many seconds until there is.
+    pub fn take(&mut self, now_s: f64) -> Result<(), f64> {
+        self.tokens = (self.tokens + (now_s - self.last_s).max(0.0) * self.per_s).min(self.burst);
+        self.last_s = now_s;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((1.0 - self.tokens) / self.per_s)
+        }
+    }
+}
+
+/// A facility's declared outage.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Outage {
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    reason: String,
+}
+
+/// How an outage is stored: the enum tag is the version.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum StoredOutage {
+    V1(Outage),
+}
 
 /// Answers link requests from the registry.
 #[derive(Debug, Clone)]
 pub struct Reconciler {
     registry: Registry,
+    index: Arc<RwLock<SearchIndex>>,
+    outages: Arc<dyn Tree>,
+    limits: Arc<Mutex<HashMap<FacilityCode, TokenBucket>>>,
+    clock: Instant,
 }
 
 impl Reconciler {
-    pub fn new(registry: Registry) -> Self {
-        Reconciler { registry }
+    /// Builds the central search index from the registry (a few seconds per million people).
+    pub fn new(registry: Registry, store: &dyn Store) -> Result<Self, RegistryError> {
+        let started = Instant::now();
+        let mut index = SearchIndex::new();
+        for q in registry.all_periods() {
+            index.insert(&q?);
+        }
+        tracing::info!(people = index.len(), ms = started.elapsed().as_millis() as u64, "central search index built");
+        Ok(Reconciler {
+            registry,
+            index: Arc::new(RwLock::new(index)),
+            outages: store.tree("reconciler.outages")?,
+            limits: Arc::default(),
+            clock: Instant::now(),
+        })
     }
+
+    fn outage(&self, facility: &FacilityCode) -> Option<Outage> {
+        let bytes = self.outages.get(facility.as_str().as_bytes()).ok()??;
+        match postcard::from_bytes::<StoredOutage>(&bytes) {
+            Ok(StoredOutage::V1(o)) => Some(o),
+            Err(e) => {
+                tracing::error!(%facility, error = %e, "stored outage does not decode");
+                None
+            }
+        }
+    }
+
+    fn declare(&self, facility: &FacilityCode, active: bool, reason: String) -> Response {
+        let now = Utc::now();
+        let result = if active {
+            let since = self.outage(facility).filter(|o| o.until > now).map_or(now, |o| o.since);
+            let o = Outage { since, until: now + chrono::Duration::days(OUTAGE_DAYS), reason };
+            tracing::warn!(%facility, reason = %o.reason, until = %o.until, "outage declared: central search enabled");
+            let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).unwrap_or_default();
+            self.outages.insert(facility.as_str().as_bytes(), &bytes).map(|_| Response::Outage { active: true, since: Some(o.since), until: Some(o.until) })
+        } else {
+            tracing::info!(%facility, reason = %reason, "outage ended: central search disabled");
+            self.outages.remove(facility.as_str().as_bytes()).map(|_| Response::Outage { active: false, since: None, until: None })
+        };
+        match result.and_then(|r| self.registry_store_sync().map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => Response::error("store_unavailable", e.to_string()),
+        }
+    }
+
+    fn registry_store_sync(&self) -> Result<(), crate::store::StoreError> {
+        self.registry.sync().map_err(|e| match e {
+            RegistryError::Store(s) => s,
+        })
+    }
+
+    fn search(&self, facility: &FacilityCode, req: SearchRequest) -> Response {
+        let now = Utc::now();
+        if !self.outage(facility).is_some_and(|o| o.until > now) {
+            tracing::warn!(%facility, "central search refused: no outage declared");
+            return Response::error("no_outage_declared", "central search is only for a facility in a declared outage: declare one first (POST /v1/outage)");
+        }
+        let now_s = self.clock.elapsed().as_secs_f64();
+        let allowed = {
+            let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+            limits.entry(facility.clone()).or_insert_with(|| TokenBucket::new(SEARCH_BURST, SEARCHES_PER_MINUTE, now_s)).take(now_s)
+        };
+        if let Err(wait) = allowed {
+            tracing::warn!(%facility, "central search rate-limited");
+            return Response::error("rate_limited", format!("too many central searches; try again in {:.0} s", wait.ceil()));
+        }
+        let query = SearchQuery {
+            name: req.name,
+            name_kana: req.name_kana,
+            birth_date: req.birth_date,
+            sex: req.sex,
+            insurer_name: req.insurer_name,
+            address: req.address,
+        };
+        let candidates = self.index.read().unwrap_or_else(|p| p.into_inner()).search(&query, SEARCH_LIMIT);
+        let mut hits = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            match self.registry.periods_of_person(&c.person_id) {
+                Ok(periods) => {
+                    if let Some(q) = best_period(periods, now.date_naive()) {
+                        hits.push(SearchHit { person_id: c.person_id, score: c.score, qualification: q });
+                    }
+                }
+                Err(e) => return Response::error("registry_unavailable", e.to_string()),
+            }
+        }
+        // Every central lookup is logged (who searched, how many came back); never the keys.
+        tracing::info!(%facility, candidates = hits.len(), "central search");
+        Response::Search(hits)
+    }
+}
+
+/// Candidates a search returns at most.
+pub const SEARCH_LIMIT: usize = 5;
+
+/// The period valid on `day`, else the latest one.
+pub fn best_period(mut periods: Vec<onshi_model::Qualification>, day: chrono::NaiveDate) -> Option<onshi_model::Qualification> {
+    periods.sort_by(|a, b| b.acquired_on.cmp(&a.acquired_on));
+    let i = periods.iter().position(|q| q.is_valid_on(day)).unwrap_or(0);
+    (!periods.is_empty()).then(|| periods.swap_remove(i))
 }
 
 impl Service for Reconciler {
@@ -57,6 +214,8 @@ impl Service for Reconciler {
                 tracing::info!(%facility, checks = out.len(), "batch inquiry answered");
                 Response::Batch(out)
             }
+            Request::Search(req) => self.search(facility, req),
+            Request::Outage { active, reason } => self.declare(facility, active, reason),
         }
     }
 }
@@ -73,6 +232,7 @@ pub struct RunningReconciler {
 /// certificates are in `pki_dir`, and serves until `shutdown` resolves.
 pub fn start(
     registry: Registry,
+    store: &dyn Store,
     pki_dir: &Path,
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -82,7 +242,7 @@ pub fn start(
     let server = LinkServer::bind(listen, &identity, known.clone(), &LinkSettings::default())?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, facilities = known.len(), periods = registry.period_count(), "reconciler listening");
-    let service: Arc<dyn Service> = Arc::new(Reconciler::new(registry));
+    let service: Arc<dyn Service> = Arc::new(Reconciler::new(registry, store)?);
     let task = tokio::spawn(server.run(service, shutdown));
     Ok(RunningReconciler { addr, known, task })
 }

@@ -5,7 +5,8 @@
 //! Never change the meaning of an existing variant: add variants at the end, and bump
 //! [`WIRE_VERSION`] when an old peer could misread the new form.
 
-use onshi_model::{CheckOutcome, CheckRequest};
+use chrono::{DateTime, NaiveDate, Utc};
+use onshi_model::{CheckOutcome, CheckRequest, PersonId, Qualification, Sex};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version this build speaks.
@@ -24,13 +25,38 @@ pub enum Request {
     /// A batch inquiry (一括照会), e.g. tomorrow's reservations: answered in order, one outcome per
     /// check. The edge sends a long list as several batches of at most [`MAX_BATCH`].
     Batch(Vec<CheckRequest>),
+    /// Central search mode (reader broken, link up): only for a facility in a declared outage.
+    Search(SearchRequest),
+    /// Declares (`active`) or ends an outage of the facility, with a reason for the log.
+    Outage { active: bool, reason: String },
+}
+
+/// The outage-search keys (DOMAIN.md): name or kana, birth date, sex, and insurer name or part of
+/// the address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    pub name: Option<String>,
+    pub name_kana: Option<String>,
+    pub birth_date: NaiveDate,
+    pub sex: Sex,
+    pub insurer_name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// One candidate of a central search: the person, a score in 0..=1, and their qualification (the
+/// one valid on the day, else the latest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub person_id: PersonId,
+    pub score: f32,
+    pub qualification: Qualification,
 }
 
 /// The most checks one `Request::Batch` carries.
 pub const MAX_BATCH: usize = 500;
 
 /// Reconciler → edge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Pong,
     Check(CheckOutcome),
@@ -38,6 +64,10 @@ pub enum Response {
     Error { code: String, message: String },
     /// One outcome per check of a `Request::Batch`, in the same order.
     Batch(Vec<CheckOutcome>),
+    /// Candidates, best first.
+    Search(Vec<SearchHit>),
+    /// The facility's outage as the reconciler now records it.
+    Outage { active: bool, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>> },
 }
 
 impl Response {
