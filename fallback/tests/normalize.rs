@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use onshi_fallback::normalize::{
-    address_key, address_score, fold_variant, insurer_key, insurer_score, kana_key, name_key, VARIANT_KANJI,
+    address_key, address_score, fold_variant, insurer_key, insurer_score, kana_key, name_key, INSURER_ALIASES, VARIANT_KANJI,
 };
 use proptest::prelude::*;
 
@@ -176,6 +176,14 @@ fn insurer_names_match_by_alias_and_part() {
     assert!(insurer_score(&insurer_key("財務省共済"), &insurer_key("財務省共済組合")) >= 0.9);
     assert_eq!(insurer_score(&insurer_key("協会けんぽ"), &insurer_key("霞が関健康保険組合")), 0.0);
     assert_eq!(insurer_score(&insurer_key("八王子市国保"), &insurer_key("府中市")), 0.0);
+}
+
+#[test]
+fn insurer_aliases_are_in_key_form() {
+    for (from, to) in INSURER_ALIASES {
+        assert_eq!(&name_key(from), from);
+        assert_eq!(&name_key(to), to);
+    }
 }
 
 fn kana_string() -> impl Strategy<Value = String> {
