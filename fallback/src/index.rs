@@ -40,6 +40,9 @@ const W_ADDRESS: f32 = 0.05;
 const MIN_NAME_SAME_BIRTH: f32 = 0.5;
 const MIN_NAME_BIRTH_SLIP: f32 = 0.75;
 
+/// Most candidates taken from the same-name lists with another birth date.
+const MAX_FAR: usize = 64;
+
 /// How many insurers a person's entry remembers (the newest ones win).
 const INSURERS_PER_PERSON: usize = 4;
 
@@ -218,6 +221,7 @@ pub struct SearchIndex {
     address_text: String,
     keys: Keys,
     insurer_ids: HashMap<String, u32>,
+    insurer_by_name: HashMap<String, u32>,
     insurer_keys: Vec<String>,
     by_birth: HashMap<i32, Vec<u32>>,
 }
@@ -242,6 +246,12 @@ fn span_of(arena: &mut String, s: &str) -> Span {
 fn text(arena: &str, span: Span) -> &str {
     let (s, e) = (span.start as usize, span.start as usize + span.len as usize);
     arena.get(s..e).unwrap_or("")
+}
+
+fn digits_of(d: NaiveDate) -> [u8; 8] {
+    let (y, m, dd) = (d.year().rem_euclid(10_000) as u32, d.month(), d.day());
+    let v = [y / 1000, y / 100 % 10, y / 10 % 10, y % 10, m / 10, m % 10, dd / 10, dd % 10];
+    v.map(|x| x as u8)
 }
 
 fn day(d: NaiveDate) -> i32 {
@@ -294,7 +304,16 @@ impl SearchIndex {
     }
 
     fn insurer_id(&mut self, name: &str) -> u32 {
-        let k = insurer_key(name);
+        // A few thousand insurers serve a million people: normalise each name once.
+        if let Some(&id) = self.insurer_by_name.get(name) {
+            return id;
+        }
+        let id = self.insurer_id_of_key(insurer_key(name));
+        self.insurer_by_name.insert(name.to_string(), id);
+        id
+    }
+
+    fn insurer_id_of_key(&mut self, k: String) -> u32 {
         if let Some(&id) = self.insurer_ids.get(&k) {
             return id;
         }
@@ -391,6 +410,9 @@ impl SearchIndex {
 
     /// The best `limit` candidates for `query`, best first (ties by person id).
     pub fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
+        if limit == 0 {
+            return Vec::new();
+        }
         let pq = Prepared::new(query);
         let mut scored: Vec<Scored> = Vec::new();
         let birth = day(query.birth_date);
@@ -426,37 +448,71 @@ impl SearchIndex {
         {
             lists.push(&self.keys.by_kana[id as usize]);
         }
-        let mut far: Vec<u32> = lists
+        let birth_digits = digits_of(query.birth_date);
+        let mut far: Vec<(u8, u32)> = lists
             .into_iter()
             .flatten()
             .copied()
-            .filter(|&i| {
-                let b = day(self.entries[i as usize].birth);
-                b != birth && !slips.contains(&b)
+            .filter_map(|i| {
+                let e = &self.entries[i as usize];
+                let b = day(e.birth);
+                // A wholly different birth date and a different sex is too little to go on.
+                let sex_ok = pq.sex == Sex::Unset || e.sex == Sex::Unset || e.sex == pq.sex;
+                (sex_ok && b != birth && !slips.contains(&b)).then(|| {
+                    let same = digits_of(e.birth).iter().zip(&birth_digits).filter(|(a, b)| a == b).count() as u8;
+                    (8 - same, i)
+                })
             })
             .collect();
         far.sort_unstable();
-        far.dedup();
-        for i in far {
+        far.dedup_by_key(|x| x.1);
+        // A very common name: keep those whose birth date shares the most digits with the query.
+        if far.len() > MAX_FAR {
+            far.select_nth_unstable(MAX_FAR);
+            far.truncate(MAX_FAR);
+        }
+        for (_, i) in far {
             if let Some(s) = self.score(&pq, i, BirthMatch::Differs, MIN_NAME_BIRTH_SLIP) {
                 scored.push(s);
             }
         }
-        scored.sort_by(|a, b| {
+        // Best-first on what the insurer and address parts could add at most; finish candidates
+        // until the k-th best final score beats every remaining bound.
+        scored.sort_by(|a, b| b.base.total_cmp(&a.base));
+        let mut done: Vec<Scored> = Vec::with_capacity(limit.min(scored.len()) + 1);
+        let mut kth = f32::NEG_INFINITY;
+        for mut s in scored {
+            let bound = ((s.base + pq.extras) / pq.weight).min(1.0);
+            if done.len() >= limit && bound < kth {
+                break;
+            }
+            self.finish(&pq, &mut s);
+            done.push(s);
+            if done.len() >= limit {
+                self.rank(&mut done);
+                done.truncate(limit);
+                kth = done.last().map_or(f32::NEG_INFINITY, |s| s.score);
+            }
+        }
+        self.rank(&mut done);
+        done.truncate(limit);
+        done.into_iter()
+            .filter_map(|s| {
+                let pid = PersonId::parse(text(&self.pid_text, self.entries[s.idx as usize].pid)).ok()?;
+                Some(Candidate { person_id: pid, score: s.score, reasons: s.reasons() })
+            })
+            .collect()
+    }
+
+    /// Best score first, ties by person id.
+    fn rank(&self, v: &mut [Scored]) {
+        v.sort_by(|a, b| {
             b.score.total_cmp(&a.score).then_with(|| {
                 let ea = &self.entries[a.idx as usize];
                 let eb = &self.entries[b.idx as usize];
                 text(&self.pid_text, ea.pid).cmp(text(&self.pid_text, eb.pid))
             })
         });
-        scored.truncate(limit);
-        scored
-            .into_iter()
-            .filter_map(|s| {
-                let pid = PersonId::parse(text(&self.pid_text, self.entries[s.idx as usize].pid)).ok()?;
-                Some(Candidate { person_id: pid, score: s.score, reasons: s.reasons() })
-            })
-            .collect()
     }
 
     fn score(&self, pq: &Prepared, idx: u32, birth: BirthMatch, min_name: f32) -> Option<Scored> {
@@ -498,7 +554,7 @@ impl SearchIndex {
             (a, b) if a == b => SexMatch::Same,
             _ => SexMatch::Differs,
         };
-        let mut total = W_NAME * name_sim
+        let total = W_NAME * name_sim
             + W_BIRTH
                 * match birth {
                     BirthMatch::Exact => 1.0,
@@ -511,34 +567,37 @@ impl SearchIndex {
                     SexMatch::Unknown => 0.5,
                     SexMatch::Differs => 0.0,
                 };
-        let mut weight = W_NAME + W_BIRTH + W_SEX;
-        let mut insurer = None;
+        Some(Scored {
+            idx,
+            base: total,
+            score: 0.0,
+            name: name_part.map(|(d, _)| d),
+            kana: kana.map(|(d, _)| d),
+            birth,
+            sex,
+            insurer: None,
+            address: None,
+        })
+    }
+
+    /// Adds the insurer and address parts (the costly ones) and sets the final score.
+    fn finish(&self, pq: &Prepared, s: &mut Scored) {
+        let e = &self.entries[s.idx as usize];
+        let mut total = s.base;
         if let Some(qk) = &pq.insurer {
             let best = e.insurers[..e.n_insurers as usize]
                 .iter()
                 .map(|&id| insurer_score(qk, self.insurer_keys.get(id as usize).map_or("", String::as_str)))
                 .fold(0.0f32, f32::max);
             total += W_INSURER * best;
-            weight += W_INSURER;
-            insurer = Some(best);
+            s.insurer = Some(best);
         }
-        let mut address = None;
         if let Some(qa) = &pq.address {
-            let s = address_score_parts(qa, (e.prefecture > 0).then_some(e.prefecture), text(&self.address_text, e.address));
-            total += W_ADDRESS * s;
-            weight += W_ADDRESS;
-            address = Some(s);
+            let a = address_score_parts(qa, (e.prefecture > 0).then_some(e.prefecture), text(&self.address_text, e.address));
+            total += W_ADDRESS * a;
+            s.address = Some(a);
         }
-        Some(Scored {
-            idx,
-            score: (total / weight).clamp(0.0, 1.0),
-            name: name_part.map(|(d, _)| d),
-            kana: kana.map(|(d, _)| d),
-            birth,
-            sex,
-            insurer,
-            address,
-        })
+        s.score = (total / pq.weight).clamp(0.0, 1.0);
     }
 }
 
@@ -551,19 +610,28 @@ struct Prepared {
     sex: Sex,
     insurer: Option<String>,
     address: Option<AddressKey>,
+    /// Sum of the weights of the parts this query has.
+    weight: f32,
+    /// Most the insurer and address parts can add.
+    extras: f32,
 }
 
 impl Prepared {
     fn new(q: &SearchQuery) -> Self {
         let name = q.name.as_deref().map(name_key_chars).filter(|k| !k.is_empty());
         let name_is_kana = name.as_deref().is_some_and(is_kana_key);
+        let insurer = q.insurer_name.as_deref().map(insurer_key).filter(|k| !k.is_empty());
+        let address = q.address.as_deref().map(address_key).filter(|a| !a.rest.is_empty() || a.prefecture.is_some());
+        let extras = if insurer.is_some() { W_INSURER } else { 0.0 } + if address.is_some() { W_ADDRESS } else { 0.0 };
         Prepared {
             name,
             name_is_kana,
             kana: q.name_kana.as_deref().map(name_key_chars).filter(|k| !k.is_empty()),
             sex: q.sex,
-            insurer: q.insurer_name.as_deref().map(insurer_key).filter(|k| !k.is_empty()),
-            address: q.address.as_deref().map(address_key).filter(|a| !a.rest.is_empty() || a.prefecture.is_some()),
+            insurer,
+            address,
+            weight: W_NAME + W_BIRTH + W_SEX + extras,
+            extras,
         }
     }
 }
@@ -571,6 +639,8 @@ impl Prepared {
 #[derive(Debug)]
 struct Scored {
     idx: u32,
+    /// Weighted name, birth and sex parts (not yet divided by the weight).
+    base: f32,
     score: f32,
     name: Option<usize>,
     kana: Option<usize>,
@@ -629,30 +699,28 @@ pub fn osa(a: &[char], b: &[char]) -> usize {
         return a.len().max(b.len());
     }
     const N: usize = 48;
-    if b.len() >= N {
+    if b.len() >= N || a.len() >= 255 {
         return osa_vec(a, b);
     }
     let m = b.len();
-    let mut prev2 = [0usize; N];
-    let mut prev = [0usize; N];
-    let mut cur = [0usize; N];
-    for (j, p) in prev.iter_mut().enumerate().take(m + 1) {
-        *p = j;
+    // Three rows used in turn (i-2, i-1, i), so nothing is copied between rows.
+    let mut rows = [[0u8; N]; 3];
+    for (j, v) in rows[1].iter_mut().enumerate().take(m + 1) {
+        *v = j as u8;
     }
     for i in 1..=a.len() {
-        cur[0] = i;
+        let (cur_i, prev_i, prev2_i) = ((i + 1) % 3, i % 3, (i + 2) % 3);
+        rows[cur_i][0] = i as u8;
         for j in 1..=m {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            let cost = u8::from(a[i - 1] != b[j - 1]);
+            let mut v = (rows[prev_i][j] + 1).min(rows[cur_i][j - 1] + 1).min(rows[prev_i][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(prev2[j - 2] + 1);
+                v = v.min(rows[prev2_i][j - 2] + 1);
             }
-            cur[j] = v;
+            rows[cur_i][j] = v;
         }
-        prev2 = prev;
-        prev = cur;
     }
-    prev[m]
+    usize::from(rows[(a.len() + 1) % 3][m])
 }
 
 fn osa_vec(a: &[char], b: &[char]) -> usize {

@@ -59,11 +59,11 @@ pub const VARIANT_KANJI: &[(char, char)] = &[
 
 /// The standard form of an old/variant kanji, or the character itself.
 pub fn fold_variant(c: char) -> char {
-    // Linear over ~170 pairs only for characters in the CJK ranges; names are a handful of them.
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, char>> = std::sync::OnceLock::new();
     if (c as u32) < 0x4E00 {
         return c;
     }
-    VARIANT_KANJI.iter().find(|(v, _)| *v == c).map_or(c, |(_, s)| *s)
+    *TABLE.get_or_init(|| VARIANT_KANJI.iter().copied().collect()).get(&c).unwrap_or(&c)
 }
 
 fn is_ignorable(c: char) -> bool {
@@ -449,8 +449,9 @@ pub fn address_score_parts(query: &AddressKey, target_prefecture: Option<u8>, ta
     0.0
 }
 
-/// Forms of insurer names folded to one word, longest first (rule 7).
-const INSURER_ALIASES: &[(&str, &str)] = &[
+/// Forms of insurer names folded to one word, longest first (rule 7). Both sides are already in
+/// key form (a test checks), so they are used as they are.
+pub const INSURER_ALIASES: &[(&str, &str)] = &[
     ("全国健康保険協会", "協会健保"),
     ("協会ケンポ", "協会健保"),
     ("後期高齢者医療広域連合", "後期高齢"),
@@ -471,9 +472,8 @@ const INSURER_ALIASES: &[(&str, &str)] = &[
 pub fn insurer_key(s: &str) -> String {
     let mut k = name_key(s);
     for (from, to) in INSURER_ALIASES {
-        let from_key = name_key(from);
-        if k.contains(&from_key) {
-            k = k.replace(&from_key, to);
+        if k.contains(from) {
+            k = k.replace(from, to);
         }
     }
     k

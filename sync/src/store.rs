@@ -52,13 +52,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
+    synced: Arc<std::sync::Mutex<Synced>>,
+}
+
+/// What `sync` keeps between rounds: the data file held open (one fdatasync a round instead of
+/// open + fsync + close of every file), and the blob files already made durable (sled writes a blob
+/// once and never changes it, so each needs one fsync, and the directory one when it appears).
+#[derive(Debug, Default)]
+struct Synced {
+    db_file: Option<File>,
+    blobs: std::collections::HashSet<PathBuf>,
+    dir_done: bool,
 }
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Fsync { path: dir.to_path_buf(), source })?;
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
-        Ok(SledStore { db, dir: dir.to_path_buf() })
+        Ok(SledStore { db, dir: dir.to_path_buf(), synced: Arc::default() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -101,17 +112,40 @@ impl Store for SledStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        // sled 0.34 keeps its data in `db`, its config in `conf`, and large values under `blobs/`.
-        let mut paths = vec![self.dir.join("db"), self.dir.join("conf")];
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        // sled 0.34 keeps its data in `db` (an fdatasync of it is what makes the flush durable),
+        // its config in `conf` (written once, at creation), and large values under `blobs/`.
+        if synced.db_file.is_none() {
+            let path = self.dir.join("db");
+            let f = File::open(&path).map_err(|source| StoreError::Fsync { path, source })?;
+            synced.db_file = Some(f);
+        }
+        if let Some(f) = &synced.db_file {
+            f.sync_data().map_err(|source| StoreError::Fsync { path: self.dir.join("db"), source })?;
+        }
         let blobs = self.dir.join("blobs");
+        let mut new_entries = !synced.dir_done;
         if let Ok(rd) = std::fs::read_dir(&blobs) {
-            paths.extend(rd.flatten().map(|e| e.path()));
-            paths.push(blobs);
+            for p in rd.flatten().map(|e| e.path()) {
+                if !synced.blobs.contains(&p) {
+                    Self::fsync_path(&p)?;
+                    synced.blobs.insert(p);
+                    new_entries = true;
+                }
+            }
+            if new_entries {
+                Self::fsync_path(&blobs)?;
+            }
         }
-        for p in paths.iter().filter(|p| p.exists()) {
-            Self::fsync_path(p)?;
+        if new_entries {
+            let conf = self.dir.join("conf");
+            if conf.exists() {
+                Self::fsync_path(&conf)?;
+            }
+            Self::fsync_path(&self.dir)?;
+            synced.dir_done = true;
         }
-        Self::fsync_path(&self.dir)
+        Ok(())
     }
 }
 
