@@ -44,6 +44,7 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     }
     registry.sync()?;
     let examples = onshi_sync::synth::pick_examples(&periods, today);
+    let card_holder = examples.card_holder.clone();
     let (Some(valid_q), Some(lost_q)) = (examples.valid_insured, examples.lost_with_newer) else {
         anyhow::bail!("--people {people}: too few people for the examples (a valid insured person and a job change); use at least 200");
     };
@@ -96,6 +97,21 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     println!("# the stored check, and the edge's status:");
     println!("curl -s http://{http}/v1/checks/CHECK_ID");
     println!("curl -s http://{http}/v1/status");
+    println!();
+    println!("# outage mode: search by name (kana or kanji, variants and one typo tolerated), birth date (era dates too), sex.");
+    println!("# Over this facility's replica; declare an outage first to search centrally:");
+    let era = onshi_model::date::format_era(valid_q.birth_date).unwrap_or_else(|| valid_q.birth_date.to_string());
+    let search = serde_json::json!({"name_kana": valid_q.name_kana, "birth_date": era, "sex": valid_q.sex});
+    println!("curl -s -X POST http://{http}/v1/outage -H 'content-type: application/json' -d '{{\"active\":true,\"reason\":\"card reader broken\"}}'");
+    println!("curl -s -X POST http://{http}/v1/search -H 'content-type: application/json' -d '{search}'");
+    println!("# a provisional record (self-declaration) when nothing can be confirmed: what to collect, and why:");
+    let prov = serde_json::json!({"declared": {"name": "山田　花子", "birth_date": "令和3年4月1日", "sex": "female", "insurance_type": "国保"}, "service_date": today, "total_fee_yen": 12345});
+    println!("curl -s -X POST http://{http}/v1/provisional -H 'content-type: application/json' -d '{prov}'");
+    println!("curl -s http://{http}/v1/queue");
+    if let Some(card) = card_holder.as_ref().and_then(|q| q.card_id.clone()) {
+        println!("# a My Number card on the (simulated) face-authentication reader:");
+        println!("onshi-edge reader-sim --http {http} --card {card}");
+    }
     println!();
     println!("Ctrl-C stops the demo.");
     shutdown.await;
