@@ -174,6 +174,9 @@ struct Entry {
     newest: (NaiveDate, NaiveDate),
     name: u32,
     kana: u32,
+    /// Key lengths, kept here so most non-matches are ruled out without reading the keys.
+    name_len: u8,
+    kana_len: u8,
     prefecture: u8,
     address: Span,
     insurers: [u32; INSURERS_PER_PERSON],
@@ -202,6 +205,10 @@ impl Keys {
         self.by_name.push(Vec::new());
         self.by_kana.push(Vec::new());
         id
+    }
+
+    fn len_of(&self, id: u32) -> u8 {
+        self.text.get(id as usize).map_or(0, |k| k.len().min(255) as u8)
     }
 
     fn get(&self, key: &[char]) -> Option<u32> {
@@ -344,6 +351,8 @@ impl SearchIndex {
                 newest,
                 name,
                 kana,
+                name_len: self.keys.len_of(name),
+                kana_len: self.keys.len_of(kana),
                 prefecture: ak.prefecture.unwrap_or(0),
                 address: span_of(&mut self.address_text, &ak.rest),
                 insurers,
@@ -391,6 +400,8 @@ impl SearchIndex {
             self.by_birth.entry(day(q.birth_date)).or_default().push(idx);
             e.birth = q.birth_date;
         }
+        e.name_len = self.keys.len_of(name);
+        e.kana_len = self.keys.len_of(kana);
         if e.name != name {
             remove_from(&mut self.keys.by_name[e.name as usize], idx);
             self.keys.by_name[name as usize].push(idx);
@@ -517,6 +528,22 @@ impl SearchIndex {
 
     fn score(&self, pq: &Prepared, idx: u32, birth: BirthMatch, min_name: f32) -> Option<Scored> {
         let e = &self.entries[idx as usize];
+        // Edit distance is at least the difference in length: an upper bound on the similarity.
+        let bound = |q: usize, t: u8| sim_n(q.abs_diff(usize::from(t)), q.max(usize::from(t)));
+        let ub_name = pq.name.as_ref().map(|q| {
+            let b = bound(q.len(), e.name_len);
+            if pq.name_is_kana { b.max(bound(q.len(), e.kana_len)) } else { b }
+        });
+        let ub_kana = pq.kana.as_ref().map(|q| bound(q.len(), e.kana_len));
+        let ub = match (ub_name, ub_kana) {
+            (Some(a), Some(b)) if pq.name_is_kana => a.max(b),
+            (Some(a), Some(b)) => (a + b) / 2.0,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => 0.0,
+        };
+        if ub < min_name {
+            return None;
+        }
         let name_text = &self.keys.text[e.name as usize];
         let kana_text = &self.keys.text[e.kana as usize];
         let mut name = None;
