@@ -8,12 +8,15 @@
 //! 1. everyone born on the query's birth date (≈30 people a day in a million);
 //! 2. everyone born on a date one typing slip away from it (one digit wrong, two digits swapped,
 //!    month and day swapped), if the name is close;
-//! 3. everyone with exactly the query's name or reading key, whatever their birth date.
+//! 3. everyone with exactly the query's name or reading key, whatever their birth date (same sex;
+//!    for a very common name, the 64 whose birth date shares most digits with the query's).
 //!
 //! Score (0..=1) = weighted mean of name similarity (0.55; 1 − edit distance / length on the keys of
 //! [`crate::normalize`]), birth date (0.25; exact 1, a slip away 0.5, other 0.2), sex (0.10; unset
 //! on either side 0.5), and, when the query gives them, insurer name (0.05) and address (0.05),
-//! which are what separates namesakes born on the same day.
+//! which are what separates namesakes born on the same day. Those two, the costly parts, are only
+//! computed for candidates whose upper bound can still reach the top k (a test holds the answer equal
+//! to the head of the full ranking).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -331,8 +334,9 @@ impl SearchIndex {
     }
 
     /// Adds one qualification period. The same period again changes nothing; a newer period of a
-    /// known person (later acquired, or the same acquired date and a later loss) replaces their
-    /// name, reading, sex, birth date and address; every period adds its insurer name.
+    /// known person (later acquired, or the same acquired date and a later or no loss; on a full tie
+    /// the later insert) replaces their name, reading, sex, birth date and address; every period adds
+    /// its insurer name (the newest four are kept).
     pub fn insert(&mut self, q: &Qualification) {
         let pid = q.person_id.as_str();
         let newest = (q.acquired_on, q.lost_on.unwrap_or(NaiveDate::MAX));

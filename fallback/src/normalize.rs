@@ -19,7 +19,7 @@
 //! 6. Addresses ([`address_key`]): a leading prefecture is split off as its own token; kanji numerals
 //!    before 丁目/番/号/-/の become digits (`二十三番` → `23-`); 丁目, 番地, 番, 号, の between digits and
 //!    every hyphen form become `-`; 大字/字 are dropped; ケ/ガ/ノ between kanji are dropped
-//!    (霞が関 = 霞ヶ関 = 霞ケ関).
+//!    (霞が関 = 霞ヶ関 = 霞ケ関); a postal code written in front (`〒183-0003`) is dropped.
 //! 7. Insurer names ([`insurer_key`]): common long and short forms fold to one word (協会けんぽ =
 //!    全国健康保険協会, 国保 = 国民健康保険, 健保 = 健康保険組合, 後期高齢 = 後期高齢者医療広域連合,
 //!    共済 = 共済組合), brackets are dropped; matching is by containment either way.
@@ -294,6 +294,13 @@ pub fn address_key(s: &str) -> AddressKey {
         } else if c.is_alphanumeric() {
             push_folded(&mut chars, c.to_ascii_uppercase());
         }
+    }
+    // A postal code written in front (〒 itself was dropped above as a symbol).
+    let postal = |c: &[char]| {
+        c.len() > 8 && c[..3].iter().all(char::is_ascii_digit) && c[3] == '-' && c[4..8].iter().all(char::is_ascii_digit) && !c[8].is_ascii_digit()
+    };
+    while postal(&chars) {
+        chars.drain(..8);
     }
     // The prefecture, split off before numerals are read (千葉県 is not 1000葉県).
     let mut prefecture = None;

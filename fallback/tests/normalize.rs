@@ -124,6 +124,13 @@ fn address_digits_numerals_and_separators() {
 }
 
 #[test]
+fn address_postal_code_in_front_is_dropped() {
+    let want = address_key("東京都府中市朝日町1-7-15");
+    assert_eq!(address_key("〒183-0003 東京都府中市朝日町1-7-15"), want);
+    assert_eq!(address_key("１８３－０００３　東京都府中市朝日町１－７－１５"), want);
+}
+
+#[test]
 fn address_ke_ga_no_between_kanji() {
     let want = address_key("東京都千代田区霞が関1-2-2");
     assert_eq!(address_key("東京都千代田区霞ヶ関1-2-2"), want);
