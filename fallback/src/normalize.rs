@@ -280,6 +280,24 @@ fn is_kanji(c: char) -> bool {
 
 /// Rules 1–6 for an address. `東京都府中市朝日町一丁目7番15号` → prefecture 13, `府中市朝日町1-7-15`.
 pub fn address_key(s: &str) -> AddressKey {
+    // A drop can bring together what another rule reads (大の字 → 大字 → ""), so the rules run
+    // until nothing changes; that is what makes the key idempotent. Two rounds in practice.
+    let mut prefecture = None;
+    let mut cur = s.to_string();
+    for _ in 0..8 {
+        let (p, rest) = address_round(&cur, prefecture.is_none());
+        prefecture = prefecture.or(p);
+        if rest == cur {
+            break;
+        }
+        cur = rest;
+    }
+    AddressKey { prefecture, rest: cur }
+}
+
+/// One round of rules 1–6; a postal code and a prefecture are taken off the front only while no
+/// prefecture has been found.
+fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
     // Pass 1: rules 1–3 and 5 per character; hyphens unified; long marks after kana as in names.
     let mut chars: Vec<char> = Vec::with_capacity(s.len() / 2);
     for c in nfkc(s) {
@@ -299,12 +317,12 @@ pub fn address_key(s: &str) -> AddressKey {
     let postal = |c: &[char]| {
         c.len() > 8 && c[..3].iter().all(char::is_ascii_digit) && c[3] == '-' && c[4..8].iter().all(char::is_ascii_digit) && !c[8].is_ascii_digit()
     };
-    while postal(&chars) {
+    let mut prefecture = None;
+    while strip_front && postal(&chars) {
         chars.drain(..8);
     }
     // The prefecture, split off before numerals are read (千葉県 is not 1000葉県).
-    let mut prefecture = None;
-    for (i, p) in PREFECTURES.iter().enumerate() {
+    for (i, p) in PREFECTURES.iter().enumerate().filter(|_| strip_front) {
         let pc: Vec<char> = p.chars().map(fold_variant).collect();
         if chars.starts_with(&pc) {
             prefecture = Some(i as u8 + 1);
@@ -373,7 +391,7 @@ pub fn address_key(s: &str) -> AddressKey {
     while out.last() == Some(&'-') {
         out.pop();
     }
-    AddressKey { prefecture, rest: out.into_iter().collect() }
+    (prefecture, out.into_iter().collect())
 }
 
 fn find_bounded(hay: &str, needle: &str) -> bool {

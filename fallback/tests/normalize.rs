@@ -121,6 +121,9 @@ fn address_digits_numerals_and_separators() {
     // Place names with numeral kanji are left alone.
     assert_eq!(address_key("三重県四日市市本町1-2").rest, "四日市市本町1-2");
     assert_eq!(address_key("千葉県千葉市中央区中央1-1").prefecture, Some(12));
+    // A drop that makes another rule apply (found by the property test below).
+    let k = address_key("大の字");
+    assert_eq!(address_key(&k.to_key_string()), k);
 }
 
 #[test]
