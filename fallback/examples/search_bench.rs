@@ -371,6 +371,11 @@ fn main() {
             misses.push(format!("{} {}", q.truth, q.body));
         }
     }
+    let mut slow: Vec<(Duration, usize)> = lat.iter().copied().zip(0..).collect();
+    slow.sort();
+    for (d, i) in slow.iter().rev().take(3) {
+        println!("  slowest: {} {}", ms(*d), queries[*i].body);
+    }
     lat.sort();
     let (p50, p99, max) = (pct(&lat, 0.5), pct(&lat, 0.99), lat.last().copied().unwrap_or_default());
     println!(

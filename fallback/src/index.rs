@@ -8,12 +8,15 @@
 //! 1. everyone born on the query's birth date (≈30 people a day in a million);
 //! 2. everyone born on a date one typing slip away from it (one digit wrong, two digits swapped,
 //!    month and day swapped), if the name is close;
-//! 3. everyone with exactly the query's name or reading key, whatever their birth date.
+//! 3. everyone with exactly the query's name or reading key, whatever their birth date (same sex;
+//!    for a very common name, the 64 whose birth date shares most digits with the query's).
 //!
 //! Score (0..=1) = weighted mean of name similarity (0.55; 1 − edit distance / length on the keys of
 //! [`crate::normalize`]), birth date (0.25; exact 1, a slip away 0.5, other 0.2), sex (0.10; unset
 //! on either side 0.5), and, when the query gives them, insurer name (0.05) and address (0.05),
-//! which are what separates namesakes born on the same day.
+//! which are what separates namesakes born on the same day. Those two, the costly parts, are only
+//! computed for candidates whose upper bound can still reach the top k (a test holds the answer equal
+//! to the head of the full ranking).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -174,6 +177,9 @@ struct Entry {
     newest: (NaiveDate, NaiveDate),
     name: u32,
     kana: u32,
+    /// Key lengths, kept here so most non-matches are ruled out without reading the keys.
+    name_len: u8,
+    kana_len: u8,
     prefecture: u8,
     address: Span,
     insurers: [u32; INSURERS_PER_PERSON],
@@ -202,6 +208,10 @@ impl Keys {
         self.by_name.push(Vec::new());
         self.by_kana.push(Vec::new());
         id
+    }
+
+    fn len_of(&self, id: u32) -> u8 {
+        self.text.get(id as usize).map_or(0, |k| k.len().min(255) as u8)
     }
 
     fn get(&self, key: &[char]) -> Option<u32> {
@@ -324,8 +334,9 @@ impl SearchIndex {
     }
 
     /// Adds one qualification period. The same period again changes nothing; a newer period of a
-    /// known person (later acquired, or the same acquired date and a later loss) replaces their
-    /// name, reading, sex, birth date and address; every period adds its insurer name.
+    /// known person (later acquired, or the same acquired date and a later or no loss; on a full tie
+    /// the later insert) replaces their name, reading, sex, birth date and address; every period adds
+    /// its insurer name (the newest four are kept).
     pub fn insert(&mut self, q: &Qualification) {
         let pid = q.person_id.as_str();
         let newest = (q.acquired_on, q.lost_on.unwrap_or(NaiveDate::MAX));
@@ -344,6 +355,8 @@ impl SearchIndex {
                 newest,
                 name,
                 kana,
+                name_len: self.keys.len_of(name),
+                kana_len: self.keys.len_of(kana),
                 prefecture: ak.prefecture.unwrap_or(0),
                 address: span_of(&mut self.address_text, &ak.rest),
                 insurers,
@@ -391,6 +404,8 @@ impl SearchIndex {
             self.by_birth.entry(day(q.birth_date)).or_default().push(idx);
             e.birth = q.birth_date;
         }
+        e.name_len = self.keys.len_of(name);
+        e.kana_len = self.keys.len_of(kana);
         if e.name != name {
             remove_from(&mut self.keys.by_name[e.name as usize], idx);
             self.keys.by_name[name as usize].push(idx);
@@ -517,6 +532,22 @@ impl SearchIndex {
 
     fn score(&self, pq: &Prepared, idx: u32, birth: BirthMatch, min_name: f32) -> Option<Scored> {
         let e = &self.entries[idx as usize];
+        // Edit distance is at least the difference in length: an upper bound on the similarity.
+        let bound = |q: usize, t: u8| sim_n(q.abs_diff(usize::from(t)), q.max(usize::from(t)));
+        let ub_name = pq.name.as_ref().map(|q| {
+            let b = bound(q.len(), e.name_len);
+            if pq.name_is_kana { b.max(bound(q.len(), e.kana_len)) } else { b }
+        });
+        let ub_kana = pq.kana.as_ref().map(|q| bound(q.len(), e.kana_len));
+        let ub = match (ub_name, ub_kana) {
+            (Some(a), Some(b)) if pq.name_is_kana => a.max(b),
+            (Some(a), Some(b)) => (a + b) / 2.0,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => 0.0,
+        };
+        if ub < min_name {
+            return None;
+        }
         let name_text = &self.keys.text[e.name as usize];
         let kana_text = &self.keys.text[e.kana as usize];
         let mut name = None;

@@ -19,7 +19,7 @@
 //! 6. Addresses ([`address_key`]): a leading prefecture is split off as its own token; kanji numerals
 //!    before 丁目/番/号/-/の become digits (`二十三番` → `23-`); 丁目, 番地, 番, 号, の between digits and
 //!    every hyphen form become `-`; 大字/字 are dropped; ケ/ガ/ノ between kanji are dropped
-//!    (霞が関 = 霞ヶ関 = 霞ケ関).
+//!    (霞が関 = 霞ヶ関 = 霞ケ関); a postal code written in front (`〒183-0003`) is dropped.
 //! 7. Insurer names ([`insurer_key`]): common long and short forms fold to one word (協会けんぽ =
 //!    全国健康保険協会, 国保 = 国民健康保険, 健保 = 健康保険組合, 後期高齢 = 後期高齢者医療広域連合,
 //!    共済 = 共済組合), brackets are dropped; matching is by containment either way.
@@ -280,6 +280,24 @@ fn is_kanji(c: char) -> bool {
 
 /// Rules 1–6 for an address. `東京都府中市朝日町一丁目7番15号` → prefecture 13, `府中市朝日町1-7-15`.
 pub fn address_key(s: &str) -> AddressKey {
+    // A drop can bring together what another rule reads (大の字 → 大字 → ""), so the rules run
+    // until nothing changes; that is what makes the key idempotent. Two rounds in practice.
+    let mut prefecture = None;
+    let mut cur = s.to_string();
+    for _ in 0..8 {
+        let (p, rest) = address_round(&cur, prefecture.is_none());
+        prefecture = prefecture.or(p);
+        if rest == cur {
+            break;
+        }
+        cur = rest;
+    }
+    AddressKey { prefecture, rest: cur }
+}
+
+/// One round of rules 1–6; a postal code and a prefecture are taken off the front only while no
+/// prefecture has been found.
+fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
     // Pass 1: rules 1–3 and 5 per character; hyphens unified; long marks after kana as in names.
     let mut chars: Vec<char> = Vec::with_capacity(s.len() / 2);
     for c in nfkc(s) {
@@ -295,9 +313,16 @@ pub fn address_key(s: &str) -> AddressKey {
             push_folded(&mut chars, c.to_ascii_uppercase());
         }
     }
-    // The prefecture, split off before numerals are read (千葉県 is not 1000葉県).
+    // A postal code written in front (〒 itself was dropped above as a symbol).
+    let postal = |c: &[char]| {
+        c.len() > 8 && c[..3].iter().all(char::is_ascii_digit) && c[3] == '-' && c[4..8].iter().all(char::is_ascii_digit) && !c[8].is_ascii_digit()
+    };
     let mut prefecture = None;
-    for (i, p) in PREFECTURES.iter().enumerate() {
+    while strip_front && postal(&chars) {
+        chars.drain(..8);
+    }
+    // The prefecture, split off before numerals are read (千葉県 is not 1000葉県).
+    for (i, p) in PREFECTURES.iter().enumerate().filter(|_| strip_front) {
         let pc: Vec<char> = p.chars().map(fold_variant).collect();
         if chars.starts_with(&pc) {
             prefecture = Some(i as u8 + 1);
@@ -366,7 +391,7 @@ pub fn address_key(s: &str) -> AddressKey {
     while out.last() == Some(&'-') {
         out.pop();
     }
-    AddressKey { prefecture, rest: out.into_iter().collect() }
+    (prefecture, out.into_iter().collect())
 }
 
 fn find_bounded(hay: &str, needle: &str) -> bool {

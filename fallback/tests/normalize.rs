@@ -121,6 +121,16 @@ fn address_digits_numerals_and_separators() {
     // Place names with numeral kanji are left alone.
     assert_eq!(address_key("三重県四日市市本町1-2").rest, "四日市市本町1-2");
     assert_eq!(address_key("千葉県千葉市中央区中央1-1").prefecture, Some(12));
+    // A drop that makes another rule apply (found by the property test below).
+    let k = address_key("大の字");
+    assert_eq!(address_key(&k.to_key_string()), k);
+}
+
+#[test]
+fn address_postal_code_in_front_is_dropped() {
+    let want = address_key("東京都府中市朝日町1-7-15");
+    assert_eq!(address_key("〒183-0003 東京都府中市朝日町1-7-15"), want);
+    assert_eq!(address_key("１８３－０００３　東京都府中市朝日町１－７－１５"), want);
 }
 
 #[test]

@@ -296,3 +296,29 @@ fn synthetic_registry_people_are_found_by_their_own_data() {
     }
     assert_eq!(found, n);
 }
+
+#[test]
+fn top_k_equals_the_head_of_the_full_ranking() {
+    // The index finishes insurer/address scoring only for candidates that can still reach the top
+    // k; that must never change the answer.
+    let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people: 2000, seed: 9, today });
+    let ix = SearchIndex::build(&periods);
+    for (n, p) in periods.iter().step_by(53).enumerate() {
+        let family: String = p.name.split('\u{3000}').next().unwrap_or("").to_string();
+        let sq = SearchQuery {
+            name: Some(if n % 2 == 0 { family } else { p.name.clone() }),
+            name_kana: None,
+            birth_date: p.birth_date,
+            sex: if n % 3 == 0 { Sex::Unset } else { p.sex },
+            insurer_name: (n % 2 == 1).then(|| "協会けんぽ".to_string()),
+            address: (n % 4 < 2).then(|| p.address.chars().take(6).collect()),
+        };
+        let all = ix.search(&sq, 10_000);
+        for k in [1, 3, 5] {
+            let head: Vec<_> = all.iter().take(k).map(|c| (c.person_id.clone(), c.score)).collect();
+            let top: Vec<_> = ix.search(&sq, k).into_iter().map(|c| (c.person_id, c.score)).collect();
+            assert_eq!(top, head, "k={k} {sq:?}");
+        }
+    }
+}
