@@ -544,6 +544,25 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// `n` periods valid on `TODAY`, of `n` different people, each unambiguous under its card
+    /// numbers (so a check of it answers `valid` with that person), in registry order after
+    /// skipping `skip` such people. Panics if the registry has too few.
+    pub fn valid_people(&self, skip: usize, n: usize) -> Vec<&Value> {
+        let mut seen = std::collections::BTreeSet::new();
+        let picked: Vec<&Value> = self
+            .periods
+            .iter()
+            .filter(|q| valid_on(q, TODAY) && self.unambiguous(q) && q["birth_date"].is_string())
+            .filter(|q| seen.insert(s(&q["person_id"]).to_string()))
+            .skip(skip)
+            .take(n)
+            .collect();
+        assert_eq!(picked.len(), n, "the generated registry has {n} valid people after skipping {skip}");
+        picked
+    }
+}
+
 /// The `POST /v1/checks` body for a period's insurance card (as typed from the card).
 pub fn card_check(q: &Value, service_date: &str) -> Value {
     json!({
@@ -558,6 +577,29 @@ pub fn mistype_check_digit(insurer_number: &str) -> String {
     let (body, last) = insurer_number.split_at(insurer_number.len() - 1);
     let d = last.parse::<u8>().expect("a digit");
     format!("{body}{}", (d + 1) % 10)
+}
+
+/// Katakana to hiragana (ー and everything else unchanged): how reception may type a reading.
+pub fn to_hiragana(kana: &str) -> String {
+    kana.chars()
+        .map(|c| match c {
+            '\u{30A1}'..='\u{30F6}' => char::from_u32(c as u32 - 0x60).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
+}
+
+/// A YYYY-MM-DD date as a Japanese era date, e.g. `1980-04-01` → `昭和55年4月1日` (the first
+/// year written 元年 when `gannen`).
+pub fn era_date(date: &str, gannen: bool) -> String {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a YYYY-MM-DD date");
+    let ymd = |y: i32, m: u32, dd: u32| chrono::NaiveDate::from_ymd_opt(y, m, dd).expect("an era start");
+    let eras = [("令和", ymd(2019, 5, 1)), ("平成", ymd(1989, 1, 8)), ("昭和", ymd(1926, 12, 25)), ("大正", ymd(1912, 7, 30)), ("明治", ymd(1868, 10, 23))];
+    let (name, start) = eras.iter().find(|(_, start)| d >= *start).expect("a date in a known era");
+    use chrono::Datelike;
+    let year = d.year() - start.year() + 1;
+    let year = if year == 1 && gannen { "元".to_string() } else { year.to_string() };
+    format!("{name}{year}年{}月{}日", d.month(), d.day())
 }
 
 /// A date (YYYY-MM-DD) shifted by `days`.
@@ -654,6 +696,15 @@ impl Reconciler {
     pub fn kill9(&mut self) {
         self.proc.kill9();
     }
+
+    /// Kills this reconciler if it still runs and serves the same data on the same address again
+    /// (its stderr log continues in the same file).
+    pub fn restart(mut self, test: &TestDir) -> Reconciler {
+        self.proc.kill9();
+        let (data, pki, addr) = (self.data.clone(), self.pki.clone(), self.addr);
+        drop(self);
+        Self::start_on(test, &data, &pki, &addr.to_string())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,10 +718,25 @@ pub struct EdgeOpts {
     pub pki: PathBuf,
     pub reconciler: SocketAddr,
     pub deadline_ms: Option<u64>,
+    /// `--hold-ms`: how long a better mode must hold before the mode improves. [`EdgeOpts::new`]
+    /// sets [`TEST_HOLD_MS`] so coming online takes a fraction of a second; `None` runs with the
+    /// daemon's default (10 s).
+    pub hold_ms: Option<u64>,
+    /// `--reader-timeout-ms`: a card reader silent this long is down.
+    pub reader_timeout_ms: Option<u64>,
+    /// `--unidentified-full-fee true|false`.
+    pub unidentified_full_fee: Option<bool>,
+    /// `--share-70-74 N`.
+    pub share_70_74: Option<u8>,
+    /// `--share-75-plus N`.
+    pub share_75_plus: Option<u8>,
     pub notify_socket: Option<PathBuf>,
     /// The name of the process in logs (and of its stderr file).
     pub name: String,
 }
+
+/// The hold time the tests run edges with (the daemon's default is 10 s).
+pub const TEST_HOLD_MS: u64 = 300;
 
 impl EdgeOpts {
     pub fn new(facility: &str, data: &Path, pki: &Pki, reconciler: SocketAddr) -> EdgeOpts {
@@ -680,6 +746,11 @@ impl EdgeOpts {
             pki: pki.dir.clone(),
             reconciler,
             deadline_ms: None,
+            hold_ms: Some(TEST_HOLD_MS),
+            reader_timeout_ms: None,
+            unidentified_full_fee: None,
+            share_70_74: None,
+            share_75_plus: None,
             notify_socket: None,
             name: format!("edge-{facility}"),
         }
@@ -709,8 +780,18 @@ impl Edge {
             .arg("--pki")
             .arg(&opts.pki)
             .args(["--reconciler", &opts.reconciler.to_string(), "--http", "127.0.0.1:0"]);
-        if let Some(ms) = opts.deadline_ms {
-            cmd.args(["--deadline-ms", &ms.to_string()]);
+        let flags: [(&str, Option<String>); 6] = [
+            ("--deadline-ms", opts.deadline_ms.map(|v| v.to_string())),
+            ("--hold-ms", opts.hold_ms.map(|v| v.to_string())),
+            ("--reader-timeout-ms", opts.reader_timeout_ms.map(|v| v.to_string())),
+            ("--unidentified-full-fee", opts.unidentified_full_fee.map(|v| v.to_string())),
+            ("--share-70-74", opts.share_70_74.map(|v| v.to_string())),
+            ("--share-75-plus", opts.share_75_plus.map(|v| v.to_string())),
+        ];
+        for (flag, value) in flags {
+            if let Some(v) = value {
+                cmd.args([flag, &v]);
+            }
         }
         match &opts.notify_socket {
             Some(p) => {
@@ -781,6 +862,54 @@ impl Edge {
     /// Waits until the link is up and the mode online.
     pub fn wait_online(&self) -> Value {
         self.wait_status("online with the link up", Duration::from_secs(15), |v| v["mode"] == "online" && v["link"]["state"] == "up")
+    }
+
+    /// Waits until the mode is `mode`; returns that status.
+    pub fn wait_mode(&self, mode: &str, timeout: Duration) -> Value {
+        self.wait_status(mode, timeout, |v| v["mode"] == mode)
+    }
+
+    /// `POST path` with a JSON body: (status, body).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let a = self.http.post_json(path, body);
+        (a.status, a.json)
+    }
+
+    /// `GET /v1/queue`, which must answer 200.
+    pub fn queue(&self) -> Value {
+        let (code, v) = self.get("/v1/queue");
+        assert_eq!(code, 200, "GET /v1/queue: {v}");
+        v
+    }
+
+    /// Polls `GET /v1/checks/{id}` until its `state` is `state`; returns the record, or panics
+    /// with the last record seen.
+    pub fn wait_check_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        let got = wait_until(timeout, Duration::from_millis(50), || {
+            let (code, v) = self.get(&format!("/v1/checks/{id}"));
+            if code == 200 && v["state"] == state {
+                Some(v)
+            } else {
+                last = v;
+                None
+            }
+        });
+        got.unwrap_or_else(|| panic!("{}: check {id} never became {state} within {timeout:?}; last record: {last}; status: {}", self.opts.name, self.status()))
+    }
+
+    /// `onshi-edge ARGS… --http ADDR` (e.g. `reader-sim`, `queue`), run to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let addr = self.http_addr.to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--http", &addr]);
+        run(&edge_bin(), &all)
+    }
+
+    /// One sample of `GET /metrics`, e.g. `onshi_checks_total{source="online"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.http.get("/metrics").text;
+        text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// The number of checks in the journal as status reports it.

@@ -80,10 +80,11 @@ fn edge_runs_from_a_config_file_and_a_flag_wins_over_it() {
     let config = t.join("edge.toml");
     // The file's HTTP address cannot be bound here (TEST-NET-1): the command line's must win.
     let toml = format!(
-        "facility = \"{FACILITY_A}\"\ndata = \"{}\"\npki = \"{}\"\nreconciler = \"{}\"\nhttp = \"192.0.2.1:7600\"\ndeadline_ms = 1200\n",
+        "facility = \"{FACILITY_A}\"\ndata = \"{}\"\npki = \"{}\"\nreconciler = \"{}\"\nhttp = \"192.0.2.1:7600\"\ndeadline_ms = 1200\nhold_ms = {}\n",
         t.join("edge").display(),
         pki.dir.display(),
-        rec.addr
+        rec.addr,
+        onshi_tests::TEST_HOLD_MS
     );
     std::fs::write(&config, toml).expect("writing the config");
     let mut cmd = Command::new(edge_bin());

@@ -24,6 +24,7 @@ fn assert_answer(answer: &(u16, Value), validity: &str) -> String {
     assert_eq!(*code, 200, "expected 200 {validity}; got {code}: {v}");
     assert_eq!(v["validity"], validity, "{v}");
     assert_eq!(v["source"], "online", "{v}");
+    assert_eq!(v["state"], "answered", "{v}");
     assert!(!v["as_of"].is_null(), "as_of: {v}");
     assert!(v["qualifications"].is_array(), "qualifications: {v}");
     let id = v["check_id"].as_str().unwrap_or_else(|| panic!("check_id: {v}"));
@@ -93,6 +94,11 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
         assert_eq!(stored["qualifications"], answer["qualifications"], "{stored}");
         assert!(stored["created_at"].is_string(), "created_at: {stored}");
         assert!(stored["request"].is_object(), "request: {stored}");
+        // Answered online: what reception was told is the final word.
+        assert_eq!(stored["state"], "answered", "{stored}");
+        assert_eq!(stored["answered"]["validity"], answer["validity"], "{stored}");
+        assert_eq!(stored["answered"]["source"], "online", "{stored}");
+        assert_eq!(stored["final"], Value::Null, "{stored}");
     }
     let (_, stored) = edge.get(&format!("/v1/checks/{valid_id}"));
     assert_eq!(stored["request"]["insurance_card"]["insurer_number"], valid["insurer_number"], "{stored}");
@@ -102,6 +108,12 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
     assert_eq!(status["mode"], "online", "{status}");
     assert_eq!(status["link"]["state"], "up", "{status}");
     assert_eq!(status["journal"]["checks"], 6, "{status}");
+    assert_eq!(status["reasons"], json!([]), "{status}");
+    assert_eq!(status["reader"]["state"], "none", "{status}");
+    assert_eq!(status["queue"]["pending"], 0, "{status}");
+    assert!(status["replica"]["people"].as_u64().is_some_and(|n| n >= 4), "online answers fill the replica: {status}");
+    let came_online = status["mode_changes"].as_array().and_then(|c| c.last()).cloned().unwrap_or(Value::Null);
+    assert_eq!((came_online["from"].as_str(), came_online["to"].as_str()), (Some("offline"), Some("online")), "{status}");
 
     // What IT staff see: `onshi-edge status`.
     let addr = edge.http_addr.to_string();
@@ -203,9 +215,14 @@ fn edge_tells_systemd_it_is_ready_and_stopping() {
     let mut edge = Edge::start(&t, opts);
     let msgs = wait_notify(&sock, "READY=1", Duration::from_secs(20));
     assert!(msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
-    // The daemon answers while offline.
+    // The daemon answers while offline: a check is queued, not refused.
     let status = edge.status();
     assert_ne!(status["mode"], "online", "{status}");
+    let check = json!({"insurance_card": {"insurer_number": "06130017", "symbol": "123", "number": "4567", "branch": "01"}, "birth_date": "1980-04-01", "service_date": TODAY});
+    let (code, v) = edge.post_check(&check);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!((v["validity"].as_str(), v["source"].as_str(), v["state"].as_str()), (Some("pending"), Some("queued"), Some("deferred")), "{v}");
+    assert_eq!(edge.queue()["pending"], 1);
 
     edge.proc.signal(libc::SIGTERM);
     let msgs = wait_notify(&sock, "STOPPING=1", Duration::from_secs(10));
