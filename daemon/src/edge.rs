@@ -93,6 +93,8 @@ fn status_line(state: &AppState) -> String {
 async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every = notify::watchdog_interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
     let mut last = String::new();
+    let mut last_warnings: Vec<String> = Vec::new();
+    let mut beats = 0u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -103,6 +105,20 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
         if line != last {
             notify::status(&line);
             last = line;
+        }
+        // Queue caps: looked at every ~10 beats; a new warning is logged once, and its end too.
+        beats += 1;
+        if beats % 10 == 1
+            && let Ok(q) = crate::queue::summary(&state.gate.journal, &state.queue_caps, chrono::Utc::now())
+            && q.warnings != last_warnings
+        {
+            for w in q.warnings.iter().filter(|w| !last_warnings.contains(w)) {
+                tracing::warn!(warning = %w, pending = q.pending, provisional_yen = q.provisional_yen, "queue past a cap");
+            }
+            if q.warnings.is_empty() {
+                tracing::info!("queue back within its caps");
+            }
+            last_warnings = q.warnings;
         }
     }
 }

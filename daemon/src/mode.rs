@@ -78,7 +78,7 @@ pub struct ModeSettings {
 
 impl Default for ModeSettings {
     fn default() -> Self {
-        ModeSettings { hold: Duration::from_secs(10), slow_after_misses: 3, silence_limit: Duration::from_secs(3) }
+        ModeSettings { hold: Duration::from_secs(10), slow_after_misses: 3, silence_limit: Duration::from_millis(2500) }
     }
 }
 
