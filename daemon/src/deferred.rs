@@ -25,8 +25,29 @@ pub struct Pass {
     pub failed: usize,
 }
 
+/// An outage declared (or ended) while the link was down is told to the reconciler once it is back.
+async fn send_pending_outage(gate: &Gate) {
+    let Ok(Some(mut o)) = gate.journal.outage() else { return };
+    if o.central || !gate.link.state().is_up() {
+        return;
+    }
+    match gate.link.call(Request::Outage { active: o.active, reason: o.reason.clone() }, DEFERRED_TIMEOUT).await {
+        Ok(Response::Outage { active, until, .. }) if active == o.active => {
+            o.central = true;
+            o.until = until;
+            match gate.journal.set_outage(&o).await {
+                Ok(()) => tracing::warn!(active, "outage declaration delivered to the reconciler after the link returned"),
+                Err(e) => tracing::error!(error = %e, "outage state not recorded"),
+            }
+        }
+        Ok(other) => tracing::warn!(answer = ?other, "the reconciler did not record the outage declaration"),
+        Err(e) => tracing::info!(error = %e, "outage declaration still pending"),
+    }
+}
+
 /// One pass: completes what it can; stops at the first link failure (the rest would fail too).
 pub async fn run_pass(gate: &Gate) -> Pass {
+    send_pending_outage(gate).await;
     let mut pass = Pass::default();
     let ids = match gate.journal.deferred_ids() {
         Ok(ids) => ids,
@@ -105,7 +126,8 @@ pub fn spawn(gate: Gate, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHa
     tokio::spawn(async move {
         let mut link = gate.link.subscribe();
         loop {
-            if gate.link.state().is_up() && gate.journal.deferred_len() > 0 {
+            let outage_pending = gate.journal.outage().ok().flatten().is_some_and(|o| !o.central);
+            if gate.link.state().is_up() && (gate.journal.deferred_len() > 0 || outage_pending) {
                 let p = run_pass(&gate).await;
                 if p.completed > 0 || p.failed > 0 {
                     tracing::info!(completed = p.completed, failed = p.failed, left = gate.journal.deferred_len(), "deferred pass");

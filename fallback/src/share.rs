@@ -21,8 +21,12 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum ShareBasis {
     Preschool,
+    // snake_case would give `school_age_to69`: the names are spelt out to match `as_str`.
+    #[serde(rename = "school_age_to_69")]
     SchoolAgeTo69,
+    #[serde(rename = "age_70_to_74")]
     Age70To74,
+    #[serde(rename = "age_75_plus")]
     Age75Plus,
     /// An unidentified patient under a policy that charges the full fee (refunded once confirmed).
     Unidentified,
@@ -211,4 +215,16 @@ pub fn collected_yen(total_fee_yen: u64, percent: u8) -> u64 {
     let hundredths = u128::from(total_fee_yen) * u128::from(percent);
     let tens = (hundredths + 500) / 1000;
     u64::try_from(tens * 10).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod serde_names {
+    use super::ShareBasis;
+
+    #[test]
+    fn json_names_are_the_as_str_names() {
+        for b in [ShareBasis::Preschool, ShareBasis::SchoolAgeTo69, ShareBasis::Age70To74, ShareBasis::Age75Plus, ShareBasis::Unidentified] {
+            assert_eq!(serde_json::to_value(b).unwrap(), serde_json::json!(b.as_str()));
+        }
+    }
 }
