@@ -134,7 +134,7 @@ impl Reconciler {
 
     fn search(&self, facility: &FacilityCode, req: SearchRequest) -> Response {
         let now = Utc::now();
-        if !self.outage(facility).is_some_and(|o| o.until > now) {
+        if self.outage(facility).is_none_or(|o| o.until <= now) {
             tracing::warn!(%facility, "central search refused: no outage declared");
             return Response::error("no_outage_declared", "central search is only for a facility in a declared outage: declare one first (POST /v1/outage)");
         }
@@ -178,7 +178,7 @@ pub const SEARCH_LIMIT: usize = 5;
 
 /// The period valid on `day`, else the latest one.
 pub fn best_period(mut periods: Vec<onshi_model::Qualification>, day: chrono::NaiveDate) -> Option<onshi_model::Qualification> {
-    periods.sort_by(|a, b| b.acquired_on.cmp(&a.acquired_on));
+    periods.sort_by_key(|q| std::cmp::Reverse(q.acquired_on));
     let i = periods.iter().position(|q| q.is_valid_on(day)).unwrap_or(0);
     (!periods.is_empty()).then(|| periods.swap_remove(i))
 }
