@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onshi_fallback::SearchQuery;
 use onshi_fallback::share::SharePolicy;
-use onshi_sync::wire::{Request, Response as WireResponse, SearchRequest};
+use onshi_sync::wire::{Request, Response as WireResponse};
 use onshi_model::fields::Fields;
 use onshi_model::{CheckRequest, CheckSubject, ErrorCode, FieldError, Qualification};
 use serde_json::{Value, json};
@@ -373,15 +373,7 @@ async fn post_search(State(app): State<Arc<AppState>>, body: Bytes) -> Result<im
     let outage = app.gate.journal.outage().map_err(unavailable)?.filter(|o| o.active);
     let mut note = None;
     if outage.is_some() && app.gate.link.state().is_up() {
-        let req = SearchRequest {
-            name: query.name.clone(),
-            name_kana: query.name_kana.clone(),
-            birth_date: query.birth_date,
-            sex: query.sex,
-            insurer_name: query.insurer_name.clone(),
-            address: query.address.clone(),
-        };
-        match app.gate.link.call(Request::Search(req), app.gate.deadline).await {
+        match app.gate.link.call(Request::Search(query.clone()), app.gate.deadline).await {
             Ok(WireResponse::Search(hits)) => {
                 let candidates: Vec<Value> = hits
                     .iter()

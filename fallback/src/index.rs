@@ -24,7 +24,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use chrono::{Datelike, NaiveDate};
 use onshi_model::fields::Fields;
 use onshi_model::{ErrorCode, FieldError, PersonId, Qualification, Sex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::normalize::{address_key, address_score_parts, insurer_key, insurer_score, is_kana_key, name_key_chars, AddressKey, PREFECTURES};
@@ -49,8 +49,9 @@ const MAX_FAR: usize = 64;
 /// How many insurers a person's entry remembers (the newest ones win).
 const INSURERS_PER_PERSON: usize = 4;
 
-/// A `POST /v1/search` query. At least one of `name` and `name_kana` is present.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A `POST /v1/search` query. At least one of `name` and `name_kana` is present. It also travels
+/// on the link as is (central search).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchQuery {
     pub name: Option<String>,
     pub name_kana: Option<String>,

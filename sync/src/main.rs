@@ -88,12 +88,7 @@ fn parse_date_arg(s: &str) -> Result<chrono::NaiveDate, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: never escape codes in files or the journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    onshi_sync::lifecycle::init_logging();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -149,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(data: PathBuf, pki: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);
     let registry = Registry::open(store.clone())?;
-    let running = onshi_sync::reconciler::start(registry, store.as_ref(), &pki, listen, shutdown_signal())?;
+    let running = onshi_sync::reconciler::start(registry, store.as_ref(), &pki, listen, onshi_sync::lifecycle::shutdown_signal())?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
     running.task.await.context("reconciler task")?;
@@ -166,22 +161,6 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown requested");
-}
 
 fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);

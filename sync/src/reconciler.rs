@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::link::{KnownFacilities, LinkServer, LinkSettings, Service};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{Store, Tree};
-use crate::wire::{Request, Response, SearchHit, SearchRequest};
+use crate::wire::{Request, Response, SearchHit};
 
 /// How long a declared outage lasts unless renewed (disaster mode is typically declared for a
 /// week, extendable: declaring again extends it).
@@ -132,7 +132,7 @@ impl Reconciler {
         })
     }
 
-    fn search(&self, facility: &FacilityCode, req: SearchRequest) -> Response {
+    fn search(&self, facility: &FacilityCode, query: SearchQuery) -> Response {
         let now = Utc::now();
         if self.outage(facility).is_none_or(|o| o.until <= now) {
             tracing::warn!(%facility, "central search refused: no outage declared");
@@ -147,14 +147,6 @@ impl Reconciler {
             tracing::warn!(%facility, "central search rate-limited");
             return Response::error("rate_limited", format!("too many central searches; try again in {:.0} s", wait.ceil()));
         }
-        let query = SearchQuery {
-            name: req.name,
-            name_kana: req.name_kana,
-            birth_date: req.birth_date,
-            sex: req.sex,
-            insurer_name: req.insurer_name,
-            address: req.address,
-        };
         let candidates = self.index.read().unwrap_or_else(|p| p.into_inner()).search(&query, SEARCH_LIMIT);
         let mut hits = Vec::with_capacity(candidates.len());
         for c in candidates {

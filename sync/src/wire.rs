@@ -5,8 +5,9 @@
 //! Never change the meaning of an existing variant: add variants at the end, and bump
 //! [`WIRE_VERSION`] when an old peer could misread the new form.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use onshi_model::{CheckOutcome, CheckRequest, PersonId, Qualification, Sex};
+use chrono::{DateTime, Utc};
+use onshi_fallback::SearchQuery;
+use onshi_model::{CheckOutcome, CheckRequest, PersonId, Qualification};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version this build speaks.
@@ -26,21 +27,9 @@ pub enum Request {
     /// check. The edge sends a long list as several batches of at most [`MAX_BATCH`].
     Batch(Vec<CheckRequest>),
     /// Central search mode (reader broken, link up): only for a facility in a declared outage.
-    Search(SearchRequest),
+    Search(SearchQuery),
     /// Declares (`active`) or ends an outage of the facility, with a reason for the log.
     Outage { active: bool, reason: String },
-}
-
-/// The outage-search keys (DOMAIN.md): name or kana, birth date, sex, and insurer name or part of
-/// the address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SearchRequest {
-    pub name: Option<String>,
-    pub name_kana: Option<String>,
-    pub birth_date: NaiveDate,
-    pub sex: Sex,
-    pub insurer_name: Option<String>,
-    pub address: Option<String>,
 }
 
 /// One candidate of a central search: the person, a score in 0..=1, and their qualification (the
