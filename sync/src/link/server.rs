@@ -21,7 +21,8 @@ use super::{CLOSE_REFUSED, CLOSE_SHUTDOWN, KnownFacilities, LinkSettings, LinkSe
 use crate::pki::{ServerIdentity, facility_of_certificate};
 use crate::wire::{self, DecodeError, MAX_FRAME_BYTES, Request, Response};
 
-/// What the reconciler does with an authorised facility's request. Called on a blocking-capable
+/// What the reconciler does with an authorised facility's request. `Ping` and `Check` are called
+/// on the async task (they must stay quick lookups); every other request on a blocking-capable
 /// thread, so it may touch disk. Every request arrives here, `Request::Ping` included (the client's
 /// connection probe is a ping, so a service should answer it cheaply with `Response::Pong`).
 pub trait Service: Send + Sync + 'static {
@@ -159,6 +160,10 @@ async fn serve_stream(facility: FacilityCode, service: Arc<dyn Service>, mut sen
 
 async fn answer(facility: &FacilityCode, service: &Arc<dyn Service>, frame: &[u8]) -> Response {
     match wire::decode::<Request>(frame) {
+        // Pings and single checks are a few lookups in memory-cached pages: answered on this task,
+        // since handing each to the blocking pool would cost more than the lookup. Anything that
+        // scans, searches or writes goes to the blocking pool.
+        Ok(req @ (Request::Ping | Request::Check(_))) => service.call(facility, req),
         Ok(req) => {
             let (service, facility) = (service.clone(), facility.clone());
             tokio::task::spawn_blocking(move || service.call(&facility, req))
