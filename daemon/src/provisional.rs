@@ -4,74 +4,14 @@
 //! is the declared one, else the replica's, else the age rule (configurable policy). The record is
 //! durable before the answer; settlement (a later issue) compares it with the registry.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use onshi_fallback::share::{ShareBasis, SharePolicy, collected_yen, estimate_share, estimate_unidentified_share};
+pub use onshi_model::record::{Basis, Declaration, ProvisionalRecord, RecordState};
 use onshi_model::fields::Fields;
 use onshi_model::{ErrorCode, FieldError, PersonId, Sex};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::replica::Replica;
-
-/// What the patient declared (申立書).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Declaration {
-    pub name: String,
-    pub name_kana: Option<String>,
-    pub birth_date: NaiveDate,
-    pub sex: Sex,
-    pub address: Option<String>,
-    pub insurer_name: Option<String>,
-    /// The insurance type the patient names (e.g. 協会けんぽ, 国保, 後期高齢者): decides the payer
-    /// of an "insurer unknown" claim.
-    pub insurance_type: Option<String>,
-    pub employer: Option<String>,
-    pub contact: Option<String>,
-    pub share_percent: Option<u8>,
-}
-
-/// Where the share came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Basis {
-    /// The patient declared it.
-    Declared,
-    /// The replica's qualification valid on the service date.
-    Replica,
-    /// The age rule of DOMAIN.md on the service date (`rule` says which band).
-    AgeRule,
-    /// Unidentified patient, and the policy says collect the full fee (refunded later).
-    UnidentifiedFullFee,
-}
-
-/// Lifecycle; only moves forward (settlement and closing arrive with sync).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordState {
-    Recorded,
-    Sent,
-    Settled,
-    Closed,
-}
-
-/// A provisional patient-share record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProvisionalRecord {
-    pub record_id: String,
-    pub created_at: DateTime<Utc>,
-    pub declared: Declaration,
-    pub person_id: Option<PersonId>,
-    pub service_date: NaiveDate,
-    pub total_fee_yen: u64,
-    pub share_percent: u8,
-    pub collected_yen: u64,
-    pub basis: Basis,
-    /// The age band, when the age rule decided.
-    pub rule: Option<ShareBasis>,
-    /// A sentence for reception: why this share.
-    pub explanation: String,
-    pub state: RecordState,
-}
 
 /// A provisional request as read from the API, before the share is decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,33 +16,7 @@ use chrono::{Datelike, Days, Months, NaiveDate};
 use onshi_model::{ErrorCode, FieldError};
 use serde::{Deserialize, Serialize};
 
-/// Which rule gave the share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShareBasis {
-    Preschool,
-    // snake_case would give `school_age_to69`: the names are spelt out to match `as_str`.
-    #[serde(rename = "school_age_to_69")]
-    SchoolAgeTo69,
-    #[serde(rename = "age_70_to_74")]
-    Age70To74,
-    #[serde(rename = "age_75_plus")]
-    Age75Plus,
-    /// An unidentified patient under a policy that charges the full fee (refunded once confirmed).
-    Unidentified,
-}
-
-impl ShareBasis {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShareBasis::Preschool => "preschool",
-            ShareBasis::SchoolAgeTo69 => "school_age_to_69",
-            ShareBasis::Age70To74 => "age_70_to_74",
-            ShareBasis::Age75Plus => "age_75_plus",
-            ShareBasis::Unidentified => "unidentified",
-        }
-    }
-}
+pub use onshi_model::record::ShareBasis;
 
 /// What to do for a patient who cannot be identified (no card, no proof, not in the replica).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -217,14 +191,3 @@ pub fn collected_yen(total_fee_yen: u64, percent: u8) -> u64 {
     u64::try_from(tens * 10).unwrap_or(u64::MAX)
 }
 
-#[cfg(test)]
-mod serde_names {
-    use super::ShareBasis;
-
-    #[test]
-    fn json_names_are_the_as_str_names() {
-        for b in [ShareBasis::Preschool, ShareBasis::SchoolAgeTo69, ShareBasis::Age70To74, ShareBasis::Age75Plus, ShareBasis::Unidentified] {
-            assert_eq!(serde_json::to_value(b).unwrap(), serde_json::json!(b.as_str()));
-        }
-    }
-}

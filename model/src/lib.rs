@@ -9,6 +9,7 @@ pub mod fields;
 pub mod ids;
 pub mod person;
 pub mod qualification;
+pub mod record;
 pub mod text;
 
 pub use check::{CheckOutcome, CheckRequest, CheckSubject, InsuranceCardKey, Source, Validity};
