@@ -4,7 +4,7 @@
 //! cargo run --release -p onshi-fallback --example search_bench -- --people 1000000 [--queries 5000] [--seed 7]
 //! ```
 //! Builds the index over the synthetic registry (`onshi_sync::synth`), generates a query set with
-//! the noise reception produces (described in `--help` and BENCH-search.md), and reports build time,
+//! the noise reception produces (described in `--help` and BENCHMARKS.md), and reports build time,
 //! resident memory, p50/p99 per query and recall@1/@5; then the same queries as SQL over SQLite
 //! (exact birth date + sex, `LIKE '%…%'` on name, kana and address) and the ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
