@@ -26,6 +26,14 @@ enum Command {
         #[command(flatten)]
         settings: EdgeSettings,
     },
+    /// Check a configuration without starting anything: every setting, the PKI files, the data
+    /// directory. Exit 0 if it would run; else each problem as `FILE: key: reason`, exit 2.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: EdgeSettings,
+    },
     /// Show what the running daemon says about itself.
     Status {
         /// The daemon's HTTP address.
@@ -115,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             edge.task.await.context("edge task")??;
             Ok(ExitCode::SUCCESS)
         }
+        Command::CheckConfig { config, settings } => check_config(config, settings),
         Command::Status { http, json } => status(&http, json).await,
         Command::Queue { http, json } => queue(&http, json).await,
         Command::ReaderSim { http, reader_id, every_ms, count, fault, card, verified } => {
@@ -125,6 +134,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result<ExitCode> {
+    let where_ = path.as_ref().map_or_else(|| "(command line)".to_string(), |p| p.display().to_string());
+    let key = |setting: &str| setting.trim_start_matches("--").replace('-', "_");
+    let file = match &path {
+        Some(p) => match EdgeSettings::from_file(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("{}", e.message);
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => EdgeSettings::default(),
+    };
+    let config = match EdgeConfig::try_from(settings.or(file)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{where_}: {}: {}", key(&e.setting), e.message);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Err(e) = onshi_sync::pki::load_client(&config.pki, &config.facility) {
+        eprintln!("{where_}: pki: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if config.data.exists() && std::fs::metadata(&config.data).map(|m| m.permissions().readonly()).unwrap_or(false) {
+        eprintln!("{where_}: data: {} is read-only", config.data.display());
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "{where_}: ok: facility {}, data {}, pki {}, reconciler {}, http {}, deadline {} ms",
+        config.facility,
+        config.data.display(),
+        config.pki.display(),
+        config.reconciler,
+        config.http,
+        config.deadline.as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A tiny HTTP/1.1 client, so the CLI needs no HTTP client dependency: (status, body).

@@ -41,6 +41,13 @@ enum Command {
         /// The JSONL file (`-` for standard input).
         file: PathBuf,
     },
+    /// Check the `serve` configuration (settings, PKI files) without starting anything.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: ServeSettings,
+    },
     /// Write a deterministic synthetic registry as JSONL to standard output.
     GenRegistry {
         /// Number of people.
@@ -83,6 +90,25 @@ struct ServeSettings {
     listen: Option<String>,
 }
 
+/// `serve` settings from the flags and the TOML file (a flag wins), validated.
+fn serve_settings(config: Option<&std::path::Path>, settings: ServeSettings) -> anyhow::Result<(PathBuf, PathBuf, std::net::SocketAddr)> {
+    let file = match config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("--config: cannot read {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("--config: {}", p.display()))?
+        }
+        None => ServeSettings::default(),
+    };
+    let data = settings.data.or(file.data).context("--data: is required (as a flag or in the --config file)")?;
+    let pki = settings.pki.or(file.pki).context("--pki: is required (as a flag or in the --config file)")?;
+    let listen = settings.listen.or(file.listen).context("--listen: is required (as a flag or in the --config file)")?;
+    let listen: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
+        .with_context(|| format!("--listen: '{listen}' is not a host:port address"))?
+        .next()
+        .with_context(|| format!("--listen: '{listen}' resolves to no address"))?;
+    Ok((data, pki, listen))
+}
+
 fn parse_date_arg(s: &str) -> Result<chrono::NaiveDate, String> {
     onshi_model::parse_date(s).map_err(|e| e.to_string())
 }
@@ -111,22 +137,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config, settings } => {
-            let file = match &config {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("--config: cannot read {}", p.display()))?;
-                    toml::from_str(&text).with_context(|| format!("--config: {}", p.display()))?
-                }
-                None => ServeSettings::default(),
-            };
-            let data = settings.data.or(file.data).context("--data: is required (as a flag or in the --config file)")?;
-            let pki = settings.pki.or(file.pki).context("--pki: is required (as a flag or in the --config file)")?;
-            let listen = settings.listen.or(file.listen).context("--listen: is required (as a flag or in the --config file)")?;
-            let listen: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
-                .with_context(|| format!("--listen: '{listen}' is not a host:port address"))?
-                .next()
-                .with_context(|| format!("--listen: '{listen}' resolves to no address"))?;
+            let (data, pki, listen) = serve_settings(config.as_deref(), settings)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(serve(data, pki, listen))
+        }
+        Command::CheckConfig { config, settings } => {
+            let (data, pki, listen) = serve_settings(config.as_deref(), settings)?;
+            onshi_sync::pki::load_server(&pki).context("pki")?;
+            let facilities = onshi_sync::pki::facilities_in(&pki);
+            println!("ok: data {}, pki {} ({} facilities known), listen {listen}", data.display(), pki.display(), facilities.len());
+            Ok(ExitCode::SUCCESS)
         }
         Command::GenRegistry { people, seed, today } => {
             let today = today.unwrap_or_else(|| chrono::Local::now().date_naive());
