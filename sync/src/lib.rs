@@ -1,9 +1,11 @@
 //! onshi's link and centre: the wire protocol, the QUIC/mTLS transport, the PKI, and the
 //! reconciler that holds the registry and answers checks. Only this crate knows QUIC.
 
+pub mod crdt;
 pub mod lifecycle;
 pub mod link;
 pub mod pki;
+pub mod protocol;
 pub mod reconciler;
 pub mod registry;
 pub mod store;
