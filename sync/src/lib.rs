@@ -8,6 +8,7 @@ pub mod pki;
 pub mod protocol;
 pub mod reconciler;
 pub mod registry;
+pub mod settlement;
 pub mod store;
 pub mod synth;
 pub mod wire;
