@@ -337,11 +337,10 @@ impl JournalRecord {
 
     /// Checks what a record read from disk or the wire must satisfy.
     pub fn validate(&self) -> Result<(), InvalidRecord> {
-        if let RecordFacts::Provisional(p) = &self.facts {
-            if p.record_id != self.id.to_string() {
+        if let RecordFacts::Provisional(p) = &self.facts
+            && p.record_id != self.id.to_string() {
                 return Err(InvalidRecord::IdMismatch { id: self.id.clone(), facts: p.record_id.clone() });
             }
-        }
         if self.state >= RecordState::Settled && self.settlement.is_none() {
             return Err(InvalidRecord::StateWithoutSettlement { id: self.id.clone(), state: self.state });
         }

@@ -26,7 +26,7 @@ fn id(f: usize, node: u32, seq: u64) -> RecordId {
 
 /// Facts of a small domain, so that same-id records often agree and sometimes conflict.
 fn facts(id: &RecordId, variant: u8) -> RecordFacts {
-    if variant % 2 == 0 {
+    if variant.is_multiple_of(2) {
         RecordFacts::Provisional(ProvisionalRecord {
             record_id: id.to_string(),
             created_at: at(i64::from(variant)),
@@ -68,7 +68,7 @@ fn facts(id: &RecordId, variant: u8) -> RecordFacts {
 
 fn settlement(variant: u8) -> Settlement {
     Settlement {
-        kind: if variant % 2 == 0 { SettlementKind::Confirmed } else { SettlementKind::Refund },
+        kind: if variant.is_multiple_of(2) { SettlementKind::Confirmed } else { SettlementKind::Refund },
         settled_at: at(100 + i64::from(variant % 3)),
         qualification: None,
         correct_share_percent: Some(30),
