@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use onshi_fallback::{Candidate, SearchIndex, SearchQuery};
 use onshi_model::{CheckOutcome, CheckRequest, PersonId, Qualification, Validity};
-use onshi_sync::registry::{Registry, RegistryError};
+use onshi_sync::registry::{Applied, Registry, RegistryError};
 use onshi_sync::store::{Store, StoreError, Tree};
 
 /// The replica.
@@ -48,13 +48,16 @@ impl Replica {
     /// caller commits the journal, which shares the store.
     pub fn learn(&self, qualifications: &[Qualification], at: DateTime<Utc>) -> Result<usize, RegistryError> {
         let stamp = at.to_rfc3339();
+        let mut changed = Vec::new();
         for q in qualifications {
-            self.periods.put(q)?;
+            if self.periods.put(q)? != Applied::Unchanged {
+                changed.push(q);
+            }
             self.as_of.insert(q.person_id.as_str().as_bytes(), stamp.as_bytes())?;
         }
-        if !qualifications.is_empty() {
+        if !changed.is_empty() {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for q in qualifications {
+            for q in changed {
                 index.insert(q);
             }
         }

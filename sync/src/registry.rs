@@ -123,12 +123,15 @@ impl Registry {
     pub fn put(&self, q: &Qualification) -> Result<Applied, RegistryError> {
         let key = period_key(q);
         let bytes = postcard::to_allocvec(&StoredPeriod::V1(q.clone())).map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&key).into_owned(), reason: e.to_string() })?;
-        let previous = self.periods.insert(&key, &bytes)?;
+        // Read first: an unchanged period (the common case for re-imports and for the edge's
+        // replica, which relearns every answer) costs no write at all.
+        let previous = self.periods.get(&key)?;
         let applied = match &previous {
             None => Applied::Added,
             Some(old) if old == &bytes => return Ok(Applied::Unchanged),
             Some(_) => Applied::Updated,
         };
+        self.periods.insert(&key, &bytes)?;
         if let Some(old) = previous
             && let Ok(old) = Self::decode(&key, &old)
             && let Some(old_card) = old.card_id
