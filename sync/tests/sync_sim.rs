@@ -763,3 +763,75 @@ fn messages_round_trip_behind_a_version_tag() {
     }
     assert!(SyncMessage::decode(&[9, 1, 2]).is_err());
 }
+
+/// Drives a handshake between two fresh machines with no loss, returning when both are idle.
+fn exchange(edge: &mut EdgeSync, rec: &mut ReconcilerSync, now: u64, rec_disk: &mut Journal) {
+    for _ in 0..20 {
+        let mut moved = false;
+        while let Some(m) = edge.poll_transmit(now) {
+            moved = true;
+            rec.handle(now, Input::Message(m));
+        }
+        while let Some(a) = rec.poll_action() {
+            if let Action::Persist { persist_id, records } = a {
+                for r in records {
+                    rec_disk.merge_record(r);
+                }
+                rec.handle(now, Input::Durable(persist_id));
+            }
+        }
+        while let Some(m) = rec.poll_transmit(now) {
+            moved = true;
+            edge.handle(now, Input::Message(m));
+        }
+        while edge.poll_action().is_some() {}
+        if !moved {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_edge_waits_when_told_to_slow_down() {
+    let facility = FacilityCode::parse(FACILITY).unwrap();
+    let mut edge = EdgeSync::new(SyncConfig::default(), facility.clone(), Journal::new());
+    let mut rec = ReconcilerSync::new(SyncConfig::default(), facility.clone(), &Journal::new());
+    let mut rec_disk = Journal::new();
+    edge.handle(0, Input::Connected);
+    rec.handle(0, Input::Connected);
+    exchange(&mut edge, &mut rec, 0, &mut rec_disk);
+    rec.slow_down(500);
+    exchange(&mut edge, &mut rec, 1, &mut rec_disk);
+    let id = RecordId::new(facility, NODE, 1);
+    edge.handle(2, Input::LocalChange(JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap()));
+    assert!(std::iter::from_fn(|| edge.poll_transmit(100)).all(|m| !matches!(m, SyncMessage::Batch { .. })), "sent during the pause");
+    assert_eq!(edge.poll_timeout(), Some(501), "wakes when the pause ends");
+    assert!(!edge.is_synced());
+    exchange(&mut edge, &mut rec, 501, &mut rec_disk);
+    assert!(rec_disk.get(&id).is_some());
+    assert!(edge.is_synced());
+}
+
+#[test]
+fn conflicting_facts_for_one_id_are_quarantined_on_both_sides() {
+    let facility = FacilityCode::parse(FACILITY).unwrap();
+    let id = RecordId::new(facility.clone(), NODE, 5);
+    let theirs = JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap();
+    let ours = JournalRecord::new(id.clone(), facts(&id, 2, 0)).unwrap();
+    let mut rec_disk: Journal = [theirs].into_iter().collect();
+    let edge_disk: Journal = [ours].into_iter().collect();
+    let mut rec = ReconcilerSync::new(SyncConfig::default(), facility.clone(), &rec_disk);
+    let mut edge = EdgeSync::new(SyncConfig::default(), facility, edge_disk);
+    edge.handle(0, Input::Connected);
+    rec.handle(0, Input::Connected);
+    // Same versions on both sides: only a changed record travels, so change ours.
+    let mut changed = edge.journal().get(&id).unwrap().clone();
+    changed.quarantine_with(Actor::Edge, "staff: check this one").unwrap();
+    edge.handle(0, Input::LocalChange(changed));
+    exchange(&mut edge, &mut rec, 0, &mut rec_disk);
+    assert!(rec.journal().get(&id).unwrap().has_conflicting_facts());
+    assert!(rec_disk.get(&id).unwrap().has_conflicting_facts());
+    let q = edge.journal().get(&id).unwrap().quarantine().unwrap().clone();
+    assert!(q.reason == onshi_sync::crdt::CONFLICTING_FACTS || q.reason == "staff: check this one");
+    assert!(edge.is_synced(), "a refused record does not hold the queue");
+}
