@@ -158,7 +158,7 @@ impl LinkClient {
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config(&settings)?));
         let bind: SocketAddr = if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
-        let mut endpoint = Endpoint::client(bind).map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
+        let mut endpoint = super::endpoint(bind, None).map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
         endpoint.set_default_client_config(config);
 
         let (state, _) = watch::channel(LinkState::initial());

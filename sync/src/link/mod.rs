@@ -25,6 +25,27 @@ use std::time::Duration;
 use onshi_model::FacilityCode;
 
 pub use backoff::Backoff;
+
+/// Socket buffers asked for on the link's UDP socket. The kernel's default (about 200 KiB) drops
+/// datagrams under a burst of small requests, and every drop costs a QUIC loss-recovery delay; the
+/// kernel caps the request at `net.core.rmem_max`/`wmem_max`.
+pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A UDP socket for a QUIC endpoint, bound to `addr`, with larger buffers.
+pub(crate) fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: a smaller buffer only costs throughput under bursts.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A quinn endpoint on [`udp_socket`].
+pub(crate) fn endpoint(addr: std::net::SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, udp_socket(addr)?, runtime)
+}
 pub use client::{LinkClient, LinkError, LinkPhase, LinkState};
 pub use server::{LinkServer, Service};
 

@@ -45,7 +45,7 @@ impl LinkServer {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config(settings)?));
-        let endpoint = Endpoint::server(config, addr).map_err(|source| LinkSetupError::Bind { addr, source })?;
+        let endpoint = super::endpoint(addr, Some(config)).map_err(|source| LinkSetupError::Bind { addr, source })?;
         Ok(LinkServer { endpoint, known })
     }
 
