@@ -77,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/checks/{id}", get(get_check))
         .route("/v1/status", get(get_status))
         .route("/v1/queue", get(get_queue))
+        .route("/v1/queue/{id}/close", post(post_close))
+        .route("/v1/sync-now", post(post_sync_now))
         .route("/v1/batch", post(post_batch))
         .route("/v1/search", post(post_search))
         .route("/v1/outage", post(post_outage).get(get_outage))
@@ -179,6 +181,7 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
     let mode = app.gate.mode.snapshot();
     let (syncs, commits) = app.gate.journal.commit_stats();
     let queue = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).map_err(unavailable)?;
+    let sync = app.gate.sync.status();
     let (reader, reader_heard) = app.gate.mode.reader_health();
     let reader = match reader {
         None => json!({"state": "none"}),
@@ -206,7 +209,8 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
         "deadline_ms": app.gate.deadline.as_millis() as u64,
         "uptime_s": app.started.elapsed().as_secs(),
-        "last_sync": null,
+        "last_sync": sync.last_sync,
+        "sync": {"synced": sync.synced, "outgoing": sync.outgoing, "incoming": sync.incoming, "rounds": sync.rounds, "last_error": sync.last_error},
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
@@ -218,6 +222,40 @@ async fn get_status(State(app): State<Arc<AppState>>) -> Result<impl IntoRespons
 async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let q = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).map_err(unavailable)?;
     Ok(axum::Json(serde_json::to_value(q).unwrap_or(Value::Null)))
+}
+
+/// `POST /v1/queue/{id}/close`: staff acted on a settlement. The edge is the only writer of
+/// `closed`; closing a closed item changes nothing. 404 for an unknown id, 409 `not_settled` before
+/// the settlement has come back.
+async fn post_close(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let not_found = || ApiError { status: StatusCode::NOT_FOUND, code: "not_found".into(), field: Some("id".into()), message: format!("no queue item with id {id}") };
+    let rid = onshi_sync::crdt::RecordId::parse(&id).map_err(|_| not_found())?;
+    let updated = app.gate.journal.sync.update(&rid, |r| r.close(onshi_sync::crdt::Actor::Edge)).map_err(unavailable)?.ok_or_else(not_found)?;
+    let rec = match updated {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(ApiError { status: StatusCode::CONFLICT, code: "not_settled".into(), field: Some("id".into()), message: e.to_string() });
+        }
+    };
+    app.gate.journal.commit().await.map_err(unavailable)?;
+    app.gate.sync.local_change(rec.clone());
+    tracing::info!(record_id = %id, "queue item closed");
+    Ok(axum::Json(queue::sync_item_json(&rec)))
+}
+
+/// `POST /v1/sync-now` `{"timeout_ms"?}`: a sync round now; answers once synced or at the timeout
+/// (default 10 s) with the sync status.
+async fn post_sync_now(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let timeout_ms = if body.is_empty() {
+        10_000
+    } else {
+        let v = parse_body(&body)?;
+        let f = Fields::root(&v)?;
+        f.deny_unknown(&["timeout_ms"])?;
+        f.opt_u64("timeout_ms", 0, 600_000)?.unwrap_or(10_000)
+    };
+    let s = app.gate.sync.sync_now(std::time::Duration::from_millis(timeout_ms)).await;
+    Ok(axum::Json(json!({"synced": s.synced, "outgoing": s.outgoing, "incoming": s.incoming, "last_sync": s.last_sync, "last_error": s.last_error, "link": app.gate.link.state().name()})))
 }
 
 async fn post_provisional(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
@@ -238,7 +276,10 @@ async fn post_provisional(State(app): State<Arc<AppState>>, body: Bytes) -> Resu
         explanation: share.explanation,
         state: RecordState::Recorded,
     };
+    // The sync record is written first; the commit of the provisional record makes both durable.
+    let sync_record = app.gate.journal.put_sync_provisional(&rec).map_err(unavailable)?;
     app.gate.journal.put_provisional_durable(&rec).await.map_err(unavailable)?;
+    app.gate.sync.local_change(sync_record);
     tracing::info!(record_id = %rec.record_id, share = rec.share_percent, basis = ?rec.basis, "provisional record");
     Ok((StatusCode::CREATED, axum::Json(provisional_json(&rec))))
 }
@@ -473,8 +514,8 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         ("{mode=\"offline\"}".into(), u8::from(mode == crate::mode::Mode::Offline).to_string()),
     ]);
     metric("onshi_link_up", "gauge", "1 when the QUIC link to the reconciler is up.", &[(String::new(), up.to_string())]);
-    metric("onshi_queue_pending", "gauge", "Deferred checks and unsettled provisional records.", &[(String::new(), q.as_ref().map_or(0, |q| q.pending).to_string())]);
-    metric("onshi_queue_provisional_yen", "gauge", "Yen collected provisionally and not yet settled.", &[(String::new(), q.as_ref().map_or(0, |q| q.provisional_yen).to_string())]);
+    metric("onshi_queue_pending", "gauge", "Deferred checks and provisional records not yet closed.", &[(String::new(), q.as_ref().map_or(0, |q| q.pending).to_string())]);
+    metric("onshi_queue_provisional_yen", "gauge", "Yen collected provisionally in records not yet closed.", &[(String::new(), q.as_ref().map_or(0, |q| q.provisional_yen).to_string())]);
     metric("onshi_queue_oldest_pending_seconds", "gauge", "Age of the oldest pending item.", &[(String::new(), q.as_ref().and_then(|q| q.oldest_pending_s).unwrap_or(0).to_string())]);
     metric("onshi_journal_records", "gauge", "Checks in the journal.", &[(String::new(), app.gate.journal.len().to_string())]);
     metric("onshi_journal_syncs_total", "counter", "Flush+fsync rounds of the journal.", &[(String::new(), syncs.to_string())]);

@@ -53,7 +53,7 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let reconciler = onshi_sync::reconciler::start(registry, reconciler_store.as_ref(), &pki_dir, "127.0.0.1:0".parse()?, stopped(stop_rx.clone()))?;
+    let reconciler = onshi_sync::reconciler::start(registry, reconciler_store.clone(), &pki_dir, "127.0.0.1:0".parse()?, stopped(stop_rx.clone()))?;
 
     let wanted: SocketAddr = http.parse().with_context(|| format!("--http: '{http}' is not an address"))?;
     let http_addr = match std::net::TcpListener::bind(wanted) {

@@ -40,6 +40,12 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
     let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http_addr = listener.local_addr()?;
     let mode = ModeHandle::new(config.mode, config.reader_timeout);
+    let backfilled = journal.backfill_sync().await.context("filling the sync journal")?;
+    if backfilled > 0 {
+        tracing::info!(records = backfilled, "records made before the sync journal were added to it");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (sync, sync_task) = crate::sync::spawn(journal.clone(), link.clone(), stop_rx.clone()).context("starting journal sync")?;
     let gate = Gate {
         journal,
         replica,
@@ -48,6 +54,7 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
         deadline: config.deadline,
         stats: Arc::new(GateStats::default()),
         deferred_wake: Arc::new(tokio::sync::Notify::new()),
+        sync,
     };
     let state = AppState {
         gate: gate.clone(),
@@ -60,7 +67,6 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
     let monitor = monitor::spawn(mode, link.clone(), stop_rx.clone());
     let deferred = deferred::spawn(gate, stop_rx);
@@ -72,6 +78,7 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
         let _ = heartbeat.await;
         let _ = monitor.await;
         let _ = deferred.await;
+        let _ = sync_task.await;
         link_for_task.close().await;
         // Every acknowledged record is already durable; this makes any remaining write durable too.
         let synced = tokio::task::spawn_blocking(move || store.sync()).await;
@@ -86,7 +93,9 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
 fn status_line(state: &AppState) -> String {
     let mode = state.gate.mode.mode();
     let pending = state.gate.journal.deferred_len() + state.gate.journal.provisional_len();
-    format!("{mode} · {pending} pending · {} checks", state.gate.journal.len())
+    let sync = state.gate.sync.status();
+    let sync = if sync.synced { "synced".to_string() } else { format!("{} to sync", sync.outgoing + sync.incoming) };
+    format!("{mode} · {pending} pending · {} checks · {sync}", state.gate.journal.len())
 }
 
 /// Keeps systemd's STATUS line current and feeds its watchdog from the main loop.

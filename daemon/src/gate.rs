@@ -48,6 +48,8 @@ pub struct Gate {
     pub stats: Arc<GateStats>,
     /// Wakes the deferred-check runner.
     pub deferred_wake: Arc<Notify>,
+    /// The journal sync task.
+    pub sync: crate::sync::SyncHandle,
 }
 
 /// Why the online answer did not come, for the record.
@@ -132,7 +134,11 @@ impl Gate {
                 }
             }
         };
+        let sync_record = if record.state == CheckState::Deferred { Some(self.journal.put_sync_deferred(&record)?) } else { None };
         self.journal.put_durable(&record).await?;
+        if let Some(r) = sync_record {
+            self.sync.local_change(r);
+        }
         if record.state == CheckState::Deferred {
             self.deferred_wake.notify_one();
         }

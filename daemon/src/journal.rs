@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, Source, Validity};
+use onshi_sync::crdt::{DeferredCheck, JournalRecord, RecordFacts, RecordId};
+use onshi_sync::journal_store::JournalTree;
 use onshi_sync::store::{GroupCommit, Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +138,8 @@ pub struct Journal {
     deferred: Arc<dyn Tree>,
     provisional: Arc<dyn Tree>,
     meta: Arc<dyn Tree>,
+    /// The sync journal (CRDT records of provisional records and deferred checks).
+    pub sync: JournalTree,
     commit: GroupCommit,
     seq_lock: Arc<std::sync::Mutex<()>>,
 }
@@ -151,6 +155,7 @@ impl Journal {
         let deferred = store.tree("journal.deferred")?;
         let provisional = store.tree("journal.provisional")?;
         let meta = store.tree("journal.meta")?;
+        let sync = JournalTree::open(store.as_ref(), "journal.sync")?;
         let node_id = match meta.get(NODE_ID_KEY)? {
             Some(b) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
             _ => {
@@ -161,7 +166,7 @@ impl Journal {
             }
         };
         let commit = GroupCommit::start(store);
-        Ok(Journal { facility, node_id, checks, deferred, provisional, meta, commit, seq_lock: Arc::default() })
+        Ok(Journal { facility, node_id, checks, deferred, provisional, meta, sync, commit, seq_lock: Arc::default() })
     }
 
     pub fn facility(&self) -> &FacilityCode {
@@ -279,6 +284,55 @@ impl Journal {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The sync record of a provisional record, written (merged) into the sync journal. Not
+    /// durable until the next commit.
+    pub fn put_sync_provisional(&self, rec: &ProvisionalRecord) -> Result<JournalRecord, JournalError> {
+        let id = RecordId::parse(&rec.record_id).map_err(|e| JournalError::Corrupt { id: rec.record_id.clone(), reason: e.to_string() })?;
+        let jr = JournalRecord::new(id, RecordFacts::Provisional(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.record_id.clone(), reason: e.to_string() })?;
+        Ok(self.sync.merge(jr)?)
+    }
+
+    /// The sync record of a deferred check (its facts as answered), merged into the sync journal.
+    /// Not durable until the next commit.
+    pub fn put_sync_deferred(&self, rec: &CheckRecord) -> Result<JournalRecord, JournalError> {
+        let id = RecordId::parse(&rec.check_id).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
+        let facts = RecordFacts::DeferredCheck(DeferredCheck {
+            check_id: rec.check_id.clone(),
+            created_at: rec.created_at,
+            request: rec.request.clone(),
+            answered: rec.validity,
+            source: rec.source,
+        });
+        let jr = JournalRecord::new(id, facts).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
+        Ok(self.sync.merge(jr)?)
+    }
+
+    /// Records made before the sync journal existed get their sync record (start-up, idempotent).
+    pub async fn backfill_sync(&self) -> Result<usize, JournalError> {
+        let mut added = 0;
+        for p in self.provisional_records()? {
+            if let Ok(id) = RecordId::parse(&p.record_id)
+                && self.sync.get(&id)?.is_none()
+            {
+                self.put_sync_provisional(&p)?;
+                added += 1;
+            }
+        }
+        for cid in self.deferred_ids()? {
+            if let Ok(id) = RecordId::parse(&cid)
+                && self.sync.get(&id)?.is_none()
+                && let Some(r) = self.get(&cid)?
+            {
+                self.put_sync_deferred(&r)?;
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.commit().await?;
+        }
+        Ok(added)
     }
 
     pub fn commit_stats(&self) -> (u64, u64) {

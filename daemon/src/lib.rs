@@ -15,3 +15,4 @@ pub mod provisional;
 pub mod queue;
 pub mod reader;
 pub mod replica;
+pub mod sync;

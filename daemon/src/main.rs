@@ -1,4 +1,4 @@
-//! `onshi-edge`: the facility's edge node. Commands: `run`, `status`, `demo`.
+//! `onshi-edge`: the facility's edge node. Commands: `run`, `status`, `queue`, `sync-now`, `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +76,19 @@ enum Command {
         #[arg(long, default_value = "face")]
         verified: String,
     },
+    /// Force a journal sync round now and wait until synced (or the timeout); exit 0 if synced, 1
+    /// if not.
+    SyncNow {
+        /// The daemon's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        http: String,
+        /// How long to wait for "synced", in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// One command that needs nothing else: a CA, a synthetic registry, a reconciler and an edge in
     /// one process on loopback; prints the web address and example requests.
     Demo {
@@ -126,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config, settings } => check_config(config, settings),
         Command::Status { http, json } => status(&http, json).await,
         Command::Queue { http, json } => queue(&http, json).await,
+        Command::SyncNow { http, timeout_s, json } => sync_now(&http, timeout_s, json).await,
         Command::ReaderSim { http, reader_id, every_ms, count, fault, card, verified } => {
             reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await
         }
@@ -197,6 +211,28 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(http_call(addr, "GET", path, None).await?.1)
 }
 
+async fn sync_now(http: &str, timeout_s: u64, raw: bool) -> anyhow::Result<ExitCode> {
+    let (code, body) = http_call(http, "POST", "/v1/sync-now", Some(&serde_json::json!({"timeout_ms": timeout_s.saturating_mul(1000)}))).await?;
+    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("the daemon answered something that is not JSON ({code}): {body}"))?;
+    if code != 200 {
+        eprintln!("sync-now refused ({code}): {body}");
+        return Ok(ExitCode::from(2));
+    }
+    let synced = v["synced"].as_bool() == Some(true);
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if synced {
+        println!("synced · last sync {}", v["last_sync"].as_str().unwrap_or("?"));
+    } else {
+        println!(
+            "not synced after {timeout_s} s: {} to send, {} to receive, link {}{}",
+            v["outgoing"], v["incoming"], v["link"].as_str().unwrap_or("?"),
+            v["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default()
+        );
+    }
+    Ok(if synced { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
     let body = http_get(http, "/v1/queue").await?;
     let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
@@ -217,6 +253,9 @@ async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
             item["created_at"].as_str().unwrap_or("?"),
             item["collected_yen"].as_u64().map(|y| format!(" ¥{y}")).unwrap_or_default()
         );
+        if let Some(s) = item["settlement"].as_object() {
+            println!("    {} {}: {}", s["kind"].as_str().unwrap_or("?"), s["yen"].as_u64().map(|y| format!("¥{y}")).unwrap_or_default(), s["explanation"].as_str().unwrap_or_default());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -265,6 +304,8 @@ async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
             v["link"]["reconnects"], v["link"]["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default());
         println!("journal:    {} checks", v["journal"]["checks"]);
         println!("queue:      {} pending, ¥{} provisional", v["queue"]["pending"], v["queue"]["provisional_yen"]);
+        println!("sync:       {} ({} to send, {} to receive), last sync {}", if v["sync"]["synced"].as_bool() == Some(true) { "synced" } else { "not synced" },
+            v["sync"]["outgoing"], v["sync"]["incoming"], v["last_sync"].as_str().unwrap_or("never"));
         println!("replica:    {} people", v["replica"]["people"]);
         println!("reader:     {}", v["reader"]["state"].as_str().unwrap_or("?"));
         for w in v["warnings"].as_array().into_iter().flatten() {

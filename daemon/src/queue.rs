@@ -1,5 +1,8 @@
-//! The queue as reception and IT staff see it: every deferred check and every provisional record
-//! not yet settled, the total collected provisionally, and the age of the oldest pending item.
+//! The queue as reception and IT staff see it: every deferred check still waiting for its online
+//! answer and every provisional record with its lifecycle (`recorded`, `sent`, `settled`, `closed`,
+//! or `quarantined`) and, once back from the reconciler, its settlement. `pending`,
+//! `provisional_yen` and the oldest age count what is still open: deferred checks and provisional
+//! records not yet closed by staff (a settled record waits for staff to act on it).
 //! Caps (count, yen, age) only raise warnings: nothing is ever dropped or deleted by a timer.
 
 use chrono::{DateTime, Utc};
@@ -8,6 +11,8 @@ use serde_json::{Value, json};
 
 use crate::journal::{CheckState, Journal, JournalError};
 use crate::provisional::RecordState;
+use onshi_model::record::Settlement;
+use onshi_sync::crdt::{JournalRecord, RecordFacts, RecordId};
 
 /// Limits that raise a warning when passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,26 +70,29 @@ pub fn summary(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> Resul
         }
     }
     let mut provisional_yen = 0;
+    let mut open = items.len();
     for r in journal.provisional_records()? {
-        if r.state >= RecordState::Settled {
-            continue;
+        let synced = RecordId::parse(&r.record_id).ok().map(|id| journal.sync.get(&id)).transpose()?.flatten();
+        let lifecycle = synced.as_ref().map_or(r.state, JournalRecord::state);
+        if lifecycle < RecordState::Closed {
+            provisional_yen += r.collected_yen;
+            open += 1;
         }
-        provisional_yen += r.collected_yen;
         items.push(QueueItem {
             id: r.record_id,
             kind: "provisional",
-            state: serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            state: synced.as_ref().map_or_else(|| state_name(r.state, false), |s| state_name(s.state(), s.quarantine().is_some())),
             created_at: r.created_at,
             collected_yen: Some(r.collected_yen),
-            last_error: None,
-            settlement: None,
+            last_error: synced.as_ref().and_then(|s| s.quarantine()).map(|q| q.reason.clone()),
+            settlement: synced.as_ref().and_then(|s| s.settlement()).map(settlement_json),
         });
     }
     items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
-    let oldest_pending_s = items.first().map(|i| (now - i.created_at).num_seconds().max(0));
+    let oldest_pending_s = items.iter().find(|i| i.state != "closed").map(|i| (now - i.created_at).num_seconds().max(0));
     let mut warnings = Vec::new();
-    if items.len() > caps.max_pending {
-        warnings.push(format!("{} items pending, more than the cap of {}", items.len(), caps.max_pending));
+    if open > caps.max_pending {
+        warnings.push(format!("{open} items pending, more than the cap of {}", caps.max_pending));
     }
     if provisional_yen > caps.max_provisional_yen {
         warnings.push(format!("¥{provisional_yen} collected provisionally, more than the cap of ¥{}", caps.max_provisional_yen));
@@ -94,7 +102,49 @@ pub fn summary(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> Resul
     {
         warnings.push(format!("the oldest pending item is {} h old, more than the cap of {} h", age / 3600, caps.max_age_s / 3600));
     }
-    Ok(QueueSummary { pending: items.len(), items, provisional_yen, oldest_pending_s, warnings })
+    Ok(QueueSummary { pending: open, items, provisional_yen, oldest_pending_s, warnings })
+}
+
+/// `recorded`, `sent`, `settled`, `closed`, or `quarantined` (set aside with a reason).
+fn state_name(state: RecordState, quarantined: bool) -> String {
+    if quarantined {
+        return "quarantined".into();
+    }
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// A settlement as reception reads it: the kind, the yen to refund or charge, the insurer of the
+/// qualification valid on the service date, and the sentence for staff (plus the details).
+pub fn settlement_json(s: &Settlement) -> Value {
+    json!({
+        "kind": s.kind,
+        "yen": s.yen,
+        "insurer": s.qualification.as_ref().map(|q| json!({"name": q.insurer_name, "number": q.insurer_number})),
+        "explanation": s.explanation,
+        "settled_at": s.settled_at,
+        "correct_share_percent": s.correct_share_percent,
+        "due_yen": s.due_yen,
+        "payer": s.payer,
+        "qualification": s.qualification,
+        "candidates": s.candidates,
+    })
+}
+
+/// One sync record as a queue item (the answer of closing it).
+pub fn sync_item_json(r: &JournalRecord) -> Value {
+    let (kind, created_at, collected) = match r.facts() {
+        RecordFacts::Provisional(p) => ("provisional", p.created_at, Some(p.collected_yen)),
+        RecordFacts::DeferredCheck(d) => ("deferred_check", d.created_at, None),
+    };
+    json!({
+        "id": r.id().to_string(),
+        "kind": kind,
+        "state": state_name(r.state(), r.quarantine().is_some()),
+        "created_at": created_at,
+        "collected_yen": collected,
+        "settlement": r.settlement().map(settlement_json),
+        "last_error": r.quarantine().map(|q| q.reason.clone()),
+    })
 }
 
 /// The short form for status.

@@ -2,12 +2,14 @@
 //! reconciler that holds the registry and answers checks. Only this crate knows QUIC.
 
 pub mod crdt;
+pub mod journal_store;
 pub mod lifecycle;
 pub mod link;
 pub mod pki;
 pub mod protocol;
 pub mod reconciler;
 pub mod registry;
+pub mod replication;
 pub mod settlement;
 pub mod store;
 pub mod synth;

@@ -164,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(data: PathBuf, pki: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);
     let registry = Registry::open(store.clone())?;
-    let running = onshi_sync::reconciler::start(registry, store.as_ref(), &pki, listen, onshi_sync::lifecycle::shutdown_signal())?;
+    let running = onshi_sync::reconciler::start(registry, store.clone(), &pki, listen, onshi_sync::lifecycle::shutdown_signal())?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
     running.task.await.context("reconciler task")?;

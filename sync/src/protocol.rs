@@ -686,6 +686,11 @@ macro_rules! sans_io_api {
             self.core.is_synced()
         }
 
+        /// The sync status now (what `Action::Report` would say), for status pages.
+        pub fn status(&self) -> SyncReport {
+            SyncReport { synced: self.core.is_synced(), outgoing: self.core.outgoing.len(), incoming: self.core.incoming.len() }
+        }
+
         /// The journal as far as it is durable (persists confirmed, local changes given).
         pub fn journal(&self) -> &Journal {
             &self.core.journal

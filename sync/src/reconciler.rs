@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::link::{KnownFacilities, LinkServer, LinkSettings, Service};
 use crate::registry::{Registry, RegistryError};
+use crate::replication::Replication;
 use crate::store::{Store, Tree};
 use crate::wire::{Request, Response, SearchHit};
 
@@ -77,24 +78,32 @@ pub struct Reconciler {
     outages: Arc<dyn Tree>,
     limits: Arc<Mutex<HashMap<FacilityCode, TokenBucket>>>,
     clock: Instant,
+    replication: Arc<Replication>,
 }
 
 impl Reconciler {
     /// Builds the central search index from the registry (a few seconds per million people).
-    pub fn new(registry: Registry, store: &dyn Store) -> Result<Self, RegistryError> {
+    pub fn new(registry: Registry, store: Arc<dyn Store>) -> Result<Self, RegistryError> {
         let started = Instant::now();
         let mut index = SearchIndex::new();
         for q in registry.all_periods() {
             index.insert(&q?);
         }
         tracing::info!(people = index.len(), ms = started.elapsed().as_millis() as u64, "central search index built");
+        let index = Arc::new(RwLock::new(index));
         Ok(Reconciler {
+            replication: Arc::new(Replication::new(store.clone(), registry.clone(), index.clone())),
             registry,
-            index: Arc::new(RwLock::new(index)),
+            index,
             outages: store.tree("reconciler.outages")?,
             limits: Arc::default(),
             clock: Instant::now(),
         })
+    }
+
+    /// The journal sync of every facility.
+    pub fn replication(&self) -> &Replication {
+        &self.replication
     }
 
     fn outage(&self, facility: &FacilityCode) -> Option<Outage> {
@@ -208,6 +217,7 @@ impl Service for Reconciler {
             }
             Request::Search(req) => self.search(facility, req),
             Request::Outage { active, reason } => self.declare(facility, active, reason),
+            Request::Sync(frames) => self.replication.call(facility, frames),
         }
     }
 }
@@ -224,7 +234,7 @@ pub struct RunningReconciler {
 /// certificates are in `pki_dir`, and serves until `shutdown` resolves.
 pub fn start(
     registry: Registry,
-    store: &dyn Store,
+    store: Arc<dyn Store>,
     pki_dir: &Path,
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -30,6 +30,9 @@ pub enum Request {
     Search(SearchQuery),
     /// Declares (`active`) or ends an outage of the facility, with a reason for the log.
     Outage { active: bool, reason: String },
+    /// Journal sync: the edge's pending [`SyncMessage`](crate::protocol::SyncMessage)s, each
+    /// encoded with `SyncMessage::encode`. The facility is the connection's, never a message's.
+    Sync(Vec<Vec<u8>>),
 }
 
 /// One candidate of a central search: the person, a score in 0..=1, and their qualification (the
@@ -57,6 +60,8 @@ pub enum Response {
     Search(Vec<SearchHit>),
     /// The facility's outage as the reconciler now records it.
     Outage { active: bool, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>> },
+    /// The reconciler's pending sync messages for this facility, each `SyncMessage::encode`d.
+    Sync(Vec<Vec<u8>>),
 }
 
 impl Response {

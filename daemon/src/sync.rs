@@ -1,0 +1,336 @@
+//! The edge's adapter of the sync protocol: one task owning the [`EdgeSync`] state machine, built
+//! from the durable sync journal (`journal.sync`) at start-up. Link events become
+//! `Connected`/`Disconnected` (a reconnect the watch coalesced is noticed by the reconnect count);
+//! each round carries the pending messages as one `Request::Sync` RPC and feeds the reconciler's
+//! answer back. Rounds run at once on a local change or `sync-now`, every
+//! [`ROUND_UNSYNCED`] while not synced and every [`ROUND_SYNCED`] when synced (the reconciler
+//! answers only when asked, so settlements come back on the next round).
+//!
+//! `Persist` is a CRDT merge into the sync journal, then the group commit, then `Durable`;
+//! `Quarantined` and `Sent` are merged too. Callers make a local change durable before
+//! [`SyncHandle::local_change`]. Must never: acknowledge before the commit; report synced while
+//! the state machine is not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use onshi_sync::crdt::JournalRecord;
+use onshi_sync::link::LinkClient;
+use onshi_sync::protocol::{Action, EdgeSync, Input, SyncConfig, SyncMessage};
+use onshi_sync::replication::NO_SESSION;
+use onshi_sync::wire::{Request, Response};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::journal::Journal;
+
+/// Time between rounds while something is pending.
+pub const ROUND_UNSYNCED: Duration = Duration::from_millis(300);
+/// Time between rounds when synced (to hear of settlements).
+pub const ROUND_SYNCED: Duration = Duration::from_secs(3);
+/// How long one sync RPC may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What status pages show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncStatus {
+    pub synced: bool,
+    pub outgoing: usize,
+    pub incoming: usize,
+    /// When the last round that found everything synced ended (a round where `synced` became true).
+    pub last_sync: Option<DateTime<Utc>>,
+    /// Rounds completed (an RPC answered) since start.
+    pub rounds: u64,
+    pub last_error: Option<String>,
+}
+
+enum Cmd {
+    Local(Box<JournalRecord>),
+    Now,
+}
+
+/// How the rest of the edge talks to the sync task.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    status: watch::Receiver<SyncStatus>,
+    /// Local changes sent to the task and not yet given to the state machine: while any is,
+    /// nothing is synced (the task may be waiting on the link).
+    unread: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cmd::Local(_) => "Local",
+            Cmd::Now => "Now",
+        })
+    }
+}
+
+impl SyncHandle {
+    /// A record changed here and the change is already durable.
+    pub fn local_change(&self, record: JournalRecord) {
+        self.unread.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(Cmd::Local(Box::new(record))).is_err() {
+            self.unread.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        let mut s = self.status.borrow().clone();
+        if self.unread.load(Ordering::SeqCst) > 0 {
+            s.synced = false;
+        }
+        s
+    }
+
+    /// Runs a round now and waits until synced (after that round) or `timeout`.
+    pub async fn sync_now(&self, timeout: Duration) -> SyncStatus {
+        let mut rx = self.status.clone();
+        let start_round = rx.borrow_and_update().rounds;
+        let _ = self.tx.send(Cmd::Now);
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.rounds > start_round && s.synced && self.unread.load(Ordering::SeqCst) == 0 {
+                        return;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        self.status()
+    }
+}
+
+/// Builds the state machine from the durable sync journal and starts the task.
+pub fn spawn(journal: Journal, link: Arc<LinkClient>, stop: watch::Receiver<bool>) -> anyhow::Result<(SyncHandle, tokio::task::JoinHandle<()>)> {
+    let loaded = journal.sync.load()?;
+    tracing::info!(records = loaded.len(), "sync journal loaded");
+    let machine = EdgeSync::new(SyncConfig::default(), journal.facility().clone(), loaded);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(SyncStatus::default());
+    let unread = Arc::new(AtomicUsize::new(0));
+    let adapter = Adapter { journal, link, machine, clock: Instant::now(), status: status_tx, connected: false, reconnects: 0, retry_at: None, unread: unread.clone() };
+    let task = tokio::spawn(adapter.run(rx, stop));
+    Ok((SyncHandle { tx, status: status_rx, unread }, task))
+}
+
+struct Adapter {
+    journal: Journal,
+    link: Arc<LinkClient>,
+    machine: EdgeSync,
+    clock: Instant,
+    status: watch::Sender<SyncStatus>,
+    connected: bool,
+    reconnects: u64,
+    /// After a refused session, no new one before this.
+    retry_at: Option<Instant>,
+    unread: Arc<AtomicUsize>,
+}
+
+impl Adapter {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now_ms();
+        self.machine.handle(now, input);
+    }
+
+    /// Follows the link: a new connection (or one the watch coalesced) is `Connected`.
+    fn follow_link(&mut self) {
+        let st = self.link.state();
+        let up = st.is_up() && self.retry_at.is_none_or(|t| Instant::now() >= t);
+        if up && (!self.connected || st.reconnects != self.reconnects) {
+            if self.connected {
+                self.input(Input::Disconnected);
+            }
+            self.input(Input::Connected);
+            self.connected = true;
+            self.retry_at = None;
+        } else if !st.is_up() && self.connected {
+            self.input(Input::Disconnected);
+            self.connected = false;
+        }
+        self.reconnects = st.reconnects;
+    }
+
+    fn restart_session(&mut self, why: &str) {
+        tracing::info!(reason = why, "sync session restarts");
+        self.input(Input::Disconnected);
+        self.input(Input::Connected);
+    }
+
+    /// Carries out the state machine's actions.
+    async fn drain(&mut self) {
+        loop {
+            let mut persisted = Vec::new();
+            let mut wrote = false;
+            while let Some(a) = self.machine.poll_action() {
+                match a {
+                    Action::Persist { persist_id, records } => {
+                        let mut ok = true;
+                        for r in records {
+                            if let Err(e) = self.journal.sync.merge(r) {
+                                tracing::error!(error = %e, "sync journal write failed; not acknowledged");
+                                ok = false;
+                            }
+                        }
+                        if ok {
+                            persisted.push(persist_id);
+                        }
+                    }
+                    Action::Quarantined { record, reason } => {
+                        tracing::warn!(record = %record.id(), %reason, "record quarantined by the reconciler");
+                        if let Err(e) = self.journal.sync.merge(record) {
+                            tracing::error!(error = %e, "quarantine not recorded");
+                        }
+                        wrote = true;
+                    }
+                    Action::Sent { ids } => {
+                        for id in ids {
+                            if let Err(e) = self.journal.sync.update(&id, |r| {
+                                r.mark_sent();
+                                Ok::<(), ()>(())
+                            }) {
+                                tracing::error!(error = %e, "sent mark not recorded");
+                            }
+                        }
+                        wrote = true;
+                    }
+                    Action::Report(r) => tracing::info!(synced = r.synced, outgoing = r.outgoing, incoming = r.incoming, "sync"),
+                    Action::Close { reason } => {
+                        tracing::warn!(%reason, "sync session refused; starting again in a moment");
+                        self.input(Input::Disconnected);
+                        self.connected = false;
+                        self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+            if persisted.is_empty() && !wrote {
+                return;
+            }
+            if let Err(e) = self.journal.commit().await {
+                tracing::error!(error = %e, "sync journal commit failed; not acknowledged");
+                return;
+            }
+            for pid in persisted {
+                self.input(Input::Durable(pid));
+            }
+        }
+    }
+
+    /// One RPC carrying what is pending, and the answer fed back.
+    async fn round(&mut self) {
+        let now = self.now_ms();
+        let mut frames = Vec::new();
+        while let Some(m) = self.machine.poll_transmit(now) {
+            match m.encode() {
+                Ok(f) => frames.push(f),
+                Err(e) => tracing::error!(error = %e, "sync message does not encode"),
+            }
+        }
+        self.drain().await;
+        let answer = self.link.call(Request::Sync(frames), RPC_TIMEOUT).await;
+        let mut last_error = None;
+        match answer {
+            Ok(Response::Sync(frames)) => {
+                for f in frames {
+                    match SyncMessage::decode(&f) {
+                        Ok(m) => {
+                            self.input(Input::Message(m));
+                            self.drain().await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable sync message from the reconciler"),
+                    }
+                }
+            }
+            Ok(Response::Error { code, message }) if code == NO_SESSION => {
+                self.restart_session(&message);
+                last_error = Some(message);
+            }
+            Ok(Response::Error { code, message }) => last_error = Some(format!("{code}: {message}")),
+            Ok(other) => last_error = Some(format!("unexpected answer {other:?}")),
+            Err(e) => last_error = Some(e.to_string()),
+        }
+        let report = self.machine.status();
+        self.status.send_modify(|s| {
+            s.rounds += 1;
+            if report.synced && !s.synced {
+                s.last_sync = Some(Utc::now());
+            }
+            s.synced = report.synced;
+            s.outgoing = report.outgoing;
+            s.incoming = report.incoming;
+            s.last_error = last_error;
+        });
+    }
+
+    fn publish_idle(&mut self) {
+        let report = self.machine.status();
+        self.status.send_if_modified(|s| {
+            let changed = s.synced != report.synced || s.outgoing != report.outgoing || s.incoming != report.incoming;
+            s.synced = report.synced;
+            s.outgoing = report.outgoing;
+            s.incoming = report.incoming;
+            changed
+        });
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut stop: watch::Receiver<bool>) {
+        let mut link = self.link.subscribe();
+        let mut due = true;
+        loop {
+            self.follow_link();
+            self.drain().await;
+            // Status first: a local change is news even while the round below waits on the link.
+            self.publish_idle();
+            if self.connected && due {
+                self.round().await;
+            }
+            let synced = self.machine.is_synced();
+            let mut wait = if synced { ROUND_SYNCED } else { ROUND_UNSYNCED };
+            if let Some(t) = self.machine.poll_timeout() {
+                wait = wait.min(Duration::from_millis(t.saturating_sub(self.now_ms())));
+            }
+            if let Some(t) = self.retry_at {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            due = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Cmd::Local(r)) => {
+                        self.input(Input::LocalChange(*r));
+                        self.unread.fetch_sub(1, Ordering::SeqCst);
+                        // Gather a burst of changes into one round.
+                        while let Ok(c) = rx.try_recv() {
+                            if let Cmd::Local(r) = c {
+                                self.input(Input::LocalChange(*r));
+                                self.unread.fetch_sub(1, Ordering::SeqCst);
+                            }
+                        }
+                        true
+                    }
+                    Some(Cmd::Now) => true,
+                    None => return,
+                },
+                r = link.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    true
+                }
+                _ = tokio::time::sleep(wait) => true,
+                _ = stop.changed() => return,
+            };
+        }
+    }
+}

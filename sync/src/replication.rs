@@ -1,0 +1,230 @@
+//! The reconciler's adapter of the sync protocol: one [`ReconcilerSync`] per facility, fed by the
+//! `Request::Sync` RPC of that facility's authorised connection (the facility comes from the
+//! client certificate, never from a message). A `Hello` from the edge that has not yet seen ours
+//! starts a new session (`Input::Connected`), built from the facility's durable journal tree
+//! `journal.<facility>`. Messages without a session are answered with `sync_no_session`, so the
+//! edge starts over with a `Hello`.
+//!
+//! After every input the adapter carries out the actions: `Persist` is a CRDT merge into the tree
+//! then an fsync of the store, then `Durable`; `Quarantined` is merged too. Every provisional record
+//! that became durable here unsettled is settled against the registry (and the central search
+//! index) with `settled_at` = now, the settlement written through the store and made durable, and
+//! only then given to the state machine as `LocalChange`, so it flows back to the edge. The answer
+//! carries every message the state machine has to send at that moment.
+//!
+//! Must never: acknowledge before the fsync; serve one facility's records to another's connection
+//! (the state machine filters, and each facility has its own tree); settle from anything but the
+//! stored record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::Utc;
+use onshi_fallback::SearchIndex;
+use onshi_model::FacilityCode;
+
+use crate::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
+use crate::journal_store::{JournalTree, facility_tree_name};
+use crate::protocol::{Action, Input, ReconcilerSync, SyncConfig, SyncMessage};
+use crate::registry::Registry;
+use crate::settlement::{IndexedRegistry, settle};
+use crate::store::{Store, StoreError};
+use crate::wire::Response;
+
+/// The error code of a sync request that arrives without a session (e.g. after a restart of the
+/// reconciler): the edge must start over with a `Hello`.
+pub const NO_SESSION: &str = "sync_no_session";
+
+struct Session {
+    sync: ReconcilerSync,
+    tree: JournalTree,
+}
+
+/// Every facility's sync session.
+pub struct Replication {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    index: Arc<RwLock<SearchIndex>>,
+    config: SyncConfig,
+    sessions: Mutex<HashMap<FacilityCode, Arc<Mutex<Option<Session>>>>>,
+    clock: Instant,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").finish_non_exhaustive()
+    }
+}
+
+impl Replication {
+    pub fn new(store: Arc<dyn Store>, registry: Registry, index: Arc<RwLock<SearchIndex>>) -> Self {
+        Replication { store, registry, index, config: SyncConfig::default(), sessions: Mutex::default(), clock: Instant::now() }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// The facility's journal tree (tests and tools read it).
+    pub fn tree(&self, facility: &FacilityCode) -> Result<JournalTree, StoreError> {
+        JournalTree::open(self.store.as_ref(), &facility_tree_name(facility))
+    }
+
+    /// One `Request::Sync` of `facility`'s authorised connection. Blocking (touches the disk).
+    pub fn call(&self, facility: &FacilityCode, frames: Vec<Vec<u8>>) -> Response {
+        let mut messages = Vec::with_capacity(frames.len());
+        for f in &frames {
+            match SyncMessage::decode(f) {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    tracing::warn!(%facility, error = %e, "undecodable sync message");
+                    return Response::error("bad_frame", e.to_string());
+                }
+            }
+        }
+        let slot = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.entry(facility.clone()).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match self.run(facility, &mut slot, messages) {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::error!(%facility, error = %e, "sync journal unavailable; session dropped");
+                *slot = None;
+                Response::error("store_unavailable", e.to_string())
+            }
+        }
+    }
+
+    fn run(&self, facility: &FacilityCode, slot: &mut Option<Session>, messages: Vec<SyncMessage>) -> Result<Response, StoreError> {
+        for m in messages {
+            if let SyncMessage::Hello { seen_yours: false, .. } = &m {
+                *slot = Some(self.open_session(facility)?);
+            }
+            let Some(session) = slot.as_mut() else {
+                return Ok(Response::error(NO_SESSION, "no sync session for this connection: start with Hello"));
+            };
+            let now = self.now_ms();
+            session.sync.handle(now, Input::Message(m));
+            if !self.drain(facility, session)? {
+                *slot = None;
+                return Ok(Response::error(NO_SESSION, "the sync session was closed: start again with Hello"));
+            }
+        }
+        let Some(session) = slot.as_mut() else {
+            return Ok(Response::error(NO_SESSION, "no sync session for this connection: start with Hello"));
+        };
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        while let Some(m) = session.sync.poll_transmit(now) {
+            out.push(m.encode().map_err(|e| StoreError::Corrupt { key: "sync message".into(), reason: e.to_string() })?);
+        }
+        // Transmitting can emit a report.
+        self.drain(facility, session)?;
+        Ok(Response::Sync(out))
+    }
+
+    /// A new session from the durable journal; provisional records left unsettled by a crash
+    /// between their persist and their settlement are settled first.
+    fn open_session(&self, facility: &FacilityCode) -> Result<Session, StoreError> {
+        let tree = self.tree(facility)?;
+        let journal = tree.load()?;
+        let unsettled: Vec<RecordId> = journal.iter().filter(|r| needs_settlement(r)).map(|r| r.id().clone()).collect();
+        let mut sync = ReconcilerSync::new(self.config.clone(), facility.clone(), &journal);
+        let settled = self.settle_all(&tree, &unsettled)?;
+        let now = self.now_ms();
+        for r in settled {
+            sync.handle(now, Input::LocalChange(r));
+        }
+        sync.handle(now, Input::Connected);
+        tracing::info!(%facility, records = journal.len(), "sync session started");
+        Ok(Session { sync, tree })
+    }
+
+    /// Settles each record that still needs it and makes the settlements durable.
+    fn settle_all(&self, tree: &JournalTree, ids: &[RecordId]) -> Result<Vec<JournalRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let view = IndexedRegistry { registry: &self.registry, index: &index };
+        let mut done = Vec::new();
+        for id in ids {
+            let Some(mut rec) = tree.get(id)? else { continue };
+            if !needs_settlement(&rec) {
+                continue;
+            }
+            let Some(p) = rec.provisional() else { continue };
+            let settlement = match settle(&p, &view, Utc::now()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(record = %id, error = %e, "settlement failed (registry unavailable); retried with the next session");
+                    continue;
+                }
+            };
+            let kind = settlement.kind;
+            if rec.settle(Actor::Reconciler, settlement).is_err() {
+                continue;
+            }
+            let rec = tree.merge(rec)?;
+            tracing::info!(record = %id, kind = ?kind, "provisional record settled");
+            done.push(rec);
+        }
+        if !done.is_empty() {
+            self.store.sync()?;
+        }
+        Ok(done)
+    }
+
+    /// Carries out the state machine's actions; false if it asked to close the session.
+    fn drain(&self, facility: &FacilityCode, session: &mut Session) -> Result<bool, StoreError> {
+        loop {
+            let mut persisted: Vec<u64> = Vec::new();
+            let mut to_settle: Vec<RecordId> = Vec::new();
+            let mut wrote = false;
+            while let Some(a) = session.sync.poll_action() {
+                match a {
+                    Action::Persist { persist_id, records } => {
+                        for r in records {
+                            let r = session.tree.merge(r)?;
+                            if needs_settlement(&r) {
+                                to_settle.push(r.id().clone());
+                            }
+                        }
+                        persisted.push(persist_id);
+                    }
+                    Action::Quarantined { record, reason } => {
+                        tracing::warn!(%facility, record = %record.id(), %reason, "record quarantined");
+                        session.tree.merge(record)?;
+                        wrote = true;
+                    }
+                    Action::Sent { .. } => {}
+                    Action::Report(r) => tracing::debug!(%facility, synced = r.synced, outgoing = r.outgoing, incoming = r.incoming, "sync"),
+                    Action::Close { reason } => {
+                        tracing::warn!(%facility, %reason, "sync session closed: the edge broke the protocol");
+                        return Ok(false);
+                    }
+                }
+            }
+            if persisted.is_empty() && !wrote {
+                return Ok(true);
+            }
+            // One fsync for every persist of this round, then the acknowledgements.
+            self.store.sync()?;
+            let now = self.now_ms();
+            for pid in persisted {
+                session.sync.handle(now, Input::Durable(pid));
+            }
+            for r in self.settle_all(&session.tree, &to_settle)? {
+                session.sync.handle(now, Input::LocalChange(r));
+            }
+        }
+    }
+}
+
+/// A provisional record, durable here, not yet settled and not set aside.
+fn needs_settlement(r: &JournalRecord) -> bool {
+    matches!(r.facts(), RecordFacts::Provisional(_)) && r.settlement().is_none() && r.quarantine().is_none()
+}
