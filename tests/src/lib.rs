@@ -940,3 +940,11 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, field: Optio
     }
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error message: {body}");
 }
+
+/// Tests of one binary that assert on time bounds (an answer within the deadline + 0.5 s) take this
+/// lock for their whole run, and so do the other tests of that binary: on a 2-core machine, five
+/// clusters of processes started at once would otherwise measure the scheduler, not the edge.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

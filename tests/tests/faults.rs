@@ -71,6 +71,7 @@ fn assert_refused_edge(edge: &Edge, check: &Value) -> String {
 
 #[test]
 fn client_certificate_from_another_ca_is_refused() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("other-ca");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let check = card_check(reg.valid_insured(), TODAY);
@@ -108,6 +109,7 @@ fn client_certificate_from_another_ca_is_refused() {
 
 #[test]
 fn facility_unknown_to_the_reconciler_is_refused() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("unknown-facility");
     // One CA issues A and B; the reconciler's directory only has A.
     let x = Pki::init(&t.join("pki-x"), &[FACILITY_A, FACILITY_B]);
@@ -137,6 +139,7 @@ fn facility_unknown_to_the_reconciler_is_refused() {
 
 #[test]
 fn acknowledged_checks_survive_sigkill_of_the_edge() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("sigkill");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let edge = Edge::start(&t, EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr));
@@ -196,6 +199,7 @@ fn acknowledged_checks_survive_sigkill_of_the_edge() {
 
 #[test]
 fn link_down_answers_from_the_replica_in_bounded_time_and_the_edge_reconnects() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("link-down");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let deadline = Duration::from_millis(1000);

@@ -66,6 +66,7 @@ struct Sent {
 
 #[test]
 fn reconciler_killed_while_checks_run_answers_within_the_deadline_and_deferred_checks_complete() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("kill-reconciler");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let mut opts = EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr);
@@ -229,6 +230,7 @@ fn reconciler_killed_while_checks_run_answers_within_the_deadline_and_deferred_c
 
 #[test]
 fn batch_prefetch_fills_the_replica_for_offline_checks_and_search() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("batch");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let mut opts = EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr);
@@ -335,6 +337,7 @@ fn batch_prefetch_fills_the_replica_for_offline_checks_and_search() {
 
 #[test]
 fn central_search_only_in_a_declared_outage_rate_limited_and_logged() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("central-search");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let edge = Edge::start(&t, EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr));
@@ -426,6 +429,7 @@ fn provisional(edge: &Edge, body: Value) -> Value {
 
 #[test]
 fn provisional_records_share_basis_rounding_validation_and_durability() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("provisional");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let edge = Edge::start(&t, EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr));
@@ -572,6 +576,7 @@ fn provisional_records_share_basis_rounding_validation_and_durability() {
 
 #[test]
 fn card_reader_heartbeats_faults_and_cards() {
+    let _serial = onshi_tests::serial();
     let t = TestDir::new("reader");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
     let mut opts = EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr);
