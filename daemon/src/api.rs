@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/checks/{id}", get(get_check))
         .route("/v1/status", get(get_status))
         .route("/v1/queue", get(get_queue))
+        .route("/v1/export", get(get_export))
         .route("/v1/queue/{id}/close", post(post_close))
         .route("/v1/sync-now", post(post_sync_now))
         .route("/v1/batch", post(post_batch))
@@ -217,6 +218,25 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
 
 async fn get_status(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(status_json(&app)?))
+}
+
+/// `GET /v1/export`: the whole journal as JSON lines (checks, then provisional records), each line a
+/// record as `GET /v1/checks/{id}` or `GET /v1/provisional/{id}` shows it, with a `"record"` kind.
+async fn get_export(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let mut out = String::new();
+    for r in app.gate.journal.all_checks().map_err(unavailable)? {
+        let mut v = record_json(&r);
+        v["record"] = json!("check");
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    for r in app.gate.journal.provisional_records().map_err(unavailable)? {
+        let mut v = provisional_json(&r);
+        v["record"] = json!("provisional");
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out))
 }
 
 async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {

@@ -278,6 +278,19 @@ impl Journal {
         self.provisional.len()
     }
 
+    /// Every check record, in id order (for `onshi-edge export`).
+    pub fn all_checks(&self) -> Result<Vec<CheckRecord>, JournalError> {
+        self.checks
+            .scan_prefix(&[])
+            .map(|kv| {
+                let (k, v) = kv?;
+                postcard::from_bytes::<StoredCheck>(&v)
+                    .map(StoredCheck::into_current)
+                    .map_err(|e| JournalError::Corrupt { id: String::from_utf8_lossy(&k).into_owned(), reason: e.to_string() })
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.checks.len()
     }

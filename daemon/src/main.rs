@@ -43,6 +43,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The whole journal as JSON lines on standard output (checks, then provisional records), for a
+    /// vendor or an auditor.
+    Export {
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        http: String,
+    },
+    /// Shell completions (bash, zsh, fish, …) on standard output.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// The queue: deferred checks and provisional records not yet settled.
     Queue {
         /// The daemon's HTTP address.
@@ -139,6 +149,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config, settings } => check_config(config, settings),
         Command::Status { http, json } => status(&http, json).await,
         Command::Queue { http, json } => queue(&http, json).await,
+        Command::Export { http } => {
+            let (status, body) = http_call(&http, "GET", "/v1/export", None).await?;
+            if status != 200 {
+                anyhow::bail!("the daemon answered {status}: {body}");
+            }
+            print!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "onshi-edge", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::SyncNow { http, timeout_s, json } => sync_now(&http, timeout_s, json).await,
         Command::ReaderSim { http, reader_id, every_ms, count, fault, card, verified } => {
             reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await
