@@ -731,6 +731,8 @@ pub struct EdgeOpts {
     /// `--share-75-plus N`.
     pub share_75_plus: Option<u8>,
     pub notify_socket: Option<PathBuf>,
+    /// `WATCHDOG_USEC` for the edge, as systemd sets it with `WatchdogSec=`.
+    pub watchdog_usec: Option<u64>,
     /// The name of the process in logs (and of its stderr file).
     pub name: String,
 }
@@ -752,6 +754,7 @@ impl EdgeOpts {
             share_70_74: None,
             share_75_plus: None,
             notify_socket: None,
+            watchdog_usec: None,
             name: format!("edge-{facility}"),
         }
     }
@@ -791,6 +794,14 @@ impl Edge {
         for (flag, value) in flags {
             if let Some(v) = value {
                 cmd.args([flag, &v]);
+            }
+        }
+        match opts.watchdog_usec {
+            Some(us) => {
+                cmd.env("WATCHDOG_USEC", us.to_string());
+            }
+            None => {
+                cmd.env_remove("WATCHDOG_USEC");
             }
         }
         match &opts.notify_socket {
