@@ -12,7 +12,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onshi_fallback::SearchQuery;
-use onshi_fallback::share::SharePolicy;
 use onshi_sync::wire::{Request, Response as WireResponse};
 use onshi_model::fields::Fields;
 use onshi_model::{CheckRequest, CheckSubject, ErrorCode, FieldError, Qualification};
@@ -21,7 +20,7 @@ use serde_json::{Value, json};
 use crate::gate::{Gate, GateError};
 use crate::journal::{CheckRecord, OutageState};
 use crate::provisional::{self, ProvisionalRecord, ProvisionalRequest, RecordState};
-use crate::queue::{self, QueueCaps};
+use crate::queue;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -29,8 +28,6 @@ pub struct AppState {
     pub gate: Gate,
     pub started: Instant,
     pub reconciler: String,
-    pub share: SharePolicy,
-    pub queue_caps: QueueCaps,
 }
 
 /// An error answer.
@@ -181,7 +178,7 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
     let link = app.gate.link.state();
     let mode = app.gate.mode.snapshot();
     let (syncs, commits) = app.gate.journal.commit_stats();
-    let queue = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).map_err(unavailable)?;
+    let queue = queue::summary(&app.gate.journal, &app.gate.live.get().queue, chrono::Utc::now()).map_err(unavailable)?;
     let sync = app.gate.sync.status();
     let (reader, reader_heard) = app.gate.mode.reader_health();
     let reader = match reader {
@@ -208,7 +205,7 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         "warnings": queue.warnings,
         "journal": {"checks": app.gate.journal.len(), "provisional": app.gate.journal.provisional_len(), "syncs": syncs, "commits": commits},
         "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
-        "deadline_ms": app.gate.deadline.as_millis() as u64,
+        "deadline_ms": app.gate.deadline().as_millis() as u64,
         "uptime_s": app.started.elapsed().as_secs(),
         "last_sync": sync.last_sync,
         "sync": {"synced": sync.synced, "outgoing": sync.outgoing, "incoming": sync.incoming, "rounds": sync.rounds, "last_error": sync.last_error},
@@ -240,7 +237,7 @@ async fn get_export(State(app): State<Arc<AppState>>) -> Result<impl IntoRespons
 }
 
 async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let q = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).map_err(unavailable)?;
+    let q = queue::summary(&app.gate.journal, &app.gate.live.get().queue, chrono::Utc::now()).map_err(unavailable)?;
     Ok(axum::Json(serde_json::to_value(q).unwrap_or(Value::Null)))
 }
 
@@ -281,7 +278,7 @@ async fn post_sync_now(State(app): State<Arc<AppState>>, body: Bytes) -> Result<
 async fn post_provisional(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let req = ProvisionalRequest::from_json(&v, chrono::Local::now().date_naive())?;
-    let share = provisional::decide_share(&req, &app.gate.replica, &app.share).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable", e))?;
+    let share = provisional::decide_share(&req, &app.gate.replica, &app.gate.live.get().share).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable", e))?;
     let rec = ProvisionalRecord {
         record_id: app.gate.journal.next_id().map_err(unavailable)?,
         created_at: chrono::Utc::now(),
@@ -434,7 +431,7 @@ async fn post_search(State(app): State<Arc<AppState>>, body: Bytes) -> Result<im
     let outage = app.gate.journal.outage().map_err(unavailable)?.filter(|o| o.active);
     let mut note = None;
     if outage.is_some() && app.gate.link.state().is_up() {
-        match app.gate.link.call(Request::Search(query.clone()), app.gate.deadline).await {
+        match app.gate.link.call(Request::Search(query.clone()), app.gate.deadline()).await {
             Ok(WireResponse::Search(hits)) => {
                 let candidates: Vec<Value> = hits
                     .iter()
@@ -482,7 +479,7 @@ async fn post_outage(State(app): State<Arc<AppState>>, body: Bytes) -> Result<im
     let since = previous.as_ref().filter(|o| o.active && active).map_or_else(chrono::Utc::now, |o| o.since);
     let mut state = OutageState { active, reason: reason.clone(), since, central: false, until: None };
     let mut note = None;
-    match app.gate.link.call(Request::Outage { active, reason }, app.gate.deadline).await {
+    match app.gate.link.call(Request::Outage { active, reason }, app.gate.deadline()).await {
         Ok(WireResponse::Outage { active: a, until, .. }) if a == active => {
             state.central = true;
             state.until = until;
@@ -512,7 +509,7 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let (syncs, commits) = app.gate.journal.commit_stats();
     let up = u8::from(app.gate.link.state().is_up());
     let mode = app.gate.mode.mode();
-    let q = queue::summary(&app.gate.journal, &app.queue_caps, chrono::Utc::now()).ok();
+    let q = queue::summary(&app.gate.journal, &app.gate.live.get().queue, chrono::Utc::now()).ok();
     let mut text = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

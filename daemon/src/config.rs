@@ -109,6 +109,56 @@ impl ConfigError {
     }
 }
 
+/// The settings that can change while the edge runs (reloaded on SIGHUP or when the file changes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSettings {
+    pub deadline: Duration,
+    pub mode: ModeSettings,
+    pub reader_timeout: Duration,
+    pub share: SharePolicy,
+    pub queue: QueueCaps,
+}
+
+impl RuntimeSettings {
+    /// What changed from `self` to `new`, one line per setting, for the log.
+    pub fn changes(&self, new: &RuntimeSettings) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |key: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{key}: {a} → {b}"));
+            }
+        };
+        diff("deadline_ms", self.deadline.as_millis().to_string(), new.deadline.as_millis().to_string());
+        diff("hold_ms", self.mode.hold.as_millis().to_string(), new.mode.hold.as_millis().to_string());
+        diff("reader_timeout_ms", self.reader_timeout.as_millis().to_string(), new.reader_timeout.as_millis().to_string());
+        diff("share_70_74", self.share.age70_74_percent().to_string(), new.share.age70_74_percent().to_string());
+        diff("share_75_plus", self.share.age75_plus_percent().to_string(), new.share.age75_plus_percent().to_string());
+        diff("unidentified_full_fee", format!("{:?}", self.share.unidentified()), format!("{:?}", new.share.unidentified()));
+        diff("queue_max_pending", self.queue.max_pending.to_string(), new.queue.max_pending.to_string());
+        diff("queue_max_yen", self.queue.max_provisional_yen.to_string(), new.queue.max_provisional_yen.to_string());
+        diff("queue_max_age_h", (self.queue.max_age_s / 3600).to_string(), (new.queue.max_age_s / 3600).to_string());
+        out
+    }
+}
+
+/// The live runtime settings, shared by everything that reads them.
+#[derive(Debug, Clone)]
+pub struct Live(std::sync::Arc<std::sync::RwLock<RuntimeSettings>>);
+
+impl Live {
+    pub fn new(s: RuntimeSettings) -> Self {
+        Live(std::sync::Arc::new(std::sync::RwLock::new(s)))
+    }
+
+    pub fn get(&self) -> RuntimeSettings {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, s: RuntimeSettings) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+}
+
 /// The validated configuration of a running edge.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -144,6 +194,36 @@ fn resolve(setting: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| ConfigError::new(setting, format!("'{addr}' is not a host:port address: {e}")))?
         .next()
         .ok_or_else(|| ConfigError::new(setting, format!("'{addr}' resolves to no address")))
+}
+
+impl EdgeConfig {
+    pub fn runtime(&self) -> RuntimeSettings {
+        RuntimeSettings { deadline: self.deadline, mode: self.mode, reader_timeout: self.reader_timeout, share: self.share, queue: self.queue }
+    }
+
+    /// Settings that only take effect after a restart, if they differ.
+    pub fn restart_needed(&self, new: &EdgeConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.facility != new.facility {
+            out.push("facility");
+        }
+        if self.data != new.data {
+            out.push("data");
+        }
+        if self.pki != new.pki {
+            out.push("pki");
+        }
+        if self.reconciler != new.reconciler {
+            out.push("reconciler");
+        }
+        if self.http != new.http {
+            out.push("http");
+        }
+        if self.mailbox != new.mailbox {
+            out.push("mailbox");
+        }
+        out
+    }
 }
 
 impl TryFrom<EdgeSettings> for EdgeConfig {

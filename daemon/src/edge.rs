@@ -31,6 +31,15 @@ pub struct RunningEdge {
 
 /// Starts the edge; returns once the journal is open and the HTTP socket is bound.
 pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningEdge> {
+    start_with_reload(config, None, shutdown).await
+}
+
+/// As [`start`], reloading the configuration from `reload` on SIGHUP or when the file changes.
+pub async fn start_with_reload(
+    config: EdgeConfig,
+    reload: Option<crate::reload::ReloadSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningEdge> {
     let journal_dir = config.data.join("journal");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&journal_dir).with_context(|| format!("opening the journal in {}", journal_dir.display()))?);
     let journal = Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
@@ -40,6 +49,7 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
     let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http_addr = listener.local_addr()?;
     let mode = ModeHandle::new(config.mode, config.reader_timeout);
+    let live = crate::config::Live::new(config.runtime());
     let backfilled = journal.backfill_sync().await.context("filling the sync journal")?;
     if backfilled > 0 {
         tracing::info!(records = backfilled, "records made before the sync journal were added to it");
@@ -51,7 +61,7 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
         replica,
         link: link.clone(),
         mode: mode.clone(),
-        deadline: config.deadline,
+        live: live.clone(),
         stats: Arc::new(GateStats::default()),
         deferred_wake: Arc::new(tokio::sync::Notify::new()),
         sync,
@@ -60,14 +70,13 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
         gate: gate.clone(),
         started: Instant::now(),
         reconciler: config.reconciler.to_string(),
-        share: config.share,
-        queue_caps: config.queue,
     };
     let app = api::router(state.clone());
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 
     let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
+    let reloader = reload.map(|source| crate::reload::spawn(source, config.clone(), live.clone(), mode.clone(), stop_rx.clone()));
     let monitor = monitor::spawn(mode, link.clone(), stop_rx.clone());
     let deferred = deferred::spawn(gate, stop_rx);
     let link_for_task = link.clone();
@@ -77,6 +86,9 @@ pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
         let _ = monitor.await;
+        if let Some(r) = reloader {
+            let _ = r.await;
+        }
         let _ = deferred.await;
         let _ = sync_task.await;
         link_for_task.close().await;
@@ -118,7 +130,7 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
         // Queue caps: looked at every ~10 beats; a new warning is logged once, and its end too.
         beats += 1;
         if beats % 10 == 1
-            && let Ok(q) = crate::queue::summary(&state.gate.journal, &state.queue_caps, chrono::Utc::now())
+            && let Ok(q) = crate::queue::summary(&state.gate.journal, &state.gate.live.get().queue, chrono::Utc::now())
             && q.warnings != last_warnings
         {
             for w in q.warnings.iter().filter(|w| !last_warnings.contains(w)) {

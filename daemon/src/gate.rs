@@ -44,7 +44,8 @@ pub struct Gate {
     pub replica: Replica,
     pub link: Arc<LinkClient>,
     pub mode: ModeHandle,
-    pub deadline: Duration,
+    /// Settings that may change at run time (the deadline among them).
+    pub live: crate::config::Live,
     pub stats: Arc<GateStats>,
     /// Wakes the deferred-check runner.
     pub deferred_wake: Arc<Notify>,
@@ -58,6 +59,11 @@ fn why_not_online(e: &LinkError) -> String {
 }
 
 impl Gate {
+    /// How long a check waits for the reconciler now.
+    pub fn deadline(&self) -> Duration {
+        self.live.get().deadline
+    }
+
     /// Asks online within the deadline; `Err(reason)` when no online answer came in time.
     async fn ask_online(&self, req: &CheckRequest, budget: Duration) -> Result<CheckOutcome, String> {
         if !self.link.state().is_up() {
@@ -82,7 +88,7 @@ impl Gate {
     pub async fn check(&self, req: CheckRequest) -> Result<CheckRecord, GateError> {
         let started = Instant::now();
         let created_at = Utc::now();
-        let online = self.ask_online(&req, self.deadline).await;
+        let online = self.ask_online(&req, self.deadline()).await;
         let check_id = self.journal.next_id()?;
         let facility = self.journal.facility().clone();
         let record = match online {

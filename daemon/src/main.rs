@@ -140,8 +140,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => EdgeSettings::from_file(path)?,
                 None => EdgeSettings::default(),
             };
+            let reload = config.clone().map(|path| onshi_edge::reload::ReloadSource { path, cli: settings.clone() });
             let config = EdgeConfig::try_from(settings.or(file))?;
-            let edge = onshi_edge::edge::start(config, onshi_edge::edge::shutdown_signal()).await?;
+            let edge = onshi_edge::edge::start_with_reload(config, reload, onshi_edge::edge::shutdown_signal()).await?;
             println!("onshi-edge: HTTP API on http://{}", edge.http_addr);
             edge.task.await.context("edge task")??;
             Ok(ExitCode::SUCCESS)

@@ -122,6 +122,11 @@ impl ModeMachine {
         self.mode
     }
 
+    /// New settings (a configuration reload); they apply from the next event.
+    pub fn set_settings(&mut self, settings: ModeSettings) {
+        self.settings = settings;
+    }
+
     pub fn since_ms(&self) -> u64 {
         self.since_ms
     }

@@ -41,6 +41,12 @@ impl ModeHandle {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// New mode and reader settings (a configuration reload).
+    pub fn apply(&self, settings: ModeSettings, reader_timeout: Duration) {
+        self.lock().set_settings(settings);
+        self.reader().set_timeout(reader_timeout);
+    }
+
     /// A reader heartbeat (with the reader's own fault report, if any).
     pub fn reader_heartbeat(&self, reader_id: &str, fault: Option<String>) {
         let ev = self.reader().heartbeat(self.now_ms(), reader_id, fault);

@@ -22,6 +22,10 @@ impl ReaderTracker {
         ReaderTracker { timeout, last_heartbeat_ms: None, reader_id: None, down: None }
     }
 
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// A heartbeat: `fault` is the reader's own report of a problem.
     pub fn heartbeat(&mut self, now_ms: u64, reader_id: &str, fault: Option<String>) -> Option<ModeEvent> {
         self.last_heartbeat_ms = Some(now_ms);
