@@ -135,8 +135,10 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
         match rng.random_range(0..100u32) {
             0..40 => relay.set(random_impairment(&mut rng)),
             40..55 => {
-                outcome.cuts += 1;
-                relay.set_cut(!relay.impairment().cut);
+                // Cut, or heal a cut.
+                let cut = !relay.impairment().cut;
+                outcome.cuts += usize::from(cut);
+                relay.set_cut(cut);
             }
             55..75 => {
                 outcome.edge_restarts += 1;
