@@ -186,10 +186,10 @@ fn receive_loop(shared: &Shared, sock: &UdpSocket, to_upstream: bool, mut rng: C
             Ok(v) => v,
             Err(_) => {
                 // Quiet: a held datagram goes out after a while even if none follows it.
-                if let Some((bytes, _)) = held.take_if(|(_, since)| since.elapsed() >= POLL) {
-                    if !imp.cut {
-                        schedule(shared, &mut rng, &imp, to_upstream, bytes);
-                    }
+                if let Some((bytes, _)) = held.take_if(|(_, since)| since.elapsed() >= POLL)
+                    && !imp.cut
+                {
+                    schedule(shared, &mut rng, &imp, to_upstream, bytes);
                 }
                 continue;
             }
