@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod relay;
+
 /// How long a process may take to print its readiness line (debug builds, parallel tests).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -648,6 +650,20 @@ impl Http {
             let text = resp.text().await.unwrap_or_default();
             let json = serde_json::from_str(&text).unwrap_or(Value::Null);
             Answer { status, text, json, elapsed: started.elapsed() }
+        })
+    }
+
+    /// POSTs JSON, returning the transport error instead of panicking (e.g. the server was killed
+    /// while answering): an `Err` means the request was not acknowledged.
+    pub fn try_post_json(&self, path: &str, body: &Value) -> Result<Answer, String> {
+        let started = Instant::now();
+        let req = self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_string());
+        runtime().block_on(async move {
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.map_err(|e| e.to_string())?;
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Ok(Answer { status, text, json, elapsed: started.elapsed() })
         })
     }
 
