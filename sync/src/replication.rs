@@ -164,16 +164,19 @@ impl Replication {
                     continue;
                 }
             };
-            let kind = settlement.kind;
             if rec.settle(Actor::Reconciler, settlement).is_err() {
                 continue;
             }
-            let rec = tree.merge(rec)?;
-            tracing::info!(record = %id, kind = ?kind, "provisional record settled");
-            done.push(rec);
+            done.push(tree.merge(rec)?);
         }
         if !done.is_empty() {
             self.store.sync()?;
+        }
+        // Logged once durable: a crash before the sync settles again after restart, and the log
+        // then says so once, not twice.
+        for rec in &done {
+            let kind = rec.settlement().map(|s| s.kind);
+            tracing::info!(record = %rec.id(), kind = ?kind, "provisional record settled");
         }
         Ok(done)
     }
