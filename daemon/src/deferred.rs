@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::gate::Gate;
 use crate::journal::{CheckState, FinalOutcome};
 
-/// How long one deferred check may wait for its answer.
+/// How long the outage declaration may wait for its answer.
 const DEFERRED_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the queue is looked at even without a wake-up (e.g. after a failed pass).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
@@ -45,7 +45,14 @@ async fn send_pending_outage(gate: &Gate) {
     }
 }
 
-/// One pass: completes what it can; stops at the first link failure (the rest would fail too).
+/// Deferred checks asked in one batch inquiry (one round trip for many: after a long outage on a
+/// slow line, thousands are waiting).
+pub const DEFERRED_BATCH: usize = 200;
+/// How long one batch may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One pass: completes what it can, a batch at a time, each batch made durable before the next;
+/// stops at the first link failure (the rest would fail too).
 pub async fn run_pass(gate: &Gate) -> Pass {
     send_pending_outage(gate).await;
     let mut pass = Pass::default();
@@ -56,69 +63,98 @@ pub async fn run_pass(gate: &Gate) -> Pass {
             return pass;
         }
     };
-    for id in ids {
+    for chunk in ids.chunks(DEFERRED_BATCH) {
         if !gate.link.state().is_up() {
             break;
         }
-        let mut rec = match gate.journal.get(&id) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                tracing::error!(check_id = %id, "queued check has no record; left queued");
-                pass.failed += 1;
-                continue;
+        let mut records = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            match gate.journal.get(id) {
+                Ok(Some(r)) if r.state == CheckState::Deferred => records.push(r),
+                Ok(Some(r)) => {
+                    // Completed before a crash took it off the queue: finish the job.
+                    if let Err(e) = gate.journal.put(&r) {
+                        tracing::error!(check_id = %id, error = %e, "cannot dequeue");
+                    }
+                }
+                Ok(None) => {
+                    tracing::error!(check_id = %id, "queued check has no record; left queued");
+                    pass.failed += 1;
+                }
+                Err(e) => {
+                    tracing::error!(check_id = %id, error = %e, "queued check unreadable; left queued");
+                    pass.failed += 1;
+                }
             }
-            Err(e) => {
-                tracing::error!(check_id = %id, error = %e, "queued check unreadable; left queued");
-                pass.failed += 1;
-                continue;
-            }
-        };
-        if rec.state != CheckState::Deferred {
-            // Completed before a crash took it off the queue: finish the job.
-            if let Err(e) = gate.journal.put(&rec) {
-                tracing::error!(check_id = %id, error = %e, "cannot dequeue");
-            }
+        }
+        if records.is_empty() {
             continue;
         }
-        let answer = gate.link.call(Request::Check(rec.request.clone()), DEFERRED_TIMEOUT).await;
-        rec.attempts = rec.attempts.saturating_add(1);
+        let requests = records.iter().map(|r| r.request.clone()).collect();
+        let answer = gate.link.call(Request::Batch(requests), BATCH_TIMEOUT).await;
+        let mut link_failed = false;
         match answer {
-            Ok(Response::Check(outcome)) => {
+            Ok(Response::Batch(outcomes)) if outcomes.len() == records.len() => {
                 let now = Utc::now();
-                if let Err(e) = gate.replica.learn(&outcome.qualifications, now) {
-                    tracing::error!(check_id = %id, error = %e, "replica not updated");
+                for (rec, outcome) in records.iter_mut().zip(outcomes) {
+                    if let Err(e) = gate.replica.learn(&outcome.qualifications, now) {
+                        tracing::error!(check_id = %rec.check_id, error = %e, "replica not updated");
+                    }
+                    tracing::info!(check_id = %rec.check_id, validity = outcome.validity.as_str(), answered = rec.validity.as_str(), "deferred check completed");
+                    rec.final_outcome = Some(FinalOutcome { outcome, completed_at: now });
+                    rec.state = CheckState::Completed;
+                    rec.last_error = None;
+                    pass.completed += 1;
                 }
-                tracing::info!(check_id = %id, validity = outcome.validity.as_str(), answered = rec.validity.as_str(), "deferred check completed");
-                rec.final_outcome = Some(FinalOutcome { outcome, completed_at: now });
-                rec.state = CheckState::Completed;
-                rec.last_error = None;
-                pass.completed += 1;
             }
             Ok(Response::Error { code, message }) => {
-                rec.last_error = Some(format!("reconciler error {code}: {message}"));
-                pass.failed += 1;
+                for rec in &mut records {
+                    rec.last_error = Some(format!("reconciler error {code}: {message}"));
+                }
+                pass.failed += records.len();
             }
             Ok(other) => {
-                rec.last_error = Some(format!("unexpected answer {other:?}"));
-                pass.failed += 1;
+                for rec in &mut records {
+                    rec.last_error = Some(format!("unexpected answer to a batch of {}: {other:?}", records_len(&other)));
+                }
+                pass.failed += records.len();
             }
             Err(e) => {
-                rec.last_error = Some(e.to_string());
-                pass.failed += 1;
-                let _ = gate.journal.put(&rec);
+                for rec in &mut records {
+                    rec.last_error = Some(e.to_string());
+                }
+                pass.failed += records.len();
+                link_failed = true;
+            }
+        }
+        for rec in &mut records {
+            rec.attempts = rec.attempts.saturating_add(1);
+            if let Err(e) = gate.journal.put(rec) {
+                tracing::error!(check_id = %rec.check_id, error = %e, "cannot record the outcome; left queued");
+            }
+        }
+        match gate.journal.commit().await {
+            Ok(()) => {
+                let done = records.iter().filter(|r| r.state == CheckState::Completed).count();
+                gate.stats.deferred_completed.fetch_add(done as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "deferred outcomes not durable");
                 break;
             }
         }
-        if let Err(e) = gate.journal.put(&rec) {
-            tracing::error!(check_id = %id, error = %e, "cannot record the outcome; left queued");
+        if link_failed {
+            break;
         }
     }
-    if let Err(e) = gate.journal.commit().await {
-        tracing::error!(error = %e, "deferred outcomes not durable");
-    } else {
-        gate.stats.deferred_completed.fetch_add(pass.completed as u64, Ordering::Relaxed);
-    }
     pass
+}
+
+fn records_len(r: &Response) -> usize {
+    match r {
+        Response::Batch(o) => o.len(),
+        _ => 0,
+    }
 }
 
 /// Runs passes whenever woken, when the link comes up, and every few seconds, until `stop`.
