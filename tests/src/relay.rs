@@ -32,7 +32,14 @@ pub struct Impairment {
     pub delay_ms: (u64, u64),
     /// The link is cut: nothing crosses in either direction.
     pub cut: bool,
+    /// The link's capacity in bytes per second in each direction (0: unlimited). Datagrams are
+    /// serialised onto the link one after the other; one that would wait longer than
+    /// [`MAX_QUEUE_DELAY`] in the link's queue is dropped, as a router's buffer would.
+    pub rate_bytes_per_s: u64,
 }
+
+/// The deepest a rate-limited link's queue gets before it drops (a router's buffer).
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(100);
 
 impl Impairment {
     /// A clean link.
@@ -54,6 +61,8 @@ pub struct RelayStats {
     pub dropped: AtomicU64,
     pub duplicated: AtomicU64,
     pub reordered: AtomicU64,
+    /// Bytes sent on, per direction: [to the client, to the upstream].
+    pub bytes: [AtomicU64; 2],
 }
 
 /// A datagram due at a time (the earliest first; equal times in the order scheduled).
@@ -84,6 +93,8 @@ struct Queue {
     /// The latest delivery time scheduled per direction ([to client, to upstream]): with a delay
     /// range, later datagrams are not sent before earlier ones unless reordering says so.
     last_at: [Option<Instant>; 2],
+    /// When a rate-limited link is free again, per direction.
+    link_free: [Option<Instant>; 2],
 }
 
 #[derive(Debug)]
@@ -233,7 +244,19 @@ fn schedule(shared: &Shared, rng: &mut ChaCha8Rng, imp: &Impairment, to_upstream
     let delay = if hi == 0 { 0 } else { rng.random_range(lo..=hi) };
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     let dir = usize::from(to_upstream);
-    let mut at = Instant::now() + Duration::from_millis(delay);
+    let now = Instant::now();
+    let mut at = now;
+    if imp.rate_bytes_per_s > 0 {
+        let start = q.link_free[dir].map_or(now, |free| free.max(now));
+        if start.duration_since(now) > MAX_QUEUE_DELAY {
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let done = start + Duration::from_secs_f64(bytes.len() as f64 / imp.rate_bytes_per_s as f64);
+        q.link_free[dir] = Some(done);
+        at = done;
+    }
+    let mut at = at + Duration::from_millis(delay);
     if let Some(last) = q.last_at[dir] {
         at = at.max(last);
     }
@@ -260,9 +283,11 @@ fn send_loop(shared: &Shared, front: &UdpSocket, back: &UdpSocket, upstream: Soc
                 } else if d.to_upstream {
                     let _ = back.send_to(&d.bytes, upstream);
                     shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.bytes[1].fetch_add(d.bytes.len() as u64, Ordering::Relaxed);
                 } else if let Some(client) = *shared.client.lock().unwrap_or_else(|p| p.into_inner()) {
                     let _ = front.send_to(&d.bytes, client);
                     shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.bytes[0].fetch_add(d.bytes.len() as u64, Ordering::Relaxed);
                 }
                 q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             }
@@ -323,6 +348,23 @@ mod tests {
         let replies = drain(&client);
         assert_eq!(numbers(&replies), (0..50).collect::<Vec<_>>());
         assert!(replies.iter().all(|(_, from)| *from == relay.addr()));
+    }
+
+    #[test]
+    fn a_rate_limited_link_paces_and_drops_past_its_queue() {
+        let (client, server, relay) = setup(7);
+        // 10,000 bytes/s and 1,000-byte datagrams: 10 a second; the 100 ms queue holds one more.
+        relay.set(Impairment { rate_bytes_per_s: 10_000, ..Impairment::clean() });
+        for i in 0..5u32 {
+            let mut d = vec![0u8; 1000];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            client.send_to(&d, relay.addr()).expect("send");
+        }
+        let got = drain(&server);
+        // The first goes out at once, the second waits for the link (100 ms), the rest overflow.
+        assert_eq!(numbers(&got), vec![0, 1]);
+        assert_eq!(relay.stats().dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(relay.stats().bytes[1].load(Ordering::Relaxed), 2000);
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn random_impairment(rng: &mut ChaCha8Rng) -> Impairment {
         reorder: if rng.random_bool(0.5) { rng.random_range(0.0..0.3) } else { 0.0 },
         delay_ms: (lo, lo + rng.random_range(0..50u64)),
         cut: false,
+        rate_bytes_per_s: 0,
     }
 }
 

@@ -1,0 +1,292 @@
+//! `onshi-drain`: the drain after a long outage. An edge and a reconciler run as separate processes
+//! with the user-space relay between them (`onshi_tests::relay`). With the link cut, reception
+//! records `--provisional` provisional records and `--deferred` checks of patients the edge has
+//! never seen (each queued as a deferred check). Then the link returns — once through a relay that
+//! paces 20 Mbit/s each way with 100 ms RTT and 2 % loss, once clean — and the command measures the
+//! time until the edge reports "synced", every deferred check completed, and every settlement back;
+//! the goodput as a fraction of the relay's capacity; and the memory of both processes.
+//!
+//!     cargo build --release --workspace --bins
+//!     target/release/onshi-drain [--provisional 5000] [--deferred 20000] [--json]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use onshi_model::{FacilityCode, Qualification};
+use onshi_tests::relay::{Impairment, Relay};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "Drain after a long outage: provisional records and deferred checks through a paced, lossy relay")]
+struct Args {
+    #[arg(long, default_value_t = 5000)]
+    provisional: usize,
+    #[arg(long, default_value_t = 20000)]
+    deferred: usize,
+    /// Link rate each way, in Mbit/s.
+    #[arg(long, default_value_t = 20.0)]
+    mbit: f64,
+    /// Round-trip time added by the relay, in ms (half each way).
+    #[arg(long, default_value_t = 100)]
+    rtt_ms: u64,
+    /// Datagram loss, each way.
+    #[arg(long, default_value_t = 0.02)]
+    loss: f64,
+    /// Concurrent reception clients while recording.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Give up on a drain after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_ready(bin: &Path, args: &[&str], log: &Path, prefix: &str) -> anyhow::Result<(Proc, String)> {
+    let err = std::fs::File::create(log)?;
+    let mut child = Command::new(bin).args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn().with_context(|| format!("starting {}", bin.display()))?;
+    let out = child.stdout.take().context("stdout")?;
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && let Some(rest) = line.strip_prefix(prefix)
+        {
+            return Ok((proc, rest.trim().to_string()));
+        }
+    }
+    bail!("{} printed no '{prefix}' line; see {}", bin.display(), log.display())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Drain {
+    link: String,
+    seconds: f64,
+    synced: bool,
+    deferred_completed: u64,
+    settled: usize,
+    bytes_to_reconciler: u64,
+    bytes_to_edge: u64,
+    goodput_of_capacity: Option<f64>,
+    relay_dropped: u64,
+    max_rss_edge_mib: f64,
+    max_rss_reconciler_mib: f64,
+}
+
+async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, periods: &[Qualification], facility: &FacilityCode, today: chrono::NaiveDate) -> anyhow::Result<Drain> {
+    let bins = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let pki = root.join("pki");
+    let rec_data = dir.join("reconciler");
+    copy_dir(&root.join("registry"), &rec_data.join("registry"))?;
+    let (reconciler, raddr) = spawn_ready(
+        &bins.join("onshi-reconciler"),
+        &["serve", "--data", rec_data.to_str().context("path")?, "--pki", pki.to_str().context("path")?, "--listen", "127.0.0.1:0"],
+        &dir.join("reconciler.log"),
+        "onshi-reconciler: listening on quic://",
+    )?;
+    let relay = Relay::start(raddr.parse()?, args.seed);
+    let (edge, http) = spawn_ready(
+        &bins.join("onshi-edge"),
+        &[
+            "run", "--facility", facility.as_str(), "--data", dir.join("edge").to_str().context("path")?, "--pki", pki.to_str().context("path")?,
+            "--reconciler", &relay.addr().to_string(), "--http", "127.0.0.1:0", "--deadline-ms", "300", "--hold-ms", "200",
+            "--queue-max-pending", "1000000", "--queue-max-yen", "100000000000",
+        ],
+        &dir.join("edge.log"),
+        "onshi-edge: HTTP API on ",
+    )?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let get = |path: &str| {
+        let (c, u) = (client.clone(), format!("{http}{path}"));
+        async move { c.get(u).send().await?.text().await }
+    };
+    let wait = |what: &'static str, pred: fn(&Value) -> bool| {
+        let get = get.clone();
+        async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
+                if let Ok(t) = get("/v1/status").await
+                    && let Ok(v) = serde_json::from_str::<Value>(&t)
+                    && pred(&v)
+                {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            bail!("the edge never became {what}")
+        }
+    };
+    wait("online", |v| v["mode"] == "online").await?;
+    relay.set(Impairment::cut());
+    wait("offline", |v| v["mode"] == "offline").await?;
+
+    // Reception during the outage: provisional records and checks of never-seen patients.
+    let valid: Vec<&Qualification> = periods.iter().filter(|q| q.is_valid_on(today)).collect();
+    let mut bodies: Vec<(String, Value)> = Vec::new();
+    for (i, q) in valid.iter().cycle().take(args.provisional).enumerate() {
+        let mut b = json!({"declared": {"name": q.name, "name_kana": q.name_kana, "birth_date": q.birth_date, "sex": q.sex, "address": q.address, "insurer_name": q.insurer_name}, "service_date": today, "total_fee_yen": 1000 + (i % 50) * 370});
+        if i % 2 == 0 {
+            b["person_id"] = json!(q.person_id);
+        }
+        bodies.push(("/v1/provisional".into(), b));
+    }
+    for q in valid.iter().rev().cycle().take(args.deferred) {
+        bodies.push(("/v1/checks".into(), json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date, "service_date": today})));
+    }
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let filling = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, http, bodies, next) = (client.clone(), http.clone(), bodies.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((path, body)) = bodies.get(i) else { return failed };
+                match client.post(format!("{http}{path}")).json(body).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    _ => failed += 1,
+                }
+            }
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await?;
+    }
+    eprintln!("onshi-drain [{name}]: recorded {} items offline in {:.1} s ({failed} failed)", bodies.len(), filling.elapsed().as_secs_f64());
+    if failed > 0 {
+        bail!("{failed} requests failed while recording");
+    }
+
+    // The link returns.
+    let (up0, down0) = (relay.stats().bytes[1].load(Ordering::Relaxed), relay.stats().bytes[0].load(Ordering::Relaxed));
+    let dropped0 = relay.stats().dropped.load(Ordering::Relaxed);
+    relay.set(imp);
+    let healed = Instant::now();
+    let (mut max_edge, mut max_rec) = (0.0f64, 0.0f64);
+    let (mut synced, mut completed) = (false, 0u64);
+    while healed.elapsed() < Duration::from_secs(args.timeout_s) {
+        max_edge = max_edge.max(rss_mib(edge.0.id()));
+        max_rec = max_rec.max(rss_mib(reconciler.0.id()));
+        let status: Value = serde_json::from_str(&get("/v1/status").await.unwrap_or_default()).unwrap_or(Value::Null);
+        completed = metric(&get("/metrics").await.unwrap_or_default(), "onshi_deferred_completed_total") as u64;
+        synced = status["sync"]["synced"] == true && status["sync"]["outgoing"] == 0 && status["sync"]["incoming"] == 0;
+        if synced && completed >= args.deferred as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seconds = healed.elapsed().as_secs_f64();
+    let up = relay.stats().bytes[1].load(Ordering::Relaxed) - up0;
+    let down = relay.stats().bytes[0].load(Ordering::Relaxed) - down0;
+    let queue: Value = serde_json::from_str(&get("/v1/queue").await?)?;
+    let settled = queue["items"].as_array().map_or(0, |items| items.iter().filter(|i| i["kind"] == "provisional" && !i["settlement"].is_null()).count());
+    let capacity = (imp.rate_bytes_per_s > 0).then(|| imp.rate_bytes_per_s as f64 * seconds);
+    Ok(Drain {
+        link: name.to_string(),
+        seconds,
+        synced,
+        deferred_completed: completed,
+        settled,
+        bytes_to_reconciler: up,
+        bytes_to_edge: down,
+        goodput_of_capacity: capacity.map(|c| up.max(down) as f64 / c),
+        relay_dropped: relay.stats().dropped.load(Ordering::Relaxed) - dropped0,
+        max_rss_edge_mib: max_edge,
+        max_rss_reconciler_mib: max_rec,
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = tempfile::Builder::new().prefix("onshi-drain-").tempdir()?;
+    let facility = FacilityCode::parse("1311234567")?;
+    let today = chrono::Local::now().date_naive();
+    onshi_sync::pki::init(&root.path().join("pki"), std::slice::from_ref(&facility))?;
+    let people = (args.deferred + args.provisional).max(1000) + 2000;
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people, seed: 1, today });
+    {
+        let store = Arc::new(onshi_sync::store::SledStore::open(&root.path().join("registry"))?);
+        let registry = onshi_sync::registry::Registry::open(store)?;
+        for q in &periods {
+            registry.put(q)?;
+        }
+        registry.sync()?;
+    }
+    let rate = (args.mbit * 1_000_000.0 / 8.0) as u64;
+    let half = args.rtt_ms / 2;
+    let impaired = Impairment { drop: args.loss, delay_ms: (half, half), rate_bytes_per_s: rate, ..Impairment::clean() };
+    let mut results = Vec::new();
+    for (name, imp) in [("impaired", impaired), ("clean", Impairment::clean())] {
+        let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
+        eprintln!(
+            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed and {} settled; {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB",
+            d.seconds, d.deferred_completed, d.settled, d.bytes_to_reconciler, d.bytes_to_edge,
+            d.goodput_of_capacity.map_or("—".to_string(), |g| format!("{:.1} % of capacity", g * 100.0)),
+            d.relay_dropped, d.max_rss_edge_mib, d.max_rss_reconciler_mib
+        );
+        results.push(d);
+    }
+    let out = json!({"provisional": args.provisional, "deferred": args.deferred, "mbit": args.mbit, "rtt_ms": args.rtt_ms, "loss": args.loss, "results": results});
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{out}");
+    }
+    Ok(())
+}
