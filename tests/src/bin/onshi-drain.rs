@@ -139,7 +139,7 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
         async move { c.get(u).send().await?.text().await }
     };
     let wait = |what: &'static str, pred: fn(&Value) -> bool| {
-        let get = get.clone();
+        let get = get;
         async move {
             let until = Instant::now() + Duration::from_secs(60);
             while Instant::now() < until {
@@ -221,7 +221,7 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     let down = relay.stats().bytes[0].load(Ordering::Relaxed) - down0;
     let queue: Value = serde_json::from_str(&get("/v1/queue").await?)?;
     let settled = queue["items"].as_array().map_or(0, |items| items.iter().filter(|i| i["kind"] == "provisional" && !i["settlement"].is_null()).count());
-    let capacity = (imp.rate_bytes_per_s > 0).then(|| imp.rate_bytes_per_s as f64 * seconds);
+    let capacity = (imp.rate_bytes_per_s > 0).then_some(imp.rate_bytes_per_s as f64 * seconds);
     Ok(Drain {
         link: name.to_string(),
         seconds,
