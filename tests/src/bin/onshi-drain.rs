@@ -139,7 +139,6 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
         async move { c.get(u).send().await?.text().await }
     };
     let wait = |what: &'static str, pred: fn(&Value) -> bool| {
-        let get = get;
         async move {
             let until = Instant::now() + Duration::from_secs(60);
             while Instant::now() < until {
