@@ -30,8 +30,6 @@ use crate::journal::Journal;
 pub const ROUND_UNSYNCED: Duration = Duration::from_millis(300);
 /// Time between rounds when synced (to hear of settlements).
 pub const ROUND_SYNCED: Duration = Duration::from_secs(3);
-/// Between rounds while records are flowing.
-pub const ROUND_FLOWING: Duration = Duration::from_millis(5);
 /// How long one sync RPC may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -300,19 +298,7 @@ impl Adapter {
                 self.round().await;
             }
             let synced = self.machine.is_synced();
-            // While records flow (a drain after an outage) the next round goes at once: each round
-            // carries a few batches, and waiting between them would leave the link idle.
-            let flowing = self.connected && {
-                let s = self.status.borrow();
-                s.outgoing > 0 || s.incoming > 0
-            };
-            let mut wait = if synced {
-                ROUND_SYNCED
-            } else if flowing {
-                ROUND_FLOWING
-            } else {
-                ROUND_UNSYNCED
-            };
+            let mut wait = if synced { ROUND_SYNCED } else { ROUND_UNSYNCED };
             if let Some(t) = self.machine.poll_timeout() {
                 wait = wait.min(Duration::from_millis(t.saturating_sub(self.now_ms())));
             }

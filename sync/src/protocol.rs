@@ -202,7 +202,7 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            batch_records: 256,
+            batch_records: 64,
             max_batches_in_flight: 4,
             retransmit_ms: 2_000,
             hello_retransmit_ms: 1_000,
