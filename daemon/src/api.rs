@@ -12,9 +12,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onshi_fallback::SearchQuery;
-use onshi_sync::wire::{Request, Response as WireResponse};
 use onshi_model::fields::Fields;
 use onshi_model::{CheckRequest, CheckSubject, ErrorCode, FieldError, Qualification};
+use onshi_sync::wire::{Request, Response as WireResponse};
 use serde_json::{Value, json};
 
 use crate::gate::{Gate, GateError};
@@ -41,13 +41,23 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), field: None, message: message.into() }
+        ApiError {
+            status,
+            code: code.to_string(),
+            field: None,
+            message: message.into(),
+        }
     }
 }
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code: e.code.as_str().to_string(), field: Some(e.field), message: e.message }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: e.code.as_str().to_string(),
+            field: Some(e.field),
+            message: e.message,
+        }
     }
 }
 
@@ -63,7 +73,8 @@ impl From<GateError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "field": self.field, "message": self.message}});
+        let body =
+            json!({"error": {"code": self.code, "field": self.field, "message": self.message}});
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -85,7 +96,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reader/heartbeat", post(post_reader_heartbeat))
         .route("/v1/reader/card", post(post_reader_card))
         .route("/metrics", get(get_metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see GET /v1/status") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see GET /v1/status",
+            )
+        })
         .with_state(Arc::new(state))
 }
 
@@ -112,7 +129,9 @@ pub fn request_json(r: &CheckRequest) -> Value {
 }
 
 fn qualifications(r: &CheckRecord) -> &[Qualification] {
-    r.outcome.as_ref().map_or(&[], |o| o.qualifications.as_slice())
+    r.outcome
+        .as_ref()
+        .map_or(&[], |o| o.qualifications.as_slice())
 }
 
 /// The answer as reception got it.
@@ -134,7 +153,9 @@ pub fn record_json(r: &CheckRecord) -> Value {
     let mut v = answer_json(r);
     v["answered"] = json!({"validity": r.validity, "source": r.source, "as_of": r.as_of, "qualifications": qualifications(r)});
     v["final"] = match &r.final_outcome {
-        Some(f) => json!({"validity": f.outcome.validity, "qualifications": f.outcome.qualifications, "completed_at": f.completed_at}),
+        Some(f) => {
+            json!({"validity": f.outcome.validity, "qualifications": f.outcome.qualifications, "completed_at": f.completed_at})
+        }
         None => Value::Null,
     };
     if let Some(f) = &r.final_outcome {
@@ -152,7 +173,10 @@ pub fn record_json(r: &CheckRecord) -> Value {
     v
 }
 
-async fn post_check(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_check(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let today = chrono::Local::now().date_naive();
     let req = CheckRequest::from_json(&v, today)?;
@@ -160,31 +184,56 @@ async fn post_check(State(app): State<Arc<AppState>>, body: Bytes) -> Result<imp
     Ok(axum::Json(answer_json(&record)))
 }
 
-async fn get_check(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn get_check(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let rec = app
         .gate
         .journal
         .get(&id)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string()))?
-        .ok_or_else(|| ApiError { status: StatusCode::NOT_FOUND, code: "not_found".into(), field: Some("id".into()), message: format!("no check with id {id}") })?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                e.to_string(),
+            )
+        })?
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found".into(),
+            field: Some("id".into()),
+            message: format!("no check with id {id}"),
+        })?;
     Ok(axum::Json(record_json(&rec)))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", e.to_string())
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal_unavailable",
+        e.to_string(),
+    )
 }
 
 fn status_json(app: &AppState) -> Result<Value, ApiError> {
     let link = app.gate.link.state();
     let mode = app.gate.mode.snapshot();
     let (syncs, commits) = app.gate.journal.commit_stats();
-    let queue = queue::summary(&app.gate.journal, &app.gate.live.get().queue, chrono::Utc::now()).map_err(unavailable)?;
+    let queue = queue::summary(
+        &app.gate.journal,
+        &app.gate.live.get().queue,
+        chrono::Utc::now(),
+    )
+    .map_err(unavailable)?;
     let sync = app.gate.sync.status();
     let (reader, reader_heard) = app.gate.mode.reader_health();
     let reader = match reader {
         None => json!({"state": "none"}),
         Some(Ok(id)) => json!({"state": "up", "reader_id": id, "last_heartbeat_s": reader_heard}),
-        Some(Err(reason)) => json!({"state": "down", "reason": reason, "last_heartbeat_s": reader_heard}),
+        Some(Err(reason)) => {
+            json!({"state": "down", "reason": reason, "last_heartbeat_s": reader_heard})
+        }
     };
     Ok(json!({
         "mode": mode.mode,
@@ -227,7 +276,12 @@ async fn get_export(State(app): State<Arc<AppState>>) -> Result<impl IntoRespons
         out.push_str(&v.to_string());
         out.push('\n');
     }
-    for r in app.gate.journal.provisional_records().map_err(unavailable)? {
+    for r in app
+        .gate
+        .journal
+        .provisional_records()
+        .map_err(unavailable)?
+    {
         let mut v = provisional_json(&r);
         v["record"] = json!("provisional");
         out.push_str(&v.to_string());
@@ -237,21 +291,45 @@ async fn get_export(State(app): State<Arc<AppState>>) -> Result<impl IntoRespons
 }
 
 async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let q = queue::summary(&app.gate.journal, &app.gate.live.get().queue, chrono::Utc::now()).map_err(unavailable)?;
+    let q = queue::summary(
+        &app.gate.journal,
+        &app.gate.live.get().queue,
+        chrono::Utc::now(),
+    )
+    .map_err(unavailable)?;
     Ok(axum::Json(serde_json::to_value(q).unwrap_or(Value::Null)))
 }
 
 /// `POST /v1/queue/{id}/close`: staff acted on a settlement. The edge is the only writer of
 /// `closed`; closing a closed item changes nothing. 404 for an unknown id, 409 `not_settled` before
 /// the settlement has come back.
-async fn post_close(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let not_found = || ApiError { status: StatusCode::NOT_FOUND, code: "not_found".into(), field: Some("id".into()), message: format!("no queue item with id {id}") };
+async fn post_close(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let not_found = || ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found".into(),
+        field: Some("id".into()),
+        message: format!("no queue item with id {id}"),
+    };
     let rid = onshi_sync::crdt::RecordId::parse(&id).map_err(|_| not_found())?;
-    let updated = app.gate.journal.sync.update(&rid, |r| r.close(onshi_sync::crdt::Actor::Edge)).map_err(unavailable)?.ok_or_else(not_found)?;
+    let updated = app
+        .gate
+        .journal
+        .sync
+        .update(&rid, |r| r.close(onshi_sync::crdt::Actor::Edge))
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
     let rec = match updated {
         Ok(r) => r,
         Err(e) => {
-            return Err(ApiError { status: StatusCode::CONFLICT, code: "not_settled".into(), field: Some("id".into()), message: e.to_string() });
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "not_settled".into(),
+                field: Some("id".into()),
+                message: e.to_string(),
+            });
         }
     };
     app.gate.journal.commit().await.map_err(unavailable)?;
@@ -262,7 +340,10 @@ async fn post_close(State(app): State<Arc<AppState>>, Path(id): Path<String>) ->
 
 /// `POST /v1/sync-now` `{"timeout_ms"?}`: a sync round now; answers once synced or at the timeout
 /// (default 10 s) with the sync status.
-async fn post_sync_now(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_sync_now(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let timeout_ms = if body.is_empty() {
         10_000
     } else {
@@ -271,14 +352,24 @@ async fn post_sync_now(State(app): State<Arc<AppState>>, body: Bytes) -> Result<
         f.deny_unknown(&["timeout_ms"])?;
         f.opt_u64("timeout_ms", 0, 600_000)?.unwrap_or(10_000)
     };
-    let s = app.gate.sync.sync_now(std::time::Duration::from_millis(timeout_ms)).await;
-    Ok(axum::Json(json!({"synced": s.synced, "outgoing": s.outgoing, "incoming": s.incoming, "last_sync": s.last_sync, "last_error": s.last_error, "link": app.gate.link.state().name()})))
+    let s = app
+        .gate
+        .sync
+        .sync_now(std::time::Duration::from_millis(timeout_ms))
+        .await;
+    Ok(axum::Json(
+        json!({"synced": s.synced, "outgoing": s.outgoing, "incoming": s.incoming, "last_sync": s.last_sync, "last_error": s.last_error, "link": app.gate.link.state().name()}),
+    ))
 }
 
-async fn post_provisional(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_provisional(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let req = ProvisionalRequest::from_json(&v, chrono::Local::now().date_naive())?;
-    let share = provisional::decide_share(&req, &app.gate.replica, &app.gate.live.get().share).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable", e))?;
+    let share = provisional::decide_share(&req, &app.gate.replica, &app.gate.live.get().share)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable", e))?;
     let rec = ProvisionalRecord {
         record_id: app.gate.journal.next_id().map_err(unavailable)?,
         created_at: chrono::Utc::now(),
@@ -294,8 +385,16 @@ async fn post_provisional(State(app): State<Arc<AppState>>, body: Bytes) -> Resu
         state: RecordState::Recorded,
     };
     // The sync record is written first; the commit of the provisional record makes both durable.
-    let sync_record = app.gate.journal.put_sync_provisional(&rec).map_err(unavailable)?;
-    app.gate.journal.put_provisional_durable(&rec).await.map_err(unavailable)?;
+    let sync_record = app
+        .gate
+        .journal
+        .put_sync_provisional(&rec)
+        .map_err(unavailable)?;
+    app.gate
+        .journal
+        .put_provisional_durable(&rec)
+        .await
+        .map_err(unavailable)?;
     app.gate.sync.local_change(sync_record);
     tracing::info!(record_id = %rec.record_id, share = rec.share_percent, basis = ?rec.basis, "provisional record");
     Ok((StatusCode::CREATED, axum::Json(provisional_json(&rec))))
@@ -318,17 +417,28 @@ fn provisional_json(rec: &ProvisionalRecord) -> Value {
     })
 }
 
-async fn get_provisional(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let rec = app.gate.journal.get_provisional(&id).map_err(unavailable)?.ok_or_else(|| ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found".into(),
-        field: Some("id".into()),
-        message: format!("no provisional record with id {id}"),
-    })?;
+async fn get_provisional(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rec = app
+        .gate
+        .journal
+        .get_provisional(&id)
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found".into(),
+            field: Some("id".into()),
+            message: format!("no provisional record with id {id}"),
+        })?;
     Ok(axum::Json(provisional_json(&rec)))
 }
 
-async fn post_reader_heartbeat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_reader_heartbeat(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let f = Fields::root(&v)?;
     f.deny_unknown(&["reader_id", "status", "fault"])?;
@@ -336,21 +446,39 @@ async fn post_reader_heartbeat(State(app): State<Arc<AppState>>, body: Bytes) ->
     let status = f.opt_str("status")?.unwrap_or_else(|| "ok".into());
     let fault = match status.as_str() {
         "ok" => None,
-        "fault" => Some(f.opt_str("fault")?.unwrap_or_else(|| "fault (no detail)".into())),
-        other => return Err(FieldError::new("status", ErrorCode::OutOfRange, format!("status: '{other}' is not ok or fault")).into()),
+        "fault" => Some(
+            f.opt_str("fault")?
+                .unwrap_or_else(|| "fault (no detail)".into()),
+        ),
+        other => {
+            return Err(FieldError::new(
+                "status",
+                ErrorCode::OutOfRange,
+                format!("status: '{other}' is not ok or fault"),
+            )
+            .into());
+        }
     };
     app.gate.mode.reader_heartbeat(&reader_id, fault);
     Ok(axum::Json(json!({"mode": app.gate.mode.mode()})))
 }
 
-async fn post_reader_card(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_reader_card(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let f = Fields::root(&v)?;
     f.deny_unknown(&["reader_id", "card_id", "verified", "service_date"])?;
     let reader_id = f.req_str("reader_id")?;
     let verified = f.req_str("verified")?;
     if !matches!(verified.as_str(), "face" | "pin") {
-        return Err(FieldError::new("verified", ErrorCode::OutOfRange, format!("verified: '{verified}' is not face or pin; the reader must verify the holder")).into());
+        return Err(FieldError::new(
+            "verified",
+            ErrorCode::OutOfRange,
+            format!("verified: '{verified}' is not face or pin; the reader must verify the holder"),
+        )
+        .into());
     }
     let mut check = json!({"card_id": v.get("card_id").cloned().unwrap_or(Value::Null)});
     if let Some(d) = v.get("service_date") {
@@ -367,7 +495,10 @@ async fn post_reader_card(State(app): State<Arc<AppState>>, body: Bytes) -> Resu
 
 /// `POST /v1/batch`: a batch inquiry (e.g. tomorrow's reservations), answered online in chunks;
 /// every answer refreshes the replica, so the day's patients can be answered even offline.
-async fn post_batch(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_batch(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let f = Fields::root(&v)?;
     f.deny_unknown(&["service_date", "checks"])?;
@@ -375,12 +506,35 @@ async fn post_batch(State(app): State<Arc<AppState>>, body: Bytes) -> Result<imp
     let service_date = f.opt_date("service_date")?.unwrap_or(today);
     let items = match v.get("checks") {
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => return Err(FieldError::new("checks", ErrorCode::MissingField, "checks: is empty").into()),
-        Some(_) => return Err(FieldError::new("checks", ErrorCode::WrongType, "checks: must be a list of insurance-card checks").into()),
-        None => return Err(FieldError::new("checks", ErrorCode::MissingField, "checks: is required").into()),
+        Some(Value::Array(_)) => {
+            return Err(
+                FieldError::new("checks", ErrorCode::MissingField, "checks: is empty").into(),
+            );
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                "checks",
+                ErrorCode::WrongType,
+                "checks: must be a list of insurance-card checks",
+            )
+            .into());
+        }
+        None => {
+            return Err(
+                FieldError::new("checks", ErrorCode::MissingField, "checks: is required").into(),
+            );
+        }
     };
     if items.len() > MAX_BATCH_ITEMS {
-        return Err(FieldError::new("checks", ErrorCode::OutOfRange, format!("checks: {} items; at most {MAX_BATCH_ITEMS} per batch", items.len())).into());
+        return Err(FieldError::new(
+            "checks",
+            ErrorCode::OutOfRange,
+            format!(
+                "checks: {} items; at most {MAX_BATCH_ITEMS} per batch",
+                items.len()
+            ),
+        )
+        .into());
     }
     let mut reqs = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -388,24 +542,54 @@ async fn post_batch(State(app): State<Arc<AppState>>, body: Bytes) -> Result<imp
         if item.get("service_date").is_none() && item.is_object() {
             item["service_date"] = json!(service_date);
         }
-        let r = CheckRequest::from_json(&item, today).map_err(|e| e.under(&format!("checks[{i}]")))?;
+        let r =
+            CheckRequest::from_json(&item, today).map_err(|e| e.under(&format!("checks[{i}]")))?;
         if !matches!(r.subject, CheckSubject::InsuranceCard { .. }) {
-            return Err(FieldError::new(format!("checks[{i}]"), ErrorCode::OutOfRange, format!("checks[{i}]: a batch inquiry takes insurance-card checks")).into());
+            return Err(FieldError::new(
+                format!("checks[{i}]"),
+                ErrorCode::OutOfRange,
+                format!("checks[{i}]: a batch inquiry takes insurance-card checks"),
+            )
+            .into());
         }
         reqs.push(r);
     }
     let mut results = Vec::with_capacity(reqs.len());
     let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
     for chunk in reqs.chunks(onshi_sync::wire::MAX_BATCH) {
-        let answer = app.gate.link.call(onshi_sync::wire::Request::Batch(chunk.to_vec()), BATCH_CHUNK_TIMEOUT).await;
+        let answer = app
+            .gate
+            .link
+            .call(
+                onshi_sync::wire::Request::Batch(chunk.to_vec()),
+                BATCH_CHUNK_TIMEOUT,
+            )
+            .await;
         let outcomes = match answer {
             Ok(onshi_sync::wire::Response::Batch(o)) if o.len() == chunk.len() => o,
-            Ok(other) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "reconciler_refused", format!("the reconciler answered the batch with {other:?}"))),
-            Err(e) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "link_down", format!("a batch inquiry needs the link to the reconciler: {e}; nothing was stored, try again later"))),
+            Ok(other) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "reconciler_refused",
+                    format!("the reconciler answered the batch with {other:?}"),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "link_down",
+                    format!(
+                        "a batch inquiry needs the link to the reconciler: {e}; nothing was stored, try again later"
+                    ),
+                ));
+            }
         };
         let now = chrono::Utc::now();
         for o in &outcomes {
-            app.gate.replica.learn(&o.qualifications, now).map_err(unavailable)?;
+            app.gate
+                .replica
+                .learn(&o.qualifications, now)
+                .map_err(unavailable)?;
         }
         app.gate.journal.commit().await.map_err(unavailable)?;
         for o in outcomes {
@@ -419,29 +603,58 @@ async fn post_batch(State(app): State<Arc<AppState>>, body: Bytes) -> Result<imp
         .enumerate()
         .map(|(i, o)| json!({"index": i, "validity": o.validity, "person_id": o.qualifications.first().map(|q| &q.person_id), "qualifications": o.qualifications}))
         .collect();
-    Ok(axum::Json(json!({"service_date": service_date, "total": results.len(), "counts": counts, "results": results, "replica_people": app.gate.replica.people_count()})))
+    Ok(axum::Json(
+        json!({"service_date": service_date, "total": results.len(), "counts": counts, "results": results, "replica_people": app.gate.replica.people_count()}),
+    ))
 }
 
 /// `POST /v1/search`: outage search. Central (the reconciler searches the registry) when the link
 /// is up and this facility has declared an outage; otherwise, or if the centre does not answer in
 /// time, over the local replica.
-async fn post_search(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_search(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let query = SearchQuery::from_json(&v)?;
-    let outage = app.gate.journal.outage().map_err(unavailable)?.filter(|o| o.active);
+    let outage = app
+        .gate
+        .journal
+        .outage()
+        .map_err(unavailable)?
+        .filter(|o| o.active);
     let mut note = None;
     if outage.is_some() && app.gate.link.state().is_up() {
-        match app.gate.link.call(Request::Search(query.clone()), app.gate.deadline()).await {
+        match app
+            .gate
+            .link
+            .call(Request::Search(query.clone()), app.gate.deadline())
+            .await
+        {
             Ok(WireResponse::Search(hits)) => {
                 let candidates: Vec<Value> = hits
                     .iter()
                     .map(|h| json!({"person_id": h.person_id, "score": h.score, "qualification": h.qualification}))
                     .collect();
-                return Ok(axum::Json(json!({"source": "online", "as_of": chrono::Utc::now(), "candidates": candidates})));
+                return Ok(axum::Json(
+                    json!({"source": "online", "as_of": chrono::Utc::now(), "candidates": candidates}),
+                ));
             }
-            Ok(WireResponse::Error { code, message }) => note = Some(format!("central search refused ({code}: {message}); searched this facility's replica")),
-            Ok(other) => note = Some(format!("unexpected answer {other:?}; searched this facility's replica")),
-            Err(e) => note = Some(format!("central search unavailable ({e}); searched this facility's replica")),
+            Ok(WireResponse::Error { code, message }) => {
+                note = Some(format!(
+                    "central search refused ({code}: {message}); searched this facility's replica"
+                ))
+            }
+            Ok(other) => {
+                note = Some(format!(
+                    "unexpected answer {other:?}; searched this facility's replica"
+                ))
+            }
+            Err(e) => {
+                note = Some(format!(
+                    "central search unavailable ({e}); searched this facility's replica"
+                ))
+            }
         }
     } else if outage.is_none() && app.gate.link.state().is_up() {
         note = Some("no outage declared: searched this facility's replica (declare one with POST /v1/outage for central search)".into());
@@ -449,53 +662,120 @@ async fn post_search(State(app): State<Arc<AppState>>, body: Bytes) -> Result<im
     let today = chrono::Local::now().date_naive();
     let mut candidates = Vec::new();
     let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
-    for c in app.gate.replica.search(&query, onshi_sync::reconciler::SEARCH_LIMIT) {
-        let periods = app.gate.replica.periods_of(&c.person_id).map_err(unavailable)?;
-        let Some(q) = onshi_sync::reconciler::best_period(periods, today) else { continue };
+    for c in app
+        .gate
+        .replica
+        .search(&query, onshi_sync::reconciler::SEARCH_LIMIT)
+    {
+        let periods = app
+            .gate
+            .replica
+            .periods_of(&c.person_id)
+            .map_err(unavailable)?;
+        let Some(q) = onshi_sync::reconciler::best_period(periods, today) else {
+            continue;
+        };
         if let Some(t) = app.gate.replica.as_of(&c.person_id).map_err(unavailable)? {
             oldest = Some(oldest.map_or(t, |o| o.min(t)));
         }
         candidates.push(json!({"person_id": c.person_id, "score": c.score, "reasons": c.reasons, "qualification": q}));
     }
-    Ok(axum::Json(json!({"source": "replica", "as_of": oldest, "candidates": candidates, "note": note})))
+    Ok(axum::Json(
+        json!({"source": "replica", "as_of": oldest, "candidates": candidates, "note": note}),
+    ))
 }
 
 /// `POST /v1/outage` `{"active": true|false, "reason"}`: declares or ends this facility's outage,
 /// locally (durable) and at the reconciler when the link is up.
-async fn post_outage(State(app): State<Arc<AppState>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_outage(
+    State(app): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
     let f = Fields::root(&v)?;
     f.deny_unknown(&["active", "reason"])?;
     let active = match v.get("active") {
         Some(Value::Bool(b)) => *b,
-        None | Some(Value::Null) => return Err(FieldError::new("active", ErrorCode::MissingField, "active: is required (true declares an outage, false ends it)").into()),
-        Some(_) => return Err(FieldError::new("active", ErrorCode::WrongType, "active: must be true or false").into()),
+        None | Some(Value::Null) => {
+            return Err(FieldError::new(
+                "active",
+                ErrorCode::MissingField,
+                "active: is required (true declares an outage, false ends it)",
+            )
+            .into());
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                "active",
+                ErrorCode::WrongType,
+                "active: must be true or false",
+            )
+            .into());
+        }
     };
     let reason = f.opt_str("reason")?.unwrap_or_default();
     if active && reason.trim().is_empty() {
-        return Err(FieldError::new("reason", ErrorCode::MissingField, "reason: say why (e.g. \"card reader broken\"); it is logged centrally").into());
+        return Err(FieldError::new(
+            "reason",
+            ErrorCode::MissingField,
+            "reason: say why (e.g. \"card reader broken\"); it is logged centrally",
+        )
+        .into());
     }
     let previous = app.gate.journal.outage().map_err(unavailable)?;
-    let since = previous.as_ref().filter(|o| o.active && active).map_or_else(chrono::Utc::now, |o| o.since);
-    let mut state = OutageState { active, reason: reason.clone(), since, central: false, until: None };
+    let since = previous
+        .as_ref()
+        .filter(|o| o.active && active)
+        .map_or_else(chrono::Utc::now, |o| o.since);
+    let mut state = OutageState {
+        active,
+        reason: reason.clone(),
+        since,
+        central: false,
+        until: None,
+    };
     let mut note = None;
-    match app.gate.link.call(Request::Outage { active, reason }, app.gate.deadline()).await {
-        Ok(WireResponse::Outage { active: a, until, .. }) if a == active => {
+    match app
+        .gate
+        .link
+        .call(Request::Outage { active, reason }, app.gate.deadline())
+        .await
+    {
+        Ok(WireResponse::Outage {
+            active: a, until, ..
+        }) if a == active => {
             state.central = true;
             state.until = until;
         }
         Ok(other) => note = Some(format!("the reconciler did not record it: {other:?}")),
-        Err(e) => note = Some(format!("recorded here only; the reconciler is unreachable ({e}): declare again once the link is up")),
+        Err(e) => {
+            note = Some(format!(
+                "recorded here only; the reconciler is unreachable ({e}): declare again once the link is up"
+            ))
+        }
     }
-    app.gate.journal.set_outage(&state).await.map_err(unavailable)?;
-    tracing::warn!(active, central = state.central, "outage {}", if active { "declared" } else { "ended" });
-    Ok(axum::Json(json!({"active": state.active, "reason": state.reason, "since": state.since, "until": state.until, "central": state.central, "note": note})))
+    app.gate
+        .journal
+        .set_outage(&state)
+        .await
+        .map_err(unavailable)?;
+    tracing::warn!(
+        active,
+        central = state.central,
+        "outage {}",
+        if active { "declared" } else { "ended" }
+    );
+    Ok(axum::Json(
+        json!({"active": state.active, "reason": state.reason, "since": state.since, "until": state.until, "central": state.central, "note": note}),
+    ))
 }
 
 async fn get_outage(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let o = app.gate.journal.outage().map_err(unavailable)?;
     Ok(axum::Json(match o {
-        Some(o) => json!({"active": o.active, "reason": o.reason, "since": o.since, "until": o.until, "central": o.central}),
+        Some(o) => {
+            json!({"active": o.active, "reason": o.reason, "since": o.since, "until": o.until, "central": o.central})
+        }
         None => json!({"active": false}),
     }))
 }
@@ -509,7 +789,12 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let (syncs, commits) = app.gate.journal.commit_stats();
     let up = u8::from(app.gate.link.state().is_up());
     let mode = app.gate.mode.mode();
-    let q = queue::summary(&app.gate.journal, &app.gate.live.get().queue, chrono::Utc::now()).ok();
+    let q = queue::summary(
+        &app.gate.journal,
+        &app.gate.live.get().queue,
+        chrono::Utc::now(),
+    )
+    .ok();
     let mut text = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -518,25 +803,106 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         }
     };
     let n = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed).to_string();
-    metric("onshi_checks_total", "counter", "Checks answered, by source.", &[
-        ("{source=\"online\"}".into(), n(&s.answered_online)),
-        ("{source=\"replica\"}".into(), n(&s.answered_replica)),
-        ("{source=\"queued\"}".into(), n(&s.answered_queued)),
-    ]);
-    metric("onshi_deadline_missed_total", "counter", "Online answers that missed the deadline.", &[(String::new(), n(&s.deadline_missed))]);
-    metric("onshi_deferred_completed_total", "counter", "Deferred checks completed online.", &[(String::new(), n(&s.deferred_completed))]);
-    metric("onshi_mode", "gauge", "1 for the current mode.", &[
-        ("{mode=\"online\"}".into(), u8::from(mode == crate::mode::Mode::Online).to_string()),
-        ("{mode=\"degraded\"}".into(), u8::from(mode == crate::mode::Mode::Degraded).to_string()),
-        ("{mode=\"offline\"}".into(), u8::from(mode == crate::mode::Mode::Offline).to_string()),
-    ]);
-    metric("onshi_link_up", "gauge", "1 when the QUIC link to the reconciler is up.", &[(String::new(), up.to_string())]);
-    metric("onshi_queue_pending", "gauge", "Deferred checks and provisional records not yet closed.", &[(String::new(), q.as_ref().map_or(0, |q| q.pending).to_string())]);
-    metric("onshi_queue_provisional_yen", "gauge", "Yen collected provisionally in records not yet closed.", &[(String::new(), q.as_ref().map_or(0, |q| q.provisional_yen).to_string())]);
-    metric("onshi_queue_oldest_pending_seconds", "gauge", "Age of the oldest pending item.", &[(String::new(), q.as_ref().and_then(|q| q.oldest_pending_s).unwrap_or(0).to_string())]);
-    metric("onshi_journal_records", "gauge", "Checks in the journal.", &[(String::new(), app.gate.journal.len().to_string())]);
-    metric("onshi_journal_syncs_total", "counter", "Flush+fsync rounds of the journal.", &[(String::new(), syncs.to_string())]);
-    metric("onshi_journal_commits_total", "counter", "Writes made durable (several per sync under load).", &[(String::new(), commits.to_string())]);
-    metric("onshi_replica_people", "gauge", "People in the local replica.", &[(String::new(), app.gate.replica.people_count().to_string())]);
+    metric(
+        "onshi_checks_total",
+        "counter",
+        "Checks answered, by source.",
+        &[
+            ("{source=\"online\"}".into(), n(&s.answered_online)),
+            ("{source=\"replica\"}".into(), n(&s.answered_replica)),
+            ("{source=\"queued\"}".into(), n(&s.answered_queued)),
+        ],
+    );
+    metric(
+        "onshi_deadline_missed_total",
+        "counter",
+        "Online answers that missed the deadline.",
+        &[(String::new(), n(&s.deadline_missed))],
+    );
+    metric(
+        "onshi_deferred_completed_total",
+        "counter",
+        "Deferred checks completed online.",
+        &[(String::new(), n(&s.deferred_completed))],
+    );
+    metric(
+        "onshi_mode",
+        "gauge",
+        "1 for the current mode.",
+        &[
+            (
+                "{mode=\"online\"}".into(),
+                u8::from(mode == crate::mode::Mode::Online).to_string(),
+            ),
+            (
+                "{mode=\"degraded\"}".into(),
+                u8::from(mode == crate::mode::Mode::Degraded).to_string(),
+            ),
+            (
+                "{mode=\"offline\"}".into(),
+                u8::from(mode == crate::mode::Mode::Offline).to_string(),
+            ),
+        ],
+    );
+    metric(
+        "onshi_link_up",
+        "gauge",
+        "1 when the QUIC link to the reconciler is up.",
+        &[(String::new(), up.to_string())],
+    );
+    metric(
+        "onshi_queue_pending",
+        "gauge",
+        "Deferred checks and provisional records not yet closed.",
+        &[(
+            String::new(),
+            q.as_ref().map_or(0, |q| q.pending).to_string(),
+        )],
+    );
+    metric(
+        "onshi_queue_provisional_yen",
+        "gauge",
+        "Yen collected provisionally in records not yet closed.",
+        &[(
+            String::new(),
+            q.as_ref().map_or(0, |q| q.provisional_yen).to_string(),
+        )],
+    );
+    metric(
+        "onshi_queue_oldest_pending_seconds",
+        "gauge",
+        "Age of the oldest pending item.",
+        &[(
+            String::new(),
+            q.as_ref()
+                .and_then(|q| q.oldest_pending_s)
+                .unwrap_or(0)
+                .to_string(),
+        )],
+    );
+    metric(
+        "onshi_journal_records",
+        "gauge",
+        "Checks in the journal.",
+        &[(String::new(), app.gate.journal.len().to_string())],
+    );
+    metric(
+        "onshi_journal_syncs_total",
+        "counter",
+        "Flush+fsync rounds of the journal.",
+        &[(String::new(), syncs.to_string())],
+    );
+    metric(
+        "onshi_journal_commits_total",
+        "counter",
+        "Writes made durable (several per sync under load).",
+        &[(String::new(), commits.to_string())],
+    );
+    metric(
+        "onshi_replica_people",
+        "gauge",
+        "People in the local replica.",
+        &[(String::new(), app.gate.replica.people_count().to_string())],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

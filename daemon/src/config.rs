@@ -90,8 +90,11 @@ impl EdgeSettings {
     }
 
     pub fn from_file(path: &Path) -> Result<EdgeSettings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))
     }
 }
 
@@ -105,7 +108,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(setting: &str, message: impl Into<String>) -> Self {
-        ConfigError { setting: setting.to_string(), message: message.into() }
+        ConfigError {
+            setting: setting.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -128,15 +134,51 @@ impl RuntimeSettings {
                 out.push(format!("{key}: {a} → {b}"));
             }
         };
-        diff("deadline_ms", self.deadline.as_millis().to_string(), new.deadline.as_millis().to_string());
-        diff("hold_ms", self.mode.hold.as_millis().to_string(), new.mode.hold.as_millis().to_string());
-        diff("reader_timeout_ms", self.reader_timeout.as_millis().to_string(), new.reader_timeout.as_millis().to_string());
-        diff("share_70_74", self.share.age70_74_percent().to_string(), new.share.age70_74_percent().to_string());
-        diff("share_75_plus", self.share.age75_plus_percent().to_string(), new.share.age75_plus_percent().to_string());
-        diff("unidentified_full_fee", format!("{:?}", self.share.unidentified()), format!("{:?}", new.share.unidentified()));
-        diff("queue_max_pending", self.queue.max_pending.to_string(), new.queue.max_pending.to_string());
-        diff("queue_max_yen", self.queue.max_provisional_yen.to_string(), new.queue.max_provisional_yen.to_string());
-        diff("queue_max_age_h", (self.queue.max_age_s / 3600).to_string(), (new.queue.max_age_s / 3600).to_string());
+        diff(
+            "deadline_ms",
+            self.deadline.as_millis().to_string(),
+            new.deadline.as_millis().to_string(),
+        );
+        diff(
+            "hold_ms",
+            self.mode.hold.as_millis().to_string(),
+            new.mode.hold.as_millis().to_string(),
+        );
+        diff(
+            "reader_timeout_ms",
+            self.reader_timeout.as_millis().to_string(),
+            new.reader_timeout.as_millis().to_string(),
+        );
+        diff(
+            "share_70_74",
+            self.share.age70_74_percent().to_string(),
+            new.share.age70_74_percent().to_string(),
+        );
+        diff(
+            "share_75_plus",
+            self.share.age75_plus_percent().to_string(),
+            new.share.age75_plus_percent().to_string(),
+        );
+        diff(
+            "unidentified_full_fee",
+            format!("{:?}", self.share.unidentified()),
+            format!("{:?}", new.share.unidentified()),
+        );
+        diff(
+            "queue_max_pending",
+            self.queue.max_pending.to_string(),
+            new.queue.max_pending.to_string(),
+        );
+        diff(
+            "queue_max_yen",
+            self.queue.max_provisional_yen.to_string(),
+            new.queue.max_provisional_yen.to_string(),
+        );
+        diff(
+            "queue_max_age_h",
+            (self.queue.max_age_s / 3600).to_string(),
+            (new.queue.max_age_s / 3600).to_string(),
+        );
         out
     }
 }
@@ -175,12 +217,29 @@ pub struct EdgeConfig {
     pub queue: QueueCaps,
 }
 
-fn share_policy(full: Option<bool>, s70: Option<u8>, s75: Option<u8>) -> Result<SharePolicy, ConfigError> {
+fn share_policy(
+    full: Option<bool>,
+    s70: Option<u8>,
+    s75: Option<u8>,
+) -> Result<SharePolicy, ConfigError> {
     let d = SharePolicy::default();
-    let rule = if full.unwrap_or(false) { UnidentifiedRule::FullFee } else { UnidentifiedRule::AgeRule };
-    SharePolicy::new(s70.unwrap_or(d.age70_74_percent()), s75.unwrap_or(d.age75_plus_percent()), rule).map_err(|e| match e {
-        SharePolicyError::Age70To74(v) => ConfigError::new("--share-70-74", format!("{v} is not 20 or 30")),
-        SharePolicyError::Age75Plus(v) => ConfigError::new("--share-75-plus", format!("{v} is not 10, 20 or 30")),
+    let rule = if full.unwrap_or(false) {
+        UnidentifiedRule::FullFee
+    } else {
+        UnidentifiedRule::AgeRule
+    };
+    SharePolicy::new(
+        s70.unwrap_or(d.age70_74_percent()),
+        s75.unwrap_or(d.age75_plus_percent()),
+        rule,
+    )
+    .map_err(|e| match e {
+        SharePolicyError::Age70To74(v) => {
+            ConfigError::new("--share-70-74", format!("{v} is not 20 or 30"))
+        }
+        SharePolicyError::Age75Plus(v) => {
+            ConfigError::new("--share-75-plus", format!("{v} is not 10, 20 or 30"))
+        }
     })
 }
 
@@ -191,14 +250,22 @@ fn required<T>(v: Option<T>, setting: &str) -> Result<T, ConfigError> {
 fn resolve(setting: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
     addr.to_socket_addrs()
-        .map_err(|e| ConfigError::new(setting, format!("'{addr}' is not a host:port address: {e}")))?
+        .map_err(|e| {
+            ConfigError::new(setting, format!("'{addr}' is not a host:port address: {e}"))
+        })?
         .next()
         .ok_or_else(|| ConfigError::new(setting, format!("'{addr}' resolves to no address")))
 }
 
 impl EdgeConfig {
     pub fn runtime(&self) -> RuntimeSettings {
-        RuntimeSettings { deadline: self.deadline, mode: self.mode, reader_timeout: self.reader_timeout, share: self.share, queue: self.queue }
+        RuntimeSettings {
+            deadline: self.deadline,
+            mode: self.mode,
+            reader_timeout: self.reader_timeout,
+            share: self.share,
+            queue: self.queue,
+        }
     }
 
     /// Settings that only take effect after a restart, if they differ.
@@ -231,10 +298,15 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
 
     fn try_from(s: EdgeSettings) -> Result<Self, ConfigError> {
         let facility = required(s.facility, "--facility")?;
-        let facility = FacilityCode::parse(&facility).map_err(|e| ConfigError::new("--facility", e.message))?;
-        let deadline = Duration::from_millis(s.deadline_ms.unwrap_or(DEFAULT_DEADLINE.as_millis() as u64));
+        let facility = FacilityCode::parse(&facility)
+            .map_err(|e| ConfigError::new("--facility", e.message))?;
+        let deadline =
+            Duration::from_millis(s.deadline_ms.unwrap_or(DEFAULT_DEADLINE.as_millis() as u64));
         if deadline.is_zero() || deadline > Duration::from_secs(30) {
-            return Err(ConfigError::new("--deadline-ms", "must be between 1 and 30000 milliseconds"));
+            return Err(ConfigError::new(
+                "--deadline-ms",
+                "must be between 1 and 30000 milliseconds",
+            ));
         }
         Ok(EdgeConfig {
             facility,
@@ -244,13 +316,22 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
             http: resolve("--http", &required(s.http, "--http")?)?,
             mailbox: s.mailbox,
             deadline,
-            mode: ModeSettings { hold: Duration::from_millis(s.hold_ms.unwrap_or(10_000)), ..ModeSettings::default() },
+            mode: ModeSettings {
+                hold: Duration::from_millis(s.hold_ms.unwrap_or(10_000)),
+                ..ModeSettings::default()
+            },
             reader_timeout: Duration::from_millis(s.reader_timeout_ms.unwrap_or(10_000)),
             share: share_policy(s.unidentified_full_fee, s.share_70_74, s.share_75_plus)?,
             queue: QueueCaps {
-                max_pending: s.queue_max_pending.unwrap_or(QueueCaps::default().max_pending),
-                max_provisional_yen: s.queue_max_yen.unwrap_or(QueueCaps::default().max_provisional_yen),
-                max_age_s: s.queue_max_age_h.map_or(QueueCaps::default().max_age_s, |h| h * 3600),
+                max_pending: s
+                    .queue_max_pending
+                    .unwrap_or(QueueCaps::default().max_pending),
+                max_provisional_yen: s
+                    .queue_max_yen
+                    .unwrap_or(QueueCaps::default().max_provisional_yen),
+                max_age_s: s
+                    .queue_max_age_h
+                    .map_or(QueueCaps::default().max_age_s, |h| h * 3600),
             },
         })
     }
@@ -275,8 +356,14 @@ mod tests {
 
     #[test]
     fn command_line_wins_over_file_and_defaults_apply() {
-        let file: EdgeSettings = toml::from_str("facility = \"1311234567\"\ndata = \"/var/lib/onshi\"\ndeadline_ms = 900\n").unwrap();
-        let cli = EdgeSettings { data: Some("/tmp/cli".into()), ..Default::default() };
+        let file: EdgeSettings = toml::from_str(
+            "facility = \"1311234567\"\ndata = \"/var/lib/onshi\"\ndeadline_ms = 900\n",
+        )
+        .unwrap();
+        let cli = EdgeSettings {
+            data: Some("/tmp/cli".into()),
+            ..Default::default()
+        };
         let merged = cli.or(file);
         assert_eq!(merged.data, Some(PathBuf::from("/tmp/cli")));
         assert_eq!(merged.deadline_ms, Some(900));
@@ -286,13 +373,32 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let e = EdgeConfig::try_from(EdgeSettings { facility: None, ..full() }).unwrap_err();
+        let e = EdgeConfig::try_from(EdgeSettings {
+            facility: None,
+            ..full()
+        })
+        .unwrap_err();
         assert_eq!(e.setting, "--facility");
-        let e = EdgeConfig::try_from(EdgeSettings { facility: Some("1321234567".into()), ..full() }).unwrap_err();
-        assert!(e.to_string().starts_with("--facility: fee-table digit"), "{e}");
-        let e = EdgeConfig::try_from(EdgeSettings { http: Some("nowhere".into()), ..full() }).unwrap_err();
+        let e = EdgeConfig::try_from(EdgeSettings {
+            facility: Some("1321234567".into()),
+            ..full()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("--facility: fee-table digit"),
+            "{e}"
+        );
+        let e = EdgeConfig::try_from(EdgeSettings {
+            http: Some("nowhere".into()),
+            ..full()
+        })
+        .unwrap_err();
         assert_eq!(e.setting, "--http");
-        let e = EdgeConfig::try_from(EdgeSettings { deadline_ms: Some(0), ..full() }).unwrap_err();
+        let e = EdgeConfig::try_from(EdgeSettings {
+            deadline_ms: Some(0),
+            ..full()
+        })
+        .unwrap_err();
         assert_eq!(e.setting, "--deadline-ms");
         assert!(toml::from_str::<EdgeSettings>("facilty = \"1\"").is_err());
     }

@@ -27,20 +27,37 @@ pub struct Pass {
 
 /// An outage declared (or ended) while the link was down is told to the reconciler once it is back.
 async fn send_pending_outage(gate: &Gate) {
-    let Ok(Some(mut o)) = gate.journal.outage() else { return };
+    let Ok(Some(mut o)) = gate.journal.outage() else {
+        return;
+    };
     if o.central || !gate.link.state().is_up() {
         return;
     }
-    match gate.link.call(Request::Outage { active: o.active, reason: o.reason.clone() }, DEFERRED_TIMEOUT).await {
+    match gate
+        .link
+        .call(
+            Request::Outage {
+                active: o.active,
+                reason: o.reason.clone(),
+            },
+            DEFERRED_TIMEOUT,
+        )
+        .await
+    {
         Ok(Response::Outage { active, until, .. }) if active == o.active => {
             o.central = true;
             o.until = until;
             match gate.journal.set_outage(&o).await {
-                Ok(()) => tracing::warn!(active, "outage declaration delivered to the reconciler after the link returned"),
+                Ok(()) => tracing::warn!(
+                    active,
+                    "outage declaration delivered to the reconciler after the link returned"
+                ),
                 Err(e) => tracing::error!(error = %e, "outage state not recorded"),
             }
         }
-        Ok(other) => tracing::warn!(answer = ?other, "the reconciler did not record the outage declaration"),
+        Ok(other) => {
+            tracing::warn!(answer = ?other, "the reconciler did not record the outage declaration")
+        }
         Err(e) => tracing::info!(error = %e, "outage declaration still pending"),
     }
 }
@@ -91,7 +108,10 @@ pub async fn run_pass(gate: &Gate) -> Pass {
             continue;
         }
         let requests = records.iter().map(|r| r.request.clone()).collect();
-        let answer = gate.link.call(Request::Batch(requests), BATCH_TIMEOUT).await;
+        let answer = gate
+            .link
+            .call(Request::Batch(requests), BATCH_TIMEOUT)
+            .await;
         let mut link_failed = false;
         match answer {
             Ok(Response::Batch(outcomes)) if outcomes.len() == records.len() => {
@@ -101,7 +121,10 @@ pub async fn run_pass(gate: &Gate) -> Pass {
                         tracing::error!(check_id = %rec.check_id, error = %e, "replica not updated");
                     }
                     tracing::info!(check_id = %rec.check_id, validity = outcome.validity.as_str(), answered = rec.validity.as_str(), "deferred check completed");
-                    rec.final_outcome = Some(FinalOutcome { outcome, completed_at: now });
+                    rec.final_outcome = Some(FinalOutcome {
+                        outcome,
+                        completed_at: now,
+                    });
                     rec.state = CheckState::Completed;
                     rec.last_error = None;
                     pass.completed += 1;
@@ -115,7 +138,10 @@ pub async fn run_pass(gate: &Gate) -> Pass {
             }
             Ok(other) => {
                 for rec in &mut records {
-                    rec.last_error = Some(format!("unexpected answer to a batch of {}: {other:?}", records_len(&other)));
+                    rec.last_error = Some(format!(
+                        "unexpected answer to a batch of {}: {other:?}",
+                        records_len(&other)
+                    ));
                 }
                 pass.failed += records.len();
             }
@@ -135,8 +161,13 @@ pub async fn run_pass(gate: &Gate) -> Pass {
         }
         match gate.journal.commit().await {
             Ok(()) => {
-                let done = records.iter().filter(|r| r.state == CheckState::Completed).count();
-                gate.stats.deferred_completed.fetch_add(done as u64, Ordering::Relaxed);
+                let done = records
+                    .iter()
+                    .filter(|r| r.state == CheckState::Completed)
+                    .count();
+                gate.stats
+                    .deferred_completed
+                    .fetch_add(done as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::error!(error = %e, "deferred outcomes not durable");
@@ -162,11 +193,21 @@ pub fn spawn(gate: Gate, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHa
     tokio::spawn(async move {
         let mut link = gate.link.subscribe();
         loop {
-            let outage_pending = gate.journal.outage().ok().flatten().is_some_and(|o| !o.central);
+            let outage_pending = gate
+                .journal
+                .outage()
+                .ok()
+                .flatten()
+                .is_some_and(|o| !o.central);
             if gate.link.state().is_up() && (gate.journal.deferred_len() > 0 || outage_pending) {
                 let p = run_pass(&gate).await;
                 if p.completed > 0 || p.failed > 0 {
-                    tracing::info!(completed = p.completed, failed = p.failed, left = gate.journal.deferred_len(), "deferred pass");
+                    tracing::info!(
+                        completed = p.completed,
+                        failed = p.failed,
+                        left = gate.journal.deferred_len(),
+                        "deferred pass"
+                    );
                 }
             }
             tokio::select! {

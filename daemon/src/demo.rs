@@ -25,18 +25,33 @@ fn card_body(q: &Qualification) -> serde_json::Value {
 }
 
 fn curl(http: SocketAddr, body: &serde_json::Value) -> String {
-    format!("curl -s -X POST http://{http}/v1/checks -H 'content-type: application/json' -d '{body}'")
+    format!(
+        "curl -s -X POST http://{http}/v1/checks -H 'content-type: application/json' -d '{body}'"
+    )
 }
 
 /// Runs the demo until `shutdown` resolves.
-pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new().prefix("onshi-demo-").tempdir().context("creating a temporary directory")?;
+pub async fn run(
+    http: &str,
+    people: usize,
+    seed: u64,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("onshi-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let facility = FacilityCode::parse(DEMO_FACILITY)?;
     let pki_dir = dir.path().join("pki");
-    onshi_sync::pki::init(&pki_dir, std::slice::from_ref(&facility)).context("creating the demo CA")?;
+    onshi_sync::pki::init(&pki_dir, std::slice::from_ref(&facility))
+        .context("creating the demo CA")?;
 
     let today = chrono::Local::now().date_naive();
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people, seed, today });
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people,
+        seed,
+        today,
+    });
     let reconciler_store = Arc::new(SledStore::open(&dir.path().join("reconciler/registry"))?);
     let registry = Registry::open(reconciler_store.clone())?;
     for q in &periods {
@@ -46,16 +61,26 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     let examples = onshi_sync::synth::pick_examples(&periods, today);
     let card_holder = examples.card_holder.clone();
     let (Some(valid_q), Some(lost_q)) = (examples.valid_insured, examples.lost_with_newer) else {
-        anyhow::bail!("--people {people}: too few people for the examples (a valid insured person and a job change); use at least 200");
+        anyhow::bail!(
+            "--people {people}: too few people for the examples (a valid insured person and a job change); use at least 200"
+        );
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let reconciler = onshi_sync::reconciler::start(registry, reconciler_store.clone(), &pki_dir, "127.0.0.1:0".parse()?, stopped(stop_rx.clone()))?;
+    let reconciler = onshi_sync::reconciler::start(
+        registry,
+        reconciler_store.clone(),
+        &pki_dir,
+        "127.0.0.1:0".parse()?,
+        stopped(stop_rx.clone()),
+    )?;
 
-    let wanted: SocketAddr = http.parse().with_context(|| format!("--http: '{http}' is not an address"))?;
+    let wanted: SocketAddr = http
+        .parse()
+        .with_context(|| format!("--http: '{http}' is not an address"))?;
     let http_addr = match std::net::TcpListener::bind(wanted) {
         Ok(l) => l.local_addr()?,
         Err(_) => SocketAddr::new(wanted.ip(), 0),
@@ -68,14 +93,19 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
         http: http_addr,
         mailbox: None,
         deadline: DEFAULT_DEADLINE,
-        mode: crate::mode::ModeSettings { hold: std::time::Duration::from_secs(3), ..Default::default() },
+        mode: crate::mode::ModeSettings {
+            hold: std::time::Duration::from_secs(3),
+            ..Default::default()
+        },
         reader_timeout: std::time::Duration::from_secs(10),
         share: onshi_fallback::share::SharePolicy::default(),
         queue: crate::queue::QueueCaps::default(),
     };
     let edge = crate::edge::start(config, stopped(stop_rx)).await?;
     let mut link = edge.link.subscribe();
-    tokio::time::timeout(Duration::from_secs(10), link.wait_for(|s| s.is_up())).await.context("the demo link did not come up within 10 s")??;
+    tokio::time::timeout(Duration::from_secs(10), link.wait_for(|s| s.is_up()))
+        .await
+        .context("the demo link did not come up within 10 s")??;
 
     let http = edge.http_addr;
     let valid = card_body(&valid_q);
@@ -83,14 +113,23 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     let mut typo = valid.clone();
     let insurer = valid_q.insurer_number.as_str();
     let last = insurer.as_bytes()[insurer.len() - 1] - b'0';
-    typo["insurance_card"]["insurer_number"] = format!("{}{}", &insurer[..insurer.len() - 1], (last + 1) % 10).into();
-    println!("onshi demo: reconciler on quic://{} with {} people ({} qualification periods), edge for facility {DEMO_FACILITY}", reconciler.addr, people, periods.len());
+    typo["insurance_card"]["insurer_number"] =
+        format!("{}{}", &insurer[..insurer.len() - 1], (last + 1) % 10).into();
+    println!(
+        "onshi demo: reconciler on quic://{} with {} people ({} qualification periods), edge for facility {DEMO_FACILITY}",
+        reconciler.addr,
+        people,
+        periods.len()
+    );
     println!("web address: http://{http}");
     println!("data in {} (deleted on exit)", dir.path().display());
     println!();
     println!("# a valid qualification ({}):", valid_q.name);
     println!("{}", curl(http, &valid));
-    println!("# a lost qualification, the person has a newer one ({}):", lost_q.name);
+    println!(
+        "# a lost qualification, the person has a newer one ({}):",
+        lost_q.name
+    );
     println!("{}", curl(http, &lost));
     println!("# a mistyped check digit in the insurer number (answers 400 naming the field):");
     println!("{}", curl(http, &typo));
@@ -98,15 +137,27 @@ pub async fn run(http: &str, people: usize, seed: u64, shutdown: impl Future<Out
     println!("curl -s http://{http}/v1/checks/CHECK_ID");
     println!("curl -s http://{http}/v1/status");
     println!();
-    println!("# outage mode: search by name (kana or kanji, variants and one typo tolerated), birth date (era dates too), sex.");
+    println!(
+        "# outage mode: search by name (kana or kanji, variants and one typo tolerated), birth date (era dates too), sex."
+    );
     println!("# Over this facility's replica; declare an outage first to search centrally:");
-    let era = onshi_model::date::format_era(valid_q.birth_date).unwrap_or_else(|| valid_q.birth_date.to_string());
-    let search = serde_json::json!({"name_kana": valid_q.name_kana, "birth_date": era, "sex": valid_q.sex});
-    println!("curl -s -X POST http://{http}/v1/outage -H 'content-type: application/json' -d '{{\"active\":true,\"reason\":\"card reader broken\"}}'");
-    println!("curl -s -X POST http://{http}/v1/search -H 'content-type: application/json' -d '{search}'");
-    println!("# a provisional record (self-declaration) when nothing can be confirmed: what to collect, and why:");
+    let era = onshi_model::date::format_era(valid_q.birth_date)
+        .unwrap_or_else(|| valid_q.birth_date.to_string());
+    let search =
+        serde_json::json!({"name_kana": valid_q.name_kana, "birth_date": era, "sex": valid_q.sex});
+    println!(
+        "curl -s -X POST http://{http}/v1/outage -H 'content-type: application/json' -d '{{\"active\":true,\"reason\":\"card reader broken\"}}'"
+    );
+    println!(
+        "curl -s -X POST http://{http}/v1/search -H 'content-type: application/json' -d '{search}'"
+    );
+    println!(
+        "# a provisional record (self-declaration) when nothing can be confirmed: what to collect, and why:"
+    );
     let prov = serde_json::json!({"declared": {"name": "山田　花子", "birth_date": "令和3年4月1日", "sex": "female", "insurance_type": "国保"}, "service_date": today, "total_fee_yen": 12345});
-    println!("curl -s -X POST http://{http}/v1/provisional -H 'content-type: application/json' -d '{prov}'");
+    println!(
+        "curl -s -X POST http://{http}/v1/provisional -H 'content-type: application/json' -d '{prov}'"
+    );
     println!("curl -s http://{http}/v1/queue");
     if let Some(card) = card_holder.as_ref().and_then(|q| q.card_id.clone()) {
         println!("# a My Number card on the (simulated) face-authentication reader:");

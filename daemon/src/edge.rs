@@ -14,12 +14,12 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::config::EdgeConfig;
+use crate::deferred;
 use crate::gate::{Gate, GateStats};
 use crate::journal::Journal;
 use crate::monitor::{self, ModeHandle};
-use crate::replica::Replica;
-use crate::deferred;
 use crate::notify;
+use crate::replica::Replica;
 
 /// A started edge: where it listens, and the task that ends when it has shut down.
 #[derive(Debug)]
@@ -30,7 +30,10 @@ pub struct RunningEdge {
 }
 
 /// Starts the edge; returns once the journal is open and the HTTP socket is bound.
-pub async fn start(config: EdgeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningEdge> {
+pub async fn start(
+    config: EdgeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningEdge> {
     start_with_reload(config, None, shutdown).await
 }
 
@@ -41,21 +44,38 @@ pub async fn start_with_reload(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningEdge> {
     let journal_dir = config.data.join("journal");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&journal_dir).with_context(|| format!("opening the journal in {}", journal_dir.display()))?);
-    let journal = Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&journal_dir)
+            .with_context(|| format!("opening the journal in {}", journal_dir.display()))?,
+    );
+    let journal =
+        Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
     let replica = Replica::open(store.clone()).context("opening the replica")?;
-    let identity = onshi_sync::pki::load_client(&config.pki, &config.facility).context("loading the facility's certificate")?;
-    let link = Arc::new(LinkClient::new(config.reconciler, &identity, LinkSettings::default()).context("starting the link to the reconciler")?);
-    let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding the HTTP API to {}", config.http))?;
+    let identity = onshi_sync::pki::load_client(&config.pki, &config.facility)
+        .context("loading the facility's certificate")?;
+    let link = Arc::new(
+        LinkClient::new(config.reconciler, &identity, LinkSettings::default())
+            .context("starting the link to the reconciler")?,
+    );
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http_addr = listener.local_addr()?;
     let mode = ModeHandle::new(config.mode, config.reader_timeout);
     let live = crate::config::Live::new(config.runtime());
-    let backfilled = journal.backfill_sync().await.context("filling the sync journal")?;
+    let backfilled = journal
+        .backfill_sync()
+        .await
+        .context("filling the sync journal")?;
     if backfilled > 0 {
-        tracing::info!(records = backfilled, "records made before the sync journal were added to it");
+        tracing::info!(
+            records = backfilled,
+            "records made before the sync journal were added to it"
+        );
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (sync, sync_task) = crate::sync::spawn(journal.clone(), link.clone(), stop_rx.clone()).context("starting journal sync")?;
+    let (sync, sync_task) = crate::sync::spawn(journal.clone(), link.clone(), stop_rx.clone())
+        .context("starting journal sync")?;
     let gate = Gate {
         journal,
         replica,
@@ -76,12 +96,22 @@ pub async fn start_with_reload(
     notify::ready(&status_line(&state));
 
     let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
-    let reloader = reload.map(|source| crate::reload::spawn(source, config.clone(), live.clone(), mode.clone(), stop_rx.clone()));
+    let reloader = reload.map(|source| {
+        crate::reload::spawn(
+            source,
+            config.clone(),
+            live.clone(),
+            mode.clone(),
+            stop_rx.clone(),
+        )
+    });
     let monitor = monitor::spawn(mode, link.clone(), stop_rx.clone());
     let deferred = deferred::spawn(gate, stop_rx);
     let link_for_task = link.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
         notify::stopping();
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
@@ -99,20 +129,33 @@ pub async fn start_with_reload(
         tracing::info!("edge stopped");
         Ok(())
     });
-    Ok(RunningEdge { http_addr, link, task })
+    Ok(RunningEdge {
+        http_addr,
+        link,
+        task,
+    })
 }
 
 fn status_line(state: &AppState) -> String {
     let mode = state.gate.mode.mode();
     let pending = state.gate.journal.deferred_len() + state.gate.journal.provisional_len();
     let sync = state.gate.sync.status();
-    let sync = if sync.synced { "synced".to_string() } else { format!("{} to sync", sync.outgoing + sync.incoming) };
-    format!("{mode} · {pending} pending · {} checks · {sync}", state.gate.journal.len())
+    let sync = if sync.synced {
+        "synced".to_string()
+    } else {
+        format!("{} to sync", sync.outgoing + sync.incoming)
+    };
+    format!(
+        "{mode} · {pending} pending · {} checks · {sync}",
+        state.gate.journal.len()
+    )
 }
 
 /// Keeps systemd's STATUS line current and feeds its watchdog from the main loop.
 async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every = notify::watchdog_interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+    let every = notify::watchdog_interval()
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
     let mut last = String::new();
     let mut last_warnings: Vec<String> = Vec::new();
     let mut beats = 0u64;
@@ -130,7 +173,11 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
         // Queue caps: looked at every ~10 beats; a new warning is logged once, and its end too.
         beats += 1;
         if beats % 10 == 1
-            && let Ok(q) = crate::queue::summary(&state.gate.journal, &state.gate.live.get().queue, chrono::Utc::now())
+            && let Ok(q) = crate::queue::summary(
+                &state.gate.journal,
+                &state.gate.live.get().queue,
+                chrono::Utc::now(),
+            )
             && q.warnings != last_warnings
         {
             for w in q.warnings.iter().filter(|w| !last_warnings.contains(w)) {

@@ -65,16 +65,29 @@ impl Gate {
     }
 
     /// Asks online within the deadline; `Err(reason)` when no online answer came in time.
-    async fn ask_online(&self, req: &CheckRequest, budget: Duration) -> Result<CheckOutcome, String> {
+    async fn ask_online(
+        &self,
+        req: &CheckRequest,
+        budget: Duration,
+    ) -> Result<CheckOutcome, String> {
         if !self.link.state().is_up() {
-            return Err(format!("link down: {}", self.link.state().last_error.map(|e| e.to_string()).unwrap_or_else(|| "not connected".into())));
+            return Err(format!(
+                "link down: {}",
+                self.link
+                    .state()
+                    .last_error
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "not connected".into())
+            ));
         }
         match self.link.call(Request::Check(req.clone()), budget).await {
             Ok(Response::Check(outcome)) => {
                 self.mode.event(ModeEvent::AnswerInTime);
                 Ok(outcome)
             }
-            Ok(Response::Error { code, message }) => Err(format!("reconciler error {code}: {message}")),
+            Ok(Response::Error { code, message }) => {
+                Err(format!("reconciler error {code}: {message}"))
+            }
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e @ LinkError::Timeout(_)) => {
                 self.stats.deadline_missed.fetch_add(1, Ordering::Relaxed);
@@ -94,7 +107,9 @@ impl Gate {
         let record = match online {
             Ok(outcome) => {
                 let now = Utc::now();
-                self.replica.learn(&outcome.qualifications, now).map_err(|e| GateError::Replica(e.to_string()))?;
+                self.replica
+                    .learn(&outcome.qualifications, now)
+                    .map_err(|e| GateError::Replica(e.to_string()))?;
                 self.stats.answered_online.fetch_add(1, Ordering::Relaxed);
                 CheckRecord {
                     check_id,
@@ -112,11 +127,19 @@ impl Gate {
                 }
             }
             Err(reason) => {
-                let known = self.replica.check(&req).map_err(|e| GateError::Replica(e.to_string()))?;
+                let known = self
+                    .replica
+                    .check(&req)
+                    .map_err(|e| GateError::Replica(e.to_string()))?;
                 let (validity, source, outcome, as_of) = match known {
                     Some(a) => {
                         self.stats.answered_replica.fetch_add(1, Ordering::Relaxed);
-                        (a.outcome.validity, Source::Replica, Some(a.outcome), Some(a.as_of))
+                        (
+                            a.outcome.validity,
+                            Source::Replica,
+                            Some(a.outcome),
+                            Some(a.as_of),
+                        )
                     }
                     None => {
                         self.stats.answered_queued.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +163,11 @@ impl Gate {
                 }
             }
         };
-        let sync_record = if record.state == CheckState::Deferred { Some(self.journal.put_sync_deferred(&record)?) } else { None };
+        let sync_record = if record.state == CheckState::Deferred {
+            Some(self.journal.put_sync_deferred(&record)?)
+        } else {
+            None
+        };
         self.journal.put_durable(&record).await?;
         if let Some(r) = sync_record {
             self.sync.local_change(r);

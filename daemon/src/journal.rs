@@ -166,7 +166,17 @@ impl Journal {
             }
         };
         let commit = GroupCommit::start(store);
-        Ok(Journal { facility, node_id, checks, deferred, provisional, meta, sync, commit, seq_lock: Arc::default() })
+        Ok(Journal {
+            facility,
+            node_id,
+            checks,
+            deferred,
+            provisional,
+            meta,
+            sync,
+            commit,
+            seq_lock: Arc::default(),
+        })
     }
 
     pub fn facility(&self) -> &FacilityCode {
@@ -177,7 +187,12 @@ impl Journal {
     /// store and made durable with the record it numbers, so an acknowledged id is never reused.
     pub fn next_id(&self) -> Result<String, JournalError> {
         let _g = self.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let n = self.meta.get(SEQ_KEY)?.as_deref().and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(1, u64::from_be_bytes);
+        let n = self
+            .meta
+            .get(SEQ_KEY)?
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(1, u64::from_be_bytes);
         self.meta.insert(SEQ_KEY, &(n + 1).to_be_bytes())?;
         Ok(format!("{}-{:08x}-{n:010}", self.facility, self.node_id))
     }
@@ -185,7 +200,12 @@ impl Journal {
     /// Writes a record (and its place in the deferred queue while it is deferred) without waiting
     /// for the disk; follow with [`Journal::commit`] before acknowledging anything.
     pub fn put(&self, rec: &CheckRecord) -> Result<(), JournalError> {
-        let bytes = postcard::to_allocvec(&StoredCheck::V2(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
+        let bytes = postcard::to_allocvec(&StoredCheck::V2(rec.clone())).map_err(|e| {
+            JournalError::Corrupt {
+                id: rec.check_id.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         // The queue entry is written first and removed last, so a crash in between leaves a
         // completed record still queued (done again, harmlessly), never a deferred one unqueued.
         if rec.state == CheckState::Deferred {
@@ -214,14 +234,20 @@ impl Journal {
             None => Ok(None),
             Some(b) => match postcard::from_bytes::<StoredCheck>(&b) {
                 Ok(r) => Ok(Some(r.into_current())),
-                Err(e) => Err(JournalError::Corrupt { id: id.to_string(), reason: e.to_string() }),
+                Err(e) => Err(JournalError::Corrupt {
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                }),
             },
         }
     }
 
     /// The ids of deferred checks, oldest first (ids sort by sequence within a node).
     pub fn deferred_ids(&self) -> Result<Vec<String>, JournalError> {
-        self.deferred.scan_prefix(&[]).map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned())).collect()
+        self.deferred
+            .scan_prefix(&[])
+            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned()))
+            .collect()
     }
 
     pub fn deferred_len(&self) -> usize {
@@ -230,7 +256,12 @@ impl Journal {
 
     /// Records the outage state durably.
     pub async fn set_outage(&self, o: &OutageState) -> Result<(), JournalError> {
-        let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).map_err(|e| JournalError::Corrupt { id: "outage".into(), reason: e.to_string() })?;
+        let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).map_err(|e| {
+            JournalError::Corrupt {
+                id: "outage".into(),
+                reason: e.to_string(),
+            }
+        })?;
         self.meta.insert(OUTAGE_KEY, &bytes)?;
         self.commit().await
     }
@@ -240,14 +271,25 @@ impl Journal {
             None => Ok(None),
             Some(b) => match postcard::from_bytes::<StoredOutage>(&b) {
                 Ok(StoredOutage::V1(o)) => Ok(Some(o)),
-                Err(e) => Err(JournalError::Corrupt { id: "outage".into(), reason: e.to_string() }),
+                Err(e) => Err(JournalError::Corrupt {
+                    id: "outage".into(),
+                    reason: e.to_string(),
+                }),
             },
         }
     }
 
     /// Writes a provisional record and returns once it is on disk.
-    pub async fn put_provisional_durable(&self, rec: &ProvisionalRecord) -> Result<(), JournalError> {
-        let bytes = postcard::to_allocvec(&StoredProvisional::V1(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.record_id.clone(), reason: e.to_string() })?;
+    pub async fn put_provisional_durable(
+        &self,
+        rec: &ProvisionalRecord,
+    ) -> Result<(), JournalError> {
+        let bytes = postcard::to_allocvec(&StoredProvisional::V1(rec.clone())).map_err(|e| {
+            JournalError::Corrupt {
+                id: rec.record_id.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         self.provisional.insert(rec.record_id.as_bytes(), &bytes)?;
         self.commit().await
     }
@@ -262,16 +304,22 @@ impl Journal {
     fn decode_provisional(id: &[u8], b: &[u8]) -> Result<ProvisionalRecord, JournalError> {
         match postcard::from_bytes::<StoredProvisional>(b) {
             Ok(StoredProvisional::V1(r)) => Ok(r),
-            Err(e) => Err(JournalError::Corrupt { id: String::from_utf8_lossy(id).into_owned(), reason: e.to_string() }),
+            Err(e) => Err(JournalError::Corrupt {
+                id: String::from_utf8_lossy(id).into_owned(),
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// Every provisional record, oldest first.
     pub fn provisional_records(&self) -> Result<Vec<ProvisionalRecord>, JournalError> {
-        self.provisional.scan_prefix(&[]).map(|kv| {
-            let (k, v) = kv?;
-            Self::decode_provisional(&k, &v)
-        }).collect()
+        self.provisional
+            .scan_prefix(&[])
+            .map(|kv| {
+                let (k, v) = kv?;
+                Self::decode_provisional(&k, &v)
+            })
+            .collect()
     }
 
     pub fn provisional_len(&self) -> usize {
@@ -286,7 +334,10 @@ impl Journal {
                 let (k, v) = kv?;
                 postcard::from_bytes::<StoredCheck>(&v)
                     .map(StoredCheck::into_current)
-                    .map_err(|e| JournalError::Corrupt { id: String::from_utf8_lossy(&k).into_owned(), reason: e.to_string() })
+                    .map_err(|e| JournalError::Corrupt {
+                        id: String::from_utf8_lossy(&k).into_owned(),
+                        reason: e.to_string(),
+                    })
             })
             .collect()
     }
@@ -301,16 +352,30 @@ impl Journal {
 
     /// The sync record of a provisional record, written (merged) into the sync journal. Not
     /// durable until the next commit.
-    pub fn put_sync_provisional(&self, rec: &ProvisionalRecord) -> Result<JournalRecord, JournalError> {
-        let id = RecordId::parse(&rec.record_id).map_err(|e| JournalError::Corrupt { id: rec.record_id.clone(), reason: e.to_string() })?;
-        let jr = JournalRecord::new(id, RecordFacts::Provisional(rec.clone())).map_err(|e| JournalError::Corrupt { id: rec.record_id.clone(), reason: e.to_string() })?;
+    pub fn put_sync_provisional(
+        &self,
+        rec: &ProvisionalRecord,
+    ) -> Result<JournalRecord, JournalError> {
+        let id = RecordId::parse(&rec.record_id).map_err(|e| JournalError::Corrupt {
+            id: rec.record_id.clone(),
+            reason: e.to_string(),
+        })?;
+        let jr = JournalRecord::new(id, RecordFacts::Provisional(rec.clone())).map_err(|e| {
+            JournalError::Corrupt {
+                id: rec.record_id.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         Ok(self.sync.merge(jr)?)
     }
 
     /// The sync record of a deferred check (its facts as answered), merged into the sync journal.
     /// Not durable until the next commit.
     pub fn put_sync_deferred(&self, rec: &CheckRecord) -> Result<JournalRecord, JournalError> {
-        let id = RecordId::parse(&rec.check_id).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
+        let id = RecordId::parse(&rec.check_id).map_err(|e| JournalError::Corrupt {
+            id: rec.check_id.clone(),
+            reason: e.to_string(),
+        })?;
         let facts = RecordFacts::DeferredCheck(DeferredCheck {
             check_id: rec.check_id.clone(),
             created_at: rec.created_at,
@@ -318,7 +383,10 @@ impl Journal {
             answered: rec.validity,
             source: rec.source,
         });
-        let jr = JournalRecord::new(id, facts).map_err(|e| JournalError::Corrupt { id: rec.check_id.clone(), reason: e.to_string() })?;
+        let jr = JournalRecord::new(id, facts).map_err(|e| JournalError::Corrupt {
+            id: rec.check_id.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(self.sync.merge(jr)?)
     }
 

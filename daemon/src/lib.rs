@@ -13,7 +13,7 @@ pub mod monitor;
 pub mod notify;
 pub mod provisional;
 pub mod queue;
-pub mod reload;
 pub mod reader;
+pub mod reload;
 pub mod replica;
 pub mod sync;

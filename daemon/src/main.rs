@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use onshi_edge::config::{EdgeConfig, EdgeSettings};
 
 #[derive(Debug, Parser)]
-#[command(name = "onshi-edge", version, about = "onshi edge node: eligibility checks that never turn a patient away")]
+#[command(
+    name = "onshi-edge",
+    version,
+    about = "onshi edge node: eligibility checks that never turn a patient away"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,9 +54,7 @@ enum Command {
         http: String,
     },
     /// Shell completions (bash, zsh, fish, …) on standard output.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// The queue: deferred checks and provisional records not yet settled.
     Queue {
         /// The daemon's HTTP address.
@@ -117,7 +119,10 @@ enum Command {
 fn main() -> ExitCode {
     onshi_sync::lifecycle::init_logging();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -140,9 +145,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => EdgeSettings::from_file(path)?,
                 None => EdgeSettings::default(),
             };
-            let reload = config.clone().map(|path| onshi_edge::reload::ReloadSource { path, cli: settings.clone() });
+            let reload = config.clone().map(|path| onshi_edge::reload::ReloadSource {
+                path,
+                cli: settings.clone(),
+            });
             let config = EdgeConfig::try_from(settings.or(file))?;
-            let edge = onshi_edge::edge::start_with_reload(config, reload, onshi_edge::edge::shutdown_signal()).await?;
+            let edge = onshi_edge::edge::start_with_reload(
+                config,
+                reload,
+                onshi_edge::edge::shutdown_signal(),
+            )
+            .await?;
             println!("onshi-edge: HTTP API on http://{}", edge.http_addr);
             edge.task.await.context("edge task")??;
             Ok(ExitCode::SUCCESS)
@@ -163,10 +176,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "onshi-edge", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::SyncNow { http, timeout_s, json } => sync_now(&http, timeout_s, json).await,
-        Command::ReaderSim { http, reader_id, every_ms, count, fault, card, verified } => {
-            reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await
-        }
+        Command::SyncNow {
+            http,
+            timeout_s,
+            json,
+        } => sync_now(&http, timeout_s, json).await,
+        Command::ReaderSim {
+            http,
+            reader_id,
+            every_ms,
+            count,
+            fault,
+            card,
+            verified,
+        } => reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await,
         Command::Demo { http, people, seed } => {
             onshi_edge::demo::run(&http, people, seed, onshi_edge::edge::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -175,7 +198,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result<ExitCode> {
-    let where_ = path.as_ref().map_or_else(|| "(command line)".to_string(), |p| p.display().to_string());
+    let where_ = path
+        .as_ref()
+        .map_or_else(|| "(command line)".to_string(), |p| p.display().to_string());
     let key = |setting: &str| setting.trim_start_matches("--").replace('-', "_");
     let file = match &path {
         Some(p) => match EdgeSettings::from_file(p) {
@@ -198,7 +223,11 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
         eprintln!("{where_}: pki: {e}");
         return Ok(ExitCode::from(2));
     }
-    if config.data.exists() && std::fs::metadata(&config.data).map(|m| m.permissions().readonly()).unwrap_or(false) {
+    if config.data.exists()
+        && std::fs::metadata(&config.data)
+            .map(|m| m.permissions().readonly())
+            .unwrap_or(false)
+    {
         eprintln!("{where_}: data: {} is read-only", config.data.display());
         return Ok(ExitCode::from(2));
     }
@@ -215,9 +244,16 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
 }
 
 /// A tiny HTTP/1.1 client, so the CLI needs no HTTP client dependency: (status, body).
-async fn http_call(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<(u16, String)> {
+async fn http_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("no onshi-edge answers on {addr}"))?;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("no onshi-edge answers on {addr}"))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     s.write_all(
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
@@ -227,7 +263,11 @@ async fn http_call(addr: &str, method: &str, path: &str, body: Option<&serde_jso
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     Ok((status, body.to_string()))
 }
 
@@ -236,8 +276,16 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
 }
 
 async fn sync_now(http: &str, timeout_s: u64, raw: bool) -> anyhow::Result<ExitCode> {
-    let (code, body) = http_call(http, "POST", "/v1/sync-now", Some(&serde_json::json!({"timeout_ms": timeout_s.saturating_mul(1000)}))).await?;
-    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("the daemon answered something that is not JSON ({code}): {body}"))?;
+    let (code, body) = http_call(
+        http,
+        "POST",
+        "/v1/sync-now",
+        Some(&serde_json::json!({"timeout_ms": timeout_s.saturating_mul(1000)})),
+    )
+    .await?;
+    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| {
+        format!("the daemon answered something that is not JSON ({code}): {body}")
+    })?;
     if code != 200 {
         eprintln!("sync-now refused ({code}): {body}");
         return Ok(ExitCode::from(2));
@@ -246,25 +294,45 @@ async fn sync_now(http: &str, timeout_s: u64, raw: bool) -> anyhow::Result<ExitC
     if raw {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if synced {
-        println!("synced · last sync {}", v["last_sync"].as_str().unwrap_or("?"));
+        println!(
+            "synced · last sync {}",
+            v["last_sync"].as_str().unwrap_or("?")
+        );
     } else {
         println!(
             "not synced after {timeout_s} s: {} to send, {} to receive, link {}{}",
-            v["outgoing"], v["incoming"], v["link"].as_str().unwrap_or("?"),
-            v["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default()
+            v["outgoing"],
+            v["incoming"],
+            v["link"].as_str().unwrap_or("?"),
+            v["last_error"]
+                .as_str()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
         );
     }
-    Ok(if synced { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
     let body = http_get(http, "/v1/queue").await?;
-    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} pending · ¥{} collected provisionally · oldest {}", v["pending"], v["provisional_yen"], v["oldest_pending_s"].as_i64().map_or("—".to_string(), |s| format!("{s} s ago")));
+    println!(
+        "{} pending · ¥{} collected provisionally · oldest {}",
+        v["pending"],
+        v["provisional_yen"],
+        v["oldest_pending_s"]
+            .as_i64()
+            .map_or("—".to_string(), |s| format!("{s} s ago"))
+    );
     for w in v["warnings"].as_array().into_iter().flatten() {
         println!("warning: {}", w.as_str().unwrap_or_default());
     }
@@ -275,20 +343,51 @@ async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
             item["kind"].as_str().unwrap_or("?"),
             item["state"].as_str().unwrap_or("?"),
             item["created_at"].as_str().unwrap_or("?"),
-            item["collected_yen"].as_u64().map(|y| format!(" ¥{y}")).unwrap_or_default()
+            item["collected_yen"]
+                .as_u64()
+                .map(|y| format!(" ¥{y}"))
+                .unwrap_or_default()
         );
         if let Some(s) = item["settlement"].as_object() {
-            println!("    {} {}: {}", s["kind"].as_str().unwrap_or("?"), s["yen"].as_u64().map(|y| format!("¥{y}")).unwrap_or_default(), s["explanation"].as_str().unwrap_or_default());
+            println!(
+                "    {} {}: {}",
+                s["kind"].as_str().unwrap_or("?"),
+                s["yen"]
+                    .as_u64()
+                    .map(|y| format!("¥{y}"))
+                    .unwrap_or_default(),
+                s["explanation"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn reader_sim(http: &str, reader_id: &str, every_ms: u64, count: Option<u64>, fault: Option<String>, card: Option<String>, verified: &str) -> anyhow::Result<ExitCode> {
+async fn reader_sim(
+    http: &str,
+    reader_id: &str,
+    every_ms: u64,
+    count: Option<u64>,
+    fault: Option<String>,
+    card: Option<String>,
+    verified: &str,
+) -> anyhow::Result<ExitCode> {
     if let Some(card) = card {
-        let (status, body) = http_call(http, "POST", "/v1/reader/card", Some(&serde_json::json!({"reader_id": reader_id, "card_id": card, "verified": verified}))).await?;
+        let (status, body) = http_call(
+            http,
+            "POST",
+            "/v1/reader/card",
+            Some(
+                &serde_json::json!({"reader_id": reader_id, "card_id": card, "verified": verified}),
+            ),
+        )
+        .await?;
         println!("{body}");
-        return Ok(if status == 200 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if status == 200 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     let beat = match &fault {
         Some(f) => serde_json::json!({"reader_id": reader_id, "status": "fault", "fault": f}),
@@ -315,7 +414,8 @@ async fn reader_sim(http: &str, reader_id: &str, every_ms: u64, count: Option<u6
 
 async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
     let body = http_get(http, "/v1/status").await?;
-    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -324,14 +424,37 @@ async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
             println!("            because {}", r.as_str().unwrap_or_default());
         }
         println!("facility:   {}", v["facility"].as_str().unwrap_or("?"));
-        println!("link:       {} to {} (reconnects {}){}", v["link"]["state"].as_str().unwrap_or("?"), v["link"]["reconciler"].as_str().unwrap_or("?"),
-            v["link"]["reconnects"], v["link"]["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default());
+        println!(
+            "link:       {} to {} (reconnects {}){}",
+            v["link"]["state"].as_str().unwrap_or("?"),
+            v["link"]["reconciler"].as_str().unwrap_or("?"),
+            v["link"]["reconnects"],
+            v["link"]["last_error"]
+                .as_str()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
         println!("journal:    {} checks", v["journal"]["checks"]);
-        println!("queue:      {} pending, ¥{} provisional", v["queue"]["pending"], v["queue"]["provisional_yen"]);
-        println!("sync:       {} ({} to send, {} to receive), last sync {}", if v["sync"]["synced"].as_bool() == Some(true) { "synced" } else { "not synced" },
-            v["sync"]["outgoing"], v["sync"]["incoming"], v["last_sync"].as_str().unwrap_or("never"));
+        println!(
+            "queue:      {} pending, ¥{} provisional",
+            v["queue"]["pending"], v["queue"]["provisional_yen"]
+        );
+        println!(
+            "sync:       {} ({} to send, {} to receive), last sync {}",
+            if v["sync"]["synced"].as_bool() == Some(true) {
+                "synced"
+            } else {
+                "not synced"
+            },
+            v["sync"]["outgoing"],
+            v["sync"]["incoming"],
+            v["last_sync"].as_str().unwrap_or("never")
+        );
         println!("replica:    {} people", v["replica"]["people"]);
-        println!("reader:     {}", v["reader"]["state"].as_str().unwrap_or("?"));
+        println!(
+            "reader:     {}",
+            v["reader"]["state"].as_str().unwrap_or("?")
+        );
         for w in v["warnings"].as_array().into_iter().flatten() {
             println!("warning:    {}", w.as_str().unwrap_or_default());
         }

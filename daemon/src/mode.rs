@@ -43,7 +43,9 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModeEvent {
     LinkUp,
-    LinkDown { reason: String },
+    LinkDown {
+        reason: String,
+    },
     /// Evidence the link is alive: a ping or any request answered.
     Heard,
     /// An online request got its answer within the deadline.
@@ -51,7 +53,9 @@ pub enum ModeEvent {
     /// An online request missed the deadline.
     DeadlineMissed,
     ReaderUp,
-    ReaderDown { reason: String },
+    ReaderDown {
+        reason: String,
+    },
     /// Time passes (lets a pending recovery take effect).
     Tick,
 }
@@ -78,7 +82,11 @@ pub struct ModeSettings {
 
 impl Default for ModeSettings {
     fn default() -> Self {
-        ModeSettings { hold: Duration::from_secs(10), slow_after_misses: 3, silence_limit: Duration::from_millis(2500) }
+        ModeSettings {
+            hold: Duration::from_secs(10),
+            slow_after_misses: 3,
+            silence_limit: Duration::from_millis(2500),
+        }
     }
 }
 
@@ -142,7 +150,10 @@ impl ModeMachine {
         if !self.link_up {
             r.push(format!("link down: {}", self.link_reason));
         } else if self.misses >= self.settings.slow_after_misses {
-            r.push(format!("reconciler slow: {} answers in a row missed the deadline", self.misses));
+            r.push(format!(
+                "reconciler slow: {} answers in a row missed the deadline",
+                self.misses
+            ));
         }
         if let Some(reader) = &self.reader_down {
             r.push(format!("card reader down: {reader}"));
@@ -159,7 +170,10 @@ impl ModeMachine {
             return (Mode::Offline, format!("link down: {}", self.link_reason));
         }
         if self.misses >= self.settings.slow_after_misses {
-            return (Mode::Degraded, format!("{} answers in a row missed the deadline", self.misses));
+            return (
+                Mode::Degraded,
+                format!("{} answers in a row missed the deadline", self.misses),
+            );
         }
         if let Some(reader) = &self.reader_down {
             return (Mode::Degraded, format!("card reader down: {reader}"));
@@ -194,9 +208,15 @@ impl ModeMachine {
             ModeEvent::ReaderDown { reason } => self.reader_down = Some(reason),
             ModeEvent::Tick => {}
         }
-        if self.link_up && now_ms.saturating_sub(self.last_heard_ms) >= self.settings.silence_limit.as_millis() as u64 {
+        if self.link_up
+            && now_ms.saturating_sub(self.last_heard_ms)
+                >= self.settings.silence_limit.as_millis() as u64
+        {
             self.link_up = false;
-            self.link_reason = format!("no answer from the reconciler for {} ms", now_ms - self.last_heard_ms);
+            self.link_reason = format!(
+                "no answer from the reconciler for {} ms",
+                now_ms - self.last_heard_ms
+            );
         }
         let (target, cause) = self.target();
         if target == self.mode {
@@ -216,7 +236,12 @@ impl ModeMachine {
     }
 
     fn change(&mut self, now_ms: u64, to: Mode, cause: String) -> ModeChange {
-        let change = ModeChange { from: self.mode, to, cause, at_ms: now_ms };
+        let change = ModeChange {
+            from: self.mode,
+            to,
+            cause,
+            at_ms: now_ms,
+        };
         self.mode = to;
         self.since_ms = now_ms;
         self.better_since_ms = None;
@@ -234,7 +259,14 @@ mod tests {
 
     fn machine() -> ModeMachine {
         // A silence limit longer than these tests' gaps, except where a test sets its own.
-        ModeMachine::new(ModeSettings { hold: Duration::from_secs(10), slow_after_misses: 3, silence_limit: Duration::from_secs(3600) }, 0)
+        ModeMachine::new(
+            ModeSettings {
+                hold: Duration::from_secs(10),
+                slow_after_misses: 3,
+                silence_limit: Duration::from_secs(3600),
+            },
+            0,
+        )
     }
 
     fn up(m: &mut ModeMachine, at: u64) {
@@ -262,8 +294,16 @@ mod tests {
         }
         let c = detected.expect("loss detected");
         assert_eq!(c.to, Mode::Offline);
-        assert!(c.at_ms - 20_000 <= 3_000, "detected after {} ms", c.at_ms - 20_000);
-        assert!(c.cause.contains("no answer from the reconciler"), "{}", c.cause);
+        assert!(
+            c.at_ms - 20_000 <= 3_000,
+            "detected after {} ms",
+            c.at_ms - 20_000
+        );
+        assert!(
+            c.cause.contains("no answer from the reconciler"),
+            "{}",
+            c.cause
+        );
     }
 
     #[test]
@@ -281,8 +321,18 @@ mod tests {
         let mut m = machine();
         up(&mut m, 0);
         // The link reports loss (QUIC idle timeout of 3 s with 1 s keep-alives): offline at once.
-        let c = m.handle(13_000, ModeEvent::LinkDown { reason: "timed out".into() }).unwrap();
-        assert_eq!((c.from, c.to, c.at_ms), (Mode::Online, Mode::Offline, 13_000));
+        let c = m
+            .handle(
+                13_000,
+                ModeEvent::LinkDown {
+                    reason: "timed out".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (c.from, c.to, c.at_ms),
+            (Mode::Online, Mode::Offline, 13_000)
+        );
         assert!(c.cause.contains("timed out"));
         assert_eq!(m.reasons(), vec!["link down: timed out".to_string()]);
     }
@@ -304,14 +354,32 @@ mod tests {
     fn reader_down_degrades_and_link_down_wins_over_it() {
         let mut m = machine();
         up(&mut m, 0);
-        let c = m.handle(11_000, ModeEvent::ReaderDown { reason: "no heartbeat for 10 s".into() }).unwrap();
+        let c = m
+            .handle(
+                11_000,
+                ModeEvent::ReaderDown {
+                    reason: "no heartbeat for 10 s".into(),
+                },
+            )
+            .unwrap();
         assert_eq!(c.to, Mode::Degraded);
         assert!(c.cause.contains("no heartbeat"));
-        assert_eq!(m.handle(12_000, ModeEvent::LinkDown { reason: "x".into() }).unwrap().to, Mode::Offline);
+        assert_eq!(
+            m.handle(12_000, ModeEvent::LinkDown { reason: "x".into() })
+                .unwrap()
+                .to,
+            Mode::Offline
+        );
         // Link back, reader still down: degraded, after the hold time.
         m.handle(13_000, ModeEvent::LinkUp);
-        assert_eq!(m.handle(23_000, ModeEvent::Tick).unwrap().to, Mode::Degraded);
-        assert_eq!(m.reasons(), vec!["card reader down: no heartbeat for 10 s".to_string()]);
+        assert_eq!(
+            m.handle(23_000, ModeEvent::Tick).unwrap().to,
+            Mode::Degraded
+        );
+        assert_eq!(
+            m.reasons(),
+            vec!["card reader down: no heartbeat for 10 s".to_string()]
+        );
     }
 
     #[test]
@@ -322,7 +390,12 @@ mod tests {
         // The link goes down and up every 2 s for two minutes.
         let mut t = 10_000;
         while t < 130_000 {
-            changes.extend(m.handle(t, ModeEvent::LinkDown { reason: "flap".into() }));
+            changes.extend(m.handle(
+                t,
+                ModeEvent::LinkDown {
+                    reason: "flap".into(),
+                },
+            ));
             changes.extend(m.handle(t + 1_000, ModeEvent::LinkUp));
             changes.extend(m.handle(t + 1_500, ModeEvent::Tick));
             t += 2_000;
@@ -334,7 +407,10 @@ mod tests {
         }
         // Once it stays up for the hold time, online again.
         m.handle(t, ModeEvent::LinkUp);
-        assert_eq!(m.handle(t + 10_000, ModeEvent::Tick).unwrap().to, Mode::Online);
+        assert_eq!(
+            m.handle(t + 10_000, ModeEvent::Tick).unwrap().to,
+            Mode::Online
+        );
     }
 
     #[test]
@@ -345,7 +421,12 @@ mod tests {
         let mut t = 10_000u64;
         // Up for 12 s, down for 1 s, repeatedly: every improvement waited the hold time.
         for _ in 0..10 {
-            changes.extend(m.handle(t, ModeEvent::LinkDown { reason: "flap".into() }));
+            changes.extend(m.handle(
+                t,
+                ModeEvent::LinkDown {
+                    reason: "flap".into(),
+                },
+            ));
             changes.extend(m.handle(t + 1_000, ModeEvent::LinkUp));
             for s in 1..=12 {
                 changes.extend(m.handle(t + 1_000 + s * 1_000, ModeEvent::Tick));

@@ -59,7 +59,11 @@ impl ModeHandle {
     /// heartbeat.
     pub fn reader_health(&self) -> (Option<Result<String, String>>, Option<f64>) {
         let r = self.reader();
-        (r.health(), r.last_heartbeat_ms().map(|t| self.now_ms().saturating_sub(t) as f64 / 1000.0))
+        (
+            r.health(),
+            r.last_heartbeat_ms()
+                .map(|t| self.now_ms().saturating_sub(t) as f64 / 1000.0),
+        )
     }
 
     /// Time passes, for the machine and the reader.
@@ -123,7 +127,11 @@ pub struct ModeSnapshot {
 }
 
 /// Runs the feeders until `stop` turns true.
-pub fn spawn(mode: ModeHandle, link: Arc<LinkClient>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    mode: ModeHandle,
+    link: Arc<LinkClient>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut link_state = link.subscribe();
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -140,7 +148,10 @@ pub fn spawn(mode: ModeHandle, link: Arc<LinkClient>, mut stop: watch::Receiver<
                 if was_up {
                     mode.event(ModeEvent::LinkUp);
                 } else {
-                    let reason = state.last_error.as_ref().map_or_else(|| state.name().to_string(), |e| e.to_string());
+                    let reason = state
+                        .last_error
+                        .as_ref()
+                        .map_or_else(|| state.name().to_string(), |e| e.to_string());
                     mode.event(ModeEvent::LinkDown { reason });
                 }
             }

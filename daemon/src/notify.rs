@@ -28,7 +28,10 @@ pub fn watchdog() {
 }
 
 pub fn stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("stopping: draining requests")]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: draining requests"),
+    ]);
 }
 
 /// Half the watchdog interval systemd asked for, if it asked.

@@ -5,9 +5,11 @@
 //! durable before the answer; settlement (a later issue) compares it with the registry.
 
 use chrono::NaiveDate;
-use onshi_fallback::share::{ShareBasis, SharePolicy, collected_yen, estimate_share, estimate_unidentified_share};
-pub use onshi_model::record::{Basis, Declaration, ProvisionalRecord, RecordState};
+use onshi_fallback::share::{
+    ShareBasis, SharePolicy, collected_yen, estimate_share, estimate_unidentified_share,
+};
 use onshi_model::fields::Fields;
+pub use onshi_model::record::{Basis, Declaration, ProvisionalRecord, RecordState};
 use onshi_model::{ErrorCode, FieldError, PersonId, Sex};
 use serde_json::Value;
 
@@ -32,10 +34,18 @@ fn opt_text(f: &Fields<'_>, name: &str, max: usize) -> Result<Option<String>, Fi
         Some(s) => {
             let p = f.path(name);
             if s.chars().count() > max {
-                return Err(FieldError::new(p.clone(), ErrorCode::InvalidLength, format!("{p}: longer than {max} characters")));
+                return Err(FieldError::new(
+                    p.clone(),
+                    ErrorCode::InvalidLength,
+                    format!("{p}: longer than {max} characters"),
+                ));
             }
             if s.chars().any(char::is_control) {
-                return Err(FieldError::new(p.clone(), ErrorCode::InvalidCharacter, format!("{p}: contains a control character")));
+                return Err(FieldError::new(
+                    p.clone(),
+                    ErrorCode::InvalidCharacter,
+                    format!("{p}: contains a control character"),
+                ));
             }
             Ok(Some(s.trim().to_string()))
         }
@@ -48,14 +58,36 @@ impl ProvisionalRequest {
         let f = Fields::root(v)?;
         f.deny_unknown(&["declared", "person_id", "service_date", "total_fee_yen"])?;
         let d = f.object("declared")?;
-        d.deny_unknown(&["name", "name_kana", "birth_date", "sex", "address", "insurer_name", "insurance_type", "employer", "contact", "share_percent"])?;
-        let name = opt_text(&d, "name", 100)?
-            .ok_or_else(|| FieldError::new("declared.name", ErrorCode::MissingField, "declared.name: is required (as written on the self-declaration)"))?;
+        d.deny_unknown(&[
+            "name",
+            "name_kana",
+            "birth_date",
+            "sex",
+            "address",
+            "insurer_name",
+            "insurance_type",
+            "employer",
+            "contact",
+            "share_percent",
+        ])?;
+        let name = opt_text(&d, "name", 100)?.ok_or_else(|| {
+            FieldError::new(
+                "declared.name",
+                ErrorCode::MissingField,
+                "declared.name: is required (as written on the self-declaration)",
+            )
+        })?;
         let share = d.opt_u64("share_percent", 0, 100)?;
         if let Some(s) = share
             && s % 10 != 0
         {
-            return Err(FieldError::new("declared.share_percent", ErrorCode::OutOfRange, format!("declared.share_percent: {s} is not a co-payment ratio (0, 10, 20, 30 … 100)")));
+            return Err(FieldError::new(
+                "declared.share_percent",
+                ErrorCode::OutOfRange,
+                format!(
+                    "declared.share_percent: {s} is not a co-payment ratio (0, 10, 20, 30 … 100)"
+                ),
+            ));
         }
         let service_date = f.opt_date("service_date")?.unwrap_or(today);
         let declared = Declaration {
@@ -74,7 +106,10 @@ impl ProvisionalRequest {
             return Err(FieldError::new(
                 "declared.birth_date",
                 ErrorCode::OutOfRange,
-                format!("declared.birth_date: {} is after the service date {service_date}", declared.birth_date),
+                format!(
+                    "declared.birth_date: {} is after the service date {service_date}",
+                    declared.birth_date
+                ),
             ));
         }
         Ok(ProvisionalRequest {
@@ -98,9 +133,18 @@ pub struct ShareDecision {
 /// Decides the share: declared, else the replica's period valid on the service date, else the age
 /// rule; an unidentified patient (no person, no insurer or insurance type named) pays the full fee
 /// if the policy says so. Pure but for the replica read.
-pub fn decide_share(req: &ProvisionalRequest, replica: &Replica, policy: &SharePolicy) -> Result<ShareDecision, String> {
+pub fn decide_share(
+    req: &ProvisionalRequest,
+    replica: &Replica,
+    policy: &SharePolicy,
+) -> Result<ShareDecision, String> {
     if let Some(s) = req.declared.share_percent {
-        return Ok(ShareDecision { percent: s, basis: Basis::Declared, rule: None, explanation: format!("the patient declared a {s} % share") });
+        return Ok(ShareDecision {
+            percent: s,
+            basis: Basis::Declared,
+            rule: None,
+            explanation: format!("the patient declared a {s} % share"),
+        });
     }
     if let Some(person) = &req.person_id {
         let periods = replica.periods_of(person).map_err(|e| e.to_string())?;
@@ -109,20 +153,35 @@ pub fn decide_share(req: &ProvisionalRequest, replica: &Replica, policy: &ShareP
                 percent: q.share_percent,
                 basis: Basis::Replica,
                 rule: None,
-                explanation: format!("{} % from the qualification with {} known to this facility", q.share_percent, q.insurer_name),
+                explanation: format!(
+                    "{} % from the qualification with {} known to this facility",
+                    q.share_percent, q.insurer_name
+                ),
             });
         }
     }
-    let unidentified = req.person_id.is_none() && req.declared.insurer_name.is_none() && req.declared.insurance_type.is_none();
+    let unidentified = req.person_id.is_none()
+        && req.declared.insurer_name.is_none()
+        && req.declared.insurance_type.is_none();
     let e = if unidentified {
         estimate_unidentified_share(Some(req.declared.birth_date), req.service_date, policy)
     } else {
         estimate_share(req.declared.birth_date, req.service_date, policy)
     };
     if e.basis == ShareBasis::Unidentified {
-        return Ok(ShareDecision { percent: e.percent, basis: Basis::UnidentifiedFullFee, rule: None, explanation: e.explanation });
+        return Ok(ShareDecision {
+            percent: e.percent,
+            basis: Basis::UnidentifiedFullFee,
+            rule: None,
+            explanation: e.explanation,
+        });
     }
-    Ok(ShareDecision { percent: e.percent, basis: Basis::AgeRule, rule: Some(e.basis), explanation: e.explanation })
+    Ok(ShareDecision {
+        percent: e.percent,
+        basis: Basis::AgeRule,
+        rule: Some(e.basis),
+        explanation: e.explanation,
+    })
 }
 
 /// The amount to collect.

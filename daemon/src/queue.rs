@@ -24,7 +24,11 @@ pub struct QueueCaps {
 
 impl Default for QueueCaps {
     fn default() -> Self {
-        QueueCaps { max_pending: 1_000, max_provisional_yen: 1_000_000, max_age_s: 3 * 24 * 3600 }
+        QueueCaps {
+            max_pending: 1_000,
+            max_provisional_yen: 1_000_000,
+            max_age_s: 3 * 24 * 3600,
+        }
     }
 }
 
@@ -52,7 +56,11 @@ pub struct QueueSummary {
 }
 
 /// Reads the queue from the journal at `now`.
-pub fn summary(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> Result<QueueSummary, JournalError> {
+pub fn summary(
+    journal: &Journal,
+    caps: &QueueCaps,
+    now: DateTime<Utc>,
+) -> Result<QueueSummary, JournalError> {
     let mut items = Vec::new();
     for id in journal.deferred_ids()? {
         if let Some(r) = journal.get(&id)?
@@ -72,7 +80,11 @@ pub fn summary(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> Resul
     let mut provisional_yen = 0;
     let mut open = items.len();
     for r in journal.provisional_records()? {
-        let synced = RecordId::parse(&r.record_id).ok().map(|id| journal.sync.get(&id)).transpose()?.flatten();
+        let synced = RecordId::parse(&r.record_id)
+            .ok()
+            .map(|id| journal.sync.get(&id))
+            .transpose()?
+            .flatten();
         let lifecycle = synced.as_ref().map_or(r.state, JournalRecord::state);
         if lifecycle < RecordState::Closed {
             provisional_yen += r.collected_yen;
@@ -81,28 +93,60 @@ pub fn summary(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> Resul
         items.push(QueueItem {
             id: r.record_id,
             kind: "provisional",
-            state: synced.as_ref().map_or_else(|| state_name(r.state, false), |s| state_name(s.state(), s.quarantine().is_some())),
+            state: synced.as_ref().map_or_else(
+                || state_name(r.state, false),
+                |s| state_name(s.state(), s.quarantine().is_some()),
+            ),
             created_at: r.created_at,
             collected_yen: Some(r.collected_yen),
-            last_error: synced.as_ref().and_then(|s| s.quarantine()).map(|q| q.reason.clone()),
-            settlement: synced.as_ref().and_then(|s| s.settlement()).map(settlement_json),
+            last_error: synced
+                .as_ref()
+                .and_then(|s| s.quarantine())
+                .map(|q| q.reason.clone()),
+            settlement: synced
+                .as_ref()
+                .and_then(|s| s.settlement())
+                .map(settlement_json),
         });
     }
-    items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
-    let oldest_pending_s = items.iter().find(|i| i.state != "closed").map(|i| (now - i.created_at).num_seconds().max(0));
+    items.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let oldest_pending_s = items
+        .iter()
+        .find(|i| i.state != "closed")
+        .map(|i| (now - i.created_at).num_seconds().max(0));
     let mut warnings = Vec::new();
     if open > caps.max_pending {
-        warnings.push(format!("{open} items pending, more than the cap of {}", caps.max_pending));
+        warnings.push(format!(
+            "{open} items pending, more than the cap of {}",
+            caps.max_pending
+        ));
     }
     if provisional_yen > caps.max_provisional_yen {
-        warnings.push(format!("¥{provisional_yen} collected provisionally, more than the cap of ¥{}", caps.max_provisional_yen));
+        warnings.push(format!(
+            "¥{provisional_yen} collected provisionally, more than the cap of ¥{}",
+            caps.max_provisional_yen
+        ));
     }
     if let Some(age) = oldest_pending_s
         && age as u64 > caps.max_age_s
     {
-        warnings.push(format!("the oldest pending item is {} h old, more than the cap of {} h", age / 3600, caps.max_age_s / 3600));
+        warnings.push(format!(
+            "the oldest pending item is {} h old, more than the cap of {} h",
+            age / 3600,
+            caps.max_age_s / 3600
+        ));
     }
-    Ok(QueueSummary { pending: open, items, provisional_yen, oldest_pending_s, warnings })
+    Ok(QueueSummary {
+        pending: open,
+        items,
+        provisional_yen,
+        oldest_pending_s,
+        warnings,
+    })
 }
 
 /// `recorded`, `sent`, `settled`, `closed`, or `quarantined` (set aside with a reason).
@@ -110,7 +154,10 @@ fn state_name(state: RecordState, quarantined: bool) -> String {
     if quarantined {
         return "quarantined".into();
     }
-    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A settlement as reception reads it: the kind, the yen to refund or charge, the insurer of the

@@ -19,7 +19,12 @@ pub struct ReaderTracker {
 
 impl ReaderTracker {
     pub fn new(timeout: Duration) -> Self {
-        ReaderTracker { timeout, last_heartbeat_ms: None, reader_id: None, down: None }
+        ReaderTracker {
+            timeout,
+            last_heartbeat_ms: None,
+            reader_id: None,
+            down: None,
+        }
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
@@ -27,7 +32,12 @@ impl ReaderTracker {
     }
 
     /// A heartbeat: `fault` is the reader's own report of a problem.
-    pub fn heartbeat(&mut self, now_ms: u64, reader_id: &str, fault: Option<String>) -> Option<ModeEvent> {
+    pub fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        reader_id: &str,
+        fault: Option<String>,
+    ) -> Option<ModeEvent> {
         self.last_heartbeat_ms = Some(now_ms);
         self.reader_id = Some(reader_id.to_string());
         match fault {
@@ -42,7 +52,10 @@ impl ReaderTracker {
         let silent = now_ms.saturating_sub(last);
         if silent > self.timeout.as_millis() as u64 && self.down.is_none() {
             let id = self.reader_id.clone().unwrap_or_default();
-            return self.set_down(format!("no heartbeat from reader {id} for {} s", silent / 1000));
+            return self.set_down(format!(
+                "no heartbeat from reader {id} for {} s",
+                silent / 1000
+            ));
         }
         None
     }
@@ -85,11 +98,24 @@ mod tests {
         assert_eq!(t.heartbeat(60_000, "R1", None), None);
         assert_eq!(t.tick(70_000), None);
         let down = t.tick(70_001).unwrap();
-        assert_eq!(down, ModeEvent::ReaderDown { reason: "no heartbeat from reader R1 for 10 s".into() });
+        assert_eq!(
+            down,
+            ModeEvent::ReaderDown {
+                reason: "no heartbeat from reader R1 for 10 s".into()
+            }
+        );
         assert_eq!(t.tick(80_000), None, "reported once");
         assert_eq!(t.heartbeat(80_500, "R1", None), Some(ModeEvent::ReaderUp));
-        assert_eq!(t.heartbeat(81_000, "R1", Some("face camera error".into())), Some(ModeEvent::ReaderDown { reason: "reader R1 reports: face camera error".into() }));
-        assert_eq!(t.health(), Some(Err("reader R1 reports: face camera error".into())));
+        assert_eq!(
+            t.heartbeat(81_000, "R1", Some("face camera error".into())),
+            Some(ModeEvent::ReaderDown {
+                reason: "reader R1 reports: face camera error".into()
+            })
+        );
+        assert_eq!(
+            t.health(),
+            Some(Err("reader R1 reports: face camera error".into()))
+        );
         assert_eq!(t.heartbeat(82_000, "R1", None), Some(ModeEvent::ReaderUp));
         assert_eq!(t.health(), Some(Ok("R1".into())));
     }

@@ -26,19 +26,34 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// What a reload did, for the log and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reloaded {
-    Applied { changes: Vec<String>, restart_needed: Vec<&'static str> },
+    Applied {
+        changes: Vec<String>,
+        restart_needed: Vec<&'static str>,
+    },
     Rejected(String),
 }
 
 /// Reads, validates and applies the configuration once.
-pub fn reload_once(source: &ReloadSource, current: &mut EdgeConfig, live: &Live, mode: &ModeHandle) -> Reloaded {
+pub fn reload_once(
+    source: &ReloadSource,
+    current: &mut EdgeConfig,
+    live: &Live,
+    mode: &ModeHandle,
+) -> Reloaded {
     let file = match EdgeSettings::from_file(&source.path) {
         Ok(f) => f,
         Err(e) => return Reloaded::Rejected(e.to_string()),
     };
     let new = match EdgeConfig::try_from(source.cli.clone().or(file)) {
         Ok(c) => c,
-        Err(e) => return Reloaded::Rejected(format!("{}: {}: {}", source.path.display(), e.setting.trim_start_matches("--").replace('-', "_"), e.message)),
+        Err(e) => {
+            return Reloaded::Rejected(format!(
+                "{}: {}: {}",
+                source.path.display(),
+                e.setting.trim_start_matches("--").replace('-', "_"),
+                e.message
+            ));
+        }
     };
     let changes = current.runtime().changes(&new.runtime());
     let restart_needed = current.restart_needed(&new);
@@ -53,13 +68,21 @@ pub fn reload_once(source: &ReloadSource, current: &mut EdgeConfig, live: &Live,
     kept.http = current.http;
     kept.mailbox = current.mailbox.clone();
     *current = kept;
-    Reloaded::Applied { changes, restart_needed }
+    Reloaded::Applied {
+        changes,
+        restart_needed,
+    }
 }
 
 fn log(result: &Reloaded) {
     match result {
-        Reloaded::Rejected(reason) => tracing::warn!(%reason, "configuration reload rejected; the running configuration is kept"),
-        Reloaded::Applied { changes, restart_needed } => {
+        Reloaded::Rejected(reason) => {
+            tracing::warn!(%reason, "configuration reload rejected; the running configuration is kept")
+        }
+        Reloaded::Applied {
+            changes,
+            restart_needed,
+        } => {
             if changes.is_empty() && restart_needed.is_empty() {
                 tracing::info!("configuration reloaded: nothing changed");
             }
@@ -74,23 +97,41 @@ fn log(result: &Reloaded) {
 }
 
 /// Watches for SIGHUP and changes of the file until `stop`.
-pub fn spawn(source: ReloadSource, mut current: EdgeConfig, live: Live, mode: ModeHandle, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    source: ReloadSource,
+    mut current: EdgeConfig,
+    live: Live,
+    mode: ModeHandle,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let name = source.path.file_name().map(|n| n.to_os_string());
-        let dir = source.path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
-        let watch_tx = tx.clone();
-        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
-            Ok(ev) => {
-                if ev.need_rescan() || ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
-                    let _ = watch_tx.send(());
-                }
-            }
-            // An error or an overflow: look at the file again rather than miss a change.
-            Err(_) => {
-                let _ = watch_tx.send(());
+        let dir = source.path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
             }
         });
+        let watch_tx = tx.clone();
+        let watcher =
+            notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
+                Ok(ev) => {
+                    if ev.need_rescan()
+                        || ev
+                            .paths
+                            .iter()
+                            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+                    {
+                        let _ = watch_tx.send(());
+                    }
+                }
+                // An error or an overflow: look at the file again rather than miss a change.
+                Err(_) => {
+                    let _ = watch_tx.send(());
+                }
+            });
         let _watcher = match (watcher, dir) {
             (Ok(mut w), Some(dir)) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => Some(w),

@@ -36,24 +36,36 @@ impl Replica {
         for q in periods.all_periods() {
             index.insert(&q?);
         }
-        Ok(Replica { as_of: store.tree("replica.as_of")?, periods, index: Arc::new(RwLock::new(index)) })
+        Ok(Replica {
+            as_of: store.tree("replica.as_of")?,
+            periods,
+            index: Arc::new(RwLock::new(index)),
+        })
     }
 
     /// Ranked outage search over the replica.
     pub fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).search(query, limit)
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .search(query, limit)
     }
 
     /// Learns the qualifications of an online answer, true at `at`. Not durable by itself: the
     /// caller commits the journal, which shares the store.
-    pub fn learn(&self, qualifications: &[Qualification], at: DateTime<Utc>) -> Result<usize, RegistryError> {
+    pub fn learn(
+        &self,
+        qualifications: &[Qualification],
+        at: DateTime<Utc>,
+    ) -> Result<usize, RegistryError> {
         let stamp = at.to_rfc3339();
         let mut changed = Vec::new();
         for q in qualifications {
             if self.periods.put(q)? != Applied::Unchanged {
                 changed.push(q);
             }
-            self.as_of.insert(q.person_id.as_str().as_bytes(), stamp.as_bytes())?;
+            self.as_of
+                .insert(q.person_id.as_str().as_bytes(), stamp.as_bytes())?;
         }
         if !changed.is_empty() {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());

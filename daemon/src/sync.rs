@@ -96,7 +96,8 @@ impl SyncHandle {
             loop {
                 {
                     let s = rx.borrow_and_update();
-                    if s.rounds > start_round && s.synced && self.unread.load(Ordering::SeqCst) == 0 {
+                    if s.rounds > start_round && s.synced && self.unread.load(Ordering::SeqCst) == 0
+                    {
                         return;
                     }
                 }
@@ -111,16 +112,37 @@ impl SyncHandle {
 }
 
 /// Builds the state machine from the durable sync journal and starts the task.
-pub fn spawn(journal: Journal, link: Arc<LinkClient>, stop: watch::Receiver<bool>) -> anyhow::Result<(SyncHandle, tokio::task::JoinHandle<()>)> {
+pub fn spawn(
+    journal: Journal,
+    link: Arc<LinkClient>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SyncHandle, tokio::task::JoinHandle<()>)> {
     let loaded = journal.sync.load()?;
     tracing::info!(records = loaded.len(), "sync journal loaded");
     let machine = EdgeSync::new(SyncConfig::default(), journal.facility().clone(), loaded);
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(SyncStatus::default());
     let unread = Arc::new(AtomicUsize::new(0));
-    let adapter = Adapter { journal, link, machine, clock: Instant::now(), status: status_tx, connected: false, reconnects: 0, retry_at: None, unread: unread.clone() };
+    let adapter = Adapter {
+        journal,
+        link,
+        machine,
+        clock: Instant::now(),
+        status: status_tx,
+        connected: false,
+        reconnects: 0,
+        retry_at: None,
+        unread: unread.clone(),
+    };
     let task = tokio::spawn(adapter.run(rx, stop));
-    Ok((SyncHandle { tx, status: status_rx, unread }, task))
+    Ok((
+        SyncHandle {
+            tx,
+            status: status_rx,
+            unread,
+        },
+        task,
+    ))
 }
 
 struct Adapter {
@@ -177,7 +199,10 @@ impl Adapter {
             let mut wrote = false;
             while let Some(a) = self.machine.poll_action() {
                 match a {
-                    Action::Persist { persist_id, records } => {
+                    Action::Persist {
+                        persist_id,
+                        records,
+                    } => {
                         let mut ok = true;
                         for r in records {
                             if let Err(e) = self.journal.sync.merge(r) {
@@ -207,7 +232,12 @@ impl Adapter {
                         }
                         wrote = true;
                     }
-                    Action::Report(r) => tracing::info!(synced = r.synced, outgoing = r.outgoing, incoming = r.incoming, "sync"),
+                    Action::Report(r) => tracing::info!(
+                        synced = r.synced,
+                        outgoing = r.outgoing,
+                        incoming = r.incoming,
+                        "sync"
+                    ),
                     Action::Close { reason } => {
                         tracing::warn!(%reason, "sync session refused; starting again in a moment");
                         self.input(Input::Disconnected);
@@ -250,7 +280,9 @@ impl Adapter {
                             self.input(Input::Message(m));
                             self.drain().await;
                         }
-                        Err(e) => tracing::warn!(error = %e, "undecodable sync message from the reconciler"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "undecodable sync message from the reconciler")
+                        }
                     }
                 }
             }
@@ -258,7 +290,9 @@ impl Adapter {
                 self.restart_session(&message);
                 last_error = Some(message);
             }
-            Ok(Response::Error { code, message }) => last_error = Some(format!("{code}: {message}")),
+            Ok(Response::Error { code, message }) => {
+                last_error = Some(format!("{code}: {message}"))
+            }
             Ok(other) => last_error = Some(format!("unexpected answer {other:?}")),
             Err(e) => last_error = Some(e.to_string()),
         }
@@ -278,7 +312,9 @@ impl Adapter {
     fn publish_idle(&mut self) {
         let report = self.machine.status();
         self.status.send_if_modified(|s| {
-            let changed = s.synced != report.synced || s.outgoing != report.outgoing || s.incoming != report.incoming;
+            let changed = s.synced != report.synced
+                || s.outgoing != report.outgoing
+                || s.incoming != report.incoming;
             s.synced = report.synced;
             s.outgoing = report.outgoing;
             s.incoming = report.incoming;

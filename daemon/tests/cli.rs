@@ -5,8 +5,14 @@
 use std::process::Command;
 
 fn edge(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_onshi-edge")).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_onshi-edge"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -14,15 +20,60 @@ fn missing_and_wrong_settings_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();
-    let (code, err) = edge(&["run", "--data", d, "--pki", d, "--reconciler", "127.0.0.1:1", "--http", "127.0.0.1:0"]);
+    let (code, err) = edge(&[
+        "run",
+        "--data",
+        d,
+        "--pki",
+        d,
+        "--reconciler",
+        "127.0.0.1:1",
+        "--http",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--facility: is required (as a flag or in the --config file)"), "{err}");
-    let (code, err) = edge(&["run", "--facility", "1321234567", "--data", d, "--pki", d, "--reconciler", "127.0.0.1:1", "--http", "127.0.0.1:0"]);
+    assert!(
+        err.contains("--facility: is required (as a flag or in the --config file)"),
+        "{err}"
+    );
+    let (code, err) = edge(&[
+        "run",
+        "--facility",
+        "1321234567",
+        "--data",
+        d,
+        "--pki",
+        d,
+        "--reconciler",
+        "127.0.0.1:1",
+        "--http",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--facility: fee-table digit (3rd) is 2"), "{err}");
-    let (code, err) = edge(&["run", "--facility", "1311234567", "--data", d, "--pki", d, "--reconciler", "127.0.0.1:1", "--http", "127.0.0.1:0", "--deadline-ms", "0"]);
+    assert!(
+        err.contains("--facility: fee-table digit (3rd) is 2"),
+        "{err}"
+    );
+    let (code, err) = edge(&[
+        "run",
+        "--facility",
+        "1311234567",
+        "--data",
+        d,
+        "--pki",
+        d,
+        "--reconciler",
+        "127.0.0.1:1",
+        "--http",
+        "127.0.0.1:0",
+        "--deadline-ms",
+        "0",
+    ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--deadline-ms: must be between 1 and 30000"), "{err}");
+    assert!(
+        err.contains("--deadline-ms: must be between 1 and 30000"),
+        "{err}"
+    );
     // Nothing was created for a refused configuration.
     assert!(!data.exists());
 }

@@ -22,13 +22,21 @@ use rand_chacha::ChaCha8Rng;
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// What noise a query carries, for the per-kind recall table.
@@ -59,7 +67,15 @@ struct Q {
 }
 
 fn to_hiragana(s: &str) -> String {
-    s.chars().map(|c| if ('\u{30A1}'..='\u{30F6}').contains(&c) { char::from_u32(c as u32 - 0x60).unwrap_or(c) } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if ('\u{30A1}'..='\u{30F6}').contains(&c) {
+                char::from_u32(c as u32 - 0x60).unwrap_or(c)
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn to_half_width(s: &str) -> String {
@@ -106,7 +122,11 @@ fn typo(rng: &mut ChaCha8Rng, s: &str, pool: &[char]) -> String {
         }
         2 => v.insert(i, v[i]),
         _ => {
-            let j = if i + 1 < v.len() && v[i + 1] != '\u{3000}' { i + 1 } else { i.saturating_sub(1) };
+            let j = if i + 1 < v.len() && v[i + 1] != '\u{3000}' {
+                i + 1
+            } else {
+                i.saturating_sub(1)
+            };
             v.swap(i, j);
         }
     }
@@ -120,11 +140,20 @@ fn long_marks(s: &str) -> String {
 
 fn era_form(rng: &mut ChaCha8Rng, d: NaiveDate) -> String {
     let (y, m, dd) = (d.year(), d.month(), d.day());
-    let eras = [("令和", 'R', 2019, (5, 1)), ("平成", 'H', 1989, (1, 8)), ("昭和", 'S', 1926, (12, 25)), ("大正", 'T', 1912, (7, 30))];
+    let eras = [
+        ("令和", 'R', 2019, (5, 1)),
+        ("平成", 'H', 1989, (1, 8)),
+        ("昭和", 'S', 1926, (12, 25)),
+        ("大正", 'T', 1912, (7, 30)),
+    ];
     for (kanji, letter, start, (sm, sd)) in eras {
         if (y, m, dd) >= (start, sm, sd) {
             let ey = y - start + 1;
-            return if rng.random_bool(0.5) { format!("{kanji}{ey}年{m}月{dd}日") } else { format!("{letter}{ey}.{m}.{dd}") };
+            return if rng.random_bool(0.5) {
+                format!("{kanji}{ey}年{m}月{dd}日")
+            } else {
+                format!("{letter}{ey}.{m}.{dd}")
+            };
         }
     }
     d.to_string()
@@ -147,23 +176,42 @@ fn birth_slip(rng: &mut ChaCha8Rng, d: NaiveDate) -> NaiveDate {
 
 /// A partial or re-written address: city+town, town+numbers, other written form, no prefecture.
 fn address_form(rng: &mut ChaCha8Rng, addr: &str) -> String {
-    let no_pref = onshi_fallback::normalize::PREFECTURES.iter().find_map(|p| addr.strip_prefix(p)).unwrap_or(addr).to_string();
-    let head_end = no_pref.find(|c: char| c.is_ascii_digit() || ('０'..='９').contains(&c) || "一二三四五".contains(c)).unwrap_or(no_pref.len());
+    let no_pref = onshi_fallback::normalize::PREFECTURES
+        .iter()
+        .find_map(|p| addr.strip_prefix(p))
+        .unwrap_or(addr)
+        .to_string();
+    let head_end = no_pref
+        .find(|c: char| {
+            c.is_ascii_digit() || ('０'..='９').contains(&c) || "一二三四五".contains(c)
+        })
+        .unwrap_or(no_pref.len());
     let head = &no_pref[..head_end];
     let numbers = &no_pref[head_end..];
     let numbers = numbers.split('\u{3000}').next().unwrap_or("");
-    let city_end = head.rfind(['市', '区', '町', '村']).map(|i| i + 3).unwrap_or(0);
+    let city_end = head
+        .rfind(['市', '区', '町', '村'])
+        .map(|i| i + 3)
+        .unwrap_or(0);
     match rng.random_range(0..5u32) {
         0 => head.to_string(),
         1 => {
             let town = &head[city_end.min(head.len())..];
             let first = numbers.split(['-', '－', '番', '丁']).next().unwrap_or("");
-            if town.is_empty() { head.to_string() } else { format!("{town}{first}") }
+            if town.is_empty() {
+                head.to_string()
+            } else {
+                format!("{town}{first}")
+            }
         }
         2 => no_pref.replace('-', "ー"),
         3 => {
             let parts: Vec<&str> = numbers.split('-').collect();
-            if parts.len() == 3 { format!("{head}{}丁目{}番{}号", parts[0], parts[1], parts[2]) } else { no_pref.clone() }
+            if parts.len() == 3 {
+                format!("{head}{}丁目{}番{}号", parts[0], parts[1], parts[2])
+            } else {
+                no_pref.clone()
+            }
         }
         _ => addr.to_string(),
     }
@@ -172,7 +220,11 @@ fn address_form(rng: &mut ChaCha8Rng, addr: &str) -> String {
 fn insurer_form(name: &str) -> String {
     if name.starts_with("全国健康保険協会") && name.ends_with("支部") {
         "協会けんぽ".to_string()
-    } else if name.ends_with("市") || name.ends_with("区") || name.ends_with("町") || name.ends_with("村") {
+    } else if name.ends_with("市")
+        || name.ends_with("区")
+        || name.ends_with("町")
+        || name.ends_with("村")
+    {
         format!("{name}国保")
     } else {
         name.replace("健康保険組合", "健保")
@@ -181,8 +233,12 @@ fn insurer_form(name: &str) -> String {
 
 fn make_queries(people: &[&Qualification], n: usize, seed: u64) -> Vec<Q> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let standard_to_variant: HashMap<char, char> = VARIANT_KANJI.iter().map(|(v, s)| (*s, *v)).collect();
-    let kana_pool: Vec<char> = "アイウエオカキクケコサシスセソタチツテトナニヌネノマミムメモラリルレロ".chars().collect();
+    let standard_to_variant: HashMap<char, char> =
+        VARIANT_KANJI.iter().map(|(v, s)| (*s, *v)).collect();
+    let kana_pool: Vec<char> =
+        "アイウエオカキクケコサシスセソタチツテトナニヌネノマミムメモラリルレロ"
+            .chars()
+            .collect();
     let kanji_pool: Vec<char> = "田中山川本藤井木村野原子一郎美和".chars().collect();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -200,7 +256,11 @@ fn make_queries(people: &[&Qualification], n: usize, seed: u64) -> Vec<Q> {
                     .chars()
                     .map(|c| {
                         let f = onshi_fallback::normalize::fold_variant(c);
-                        if f != c { f } else { standard_to_variant.get(&c).copied().unwrap_or(c) }
+                        if f != c {
+                            f
+                        } else {
+                            standard_to_variant.get(&c).copied().unwrap_or(c)
+                        }
                     })
                     .collect();
                 if swapped != nm {
@@ -244,8 +304,14 @@ fn make_queries(people: &[&Qualification], n: usize, seed: u64) -> Vec<Q> {
             birth = birth_slip(&mut rng, birth);
             noise.push(Noise::BirthSlip);
         }
-        let birth_text = if rng.random_bool(0.3) { era_form(&mut rng, birth) } else { birth.to_string() };
-        let address = rng.random_bool(0.4).then(|| address_form(&mut rng, &p.address));
+        let birth_text = if rng.random_bool(0.3) {
+            era_form(&mut rng, birth)
+        } else {
+            birth.to_string()
+        };
+        let address = rng
+            .random_bool(0.4)
+            .then(|| address_form(&mut rng, &p.address));
         let insurer = rng.random_bool(0.2).then(|| insurer_form(&p.insurer_name));
         if noise.is_empty() {
             noise.push(Noise::Clean);
@@ -277,7 +343,16 @@ fn make_queries(people: &[&Qualification], n: usize, seed: u64) -> Vec<Q> {
         if let Some(i) = &insurer {
             body["insurer_name"] = i.clone().into();
         }
-        out.push(Q { body, truth: p.person_id.as_str().to_string(), noise, name, kana, birth_iso: birth.to_string(), sex: p.sex.code(), address });
+        out.push(Q {
+            body,
+            truth: p.person_id.as_str().to_string(),
+            noise,
+            name,
+            kana,
+            birth_iso: birth.to_string(),
+            sex: p.sex.code(),
+            address,
+        });
     }
     out
 }
@@ -305,8 +380,16 @@ fn main() {
 
     let rss0 = rss_kib();
     let t = Instant::now();
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people, seed, today });
-    println!("synthetic registry: {people} people, {} periods in {:.1} s", periods.len(), t.elapsed().as_secs_f64());
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people,
+        seed,
+        today,
+    });
+    println!(
+        "synthetic registry: {people} people, {} periods in {:.1} s",
+        periods.len(),
+        t.elapsed().as_secs_f64()
+    );
     // Truth = each person's newest period (what the index keeps); periods are ordered by person.
     let mut newest: Vec<&Qualification> = Vec::with_capacity(people);
     for q in &periods {
@@ -339,9 +422,22 @@ fn main() {
         }
     }
     let with_addr = queries.iter().filter(|q| q.address.is_some()).count();
-    let with_ins = queries.iter().filter(|q| q.body.get("insurer_name").is_some()).count();
-    let era = queries.iter().filter(|q| !q.body["birth_date"].as_str().unwrap_or("").starts_with(|c: char| c.is_ascii_digit())).count();
-    println!("queries: {nq}; with address {with_addr}, insurer {with_ins}, era birth date {era}; noise {counts:?}");
+    let with_ins = queries
+        .iter()
+        .filter(|q| q.body.get("insurer_name").is_some())
+        .count();
+    let era = queries
+        .iter()
+        .filter(|q| {
+            !q.body["birth_date"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(|c: char| c.is_ascii_digit())
+        })
+        .count();
+    println!(
+        "queries: {nq}; with address {with_addr}, insurer {with_ins}, era birth date {era}; noise {counts:?}"
+    );
 
     // Warm up, then measure.
     for q in queries.iter().take(200) {
@@ -377,7 +473,11 @@ fn main() {
         println!("  slowest: {} {}", ms(*d), queries[*i].body);
     }
     lat.sort();
-    let (p50, p99, max) = (pct(&lat, 0.5), pct(&lat, 0.99), lat.last().copied().unwrap_or_default());
+    let (p50, p99, max) = (
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or_default(),
+    );
     println!(
         "fallback index: p50 {} p99 {} max {}; recall@1 {:.2} %, recall@5 {:.2} %",
         ms(p50),
@@ -389,7 +489,11 @@ fn main() {
     let mut kinds: Vec<_> = by_noise.into_iter().collect();
     kinds.sort();
     for (k, (n, a, b)) in kinds {
-        println!("  {k:?}: {n} queries, recall@1 {:.1} %, recall@5 {:.1} %", 100.0 * a as f64 / n as f64, 100.0 * b as f64 / n as f64);
+        println!(
+            "  {k:?}: {n} queries, recall@1 {:.1} %, recall@5 {:.1} %",
+            100.0 * a as f64 / n as f64,
+            100.0 * b as f64 / n as f64
+        );
     }
     for m in &misses {
         println!("  miss: {m}");
@@ -406,18 +510,33 @@ fn main() {
     {
         let tx = db.unchecked_transaction().expect("tx");
         {
-            let mut ins = tx.prepare("INSERT INTO people VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)").expect("insert");
+            let mut ins = tx
+                .prepare("INSERT INTO people VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .expect("insert");
             for p in &newest {
-                ins.execute(rusqlite::params![p.person_id.as_str(), p.name, p.name_kana, p.birth_date.to_string(), p.sex.code(), p.address, p.insurer_name])
-                    .expect("row");
+                ins.execute(rusqlite::params![
+                    p.person_id.as_str(),
+                    p.name,
+                    p.name_kana,
+                    p.birth_date.to_string(),
+                    p.sex.code(),
+                    p.address,
+                    p.insurer_name
+                ])
+                .expect("row");
             }
         }
         tx.commit().expect("commit");
     }
-    db.execute_batch("CREATE INDEX people_birth_sex ON people (birth_date, sex);").expect("index");
+    db.execute_batch("CREATE INDEX people_birth_sex ON people (birth_date, sex);")
+        .expect("index");
     let sql_build = t.elapsed();
     let rss4 = rss_kib();
-    println!("sqlite: built in {:.2} s, +{} MiB", sql_build.as_secs_f64(), rss4.saturating_sub(rss3) / 1024);
+    println!(
+        "sqlite: built in {:.2} s, +{} MiB",
+        sql_build.as_secs_f64(),
+        rss4.saturating_sub(rss3) / 1024
+    );
     let mut stmt = db
         .prepare(
             "SELECT person_id FROM people WHERE birth_date = ?1 AND sex = ?2 \
@@ -426,14 +545,33 @@ fn main() {
         )
         .expect("prepare");
     // The query as typed, spaces of either width becoming '%' (the least a form search does).
-    let like = |s: &Option<String>| s.as_ref().map(|s| format!("%{}%", s.split([' ', '\u{3000}']).filter(|p| !p.is_empty()).collect::<Vec<_>>().join("%")));
+    let like = |s: &Option<String>| {
+        s.as_ref().map(|s| {
+            format!(
+                "%{}%",
+                s.split([' ', '\u{3000}'])
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("%")
+            )
+        })
+    };
     let mut slat = Vec::with_capacity(nq);
     let (mut s1, mut s5) = (0usize, 0usize);
     for q in &queries {
         let t = Instant::now();
         // The baseline gets the birth date already parsed (era dates are not SQL's job).
         let rows: Vec<String> = stmt
-            .query_map(rusqlite::params![q.birth_iso, q.sex, like(&q.name), like(&q.kana), like(&q.address)], |r| r.get(0))
+            .query_map(
+                rusqlite::params![
+                    q.birth_iso,
+                    q.sex,
+                    like(&q.name),
+                    like(&q.kana),
+                    like(&q.address)
+                ],
+                |r| r.get(0),
+            )
             .expect("query")
             .filter_map(Result::ok)
             .collect();

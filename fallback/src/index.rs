@@ -27,7 +27,10 @@ use onshi_model::{ErrorCode, FieldError, PersonId, Qualification, Sex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::normalize::{address_key, address_score_parts, insurer_key, insurer_score, is_kana_key, name_key_chars, AddressKey, PREFECTURES};
+use crate::normalize::{
+    AddressKey, PREFECTURES, address_key, address_score_parts, insurer_key, insurer_score,
+    is_kana_key, name_key_chars,
+};
 
 /// The longest name, reading, insurer name or address a query may carry (characters).
 const MAX_QUERY_CHARS: usize = 200;
@@ -63,7 +66,14 @@ pub struct SearchQuery {
 
 impl SearchQuery {
     /// The body's field names.
-    pub const FIELDS: &'static [&'static str] = &["name", "name_kana", "birth_date", "sex", "insurer_name", "address"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "name_kana",
+        "birth_date",
+        "sex",
+        "insurer_name",
+        "address",
+    ];
 
     /// Reads a `POST /v1/search` body: `{"name"?,"name_kana"?,"birth_date","sex","insurer_name"?,
     /// "address"?}`. Dates in any form `onshi_model::parse_date` accepts (`1980-04-01`, `19800401`,
@@ -74,7 +84,11 @@ impl SearchQuery {
         let name = opt_text(&f, "name", true)?;
         let name_kana = opt_text(&f, "name_kana", true)?;
         if name.is_none() && name_kana.is_none() {
-            return Err(FieldError::new("name", ErrorCode::MissingField, "name: name or name_kana is required"));
+            return Err(FieldError::new(
+                "name",
+                ErrorCode::MissingField,
+                "name: name or name_kana is required",
+            ));
         }
         Ok(SearchQuery {
             name,
@@ -88,20 +102,34 @@ impl SearchQuery {
 }
 
 fn opt_text(f: &Fields<'_>, name: &str, is_name: bool) -> Result<Option<String>, FieldError> {
-    let Some(s) = f.opt_str(name)? else { return Ok(None) };
+    let Some(s) = f.opt_str(name)? else {
+        return Ok(None);
+    };
     let t = s.trim();
     if t.is_empty() {
         return Ok(None);
     }
     let p = f.path(name);
     if t.chars().count() > MAX_QUERY_CHARS {
-        return Err(FieldError::new(p.clone(), ErrorCode::InvalidLength, format!("{p}: longer than {MAX_QUERY_CHARS} characters")));
+        return Err(FieldError::new(
+            p.clone(),
+            ErrorCode::InvalidLength,
+            format!("{p}: longer than {MAX_QUERY_CHARS} characters"),
+        ));
     }
     if t.chars().any(char::is_control) {
-        return Err(FieldError::new(p.clone(), ErrorCode::InvalidCharacter, format!("{p}: contains a control character")));
+        return Err(FieldError::new(
+            p.clone(),
+            ErrorCode::InvalidCharacter,
+            format!("{p}: contains a control character"),
+        ));
     }
     if is_name && name_key_chars(t).is_empty() {
-        return Err(FieldError::new(p.clone(), ErrorCode::InvalidCharacter, format!("{p}: has no letters to search by")));
+        return Err(FieldError::new(
+            p.clone(),
+            ErrorCode::InvalidCharacter,
+            format!("{p}: has no letters to search by"),
+        ));
     }
     Ok(Some(t.to_string()))
 }
@@ -212,7 +240,9 @@ impl Keys {
     }
 
     fn len_of(&self, id: u32) -> u8 {
-        self.text.get(id as usize).map_or(0, |k| k.len().min(255) as u8)
+        self.text
+            .get(id as usize)
+            .map_or(0, |k| k.len().min(255) as u8)
     }
 
     fn get(&self, key: &[char]) -> Option<u32> {
@@ -249,7 +279,10 @@ fn span_of(arena: &mut String, s: &str) -> Span {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    let span = Span { start: arena.len() as u32, len: end as u16 };
+    let span = Span {
+        start: arena.len() as u32,
+        len: end as u16,
+    };
     arena.push_str(&s[..end]);
     span
 }
@@ -261,7 +294,16 @@ fn text(arena: &str, span: Span) -> &str {
 
 fn digits_of(d: NaiveDate) -> [u8; 8] {
     let (y, m, dd) = (d.year().rem_euclid(10_000) as u32, d.month(), d.day());
-    let v = [y / 1000, y / 100 % 10, y / 10 % 10, y % 10, m / 10, m % 10, dd / 10, dd % 10];
+    let v = [
+        y / 1000,
+        y / 100 % 10,
+        y / 10 % 10,
+        y % 10,
+        m / 10,
+        m % 10,
+        dd / 10,
+        dd % 10,
+    ];
     v.map(|x| x as u8)
 }
 
@@ -302,7 +344,10 @@ impl SearchIndex {
 
     fn find(&self, pid: &str) -> Option<u32> {
         if let Some(&i) = self.by_person.get(&pid_hash(pid))
-            && self.entries.get(i as usize).is_some_and(|e| text(&self.pid_text, e.pid) == pid)
+            && self
+                .entries
+                .get(i as usize)
+                .is_some_and(|e| text(&self.pid_text, e.pid) == pid)
         {
             return Some(i);
         }
@@ -374,7 +419,10 @@ impl SearchIndex {
             }
             self.keys.by_name[name as usize].push(idx);
             self.keys.by_kana[kana as usize].push(idx);
-            self.by_birth.entry(day(q.birth_date)).or_default().push(idx);
+            self.by_birth
+                .entry(day(q.birth_date))
+                .or_default()
+                .push(idx);
             return;
         };
         let i = idx as usize;
@@ -402,7 +450,10 @@ impl SearchIndex {
             if let Some(l) = self.by_birth.get_mut(&day(e.birth)) {
                 remove_from(l, idx);
             }
-            self.by_birth.entry(day(q.birth_date)).or_default().push(idx);
+            self.by_birth
+                .entry(day(q.birth_date))
+                .or_default()
+                .push(idx);
             e.birth = q.birth_date;
         }
         e.name_len = self.keys.len_of(name);
@@ -475,7 +526,11 @@ impl SearchIndex {
                 // A wholly different birth date and a different sex is too little to go on.
                 let sex_ok = pq.sex == Sex::Unset || e.sex == Sex::Unset || e.sex == pq.sex;
                 (sex_ok && b != birth && !slips.contains(&b)).then(|| {
-                    let same = digits_of(e.birth).iter().zip(&birth_digits).filter(|(a, b)| a == b).count() as u8;
+                    let same = digits_of(e.birth)
+                        .iter()
+                        .zip(&birth_digits)
+                        .filter(|(a, b)| a == b)
+                        .count() as u8;
                     (8 - same, i)
                 })
             })
@@ -514,8 +569,13 @@ impl SearchIndex {
         done.truncate(limit);
         done.into_iter()
             .filter_map(|s| {
-                let pid = PersonId::parse(text(&self.pid_text, self.entries[s.idx as usize].pid)).ok()?;
-                Some(Candidate { person_id: pid, score: s.score, reasons: s.reasons() })
+                let pid =
+                    PersonId::parse(text(&self.pid_text, self.entries[s.idx as usize].pid)).ok()?;
+                Some(Candidate {
+                    person_id: pid,
+                    score: s.score,
+                    reasons: s.reasons(),
+                })
             })
             .collect()
     }
@@ -537,7 +597,11 @@ impl SearchIndex {
         let bound = |q: usize, t: u8| sim_n(q.abs_diff(usize::from(t)), q.max(usize::from(t)));
         let ub_name = pq.name.as_ref().map(|q| {
             let b = bound(q.len(), e.name_len);
-            if pq.name_is_kana { b.max(bound(q.len(), e.kana_len)) } else { b }
+            if pq.name_is_kana {
+                b.max(bound(q.len(), e.kana_len))
+            } else {
+                b
+            }
         });
         let ub_kana = pq.kana.as_ref().map(|q| bound(q.len(), e.kana_len));
         let ub = match (ub_name, ub_kana) {
@@ -564,7 +628,12 @@ impl SearchIndex {
                 }
             }
         }
-        let name_part = name.map(|d| (d, pq.name.as_ref().map_or(0, |q| q.len().max(name_text.len()))));
+        let name_part = name.map(|d| {
+            (
+                d,
+                pq.name.as_ref().map_or(0, |q| q.len().max(name_text.len())),
+            )
+        });
         if let Some(q) = &pq.kana {
             let d = osa(q, kana_text);
             let len = q.len().max(kana_text.len());
@@ -619,13 +688,24 @@ impl SearchIndex {
         if let Some(qk) = &pq.insurer {
             let best = e.insurers[..e.n_insurers as usize]
                 .iter()
-                .map(|&id| insurer_score(qk, self.insurer_keys.get(id as usize).map_or("", String::as_str)))
+                .map(|&id| {
+                    insurer_score(
+                        qk,
+                        self.insurer_keys
+                            .get(id as usize)
+                            .map_or("", String::as_str),
+                    )
+                })
                 .fold(0.0f32, f32::max);
             total += W_INSURER * best;
             s.insurer = Some(best);
         }
         if let Some(qa) = &pq.address {
-            let a = address_score_parts(qa, (e.prefecture > 0).then_some(e.prefecture), text(&self.address_text, e.address));
+            let a = address_score_parts(
+                qa,
+                (e.prefecture > 0).then_some(e.prefecture),
+                text(&self.address_text, e.address),
+            );
             total += W_ADDRESS * a;
             s.address = Some(a);
         }
@@ -650,15 +730,32 @@ struct Prepared {
 
 impl Prepared {
     fn new(q: &SearchQuery) -> Self {
-        let name = q.name.as_deref().map(name_key_chars).filter(|k| !k.is_empty());
+        let name = q
+            .name
+            .as_deref()
+            .map(name_key_chars)
+            .filter(|k| !k.is_empty());
         let name_is_kana = name.as_deref().is_some_and(is_kana_key);
-        let insurer = q.insurer_name.as_deref().map(insurer_key).filter(|k| !k.is_empty());
-        let address = q.address.as_deref().map(address_key).filter(|a| !a.rest.is_empty() || a.prefecture.is_some());
-        let extras = if insurer.is_some() { W_INSURER } else { 0.0 } + if address.is_some() { W_ADDRESS } else { 0.0 };
+        let insurer = q
+            .insurer_name
+            .as_deref()
+            .map(insurer_key)
+            .filter(|k| !k.is_empty());
+        let address = q
+            .address
+            .as_deref()
+            .map(address_key)
+            .filter(|a| !a.rest.is_empty() || a.prefecture.is_some());
+        let extras = if insurer.is_some() { W_INSURER } else { 0.0 }
+            + if address.is_some() { W_ADDRESS } else { 0.0 };
         Prepared {
             name,
             name_is_kana,
-            kana: q.name_kana.as_deref().map(name_key_chars).filter(|k| !k.is_empty()),
+            kana: q
+                .name_kana
+                .as_deref()
+                .map(name_key_chars)
+                .filter(|k| !k.is_empty()),
             sex: q.sex,
             insurer,
             address,
@@ -684,7 +781,13 @@ struct Scored {
 
 impl Scored {
     fn reasons(&self) -> Vec<Reason> {
-        let close = |d: usize| if d == 0 { Closeness::Exact } else { Closeness::Edits(d.min(255) as u8) };
+        let close = |d: usize| {
+            if d == 0 {
+                Closeness::Exact
+            } else {
+                Closeness::Edits(d.min(255) as u8)
+            }
+        };
         let part = |s: f32| {
             if s >= 0.9 {
                 Partial::Full
@@ -714,7 +817,11 @@ impl Scored {
 }
 
 fn sim_n(d: usize, len: usize) -> f32 {
-    if len == 0 { 0.0 } else { 1.0 - (d.min(len) as f32 / len as f32) }
+    if len == 0 {
+        0.0
+    } else {
+        1.0 - (d.min(len) as f32 / len as f32)
+    }
 }
 
 fn sim(a: &[char], b: &[char], d: usize) -> f32 {
@@ -745,7 +852,9 @@ pub fn osa(a: &[char], b: &[char]) -> usize {
         rows[cur_i][0] = i as u8;
         for j in 1..=m {
             let cost = u8::from(a[i - 1] != b[j - 1]);
-            let mut v = (rows[prev_i][j] + 1).min(rows[cur_i][j - 1] + 1).min(rows[prev_i][j - 1] + cost);
+            let mut v = (rows[prev_i][j] + 1)
+                .min(rows[cur_i][j - 1] + 1)
+                .min(rows[prev_i][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(rows[prev2_i][j - 2] + 1);
             }
@@ -783,7 +892,10 @@ pub fn birth_slips(d: NaiveDate) -> Vec<NaiveDate> {
     if !(1000..=9999).contains(&y) {
         return Vec::new();
     }
-    let digits: Vec<u8> = format!("{y:04}{m:02}{dd:02}").bytes().map(|b| b - b'0').collect();
+    let digits: Vec<u8> = format!("{y:04}{m:02}{dd:02}")
+        .bytes()
+        .map(|b| b - b'0')
+        .collect();
     let to_date = |g: &[u8]| {
         let n = |r: std::ops::Range<usize>| g[r].iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
         NaiveDate::from_ymd_opt(n(0..4) as i32, n(4..6), n(6..8))

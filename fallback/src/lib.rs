@@ -11,5 +11,8 @@ pub mod normalize;
 pub mod share;
 
 pub use index::{Candidate, Reason, SearchIndex, SearchQuery};
-pub use normalize::{address_key, insurer_key, kana_key, name_key, AddressKey};
-pub use share::{collected_yen, estimate_share, estimate_unidentified_share, ShareBasis, ShareEstimate, SharePolicy, UnidentifiedRule};
+pub use normalize::{AddressKey, address_key, insurer_key, kana_key, name_key};
+pub use share::{
+    ShareBasis, ShareEstimate, SharePolicy, UnidentifiedRule, collected_yen, estimate_share,
+    estimate_unidentified_share,
+};

@@ -32,38 +32,186 @@ use unicode_normalization::UnicodeNormalization;
 /// a variant (a test checks), so folding once is enough. Extend here; nothing else needs to change.
 pub const VARIANT_KANJI: &[(char, char)] = &[
     // The common surname characters of DOMAIN.md and issue 3.
-    ('髙', '高'), ('\u{FA11}', '崎'), ('嵜', '崎'), ('碕', '崎'), ('齋', '斎'), ('齊', '斎'), ('斉', '斎'),
-    ('邊', '辺'), ('邉', '辺'), ('澤', '沢'), ('櫻', '桜'), ('廣', '広'), ('國', '国'), ('濱', '浜'), ('濵', '浜'),
-    ('嶋', '島'), ('嶌', '島'), ('眞', '真'), ('惠', '恵'), ('德', '徳'), ('龍', '竜'), ('藏', '蔵'), ('冨', '富'),
-    ('槇', '槙'), ('栁', '柳'), ('曾', '曽'), ('\u{20BB7}', '吉'), ('瀧', '滝'), ('關', '関'), ('榮', '栄'),
-    ('桒', '桑'), ('舘', '館'), ('峯', '峰'), ('\u{FA10}', '塚'), ('篭', '籠'), ('渕', '淵'), ('崗', '岡'),
-    ('檜', '桧'), ('邨', '村'), ('曻', '昇'), ('嶽', '岳'), ('寳', '宝'), ('寶', '宝'), ('巖', '巌'),
+    ('髙', '高'),
+    ('\u{FA11}', '崎'),
+    ('嵜', '崎'),
+    ('碕', '崎'),
+    ('齋', '斎'),
+    ('齊', '斎'),
+    ('斉', '斎'),
+    ('邊', '辺'),
+    ('邉', '辺'),
+    ('澤', '沢'),
+    ('櫻', '桜'),
+    ('廣', '広'),
+    ('國', '国'),
+    ('濱', '浜'),
+    ('濵', '浜'),
+    ('嶋', '島'),
+    ('嶌', '島'),
+    ('眞', '真'),
+    ('惠', '恵'),
+    ('德', '徳'),
+    ('龍', '竜'),
+    ('藏', '蔵'),
+    ('冨', '富'),
+    ('槇', '槙'),
+    ('栁', '柳'),
+    ('曾', '曽'),
+    ('\u{20BB7}', '吉'),
+    ('瀧', '滝'),
+    ('關', '関'),
+    ('榮', '栄'),
+    ('桒', '桑'),
+    ('舘', '館'),
+    ('峯', '峰'),
+    ('\u{FA10}', '塚'),
+    ('篭', '籠'),
+    ('渕', '淵'),
+    ('崗', '岡'),
+    ('檜', '桧'),
+    ('邨', '村'),
+    ('曻', '昇'),
+    ('嶽', '岳'),
+    ('寳', '宝'),
+    ('寶', '宝'),
+    ('巖', '巌'),
     // Other old forms (旧字体) seen in names and addresses.
-    ('學', '学'), ('會', '会'), ('實', '実'), ('壽', '寿'), ('團', '団'), ('與', '与'), ('靜', '静'), ('將', '将'),
-    ('來', '来'), ('淺', '浅'), ('豐', '豊'), ('禮', '礼'), ('萬', '万'), ('彌', '弥'), ('條', '条'), ('黑', '黒'),
-    ('穗', '穂'), ('鐵', '鉄'), ('亞', '亜'), ('兒', '児'), ('圓', '円'), ('鷗', '鴎'), ('衞', '衛'), ('藝', '芸'),
-    ('縣', '県'), ('莊', '荘'), ('澁', '渋'), ('顯', '顕'), ('檢', '検'), ('驛', '駅'), ('假', '仮'), ('氣', '気'),
-    ('參', '参'), ('恆', '恒'), ('竝', '並'), ('晉', '晋'), ('齒', '歯'), ('樂', '楽'), ('藥', '薬'), ('佛', '仏'),
-    ('傳', '伝'), ('兩', '両'), ('價', '価'), ('劍', '剣'), ('勞', '労'), ('區', '区'), ('卷', '巻'), ('嚴', '厳'),
-    ('圍', '囲'), ('圖', '図'), ('壯', '壮'), ('奧', '奥'), ('寬', '寛'), ('專', '専'), ('從', '従'), ('應', '応'),
-    ('戰', '戦'), ('擧', '挙'), ('敎', '教'), ('曉', '暁'), ('歸', '帰'), ('步', '歩'), ('每', '毎'), ('滿', '満'),
-    ('濟', '済'), ('燈', '灯'), ('營', '営'), ('狹', '狭'), ('獨', '独'), ('畫', '画'), ('當', '当'), ('發', '発'),
-    ('盡', '尽'), ('祿', '禄'), ('稻', '稲'), ('經', '経'), ('綠', '緑'), ('總', '総'), ('繪', '絵'), ('繩', '縄'),
-    ('聲', '声'), ('聽', '聴'), ('臺', '台'), ('舊', '旧'), ('處', '処'), ('號', '号'), ('螢', '蛍'), ('裝', '装'),
-    ('覺', '覚'), ('觀', '観'), ('譯', '訳'), ('讓', '譲'), ('豫', '予'), ('賣', '売'), ('贊', '賛'), ('輕', '軽'),
-    ('辭', '辞'), ('遲', '遅'), ('醫', '医'), ('鑛', '鉱'), ('隨', '随'), ('險', '険'), ('隱', '隠'), ('雙', '双'),
-    ('雜', '雑'), ('靑', '青'), ('顏', '顔'), ('驗', '験'), ('體', '体'), ('髮', '髪'), ('黃', '黄'), ('默', '黙'),
-    ('齡', '齢'), ('龜', '亀'), ('淨', '浄'), ('乘', '乗'), ('亂', '乱'), ('姬', '姫'), ('溫', '温'), ('驒', '騨'),
-    ('廳', '庁'), ('鄕', '郷'),
+    ('學', '学'),
+    ('會', '会'),
+    ('實', '実'),
+    ('壽', '寿'),
+    ('團', '団'),
+    ('與', '与'),
+    ('靜', '静'),
+    ('將', '将'),
+    ('來', '来'),
+    ('淺', '浅'),
+    ('豐', '豊'),
+    ('禮', '礼'),
+    ('萬', '万'),
+    ('彌', '弥'),
+    ('條', '条'),
+    ('黑', '黒'),
+    ('穗', '穂'),
+    ('鐵', '鉄'),
+    ('亞', '亜'),
+    ('兒', '児'),
+    ('圓', '円'),
+    ('鷗', '鴎'),
+    ('衞', '衛'),
+    ('藝', '芸'),
+    ('縣', '県'),
+    ('莊', '荘'),
+    ('澁', '渋'),
+    ('顯', '顕'),
+    ('檢', '検'),
+    ('驛', '駅'),
+    ('假', '仮'),
+    ('氣', '気'),
+    ('參', '参'),
+    ('恆', '恒'),
+    ('竝', '並'),
+    ('晉', '晋'),
+    ('齒', '歯'),
+    ('樂', '楽'),
+    ('藥', '薬'),
+    ('佛', '仏'),
+    ('傳', '伝'),
+    ('兩', '両'),
+    ('價', '価'),
+    ('劍', '剣'),
+    ('勞', '労'),
+    ('區', '区'),
+    ('卷', '巻'),
+    ('嚴', '厳'),
+    ('圍', '囲'),
+    ('圖', '図'),
+    ('壯', '壮'),
+    ('奧', '奥'),
+    ('寬', '寛'),
+    ('專', '専'),
+    ('從', '従'),
+    ('應', '応'),
+    ('戰', '戦'),
+    ('擧', '挙'),
+    ('敎', '教'),
+    ('曉', '暁'),
+    ('歸', '帰'),
+    ('步', '歩'),
+    ('每', '毎'),
+    ('滿', '満'),
+    ('濟', '済'),
+    ('燈', '灯'),
+    ('營', '営'),
+    ('狹', '狭'),
+    ('獨', '独'),
+    ('畫', '画'),
+    ('當', '当'),
+    ('發', '発'),
+    ('盡', '尽'),
+    ('祿', '禄'),
+    ('稻', '稲'),
+    ('經', '経'),
+    ('綠', '緑'),
+    ('總', '総'),
+    ('繪', '絵'),
+    ('繩', '縄'),
+    ('聲', '声'),
+    ('聽', '聴'),
+    ('臺', '台'),
+    ('舊', '旧'),
+    ('處', '処'),
+    ('號', '号'),
+    ('螢', '蛍'),
+    ('裝', '装'),
+    ('覺', '覚'),
+    ('觀', '観'),
+    ('譯', '訳'),
+    ('讓', '譲'),
+    ('豫', '予'),
+    ('賣', '売'),
+    ('贊', '賛'),
+    ('輕', '軽'),
+    ('辭', '辞'),
+    ('遲', '遅'),
+    ('醫', '医'),
+    ('鑛', '鉱'),
+    ('隨', '随'),
+    ('險', '険'),
+    ('隱', '隠'),
+    ('雙', '双'),
+    ('雜', '雑'),
+    ('靑', '青'),
+    ('顏', '顔'),
+    ('驗', '験'),
+    ('體', '体'),
+    ('髮', '髪'),
+    ('黃', '黄'),
+    ('默', '黙'),
+    ('齡', '齢'),
+    ('龜', '亀'),
+    ('淨', '浄'),
+    ('乘', '乗'),
+    ('亂', '乱'),
+    ('姬', '姫'),
+    ('溫', '温'),
+    ('驒', '騨'),
+    ('廳', '庁'),
+    ('鄕', '郷'),
 ];
 
 /// The standard form of an old/variant kanji, or the character itself.
 pub fn fold_variant(c: char) -> char {
-    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, char>> = std::sync::OnceLock::new();
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, char>> =
+        std::sync::OnceLock::new();
     if (c as u32) < 0x4E00 {
         return c;
     }
-    *TABLE.get_or_init(|| VARIANT_KANJI.iter().copied().collect()).get(&c).unwrap_or(&c)
+    *TABLE
+        .get_or_init(|| VARIANT_KANJI.iter().copied().collect())
+        .get(&c)
+        .unwrap_or(&c)
 }
 
 fn is_ignorable(c: char) -> bool {
@@ -73,7 +221,10 @@ fn is_ignorable(c: char) -> bool {
 
 /// Long-vowel marks and the dashes people type for them (after NFKC).
 fn is_long_mark(c: char) -> bool {
-    matches!(c, 'ー' | '-' | '‐' | '‒' | '–' | '—' | '―' | '−' | '~' | '〜' | '∼')
+    matches!(
+        c,
+        'ー' | '-' | '‐' | '‒' | '–' | '—' | '―' | '−' | '~' | '〜' | '∼'
+    )
 }
 
 fn is_hyphen(c: char) -> bool {
@@ -147,7 +298,10 @@ fn vowel_of(c: char) -> Option<char> {
     if !is_katakana(c) {
         return None;
     }
-    [(A, 'ア'), (I, 'イ'), (U, 'ウ'), (E, 'エ'), (O, 'オ')].iter().find(|(row, _)| row.contains(c)).map(|(_, v)| *v)
+    [(A, 'ア'), (I, 'イ'), (U, 'ウ'), (E, 'エ'), (O, 'オ')]
+        .iter()
+        .find(|(row, _)| row.contains(c))
+        .map(|(_, v)| *v)
 }
 
 /// Rule 1: separate voicing marks become combining ones so NFKC composes them; then NFKC.
@@ -218,10 +372,53 @@ pub fn is_kana_key(key: &[char]) -> bool {
 
 /// The 47 prefectures, code order (JIS X 0401).
 pub const PREFECTURES: [&str; 47] = [
-    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県", "群馬県", "埼玉県", "千葉県",
-    "東京都", "神奈川県", "新潟県", "富山県", "石川県", "福井県", "山梨県", "長野県", "岐阜県", "静岡県", "愛知県", "三重県",
-    "滋賀県", "京都府", "大阪府", "兵庫県", "奈良県", "和歌山県", "鳥取県", "島根県", "岡山県", "広島県", "山口県", "徳島県",
-    "香川県", "愛媛県", "高知県", "福岡県", "佐賀県", "長崎県", "熊本県", "大分県", "宮崎県", "鹿児島県", "沖縄県",
+    "北海道",
+    "青森県",
+    "岩手県",
+    "宮城県",
+    "秋田県",
+    "山形県",
+    "福島県",
+    "茨城県",
+    "栃木県",
+    "群馬県",
+    "埼玉県",
+    "千葉県",
+    "東京都",
+    "神奈川県",
+    "新潟県",
+    "富山県",
+    "石川県",
+    "福井県",
+    "山梨県",
+    "長野県",
+    "岐阜県",
+    "静岡県",
+    "愛知県",
+    "三重県",
+    "滋賀県",
+    "京都府",
+    "大阪府",
+    "兵庫県",
+    "奈良県",
+    "和歌山県",
+    "鳥取県",
+    "島根県",
+    "岡山県",
+    "広島県",
+    "山口県",
+    "徳島県",
+    "香川県",
+    "愛媛県",
+    "高知県",
+    "福岡県",
+    "佐賀県",
+    "長崎県",
+    "熊本県",
+    "大分県",
+    "宮崎県",
+    "鹿児島県",
+    "沖縄県",
 ];
 
 /// An address as matching keys: the prefecture (if written) apart, and the rest.
@@ -270,7 +467,8 @@ fn kanji_number(run: &[char]) -> Option<u32> {
         }
         Some(total + current)
     } else {
-        run.iter().try_fold(0u32, |acc, &c| Some(acc.checked_mul(10)? + digit(c)?))
+        run.iter()
+            .try_fold(0u32, |acc, &c| Some(acc.checked_mul(10)? + digit(c)?))
     }
 }
 
@@ -292,7 +490,10 @@ pub fn address_key(s: &str) -> AddressKey {
         }
         cur = rest;
     }
-    AddressKey { prefecture, rest: cur }
+    AddressKey {
+        prefecture,
+        rest: cur,
+    }
 }
 
 /// One round of rules 1–6; a postal code and a prefecture are taken off the front only while no
@@ -304,7 +505,9 @@ fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
         if is_ignorable(c) {
             continue;
         }
-        let prev_digit = chars.last().is_some_and(|p| p.is_ascii_digit() || kanji_numeral(*p));
+        let prev_digit = chars
+            .last()
+            .is_some_and(|p| p.is_ascii_digit() || kanji_numeral(*p));
         if c == 'ー' && prev_digit || is_hyphen(c) {
             chars.push('-');
         } else if is_long_mark(c) {
@@ -315,7 +518,11 @@ fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
     }
     // A postal code written in front (〒 itself was dropped above as a symbol).
     let postal = |c: &[char]| {
-        c.len() > 8 && c[..3].iter().all(char::is_ascii_digit) && c[3] == '-' && c[4..8].iter().all(char::is_ascii_digit) && !c[8].is_ascii_digit()
+        c.len() > 8
+            && c[..3].iter().all(char::is_ascii_digit)
+            && c[3] == '-'
+            && c[4..8].iter().all(char::is_ascii_digit)
+            && !c[8].is_ascii_digit()
     };
     let mut prefecture = None;
     while strip_front && postal(&chars) {
@@ -331,7 +538,9 @@ fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
         }
     }
     // Pass 2: numerals, separators, 大字/字, ケ/ガ/ノ between kanji.
-    let at = |v: &[char], i: usize, w: &str| w.chars().enumerate().all(|(k, c)| v.get(i + k) == Some(&c));
+    let at = |v: &[char], i: usize, w: &str| {
+        w.chars().enumerate().all(|(k, c)| v.get(i + k) == Some(&c))
+    };
     let mut out: Vec<char> = Vec::with_capacity(chars.len());
     let mut i = 0;
     while i < chars.len() {
@@ -343,7 +552,9 @@ fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
                 end += 1;
             }
             let next_is_sep = end >= chars.len() && out.last().is_some_and(|p| *p == '-')
-                || ["丁", "番", "号", "-", "ノ", "条", "線", "地割"].iter().any(|w| at(&chars, end, w))
+                || ["丁", "番", "号", "-", "ノ", "条", "線", "地割"]
+                    .iter()
+                    .any(|w| at(&chars, end, w))
                 || chars.get(end).is_some_and(char::is_ascii_digit);
             if next_is_sep && let Some(n) = kanji_number(&chars[start..end]) {
                 out.extend(n.to_string().chars());
@@ -355,9 +566,13 @@ fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
             continue;
         }
         let after_digit = out.last().is_some_and(char::is_ascii_digit);
-        let next_digit = chars.get(i + 1).is_some_and(|n| n.is_ascii_digit() || kanji_numeral(*n));
+        let next_digit = chars
+            .get(i + 1)
+            .is_some_and(|n| n.is_ascii_digit() || kanji_numeral(*n));
         if after_digit {
-            let sep = ["丁目", "番地", "番", "号", "丁"].iter().find(|w| at(&chars, i, w));
+            let sep = ["丁目", "番地", "番", "号", "丁"]
+                .iter()
+                .find(|w| at(&chars, i, w));
             if let Some(w) = sep {
                 out.push('-');
                 i += w.chars().count();
@@ -373,11 +588,18 @@ fn address_round(s: &str, strip_front: bool) -> (Option<u8>, String) {
             i += 2;
             continue;
         }
-        if c == '字' && out.last().is_none_or(|p| matches!(p, '町' | '村' | '市' | '区' | '郡')) {
+        if c == '字'
+            && out
+                .last()
+                .is_none_or(|p| matches!(p, '町' | '村' | '市' | '区' | '郡'))
+        {
             i += 1;
             continue;
         }
-        if matches!(c, 'ケ' | 'ガ' | 'ノ') && out.last().is_some_and(|p| is_kanji(*p)) && chars.get(i + 1).is_some_and(|n| is_kanji(*n)) {
+        if matches!(c, 'ケ' | 'ガ' | 'ノ')
+            && out.last().is_some_and(|p| is_kanji(*p))
+            && chars.get(i + 1).is_some_and(|n| is_kanji(*n))
+        {
             i += 1;
             continue;
         }
@@ -404,7 +626,8 @@ fn find_bounded(hay: &str, needle: &str) -> bool {
     while let Some(pos) = hay[from..].find(needle) {
         let at = from + pos;
         let before_ok = !starts_digit || !hay[..at].ends_with(|c: char| c.is_ascii_digit());
-        let after_ok = !ends_digit || !hay[at + needle.len()..].starts_with(|c: char| c.is_ascii_digit());
+        let after_ok =
+            !ends_digit || !hay[at + needle.len()..].starts_with(|c: char| c.is_ascii_digit());
         if before_ok && after_ok {
             return true;
         }
@@ -426,7 +649,11 @@ pub fn address_score(query: &AddressKey, target: &AddressKey) -> f32 {
 }
 
 /// [`address_score`] against a target given as its parts (the index keeps them apart).
-pub fn address_score_parts(query: &AddressKey, target_prefecture: Option<u8>, target_rest: &str) -> f32 {
+pub fn address_score_parts(
+    query: &AddressKey,
+    target_prefecture: Option<u8>,
+    target_rest: &str,
+) -> f32 {
     if let (Some(a), Some(b)) = (query.prefecture, target_prefecture)
         && a != b
     {
@@ -435,7 +662,11 @@ pub fn address_score_parts(query: &AddressKey, target_prefecture: Option<u8>, ta
     let q = query.rest.as_str();
     let t = target_rest;
     if q.is_empty() {
-        return if query.prefecture.is_some() && query.prefecture == target_prefecture { 0.3 } else { 0.0 };
+        return if query.prefecture.is_some() && query.prefecture == target_prefecture {
+            0.3
+        } else {
+            0.0
+        };
     }
     if find_bounded(t, q) {
         return 1.0;
@@ -450,7 +681,8 @@ pub fn address_score_parts(query: &AddressKey, target_prefecture: Option<u8>, ta
             (true, None) => run_start = Some(b),
             (false, Some(s0)) => {
                 let run = q[s0..b].trim_end_matches('-');
-                if b < q.len() && run.contains('-') && run.starts_with(|c: char| c.is_ascii_digit()) {
+                if b < q.len() && run.contains('-') && run.starts_with(|c: char| c.is_ascii_digit())
+                {
                     cuts.push(s0 + run.len());
                 }
                 run_start = None;

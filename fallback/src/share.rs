@@ -48,19 +48,31 @@ pub enum SharePolicyError {
 
 impl Default for SharePolicy {
     fn default() -> Self {
-        SharePolicy { age70_74_percent: 20, age75_plus_percent: 10, unidentified: UnidentifiedRule::AgeRule }
+        SharePolicy {
+            age70_74_percent: 20,
+            age75_plus_percent: 10,
+            unidentified: UnidentifiedRule::AgeRule,
+        }
     }
 }
 
 impl SharePolicy {
-    pub fn new(age70_74_percent: u8, age75_plus_percent: u8, unidentified: UnidentifiedRule) -> Result<Self, SharePolicyError> {
+    pub fn new(
+        age70_74_percent: u8,
+        age75_plus_percent: u8,
+        unidentified: UnidentifiedRule,
+    ) -> Result<Self, SharePolicyError> {
         if ![20, 30].contains(&age70_74_percent) {
             return Err(SharePolicyError::Age70To74(age70_74_percent));
         }
         if ![10, 20, 30].contains(&age75_plus_percent) {
             return Err(SharePolicyError::Age75Plus(age75_plus_percent));
         }
-        Ok(SharePolicy { age70_74_percent, age75_plus_percent, unidentified })
+        Ok(SharePolicy {
+            age70_74_percent,
+            age75_plus_percent,
+            unidentified,
+        })
     }
 
     pub fn age70_74_percent(&self) -> u8 {
@@ -114,7 +126,11 @@ pub fn age_on(birth: NaiveDate, on: NaiveDate) -> u32 {
 pub fn preschool_last_day(birth: NaiveDate) -> NaiveDate {
     let reach6 = reaches_age_on(birth, 6);
     let march31 = |y| NaiveDate::from_ymd_opt(y, 3, 31).unwrap_or(reach6);
-    if reach6 <= march31(reach6.year()) { march31(reach6.year()) } else { march31(reach6.year() + 1) }
+    if reach6 <= march31(reach6.year()) {
+        march31(reach6.year())
+    } else {
+        march31(reach6.year() + 1)
+    }
 }
 
 /// First day of the 70–74 share: the 1st of the month after the month in which one reaches 70.
@@ -141,19 +157,50 @@ pub fn estimate_share(birth: NaiveDate, service: NaiveDate, policy: &SharePolicy
     let start70 = age70_first_day(birth);
     let pre_last = preschool_last_day(birth);
     let (percent, basis, why) = if service >= start75 {
-        (policy.age75_plus_percent, ShareBasis::Age75Plus, format!("75 and over from the 75th birthday, {start75}"))
+        (
+            policy.age75_plus_percent,
+            ShareBasis::Age75Plus,
+            format!("75 and over from the 75th birthday, {start75}"),
+        )
     } else if service >= start70 {
-        (policy.age70_74_percent, ShareBasis::Age70To74, format!("70–74 from {start70}, the 1st of the month after reaching 70, until {}", start75.pred_opt().unwrap_or(start75)))
+        (
+            policy.age70_74_percent,
+            ShareBasis::Age70To74,
+            format!(
+                "70–74 from {start70}, the 1st of the month after reaching 70, until {}",
+                start75.pred_opt().unwrap_or(start75)
+            ),
+        )
     } else if service <= pre_last {
-        (20, ShareBasis::Preschool, format!("preschool until {pre_last}, the first 31 March after reaching 6"))
+        (
+            20,
+            ShareBasis::Preschool,
+            format!("preschool until {pre_last}, the first 31 March after reaching 6"),
+        )
     } else {
-        (30, ShareBasis::SchoolAgeTo69, format!("school age from {} until {}", pre_last.succ_opt().unwrap_or(pre_last), start70.pred_opt().unwrap_or(start70)))
+        (
+            30,
+            ShareBasis::SchoolAgeTo69,
+            format!(
+                "school age from {} until {}",
+                pre_last.succ_opt().unwrap_or(pre_last),
+                start70.pred_opt().unwrap_or(start70)
+            ),
+        )
     };
-    ShareEstimate { percent, basis, explanation: format!("{percent} %: aged {age} on {service}; {why}") }
+    ShareEstimate {
+        percent,
+        basis,
+        explanation: format!("{percent} %: aged {age} on {service}; {why}"),
+    }
 }
 
 /// [`estimate_share`], rejecting a service date before the birth date (error on `service_date`).
-pub fn estimate_share_checked(birth: NaiveDate, service: NaiveDate, policy: &SharePolicy) -> Result<ShareEstimate, FieldError> {
+pub fn estimate_share_checked(
+    birth: NaiveDate,
+    service: NaiveDate,
+    policy: &SharePolicy,
+) -> Result<ShareEstimate, FieldError> {
     if service < birth {
         return Err(FieldError::new(
             "service_date",
@@ -166,7 +213,11 @@ pub fn estimate_share_checked(birth: NaiveDate, service: NaiveDate, policy: &Sha
 
 /// The share for a patient who could not be identified: 100 % under [`UnidentifiedRule::FullFee`],
 /// else the age rule on the declared birth date (100 % if there is none to go by).
-pub fn estimate_unidentified_share(birth: Option<NaiveDate>, service: NaiveDate, policy: &SharePolicy) -> ShareEstimate {
+pub fn estimate_unidentified_share(
+    birth: Option<NaiveDate>,
+    service: NaiveDate,
+    policy: &SharePolicy,
+) -> ShareEstimate {
     match (policy.unidentified, birth) {
         (UnidentifiedRule::AgeRule, Some(b)) => estimate_share(b, service, policy),
         (UnidentifiedRule::AgeRule, None) => ShareEstimate {
@@ -190,4 +241,3 @@ pub fn collected_yen(total_fee_yen: u64, percent: u8) -> u64 {
     let tens = (hundredths + 500) / 1000;
     u64::try_from(tens * 10).unwrap_or(u64::MAX)
 }
-

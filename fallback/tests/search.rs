@@ -4,13 +4,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::NaiveDate;
-use onshi_fallback::index::{birth_slips, osa, BirthMatch, Reason};
+use onshi_fallback::index::{BirthMatch, Reason, birth_slips, osa};
 use onshi_fallback::{SearchIndex, SearchQuery};
 use onshi_model::{ErrorCode, Qualification, Sex};
 use serde_json::json;
 
 #[allow(clippy::too_many_arguments)]
-fn q(pid: &str, name: &str, kana: &str, sex: &str, birth: &str, address: &str, insurer: (&str, &str), acquired: &str) -> Qualification {
+fn q(
+    pid: &str,
+    name: &str,
+    kana: &str,
+    sex: &str,
+    birth: &str,
+    address: &str,
+    insurer: (&str, &str),
+    acquired: &str,
+) -> Qualification {
     Qualification::from_registry_value(&json!({
         "person_id": pid, "card_id": null, "insurer_number": insurer.0, "insurer_name": insurer.1,
         "card_class": "01", "symbol": "1", "number": "1", "branch": "01", "relationship": "insured",
@@ -26,17 +35,98 @@ const KASUMI: (&str, &str) = ("06130017", "霞が関健康保険組合");
 
 fn registry() -> Vec<Qualification> {
     vec![
-        q("P0000001", "山田　太郎", "ヤマダ　タロウ", "male", "1980-04-01", "東京都府中市朝日町1丁目7番15号", KYOKAI, "2020-04-01"),
+        q(
+            "P0000001",
+            "山田　太郎",
+            "ヤマダ　タロウ",
+            "male",
+            "1980-04-01",
+            "東京都府中市朝日町1丁目7番15号",
+            KYOKAI,
+            "2020-04-01",
+        ),
         // Namesake, same birth date and sex, other address and insurer.
-        q("P0000002", "山田　太郎", "ヤマダ　タロウ", "male", "1980-04-01", "東京都八王子市元町3-2-1", FUCHU, "2020-04-01"),
+        q(
+            "P0000002",
+            "山田　太郎",
+            "ヤマダ　タロウ",
+            "male",
+            "1980-04-01",
+            "東京都八王子市元町3-2-1",
+            FUCHU,
+            "2020-04-01",
+        ),
         // Namesake, other birth date.
-        q("P0000003", "山田　太郎", "ヤマダ　タロウ", "male", "1975-11-20", "東京都府中市朝日町1-7-15", KYOKAI, "2020-04-01"),
-        q("P0000004", "髙橋　惠子", "タカハシ　ケイコ", "female", "1962-08-09", "東京都新宿区西新宿2-8-1", KASUMI, "2019-01-01"),
-        q("P0000005", "渡邉　翔太", "ワタナベ　ショウタ", "male", "1990-01-05", "東京都千代田区霞が関1-2-2", KASUMI, "2019-01-01"),
-        q("P0000006", "大野　さくら", "オオノ　サクラ", "female", "2019-05-01", "東京都府中市緑町2-3-4", FUCHU, "2019-05-01"),
-        q("P0000007", "小野　さくら", "オノ　サクラ", "female", "2019-05-01", "東京都府中市緑町2-3-5", FUCHU, "2019-05-01"),
-        q("P0000008", "齋藤　誠", "サイトウ　マコト", "male", "1971-03-12", "大阪府大阪市北区梅田1-1-1", KYOKAI, "2019-01-01"),
-        q("P0000009", "斉藤　誠", "サイトウ　マコト", "male", "1971-03-21", "大阪府大阪市北区梅田2-2-2", KYOKAI, "2019-01-01"),
+        q(
+            "P0000003",
+            "山田　太郎",
+            "ヤマダ　タロウ",
+            "male",
+            "1975-11-20",
+            "東京都府中市朝日町1-7-15",
+            KYOKAI,
+            "2020-04-01",
+        ),
+        q(
+            "P0000004",
+            "髙橋　惠子",
+            "タカハシ　ケイコ",
+            "female",
+            "1962-08-09",
+            "東京都新宿区西新宿2-8-1",
+            KASUMI,
+            "2019-01-01",
+        ),
+        q(
+            "P0000005",
+            "渡邉　翔太",
+            "ワタナベ　ショウタ",
+            "male",
+            "1990-01-05",
+            "東京都千代田区霞が関1-2-2",
+            KASUMI,
+            "2019-01-01",
+        ),
+        q(
+            "P0000006",
+            "大野　さくら",
+            "オオノ　サクラ",
+            "female",
+            "2019-05-01",
+            "東京都府中市緑町2-3-4",
+            FUCHU,
+            "2019-05-01",
+        ),
+        q(
+            "P0000007",
+            "小野　さくら",
+            "オノ　サクラ",
+            "female",
+            "2019-05-01",
+            "東京都府中市緑町2-3-5",
+            FUCHU,
+            "2019-05-01",
+        ),
+        q(
+            "P0000008",
+            "齋藤　誠",
+            "サイトウ　マコト",
+            "male",
+            "1971-03-12",
+            "大阪府大阪市北区梅田1-1-1",
+            KYOKAI,
+            "2019-01-01",
+        ),
+        q(
+            "P0000009",
+            "斉藤　誠",
+            "サイトウ　マコト",
+            "male",
+            "1971-03-21",
+            "大阪府大阪市北区梅田2-2-2",
+            KYOKAI,
+            "2019-01-01",
+        ),
     ]
 }
 
@@ -56,13 +146,24 @@ fn query(name: Option<&str>, kana: Option<&str>, birth: &str, sex: Sex) -> Searc
 }
 
 fn top(ix: &SearchIndex, q: &SearchQuery) -> Vec<String> {
-    ix.search(q, 5).into_iter().map(|c| c.person_id.as_str().to_string()).collect()
+    ix.search(q, 5)
+        .into_iter()
+        .map(|c| c.person_id.as_str().to_string())
+        .collect()
 }
 
 #[test]
 fn exact_query_finds_the_person_with_score_one() {
     let ix = index();
-    let r = ix.search(&query(Some("髙橋　惠子"), Some("タカハシ　ケイコ"), "1962-08-09", Sex::Female), 5);
+    let r = ix.search(
+        &query(
+            Some("髙橋　惠子"),
+            Some("タカハシ　ケイコ"),
+            "1962-08-09",
+            Sex::Female,
+        ),
+        5,
+    );
     assert_eq!(r[0].person_id.as_str(), "P0000004");
     assert!((r[0].score - 1.0).abs() < 1e-6, "{}", r[0].score);
     assert!(r[0].reasons.contains(&Reason::BirthDate(BirthMatch::Exact)));
@@ -72,10 +173,18 @@ fn exact_query_finds_the_person_with_score_one() {
 fn variant_kanji_and_standard_forms_find_each_other() {
     let ix = index();
     for name in ["高橋　恵子", "髙橋恵子", "高橋 惠子"] {
-        assert_eq!(top(&ix, &query(Some(name), None, "1962-08-09", Sex::Female))[0], "P0000004", "{name}");
+        assert_eq!(
+            top(&ix, &query(Some(name), None, "1962-08-09", Sex::Female))[0],
+            "P0000004",
+            "{name}"
+        );
     }
     for name in ["渡辺翔太", "渡邊 翔太", "渡邉　翔太"] {
-        assert_eq!(top(&ix, &query(Some(name), None, "1990-01-05", Sex::Male))[0], "P0000005", "{name}");
+        assert_eq!(
+            top(&ix, &query(Some(name), None, "1990-01-05", Sex::Male))[0],
+            "P0000005",
+            "{name}"
+        );
     }
 }
 
@@ -90,7 +199,11 @@ fn kana_input_hiragana_half_width_and_in_the_name_field() {
         (Some("タカハシケイコ"), None),
     ] {
         let r = top(&ix, &query(name, kana, "1962-08-09", Sex::Female));
-        assert_eq!(r.first().map(String::as_str), Some("P0000004"), "{name:?} {kana:?}");
+        assert_eq!(
+            r.first().map(String::as_str),
+            Some("P0000004"),
+            "{name:?} {kana:?}"
+        );
     }
 }
 
@@ -100,10 +213,19 @@ fn one_character_typos_in_name_or_kana_are_tolerated() {
     // Substitution, deletion, insertion, transposition.
     for name in ["高橋敬子", "高橋子", "高橋恵恵子", "橋高恵子"] {
         let r = ix.search(&query(Some(name), None, "1962-08-09", Sex::Female), 5);
-        assert_eq!(r.first().map(|c| c.person_id.as_str()), Some("P0000004"), "{name}");
+        assert_eq!(
+            r.first().map(|c| c.person_id.as_str()),
+            Some("P0000004"),
+            "{name}"
+        );
         assert!(r[0].score < 1.0);
     }
-    for kana in ["タカハシケイユ", "タカハケイコ", "タカハシケイコウ", "タカシハケイコ"] {
+    for kana in [
+        "タカハシケイユ",
+        "タカハケイコ",
+        "タカハシケイコウ",
+        "タカシハケイコ",
+    ] {
         let r = top(&ix, &query(None, Some(kana), "1962-08-09", Sex::Female));
         assert_eq!(r.first().map(String::as_str), Some("P0000004"), "{kana}");
     }
@@ -141,7 +263,12 @@ fn birth_date_decides_between_namesakes() {
 #[test]
 fn address_or_insurer_decides_between_namesakes_born_the_same_day() {
     let ix = index();
-    let mut q = query(Some("山田太郎"), Some("ヤマダタロウ"), "1980-04-01", Sex::Male);
+    let mut q = query(
+        Some("山田太郎"),
+        Some("ヤマダタロウ"),
+        "1980-04-01",
+        Sex::Male,
+    );
     q.address = Some("府中市朝日町1-7".into());
     assert_eq!(top(&ix, &q)[..2], ["P0000001", "P0000002"]);
     q.address = Some("八王子市元町".into());
@@ -163,22 +290,59 @@ fn a_birth_date_with_a_typing_slip_still_finds_the_person() {
     // 1962-08-09 typed as 1962-08-06 (one digit), 1962-09-08 (month/day swapped), 1926-08-09.
     for date in ["1962-08-06", "1962-09-08", "1926-08-09", "1962-08-19"] {
         let r = ix.search(&query(Some("高橋恵子"), None, date, Sex::Female), 5);
-        assert_eq!(r.first().map(|c| c.person_id.as_str()), Some("P0000004"), "{date}");
-        assert!(r[0].reasons.contains(&Reason::BirthDate(BirthMatch::Slip)), "{date}: {:?}", r[0].reasons);
+        assert_eq!(
+            r.first().map(|c| c.person_id.as_str()),
+            Some("P0000004"),
+            "{date}"
+        );
+        assert!(
+            r[0].reasons.contains(&Reason::BirthDate(BirthMatch::Slip)),
+            "{date}: {:?}",
+            r[0].reasons
+        );
         assert!(r[0].score < 0.95);
     }
     // A wholly different birth date: found by the exact name, with a lower score still.
-    let r = ix.search(&query(Some("高橋恵子"), Some("タカハシケイコ"), "1970-01-01", Sex::Female), 5);
+    let r = ix.search(
+        &query(
+            Some("高橋恵子"),
+            Some("タカハシケイコ"),
+            "1970-01-01",
+            Sex::Female,
+        ),
+        5,
+    );
     assert_eq!(r[0].person_id.as_str(), "P0000004");
-    assert!(r[0].reasons.contains(&Reason::BirthDate(BirthMatch::Differs)));
+    assert!(
+        r[0].reasons
+            .contains(&Reason::BirthDate(BirthMatch::Differs))
+    );
 }
 
 #[test]
 fn kana_only_query_separates_oono_and_ono() {
     let ix = index();
-    assert_eq!(top(&ix, &query(None, Some("オーノサクラ"), "2019-05-01", Sex::Female))[0], "P0000006");
-    assert_eq!(top(&ix, &query(None, Some("おうの さくら"), "R1.5.1", Sex::Female))[0], "P0000006");
-    assert_eq!(top(&ix, &query(None, Some("オノサクラ"), "2019-05-01", Sex::Female))[0], "P0000007");
+    assert_eq!(
+        top(
+            &ix,
+            &query(None, Some("オーノサクラ"), "2019-05-01", Sex::Female)
+        )[0],
+        "P0000006"
+    );
+    assert_eq!(
+        top(
+            &ix,
+            &query(None, Some("おうの さくら"), "R1.5.1", Sex::Female)
+        )[0],
+        "P0000006"
+    );
+    assert_eq!(
+        top(
+            &ix,
+            &query(None, Some("オノサクラ"), "2019-05-01", Sex::Female)
+        )[0],
+        "P0000007"
+    );
 }
 
 #[test]
@@ -192,16 +356,56 @@ fn sex_differs_lowers_but_keeps_the_candidate() {
 #[test]
 fn search_body_errors_name_the_field() {
     let cases = [
-        (json!({"birth_date": "1980-04-01", "sex": "male"}), "name", ErrorCode::MissingField),
-        (json!({"name": "  ", "birth_date": "1980-04-01", "sex": "male"}), "name", ErrorCode::MissingField),
-        (json!({"name": "・・", "birth_date": "1980-04-01", "sex": "male"}), "name", ErrorCode::InvalidCharacter),
-        (json!({"name": "山田", "sex": "male"}), "birth_date", ErrorCode::MissingField),
-        (json!({"name": "山田", "birth_date": "1980-02-30", "sex": "male"}), "birth_date", ErrorCode::InvalidDate),
-        (json!({"name": "山田", "birth_date": "1980-02-01", "sex": "x"}), "sex", ErrorCode::OutOfRange),
-        (json!({"name": "山田", "birth_date": "1980-02-01"}), "sex", ErrorCode::MissingField),
-        (json!({"name": ["x"], "birth_date": "1980-02-01", "sex": "1"}), "name", ErrorCode::WrongType),
-        (json!({"name": "山田", "birth_date": "1980-02-01", "sex": "1", "adress": "x"}), "adress", ErrorCode::OutOfRange),
-        (json!({"name": "山田", "birth_date": "1980-02-01", "sex": "1", "address": "a".repeat(201)}), "address", ErrorCode::InvalidLength),
+        (
+            json!({"birth_date": "1980-04-01", "sex": "male"}),
+            "name",
+            ErrorCode::MissingField,
+        ),
+        (
+            json!({"name": "  ", "birth_date": "1980-04-01", "sex": "male"}),
+            "name",
+            ErrorCode::MissingField,
+        ),
+        (
+            json!({"name": "・・", "birth_date": "1980-04-01", "sex": "male"}),
+            "name",
+            ErrorCode::InvalidCharacter,
+        ),
+        (
+            json!({"name": "山田", "sex": "male"}),
+            "birth_date",
+            ErrorCode::MissingField,
+        ),
+        (
+            json!({"name": "山田", "birth_date": "1980-02-30", "sex": "male"}),
+            "birth_date",
+            ErrorCode::InvalidDate,
+        ),
+        (
+            json!({"name": "山田", "birth_date": "1980-02-01", "sex": "x"}),
+            "sex",
+            ErrorCode::OutOfRange,
+        ),
+        (
+            json!({"name": "山田", "birth_date": "1980-02-01"}),
+            "sex",
+            ErrorCode::MissingField,
+        ),
+        (
+            json!({"name": ["x"], "birth_date": "1980-02-01", "sex": "1"}),
+            "name",
+            ErrorCode::WrongType,
+        ),
+        (
+            json!({"name": "山田", "birth_date": "1980-02-01", "sex": "1", "adress": "x"}),
+            "adress",
+            ErrorCode::OutOfRange,
+        ),
+        (
+            json!({"name": "山田", "birth_date": "1980-02-01", "sex": "1", "address": "a".repeat(201)}),
+            "address",
+            ErrorCode::InvalidLength,
+        ),
         (json!([1]), "", ErrorCode::WrongType),
     ];
     for (body, field, code) in cases {
@@ -221,23 +425,52 @@ fn insert_is_idempotent_and_newer_periods_update_the_entry() {
     assert_eq!(ix.len(), reg.len());
     let before = top(&ix, &query(Some("山田太郎"), None, "1980-04-01", Sex::Male));
     // A newer period: P0000001 married and moved; the old name no longer finds them exactly.
-    let newer = q("P0000001", "佐藤　太郎", "サトウ　タロウ", "male", "1980-04-01", "東京都町田市本町1-1-1", FUCHU, "2024-04-01");
+    let newer = q(
+        "P0000001",
+        "佐藤　太郎",
+        "サトウ　タロウ",
+        "male",
+        "1980-04-01",
+        "東京都町田市本町1-1-1",
+        FUCHU,
+        "2024-04-01",
+    );
     ix.insert(&newer);
     ix.insert(&newer);
     assert_eq!(ix.len(), reg.len());
-    assert_eq!(top(&ix, &query(Some("佐藤太郎"), None, "1980-04-01", Sex::Male))[0], "P0000001");
+    assert_eq!(
+        top(&ix, &query(Some("佐藤太郎"), None, "1980-04-01", Sex::Male))[0],
+        "P0000001"
+    );
     let after = top(&ix, &query(Some("山田太郎"), None, "1980-04-01", Sex::Male));
     assert_ne!(before, after);
     assert_eq!(after[0], "P0000002");
     // The older period again changes nothing; its insurer name is still known.
     ix.insert(&reg[0]);
-    assert_eq!(top(&ix, &query(Some("佐藤太郎"), None, "1980-04-01", Sex::Male))[0], "P0000001");
+    assert_eq!(
+        top(&ix, &query(Some("佐藤太郎"), None, "1980-04-01", Sex::Male))[0],
+        "P0000001"
+    );
     let mut qk = query(Some("佐藤太郎"), None, "1980-04-01", Sex::Male);
     qk.insurer_name = Some("協会けんぽ".into());
     let r = ix.search(&qk, 1);
-    assert!(r[0].reasons.iter().any(|x| matches!(x, Reason::InsurerName(onshi_fallback::index::Partial::Full))), "{r:?}");
+    assert!(
+        r[0].reasons
+            .iter()
+            .any(|x| matches!(x, Reason::InsurerName(onshi_fallback::index::Partial::Full))),
+        "{r:?}"
+    );
     // A corrected birth date moves the person to the new block.
-    let corrected = q("P0000004", "髙橋　惠子", "タカハシ　ケイコ", "female", "1962-08-10", "東京都新宿区西新宿2-8-1", KASUMI, "2025-01-01");
+    let corrected = q(
+        "P0000004",
+        "髙橋　惠子",
+        "タカハシ　ケイコ",
+        "female",
+        "1962-08-10",
+        "東京都新宿区西新宿2-8-1",
+        KASUMI,
+        "2025-01-01",
+    );
     ix.insert(&corrected);
     let r = ix.search(&query(Some("高橋恵子"), None, "1962-08-10", Sex::Female), 5);
     assert!(r[0].reasons.contains(&Reason::BirthDate(BirthMatch::Exact)));
@@ -251,7 +484,10 @@ fn limit_is_respected_and_scores_are_in_range() {
     for c in ix.search(&query(Some("山田太郎"), None, "1980-04-01", Sex::Unset), 10) {
         assert!((0.0..=1.0).contains(&c.score));
     }
-    assert!(ix.search(&query(Some("山田太郎"), None, "1980-04-01", Sex::Male), 0).is_empty());
+    assert!(
+        ix.search(&query(Some("山田太郎"), None, "1980-04-01", Sex::Male), 0)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -276,7 +512,11 @@ fn birth_slips_and_edit_distance() {
 #[test]
 fn synthetic_registry_people_are_found_by_their_own_data() {
     let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people: 3000, seed: 5, today });
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people: 3000,
+        seed: 5,
+        today,
+    });
     let ix = SearchIndex::build(&periods);
     assert_eq!(ix.len(), 3000);
     let mut found = 0;
@@ -302,7 +542,11 @@ fn top_k_equals_the_head_of_the_full_ranking() {
     // The index finishes insurer/address scoring only for candidates that can still reach the top
     // k; that must never change the answer.
     let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people: 2000, seed: 9, today });
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people: 2000,
+        seed: 9,
+        today,
+    });
     let ix = SearchIndex::build(&periods);
     for (n, p) in periods.iter().step_by(53).enumerate() {
         let family: String = p.name.split('\u{3000}').next().unwrap_or("").to_string();
@@ -316,8 +560,16 @@ fn top_k_equals_the_head_of_the_full_ranking() {
         };
         let all = ix.search(&sq, 10_000);
         for k in [1, 3, 5] {
-            let head: Vec<_> = all.iter().take(k).map(|c| (c.person_id.clone(), c.score)).collect();
-            let top: Vec<_> = ix.search(&sq, k).into_iter().map(|c| (c.person_id, c.score)).collect();
+            let head: Vec<_> = all
+                .iter()
+                .take(k)
+                .map(|c| (c.person_id.clone(), c.score))
+                .collect();
+            let top: Vec<_> = ix
+                .search(&sq, k)
+                .into_iter()
+                .map(|c| (c.person_id, c.score))
+                .collect();
             assert_eq!(top, head, "k={k} {sq:?}");
         }
     }

@@ -3,8 +3,8 @@
 
 use chrono::NaiveDate;
 use onshi_fallback::share::{
-    age_on, collected_yen, estimate_share, estimate_share_checked, estimate_unidentified_share, reaches_age_on, ShareBasis,
-    SharePolicy, SharePolicyError, UnidentifiedRule,
+    ShareBasis, SharePolicy, SharePolicyError, UnidentifiedRule, age_on, collected_yen,
+    estimate_share, estimate_share_checked, estimate_unidentified_share, reaches_age_on,
 };
 
 fn d(s: &str) -> NaiveDate {
@@ -33,84 +33,204 @@ fn legal_age_is_reached_the_day_before_the_birthday() {
 #[test]
 fn preschool_until_the_31_march_after_reaching_6() {
     // Born 15 June 2019: 6th birthday 15 June 2025, preschool until 31 March 2026.
-    assert_eq!(share("2019-06-15", "2025-06-14"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-06-15", "2025-06-15"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-06-15", "2026-03-31"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-06-15", "2026-04-01"), (30, ShareBasis::SchoolAgeTo69));
+    assert_eq!(
+        share("2019-06-15", "2025-06-14"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-06-15", "2025-06-15"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-06-15", "2026-03-31"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-06-15", "2026-04-01"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
     // A newborn and a service date on the birth date itself.
-    assert_eq!(share("2025-06-15", "2025-06-15"), (20, ShareBasis::Preschool));
+    assert_eq!(
+        share("2025-06-15", "2025-06-15"),
+        (20, ShareBasis::Preschool)
+    );
 }
 
 #[test]
 fn born_1_april_leaves_preschool_on_the_31_march_before_the_6th_birthday() {
-    assert_eq!(share("2019-04-01", "2025-03-31"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-04-01", "2025-04-01"), (30, ShareBasis::SchoolAgeTo69));
+    assert_eq!(
+        share("2019-04-01", "2025-03-31"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-04-01", "2025-04-01"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
 }
 
 #[test]
 fn born_2_april_stays_preschool_for_another_year() {
-    assert_eq!(share("2019-04-02", "2025-04-01"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-04-02", "2025-04-02"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-04-02", "2026-03-31"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2019-04-02", "2026-04-01"), (30, ShareBasis::SchoolAgeTo69));
+    assert_eq!(
+        share("2019-04-02", "2025-04-01"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-04-02", "2025-04-02"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-04-02", "2026-03-31"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2019-04-02", "2026-04-01"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
 }
 
 #[test]
 fn preschool_for_a_leap_day_birth() {
     // Reaches 6 on 28 Feb 2026 → preschool until 31 March 2026.
-    assert_eq!(share("2020-02-29", "2026-03-31"), (20, ShareBasis::Preschool));
-    assert_eq!(share("2020-02-29", "2026-04-01"), (30, ShareBasis::SchoolAgeTo69));
+    assert_eq!(
+        share("2020-02-29", "2026-03-31"),
+        (20, ShareBasis::Preschool)
+    );
+    assert_eq!(
+        share("2020-02-29", "2026-04-01"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
 }
 
 #[test]
 fn seventy_from_the_month_after_the_birthday_month() {
     // Born 15 June 1955: 70 on 15 June 2025 → 20 % from 1 July 2025.
-    assert_eq!(share("1955-06-15", "2025-06-15"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1955-06-15", "2025-06-30"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1955-06-15", "2025-07-01"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1955-06-15", "2025-06-15"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1955-06-15", "2025-06-30"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1955-06-15", "2025-07-01"),
+        (20, ShareBasis::Age70To74)
+    );
     // Born 2 June: reaches 70 on 1 June → still July.
-    assert_eq!(share("1955-06-02", "2025-06-30"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1955-06-02", "2025-07-01"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1955-06-02", "2025-06-30"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1955-06-02", "2025-07-01"),
+        (20, ShareBasis::Age70To74)
+    );
     // Born 30 June: 1 July, the day after the birthday.
-    assert_eq!(share("1955-06-30", "2025-06-30"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1955-06-30", "2025-07-01"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1955-06-30", "2025-06-30"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1955-06-30", "2025-07-01"),
+        (20, ShareBasis::Age70To74)
+    );
 }
 
 #[test]
 fn seventy_born_on_the_1st_starts_in_the_birthday_month_itself() {
     // Born 1 June 1955: reaches 70 on 31 May 2025 → 20 % from 1 June 2025, the birthday.
-    assert_eq!(share("1955-06-01", "2025-05-31"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1955-06-01", "2025-06-01"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1955-06-01", "2025-05-31"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1955-06-01", "2025-06-01"),
+        (20, ShareBasis::Age70To74)
+    );
     // Born 1 January: reaches 70 on 31 December of the year before.
-    assert_eq!(share("1955-01-01", "2024-12-31"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1955-01-01", "2025-01-01"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1955-01-01", "2024-12-31"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1955-01-01", "2025-01-01"),
+        (20, ShareBasis::Age70To74)
+    );
 }
 
 #[test]
 fn seventy_for_a_leap_day_birth() {
     // Born 29 Feb 1956: reaches 70 on 28 Feb 2026 → from 1 March 2026.
-    assert_eq!(share("1956-02-29", "2026-02-28"), (30, ShareBasis::SchoolAgeTo69));
-    assert_eq!(share("1956-02-29", "2026-03-01"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1956-02-29", "2026-02-28"),
+        (30, ShareBasis::SchoolAgeTo69)
+    );
+    assert_eq!(
+        share("1956-02-29", "2026-03-01"),
+        (20, ShareBasis::Age70To74)
+    );
 }
 
 #[test]
 fn seventy_five_from_the_birthday_itself() {
-    assert_eq!(share("1950-06-15", "2025-06-14"), (20, ShareBasis::Age70To74));
-    assert_eq!(share("1950-06-15", "2025-06-15"), (10, ShareBasis::Age75Plus));
+    assert_eq!(
+        share("1950-06-15", "2025-06-14"),
+        (20, ShareBasis::Age70To74)
+    );
+    assert_eq!(
+        share("1950-06-15", "2025-06-15"),
+        (10, ShareBasis::Age75Plus)
+    );
     // Born on the 1st: the birthday too, not the month before.
-    assert_eq!(share("1950-06-01", "2025-05-31"), (20, ShareBasis::Age70To74));
-    assert_eq!(share("1950-06-01", "2025-06-01"), (10, ShareBasis::Age75Plus));
+    assert_eq!(
+        share("1950-06-01", "2025-05-31"),
+        (20, ShareBasis::Age70To74)
+    );
+    assert_eq!(
+        share("1950-06-01", "2025-06-01"),
+        (10, ShareBasis::Age75Plus)
+    );
     // 29 February: 1 March in a common year, 29 February in a leap year.
-    assert_eq!(share("1951-02-28", "2026-02-28"), (10, ShareBasis::Age75Plus));
-    assert_eq!(share("1952-02-29", "2027-02-28"), (20, ShareBasis::Age70To74));
-    assert_eq!(share("1952-02-29", "2027-03-01"), (10, ShareBasis::Age75Plus));
-    assert_eq!(share("1953-02-28", "2028-02-28"), (10, ShareBasis::Age75Plus));
-    assert_eq!(share("1956-02-29", "2031-02-28"), (20, ShareBasis::Age70To74));
-    assert_eq!(share("1956-02-29", "2031-03-01"), (10, ShareBasis::Age75Plus));
-    assert_eq!(share("1948-02-29", "2023-02-28"), (20, ShareBasis::Age70To74));
-    assert_eq!(share("1948-02-29", "2023-03-01"), (10, ShareBasis::Age75Plus));
-    assert_eq!(share("1949-02-28", "2024-02-28"), (10, ShareBasis::Age75Plus));
-    assert_eq!(share("1952-02-29", "2027-02-28"), (20, ShareBasis::Age70To74));
+    assert_eq!(
+        share("1951-02-28", "2026-02-28"),
+        (10, ShareBasis::Age75Plus)
+    );
+    assert_eq!(
+        share("1952-02-29", "2027-02-28"),
+        (20, ShareBasis::Age70To74)
+    );
+    assert_eq!(
+        share("1952-02-29", "2027-03-01"),
+        (10, ShareBasis::Age75Plus)
+    );
+    assert_eq!(
+        share("1953-02-28", "2028-02-28"),
+        (10, ShareBasis::Age75Plus)
+    );
+    assert_eq!(
+        share("1956-02-29", "2031-02-28"),
+        (20, ShareBasis::Age70To74)
+    );
+    assert_eq!(
+        share("1956-02-29", "2031-03-01"),
+        (10, ShareBasis::Age75Plus)
+    );
+    assert_eq!(
+        share("1948-02-29", "2023-02-28"),
+        (20, ShareBasis::Age70To74)
+    );
+    assert_eq!(
+        share("1948-02-29", "2023-03-01"),
+        (10, ShareBasis::Age75Plus)
+    );
+    assert_eq!(
+        share("1949-02-28", "2024-02-28"),
+        (10, ShareBasis::Age75Plus)
+    );
+    assert_eq!(
+        share("1952-02-29", "2027-02-28"),
+        (20, ShareBasis::Age70To74)
+    );
 }
 
 #[test]
@@ -126,13 +246,32 @@ fn era_birth_dates_give_the_same_share() {
 #[test]
 fn policy_choices_apply_and_are_validated() {
     let p = SharePolicy::new(30, 30, UnidentifiedRule::AgeRule).unwrap();
-    assert_eq!(estimate_share(d("1955-01-10"), d("2025-03-01"), &p).percent, 30);
-    assert_eq!(estimate_share(d("1950-01-10"), d("2025-03-01"), &p).percent, 30);
+    assert_eq!(
+        estimate_share(d("1955-01-10"), d("2025-03-01"), &p).percent,
+        30
+    );
+    assert_eq!(
+        estimate_share(d("1950-01-10"), d("2025-03-01"), &p).percent,
+        30
+    );
     let p = SharePolicy::new(20, 20, UnidentifiedRule::AgeRule).unwrap();
-    assert_eq!(estimate_share(d("1950-01-10"), d("2025-03-01"), &p).percent, 20);
-    assert_eq!(SharePolicy::new(10, 10, UnidentifiedRule::AgeRule), Err(SharePolicyError::Age70To74(10)));
-    assert_eq!(SharePolicy::new(20, 40, UnidentifiedRule::AgeRule), Err(SharePolicyError::Age75Plus(40)));
-    assert!(SharePolicyError::Age75Plus(40).to_string().starts_with("age75_plus_percent"));
+    assert_eq!(
+        estimate_share(d("1950-01-10"), d("2025-03-01"), &p).percent,
+        20
+    );
+    assert_eq!(
+        SharePolicy::new(10, 10, UnidentifiedRule::AgeRule),
+        Err(SharePolicyError::Age70To74(10))
+    );
+    assert_eq!(
+        SharePolicy::new(20, 40, UnidentifiedRule::AgeRule),
+        Err(SharePolicyError::Age75Plus(40))
+    );
+    assert!(
+        SharePolicyError::Age75Plus(40)
+            .to_string()
+            .starts_with("age75_plus_percent")
+    );
 }
 
 #[test]
@@ -149,9 +288,12 @@ fn unidentified_patient_rule() {
 
 #[test]
 fn service_before_birth_is_rejected_on_the_service_date_field() {
-    let e = estimate_share_checked(d("2025-06-15"), d("2025-06-14"), &SharePolicy::default()).unwrap_err();
+    let e = estimate_share_checked(d("2025-06-15"), d("2025-06-14"), &SharePolicy::default())
+        .unwrap_err();
     assert_eq!(e.field, "service_date");
-    assert!(estimate_share_checked(d("2025-06-15"), d("2025-06-15"), &SharePolicy::default()).is_ok());
+    assert!(
+        estimate_share_checked(d("2025-06-15"), d("2025-06-15"), &SharePolicy::default()).is_ok()
+    );
 }
 
 #[test]

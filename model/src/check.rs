@@ -21,7 +21,12 @@ pub struct InsuranceCardKey {
 
 impl InsuranceCardKey {
     pub fn of(q: &Qualification) -> Self {
-        InsuranceCardKey { insurer_number: q.insurer_number.clone(), symbol: q.symbol.clone(), number: q.number.clone(), branch: q.branch.clone() }
+        InsuranceCardKey {
+            insurer_number: q.insurer_number.clone(),
+            symbol: q.symbol.clone(),
+            number: q.number.clone(),
+            branch: q.branch.clone(),
+        }
     }
 }
 
@@ -30,7 +35,10 @@ impl InsuranceCardKey {
 #[serde(rename_all = "snake_case")]
 pub enum CheckSubject {
     /// Numbers typed from an insurance card; the birth date must match (as in the real system).
-    InsuranceCard { card: InsuranceCardKey, birth_date: NaiveDate },
+    InsuranceCard {
+        card: InsuranceCardKey,
+        birth_date: NaiveDate,
+    },
     /// A My Number card placed on the reader (face or PIN verified by the reader).
     Card { card_id: CardId },
 }
@@ -118,7 +126,11 @@ impl CheckRequest {
         let by_id = f.has("card_id");
         let subject = match (by_card, by_id) {
             (true, true) => {
-                return Err(FieldError::new("card_id", ErrorCode::InvalidFormat, "card_id: give either insurance_card (with birth_date) or card_id, not both"));
+                return Err(FieldError::new(
+                    "card_id",
+                    ErrorCode::InvalidFormat,
+                    "card_id: give either insurance_card (with birth_date) or card_id, not both",
+                ));
             }
             (false, false) => {
                 return Err(FieldError::new(
@@ -127,7 +139,9 @@ impl CheckRequest {
                     "insurance_card: is required (with birth_date), or give card_id for a My Number card",
                 ));
             }
-            (false, true) => CheckSubject::Card { card_id: f.req("card_id", CardId::parse)? },
+            (false, true) => CheckSubject::Card {
+                card_id: f.req("card_id", CardId::parse)?,
+            },
             (true, false) => {
                 let c = f.object("insurance_card")?;
                 c.deny_unknown(CARD_FIELDS)?;
@@ -142,13 +156,18 @@ impl CheckRequest {
                     return Err(FieldError::new(
                         "birth_date",
                         ErrorCode::OutOfRange,
-                        format!("birth_date: {birth_date} is after the service date {service_date}"),
+                        format!(
+                            "birth_date: {birth_date} is after the service date {service_date}"
+                        ),
                     ));
                 }
                 CheckSubject::InsuranceCard { card, birth_date }
             }
         };
-        Ok(CheckRequest { subject, service_date })
+        Ok(CheckRequest {
+            subject,
+            service_date,
+        })
     }
 }
 
@@ -178,18 +197,62 @@ mod tests {
     #[test]
     fn errors_name_the_nested_field() {
         let cases = [
-            (json!({"insurance_card":{"insurer_number":"06130012","number":"1"},"birth_date":"1980-01-01"}), "insurance_card.insurer_number", ErrorCode::InvalidCheckDigit),
-            (json!({"insurance_card":{"insurer_number":"06130017","number":"4●"},"birth_date":"1980-01-01"}), "insurance_card.number", ErrorCode::InvalidCharacter),
-            (json!({"insurance_card":{"insurer_number":"06130017","number":"4","branch":"1"},"birth_date":"1980-01-01"}), "insurance_card.branch", ErrorCode::InvalidLength),
-            (json!({"insurance_card":{"insurer_number":"06130017"},"birth_date":"1980-01-01"}), "insurance_card.number", ErrorCode::MissingField),
-            (json!({"insurance_card":{"insurer_number":"06130017","number":"4"}}), "birth_date", ErrorCode::MissingField),
-            (json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"2030-01-01"}), "birth_date", ErrorCode::OutOfRange),
-            (json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"1980-01-01","service_date":"R8.13.1"}), "service_date", ErrorCode::InvalidDate),
-            (json!({"insurance_card":"06130017","birth_date":"1980-01-01"}), "insurance_card", ErrorCode::WrongType),
-            (json!({"insurance_card":{"insurer_number":"06130017","number":"4","nmber":"5"},"birth_date":"1980-01-01"}), "insurance_card.nmber", ErrorCode::OutOfRange),
+            (
+                json!({"insurance_card":{"insurer_number":"06130012","number":"1"},"birth_date":"1980-01-01"}),
+                "insurance_card.insurer_number",
+                ErrorCode::InvalidCheckDigit,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4●"},"birth_date":"1980-01-01"}),
+                "insurance_card.number",
+                ErrorCode::InvalidCharacter,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4","branch":"1"},"birth_date":"1980-01-01"}),
+                "insurance_card.branch",
+                ErrorCode::InvalidLength,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017"},"birth_date":"1980-01-01"}),
+                "insurance_card.number",
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4"}}),
+                "birth_date",
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"2030-01-01"}),
+                "birth_date",
+                ErrorCode::OutOfRange,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"1980-01-01","service_date":"R8.13.1"}),
+                "service_date",
+                ErrorCode::InvalidDate,
+            ),
+            (
+                json!({"insurance_card":"06130017","birth_date":"1980-01-01"}),
+                "insurance_card",
+                ErrorCode::WrongType,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4","nmber":"5"},"birth_date":"1980-01-01"}),
+                "insurance_card.nmber",
+                ErrorCode::OutOfRange,
+            ),
             (json!({}), "insurance_card", ErrorCode::MissingField),
-            (json!({"card_id":"", "insurance_card": null}), "card_id", ErrorCode::MissingField),
-            (json!({"card_id":"C1","insurance_card":{}}), "card_id", ErrorCode::InvalidFormat),
+            (
+                json!({"card_id":"", "insurance_card": null}),
+                "card_id",
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"card_id":"C1","insurance_card":{}}),
+                "card_id",
+                ErrorCode::InvalidFormat,
+            ),
             (json!([1]), "", ErrorCode::WrongType),
         ];
         for (body, field, code) in cases {
@@ -203,6 +266,9 @@ mod tests {
     fn validity_codes() {
         assert_eq!(Validity::InvalidNewerExists.code(), Some(3));
         assert_eq!(Validity::Pending.code(), None);
-        assert_eq!(serde_json::to_value(Validity::InvalidNewerExists).unwrap(), json!("invalid_newer_exists"));
+        assert_eq!(
+            serde_json::to_value(Validity::InvalidNewerExists).unwrap(),
+            json!("invalid_newer_exists")
+        );
     }
 }

@@ -83,30 +83,57 @@ impl Era {
 pub fn format_era(date: NaiveDate) -> Option<String> {
     let era = Era::of(date)?;
     let y = date.year() - era.start().year() + 1;
-    let year = if y == 1 { "元".to_string() } else { y.to_string() };
-    Some(format!("{}{year}年{}月{}日", era.kanji(), date.month(), date.day()))
+    let year = if y == 1 {
+        "元".to_string()
+    } else {
+        y.to_string()
+    };
+    Some(format!(
+        "{}{year}年{}月{}日",
+        era.kanji(),
+        date.month(),
+        date.day()
+    ))
 }
 
 /// A date in the short era form, e.g. `S45.03.02`.
 pub fn format_era_short(date: NaiveDate) -> Option<String> {
     let era = Era::of(date)?;
     let y = date.year() - era.start().year() + 1;
-    Some(format!("{}{y:02}.{:02}.{:02}", era.letter(), date.month(), date.day()))
+    Some(format!(
+        "{}{y:02}.{:02}.{:02}",
+        era.letter(),
+        date.month(),
+        date.day()
+    ))
 }
 
 fn bad(input: &str, why: &str) -> ValueError {
-    ValueError::new(ErrorCode::InvalidDate, format!("'{input}' {why}; write YYYY-MM-DD, YYYYMMDD or an era date such as 昭和45年3月2日 or S45.3.2"))
+    ValueError::new(
+        ErrorCode::InvalidDate,
+        format!(
+            "'{input}' {why}; write YYYY-MM-DD, YYYYMMDD or an era date such as 昭和45年3月2日 or S45.3.2"
+        ),
+    )
 }
 
 fn ymd(input: &str, y: i32, m: u32, d: u32) -> Result<NaiveDate, ValueError> {
-    NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| bad(input, &format!("is not a real day (year {y}, month {m}, day {d})")))
+    NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| {
+        bad(
+            input,
+            &format!("is not a real day (year {y}, month {m}, day {d})"),
+        )
+    })
 }
 
 /// Parses a date in any accepted form. See the module doc.
 pub fn parse_date(input: &str) -> Result<NaiveDate, ValueError> {
     let s = fold_trim(input);
     if s.is_empty() {
-        return Err(ValueError::new(ErrorCode::MissingField, "is empty; a date is required"));
+        return Err(ValueError::new(
+            ErrorCode::MissingField,
+            "is empty; a date is required",
+        ));
     }
     if let Some((era, rest)) = Era::from_prefix(&s) {
         return parse_era(input, era, rest);
@@ -116,7 +143,12 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, ValueError> {
         return ymd(input, n(0..4) as i32, n(4..6), n(6..8));
     }
     let parts: Vec<&str> = s.split(['-', '/', '.']).collect();
-    if parts.len() == 3 && parts[0].len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() == 3
+        && parts[0].len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         let y: i32 = parts[0].parse().map_err(|_| bad(input, "has no year"))?;
         let m: u32 = parts[1].parse().map_err(|_| bad(input, "has no month"))?;
         let d: u32 = parts[2].parse().map_err(|_| bad(input, "has no day"))?;
@@ -136,8 +168,14 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, ValueError> {
 fn month_day(input: &str, rest: &str) -> Result<(u32, u32), ValueError> {
     let rest = rest.trim_end_matches('日').trim();
     let mut it = rest.split(['月', '.', '/', '-']).map(str::trim);
-    let m = it.next().filter(|p| !p.is_empty()).ok_or_else(|| bad(input, "has no month"))?;
-    let d = it.next().filter(|p| !p.is_empty()).ok_or_else(|| bad(input, "has no day"))?;
+    let m = it
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| bad(input, "has no month"))?;
+    let d = it
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| bad(input, "has no day"))?;
     if it.next().is_some() {
         return Err(bad(input, "has too many parts"));
     }
@@ -152,17 +190,28 @@ fn month_day(input: &str, rest: &str) -> Result<(u32, u32), ValueError> {
 
 fn parse_era(input: &str, era: Era, rest: &str) -> Result<NaiveDate, ValueError> {
     let rest = rest.trim();
-    let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let (year, after) = if let Some(after) = rest.strip_prefix('元') {
         (1, after)
     } else {
         if digits_end == 0 || digits_end > 2 {
-            return Err(bad(input, &format!("has no year of {} (1–2 digits or 元)", era.kanji())));
+            return Err(bad(
+                input,
+                &format!("has no year of {} (1–2 digits or 元)", era.kanji()),
+            ));
         }
-        (rest[..digits_end].parse::<i32>().unwrap_or(0), &rest[digits_end..])
+        (
+            rest[..digits_end].parse::<i32>().unwrap_or(0),
+            &rest[digits_end..],
+        )
     };
     if year == 0 {
-        return Err(bad(input, "has year 0; the first year of an era is 1 (元年)"));
+        return Err(bad(
+            input,
+            "has year 0; the first year of an era is 1 (元年)",
+        ));
     }
     let after = after.trim_start();
     let after = after
@@ -174,7 +223,11 @@ fn parse_era(input: &str, era: Era, rest: &str) -> Result<NaiveDate, ValueError>
     if date < era.start() {
         return Err(ValueError::new(
             ErrorCode::InvalidDate,
-            format!("'{input}' is before {} began on {}", era.kanji(), era.start()),
+            format!(
+                "'{input}' is before {} began on {}",
+                era.kanji(),
+                era.start()
+            ),
         ));
     }
     if let Some(end) = era.end_exclusive()
@@ -182,7 +235,11 @@ fn parse_era(input: &str, era: Era, rest: &str) -> Result<NaiveDate, ValueError>
     {
         return Err(ValueError::new(
             ErrorCode::InvalidDate,
-            format!("'{input}' is after {} ended on {}", era.kanji(), end.pred_opt().unwrap_or(end)),
+            format!(
+                "'{input}' is after {} ended on {}",
+                era.kanji(),
+                end.pred_opt().unwrap_or(end)
+            ),
         ));
     }
     Ok(date)
@@ -198,7 +255,18 @@ mod tests {
 
     #[test]
     fn every_written_form_of_the_same_day() {
-        for s in ["1970-03-02", "19700302", "1970/3/2", "昭和45年3月2日", "S45.3.2", "s45.03.02", "S45/3/2", "昭和４５年３月２日", "1970年3月2日", " 昭和 45年3月2日 "] {
+        for s in [
+            "1970-03-02",
+            "19700302",
+            "1970/3/2",
+            "昭和45年3月2日",
+            "S45.3.2",
+            "s45.03.02",
+            "S45/3/2",
+            "昭和４５年３月２日",
+            "1970年3月2日",
+            " 昭和 45年3月2日 ",
+        ] {
             assert_eq!(parse_date(s).unwrap(), d(1970, 3, 2), "{s}");
         }
         assert_eq!(parse_date("H2/1/5").unwrap(), d(1990, 1, 5));
@@ -217,9 +285,17 @@ mod tests {
         assert_eq!(format_era(d(1926, 12, 25)).unwrap(), "昭和元年12月25日");
         assert_eq!(parse_date("昭和64年1月7日").unwrap(), d(1989, 1, 7));
         let e = parse_date("昭和64年1月8日").unwrap_err();
-        assert!(e.message.contains("after 昭和 ended on 1989-01-07"), "{}", e.message);
+        assert!(
+            e.message.contains("after 昭和 ended on 1989-01-07"),
+            "{}",
+            e.message
+        );
         let e = parse_date("平成元年1月7日").unwrap_err();
-        assert!(e.message.contains("before 平成 began on 1989-01-08"), "{}", e.message);
+        assert!(
+            e.message.contains("before 平成 began on 1989-01-08"),
+            "{}",
+            e.message
+        );
         assert!(parse_date("H31.4.30").is_ok());
         assert!(parse_date("H31.5.1").is_err());
         assert!(parse_date("R1.4.30").is_err());
@@ -228,7 +304,17 @@ mod tests {
     #[test]
     fn bad_dates_say_why() {
         assert_eq!(parse_date("").unwrap_err().code, ErrorCode::MissingField);
-        for s in ["2023-02-30", "20230230", "S45.13.1", "S0.1.1", "S45", "X45.1.1", "yesterday", "1980-4", "S45年3月"] {
+        for s in [
+            "2023-02-30",
+            "20230230",
+            "S45.13.1",
+            "S0.1.1",
+            "S45",
+            "X45.1.1",
+            "yesterday",
+            "1980-4",
+            "S45年3月",
+        ] {
             let e = parse_date(s).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidDate, "{s}");
             assert!(e.message.contains(s.trim()), "{s}: {}", e.message);

@@ -51,13 +51,21 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), code, message: message.into() }
+        FieldError {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
     }
 
     /// The same error, reported under a field path (`prefix.field`).
     pub fn under(mut self, prefix: &str) -> Self {
         if !prefix.is_empty() {
-            self.field = if self.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", self.field) };
+            self.field = if self.field.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{}", self.field)
+            };
         }
         self
     }
@@ -73,11 +81,18 @@ pub struct ValueError {
 
 impl ValueError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ValueError { code, message: message.into() }
+        ValueError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Attach the field name: the message then reads "field: reason".
     pub fn at(self, field: &str) -> FieldError {
-        FieldError { field: field.to_string(), code: self.code, message: format!("{field}: {}", self.message) }
+        FieldError {
+            field: field.to_string(),
+            code: self.code,
+            message: format!("{field}: {}", self.message),
+        }
     }
 }

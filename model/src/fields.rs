@@ -19,13 +19,24 @@ impl<'a> Fields<'a> {
     /// The top-level object of a request; anything else is an error for the field `""`.
     pub fn root(v: &'a Value) -> Result<Self, FieldError> {
         match v {
-            Value::Object(obj) => Ok(Fields { obj, prefix: String::new() }),
-            _ => Err(FieldError::new("", ErrorCode::WrongType, "the request body must be a JSON object")),
+            Value::Object(obj) => Ok(Fields {
+                obj,
+                prefix: String::new(),
+            }),
+            _ => Err(FieldError::new(
+                "",
+                ErrorCode::WrongType,
+                "the request body must be a JSON object",
+            )),
         }
     }
 
     pub fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -37,8 +48,16 @@ impl<'a> Fields<'a> {
         let p = self.path(name);
         match self.obj.get(name) {
             Some(Value::Object(obj)) => Ok(Fields { obj, prefix: p }),
-            None | Some(Value::Null) => Err(FieldError::new(p.clone(), ErrorCode::MissingField, format!("{p}: is required"))),
-            Some(_) => Err(FieldError::new(p.clone(), ErrorCode::WrongType, format!("{p}: must be an object"))),
+            None | Some(Value::Null) => Err(FieldError::new(
+                p.clone(),
+                ErrorCode::MissingField,
+                format!("{p}: is required"),
+            )),
+            Some(_) => Err(FieldError::new(
+                p.clone(),
+                ErrorCode::WrongType,
+                format!("{p}: must be an object"),
+            )),
         }
     }
 
@@ -51,7 +70,11 @@ impl<'a> Fields<'a> {
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(_) => {
                 let p = self.path(name);
-                Err(FieldError::new(p.clone(), ErrorCode::WrongType, format!("{p}: must be text")))
+                Err(FieldError::new(
+                    p.clone(),
+                    ErrorCode::WrongType,
+                    format!("{p}: must be text"),
+                ))
             }
         }
     }
@@ -59,18 +82,30 @@ impl<'a> Fields<'a> {
     pub fn req_str(&self, name: &str) -> Result<String, FieldError> {
         self.opt_str(name)?.ok_or_else(|| {
             let p = self.path(name);
-            FieldError::new(p.clone(), ErrorCode::MissingField, format!("{p}: is required"))
+            FieldError::new(
+                p.clone(),
+                ErrorCode::MissingField,
+                format!("{p}: is required"),
+            )
         })
     }
 
     /// A required field through a value parser.
-    pub fn req<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, ValueError>) -> Result<T, FieldError> {
+    pub fn req<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+    ) -> Result<T, FieldError> {
         let s = self.req_str(name)?;
         parse(&s).map_err(|e| e.at(&self.path(name)))
     }
 
     /// An optional field through a value parser; null, absent and empty text are all "absent".
-    pub fn opt<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, ValueError>) -> Result<Option<T>, FieldError> {
+    pub fn opt<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+    ) -> Result<Option<T>, FieldError> {
         match self.opt_str(name)? {
             None => Ok(None),
             Some(s) if s.trim().is_empty() => Ok(None),
@@ -97,15 +132,27 @@ impl<'a> Fields<'a> {
         };
         match v {
             Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-            Some(v) => Err(FieldError::new(p.clone(), ErrorCode::OutOfRange, format!("{p}: {v} is outside {min}..={max}"))),
-            None => Err(FieldError::new(p.clone(), ErrorCode::WrongType, format!("{p}: must be a whole number"))),
+            Some(v) => Err(FieldError::new(
+                p.clone(),
+                ErrorCode::OutOfRange,
+                format!("{p}: {v} is outside {min}..={max}"),
+            )),
+            None => Err(FieldError::new(
+                p.clone(),
+                ErrorCode::WrongType,
+                format!("{p}: must be a whole number"),
+            )),
         }
     }
 
     pub fn req_u64(&self, name: &str, min: u64, max: u64) -> Result<u64, FieldError> {
         self.opt_u64(name, min, max)?.ok_or_else(|| {
             let p = self.path(name);
-            FieldError::new(p.clone(), ErrorCode::MissingField, format!("{p}: is required"))
+            FieldError::new(
+                p.clone(),
+                ErrorCode::MissingField,
+                format!("{p}: is required"),
+            )
         })
     }
 
@@ -114,7 +161,11 @@ impl<'a> Fields<'a> {
     pub fn deny_unknown(&self, known: &[&str]) -> Result<(), FieldError> {
         if let Some(k) = self.obj.keys().find(|k| !known.contains(&k.as_str())) {
             let p = self.path(k);
-            return Err(FieldError::new(p.clone(), ErrorCode::OutOfRange, format!("{p}: unknown field; known fields are {}", known.join(", "))));
+            return Err(FieldError::new(
+                p.clone(),
+                ErrorCode::OutOfRange,
+                format!("{p}: unknown field; known fields are {}", known.join(", ")),
+            ));
         }
         Ok(())
     }

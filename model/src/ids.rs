@@ -29,12 +29,17 @@ pub fn luhn_check_digit(body: &str) -> u8 {
 }
 
 fn first_bad_char(s: &str, ok: impl Fn(char) -> bool) -> Option<(usize, char)> {
-    s.chars().enumerate().find(|&(_, c)| !ok(c)).map(|(i, c)| (i + 1, c))
+    s.chars()
+        .enumerate()
+        .find(|&(_, c)| !ok(c))
+        .map(|(i, c)| (i + 1, c))
 }
 
 fn describe_bad(c: char) -> String {
     if is_mask_char(c) {
-        format!("'{c}' marks an unreadable position, not a digit: type the number as printed on the card")
+        format!(
+            "'{c}' marks an unreadable position, not a digit: type the number as printed on the card"
+        )
     } else if c.is_control() {
         format!("control character U+{:04X}", c as u32)
     } else {
@@ -95,18 +100,27 @@ impl InsurerNumber {
         // accepts that form too.
         let s = fold_trim(input);
         if s.is_empty() {
-            return Err(ValueError::new(ErrorCode::MissingField, "is empty; an insurer number has 8 digits (6 for municipal national health insurance)"));
+            return Err(ValueError::new(
+                ErrorCode::MissingField,
+                "is empty; an insurer number has 8 digits (6 for municipal national health insurance)",
+            ));
         }
         if let Some((pos, c)) = first_bad_char(&s, |c| c.is_ascii_digit()) {
             return Err(ValueError::new(
                 ErrorCode::InvalidCharacter,
-                format!("character {pos} is {}; an insurer number has digits only", describe_bad(c)),
+                format!(
+                    "character {pos} is {}; an insurer number has digits only",
+                    describe_bad(c)
+                ),
             ));
         }
         if s.len() != 8 && s.len() != 6 {
             return Err(ValueError::new(
                 ErrorCode::InvalidLength,
-                format!("has {} digits; an insurer number has 8 digits (6 for municipal national health insurance)", s.len()),
+                format!(
+                    "has {} digits; an insurer number has 8 digits (6 for municipal national health insurance)",
+                    s.len()
+                ),
             ));
         }
         let (body, check) = s.split_at(s.len() - 1);
@@ -115,7 +129,9 @@ impl InsurerNumber {
         if given != expected {
             return Err(ValueError::new(
                 ErrorCode::InvalidCheckDigit,
-                format!("check digit of {s} is {given} but the other digits give {expected}: a digit is probably mistyped"),
+                format!(
+                    "check digit of {s} is {given} but the other digits give {expected}: a digit is probably mistyped"
+                ),
             ));
         }
         Ok(InsurerNumber(s))
@@ -133,7 +149,11 @@ impl InsurerNumber {
 
     /// The prefecture code (01–47) the number carries.
     pub fn prefecture(&self) -> &str {
-        if self.is_municipal_nhi() { &self.0[..2] } else { &self.0[2..4] }
+        if self.is_municipal_nhi() {
+            &self.0[..2]
+        } else {
+            &self.0[2..4]
+        }
     }
 
     /// The 8-character field of the receipt computers' file interface: a 6-digit number is
@@ -161,18 +181,30 @@ pub fn houbetsu_name(code: &str) -> Option<&'static str> {
 fn parse_card_text(input: &str, what: &str, max: usize) -> Result<String, ValueError> {
     let s = fold_trim(input);
     if s.is_empty() {
-        return Err(ValueError::new(ErrorCode::MissingField, format!("is empty; give the {what} as printed on the card")));
+        return Err(ValueError::new(
+            ErrorCode::MissingField,
+            format!("is empty; give the {what} as printed on the card"),
+        ));
     }
-    let ok = |c: char| !is_mask_char(c) && (c.is_alphanumeric() || matches!(c, '-' | '‐' | '－' | 'ー' | '・' | '.'));
+    let ok = |c: char| {
+        !is_mask_char(c)
+            && (c.is_alphanumeric() || matches!(c, '-' | '‐' | '－' | 'ー' | '・' | '.'))
+    };
     if let Some((pos, c)) = first_bad_char(&s, ok) {
         return Err(ValueError::new(
             ErrorCode::InvalidCharacter,
-            format!("character {pos} is {}; a {what} has digits, letters, kanji or hyphens only", describe_bad(c)),
+            format!(
+                "character {pos} is {}; a {what} has digits, letters, kanji or hyphens only",
+                describe_bad(c)
+            ),
         ));
     }
     let n = s.chars().count();
     if n > max {
-        return Err(ValueError::new(ErrorCode::InvalidLength, format!("has {n} characters; a {what} has at most {max}")));
+        return Err(ValueError::new(
+            ErrorCode::InvalidLength,
+            format!("has {n} characters; a {what} has at most {max}"),
+        ));
     }
     Ok(s)
 }
@@ -214,10 +246,22 @@ impl Branch {
     pub fn parse(input: &str) -> Result<Self, ValueError> {
         let s = fold_trim(input);
         if let Some((pos, c)) = first_bad_char(&s, |c| c.is_ascii_digit()) {
-            return Err(ValueError::new(ErrorCode::InvalidCharacter, format!("character {pos} is {}; a branch number has 2 digits", describe_bad(c))));
+            return Err(ValueError::new(
+                ErrorCode::InvalidCharacter,
+                format!(
+                    "character {pos} is {}; a branch number has 2 digits",
+                    describe_bad(c)
+                ),
+            ));
         }
         if s.len() != 2 {
-            return Err(ValueError::new(ErrorCode::InvalidLength, format!("has {} digits; a branch number has 2 digits (e.g. 01), or leave it out", s.len())));
+            return Err(ValueError::new(
+                ErrorCode::InvalidLength,
+                format!(
+                    "has {} digits; a branch number has 2 digits (e.g. 01), or leave it out",
+                    s.len()
+                ),
+            ));
         }
         Ok(Branch(s))
     }
@@ -232,7 +276,10 @@ impl CardClass {
     pub fn parse(input: &str) -> Result<Self, ValueError> {
         let s = fold_trim(input);
         if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ValueError::new(ErrorCode::InvalidFormat, format!("'{s}' is not a 2-digit card class code such as 01")));
+            return Err(ValueError::new(
+                ErrorCode::InvalidFormat,
+                format!("'{s}' is not a 2-digit card class code such as 01"),
+            ));
         }
         Ok(CardClass(s))
     }
@@ -256,15 +303,27 @@ impl FacilityCode {
     pub fn parse(input: &str) -> Result<Self, ValueError> {
         let s = fold_trim(input);
         if let Some((pos, c)) = first_bad_char(&s, |c| c.is_ascii_digit()) {
-            return Err(ValueError::new(ErrorCode::InvalidCharacter, format!("character {pos} is {}; a facility code has 10 digits", describe_bad(c))));
+            return Err(ValueError::new(
+                ErrorCode::InvalidCharacter,
+                format!(
+                    "character {pos} is {}; a facility code has 10 digits",
+                    describe_bad(c)
+                ),
+            ));
         }
         if s.len() != 10 {
-            return Err(ValueError::new(ErrorCode::InvalidLength, format!("has {} digits; a facility code has 10 digits", s.len())));
+            return Err(ValueError::new(
+                ErrorCode::InvalidLength,
+                format!("has {} digits; a facility code has 10 digits", s.len()),
+            ));
         }
         if !matches!(s.as_bytes()[2], b'1' | b'3' | b'4') {
             return Err(ValueError::new(
                 ErrorCode::OutOfRange,
-                format!("fee-table digit (3rd) is {}; it must be 1 (medical), 3 (dental) or 4 (pharmacy)", s.as_bytes()[2] as char),
+                format!(
+                    "fee-table digit (3rd) is {}; it must be 1 (medical), 3 (dental) or 4 (pharmacy)",
+                    s.as_bytes()[2] as char
+                ),
             ));
         }
         Ok(FacilityCode(s))
@@ -282,13 +341,25 @@ impl FacilityCode {
 fn parse_token(input: &str, what: &str, max: usize) -> Result<String, ValueError> {
     let s = fold_trim(input);
     if s.is_empty() {
-        return Err(ValueError::new(ErrorCode::MissingField, format!("is empty; a {what} is required")));
+        return Err(ValueError::new(
+            ErrorCode::MissingField,
+            format!("is empty; a {what} is required"),
+        ));
     }
     if let Some((pos, c)) = first_bad_char(&s, |c| c.is_ascii_graphic()) {
-        return Err(ValueError::new(ErrorCode::InvalidCharacter, format!("character {pos} is {}; a {what} has visible ASCII characters only", describe_bad(c))));
+        return Err(ValueError::new(
+            ErrorCode::InvalidCharacter,
+            format!(
+                "character {pos} is {}; a {what} has visible ASCII characters only",
+                describe_bad(c)
+            ),
+        ));
     }
     if s.len() > max {
-        return Err(ValueError::new(ErrorCode::InvalidLength, format!("has {} characters; a {what} has at most {max}", s.len())));
+        return Err(ValueError::new(
+            ErrorCode::InvalidLength,
+            format!("has {} characters; a {what} has at most {max}", s.len()),
+        ));
     }
     Ok(s)
 }
@@ -326,9 +397,15 @@ impl PostalCode {
         let s = fold_trim(input).replace(['ー', '−', '‐'], "-");
         let s = s.trim_start_matches('〒').trim();
         let digits: String = s.chars().filter(|c| *c != '-').collect();
-        let shape_ok = (s.len() == 8 && s.as_bytes()[3] == b'-' && s.chars().filter(|c| *c == '-').count() == 1) || s.len() == 7;
+        let shape_ok = (s.len() == 8
+            && s.as_bytes()[3] == b'-'
+            && s.chars().filter(|c| *c == '-').count() == 1)
+            || s.len() == 7;
         if !shape_ok || digits.len() != 7 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ValueError::new(ErrorCode::InvalidFormat, format!("'{s}' is not a postal code of the form 123-4567")));
+            return Err(ValueError::new(
+                ErrorCode::InvalidFormat,
+                format!("'{s}' is not a postal code of the form 123-4567"),
+            ));
         }
         Ok(PostalCode(format!("{}-{}", &digits[..3], &digits[3..])))
     }
@@ -349,7 +426,11 @@ mod tests {
     fn mistyped_check_digit_is_rejected_with_the_expected_digit() {
         let e = InsurerNumber::parse("01130013").unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidCheckDigit);
-        assert!(e.message.contains("is 3 but the other digits give 2"), "{}", e.message);
+        assert!(
+            e.message.contains("is 3 but the other digits give 2"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -374,42 +455,96 @@ mod tests {
 
     #[test]
     fn insurer_number_lengths_and_width() {
-        assert_eq!(InsurerNumber::parse("0113001").unwrap_err().code, ErrorCode::InvalidLength);
-        assert_eq!(InsurerNumber::parse("").unwrap_err().code, ErrorCode::MissingField);
-        assert_eq!(InsurerNumber::parse("０１１３００１２").unwrap().as_str(), "01130012");
-        assert_eq!(InsurerNumber::parse("39130018").unwrap().houbetsu(), Some("39"));
+        assert_eq!(
+            InsurerNumber::parse("0113001").unwrap_err().code,
+            ErrorCode::InvalidLength
+        );
+        assert_eq!(
+            InsurerNumber::parse("").unwrap_err().code,
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            InsurerNumber::parse("０１１３００１２").unwrap().as_str(),
+            "01130012"
+        );
+        assert_eq!(
+            InsurerNumber::parse("39130018").unwrap().houbetsu(),
+            Some("39")
+        );
         assert_eq!(houbetsu_name("39"), Some("後期高齢者医療"));
     }
 
     #[test]
     fn branch_symbol_number_rules() {
         assert_eq!(Branch::parse("01").unwrap().as_str(), "01");
-        assert_eq!(Branch::parse("1").unwrap_err().code, ErrorCode::InvalidLength);
-        assert_eq!(Branch::parse("0a").unwrap_err().code, ErrorCode::InvalidCharacter);
+        assert_eq!(
+            Branch::parse("1").unwrap_err().code,
+            ErrorCode::InvalidLength
+        );
+        assert_eq!(
+            Branch::parse("0a").unwrap_err().code,
+            ErrorCode::InvalidCharacter
+        );
         assert_eq!(CardSymbol::parse("Ｓ１２-3").unwrap().as_str(), "S12-3");
         assert_eq!(CardSymbol::parse("東京１").unwrap().as_str(), "東京1");
-        assert_eq!(CardNumber::parse(" ").unwrap_err().code, ErrorCode::MissingField);
-        assert_eq!(CardNumber::parse(&"1".repeat(39)).unwrap_err().code, ErrorCode::InvalidLength);
-        assert_eq!(CardClass::parse("1").unwrap_err().code, ErrorCode::InvalidFormat);
+        assert_eq!(
+            CardNumber::parse(" ").unwrap_err().code,
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            CardNumber::parse(&"1".repeat(39)).unwrap_err().code,
+            ErrorCode::InvalidLength
+        );
+        assert_eq!(
+            CardClass::parse("1").unwrap_err().code,
+            ErrorCode::InvalidFormat
+        );
     }
 
     #[test]
     fn facility_code_rules() {
-        assert_eq!(FacilityCode::parse("1341234567").unwrap().fee_table(), FeeTable::Pharmacy);
-        assert_eq!(FacilityCode::parse("1311234567").unwrap().fee_table(), FeeTable::Medical);
-        assert_eq!(FacilityCode::parse("1321234567").unwrap_err().code, ErrorCode::OutOfRange);
-        assert_eq!(FacilityCode::parse("131123456").unwrap_err().code, ErrorCode::InvalidLength);
-        assert_eq!(FacilityCode::parse("13112345x7").unwrap_err().code, ErrorCode::InvalidCharacter);
+        assert_eq!(
+            FacilityCode::parse("1341234567").unwrap().fee_table(),
+            FeeTable::Pharmacy
+        );
+        assert_eq!(
+            FacilityCode::parse("1311234567").unwrap().fee_table(),
+            FeeTable::Medical
+        );
+        assert_eq!(
+            FacilityCode::parse("1321234567").unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
+        assert_eq!(
+            FacilityCode::parse("131123456").unwrap_err().code,
+            ErrorCode::InvalidLength
+        );
+        assert_eq!(
+            FacilityCode::parse("13112345x7").unwrap_err().code,
+            ErrorCode::InvalidCharacter
+        );
     }
 
     #[test]
     fn ids_and_postal_codes() {
         assert_eq!(PostalCode::parse("1008916").unwrap().as_str(), "100-8916");
-        assert_eq!(PostalCode::parse("〒１００－８９１６").unwrap().as_str(), "100-8916");
-        assert_eq!(PostalCode::parse("100-891").unwrap_err().code, ErrorCode::InvalidFormat);
+        assert_eq!(
+            PostalCode::parse("〒１００－８９１６").unwrap().as_str(),
+            "100-8916"
+        );
+        assert_eq!(
+            PostalCode::parse("100-891").unwrap_err().code,
+            ErrorCode::InvalidFormat
+        );
         assert_eq!(CardId::parse("").unwrap_err().code, ErrorCode::MissingField);
-        assert_eq!(CardId::parse("ab cd").unwrap_err().code, ErrorCode::InvalidCharacter);
-        assert_eq!(PersonId::parse(&"x".repeat(65)).unwrap_err().code, ErrorCode::InvalidLength);
+        assert_eq!(
+            CardId::parse("ab cd").unwrap_err().code,
+            ErrorCode::InvalidCharacter
+        );
+        assert_eq!(
+            PersonId::parse(&"x".repeat(65)).unwrap_err().code,
+            ErrorCode::InvalidLength
+        );
     }
 
     mod props {

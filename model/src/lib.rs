@@ -13,9 +13,12 @@ pub mod record;
 pub mod text;
 
 pub use check::{CheckOutcome, CheckRequest, CheckSubject, InsuranceCardKey, Source, Validity};
-pub use date::{parse_date, Era};
+pub use date::{Era, parse_date};
 pub use error::{ErrorCode, FieldError};
-pub use ids::{Branch, CardClass, CardId, CardNumber, CardSymbol, FacilityCode, InsurerNumber, PersonId, PostalCode};
+pub use ids::{
+    Branch, CardClass, CardId, CardNumber, CardSymbol, FacilityCode, InsurerNumber, PersonId,
+    PostalCode,
+};
 pub use person::{LossReason, Relationship, Sex};
 pub use qualification::Qualification;
 

@@ -21,7 +21,10 @@ impl Sex {
             "male" | "1" | "男" | "男性" | "m" => Ok(Sex::Male),
             "female" | "2" | "女" | "女性" | "f" => Ok(Sex::Female),
             "unset" | "3" => Ok(Sex::Unset),
-            other => Err(ValueError::new(ErrorCode::OutOfRange, format!("'{other}' is not a sex; use male, female or unset"))),
+            other => Err(ValueError::new(
+                ErrorCode::OutOfRange,
+                format!("'{other}' is not a sex; use male, female or unset"),
+            )),
         }
     }
 
@@ -47,7 +50,10 @@ impl Relationship {
         match fold_trim(input).to_ascii_lowercase().as_str() {
             "insured" | "1" | "本人" => Ok(Relationship::Insured),
             "dependent" | "2" | "家族" => Ok(Relationship::Dependent),
-            other => Err(ValueError::new(ErrorCode::OutOfRange, format!("'{other}' is not a relationship; use insured or dependent"))),
+            other => Err(ValueError::new(
+                ErrorCode::OutOfRange,
+                format!("'{other}' is not a relationship; use insured or dependent"),
+            )),
         }
     }
 
@@ -80,7 +86,9 @@ impl LossReason {
             "99" | "other" => Ok(LossReason::Other),
             other => Err(ValueError::new(
                 ErrorCode::OutOfRange,
-                format!("'{other}' is not a loss reason; use 01 (death), 02 (public assistance), 03 (joined other insurance) or 99 (other)"),
+                format!(
+                    "'{other}' is not a loss reason; use 01 (death), 02 (public assistance), 03 (joined other insurance) or 99 (other)"
+                ),
             )),
         }
     }
@@ -104,10 +112,24 @@ mod tests {
         assert_eq!(Sex::parse("2").unwrap(), Sex::Female);
         assert_eq!(Sex::parse("Male").unwrap(), Sex::Male);
         assert_eq!(Sex::parse("x").unwrap_err().code, ErrorCode::OutOfRange);
-        assert_eq!(Relationship::parse("家族").unwrap(), Relationship::Dependent);
-        assert!(Relationship::parse("spouse").unwrap_err().message.contains("insured or dependent"));
-        assert_eq!(LossReason::parse("03").unwrap(), LossReason::JoinedOtherInsurance);
+        assert_eq!(
+            Relationship::parse("家族").unwrap(),
+            Relationship::Dependent
+        );
+        assert!(
+            Relationship::parse("spouse")
+                .unwrap_err()
+                .message
+                .contains("insured or dependent")
+        );
+        assert_eq!(
+            LossReason::parse("03").unwrap(),
+            LossReason::JoinedOtherInsurance
+        );
         assert_eq!(LossReason::parse("death").unwrap().code(), "01");
-        assert_eq!(LossReason::parse("04").unwrap_err().code, ErrorCode::OutOfRange);
+        assert_eq!(
+            LossReason::parse("04").unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
     }
 }

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::error::{ErrorCode, FieldError};
 use crate::fields::Fields;
-use crate::ids::{Branch, CardClass, CardId, CardNumber, CardSymbol, InsurerNumber, PersonId, PostalCode};
+use crate::ids::{
+    Branch, CardClass, CardId, CardNumber, CardSymbol, InsurerNumber, PersonId, PostalCode,
+};
 use crate::person::{LossReason, Relationship, Sex};
 
 /// One qualification period. Field names are those of the registry JSONL (DESIGN.md).
@@ -36,8 +38,24 @@ pub struct Qualification {
 
 /// The registry line's field names, in order.
 pub const REGISTRY_FIELDS: &[&str] = &[
-    "person_id", "card_id", "insurer_number", "insurer_name", "card_class", "symbol", "number", "branch", "relationship",
-    "name", "name_kana", "sex", "birth_date", "address", "postal_code", "acquired_on", "lost_on", "loss_reason",
+    "person_id",
+    "card_id",
+    "insurer_number",
+    "insurer_name",
+    "card_class",
+    "symbol",
+    "number",
+    "branch",
+    "relationship",
+    "name",
+    "name_kana",
+    "sex",
+    "birth_date",
+    "address",
+    "postal_code",
+    "acquired_on",
+    "lost_on",
+    "loss_reason",
     "share_percent",
 ];
 
@@ -46,13 +64,25 @@ fn req_text(f: &Fields<'_>, name: &str, max_chars: usize) -> Result<String, Fiel
     let t = s.trim();
     let p = f.path(name);
     if t.is_empty() {
-        return Err(FieldError::new(p.clone(), ErrorCode::MissingField, format!("{p}: is empty")));
+        return Err(FieldError::new(
+            p.clone(),
+            ErrorCode::MissingField,
+            format!("{p}: is empty"),
+        ));
     }
     if t.chars().count() > max_chars {
-        return Err(FieldError::new(p.clone(), ErrorCode::InvalidLength, format!("{p}: longer than {max_chars} characters")));
+        return Err(FieldError::new(
+            p.clone(),
+            ErrorCode::InvalidLength,
+            format!("{p}: longer than {max_chars} characters"),
+        ));
     }
     if t.chars().any(char::is_control) {
-        return Err(FieldError::new(p.clone(), ErrorCode::InvalidCharacter, format!("{p}: contains a control character")));
+        return Err(FieldError::new(
+            p.clone(),
+            ErrorCode::InvalidCharacter,
+            format!("{p}: contains a control character"),
+        ));
     }
     Ok(t.to_string())
 }
@@ -66,8 +96,9 @@ impl Qualification {
 
     /// Parses one registry JSONL line, naming the field of the first problem found.
     pub fn from_registry_json(line: &str) -> Result<Self, FieldError> {
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| FieldError::new("", ErrorCode::InvalidFormat, format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            FieldError::new("", ErrorCode::InvalidFormat, format!("not valid JSON: {e}"))
+        })?;
         Self::from_registry_value(&v)
     }
 
@@ -97,15 +128,30 @@ impl Qualification {
             share_percent: share as u8,
         };
         if q.acquired_on < q.birth_date {
-            return Err(FieldError::new("acquired_on", ErrorCode::OutOfRange, format!("acquired_on: {} is before birth_date {}", q.acquired_on, q.birth_date)));
+            return Err(FieldError::new(
+                "acquired_on",
+                ErrorCode::OutOfRange,
+                format!(
+                    "acquired_on: {} is before birth_date {}",
+                    q.acquired_on, q.birth_date
+                ),
+            ));
         }
         if let Some(lost) = q.lost_on
             && lost < q.acquired_on
         {
-            return Err(FieldError::new("lost_on", ErrorCode::OutOfRange, format!("lost_on: {lost} is before acquired_on {}", q.acquired_on)));
+            return Err(FieldError::new(
+                "lost_on",
+                ErrorCode::OutOfRange,
+                format!("lost_on: {lost} is before acquired_on {}", q.acquired_on),
+            ));
         }
         if q.loss_reason.is_some() && q.lost_on.is_none() {
-            return Err(FieldError::new("loss_reason", ErrorCode::OutOfRange, "loss_reason: given without lost_on"));
+            return Err(FieldError::new(
+                "loss_reason",
+                ErrorCode::OutOfRange,
+                "loss_reason: given without lost_on",
+            ));
         }
         Ok(q)
     }
@@ -150,16 +196,56 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let cases: &[(&str, Value, &str, ErrorCode)] = &[
-            ("insurer_number", "06130012".into(), "insurer_number", ErrorCode::InvalidCheckDigit),
-            ("number", "45●7".into(), "number", ErrorCode::InvalidCharacter),
-            ("birth_date", "1980-02-30".into(), "birth_date", ErrorCode::InvalidDate),
+            (
+                "insurer_number",
+                "06130012".into(),
+                "insurer_number",
+                ErrorCode::InvalidCheckDigit,
+            ),
+            (
+                "number",
+                "45●7".into(),
+                "number",
+                ErrorCode::InvalidCharacter,
+            ),
+            (
+                "birth_date",
+                "1980-02-30".into(),
+                "birth_date",
+                ErrorCode::InvalidDate,
+            ),
             ("sex", "x".into(), "sex", ErrorCode::OutOfRange),
-            ("share_percent", 130.into(), "share_percent", ErrorCode::OutOfRange),
-            ("person_id", Value::Null, "person_id", ErrorCode::MissingField),
-            ("name", serde_json::json!({"a":1}), "name", ErrorCode::WrongType),
-            ("lost_on", "2019-01-01".into(), "lost_on", ErrorCode::OutOfRange),
+            (
+                "share_percent",
+                130.into(),
+                "share_percent",
+                ErrorCode::OutOfRange,
+            ),
+            (
+                "person_id",
+                Value::Null,
+                "person_id",
+                ErrorCode::MissingField,
+            ),
+            (
+                "name",
+                serde_json::json!({"a":1}),
+                "name",
+                ErrorCode::WrongType,
+            ),
+            (
+                "lost_on",
+                "2019-01-01".into(),
+                "lost_on",
+                ErrorCode::OutOfRange,
+            ),
             ("nmae", "x".into(), "nmae", ErrorCode::OutOfRange),
-            ("address", serde_json::json!([]), "address", ErrorCode::WrongType),
+            (
+                "address",
+                serde_json::json!([]),
+                "address",
+                ErrorCode::WrongType,
+            ),
         ];
         for (field, value, want_field, want_code) in cases {
             let e = Qualification::from_registry_json(&with(field, value.clone())).unwrap_err();

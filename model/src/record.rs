@@ -97,7 +97,6 @@ pub struct ProvisionalRecord {
     pub state: RecordState,
 }
 
-
 /// What the reconciler found when it settled a provisional record against the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,8 +148,17 @@ mod tests {
 
     #[test]
     fn share_basis_json_names_are_the_as_str_names() {
-        for b in [ShareBasis::Preschool, ShareBasis::SchoolAgeTo69, ShareBasis::Age70To74, ShareBasis::Age75Plus, ShareBasis::Unidentified] {
-            assert_eq!(serde_json::to_value(b).unwrap(), serde_json::json!(b.as_str()));
+        for b in [
+            ShareBasis::Preschool,
+            ShareBasis::SchoolAgeTo69,
+            ShareBasis::Age70To74,
+            ShareBasis::Age75Plus,
+            ShareBasis::Unidentified,
+        ] {
+            assert_eq!(
+                serde_json::to_value(b).unwrap(),
+                serde_json::json!(b.as_str())
+            );
         }
     }
 

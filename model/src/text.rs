@@ -20,5 +20,22 @@ pub fn fold_trim(s: &str) -> String {
 /// Characters that mark an unreadable or masked position on a card, seen in real data. They are never
 /// part of an identifier.
 pub fn is_mask_char(c: char) -> bool {
-    matches!(c, '●' | '○' | '◯' | '■' | '□' | '◆' | '◇' | '★' | '☆' | '※' | '?' | '？' | '*' | '＊' | '〓' | '×')
+    matches!(
+        c,
+        '●' | '○'
+            | '◯'
+            | '■'
+            | '□'
+            | '◆'
+            | '◇'
+            | '★'
+            | '☆'
+            | '※'
+            | '?'
+            | '？'
+            | '*'
+            | '＊'
+            | '〓'
+            | '×'
+    )
 }

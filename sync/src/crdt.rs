@@ -14,10 +14,10 @@
 use std::collections::btree_map::{self, BTreeMap};
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use crdts::CvRDT;
 use onshi_model::record::{ProvisionalRecord, RecordState, Settlement};
 use onshi_model::{CheckRequest, FacilityCode, Source, Validity};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -63,20 +63,36 @@ pub enum RecordIdError {
 
 impl RecordId {
     pub fn new(facility: FacilityCode, node: u32, seq: u64) -> Self {
-        RecordId { facility, node, seq }
+        RecordId {
+            facility,
+            node,
+            seq,
+        }
     }
 
     pub fn parse(s: &str) -> Result<Self, RecordIdError> {
         let mut parts = s.split('-');
-        let (Some(f), Some(n), Some(q), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(f), Some(n), Some(q), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(RecordIdError::Shape(s.to_string()));
         };
-        let facility = FacilityCode::parse(f).map_err(|e| RecordIdError::Facility { id: s.to_string(), reason: e.message })?;
+        let facility = FacilityCode::parse(f).map_err(|e| RecordIdError::Facility {
+            id: s.to_string(),
+            reason: e.message,
+        })?;
         // The parser folds full-width digits; an id must be in its canonical form already.
         if facility.as_str() != f {
-            return Err(RecordIdError::Facility { id: s.to_string(), reason: "not in canonical form (10 ASCII digits)".into() });
+            return Err(RecordIdError::Facility {
+                id: s.to_string(),
+                reason: "not in canonical form (10 ASCII digits)".into(),
+            });
         }
-        if n.len() != 8 || !n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if n.len() != 8
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(RecordIdError::Node(s.to_string()));
         }
         let node = u32::from_str_radix(n, 16).map_err(|_| RecordIdError::Node(s.to_string()))?;
@@ -87,7 +103,11 @@ impl RecordId {
         if format!("{seq:010}") != q {
             return Err(RecordIdError::Seq(s.to_string()));
         }
-        Ok(RecordId { facility, node, seq })
+        Ok(RecordId {
+            facility,
+            node,
+            seq,
+        })
     }
 
     pub fn facility(&self) -> &FacilityCode {
@@ -201,7 +221,10 @@ impl Versions {
     }
 
     pub fn join(&self, other: &Versions) -> Versions {
-        Versions { edge: self.edge.max(other.edge), reconciler: self.reconciler.max(other.reconciler) }
+        Versions {
+            edge: self.edge.max(other.edge),
+            reconciler: self.reconciler.max(other.reconciler),
+        }
     }
 
     fn bump(&mut self, actor: Actor) {
@@ -286,7 +309,10 @@ impl JournalRecord {
         let facts = match facts {
             RecordFacts::Provisional(mut p) => {
                 if p.record_id != id.to_string() {
-                    return Err(NewRecordError::IdMismatch { id, facts: p.record_id });
+                    return Err(NewRecordError::IdMismatch {
+                        id,
+                        facts: p.record_id,
+                    });
                 }
                 p.state = RecordState::Recorded;
                 RecordFacts::Provisional(p)
@@ -299,7 +325,10 @@ impl JournalRecord {
             state: RecordState::Recorded,
             quarantine: None,
             settlement: None,
-            versions: Versions { edge: 1, reconciler: 0 },
+            versions: Versions {
+                edge: 1,
+                reconciler: 0,
+            },
         })
     }
 
@@ -330,7 +359,10 @@ impl JournalRecord {
     /// The provisional record as reception sees it, with its lifecycle filled in.
     pub fn provisional(&self) -> Option<ProvisionalRecord> {
         match &self.facts {
-            RecordFacts::Provisional(p) => Some(ProvisionalRecord { state: self.state, ..p.clone() }),
+            RecordFacts::Provisional(p) => Some(ProvisionalRecord {
+                state: self.state,
+                ..p.clone()
+            }),
             RecordFacts::DeferredCheck(_) => None,
         }
     }
@@ -338,17 +370,28 @@ impl JournalRecord {
     /// Checks what a record read from disk or the wire must satisfy.
     pub fn validate(&self) -> Result<(), InvalidRecord> {
         if let RecordFacts::Provisional(p) = &self.facts
-            && p.record_id != self.id.to_string() {
-                return Err(InvalidRecord::IdMismatch { id: self.id.clone(), facts: p.record_id.clone() });
-            }
+            && p.record_id != self.id.to_string()
+        {
+            return Err(InvalidRecord::IdMismatch {
+                id: self.id.clone(),
+                facts: p.record_id.clone(),
+            });
+        }
         if self.state >= RecordState::Settled && self.settlement.is_none() {
-            return Err(InvalidRecord::StateWithoutSettlement { id: self.id.clone(), state: self.state });
+            return Err(InvalidRecord::StateWithoutSettlement {
+                id: self.id.clone(),
+                state: self.state,
+            });
         }
         if self.settlement.is_some() && self.versions.reconciler == 0 {
-            return Err(InvalidRecord::UnversionedSettlement { id: self.id.clone() });
+            return Err(InvalidRecord::UnversionedSettlement {
+                id: self.id.clone(),
+            });
         }
         if self.versions.edge == 0 {
-            return Err(InvalidRecord::NoEdgeVersion { id: self.id.clone() });
+            return Err(InvalidRecord::NoEdgeVersion {
+                id: self.id.clone(),
+            });
         }
         Ok(())
     }
@@ -357,10 +400,14 @@ impl JournalRecord {
     /// least `Settled`.
     pub fn settle(&mut self, actor: Actor, settlement: Settlement) -> Result<(), WriteError> {
         if actor != Actor::Reconciler {
-            return Err(WriteError::SettleByEdge { id: self.id.clone() });
+            return Err(WriteError::SettleByEdge {
+                id: self.id.clone(),
+            });
         }
         if self.settlement.is_some() {
-            return Err(WriteError::AlreadySettled { id: self.id.clone() });
+            return Err(WriteError::AlreadySettled {
+                id: self.id.clone(),
+            });
         }
         self.settlement = Some(settlement);
         self.state = self.state.max(RecordState::Settled);
@@ -372,10 +419,14 @@ impl JournalRecord {
     /// changes nothing.
     pub fn close(&mut self, actor: Actor) -> Result<(), WriteError> {
         if actor != Actor::Edge {
-            return Err(WriteError::CloseByReconciler { id: self.id.clone() });
+            return Err(WriteError::CloseByReconciler {
+                id: self.id.clone(),
+            });
         }
         if self.settlement.is_none() {
-            return Err(WriteError::CloseUnsettled { id: self.id.clone() });
+            return Err(WriteError::CloseUnsettled {
+                id: self.id.clone(),
+            });
         }
         if self.state < RecordState::Closed {
             self.state = RecordState::Closed;
@@ -388,10 +439,18 @@ impl JournalRecord {
     /// place in the lifecycle.
     pub fn quarantine_with(&mut self, actor: Actor, reason: &str) -> Result<(), WriteError> {
         if reason.trim().is_empty() {
-            return Err(WriteError::EmptyReason { id: self.id.clone() });
+            return Err(WriteError::EmptyReason {
+                id: self.id.clone(),
+            });
         }
         let before = self.quarantine.clone();
-        self.quarantine = join_quarantine(self.quarantine.take(), Some(Quarantine { reason: reason.to_string(), by: actor.into() }));
+        self.quarantine = join_quarantine(
+            self.quarantine.take(),
+            Some(Quarantine {
+                reason: reason.to_string(),
+                by: actor.into(),
+            }),
+        );
         if self.quarantine != before {
             self.versions.bump(actor);
         }
@@ -401,7 +460,13 @@ impl JournalRecord {
     /// Records that the peer refused this record (`by` is the peer). Not versioned: it is not
     /// news to the peer, which decided it.
     pub fn note_rejection(&mut self, by: Actor, reason: &str) {
-        self.quarantine = join_quarantine(self.quarantine.take(), Some(Quarantine { reason: reason.to_string(), by: by.into() }));
+        self.quarantine = join_quarantine(
+            self.quarantine.take(),
+            Some(Quarantine {
+                reason: reason.to_string(),
+                by: by.into(),
+            }),
+        );
     }
 
     /// The reconciler holds this record. Not versioned: derived from an acknowledgement.
@@ -411,7 +476,9 @@ impl JournalRecord {
 
     /// Whether merging found two different sets of facts for this id.
     pub fn has_conflicting_facts(&self) -> bool {
-        self.quarantine.as_ref().is_some_and(|q| q.by == QuarantinedBy::Merge && q.reason == CONFLICTING_FACTS)
+        self.quarantine
+            .as_ref()
+            .is_some_and(|q| q.by == QuarantinedBy::Merge && q.reason == CONFLICTING_FACTS)
     }
 
     fn join_in(&mut self, other: JournalRecord) {
@@ -421,7 +488,10 @@ impl JournalRecord {
             }
             self.quarantine = join_quarantine(
                 self.quarantine.take(),
-                Some(Quarantine { reason: CONFLICTING_FACTS.to_string(), by: QuarantinedBy::Merge }),
+                Some(Quarantine {
+                    reason: CONFLICTING_FACTS.to_string(),
+                    by: QuarantinedBy::Merge,
+                }),
             );
         }
         self.state = self.state.max(other.state);
@@ -463,7 +533,10 @@ impl CvRDT for JournalRecord {
         if self.id == other.id {
             Ok(())
         } else {
-            Err(MergeError { left: self.id.clone(), right: other.id.clone() })
+            Err(MergeError {
+                left: self.id.clone(),
+                right: other.id.clone(),
+            })
         }
     }
 
@@ -529,7 +602,14 @@ impl Journal {
 
     /// The records of one facility (what a reconciler connection may see).
     pub fn of_facility(&self, facility: &FacilityCode) -> Journal {
-        Journal { records: self.records.iter().filter(|(id, _)| id.facility() == facility).map(|(k, v)| (k.clone(), v.clone())).collect() }
+        Journal {
+            records: self
+                .records
+                .iter()
+                .filter(|(id, _)| id.facility() == facility)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 }
 
@@ -613,7 +693,10 @@ impl Journal {
         let StoredJournal::V1(j) = postcard::from_bytes(bytes)?;
         for (k, r) in &j.records {
             if k != &r.id {
-                return Err(DecodeError::WrongKey { key: k.clone(), stored: r.id.clone() });
+                return Err(DecodeError::WrongKey {
+                    key: k.clone(),
+                    stored: r.id.clone(),
+                });
             }
             r.validate()?;
         }
@@ -631,11 +714,26 @@ mod tests {
         assert_eq!(id.node(), 0x3f2a_9c01);
         assert_eq!(id.seq(), 42);
         assert_eq!(id.to_string(), "1311234567-3f2a9c01-0000000042");
-        assert!(matches!(RecordId::parse("1311234567-3f2a9c01"), Err(RecordIdError::Shape(_))));
-        assert!(matches!(RecordId::parse("1321234567-3f2a9c01-0000000042"), Err(RecordIdError::Facility { .. })));
-        assert!(matches!(RecordId::parse("1311234567-3F2A9C01-0000000042"), Err(RecordIdError::Node(_))));
-        assert!(matches!(RecordId::parse("1311234567-3f2a9c01-42"), Err(RecordIdError::Seq(_))));
-        assert!(matches!(RecordId::parse("1311234567-3f2a9c01-+000000042"), Err(RecordIdError::Seq(_))));
+        assert!(matches!(
+            RecordId::parse("1311234567-3f2a9c01"),
+            Err(RecordIdError::Shape(_))
+        ));
+        assert!(matches!(
+            RecordId::parse("1321234567-3f2a9c01-0000000042"),
+            Err(RecordIdError::Facility { .. })
+        ));
+        assert!(matches!(
+            RecordId::parse("1311234567-3F2A9C01-0000000042"),
+            Err(RecordIdError::Node(_))
+        ));
+        assert!(matches!(
+            RecordId::parse("1311234567-3f2a9c01-42"),
+            Err(RecordIdError::Seq(_))
+        ));
+        assert!(matches!(
+            RecordId::parse("1311234567-3f2a9c01-+000000042"),
+            Err(RecordIdError::Seq(_))
+        ));
         let big = RecordId::parse("1311234567-00000001-12345678901").expect("long seq");
         assert_eq!(big.seq(), 12_345_678_901);
     }

@@ -27,13 +27,22 @@ pub fn facility_tree_name(facility: &FacilityCode) -> String {
 
 impl JournalTree {
     pub fn open(store: &dyn Store, name: &str) -> Result<Self, StoreError> {
-        Ok(JournalTree { tree: store.tree(name)?, lock: Arc::default() })
+        Ok(JournalTree {
+            tree: store.tree(name)?,
+            lock: Arc::default(),
+        })
     }
 
     fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalRecord, StoreError> {
-        let r = JournalRecord::from_bytes(bytes).map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })?;
+        let r = JournalRecord::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })?;
         if r.id().to_string().as_bytes() != key {
-            return Err(StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: format!("holds record {}", r.id()) });
+            return Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: format!("holds record {}", r.id()),
+            });
         }
         Ok(r)
     }
@@ -64,15 +73,24 @@ impl JournalTree {
             }
         };
         if current.as_ref() != Some(&merged) {
-            let bytes = merged.to_bytes().map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
+            let bytes = merged.to_bytes().map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
             self.tree.insert(key.as_bytes(), &bytes)?;
         }
         Ok(merged)
     }
 
     /// Reads a record, applies `f` to it, and stores the result (as a merge). `None` if unknown.
-    pub fn update<E>(&self, id: &RecordId, f: impl FnOnce(&mut JournalRecord) -> Result<(), E>) -> Result<Option<Result<JournalRecord, E>>, StoreError> {
-        let Some(mut r) = self.get(id)? else { return Ok(None) };
+    pub fn update<E>(
+        &self,
+        id: &RecordId,
+        f: impl FnOnce(&mut JournalRecord) -> Result<(), E>,
+    ) -> Result<Option<Result<JournalRecord, E>>, StoreError> {
+        let Some(mut r) = self.get(id)? else {
+            return Ok(None);
+        };
         if let Err(e) = f(&mut r) {
             return Ok(Some(Err(e)));
         }

@@ -11,7 +11,11 @@ use onshi_sync::registry::Registry;
 use onshi_sync::store::SledStore;
 
 #[derive(Debug, Parser)]
-#[command(name = "onshi-reconciler", version, about = "onshi's central reconciler: registry, online checks, settlement")]
+#[command(
+    name = "onshi-reconciler",
+    version,
+    about = "onshi's central reconciler: registry, online checks, settlement"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,17 +95,30 @@ struct ServeSettings {
 }
 
 /// `serve` settings from the flags and the TOML file (a flag wins), validated.
-fn serve_settings(config: Option<&std::path::Path>, settings: ServeSettings) -> anyhow::Result<(PathBuf, PathBuf, std::net::SocketAddr)> {
+fn serve_settings(
+    config: Option<&std::path::Path>,
+    settings: ServeSettings,
+) -> anyhow::Result<(PathBuf, PathBuf, std::net::SocketAddr)> {
     let file = match config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("--config: cannot read {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--config: cannot read {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("--config: {}", p.display()))?
         }
         None => ServeSettings::default(),
     };
-    let data = settings.data.or(file.data).context("--data: is required (as a flag or in the --config file)")?;
-    let pki = settings.pki.or(file.pki).context("--pki: is required (as a flag or in the --config file)")?;
-    let listen = settings.listen.or(file.listen).context("--listen: is required (as a flag or in the --config file)")?;
+    let data = settings
+        .data
+        .or(file.data)
+        .context("--data: is required (as a flag or in the --config file)")?;
+    let pki = settings
+        .pki
+        .or(file.pki)
+        .context("--pki: is required (as a flag or in the --config file)")?;
+    let listen = settings
+        .listen
+        .or(file.listen)
+        .context("--listen: is required (as a flag or in the --config file)")?;
     let listen: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
         .with_context(|| format!("--listen: '{listen}' is not a host:port address"))?
         .next()
@@ -127,10 +144,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Import { data, file } => import(data, file),
-        Command::Pki { command: PkiCommand::Init { dir, facilities } } => {
+        Command::Pki {
+            command: PkiCommand::Init { dir, facilities },
+        } => {
             let codes = facilities
                 .iter()
-                .map(|f| onshi_model::FacilityCode::parse(f).map_err(|e| anyhow::anyhow!("--facility {f}: {e}")))
+                .map(|f| {
+                    onshi_model::FacilityCode::parse(f)
+                        .map_err(|e| anyhow::anyhow!("--facility {f}: {e}"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let summary = onshi_sync::pki::init(&dir, &codes)?;
             println!("{summary}");
@@ -138,35 +160,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config, settings } => {
             let (data, pki, listen) = serve_settings(config.as_deref(), settings)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(serve(data, pki, listen))
         }
         Command::CheckConfig { config, settings } => {
             let (data, pki, listen) = serve_settings(config.as_deref(), settings)?;
             onshi_sync::pki::load_server(&pki).context("pki")?;
             let facilities = onshi_sync::pki::facilities_in(&pki);
-            println!("ok: data {}, pki {} ({} facilities known), listen {listen}", data.display(), pki.display(), facilities.len());
+            println!(
+                "ok: data {}, pki {} ({} facilities known), listen {listen}",
+                data.display(),
+                pki.display(),
+                facilities.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::GenRegistry { people, seed, today } => {
+        Command::GenRegistry {
+            people,
+            seed,
+            today,
+        } => {
             let today = today.unwrap_or_else(|| chrono::Local::now().date_naive());
-            let params = onshi_sync::synth::SynthParams { people, seed, today };
+            let params = onshi_sync::synth::SynthParams {
+                people,
+                seed,
+                today,
+            };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let summary = onshi_sync::synth::write_jsonl(&params, &mut out).context("writing the registry")?;
+            let summary = onshi_sync::synth::write_jsonl(&params, &mut out)
+                .context("writing the registry")?;
             std::io::Write::flush(&mut out)?;
-            eprintln!("generated {} people, {} qualification periods", summary.people, summary.periods);
+            eprintln!(
+                "generated {} people, {} qualification periods",
+                summary.people, summary.periods
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn serve(data: PathBuf, pki: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);
+async fn serve(
+    data: PathBuf,
+    pki: PathBuf,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    let store = Arc::new(
+        SledStore::open(&data.join("registry"))
+            .with_context(|| format!("opening the registry in {}", data.display()))?,
+    );
     let registry = Registry::open(store.clone())?;
-    let running = onshi_sync::reconciler::start(registry, store.clone(), &pki, listen, onshi_sync::lifecycle::shutdown_signal())?;
+    let running = onshi_sync::reconciler::start(
+        registry,
+        store.clone(),
+        &pki,
+        listen,
+        onshi_sync::lifecycle::shutdown_signal(),
+    )?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     running.task.await.context("reconciler task")?;
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("reconciler stopped");
@@ -181,14 +238,17 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-
 fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(SledStore::open(&data.join("registry")).with_context(|| format!("opening the registry in {}", data.display()))?);
+    let store = Arc::new(
+        SledStore::open(&data.join("registry"))
+            .with_context(|| format!("opening the registry in {}", data.display()))?,
+    );
     let registry = Registry::open(store)?;
     let report = if file.as_os_str() == "-" {
         registry.import(std::io::stdin().lock())?
     } else {
-        let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+        let f =
+            std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
         registry.import(BufReader::new(f))?
     };
     for (line, err) in &report.bad {
@@ -203,5 +263,9 @@ fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
         report.bad.len(),
         registry.period_count()
     );
-    Ok(if report.bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use chrono::{Datelike, Utc};
 use onshi_model::FacilityCode;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -75,10 +75,32 @@ pub struct PkiSummary {
 
 impl std::fmt::Display for PkiSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[FacilityCode]| if v.is_empty() { "none".to_string() } else { v.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ") };
+        let list = |v: &[FacilityCode]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        };
         writeln!(f, "PKI in {}", self.dir.display())?;
-        writeln!(f, "  CA:         {}", if self.ca_created { "created (ca.pem, ca.key)" } else { "kept (existing ca.pem)" })?;
-        writeln!(f, "  reconciler: {}", if self.reconciler_created { "created (reconciler.pem, reconciler.key)" } else { "kept" })?;
+        writeln!(
+            f,
+            "  CA:         {}",
+            if self.ca_created {
+                "created (ca.pem, ca.key)"
+            } else {
+                "kept (existing ca.pem)"
+            }
+        )?;
+        writeln!(
+            f,
+            "  reconciler: {}",
+            if self.reconciler_created {
+                "created (reconciler.pem, reconciler.key)"
+            } else {
+                "kept"
+            }
+        )?;
         writeln!(f, "  facilities added: {}", list(&self.facilities_added))?;
         write!(f, "  facilities kept:  {}", list(&self.facilities_kept))
     }
@@ -94,10 +116,16 @@ pub enum PkiError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
-    #[error("{path} exists but {missing} does not; refusing to overwrite it: move {path} away to regenerate the pair")]
+    #[error(
+        "{path} exists but {missing} does not; refusing to overwrite it: move {path} away to regenerate the pair"
+    )]
     HalfPair { path: PathBuf, missing: PathBuf },
     #[error("{path} does not hold a PEM {what}: {reason}")]
-    BadPem { path: PathBuf, what: &'static str, reason: String },
+    BadPem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
     #[error("{path}: {reason}")]
     BadCertificate { path: PathBuf, reason: String },
     #[error("generating the {what}: {source}")]
@@ -121,15 +149,20 @@ pub enum IdentityError {
 
 /// The facility a client certificate (DER) names; see the module doc for the rule.
 pub fn facility_of_certificate(der: &[u8]) -> Result<FacilityCode, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Unparseable(e.to_string()))?;
-    let san = cert.subject_alternative_name().map_err(|e| IdentityError::Unparseable(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
     let uris: Vec<&str> = san
         .map(|ext| {
             ext.value
                 .general_names
                 .iter()
                 .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => u.strip_prefix(FACILITY_URI_PREFIX),
+                    x509_parser::extensions::GeneralName::URI(u) => {
+                        u.strip_prefix(FACILITY_URI_PREFIX)
+                    }
                     _ => None,
                 })
                 .collect()
@@ -140,14 +173,28 @@ pub fn facility_of_certificate(der: &[u8]) -> Result<FacilityCode, IdentityError
         [one] => *one,
         many => return Err(IdentityError::SeveralFacilityUris(many.len())),
     };
-    let code = FacilityCode::parse(raw).map_err(|e| IdentityError::BadFacilityCode { got: raw.to_string(), reason: e.to_string() })?;
+    let code = FacilityCode::parse(raw).map_err(|e| IdentityError::BadFacilityCode {
+        got: raw.to_string(),
+        reason: e.to_string(),
+    })?;
     // parse() folds width and trims; the certificate must carry the canonical form exactly.
     if code.as_str() != raw {
-        return Err(IdentityError::BadFacilityCode { got: raw.to_string(), reason: "not in canonical 10-digit form".into() });
+        return Err(IdentityError::BadFacilityCode {
+            got: raw.to_string(),
+            reason: "not in canonical 10-digit form".into(),
+        });
     }
-    let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("");
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("");
     if cn != code.as_str() {
-        return Err(IdentityError::CommonNameMismatch { cn: cn.to_string(), uri: code.to_string() });
+        return Err(IdentityError::CommonNameMismatch {
+            cn: cn.to_string(),
+            uri: code.to_string(),
+        });
     }
     Ok(code)
 }
@@ -171,25 +218,39 @@ pub struct ClientIdentity {
 // Hand-written so that no Debug output can ever carry key material.
 impl fmt::Debug for ServerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerIdentity").field("chain_len", &self.chain.len()).finish_non_exhaustive()
+        f.debug_struct("ServerIdentity")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientIdentity").field("facility", &self.facility).field("chain_len", &self.chain.len()).finish_non_exhaustive()
+        f.debug_struct("ClientIdentity")
+            .field("facility", &self.facility)
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Clone for ServerIdentity {
     fn clone(&self) -> Self {
-        ServerIdentity { ca: self.ca.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
+        ServerIdentity {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
 impl Clone for ClientIdentity {
     fn clone(&self) -> Self {
-        ClientIdentity { facility: self.facility.clone(), ca: self.ca.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
+        ClientIdentity {
+            facility: self.facility.clone(),
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
@@ -205,7 +266,10 @@ pub fn init(dir: &Path, facilities: &[FacilityCode]) -> Result<PkiSummary, PkiEr
         PairState::Neither => (create_ca(&ca_cert_path, &ca_key_path)?, true),
     };
 
-    let reconciler_created = match pair_state(&dir.join(RECONCILER_CERT_FILE), &dir.join(RECONCILER_KEY_FILE))? {
+    let reconciler_created = match pair_state(
+        &dir.join(RECONCILER_CERT_FILE),
+        &dir.join(RECONCILER_KEY_FILE),
+    )? {
         PairState::Both => false,
         PairState::Neither => {
             let mut params = leaf_params(SERVER_NAME)?;
@@ -216,7 +280,13 @@ pub fn init(dir: &Path, facilities: &[FacilityCode]) -> Result<PkiSummary, PkiEr
                 SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
             ];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            issue(&ca, params, "reconciler certificate", &dir.join(RECONCILER_CERT_FILE), &dir.join(RECONCILER_KEY_FILE))?;
+            issue(
+                &ca,
+                params,
+                "reconciler certificate",
+                &dir.join(RECONCILER_CERT_FILE),
+                &dir.join(RECONCILER_KEY_FILE),
+            )?;
             true
         }
     };
@@ -233,12 +303,24 @@ pub fn init(dir: &Path, facilities: &[FacilityCode]) -> Result<PkiSummary, PkiEr
                 let mut params = leaf_params(facility.as_str())?;
                 params.subject_alt_names = vec![uri(&format!("{FACILITY_URI_PREFIX}{facility}"))?];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-                issue(&ca, params, &format!("certificate of facility {facility}"), &cert_path, &key_path)?;
+                issue(
+                    &ca,
+                    params,
+                    &format!("certificate of facility {facility}"),
+                    &cert_path,
+                    &key_path,
+                )?;
                 facilities_added.push(facility.clone());
             }
         }
     }
-    Ok(PkiSummary { dir: dir.to_path_buf(), ca_created, reconciler_created, facilities_added, facilities_kept })
+    Ok(PkiSummary {
+        dir: dir.to_path_buf(),
+        ca_created,
+        reconciler_created,
+        facilities_added,
+        facilities_kept,
+    })
 }
 
 /// The reconciler's identity from `dir` (as `init` laid it out).
@@ -254,13 +336,23 @@ pub fn load_client(dir: &Path, facility: &FacilityCode) -> Result<ClientIdentity
     let ca = read_ca(dir)?;
     let cert_path = dir.join(facility_cert_file(facility));
     let chain = read_certs(&cert_path)?;
-    let named = facility_of_certificate(&chain[0])
-        .map_err(|e| PkiError::BadCertificate { path: cert_path.clone(), reason: e.to_string() })?;
+    let named = facility_of_certificate(&chain[0]).map_err(|e| PkiError::BadCertificate {
+        path: cert_path.clone(),
+        reason: e.to_string(),
+    })?;
     if &named != facility {
-        return Err(PkiError::BadCertificate { path: cert_path, reason: format!("names facility {named}, not {facility}") });
+        return Err(PkiError::BadCertificate {
+            path: cert_path,
+            reason: format!("names facility {named}, not {facility}"),
+        });
     }
     let key = read_key(&dir.join(facility_key_file(facility)))?;
-    Ok(ClientIdentity { facility: facility.clone(), ca, chain, key })
+    Ok(ClientIdentity {
+        facility: facility.clone(),
+        ca,
+        chain,
+        key,
+    })
 }
 
 /// The facilities that have a certificate in `dir` (`facility-CODE.pem`), sorted: the reconciler's
@@ -278,12 +370,19 @@ pub fn facilities_in(dir: &Path) -> Vec<FacilityCode> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(code) = name.strip_prefix("facility-").and_then(|r| r.strip_suffix(".pem")) else { continue };
+        let Some(code) = name
+            .strip_prefix("facility-")
+            .and_then(|r| r.strip_suffix(".pem"))
+        else {
+            continue;
+        };
         match FacilityCode::parse(code) {
             Ok(code) => {
                 out.insert(code);
             }
-            Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "skipping a facility certificate whose file name is not a facility code"),
+            Err(e) => {
+                tracing::warn!(file = %entry.path().display(), error = %e, "skipping a facility certificate whose file name is not a facility code")
+            }
         }
     }
     out.into_iter().collect()
@@ -301,13 +400,22 @@ fn pair_state(cert: &Path, key: &Path) -> Result<PairState, PkiError> {
     match (exists(cert)?, exists(key)?) {
         (true, true) => Ok(PairState::Both),
         (false, false) => Ok(PairState::Neither),
-        (true, false) => Err(PkiError::HalfPair { path: cert.to_path_buf(), missing: key.to_path_buf() }),
-        (false, true) => Err(PkiError::HalfPair { path: key.to_path_buf(), missing: cert.to_path_buf() }),
+        (true, false) => Err(PkiError::HalfPair {
+            path: cert.to_path_buf(),
+            missing: key.to_path_buf(),
+        }),
+        (false, true) => Err(PkiError::HalfPair {
+            path: key.to_path_buf(),
+            missing: cert.to_path_buf(),
+        }),
     }
 }
 
 fn exists(path: &Path) -> Result<bool, PkiError> {
-    path.try_exists().map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
+    path.try_exists().map_err(|source| PkiError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn create_dir(dir: &Path) -> Result<(), PkiError> {
@@ -319,15 +427,28 @@ fn create_dir(dir: &Path) -> Result<(), PkiError> {
         // Only applies to directories this call creates; an existing directory keeps its mode.
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|source| PkiError::CreateDir { path: dir.to_path_buf(), source })
+    builder.create(dir).map_err(|source| PkiError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn dns(name: &str) -> Result<SanType, PkiError> {
-    Ok(SanType::DnsName(name.try_into().map_err(|source| PkiError::Generate { what: format!("DNS name {name}"), source })?))
+    Ok(SanType::DnsName(name.try_into().map_err(|source| {
+        PkiError::Generate {
+            what: format!("DNS name {name}"),
+            source,
+        }
+    })?))
 }
 
 fn uri(u: &str) -> Result<SanType, PkiError> {
-    Ok(SanType::URI(u.try_into().map_err(|source| PkiError::Generate { what: format!("URI {u}"), source })?))
+    Ok(SanType::URI(u.try_into().map_err(|source| {
+        PkiError::Generate {
+            what: format!("URI {u}"),
+            source,
+        }
+    })?))
 }
 
 fn random_serial() -> SerialNumber {
@@ -356,9 +477,14 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
 
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(&format!("{CA_COMMON_NAME} {:08x}", rand::random::<u32>()));
+    params.distinguished_name =
+        distinguished_name(&format!("{CA_COMMON_NAME} {:08x}", rand::random::<u32>()));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.serial_number = Some(random_serial());
     validity(&mut params, CA_YEARS);
     params
@@ -383,24 +509,46 @@ struct Ca {
 }
 
 fn create_ca(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
-    let key = KeyPair::generate().map_err(|source| PkiError::Generate { what: "CA key".into(), source })?;
+    let key = KeyPair::generate().map_err(|source| PkiError::Generate {
+        what: "CA key".into(),
+        source,
+    })?;
     let params = ca_params();
-    let cert = params.self_signed(&key).map_err(|source| PkiError::Generate { what: "CA certificate".into(), source })?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|source| PkiError::Generate {
+            what: "CA certificate".into(),
+            source,
+        })?;
     write_new(key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(cert_path, cert.pem().as_bytes(), 0o644)?;
     let subject_der = subject_of(cert.der(), cert_path)?;
-    Ok(Ca { issuer: Issuer::new(params, key), subject_der, cert_path: cert_path.to_path_buf() })
+    Ok(Ca {
+        issuer: Issuer::new(params, key),
+        subject_der,
+        cert_path: cert_path.to_path_buf(),
+    })
 }
 
 fn load_ca(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
     let der = read_certs(cert_path)?.swap_remove(0);
     let key_pem = read_text(key_path)?;
-    let key = KeyPair::from_pem(&key_pem)
-        .map_err(|e| PkiError::BadPem { path: key_path.to_path_buf(), what: "private key", reason: e.to_string() })?;
-    let bad = |reason: String| PkiError::BadCertificate { path: cert_path.to_path_buf(), reason };
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(format!("does not parse as X.509: {e}")))?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadPem {
+        path: key_path.to_path_buf(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| PkiError::BadCertificate {
+        path: cert_path.to_path_buf(),
+        reason,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| bad(format!("does not parse as X.509: {e}")))?;
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err(bad(format!("its public key does not match the private key in {}", key_path.display())));
+        return Err(bad(format!(
+            "its public key does not match the private key in {}",
+            key_path.display()
+        )));
     }
     if !cert.is_ca() {
         return Err(bad("is not a CA certificate".into()));
@@ -409,28 +557,67 @@ fn load_ca(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
     // same way we wrote them); `issue` checks the result byte for byte.
     let mut dn = DistinguishedName::new();
     for org in cert.subject().iter_organization() {
-        dn.push(DnType::OrganizationName, org.as_str().map_err(|e| bad(format!("organisation name: {e}")))?);
+        dn.push(
+            DnType::OrganizationName,
+            org.as_str()
+                .map_err(|e| bad(format!("organisation name: {e}")))?,
+        );
     }
-    let cn = cert.subject().iter_common_name().next().ok_or_else(|| bad("has no common name".into()))?;
-    dn.push(DnType::CommonName, cn.as_str().map_err(|e| bad(format!("common name: {e}")))?);
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .ok_or_else(|| bad("has no common name".into()))?;
+    dn.push(
+        DnType::CommonName,
+        cn.as_str().map_err(|e| bad(format!("common name: {e}")))?,
+    );
     let mut params = CertificateParams::default();
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let subject_der = cert.subject().as_raw().to_vec();
-    Ok(Ca { issuer: Issuer::new(params, key), subject_der, cert_path: cert_path.to_path_buf() })
+    Ok(Ca {
+        issuer: Issuer::new(params, key),
+        subject_der,
+        cert_path: cert_path.to_path_buf(),
+    })
 }
 
 fn subject_of(der: &[u8], path: &Path) -> Result<Vec<u8>, PkiError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| PkiError::BadCertificate { path: path.to_path_buf(), reason: format!("does not parse as X.509: {e}") })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCertificate {
+            path: path.to_path_buf(),
+            reason: format!("does not parse as X.509: {e}"),
+        })?;
     Ok(cert.subject().as_raw().to_vec())
 }
 
-fn issue(ca: &Ca, params: CertificateParams, what: &str, cert_path: &Path, key_path: &Path) -> Result<(), PkiError> {
-    let key = KeyPair::generate().map_err(|source| PkiError::Generate { what: format!("key for the {what}"), source })?;
-    let cert = params.signed_by(&key, &ca.issuer).map_err(|source| PkiError::Generate { what: what.to_string(), source })?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.der())
-        .map_err(|e| PkiError::Generate { what: format!("{what} (does not re-parse: {e})"), source: rcgen::Error::CouldNotParseCertificate })?;
+fn issue(
+    ca: &Ca,
+    params: CertificateParams,
+    what: &str,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), PkiError> {
+    let key = KeyPair::generate().map_err(|source| PkiError::Generate {
+        what: format!("key for the {what}"),
+        source,
+    })?;
+    let cert = params
+        .signed_by(&key, &ca.issuer)
+        .map_err(|source| PkiError::Generate {
+            what: what.to_string(),
+            source,
+        })?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.der()).map_err(|e| PkiError::Generate {
+            what: format!("{what} (does not re-parse: {e})"),
+            source: rcgen::Error::CouldNotParseCertificate,
+        })?;
     if parsed.issuer().as_raw() != ca.subject_der.as_slice() {
         return Err(PkiError::BadCertificate {
             path: ca.cert_path.clone(),
@@ -445,7 +632,10 @@ fn issue(ca: &Ca, params: CertificateParams, what: &str, cert_path: &Path, key_p
 
 /// Create `path` (failing if it exists) with `mode`, write and fsync it.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write { path: path.to_path_buf(), source };
+    let err = |source| PkiError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -463,14 +653,22 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, PkiError> {
     fs::read(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => PkiError::Missing { path: path.to_path_buf() },
-        _ => PkiError::Read { path: path.to_path_buf(), source },
+        io::ErrorKind::NotFound => PkiError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => PkiError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 
 fn read_text(path: &Path) -> Result<String, PkiError> {
-    String::from_utf8(read_bytes(path)?)
-        .map_err(|_| PkiError::BadPem { path: path.to_path_buf(), what: "file", reason: "not UTF-8 text".into() })
+    String::from_utf8(read_bytes(path)?).map_err(|_| PkiError::BadPem {
+        path: path.to_path_buf(),
+        what: "file",
+        reason: "not UTF-8 text".into(),
+    })
 }
 
 fn read_ca(dir: &Path) -> Result<CertificateDer<'static>, PkiError> {
@@ -482,17 +680,28 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let bytes = read_bytes(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::BadPem { path: path.to_path_buf(), what: "certificate", reason: e.to_string() })?;
+        .map_err(|e| PkiError::BadPem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(PkiError::BadPem { path: path.to_path_buf(), what: "certificate", reason: "no CERTIFICATE section".into() });
+        return Err(PkiError::BadPem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            reason: "no CERTIFICATE section".into(),
+        });
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
     let bytes = read_bytes(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|e| PkiError::BadPem { path: path.to_path_buf(), what: "private key", reason: e.to_string() })
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| PkiError::BadPem {
+        path: path.to_path_buf(),
+        what: "private key",
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -511,7 +720,10 @@ mod tests {
         assert!(summary.ca_created && summary.reconciler_created);
         assert_eq!(summary.facilities_added, vec![a.clone()]);
         let client = load_client(dir.path(), &a).expect("load client");
-        assert_eq!(facility_of_certificate(&client.chain[0]).expect("facility"), a);
+        assert_eq!(
+            facility_of_certificate(&client.chain[0]).expect("facility"),
+            a
+        );
         load_server(dir.path()).expect("load server");
         assert_eq!(facilities_in(dir.path()), vec![a]);
     }
@@ -532,7 +744,10 @@ mod tests {
         let before = fs::read(dir.path().join(RECONCILER_KEY_FILE)).expect("read key");
         let err = init(dir.path(), &[]).expect_err("half pair");
         assert!(matches!(err, PkiError::HalfPair { .. }), "{err}");
-        assert_eq!(fs::read(dir.path().join(RECONCILER_KEY_FILE)).expect("read key"), before);
+        assert_eq!(
+            fs::read(dir.path().join(RECONCILER_KEY_FILE)).expect("read key"),
+            before
+        );
     }
 
     #[test]
@@ -540,7 +755,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         init(dir.path(), &[]).expect("init");
         let server = load_server(dir.path()).expect("load");
-        assert_eq!(facility_of_certificate(&server.chain[0]), Err(IdentityError::NoFacilityUri));
-        assert!(matches!(facility_of_certificate(b"junk"), Err(IdentityError::Unparseable(_))));
+        assert_eq!(
+            facility_of_certificate(&server.chain[0]),
+            Err(IdentityError::NoFacilityUri)
+        );
+        assert!(matches!(
+            facility_of_certificate(b"junk"),
+            Err(IdentityError::Unparseable(_))
+        ));
     }
 }

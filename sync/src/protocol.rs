@@ -26,7 +26,9 @@ use onshi_model::FacilityCode;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::crdt::{Actor, InvalidRecord, Journal, JournalRecord, RecordId, Versions, CONFLICTING_FACTS};
+use crate::crdt::{
+    Actor, CONFLICTING_FACTS, InvalidRecord, Journal, JournalRecord, RecordId, Versions,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -43,9 +45,16 @@ pub enum SyncMessage {
         have: Summary,
     },
     /// Records the receiver lacks.
-    Batch { batch_id: u64, records: Vec<JournalRecord> },
+    Batch {
+        batch_id: u64,
+        records: Vec<JournalRecord>,
+    },
     /// Sent only once the batch's accepted records are durable at the sender of the `Ack`.
-    Ack { batch_id: u64, acked: Vec<(RecordId, Versions)>, rejected: Vec<Rejection> },
+    Ack {
+        batch_id: u64,
+        acked: Vec<(RecordId, Versions)>,
+        rejected: Vec<Rejection>,
+    },
     /// Reconciler → edge: send no data for `delay_ms`.
     SlowDown { delay_ms: u64 },
 }
@@ -108,14 +117,20 @@ impl Summary {
             let v = r.versions();
             if let Some(last) = runs.last_mut()
                 && &last.facility == id.facility()
-                    && last.node == id.node()
-                    && last.versions == v
-                    && last.first_seq.checked_add(last.count) == Some(id.seq())
-                {
-                    last.count += 1;
-                    continue;
-                }
-            runs.push(Run { facility: id.facility().clone(), node: id.node(), first_seq: id.seq(), count: 1, versions: v });
+                && last.node == id.node()
+                && last.versions == v
+                && last.first_seq.checked_add(last.count) == Some(id.seq())
+            {
+                last.count += 1;
+                continue;
+            }
+            runs.push(Run {
+                facility: id.facility().clone(),
+                node: id.node(),
+                first_seq: id.seq(),
+                count: 1,
+                versions: v,
+            });
         }
         Summary { runs }
     }
@@ -125,7 +140,13 @@ impl Summary {
     pub fn entries(&self, limit: usize) -> impl Iterator<Item = (RecordId, Versions)> + '_ {
         self.runs
             .iter()
-            .flat_map(|r| (0..r.count).map_while(move |i| r.first_seq.checked_add(i).map(|s| (RecordId::new(r.facility.clone(), r.node, s), r.versions))))
+            .flat_map(|r| {
+                (0..r.count).map_while(move |i| {
+                    r.first_seq
+                        .checked_add(i)
+                        .map(|s| (RecordId::new(r.facility.clone(), r.node, s), r.versions))
+                })
+            })
             .take(limit)
     }
 }
@@ -158,10 +179,16 @@ pub enum Input {
 pub enum Action {
     /// Merge these records into the durable journal (`Journal::merge_record`), make them durable,
     /// then give `Input::Durable(persist_id)`. Persists may complete in any order (merge is a join).
-    Persist { persist_id: u64, records: Vec<JournalRecord> },
+    Persist {
+        persist_id: u64,
+        records: Vec<JournalRecord>,
+    },
     /// The peer refused this record: merge it (it now carries the quarantine) into the journal,
     /// show it to staff. No confirmation needed: if lost, the peer refuses again next time.
-    Quarantined { record: JournalRecord, reason: String },
+    Quarantined {
+        record: JournalRecord,
+        reason: String,
+    },
     /// The reconciler holds these records: mark them `Sent` (`JournalRecord::mark_sent`).
     Sent { ids: Vec<RecordId> },
     /// Sync status changed.
@@ -347,10 +374,17 @@ impl Core {
 
     fn on_message(&mut self, now: u64, m: SyncMessage) {
         match m {
-            SyncMessage::Hello { facility, seen_yours, have } => {
+            SyncMessage::Hello {
+                facility,
+                seen_yours,
+                have,
+            } => {
                 if facility != self.facility {
                     self.actions.push_back(Action::Close {
-                        reason: format!("peer says facility {facility}; this connection is for {}", self.facility),
+                        reason: format!(
+                            "peer says facility {facility}; this connection is for {}",
+                            self.facility
+                        ),
                     });
                     self.connected = false;
                     self.reset_connection();
@@ -385,11 +419,19 @@ impl Core {
                 self.peer_saw_hello = true;
                 self.on_batch(batch_id, records);
             }
-            SyncMessage::Ack { batch_id, acked, rejected } => {
+            SyncMessage::Ack {
+                batch_id,
+                acked,
+                rejected,
+            } => {
                 self.peer_saw_hello = true;
                 if let Some(f) = self.in_flight.remove(&batch_id) {
                     for (id, _) in f.records {
-                        if self.in_flight_ids.get(&id).is_some_and(|(b, _)| *b == batch_id) {
+                        if self
+                            .in_flight_ids
+                            .get(&id)
+                            .is_some_and(|(b, _)| *b == batch_id)
+                        {
                             self.in_flight_ids.remove(&id);
                         }
                     }
@@ -424,7 +466,10 @@ impl Core {
             let before = rec.quarantine().cloned();
             rec.note_rejection(peer, &r.reason);
             if rec.quarantine() != before.as_ref() {
-                self.actions.push_back(Action::Quarantined { record: rec.clone(), reason: r.reason.clone() });
+                self.actions.push_back(Action::Quarantined {
+                    record: rec.clone(),
+                    reason: r.reason.clone(),
+                });
             }
         }
         self.refresh(&r.id);
@@ -433,7 +478,12 @@ impl Core {
     /// Why this side refuses a received record, if it does.
     fn refuse(&self, r: &JournalRecord) -> Option<String> {
         if r.id().facility() != &self.facility {
-            return Some(format!("record {} belongs to facility {}; this connection is for facility {}", r.id(), r.id().facility(), self.facility));
+            return Some(format!(
+                "record {} belongs to facility {}; this connection is for facility {}",
+                r.id(),
+                r.id().facility(),
+                self.facility
+            ));
         }
         if let Err(e) = r.validate() {
             return Some(invalid_reason(&e));
@@ -442,12 +492,19 @@ impl Core {
             let mine = self.journal.get(r.id());
             let my_version = mine.map_or(0, |m| m.versions().reconciler);
             if r.versions().reconciler > my_version {
-                return Some(format!("record {} carries reconciler changes the reconciler never made", r.id()));
+                return Some(format!(
+                    "record {} carries reconciler changes the reconciler never made",
+                    r.id()
+                ));
             }
             if let Some(s) = r.settlement()
-                && mine.and_then(|m| m.settlement()) != Some(s) {
-                    return Some(format!("record {} carries a settlement the reconciler did not write", r.id()));
-                }
+                && mine.and_then(|m| m.settlement()) != Some(s)
+            {
+                return Some(format!(
+                    "record {} carries a settlement the reconciler did not write",
+                    r.id()
+                ));
+            }
         }
         None
     }
@@ -458,7 +515,11 @@ impl Core {
         let mut to_persist = Vec::new();
         for mut r in records {
             if let Some(reason) = self.refuse(&r) {
-                rejected.push(Rejection { id: r.id().clone(), versions: r.versions(), reason });
+                rejected.push(Rejection {
+                    id: r.id().clone(),
+                    versions: r.versions(),
+                    reason,
+                });
                 continue;
             }
             let id = r.id().clone();
@@ -469,10 +530,15 @@ impl Core {
             let current = self.journal.get(&id);
             let mut merged = current.cloned().unwrap_or_else(|| r.clone());
             crdts::CvRDT::merge(&mut merged, r.clone());
-            let conflict_new = merged.has_conflicting_facts() && !current.is_some_and(JournalRecord::has_conflicting_facts);
+            let conflict_new = merged.has_conflicting_facts()
+                && !current.is_some_and(JournalRecord::has_conflicting_facts);
             if merged.has_conflicting_facts() {
                 // Kept here, quarantined by the merge; the sender quarantines its copy.
-                rejected.push(Rejection { id: id.clone(), versions: r.versions(), reason: CONFLICTING_FACTS.to_string() });
+                rejected.push(Rejection {
+                    id: id.clone(),
+                    versions: r.versions(),
+                    reason: CONFLICTING_FACTS.to_string(),
+                });
             } else {
                 ack_ids.push(id.clone());
             }
@@ -483,25 +549,49 @@ impl Core {
         }
         if to_persist.is_empty() {
             let acked = self.versions_of(&ack_ids);
-            self.transmits.push_back(SyncMessage::Ack { batch_id, acked, rejected });
+            self.transmits.push_back(SyncMessage::Ack {
+                batch_id,
+                acked,
+                rejected,
+            });
         } else {
             let persist_id = self.next_persist;
             self.next_persist += 1;
-            self.actions.push_back(Action::Persist { persist_id, records: to_persist.clone() });
-            self.persists.insert(persist_id, PendingPersist { connection: self.connection, batch_id, records: to_persist, ack_ids, rejected });
+            self.actions.push_back(Action::Persist {
+                persist_id,
+                records: to_persist.clone(),
+            });
+            self.persists.insert(
+                persist_id,
+                PendingPersist {
+                    connection: self.connection,
+                    batch_id,
+                    records: to_persist,
+                    ack_ids,
+                    rejected,
+                },
+            );
             // Once per crossing of the threshold, not once per batch.
-            if self.me == Actor::Reconciler && self.persists.len() == self.config.max_unpersisted_batches + 1 {
-                self.transmits.push_back(SyncMessage::SlowDown { delay_ms: self.config.slow_down_ms });
+            if self.me == Actor::Reconciler
+                && self.persists.len() == self.config.max_unpersisted_batches + 1
+            {
+                self.transmits.push_back(SyncMessage::SlowDown {
+                    delay_ms: self.config.slow_down_ms,
+                });
             }
         }
     }
 
     fn versions_of(&self, ids: &[RecordId]) -> Vec<(RecordId, Versions)> {
-        ids.iter().filter_map(|id| self.journal.get(id).map(|r| (id.clone(), r.versions()))).collect()
+        ids.iter()
+            .filter_map(|id| self.journal.get(id).map(|r| (id.clone(), r.versions())))
+            .collect()
     }
 
     fn on_durable(&mut self, pid: u64) {
-        let Some(p) = self.persists.remove(&pid) else { return };
+        let Some(p) = self.persists.remove(&pid) else {
+            return;
+        };
         for r in p.records {
             let id = r.id().clone();
             self.journal.merge_record(r);
@@ -509,7 +599,11 @@ impl Core {
         }
         if self.connected && p.connection == self.connection {
             let acked = self.versions_of(&p.ack_ids);
-            self.transmits.push_back(SyncMessage::Ack { batch_id: p.batch_id, acked, rejected: p.rejected });
+            self.transmits.push_back(SyncMessage::Ack {
+                batch_id: p.batch_id,
+                acked,
+                rejected: p.rejected,
+            });
         }
     }
 
@@ -533,12 +627,16 @@ impl Core {
             self.outgoing.insert(id.clone());
         } else {
             self.outgoing.remove(id);
-            if self.me == Actor::Edge && theirs.is_some()
+            if self.me == Actor::Edge
+                && theirs.is_some()
                 && let Some(rec) = self.journal.get_mut(id)
-                    && rec.state() < onshi_model::record::RecordState::Sent {
-                        rec.mark_sent();
-                        self.actions.push_back(Action::Sent { ids: vec![id.clone()] });
-                    }
+                && rec.state() < onshi_model::record::RecordState::Sent
+            {
+                rec.mark_sent();
+                self.actions.push_back(Action::Sent {
+                    ids: vec![id.clone()],
+                });
+            }
         }
         let behind = match (theirs, mine) {
             (Some(t), Some(m)) => !t.le(&m),
@@ -553,11 +651,19 @@ impl Core {
     }
 
     fn is_synced(&self) -> bool {
-        self.connected && self.got_peer_hello && self.outgoing.is_empty() && self.incoming.is_empty() && self.persists.is_empty()
+        self.connected
+            && self.got_peer_hello
+            && self.outgoing.is_empty()
+            && self.incoming.is_empty()
+            && self.persists.is_empty()
     }
 
     fn report(&mut self) {
-        let r = SyncReport { synced: self.is_synced(), outgoing: self.outgoing.len(), incoming: self.incoming.len() };
+        let r = SyncReport {
+            synced: self.is_synced(),
+            outgoing: self.outgoing.len(),
+            incoming: self.incoming.len(),
+        };
         let changed = match &self.last_report {
             None => true,
             Some(last) => last.synced != r.synced || (r.outgoing == 0) != (last.outgoing == 0),
@@ -575,8 +681,16 @@ impl Core {
         if let Some(due) = self.hello_due {
             if now >= due {
                 let handshake_done = self.got_peer_hello && self.peer_saw_hello;
-                self.hello_due = if handshake_done { None } else { Some(now.saturating_add(self.config.hello_retransmit_ms)) };
-                return Some(SyncMessage::Hello { facility: self.facility.clone(), seen_yours: self.got_peer_hello, have: Summary::of(self.journal.iter()) });
+                self.hello_due = if handshake_done {
+                    None
+                } else {
+                    Some(now.saturating_add(self.config.hello_retransmit_ms))
+                };
+                return Some(SyncMessage::Hello {
+                    facility: self.facility.clone(),
+                    seen_yours: self.got_peer_hello,
+                    have: Summary::of(self.journal.iter()),
+                });
             }
             if self.got_peer_hello && self.peer_saw_hello {
                 self.hello_due = None;
@@ -597,8 +711,14 @@ impl Core {
             if records.len() >= self.config.batch_records.max(1) {
                 break;
             }
-            let Some(r) = self.journal.get(id) else { continue };
-            if self.in_flight_ids.get(id).is_some_and(|(_, v)| r.versions().le(v)) {
+            let Some(r) = self.journal.get(id) else {
+                continue;
+            };
+            if self
+                .in_flight_ids
+                .get(id)
+                .is_some_and(|(_, v)| r.versions().le(v))
+            {
                 continue;
             }
             records.push(r.clone());
@@ -608,19 +728,32 @@ impl Core {
         }
         let batch_id = self.next_batch;
         self.next_batch += 1;
-        let entries: Vec<(RecordId, Versions)> = records.iter().map(|r| (r.id().clone(), r.versions())).collect();
+        let entries: Vec<(RecordId, Versions)> = records
+            .iter()
+            .map(|r| (r.id().clone(), r.versions()))
+            .collect();
         for (id, v) in &entries {
             self.in_flight_ids.insert(id.clone(), (batch_id, *v));
         }
-        self.in_flight.insert(batch_id, InFlight { sent_at: now, records: entries });
+        self.in_flight.insert(
+            batch_id,
+            InFlight {
+                sent_at: now,
+                records: entries,
+            },
+        );
         Some(SyncMessage::Batch { batch_id, records })
     }
 
     /// Batches unacknowledged past the timeout are forgotten; their records still lacking at the
     /// peer go out again in new batches (never those acknowledged meanwhile).
     fn expire_batches(&mut self, now: u64) {
-        let expired: Vec<u64> =
-            self.in_flight.iter().filter(|(_, f)| now >= f.sent_at.saturating_add(self.config.retransmit_ms)).map(|(b, _)| *b).collect();
+        let expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.sent_at.saturating_add(self.config.retransmit_ms))
+            .map(|(b, _)| *b)
+            .collect();
         for b in expired {
             if let Some(f) = self.in_flight.remove(&b) {
                 for (id, _) in f.records {
@@ -688,7 +821,11 @@ macro_rules! sans_io_api {
 
         /// The sync status now (what `Action::Report` would say), for status pages.
         pub fn status(&self) -> SyncReport {
-            SyncReport { synced: self.core.is_synced(), outgoing: self.core.outgoing.len(), incoming: self.core.incoming.len() }
+            SyncReport {
+                synced: self.core.is_synced(),
+                outgoing: self.core.outgoing.len(),
+                incoming: self.core.incoming.len(),
+            }
         }
 
         /// The journal as far as it is durable (persists confirmed, local changes given).
@@ -711,7 +848,9 @@ pub struct EdgeSync {
 
 impl EdgeSync {
     pub fn new(config: SyncConfig, facility: FacilityCode, journal: Journal) -> Self {
-        EdgeSync { core: Core::new(Actor::Edge, facility, config, journal) }
+        EdgeSync {
+            core: Core::new(Actor::Edge, facility, config, journal),
+        }
     }
 
     sans_io_api!();
@@ -728,14 +867,18 @@ impl ReconcilerSync {
     /// `journal` may hold other facilities' records: only `facility`'s are kept.
     pub fn new(config: SyncConfig, facility: FacilityCode, journal: &Journal) -> Self {
         let own = journal.of_facility(&facility);
-        ReconcilerSync { core: Core::new(Actor::Reconciler, facility, config, own) }
+        ReconcilerSync {
+            core: Core::new(Actor::Reconciler, facility, config, own),
+        }
     }
 
     /// The reconciler is under load (e.g. many facilities draining at once): ask this edge to
     /// send no data for `delay_ms`.
     pub fn slow_down(&mut self, delay_ms: u64) {
         if self.core.connected {
-            self.core.transmits.push_back(SyncMessage::SlowDown { delay_ms });
+            self.core
+                .transmits
+                .push_back(SyncMessage::SlowDown { delay_ms });
         }
     }
 

@@ -2,10 +2,10 @@
 //! The facility is the one the link authorised from the client certificate; it never comes from
 //! the request.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -40,7 +40,12 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(burst: f64, per_minute: f64, now_s: f64) -> Self {
-        TokenBucket { tokens: burst, last_s: now_s, burst, per_s: per_minute / 60.0 }
+        TokenBucket {
+            tokens: burst,
+            last_s: now_s,
+            burst,
+            per_s: per_minute / 60.0,
+        }
     }
 
     /// Takes a token if there is one; else how many seconds until there is.
@@ -89,10 +94,18 @@ impl Reconciler {
         for q in registry.all_periods() {
             index.insert(&q?);
         }
-        tracing::info!(people = index.len(), ms = started.elapsed().as_millis() as u64, "central search index built");
+        tracing::info!(
+            people = index.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "central search index built"
+        );
         let index = Arc::new(RwLock::new(index));
         Ok(Reconciler {
-            replication: Arc::new(Replication::new(store.clone(), registry.clone(), index.clone())),
+            replication: Arc::new(Replication::new(
+                store.clone(),
+                registry.clone(),
+                index.clone(),
+            )),
             registry,
             index,
             outages: store.tree("reconciler.outages")?,
@@ -120,14 +133,33 @@ impl Reconciler {
     fn declare(&self, facility: &FacilityCode, active: bool, reason: String) -> Response {
         let now = Utc::now();
         let result = if active {
-            let since = self.outage(facility).filter(|o| o.until > now).map_or(now, |o| o.since);
-            let o = Outage { since, until: now + chrono::Duration::days(OUTAGE_DAYS), reason };
+            let since = self
+                .outage(facility)
+                .filter(|o| o.until > now)
+                .map_or(now, |o| o.since);
+            let o = Outage {
+                since,
+                until: now + chrono::Duration::days(OUTAGE_DAYS),
+                reason,
+            };
             tracing::warn!(%facility, reason = %o.reason, until = %o.until, "outage declared: central search enabled");
             let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).unwrap_or_default();
-            self.outages.insert(facility.as_str().as_bytes(), &bytes).map(|_| Response::Outage { active: true, since: Some(o.since), until: Some(o.until) })
+            self.outages
+                .insert(facility.as_str().as_bytes(), &bytes)
+                .map(|_| Response::Outage {
+                    active: true,
+                    since: Some(o.since),
+                    until: Some(o.until),
+                })
         } else {
             tracing::info!(%facility, reason = %reason, "outage ended: central search disabled");
-            self.outages.remove(facility.as_str().as_bytes()).map(|_| Response::Outage { active: false, since: None, until: None })
+            self.outages
+                .remove(facility.as_str().as_bytes())
+                .map(|_| Response::Outage {
+                    active: false,
+                    since: None,
+                    until: None,
+                })
         };
         match result.and_then(|r| self.registry_store_sync().map(|()| r)) {
             Ok(r) => r,
@@ -145,24 +177,44 @@ impl Reconciler {
         let now = Utc::now();
         if self.outage(facility).is_none_or(|o| o.until <= now) {
             tracing::warn!(%facility, "central search refused: no outage declared");
-            return Response::error("no_outage_declared", "central search is only for a facility in a declared outage: declare one first (POST /v1/outage)");
+            return Response::error(
+                "no_outage_declared",
+                "central search is only for a facility in a declared outage: declare one first (POST /v1/outage)",
+            );
         }
         let now_s = self.clock.elapsed().as_secs_f64();
         let allowed = {
             let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
-            limits.entry(facility.clone()).or_insert_with(|| TokenBucket::new(SEARCH_BURST, SEARCHES_PER_MINUTE, now_s)).take(now_s)
+            limits
+                .entry(facility.clone())
+                .or_insert_with(|| TokenBucket::new(SEARCH_BURST, SEARCHES_PER_MINUTE, now_s))
+                .take(now_s)
         };
         if let Err(wait) = allowed {
             tracing::warn!(%facility, "central search rate-limited");
-            return Response::error("rate_limited", format!("too many central searches; try again in {:.0} s", wait.ceil()));
+            return Response::error(
+                "rate_limited",
+                format!(
+                    "too many central searches; try again in {:.0} s",
+                    wait.ceil()
+                ),
+            );
         }
-        let candidates = self.index.read().unwrap_or_else(|p| p.into_inner()).search(&query, SEARCH_LIMIT);
+        let candidates = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .search(&query, SEARCH_LIMIT);
         let mut hits = Vec::with_capacity(candidates.len());
         for c in candidates {
             match self.registry.periods_of_person(&c.person_id) {
                 Ok(periods) => {
                     if let Some(q) = best_period(periods, now.date_naive()) {
-                        hits.push(SearchHit { person_id: c.person_id, score: c.score, qualification: q });
+                        hits.push(SearchHit {
+                            person_id: c.person_id,
+                            score: c.score,
+                            qualification: q,
+                        });
                     }
                 }
                 Err(e) => return Response::error("registry_unavailable", e.to_string()),
@@ -178,7 +230,10 @@ impl Reconciler {
 pub const SEARCH_LIMIT: usize = 5;
 
 /// The period valid on `day`, else the latest one.
-pub fn best_period(mut periods: Vec<onshi_model::Qualification>, day: chrono::NaiveDate) -> Option<onshi_model::Qualification> {
+pub fn best_period(
+    mut periods: Vec<onshi_model::Qualification>,
+    day: chrono::NaiveDate,
+) -> Option<onshi_model::Qualification> {
     periods.sort_by_key(|q| std::cmp::Reverse(q.acquired_on));
     let i = periods.iter().position(|q| q.is_valid_on(day)).unwrap_or(0);
     (!periods.is_empty()).then(|| periods.swap_remove(i))
@@ -200,7 +255,14 @@ impl Service for Reconciler {
             },
             Request::Batch(checks) => {
                 if checks.len() > crate::wire::MAX_BATCH {
-                    return Response::error("batch_too_large", format!("{} checks in one batch; send at most {}", checks.len(), crate::wire::MAX_BATCH));
+                    return Response::error(
+                        "batch_too_large",
+                        format!(
+                            "{} checks in one batch; send at most {}",
+                            checks.len(),
+                            crate::wire::MAX_BATCH
+                        ),
+                    );
                 }
                 let mut out = Vec::with_capacity(checks.len());
                 for check in &checks {

@@ -11,7 +11,10 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use onshi_model::{CardId, CheckOutcome, CheckRequest, CheckSubject, FieldError, InsuranceCardKey, PersonId, Qualification, Validity};
+use onshi_model::{
+    CardId, CheckOutcome, CheckRequest, CheckSubject, FieldError, InsuranceCardKey, PersonId,
+    Qualification, Validity,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, Tree};
@@ -35,7 +38,11 @@ fn card_prefix(insurer: &str, symbol: Option<&str>, number: &str) -> Vec<u8> {
 
 /// The identity of a period: the same person under the same card numbers from the same day.
 fn period_key(q: &Qualification) -> Vec<u8> {
-    let mut k = card_prefix(q.insurer_number.as_str(), q.symbol.as_ref().map(|s| s.as_str()), q.number.as_str());
+    let mut k = card_prefix(
+        q.insurer_number.as_str(),
+        q.symbol.as_ref().map(|s| s.as_str()),
+        q.number.as_str(),
+    );
     k.extend_from_slice(q.branch.as_ref().map_or("", |b| b.as_str()).as_bytes());
     k.push(SEP);
     k.extend_from_slice(q.person_id.as_str().as_bytes());
@@ -115,14 +122,22 @@ impl Registry {
     fn decode(key: &[u8], bytes: &[u8]) -> Result<Qualification, StoreError> {
         match postcard::from_bytes::<StoredPeriod>(bytes) {
             Ok(StoredPeriod::V1(q)) => Ok(q),
-            Err(e) => Err(StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }),
+            Err(e) => Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// Stores one period (not yet durable: call [`Registry::sync`]).
     pub fn put(&self, q: &Qualification) -> Result<Applied, RegistryError> {
         let key = period_key(q);
-        let bytes = postcard::to_allocvec(&StoredPeriod::V1(q.clone())).map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&key).into_owned(), reason: e.to_string() })?;
+        let bytes = postcard::to_allocvec(&StoredPeriod::V1(q.clone())).map_err(|e| {
+            StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            }
+        })?;
         // Read first: an unchanged period (the common case for re-imports and for the edge's
         // replica, which relearns every answer) costs no write at all.
         let previous = self.periods.get(&key)?;
@@ -137,11 +152,16 @@ impl Registry {
             && let Some(old_card) = old.card_id
             && Some(&old_card) != q.card_id.as_ref()
         {
-            self.by_card_id.remove(&with_prefix(old_card.as_str(), &key))?;
+            self.by_card_id
+                .remove(&with_prefix(old_card.as_str(), &key))?;
         }
-        self.by_person.insert(&with_prefix(q.person_id.as_str(), &key), &[])?;
+        self.by_person
+            .insert(&with_prefix(q.person_id.as_str(), &key), &[])?;
         if let Some(card) = &q.card_id {
-            self.by_card_id.insert(&with_prefix(card.as_str(), &key), q.person_id.as_str().as_bytes())?;
+            self.by_card_id.insert(
+                &with_prefix(card.as_str(), &key),
+                q.person_id.as_str().as_bytes(),
+            )?;
         }
         Ok(applied)
     }
@@ -160,7 +180,14 @@ impl Registry {
             let line = match line {
                 Ok(l) => l,
                 Err(e) => {
-                    report.bad.push((n, FieldError::new("", onshi_model::ErrorCode::InvalidFormat, format!("cannot read the line: {e}"))));
+                    report.bad.push((
+                        n,
+                        FieldError::new(
+                            "",
+                            onshi_model::ErrorCode::InvalidFormat,
+                            format!("cannot read the line: {e}"),
+                        ),
+                    ));
                     continue;
                 }
             };
@@ -181,8 +208,15 @@ impl Registry {
     }
 
     /// Every period stored under these card numbers (any branch when the key has none).
-    pub fn periods_by_card(&self, key: &InsuranceCardKey) -> Result<Vec<Qualification>, RegistryError> {
-        let prefix = card_prefix(key.insurer_number.as_str(), key.symbol.as_ref().map(|s| s.as_str()), key.number.as_str());
+    pub fn periods_by_card(
+        &self,
+        key: &InsuranceCardKey,
+    ) -> Result<Vec<Qualification>, RegistryError> {
+        let prefix = card_prefix(
+            key.insurer_number.as_str(),
+            key.symbol.as_ref().map(|s| s.as_str()),
+            key.number.as_str(),
+        );
         let mut out = Vec::new();
         for kv in self.periods.scan_prefix(&prefix) {
             let (k, v) = kv?;
@@ -194,7 +228,10 @@ impl Registry {
         Ok(out)
     }
 
-    pub fn periods_of_person(&self, person: &PersonId) -> Result<Vec<Qualification>, RegistryError> {
+    pub fn periods_of_person(
+        &self,
+        person: &PersonId,
+    ) -> Result<Vec<Qualification>, RegistryError> {
         let prefix = with_prefix(person.as_str(), &[]);
         let mut out = Vec::new();
         for kv in self.by_person.scan_prefix(&prefix) {
@@ -213,7 +250,10 @@ impl Registry {
         for kv in self.by_card_id.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let id = String::from_utf8_lossy(&v).into_owned();
-            let id = PersonId::parse(&id).map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&k).into_owned(), reason: e.to_string() })?;
+            let id = PersonId::parse(&id).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
             out.insert(id);
         }
         Ok(out)
@@ -224,7 +264,9 @@ impl Registry {
         match &req.subject {
             CheckSubject::InsuranceCard { card, birth_date } => {
                 let candidates = self.periods_by_card(card)?;
-                decide_insurance_card(candidates, *birth_date, req.service_date, |p| self.periods_of_person(p))
+                decide_insurance_card(candidates, *birth_date, req.service_date, |p| {
+                    self.periods_of_person(p)
+                })
             }
             CheckSubject::Card { card_id } => {
                 let persons = self.persons_by_card_id(card_id)?;
@@ -239,7 +281,11 @@ impl Registry {
 }
 
 fn sort_newest_first(v: &mut [Qualification]) {
-    v.sort_by(|a, b| b.acquired_on.cmp(&a.acquired_on).then_with(|| a.person_id.cmp(&b.person_id)));
+    v.sort_by(|a, b| {
+        b.acquired_on
+            .cmp(&a.acquired_on)
+            .then_with(|| a.person_id.cmp(&b.person_id))
+    });
 }
 
 /// The validity of insurance-card numbers on `service`, given every period stored under those
@@ -253,33 +299,58 @@ pub fn decide_insurance_card<E>(
     service: NaiveDate,
     periods_of: impl Fn(&PersonId) -> Result<Vec<Qualification>, E>,
 ) -> Result<CheckOutcome, E> {
-    let mut matching: Vec<Qualification> = candidates.into_iter().filter(|q| q.birth_date == birth_date).collect();
+    let mut matching: Vec<Qualification> = candidates
+        .into_iter()
+        .filter(|q| q.birth_date == birth_date)
+        .collect();
     let persons: BTreeSet<&PersonId> = matching.iter().map(|q| &q.person_id).collect();
     if persons.is_empty() {
-        return Ok(CheckOutcome { validity: Validity::NotFound, qualifications: vec![] });
+        return Ok(CheckOutcome {
+            validity: Validity::NotFound,
+            qualifications: vec![],
+        });
     }
     if persons.len() > 1 {
         // Prefer the ones valid on the day, but staff need to see every candidate.
         sort_newest_first(&mut matching);
-        return Ok(CheckOutcome { validity: Validity::Multiple, qualifications: matching });
+        return Ok(CheckOutcome {
+            validity: Validity::Multiple,
+            qualifications: matching,
+        });
     }
-    let valid: Vec<Qualification> = matching.iter().filter(|q| q.is_valid_on(service)).cloned().collect();
+    let valid: Vec<Qualification> = matching
+        .iter()
+        .filter(|q| q.is_valid_on(service))
+        .cloned()
+        .collect();
     if !valid.is_empty() {
-        return Ok(CheckOutcome { validity: Validity::Valid, qualifications: valid });
+        return Ok(CheckOutcome {
+            validity: Validity::Valid,
+            qualifications: valid,
+        });
     }
     sort_newest_first(&mut matching);
     let latest = matching.swap_remove(0);
     let mut newer: Vec<Qualification> = periods_of(&latest.person_id)?
         .into_iter()
-        .filter(|q| q.acquired_on > latest.acquired_on && InsuranceCardKey::of(q) != InsuranceCardKey::of(&latest))
+        .filter(|q| {
+            q.acquired_on > latest.acquired_on
+                && InsuranceCardKey::of(q) != InsuranceCardKey::of(&latest)
+        })
         .collect();
     sort_newest_first(&mut newer);
     if newer.is_empty() {
-        Ok(CheckOutcome { validity: Validity::Invalid, qualifications: vec![latest] })
+        Ok(CheckOutcome {
+            validity: Validity::Invalid,
+            qualifications: vec![latest],
+        })
     } else {
         let mut qualifications = vec![latest];
         qualifications.extend(newer);
-        Ok(CheckOutcome { validity: Validity::InvalidNewerExists, qualifications })
+        Ok(CheckOutcome {
+            validity: Validity::InvalidNewerExists,
+            qualifications,
+        })
     }
 }
 
@@ -287,24 +358,45 @@ pub fn decide_insurance_card<E>(
 /// registered to: `valid` if any of the person's periods is valid that day, else `invalid` with the
 /// latest period; `not_found` for an unknown card; `multiple` if the card maps to several people.
 pub fn decide_card(per_person: Vec<Vec<Qualification>>, service: NaiveDate) -> CheckOutcome {
-    let mut per_person: Vec<Vec<Qualification>> = per_person.into_iter().filter(|p| !p.is_empty()).collect();
+    let mut per_person: Vec<Vec<Qualification>> =
+        per_person.into_iter().filter(|p| !p.is_empty()).collect();
     match per_person.len() {
-        0 => CheckOutcome { validity: Validity::NotFound, qualifications: vec![] },
+        0 => CheckOutcome {
+            validity: Validity::NotFound,
+            qualifications: vec![],
+        },
         1 => {
             let mut periods = per_person.swap_remove(0);
             sort_newest_first(&mut periods);
-            let valid: Vec<Qualification> = periods.iter().filter(|q| q.is_valid_on(service)).cloned().collect();
+            let valid: Vec<Qualification> = periods
+                .iter()
+                .filter(|q| q.is_valid_on(service))
+                .cloned()
+                .collect();
             if valid.is_empty() {
                 periods.truncate(1);
-                CheckOutcome { validity: Validity::Invalid, qualifications: periods }
+                CheckOutcome {
+                    validity: Validity::Invalid,
+                    qualifications: periods,
+                }
             } else {
-                CheckOutcome { validity: Validity::Valid, qualifications: valid }
+                CheckOutcome {
+                    validity: Validity::Valid,
+                    qualifications: valid,
+                }
             }
         }
         _ => {
-            let mut all: Vec<Qualification> = per_person.into_iter().flatten().filter(|q| q.is_valid_on(service)).collect();
+            let mut all: Vec<Qualification> = per_person
+                .into_iter()
+                .flatten()
+                .filter(|q| q.is_valid_on(service))
+                .collect();
             sort_newest_first(&mut all);
-            CheckOutcome { validity: Validity::Multiple, qualifications: all }
+            CheckOutcome {
+                validity: Validity::Multiple,
+                qualifications: all,
+            }
         }
     }
 }

@@ -59,7 +59,14 @@ impl std::fmt::Debug for Replication {
 
 impl Replication {
     pub fn new(store: Arc<dyn Store>, registry: Registry, index: Arc<RwLock<SearchIndex>>) -> Self {
-        Replication { store, registry, index, config: SyncConfig::default(), sessions: Mutex::default(), clock: Instant::now() }
+        Replication {
+            store,
+            registry,
+            index,
+            config: SyncConfig::default(),
+            sessions: Mutex::default(),
+            clock: Instant::now(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -98,28 +105,48 @@ impl Replication {
         }
     }
 
-    fn run(&self, facility: &FacilityCode, slot: &mut Option<Session>, messages: Vec<SyncMessage>) -> Result<Response, StoreError> {
+    fn run(
+        &self,
+        facility: &FacilityCode,
+        slot: &mut Option<Session>,
+        messages: Vec<SyncMessage>,
+    ) -> Result<Response, StoreError> {
         for m in messages {
-            if let SyncMessage::Hello { seen_yours: false, .. } = &m {
+            if let SyncMessage::Hello {
+                seen_yours: false, ..
+            } = &m
+            {
                 *slot = Some(self.open_session(facility)?);
             }
             let Some(session) = slot.as_mut() else {
-                return Ok(Response::error(NO_SESSION, "no sync session for this connection: start with Hello"));
+                return Ok(Response::error(
+                    NO_SESSION,
+                    "no sync session for this connection: start with Hello",
+                ));
             };
             let now = self.now_ms();
             session.sync.handle(now, Input::Message(m));
             if !self.drain(facility, session)? {
                 *slot = None;
-                return Ok(Response::error(NO_SESSION, "the sync session was closed: start again with Hello"));
+                return Ok(Response::error(
+                    NO_SESSION,
+                    "the sync session was closed: start again with Hello",
+                ));
             }
         }
         let Some(session) = slot.as_mut() else {
-            return Ok(Response::error(NO_SESSION, "no sync session for this connection: start with Hello"));
+            return Ok(Response::error(
+                NO_SESSION,
+                "no sync session for this connection: start with Hello",
+            ));
         };
         let now = self.now_ms();
         let mut out = Vec::new();
         while let Some(m) = session.sync.poll_transmit(now) {
-            out.push(m.encode().map_err(|e| StoreError::Corrupt { key: "sync message".into(), reason: e.to_string() })?);
+            out.push(m.encode().map_err(|e| StoreError::Corrupt {
+                key: "sync message".into(),
+                reason: e.to_string(),
+            })?);
         }
         // Transmitting can emit a report.
         self.drain(facility, session)?;
@@ -131,7 +158,11 @@ impl Replication {
     fn open_session(&self, facility: &FacilityCode) -> Result<Session, StoreError> {
         let tree = self.tree(facility)?;
         let journal = tree.load()?;
-        let unsettled: Vec<RecordId> = journal.iter().filter(|r| needs_settlement(r)).map(|r| r.id().clone()).collect();
+        let unsettled: Vec<RecordId> = journal
+            .iter()
+            .filter(|r| needs_settlement(r))
+            .map(|r| r.id().clone())
+            .collect();
         let mut sync = ReconcilerSync::new(self.config.clone(), facility.clone(), &journal);
         let settled = self.settle_all(&tree, &unsettled)?;
         let now = self.now_ms();
@@ -144,15 +175,24 @@ impl Replication {
     }
 
     /// Settles each record that still needs it and makes the settlements durable.
-    fn settle_all(&self, tree: &JournalTree, ids: &[RecordId]) -> Result<Vec<JournalRecord>, StoreError> {
+    fn settle_all(
+        &self,
+        tree: &JournalTree,
+        ids: &[RecordId],
+    ) -> Result<Vec<JournalRecord>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let view = IndexedRegistry { registry: &self.registry, index: &index };
+        let view = IndexedRegistry {
+            registry: &self.registry,
+            index: &index,
+        };
         let mut done = Vec::new();
         for id in ids {
-            let Some(mut rec) = tree.get(id)? else { continue };
+            let Some(mut rec) = tree.get(id)? else {
+                continue;
+            };
             if !needs_settlement(&rec) {
                 continue;
             }
@@ -189,7 +229,10 @@ impl Replication {
             let mut wrote = false;
             while let Some(a) = session.sync.poll_action() {
                 match a {
-                    Action::Persist { persist_id, records } => {
+                    Action::Persist {
+                        persist_id,
+                        records,
+                    } => {
                         for r in records {
                             let r = session.tree.merge(r)?;
                             if needs_settlement(&r) {
@@ -204,7 +247,9 @@ impl Replication {
                         wrote = true;
                     }
                     Action::Sent { .. } => {}
-                    Action::Report(r) => tracing::debug!(%facility, synced = r.synced, outgoing = r.outgoing, incoming = r.incoming, "sync"),
+                    Action::Report(r) => {
+                        tracing::debug!(%facility, synced = r.synced, outgoing = r.outgoing, incoming = r.incoming, "sync")
+                    }
                     Action::Close { reason } => {
                         tracing::warn!(%facility, %reason, "sync session closed: the edge broke the protocol");
                         return Ok(false);
@@ -229,5 +274,7 @@ impl Replication {
 
 /// A provisional record, durable here, not yet settled and not set aside.
 fn needs_settlement(r: &JournalRecord) -> bool {
-    matches!(r.facts(), RecordFacts::Provisional(_)) && r.settlement().is_none() && r.quarantine().is_none()
+    matches!(r.facts(), RecordFacts::Provisional(_))
+        && r.settlement().is_none()
+        && r.quarantine().is_none()
 }

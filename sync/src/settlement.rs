@@ -32,9 +32,9 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use onshi_fallback::index::BirthMatch;
 use onshi_fallback::normalize::{insurer_key, insurer_score};
 use onshi_fallback::share::collected_yen;
-use onshi_fallback::index::BirthMatch;
 use onshi_fallback::{Candidate, Reason, SearchIndex, SearchQuery};
 use onshi_model::record::{ProvisionalRecord, Settlement, SettlementCandidate, SettlementKind};
 use onshi_model::{InsurerNumber, PersonId, Qualification};
@@ -110,7 +110,12 @@ impl MemoryRegistry {
 
 impl RegistryView for MemoryRegistry {
     fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, RegistryError> {
-        Ok(self.periods.iter().filter(|q| &q.person_id == person).cloned().collect())
+        Ok(self
+            .periods
+            .iter()
+            .filter(|q| &q.person_id == person)
+            .cloned()
+            .collect())
     }
 
     fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
@@ -164,7 +169,9 @@ impl InsuranceKind {
     /// The kind of a registry insurer number, by 法別 (DOMAIN.md). 特例退職 (63, 72–75), 自衛官等 (07)
     /// and codes the table does not know give `None`: never compared, so never a false re-route.
     pub fn of_insurer(n: &InsurerNumber) -> Option<Self> {
-        let Some(h) = n.houbetsu() else { return Some(InsuranceKind::Kokuho) };
+        let Some(h) = n.houbetsu() else {
+            return Some(InsuranceKind::Kokuho);
+        };
         Some(match h {
             "01" => InsuranceKind::Kyokai,
             "02" => InsuranceKind::Seamen,
@@ -180,7 +187,10 @@ impl InsuranceKind {
     /// 不詳請求 by insurance type is taken from DOMAIN.md's one sentence; change it here only.)
     pub fn payer(self) -> &'static str {
         match self {
-            InsuranceKind::Kyokai | InsuranceKind::Seamen | InsuranceKind::Kumiai | InsuranceKind::Kyosai => PAYER_SHAHO,
+            InsuranceKind::Kyokai
+            | InsuranceKind::Seamen
+            | InsuranceKind::Kumiai
+            | InsuranceKind::Kyosai => PAYER_SHAHO,
             InsuranceKind::Kokuho | InsuranceKind::LateElderly => PAYER_KOKUHO,
         }
     }
@@ -202,23 +212,44 @@ impl InsuranceKind {
 /// (unconfirmed: as [`InsuranceKind::payer`]; 社保 / 社会保険 without a kind go to 支払基金.)
 pub fn unknown_insurer_payer(record: &ProvisionalRecord) -> (&'static str, String) {
     let d = &record.declared;
-    for (what, text) in [("declared insurance type", &d.insurance_type), ("declared insurer name", &d.insurer_name)] {
-        let Some(text) = text.as_deref() else { continue };
+    for (what, text) in [
+        ("declared insurance type", &d.insurance_type),
+        ("declared insurer name", &d.insurer_name),
+    ] {
+        let Some(text) = text.as_deref() else {
+            continue;
+        };
         if let Some(kind) = InsuranceKind::of_declared(text) {
             let payer = kind.payer();
-            let named = if insurer_key(text) == insurer_key(kind.as_str()) { String::new() } else { format!(" ({})", kind.as_str()) };
+            let named = if insurer_key(text) == insurer_key(kind.as_str()) {
+                String::new()
+            } else {
+                format!(" ({})", kind.as_str())
+            };
             return (payer, format!("{payer} by the {what} {text}{named}"));
         }
         if insurer_key(text).contains("社保") || text.contains("社会保険") {
-            return (PAYER_SHAHO, format!("{PAYER_SHAHO} by the {what} {text} (employees' insurance)"));
+            return (
+                PAYER_SHAHO,
+                format!("{PAYER_SHAHO} by the {what} {text} (employees' insurance)"),
+            );
         }
     }
-    (PAYER_SHAHO, format!("{PAYER_SHAHO} by default: no insurance type the payer can be told from was declared; check with the patient before filing"))
+    (
+        PAYER_SHAHO,
+        format!(
+            "{PAYER_SHAHO} by default: no insurance type the payer can be told from was declared; check with the patient before filing"
+        ),
+    )
 }
 
 /// Settles one provisional record against the registry as of its service date. Errors only when the
 /// registry cannot be read (a store error is never turned into a verdict).
-pub fn settle(record: &ProvisionalRecord, registry: &impl RegistryView, settled_at: DateTime<Utc>) -> Result<Settlement, RegistryError> {
+pub fn settle(
+    record: &ProvisionalRecord,
+    registry: &impl RegistryView,
+    settled_at: DateTime<Utc>,
+) -> Result<Settlement, RegistryError> {
     let base = Settlement {
         kind: SettlementKind::InsurerUnknown,
         settled_at,
@@ -232,15 +263,26 @@ pub fn settle(record: &ProvisionalRecord, registry: &impl RegistryView, settled_
     };
     let service = record.service_date;
     let (person, periods, how) = match identify(record, registry)? {
-        Identity::Person { person, periods, how } => (person, periods, how),
+        Identity::Person {
+            person,
+            periods,
+            how,
+        } => (person, periods, how),
         Identity::Ambiguous { candidates, why } => {
-            return Ok(Settlement { kind: SettlementKind::Ambiguous, candidates, explanation: why, ..base });
+            return Ok(Settlement {
+                kind: SettlementKind::Ambiguous,
+                candidates,
+                explanation: why,
+                ..base
+            });
         }
         Identity::Nobody { why } => {
             let (payer, payer_why) = unknown_insurer_payer(record);
             return Ok(Settlement {
                 payer: Some(payer.to_string()),
-                explanation: format!("File as insurer unknown (不詳請求): {why}. Payer: {payer_why}."),
+                explanation: format!(
+                    "File as insurer unknown (不詳請求): {why}. Payer: {payer_why}."
+                ),
                 ..base
             });
         }
@@ -260,14 +302,33 @@ pub fn settle(record: &ProvisionalRecord, registry: &impl RegistryView, settled_
     let correct = q.share_percent;
     let due = collected_yen(record.total_fee_yen, correct);
     let collected = record.collected_yen;
-    let insurer = format!("{} ({}{})", q.insurer_name, q.insurer_number, card_numbers(q));
+    let insurer = format!(
+        "{} ({}{})",
+        q.insurer_name,
+        q.insurer_number,
+        card_numbers(q)
+    );
     let money = match due.cmp(&collected) {
         Ordering::Equal => format!("the {} collected is right", yen(collected)),
-        Ordering::Less => format!("refund {} ({} collected at {} %)", yen(collected - due), yen(collected), record.share_percent),
-        Ordering::Greater => format!("collect {} more ({} collected at {} %)", yen(due - collected), yen(collected), record.share_percent),
+        Ordering::Less => format!(
+            "refund {} ({} collected at {} %)",
+            yen(collected - due),
+            yen(collected),
+            record.share_percent
+        ),
+        Ordering::Greater => format!(
+            "collect {} more ({} collected at {} %)",
+            yen(due - collected),
+            yen(collected),
+            record.share_percent
+        ),
     };
     let found = format!("{insurer}, valid for {person} ({how}) on {service}");
-    let share = format!("{correct} % of {} = {} due", yen(record.total_fee_yen), yen(due));
+    let share = format!(
+        "{correct} % of {} = {} due",
+        yen(record.total_fee_yen),
+        yen(due)
+    );
     let settled = Settlement {
         qualification: Some(q.clone()),
         correct_share_percent: Some(correct),
@@ -279,7 +340,9 @@ pub fn settle(record: &ProvisionalRecord, registry: &impl RegistryView, settled_
     if let Some(declared) = insurer_mismatch(record, q) {
         return Ok(Settlement {
             kind: SettlementKind::InsurerChanged,
-            explanation: format!("Re-route the claim (振替) to {found}: {declared}. {share}; {money}."),
+            explanation: format!(
+                "Re-route the claim (振替) to {found}: {declared}. {share}; {money}."
+            ),
             ..settled
         });
     }
@@ -288,7 +351,11 @@ pub fn settle(record: &ProvisionalRecord, registry: &impl RegistryView, settled_
         Ordering::Less => (SettlementKind::Refund, "Refund"),
         Ordering::Greater => (SettlementKind::Charge, "Charge"),
     };
-    Ok(Settlement { kind, explanation: format!("{lead}: {found}: {share}; {money}."), ..settled })
+    Ok(Settlement {
+        kind,
+        explanation: format!("{lead}: {found}: {share}; {money}."),
+        ..settled
+    })
 }
 
 /// `12,345 yen`.
@@ -307,18 +374,36 @@ fn yen(n: u64) -> String {
 
 /// Who the record is about.
 enum Identity {
-    Person { person: PersonId, periods: Vec<Qualification>, how: String },
-    Ambiguous { candidates: Vec<SettlementCandidate>, why: String },
-    Nobody { why: String },
+    Person {
+        person: PersonId,
+        periods: Vec<Qualification>,
+        how: String,
+    },
+    Ambiguous {
+        candidates: Vec<SettlementCandidate>,
+        why: String,
+    },
+    Nobody {
+        why: String,
+    },
 }
 
-fn identify(record: &ProvisionalRecord, registry: &impl RegistryView) -> Result<Identity, RegistryError> {
+fn identify(
+    record: &ProvisionalRecord,
+    registry: &impl RegistryView,
+) -> Result<Identity, RegistryError> {
     if let Some(person) = &record.person_id {
         let periods = registry.periods_of(person)?;
         if periods.is_empty() {
-            return Ok(Identity::Nobody { why: format!("person id {person} has no period in the registry") });
+            return Ok(Identity::Nobody {
+                why: format!("person id {person} has no period in the registry"),
+            });
         }
-        return Ok(Identity::Person { person: person.clone(), periods, how: "by person id".into() });
+        return Ok(Identity::Person {
+            person: person.clone(),
+            periods,
+            how: "by person id".into(),
+        });
     }
     let d = &record.declared;
     let query = SearchQuery {
@@ -340,33 +425,60 @@ fn identify(record: &ProvisionalRecord, registry: &impl RegistryView) -> Result<
             found.push((c, periods));
         }
     }
-    found.sort_by(|a, b| b.0.score.total_cmp(&a.0.score).then_with(|| a.0.person_id.cmp(&b.0.person_id)));
+    found.sort_by(|a, b| {
+        b.0.score
+            .total_cmp(&a.0.score)
+            .then_with(|| a.0.person_id.cmp(&b.0.person_id))
+    });
     let who = format!("{} born {}", d.name, d.birth_date);
     let Some(best) = found.first().map(|(c, _)| c.score) else {
-        return Ok(Identity::Nobody { why: format!("nobody in the registry matches {who}") });
+        return Ok(Identity::Nobody {
+            why: format!("nobody in the registry matches {who}"),
+        });
     };
     let second = found.get(1).map_or(0.0, |(c, _)| c.score);
     // A birth date a typing slip away is shown to staff, never taken on its own: it decides money.
-    let exact_birth = found.first().is_some_and(|(c, _)| c.reasons.contains(&Reason::BirthDate(BirthMatch::Exact)));
+    let exact_birth = found
+        .first()
+        .is_some_and(|(c, _)| c.reasons.contains(&Reason::BirthDate(BirthMatch::Exact)));
     if best >= MIN_IDENTIFY_SCORE && best - second >= MIN_MARGIN && exact_birth {
         let (c, periods) = found.swap_remove(0);
         let how = format!("found by the declaration, score {:.2}", c.score);
-        return Ok(Identity::Person { person: c.person_id, periods, how });
+        return Ok(Identity::Person {
+            person: c.person_id,
+            periods,
+            how,
+        });
     }
     let service = record.service_date;
     let candidates: Vec<SettlementCandidate> = found
         .into_iter()
         .filter(|(c, _)| best - c.score <= AMBIGUOUS_BAND)
         .filter_map(|(c, periods)| {
-            let q = valid_on(&periods, service).or_else(|| newest(&periods))?.clone();
-            Some(SettlementCandidate { person_id: c.person_id, score: c.score, qualification: q })
+            let q = valid_on(&periods, service)
+                .or_else(|| newest(&periods))?
+                .clone();
+            Some(SettlementCandidate {
+                person_id: c.person_id,
+                score: c.score,
+                qualification: q,
+            })
         })
         .collect();
-    let list = candidates.iter().map(|c| format!("{} ({:.2})", c.person_id, c.score)).collect::<Vec<_>>().join(", ");
+    let list = candidates
+        .iter()
+        .map(|c| format!("{} ({:.2})", c.person_id, c.score))
+        .collect::<Vec<_>>()
+        .join(", ");
     let why = if best >= MIN_IDENTIFY_SCORE && best - second < MIN_MARGIN {
-        format!("Choose the patient, then settle again: {} people match {who} about equally well ({list}); the address or insurer name would tell them apart", candidates.len())
+        format!(
+            "Choose the patient, then settle again: {} people match {who} about equally well ({list}); the address or insurer name would tell them apart",
+            candidates.len()
+        )
     } else {
-        format!("Confirm the patient, then settle again: nobody matches {who} closely enough (name and exact birth date) to be identified; nearest {list}")
+        format!(
+            "Confirm the patient, then settle again: nobody matches {who} closely enough (name and exact birth date) to be identified; nearest {list}"
+        )
     };
     Ok(Identity::Ambiguous { candidates, why })
 }
@@ -376,11 +488,19 @@ fn valid_on(periods: &[Qualification], date: NaiveDate) -> Option<&Qualification
     periods
         .iter()
         .filter(|q| q.is_valid_on(date))
-        .max_by(|a, b| a.acquired_on.cmp(&b.acquired_on).then_with(|| b.insurer_number.cmp(&a.insurer_number)))
+        .max_by(|a, b| {
+            a.acquired_on
+                .cmp(&b.acquired_on)
+                .then_with(|| b.insurer_number.cmp(&a.insurer_number))
+        })
 }
 
 fn newest(periods: &[Qualification]) -> Option<&Qualification> {
-    periods.iter().max_by(|a, b| a.acquired_on.cmp(&b.acquired_on).then_with(|| b.insurer_number.cmp(&a.insurer_number)))
+    periods.iter().max_by(|a, b| {
+        a.acquired_on
+            .cmp(&b.acquired_on)
+            .then_with(|| b.insurer_number.cmp(&a.insurer_number))
+    })
 }
 
 /// `, 記号 123 番号 4567 枝番 01` as far as the card has them.
@@ -402,30 +522,62 @@ fn insurer_mismatch(record: &ProvisionalRecord, q: &Qualification) -> Option<Str
     let d = &record.declared;
     if let Some(name) = d.insurer_name.as_deref().filter(|n| !n.trim().is_empty()) {
         let score = insurer_score(&insurer_key(name), &insurer_key(&q.insurer_name));
-        return (score < MIN_INSURER_MATCH).then(|| format!("the patient declared {name}, another insurer"));
+        return (score < MIN_INSURER_MATCH)
+            .then(|| format!("the patient declared {name}, another insurer"));
     }
     let declared = d.insurance_type.as_deref()?;
-    let (want, have) = (InsuranceKind::of_declared(declared)?, InsuranceKind::of_insurer(&q.insurer_number)?);
-    let which = if insurer_key(declared) == insurer_key(want.as_str()) { String::new() } else { format!(", which is {}", want.as_str()) };
-    (want != have).then(|| format!("the patient declared {declared}{which}, not {}", have.as_str()))
+    let (want, have) = (
+        InsuranceKind::of_declared(declared)?,
+        InsuranceKind::of_insurer(&q.insurer_number)?,
+    );
+    let which = if insurer_key(declared) == insurer_key(want.as_str()) {
+        String::new()
+    } else {
+        format!(", which is {}", want.as_str())
+    };
+    (want != have).then(|| {
+        format!(
+            "the patient declared {declared}{which}, not {}",
+            have.as_str()
+        )
+    })
 }
 
 /// The person's periods nearest to `date`: the last that ended before it and the first that
 /// starts after it (a job-change gap shows both).
 fn periods_around(periods: &[Qualification], date: NaiveDate) -> String {
-    let before = periods.iter().filter(|q| q.lost_on.is_some_and(|l| l <= date)).max_by_key(|q| q.lost_on);
-    let after = periods.iter().filter(|q| q.acquired_on > date).min_by_key(|q| q.acquired_on);
+    let before = periods
+        .iter()
+        .filter(|q| q.lost_on.is_some_and(|l| l <= date))
+        .max_by_key(|q| q.lost_on);
+    let after = periods
+        .iter()
+        .filter(|q| q.acquired_on > date)
+        .min_by_key(|q| q.acquired_on);
     let mut parts = Vec::new();
     if let Some(q) = before {
         let lost = q.lost_on.unwrap_or(date);
         let last = lost.pred_opt().unwrap_or(lost);
-        let reason = q.loss_reason.map(|r| format!(", reason {}", r.code())).unwrap_or_default();
-        parts.push(format!("{} ({}) ended {last} (lost {lost}{reason})", q.insurer_name, q.insurer_number));
+        let reason = q
+            .loss_reason
+            .map(|r| format!(", reason {}", r.code()))
+            .unwrap_or_default();
+        parts.push(format!(
+            "{} ({}) ended {last} (lost {lost}{reason})",
+            q.insurer_name, q.insurer_number
+        ));
     }
     if let Some(q) = after {
-        parts.push(format!("{} ({}) starts {}", q.insurer_name, q.insurer_number, q.acquired_on));
+        parts.push(format!(
+            "{} ({}) starts {}",
+            q.insurer_name, q.insurer_number, q.acquired_on
+        ));
     }
-    if parts.is_empty() { "no period ends before or starts after it".into() } else { parts.join("; ") }
+    if parts.is_empty() {
+        "no period ends before or starts after it".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -449,7 +601,10 @@ mod tests {
         assert_eq!(kind("健保組合"), Some(InsuranceKind::Kumiai));
         assert_eq!(kind("○○健康保険組合"), Some(InsuranceKind::Kumiai));
         // 国民健康保険組合 contains 健康保険組合: still national health insurance.
-        assert_eq!(kind("東京都医師国民健康保険組合"), Some(InsuranceKind::Kokuho));
+        assert_eq!(
+            kind("東京都医師国民健康保険組合"),
+            Some(InsuranceKind::Kokuho)
+        );
         assert_eq!(kind("国保"), Some(InsuranceKind::Kokuho));
         assert_eq!(kind("後期高齢者医療"), Some(InsuranceKind::LateElderly));
         assert_eq!(kind("地方職員共済組合"), Some(InsuranceKind::Kyosai));
@@ -459,7 +614,11 @@ mod tests {
 
     #[test]
     fn registry_kinds_follow_the_houbetsu_table() {
-        let kind = |s: &str| InsuranceKind::of_insurer(&InsurerNumber::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")));
+        let kind = |s: &str| {
+            InsuranceKind::of_insurer(
+                &InsurerNumber::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")),
+            )
+        };
         assert_eq!(kind("06130017"), Some(InsuranceKind::Kumiai));
         assert_eq!(kind("01130012"), Some(InsuranceKind::Kyokai));
         assert_eq!(kind("39130018"), Some(InsuranceKind::LateElderly));

@@ -16,7 +16,10 @@ pub enum StoreError {
     #[error("storage engine: {0}")]
     Engine(#[from] sled::Error),
     #[error("fsync of {path}: {source}")]
-    Fsync { path: PathBuf, source: std::io::Error },
+    Fsync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("stored value under {key} does not decode: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("the commit task has stopped")]
@@ -67,9 +70,19 @@ struct Synced {
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Fsync { path: dir.to_path_buf(), source })?;
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
-        Ok(SledStore { db, dir: dir.to_path_buf(), synced: Arc::default() })
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Fsync {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(SledStore {
+            db,
+            dir: dir.to_path_buf(),
+            synced: Arc::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -79,8 +92,14 @@ impl SledStore {
     fn fsync_path(path: &Path) -> Result<(), StoreError> {
         // fsync on any descriptor of a file flushes the file's pages and metadata; a read-only
         // descriptor is enough on Linux, and a directory needs one for its entries.
-        let f = File::open(path).map_err(|source| StoreError::Fsync { path: path.to_path_buf(), source })?;
-        f.sync_all().map_err(|source| StoreError::Fsync { path: path.to_path_buf(), source })
+        let f = File::open(path).map_err(|source| StoreError::Fsync {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        f.sync_all().map_err(|source| StoreError::Fsync {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -98,7 +117,10 @@ impl Tree for SledTree {
         Ok(self.0.remove(key)?.map(|v| v.to_vec()))
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_> {
-        Box::new(self.0.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from)))
+        Box::new(self.0.scan_prefix(prefix).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        }))
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -121,7 +143,10 @@ impl Store for SledStore {
             synced.db_file = Some(f);
         }
         if let Some(f) = &synced.db_file {
-            f.sync_data().map_err(|source| StoreError::Fsync { path: self.dir.join("db"), source })?;
+            f.sync_data().map_err(|source| StoreError::Fsync {
+                path: self.dir.join("db"),
+                source,
+            })?;
         }
         let blobs = self.dir.join("blobs");
         let mut new_entries = !synced.dir_done;
@@ -183,7 +208,8 @@ impl GroupCommit {
                     .map_err(|e| format!("sync task failed: {e}"))
                     .and_then(|r| r.map_err(|e| e.to_string()));
                 st.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                st.commits.fetch_add(waiters.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                st.commits
+                    .fetch_add(waiters.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 for w in waiters {
                     let _ = w.send(res.clone());
                 }
@@ -198,7 +224,10 @@ impl GroupCommit {
         self.tx.send(tx).map_err(|_| StoreError::CommitterGone)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Fsync { path: PathBuf::from("(group commit)"), source: std::io::Error::other(e) }),
+            Ok(Err(e)) => Err(StoreError::Fsync {
+                path: PathBuf::from("(group commit)"),
+                source: std::io::Error::other(e),
+            }),
             Err(_) => Err(StoreError::CommitterGone),
         }
     }
@@ -215,7 +244,11 @@ mod tests {
     #[test]
     fn concurrent_commits_share_syncs_and_data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let store = Arc::new(SledStore::open(dir.path()).unwrap());
             let tree = store.tree("t").unwrap();
@@ -232,7 +265,12 @@ mod tests {
             for t in tasks {
                 t.await.unwrap();
             }
-            assert_eq!(gc.stats().commits.load(std::sync::atomic::Ordering::Relaxed), 200);
+            assert_eq!(
+                gc.stats()
+                    .commits
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                200
+            );
         });
         // Dropping the runtime ends the commit task, which releases the database.
         drop(rt);

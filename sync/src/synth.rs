@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{Datelike, Days, Months, NaiveDate};
 use onshi_model::ids::luhn_check_digit;
 use onshi_model::{
-    Branch, CardClass, CardId, CardNumber, CardSymbol, InsurerNumber, LossReason, PersonId, PostalCode, Qualification, Relationship, Sex,
+    Branch, CardClass, CardId, CardNumber, CardSymbol, InsurerNumber, LossReason, PersonId,
+    PostalCode, Qualification, Relationship, Sex,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -82,7 +83,10 @@ pub fn generate(params: &SynthParams) -> Vec<Qualification> {
 
 /// Writes one registry JSONL line per period (the same periods as [`generate`], streamed household
 /// by household) and returns the counts.
-pub fn write_jsonl(params: &SynthParams, out: &mut impl std::io::Write) -> std::io::Result<SynthSummary> {
+pub fn write_jsonl(
+    params: &SynthParams,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<SynthSummary> {
     let tables = Tables::new();
     let mut g = Gen::new(&tables, params);
     let mut acc = Accumulator::default();
@@ -121,7 +125,16 @@ fn registry_line(q: &Qualification, buf: &mut Vec<u8>) {
         let (y, m, dd) = (d.year(), d.month(), d.day());
         if (0..=9999).contains(&y) {
             let mut b = *b"\"0000-00-00\"";
-            for (i, v) in [(1, y as u32 / 1000), (2, y as u32 / 100 % 10), (3, y as u32 / 10 % 10), (4, y as u32 % 10), (6, m / 10), (7, m % 10), (9, dd / 10), (10, dd % 10)] {
+            for (i, v) in [
+                (1, y as u32 / 1000),
+                (2, y as u32 / 100 % 10),
+                (3, y as u32 / 10 % 10),
+                (4, y as u32 % 10),
+                (6, m / 10),
+                (7, m % 10),
+                (9, dd / 10),
+                (10, dd % 10),
+            ] {
                 b[i] = b'0' + v as u8;
             }
             buf.extend_from_slice(&b);
@@ -151,20 +164,26 @@ fn registry_line(q: &Qualification, buf: &mut Vec<u8>) {
     field(buf, "branch");
     opt(buf, q.branch.as_ref().map(|c| c.as_str()));
     field(buf, "relationship");
-    text(buf, match q.relationship {
-        Relationship::Insured => "insured",
-        Relationship::Dependent => "dependent",
-    });
+    text(
+        buf,
+        match q.relationship {
+            Relationship::Insured => "insured",
+            Relationship::Dependent => "dependent",
+        },
+    );
     field(buf, "name");
     text(buf, &q.name);
     field(buf, "name_kana");
     text(buf, &q.name_kana);
     field(buf, "sex");
-    text(buf, match q.sex {
-        Sex::Male => "male",
-        Sex::Female => "female",
-        Sex::Unset => "unset",
-    });
+    text(
+        buf,
+        match q.sex {
+            Sex::Male => "male",
+            Sex::Female => "female",
+            Sex::Unset => "unset",
+        },
+    );
     field(buf, "birth_date");
     date(buf, q.birth_date);
     field(buf, "address");
@@ -179,12 +198,15 @@ fn registry_line(q: &Qualification, buf: &mut Vec<u8>) {
         None => buf.extend_from_slice(b"null"),
     }
     field(buf, "loss_reason");
-    opt(buf, q.loss_reason.map(|r| match r {
-        LossReason::Death => "death",
-        LossReason::PublicAssistance => "public_assistance",
-        LossReason::JoinedOtherInsurance => "joined_other_insurance",
-        LossReason::Other => "other",
-    }));
+    opt(
+        buf,
+        q.loss_reason.map(|r| match r {
+            LossReason::Death => "death",
+            LossReason::PublicAssistance => "public_assistance",
+            LossReason::JoinedOtherInsurance => "joined_other_insurance",
+            LossReason::Other => "other",
+        }),
+    );
     field(buf, "share_percent");
     buf.extend_from_slice(q.share_percent.to_string().as_bytes());
     buf.extend_from_slice(b"}\n");
@@ -224,7 +246,9 @@ pub fn pick_examples(periods: &[Qualification], today: NaiveDate) -> Examples {
             if ex.lost_with_newer.is_none()
                 && q.loss_reason == Some(LossReason::JoinedOtherInsurance)
                 && let Some(lost) = q.lost_on
-                && let Some(newer) = person.iter().find(|n| n.acquired_on >= lost && n.is_valid_on(today))
+                && let Some(newer) = person
+                    .iter()
+                    .find(|n| n.acquired_on >= lost && n.is_valid_on(today))
             {
                 ex.lost_with_newer = Some(q.clone());
                 ex.newer = Some(newer.clone());
@@ -293,7 +317,11 @@ pub fn age_on(birth: NaiveDate, on: NaiveDate) -> u32 {
 fn preschool_last_day(birth: NaiveDate) -> NaiveDate {
     let reach6 = sub_days(add_years(birth, 6), 1);
     let march31 = ymd(reach6.year(), 3, 31);
-    if reach6 <= march31 { march31 } else { ymd(reach6.year() + 1, 3, 31) }
+    if reach6 <= march31 {
+        march31
+    } else {
+        ymd(reach6.year() + 1, 3, 31)
+    }
 }
 
 /// First day of the 70–74 share: the 1st of the month after the 70th birthday's month, or that
@@ -326,16 +354,53 @@ fn share_on(birth: NaiveDate, on: NaiveDate, share70: u8, share75: u8) -> u8 {
 
 /// (prefecture name, short name used in insurer branch names), index = code − 1.
 const PREFS: [(&str, &str); 47] = [
-    ("北海道", "北海道"), ("青森県", "青森"), ("岩手県", "岩手"), ("宮城県", "宮城"), ("秋田県", "秋田"),
-    ("山形県", "山形"), ("福島県", "福島"), ("茨城県", "茨城"), ("栃木県", "栃木"), ("群馬県", "群馬"),
-    ("埼玉県", "埼玉"), ("千葉県", "千葉"), ("東京都", "東京"), ("神奈川県", "神奈川"), ("新潟県", "新潟"),
-    ("富山県", "富山"), ("石川県", "石川"), ("福井県", "福井"), ("山梨県", "山梨"), ("長野県", "長野"),
-    ("岐阜県", "岐阜"), ("静岡県", "静岡"), ("愛知県", "愛知"), ("三重県", "三重"), ("滋賀県", "滋賀"),
-    ("京都府", "京都"), ("大阪府", "大阪"), ("兵庫県", "兵庫"), ("奈良県", "奈良"), ("和歌山県", "和歌山"),
-    ("鳥取県", "鳥取"), ("島根県", "島根"), ("岡山県", "岡山"), ("広島県", "広島"), ("山口県", "山口"),
-    ("徳島県", "徳島"), ("香川県", "香川"), ("愛媛県", "愛媛"), ("高知県", "高知"), ("福岡県", "福岡"),
-    ("佐賀県", "佐賀"), ("長崎県", "長崎"), ("熊本県", "熊本"), ("大分県", "大分"), ("宮崎県", "宮崎"),
-    ("鹿児島県", "鹿児島"), ("沖縄県", "沖縄"),
+    ("北海道", "北海道"),
+    ("青森県", "青森"),
+    ("岩手県", "岩手"),
+    ("宮城県", "宮城"),
+    ("秋田県", "秋田"),
+    ("山形県", "山形"),
+    ("福島県", "福島"),
+    ("茨城県", "茨城"),
+    ("栃木県", "栃木"),
+    ("群馬県", "群馬"),
+    ("埼玉県", "埼玉"),
+    ("千葉県", "千葉"),
+    ("東京都", "東京"),
+    ("神奈川県", "神奈川"),
+    ("新潟県", "新潟"),
+    ("富山県", "富山"),
+    ("石川県", "石川"),
+    ("福井県", "福井"),
+    ("山梨県", "山梨"),
+    ("長野県", "長野"),
+    ("岐阜県", "岐阜"),
+    ("静岡県", "静岡"),
+    ("愛知県", "愛知"),
+    ("三重県", "三重"),
+    ("滋賀県", "滋賀"),
+    ("京都府", "京都"),
+    ("大阪府", "大阪"),
+    ("兵庫県", "兵庫"),
+    ("奈良県", "奈良"),
+    ("和歌山県", "和歌山"),
+    ("鳥取県", "鳥取"),
+    ("島根県", "島根"),
+    ("岡山県", "岡山"),
+    ("広島県", "広島"),
+    ("山口県", "山口"),
+    ("徳島県", "徳島"),
+    ("香川県", "香川"),
+    ("愛媛県", "愛媛"),
+    ("高知県", "高知"),
+    ("福岡県", "福岡"),
+    ("佐賀県", "佐賀"),
+    ("長崎県", "長崎"),
+    ("熊本県", "熊本"),
+    ("大分県", "大分"),
+    ("宮崎県", "宮崎"),
+    ("鹿児島県", "鹿児島"),
+    ("沖縄県", "沖縄"),
 ];
 
 /// (prefecture code, municipality as written in an address, NHI insurer (the municipality), first 3
@@ -343,91 +408,259 @@ const PREFS: [(&str, &str); 47] = [
 /// 10,000s, rural (大字/番地 addresses)).
 type CityRow = (u8, &'static str, &'static str, u16, u16, u32, bool);
 const CITIES: &[CityRow] = &[
-    (1, "札幌市中央区", "札幌市", 60, 100, 25, false), (1, "札幌市北区", "札幌市", 1, 100, 28, false),
-    (1, "旭川市", "旭川市", 70, 204, 32, false), (1, "函館市", "函館市", 40, 202, 24, false),
+    (1, "札幌市中央区", "札幌市", 60, 100, 25, false),
+    (1, "札幌市北区", "札幌市", 1, 100, 28, false),
+    (1, "旭川市", "旭川市", 70, 204, 32, false),
+    (1, "函館市", "函館市", 40, 202, 24, false),
     (1, "虻田郡倶知安町", "倶知安町", 44, 400, 2, true),
-    (2, "青森市", "青森市", 30, 201, 27, false), (2, "八戸市", "八戸市", 31, 203, 22, false), (2, "弘前市", "弘前市", 36, 202, 16, false),
-    (3, "盛岡市", "盛岡市", 20, 201, 28, false), (3, "一関市", "一関市", 21, 209, 11, false), (3, "岩手郡雫石町", "雫石町", 20, 301, 2, true),
-    (4, "仙台市青葉区", "仙台市", 980, 100, 30, false), (4, "仙台市泉区", "仙台市", 981, 100, 21, false), (4, "石巻市", "石巻市", 986, 202, 14, false),
-    (5, "秋田市", "秋田市", 10, 201, 30, false), (5, "横手市", "横手市", 13, 203, 9, false),
-    (6, "山形市", "山形市", 990, 201, 24, false), (6, "鶴岡市", "鶴岡市", 997, 203, 12, false),
-    (7, "福島市", "福島市", 960, 201, 27, false), (7, "郡山市", "郡山市", 963, 203, 32, false), (7, "いわき市", "いわき市", 970, 204, 32, false),
-    (8, "水戸市", "水戸市", 310, 201, 27, false), (8, "つくば市", "つくば市", 305, 220, 24, false), (8, "日立市", "日立市", 317, 202, 17, false),
-    (9, "宇都宮市", "宇都宮市", 320, 201, 51, false), (9, "小山市", "小山市", 323, 208, 17, false),
-    (10, "前橋市", "前橋市", 371, 201, 33, false), (10, "高崎市", "高崎市", 370, 202, 37, false),
-    (11, "さいたま市浦和区", "さいたま市", 330, 100, 17, false), (11, "さいたま市大宮区", "さいたま市", 330, 100, 12, false),
-    (11, "川口市", "川口市", 332, 203, 60, false), (11, "川越市", "川越市", 350, 201, 35, false), (11, "所沢市", "所沢市", 359, 208, 34, false),
-    (12, "千葉市中央区", "千葉市", 260, 100, 21, false), (12, "船橋市", "船橋市", 273, 204, 64, false),
-    (12, "柏市", "柏市", 277, 217, 43, false), (12, "市川市", "市川市", 272, 203, 49, false),
-    (13, "千代田区", "千代田区", 101, 101, 7, false), (13, "新宿区", "新宿区", 160, 104, 35, false),
-    (13, "世田谷区", "世田谷区", 154, 112, 92, false), (13, "練馬区", "練馬区", 176, 120, 74, false),
-    (13, "大田区", "大田区", 144, 111, 73, false), (13, "足立区", "足立区", 120, 121, 69, false),
-    (13, "江戸川区", "江戸川区", 132, 123, 69, false), (13, "杉並区", "杉並区", 166, 115, 57, false),
-    (13, "板橋区", "板橋区", 173, 119, 57, false), (13, "八王子市", "八王子市", 192, 201, 56, false),
-    (13, "町田市", "町田市", 194, 209, 43, false), (13, "府中市", "府中市", 183, 206, 26, false),
-    (14, "横浜市中区", "横浜市", 231, 100, 15, false), (14, "横浜市港北区", "横浜市", 222, 100, 36, false),
-    (14, "横浜市青葉区", "横浜市", 225, 100, 31, false), (14, "川崎市中原区", "川崎市", 211, 130, 26, false),
-    (14, "川崎市川崎区", "川崎市", 210, 130, 23, false), (14, "相模原市中央区", "相模原市", 252, 150, 27, false),
-    (14, "藤沢市", "藤沢市", 251, 205, 44, false), (14, "横須賀市", "横須賀市", 238, 201, 39, false),
-    (15, "新潟市中央区", "新潟市", 951, 100, 18, false), (15, "長岡市", "長岡市", 940, 202, 26, false), (15, "上越市", "上越市", 943, 222, 19, false),
-    (16, "富山市", "富山市", 930, 201, 41, false), (16, "高岡市", "高岡市", 933, 202, 17, false),
-    (17, "金沢市", "金沢市", 920, 201, 46, false), (17, "小松市", "小松市", 923, 203, 11, false),
-    (18, "福井市", "福井市", 910, 201, 26, false), (18, "敦賀市", "敦賀市", 914, 202, 6, false),
-    (19, "甲府市", "甲府市", 400, 201, 19, false), (19, "南都留郡富士河口湖町", "富士河口湖町", 401, 430, 3, true),
-    (20, "長野市", "長野市", 380, 201, 37, false), (20, "松本市", "松本市", 390, 202, 24, false), (20, "北佐久郡軽井沢町", "軽井沢町", 389, 321, 2, true),
-    (21, "岐阜市", "岐阜市", 500, 201, 40, false), (21, "大垣市", "大垣市", 503, 202, 16, false),
-    (22, "静岡市葵区", "静岡市", 420, 100, 25, false), (22, "浜松市中央区", "浜松市", 430, 130, 50, false), (22, "沼津市", "沼津市", 410, 203, 19, false),
-    (23, "名古屋市中区", "名古屋市", 460, 100, 10, false), (23, "名古屋市千種区", "名古屋市", 464, 100, 16, false),
-    (23, "名古屋市緑区", "名古屋市", 458, 100, 25, false), (23, "豊田市", "豊田市", 471, 211, 42, false),
-    (23, "岡崎市", "岡崎市", 444, 202, 38, false), (23, "一宮市", "一宮市", 491, 203, 38, false),
-    (24, "津市", "津市", 514, 201, 27, false), (24, "四日市市", "四日市市", 510, 202, 31, false),
-    (25, "大津市", "大津市", 520, 201, 34, false), (25, "草津市", "草津市", 525, 206, 14, false),
-    (26, "京都市中京区", "京都市", 604, 100, 11, false), (26, "京都市左京区", "京都市", 606, 100, 16, false), (26, "宇治市", "宇治市", 611, 204, 18, false),
-    (27, "大阪市北区", "大阪市", 530, 100, 14, false), (27, "大阪市住吉区", "大阪市", 558, 100, 15, false),
-    (27, "大阪市平野区", "大阪市", 547, 100, 19, false), (27, "堺市堺区", "堺市", 590, 140, 15, false),
-    (27, "豊中市", "豊中市", 560, 203, 40, false), (27, "東大阪市", "東大阪市", 577, 227, 48, false), (27, "枚方市", "枚方市", 573, 210, 39, false),
-    (28, "神戸市中央区", "神戸市", 650, 100, 14, false), (28, "神戸市垂水区", "神戸市", 655, 100, 21, false),
-    (28, "姫路市", "姫路市", 670, 201, 53, false), (28, "西宮市", "西宮市", 662, 204, 48, false), (28, "尼崎市", "尼崎市", 660, 202, 46, false),
-    (29, "奈良市", "奈良市", 630, 201, 35, false), (29, "橿原市", "橿原市", 634, 205, 12, false),
-    (30, "和歌山市", "和歌山市", 640, 201, 36, false), (30, "田辺市", "田辺市", 646, 206, 7, false),
-    (31, "鳥取市", "鳥取市", 680, 201, 18, false), (31, "米子市", "米子市", 683, 202, 15, false),
-    (32, "松江市", "松江市", 690, 201, 20, false), (32, "出雲市", "出雲市", 693, 203, 17, false),
-    (33, "岡山市北区", "岡山市", 700, 100, 30, false), (33, "倉敷市", "倉敷市", 710, 202, 47, false),
-    (34, "広島市中区", "広島市", 730, 100, 14, false), (34, "広島市安佐南区", "広島市", 731, 100, 24, false), (34, "福山市", "福山市", 720, 207, 46, false),
-    (35, "下関市", "下関市", 750, 201, 25, false), (35, "山口市", "山口市", 753, 203, 19, false),
-    (36, "徳島市", "徳島市", 770, 201, 25, false), (36, "阿南市", "阿南市", 774, 204, 7, false),
-    (37, "高松市", "高松市", 760, 201, 42, false), (37, "丸亀市", "丸亀市", 763, 202, 11, false),
-    (38, "松山市", "松山市", 790, 201, 50, false), (38, "今治市", "今治市", 794, 202, 15, false),
-    (39, "高知市", "高知市", 780, 201, 32, false), (39, "四万十市", "四万十市", 787, 210, 3, false),
-    (40, "福岡市中央区", "福岡市", 810, 130, 20, false), (40, "福岡市東区", "福岡市", 812, 130, 32, false),
-    (40, "北九州市小倉北区", "北九州市", 803, 100, 18, false), (40, "久留米市", "久留米市", 830, 203, 30, false),
-    (41, "佐賀市", "佐賀市", 840, 201, 23, false), (41, "唐津市", "唐津市", 847, 202, 12, false),
-    (42, "長崎市", "長崎市", 850, 201, 40, false), (42, "佐世保市", "佐世保市", 857, 202, 24, false),
-    (43, "熊本市中央区", "熊本市", 860, 100, 19, false), (43, "熊本市東区", "熊本市", 862, 100, 19, false), (43, "阿蘇郡小国町", "小国町", 869, 423, 1, true),
-    (44, "大分市", "大分市", 870, 201, 47, false), (44, "別府市", "別府市", 874, 202, 11, false),
-    (45, "宮崎市", "宮崎市", 880, 201, 40, false), (45, "都城市", "都城市", 885, 202, 16, false),
-    (46, "鹿児島市", "鹿児島市", 890, 201, 59, false), (46, "霧島市", "霧島市", 899, 218, 12, false),
-    (47, "那覇市", "那覇市", 900, 201, 32, false), (47, "沖縄市", "沖縄市", 904, 211, 14, false), (47, "国頭郡恩納村", "恩納村", 904, 324, 1, true),
+    (2, "青森市", "青森市", 30, 201, 27, false),
+    (2, "八戸市", "八戸市", 31, 203, 22, false),
+    (2, "弘前市", "弘前市", 36, 202, 16, false),
+    (3, "盛岡市", "盛岡市", 20, 201, 28, false),
+    (3, "一関市", "一関市", 21, 209, 11, false),
+    (3, "岩手郡雫石町", "雫石町", 20, 301, 2, true),
+    (4, "仙台市青葉区", "仙台市", 980, 100, 30, false),
+    (4, "仙台市泉区", "仙台市", 981, 100, 21, false),
+    (4, "石巻市", "石巻市", 986, 202, 14, false),
+    (5, "秋田市", "秋田市", 10, 201, 30, false),
+    (5, "横手市", "横手市", 13, 203, 9, false),
+    (6, "山形市", "山形市", 990, 201, 24, false),
+    (6, "鶴岡市", "鶴岡市", 997, 203, 12, false),
+    (7, "福島市", "福島市", 960, 201, 27, false),
+    (7, "郡山市", "郡山市", 963, 203, 32, false),
+    (7, "いわき市", "いわき市", 970, 204, 32, false),
+    (8, "水戸市", "水戸市", 310, 201, 27, false),
+    (8, "つくば市", "つくば市", 305, 220, 24, false),
+    (8, "日立市", "日立市", 317, 202, 17, false),
+    (9, "宇都宮市", "宇都宮市", 320, 201, 51, false),
+    (9, "小山市", "小山市", 323, 208, 17, false),
+    (10, "前橋市", "前橋市", 371, 201, 33, false),
+    (10, "高崎市", "高崎市", 370, 202, 37, false),
+    (11, "さいたま市浦和区", "さいたま市", 330, 100, 17, false),
+    (11, "さいたま市大宮区", "さいたま市", 330, 100, 12, false),
+    (11, "川口市", "川口市", 332, 203, 60, false),
+    (11, "川越市", "川越市", 350, 201, 35, false),
+    (11, "所沢市", "所沢市", 359, 208, 34, false),
+    (12, "千葉市中央区", "千葉市", 260, 100, 21, false),
+    (12, "船橋市", "船橋市", 273, 204, 64, false),
+    (12, "柏市", "柏市", 277, 217, 43, false),
+    (12, "市川市", "市川市", 272, 203, 49, false),
+    (13, "千代田区", "千代田区", 101, 101, 7, false),
+    (13, "新宿区", "新宿区", 160, 104, 35, false),
+    (13, "世田谷区", "世田谷区", 154, 112, 92, false),
+    (13, "練馬区", "練馬区", 176, 120, 74, false),
+    (13, "大田区", "大田区", 144, 111, 73, false),
+    (13, "足立区", "足立区", 120, 121, 69, false),
+    (13, "江戸川区", "江戸川区", 132, 123, 69, false),
+    (13, "杉並区", "杉並区", 166, 115, 57, false),
+    (13, "板橋区", "板橋区", 173, 119, 57, false),
+    (13, "八王子市", "八王子市", 192, 201, 56, false),
+    (13, "町田市", "町田市", 194, 209, 43, false),
+    (13, "府中市", "府中市", 183, 206, 26, false),
+    (14, "横浜市中区", "横浜市", 231, 100, 15, false),
+    (14, "横浜市港北区", "横浜市", 222, 100, 36, false),
+    (14, "横浜市青葉区", "横浜市", 225, 100, 31, false),
+    (14, "川崎市中原区", "川崎市", 211, 130, 26, false),
+    (14, "川崎市川崎区", "川崎市", 210, 130, 23, false),
+    (14, "相模原市中央区", "相模原市", 252, 150, 27, false),
+    (14, "藤沢市", "藤沢市", 251, 205, 44, false),
+    (14, "横須賀市", "横須賀市", 238, 201, 39, false),
+    (15, "新潟市中央区", "新潟市", 951, 100, 18, false),
+    (15, "長岡市", "長岡市", 940, 202, 26, false),
+    (15, "上越市", "上越市", 943, 222, 19, false),
+    (16, "富山市", "富山市", 930, 201, 41, false),
+    (16, "高岡市", "高岡市", 933, 202, 17, false),
+    (17, "金沢市", "金沢市", 920, 201, 46, false),
+    (17, "小松市", "小松市", 923, 203, 11, false),
+    (18, "福井市", "福井市", 910, 201, 26, false),
+    (18, "敦賀市", "敦賀市", 914, 202, 6, false),
+    (19, "甲府市", "甲府市", 400, 201, 19, false),
+    (
+        19,
+        "南都留郡富士河口湖町",
+        "富士河口湖町",
+        401,
+        430,
+        3,
+        true,
+    ),
+    (20, "長野市", "長野市", 380, 201, 37, false),
+    (20, "松本市", "松本市", 390, 202, 24, false),
+    (20, "北佐久郡軽井沢町", "軽井沢町", 389, 321, 2, true),
+    (21, "岐阜市", "岐阜市", 500, 201, 40, false),
+    (21, "大垣市", "大垣市", 503, 202, 16, false),
+    (22, "静岡市葵区", "静岡市", 420, 100, 25, false),
+    (22, "浜松市中央区", "浜松市", 430, 130, 50, false),
+    (22, "沼津市", "沼津市", 410, 203, 19, false),
+    (23, "名古屋市中区", "名古屋市", 460, 100, 10, false),
+    (23, "名古屋市千種区", "名古屋市", 464, 100, 16, false),
+    (23, "名古屋市緑区", "名古屋市", 458, 100, 25, false),
+    (23, "豊田市", "豊田市", 471, 211, 42, false),
+    (23, "岡崎市", "岡崎市", 444, 202, 38, false),
+    (23, "一宮市", "一宮市", 491, 203, 38, false),
+    (24, "津市", "津市", 514, 201, 27, false),
+    (24, "四日市市", "四日市市", 510, 202, 31, false),
+    (25, "大津市", "大津市", 520, 201, 34, false),
+    (25, "草津市", "草津市", 525, 206, 14, false),
+    (26, "京都市中京区", "京都市", 604, 100, 11, false),
+    (26, "京都市左京区", "京都市", 606, 100, 16, false),
+    (26, "宇治市", "宇治市", 611, 204, 18, false),
+    (27, "大阪市北区", "大阪市", 530, 100, 14, false),
+    (27, "大阪市住吉区", "大阪市", 558, 100, 15, false),
+    (27, "大阪市平野区", "大阪市", 547, 100, 19, false),
+    (27, "堺市堺区", "堺市", 590, 140, 15, false),
+    (27, "豊中市", "豊中市", 560, 203, 40, false),
+    (27, "東大阪市", "東大阪市", 577, 227, 48, false),
+    (27, "枚方市", "枚方市", 573, 210, 39, false),
+    (28, "神戸市中央区", "神戸市", 650, 100, 14, false),
+    (28, "神戸市垂水区", "神戸市", 655, 100, 21, false),
+    (28, "姫路市", "姫路市", 670, 201, 53, false),
+    (28, "西宮市", "西宮市", 662, 204, 48, false),
+    (28, "尼崎市", "尼崎市", 660, 202, 46, false),
+    (29, "奈良市", "奈良市", 630, 201, 35, false),
+    (29, "橿原市", "橿原市", 634, 205, 12, false),
+    (30, "和歌山市", "和歌山市", 640, 201, 36, false),
+    (30, "田辺市", "田辺市", 646, 206, 7, false),
+    (31, "鳥取市", "鳥取市", 680, 201, 18, false),
+    (31, "米子市", "米子市", 683, 202, 15, false),
+    (32, "松江市", "松江市", 690, 201, 20, false),
+    (32, "出雲市", "出雲市", 693, 203, 17, false),
+    (33, "岡山市北区", "岡山市", 700, 100, 30, false),
+    (33, "倉敷市", "倉敷市", 710, 202, 47, false),
+    (34, "広島市中区", "広島市", 730, 100, 14, false),
+    (34, "広島市安佐南区", "広島市", 731, 100, 24, false),
+    (34, "福山市", "福山市", 720, 207, 46, false),
+    (35, "下関市", "下関市", 750, 201, 25, false),
+    (35, "山口市", "山口市", 753, 203, 19, false),
+    (36, "徳島市", "徳島市", 770, 201, 25, false),
+    (36, "阿南市", "阿南市", 774, 204, 7, false),
+    (37, "高松市", "高松市", 760, 201, 42, false),
+    (37, "丸亀市", "丸亀市", 763, 202, 11, false),
+    (38, "松山市", "松山市", 790, 201, 50, false),
+    (38, "今治市", "今治市", 794, 202, 15, false),
+    (39, "高知市", "高知市", 780, 201, 32, false),
+    (39, "四万十市", "四万十市", 787, 210, 3, false),
+    (40, "福岡市中央区", "福岡市", 810, 130, 20, false),
+    (40, "福岡市東区", "福岡市", 812, 130, 32, false),
+    (40, "北九州市小倉北区", "北九州市", 803, 100, 18, false),
+    (40, "久留米市", "久留米市", 830, 203, 30, false),
+    (41, "佐賀市", "佐賀市", 840, 201, 23, false),
+    (41, "唐津市", "唐津市", 847, 202, 12, false),
+    (42, "長崎市", "長崎市", 850, 201, 40, false),
+    (42, "佐世保市", "佐世保市", 857, 202, 24, false),
+    (43, "熊本市中央区", "熊本市", 860, 100, 19, false),
+    (43, "熊本市東区", "熊本市", 862, 100, 19, false),
+    (43, "阿蘇郡小国町", "小国町", 869, 423, 1, true),
+    (44, "大分市", "大分市", 870, 201, 47, false),
+    (44, "別府市", "別府市", 874, 202, 11, false),
+    (45, "宮崎市", "宮崎市", 880, 201, 40, false),
+    (45, "都城市", "都城市", 885, 202, 16, false),
+    (46, "鹿児島市", "鹿児島市", 890, 201, 59, false),
+    (46, "霧島市", "霧島市", 899, 218, 12, false),
+    (47, "那覇市", "那覇市", 900, 201, 32, false),
+    (47, "沖縄市", "沖縄市", 904, 211, 14, false),
+    (47, "国頭郡恩納村", "恩納村", 904, 324, 1, true),
 ];
 
 /// Common town names (町名), used for municipalities without their own list.
 const URBAN_TOWNS: &[&str] = &[
-    "本町", "中央", "栄町", "緑町", "旭町", "幸町", "錦町", "東町", "西町", "南町", "北町", "大手町", "桜木町", "新町",
-    "元町", "寿町", "宮前", "松原", "若葉", "青葉台", "泉町", "日吉町", "住吉町", "港町", "駅前", "花園", "富士見",
-    "平和台", "昭和町", "東雲", "中町", "上町", "山手町", "美原", "千代田", "春日", "八幡町", "弥生町", "末広町", "朝日町",
+    "本町",
+    "中央",
+    "栄町",
+    "緑町",
+    "旭町",
+    "幸町",
+    "錦町",
+    "東町",
+    "西町",
+    "南町",
+    "北町",
+    "大手町",
+    "桜木町",
+    "新町",
+    "元町",
+    "寿町",
+    "宮前",
+    "松原",
+    "若葉",
+    "青葉台",
+    "泉町",
+    "日吉町",
+    "住吉町",
+    "港町",
+    "駅前",
+    "花園",
+    "富士見",
+    "平和台",
+    "昭和町",
+    "東雲",
+    "中町",
+    "上町",
+    "山手町",
+    "美原",
+    "千代田",
+    "春日",
+    "八幡町",
+    "弥生町",
+    "末広町",
+    "朝日町",
 ];
 
-const RURAL_TOWNS: &[&str] = &["大字中山", "大字上野", "大字西原", "大字本郷", "大字新田", "大字下川", "字東原", "大字宮田", "大字長者原", "大字大野"];
+const RURAL_TOWNS: &[&str] = &[
+    "大字中山",
+    "大字上野",
+    "大字西原",
+    "大字本郷",
+    "大字新田",
+    "大字下川",
+    "字東原",
+    "大字宮田",
+    "大字長者原",
+    "大字大野",
+];
 
 fn towns_for(city: &str, rural: bool) -> &'static [&'static str] {
     if rural {
         return RURAL_TOWNS;
     }
     match city {
-        "千代田区" => &["霞が関", "丸の内", "神田小川町", "一番町", "飯田橋", "神田神保町", "麹町"],
-        "新宿区" => &["西新宿", "高田馬場", "神楽坂", "大久保", "四谷", "百人町", "早稲田町"],
-        "世田谷区" => &["三軒茶屋", "成城", "北沢", "用賀", "桜新町", "太子堂", "経堂", "上北沢"],
-        "横浜市中区" => &["山下町", "本町", "元町", "山手町", "日本大通", "伊勢佐木町", "本牧町"],
+        "千代田区" => &[
+            "霞が関",
+            "丸の内",
+            "神田小川町",
+            "一番町",
+            "飯田橋",
+            "神田神保町",
+            "麹町",
+        ],
+        "新宿区" => &[
+            "西新宿",
+            "高田馬場",
+            "神楽坂",
+            "大久保",
+            "四谷",
+            "百人町",
+            "早稲田町",
+        ],
+        "世田谷区" => &[
+            "三軒茶屋",
+            "成城",
+            "北沢",
+            "用賀",
+            "桜新町",
+            "太子堂",
+            "経堂",
+            "上北沢",
+        ],
+        "横浜市中区" => &[
+            "山下町",
+            "本町",
+            "元町",
+            "山手町",
+            "日本大通",
+            "伊勢佐木町",
+            "本牧町",
+        ],
         "名古屋市中区" => &["栄", "錦", "丸の内", "大須", "新栄", "千代田"],
         "大阪市北区" => &["梅田", "天神橋", "中之島", "扇町", "天満", "豊崎"],
         "福岡市中央区" => &["天神", "大名", "赤坂", "警固", "薬院", "今泉"],
@@ -435,7 +668,18 @@ fn towns_for(city: &str, rural: bool) -> &'static [&'static str] {
     }
 }
 
-const BUILDINGS: &[&str] = &["サンハイツ", "コーポ", "メゾン", "グランドハイツ", "パークサイド", "レジデンス", "ハイム", "ヴィラ", "シャトー", "ロイヤルマンション"];
+const BUILDINGS: &[&str] = &[
+    "サンハイツ",
+    "コーポ",
+    "メゾン",
+    "グランドハイツ",
+    "パークサイド",
+    "レジデンス",
+    "ハイム",
+    "ヴィラ",
+    "シャトー",
+    "ロイヤルマンション",
+];
 
 /// Surnames: kanji and katakana reading, in rough order of frequency.
 const SURNAMES: &str = "\
@@ -498,27 +742,69 @@ const FEMALE_NAMES: &str = "\
 
 /// Fictional employers' health-insurance societies (健康保険組合): (prefecture, name).
 const KUMIAI: &[(u8, &str)] = &[
-    (13, "霞が関健康保険組合"), (13, "関東電機工業健康保険組合"), (13, "日本精密機器健康保険組合"), (27, "大和化学健康保険組合"),
-    (23, "富士見自動車健康保険組合"), (13, "中央商事健康保険組合"), (23, "東海鉄鋼健康保険組合"), (1, "北斗製薬健康保険組合"),
-    (14, "みなと海運健康保険組合"), (13, "さくら情報システム健康保険組合"), (34, "瀬戸内造船健康保険組合"), (4, "あおば百貨店健康保険組合"),
-    (27, "近畿印刷健康保険組合"), (13, "東京都食品産業健康保険組合"), (27, "大阪府機械工業健康保険組合"), (14, "神奈川県建設業健康保険組合"),
-    (23, "愛知県自動車部品健康保険組合"), (13, "全国情報通信健康保険組合"), (13, "日本物流健康保険組合"), (26, "京阪電子健康保険組合"),
-    (20, "信州精機健康保険組合"), (16, "北陸化成健康保険組合"), (40, "九州ガス健康保険組合"), (47, "琉球商事健康保険組合"),
-    (4, "東北地方銀行健康保険組合"), (34, "広島自動車健康保険組合"), (22, "静岡楽器健康保険組合"), (15, "新潟米菓健康保険組合"),
-    (12, "千葉石油化学健康保険組合"), (11, "埼玉流通健康保険組合"), (28, "兵庫県鉄工業健康保険組合"), (33, "岡山繊維健康保険組合"),
-    (38, "四国紙業健康保険組合"), (1, "北海道農機健康保険組合"), (8, "常陽電工健康保険組合"), (10, "群馬精工健康保険組合"),
-    (24, "三重石油化学健康保険組合"), (40, "筑紫商事健康保険組合"), (43, "熊本半導体健康保険組合"), (13, "日本薬品卸健康保険組合"),
+    (13, "霞が関健康保険組合"),
+    (13, "関東電機工業健康保険組合"),
+    (13, "日本精密機器健康保険組合"),
+    (27, "大和化学健康保険組合"),
+    (23, "富士見自動車健康保険組合"),
+    (13, "中央商事健康保険組合"),
+    (23, "東海鉄鋼健康保険組合"),
+    (1, "北斗製薬健康保険組合"),
+    (14, "みなと海運健康保険組合"),
+    (13, "さくら情報システム健康保険組合"),
+    (34, "瀬戸内造船健康保険組合"),
+    (4, "あおば百貨店健康保険組合"),
+    (27, "近畿印刷健康保険組合"),
+    (13, "東京都食品産業健康保険組合"),
+    (27, "大阪府機械工業健康保険組合"),
+    (14, "神奈川県建設業健康保険組合"),
+    (23, "愛知県自動車部品健康保険組合"),
+    (13, "全国情報通信健康保険組合"),
+    (13, "日本物流健康保険組合"),
+    (26, "京阪電子健康保険組合"),
+    (20, "信州精機健康保険組合"),
+    (16, "北陸化成健康保険組合"),
+    (40, "九州ガス健康保険組合"),
+    (47, "琉球商事健康保険組合"),
+    (4, "東北地方銀行健康保険組合"),
+    (34, "広島自動車健康保険組合"),
+    (22, "静岡楽器健康保険組合"),
+    (15, "新潟米菓健康保険組合"),
+    (12, "千葉石油化学健康保険組合"),
+    (11, "埼玉流通健康保険組合"),
+    (28, "兵庫県鉄工業健康保険組合"),
+    (33, "岡山繊維健康保険組合"),
+    (38, "四国紙業健康保険組合"),
+    (1, "北海道農機健康保険組合"),
+    (8, "常陽電工健康保険組合"),
+    (10, "群馬精工健康保険組合"),
+    (24, "三重石油化学健康保険組合"),
+    (40, "筑紫商事健康保険組合"),
+    (43, "熊本半導体健康保険組合"),
+    (13, "日本薬品卸健康保険組合"),
 ];
 
 /// National civil servants' mutual aid associations (法別 31), all numbered in Tokyo.
 const KOKKA_KYOSAI: &[&str] = &[
-    "財務省共済組合", "文部科学省共済組合", "厚生労働省共済組合", "国土交通省共済組合", "法務省共済組合", "農林水産省共済組合",
-    "防衛省共済組合", "裁判所共済組合", "外務省共済組合", "経済産業省共済組合",
+    "財務省共済組合",
+    "文部科学省共済組合",
+    "厚生労働省共済組合",
+    "国土交通省共済組合",
+    "法務省共済組合",
+    "農林水産省共済組合",
+    "防衛省共済組合",
+    "裁判所共済組合",
+    "外務省共済組合",
+    "経済産業省共済組合",
 ];
 
 /// National health insurance associations (国民健康保険組合), 6-digit numbers: (prefecture, code, name).
-const NHI_UNIONS: &[(u8, u16, &str)] =
-    &[(13, 301, "東京都医師国民健康保険組合"), (13, 302, "全国建設工事業国民健康保険組合"), (27, 303, "大阪府歯科医師国民健康保険組合"), (13, 304, "東京美容国民健康保険組合")];
+const NHI_UNIONS: &[(u8, u16, &str)] = &[
+    (13, 301, "東京都医師国民健康保険組合"),
+    (13, 302, "全国建設工事業国民健康保険組合"),
+    (27, 303, "大阪府歯科医師国民健康保険組合"),
+    (13, 304, "東京美容国民健康保険組合"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -598,7 +884,10 @@ fn parse_given(s: &'static str) -> [Vec<Given>; 3] {
     let words: Vec<&str> = s.split_whitespace().collect();
     for w in words.chunks_exact(3) {
         let g = w[2].parse::<usize>().unwrap_or(1).min(2);
-        out[g].push(Given { kanji: w[0], kana: w[1] });
+        out[g].push(Given {
+            kanji: w[0],
+            kana: w[1],
+        });
     }
     out
 }
@@ -614,7 +903,11 @@ impl Tables {
         let words: Vec<&'static str> = SURNAMES.split_whitespace().collect();
         let surnames = words
             .chunks_exact(2)
-            .map(|w| Surname { kanji: w[0], kana: w[1], variants: variants.get(w[0]).cloned().unwrap_or_default() })
+            .map(|w| Surname {
+                kanji: w[0],
+                kana: w[1],
+                variants: variants.get(w[0]).cloned().unwrap_or_default(),
+            })
             .collect();
 
         let mut city_cum = Vec::with_capacity(CITIES.len());
@@ -626,60 +919,172 @@ impl Tables {
 
         let mut insurers = Vec::new();
         fn add(insurers: &mut Vec<Insurer>, number: String, name: String, kind: Kind) -> usize {
-            let number = InsurerNumber::parse(&number).expect("synthetic insurer numbers carry their check digit");
+            let number = InsurerNumber::parse(&number)
+                .expect("synthetic insurer numbers carry their check digit");
             insurers.push(Insurer { number, name, kind });
             insurers.len() - 1
         }
         let prefs = 1..=47u8;
-        let kyokai: Vec<usize> = prefs.clone().map(|p| add(&mut insurers, number8("01", p, 1), format!("全国健康保険協会{}支部", PREFS[p as usize - 1].1), Kind::Kyokai)).collect();
-        let senin = add(&mut insurers, number8("02", 13, 1), "全国健康保険協会船員保険部".into(), Kind::Senin);
+        let kyokai: Vec<usize> = prefs
+            .clone()
+            .map(|p| {
+                add(
+                    &mut insurers,
+                    number8("01", p, 1),
+                    format!("全国健康保険協会{}支部", PREFS[p as usize - 1].1),
+                    Kind::Kyokai,
+                )
+            })
+            .collect();
+        let senin = add(
+            &mut insurers,
+            number8("02", 13, 1),
+            "全国健康保険協会船員保険部".into(),
+            Kind::Senin,
+        );
         let mut per_pref_seq = [0u16; 48];
         let kumiai: Vec<usize> = KUMIAI
             .iter()
             .map(|&(p, name)| {
                 let code = 101 + per_pref_seq[p as usize] * 3;
                 per_pref_seq[p as usize] += 1;
-                add(&mut insurers, number8("06", p, code), name.into(), Kind::Kumiai)
+                add(
+                    &mut insurers,
+                    number8("06", p, code),
+                    name.into(),
+                    Kind::Kumiai,
+                )
             })
             .collect();
-        let jieikan = add(&mut insurers, number8("07", 13, 1), "防衛省".into(), Kind::Jieikan);
-        let kokka: Vec<usize> =
-            KOKKA_KYOSAI.iter().enumerate().map(|(i, name)| add(&mut insurers, number8("31", 13, 11 + i as u16), (*name).into(), Kind::Kyosai)).collect();
-        let chihou: Vec<usize> =
-            prefs.clone().map(|p| add(&mut insurers, number8("32", p, 1), format!("地方職員共済組合{}支部", PREFS[p as usize - 1].0), Kind::Kyosai)).collect();
+        let jieikan = add(
+            &mut insurers,
+            number8("07", 13, 1),
+            "防衛省".into(),
+            Kind::Jieikan,
+        );
+        let kokka: Vec<usize> = KOKKA_KYOSAI
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                add(
+                    &mut insurers,
+                    number8("31", 13, 11 + i as u16),
+                    (*name).into(),
+                    Kind::Kyosai,
+                )
+            })
+            .collect();
+        let chihou: Vec<usize> = prefs
+            .clone()
+            .map(|p| {
+                add(
+                    &mut insurers,
+                    number8("32", p, 1),
+                    format!("地方職員共済組合{}支部", PREFS[p as usize - 1].0),
+                    Kind::Kyosai,
+                )
+            })
+            .collect();
         let shichoson: Vec<usize> = prefs
             .clone()
             .map(|p| {
                 let pn = PREFS[p as usize - 1].0;
-                let name = if p == 13 { "東京都市町村職員共済組合".to_string() } else { format!("{pn}市町村職員共済組合") };
+                let name = if p == 13 {
+                    "東京都市町村職員共済組合".to_string()
+                } else {
+                    format!("{pn}市町村職員共済組合")
+                };
                 add(&mut insurers, number8("32", p, 2), name, Kind::Kyosai)
             })
             .collect();
-        let tokyo_shokuin = add(&mut insurers, number8("32", 13, 3), "東京都職員共済組合".into(), Kind::Kyosai);
-        let keisatsu: Vec<usize> =
-            prefs.clone().map(|p| add(&mut insurers, number8("33", p, 1), format!("警察共済組合{}支部", PREFS[p as usize - 1].0), Kind::Kyosai)).collect();
-        let kouritsu: Vec<usize> =
-            prefs.clone().map(|p| add(&mut insurers, number8("34", p, 1), format!("公立学校共済組合{}支部", PREFS[p as usize - 1].1), Kind::Kyosai)).collect();
-        let shigaku = add(&mut insurers, number8("34", 13, 901), "日本私立学校振興・共済事業団".into(), Kind::Kyosai);
-        let kouki: Vec<usize> =
-            prefs.clone().map(|p| add(&mut insurers, number8("39", p, 1), format!("{}後期高齢者医療広域連合", PREFS[p as usize - 1].0), Kind::Kouki)).collect();
+        let tokyo_shokuin = add(
+            &mut insurers,
+            number8("32", 13, 3),
+            "東京都職員共済組合".into(),
+            Kind::Kyosai,
+        );
+        let keisatsu: Vec<usize> = prefs
+            .clone()
+            .map(|p| {
+                add(
+                    &mut insurers,
+                    number8("33", p, 1),
+                    format!("警察共済組合{}支部", PREFS[p as usize - 1].0),
+                    Kind::Kyosai,
+                )
+            })
+            .collect();
+        let kouritsu: Vec<usize> = prefs
+            .clone()
+            .map(|p| {
+                add(
+                    &mut insurers,
+                    number8("34", p, 1),
+                    format!("公立学校共済組合{}支部", PREFS[p as usize - 1].1),
+                    Kind::Kyosai,
+                )
+            })
+            .collect();
+        let shigaku = add(
+            &mut insurers,
+            number8("34", 13, 901),
+            "日本私立学校振興・共済事業団".into(),
+            Kind::Kyosai,
+        );
+        let kouki: Vec<usize> = prefs
+            .clone()
+            .map(|p| {
+                add(
+                    &mut insurers,
+                    number8("39", p, 1),
+                    format!("{}後期高齢者医療広域連合", PREFS[p as usize - 1].0),
+                    Kind::Kouki,
+                )
+            })
+            .collect();
 
         let mut tokurei = Vec::new();
         for &k in kumiai.iter().take(8) {
             let parent = &insurers[k];
-            let (pref, code) = (parent.number.prefecture().parse::<u8>().unwrap_or(13), parent.number.as_str()[4..7].parse::<u16>().unwrap_or(0));
+            let (pref, code) = (
+                parent.number.prefecture().parse::<u8>().unwrap_or(13),
+                parent.number.as_str()[4..7].parse::<u16>().unwrap_or(0),
+            );
             let name = format!("{}（特例退職）", parent.name);
-            tokurei.push((add(&mut insurers, number8("63", pref, code), name, Kind::Tokurei), k));
+            tokurei.push((
+                add(
+                    &mut insurers,
+                    number8("63", pref, code),
+                    name,
+                    Kind::Tokurei,
+                ),
+                k,
+            ));
         }
         for &k in kokka.iter().take(4) {
-            let code = insurers[k].number.as_str()[4..7].parse::<u16>().unwrap_or(0);
+            let code = insurers[k].number.as_str()[4..7]
+                .parse::<u16>()
+                .unwrap_or(0);
             let name = format!("{}（特例退職）", insurers[k].name);
-            tokurei.push((add(&mut insurers, number8("72", 13, code), name, Kind::Tokurei), k));
+            tokurei.push((
+                add(&mut insurers, number8("72", 13, code), name, Kind::Tokurei),
+                k,
+            ));
         }
-        for (hb, parent) in [("73", chihou[12]), ("74", keisatsu[12]), ("75", kouritsu[12]), ("75", shigaku)] {
-            let code = insurers[parent].number.as_str()[4..7].parse::<u16>().unwrap_or(0);
+        for (hb, parent) in [
+            ("73", chihou[12]),
+            ("74", keisatsu[12]),
+            ("75", kouritsu[12]),
+            ("75", shigaku),
+        ] {
+            let code = insurers[parent].number.as_str()[4..7]
+                .parse::<u16>()
+                .unwrap_or(0);
             let name = format!("{}（特例退職）", insurers[parent].name);
-            tokurei.push((add(&mut insurers, number8(hb, 13, code), name, Kind::Tokurei), parent));
+            tokurei.push((
+                add(&mut insurers, number8(hb, 13, code), name, Kind::Tokurei),
+                parent,
+            ));
         }
 
         let mut nhi_seen: BTreeMap<(u8, u16), (usize, usize)> = BTreeMap::new();
@@ -687,14 +1092,29 @@ impl Tables {
         let mut taishoku_by_city = Vec::with_capacity(CITIES.len());
         for &(pref, _, nhi, _, code, _, _) in CITIES {
             let (n, t) = *nhi_seen.entry((pref, code)).or_insert_with(|| {
-                let n = add(&mut insurers, number6(pref, code), nhi.to_string(), Kind::Nhi);
-                let t = add(&mut insurers, number8("67", pref, code), format!("{nhi}（退職者医療）"), Kind::Taishoku);
+                let n = add(
+                    &mut insurers,
+                    number6(pref, code),
+                    nhi.to_string(),
+                    Kind::Nhi,
+                );
+                let t = add(
+                    &mut insurers,
+                    number8("67", pref, code),
+                    format!("{nhi}（退職者医療）"),
+                    Kind::Taishoku,
+                );
                 (n, t)
             });
             nhi_by_city.push(n);
             taishoku_by_city.push(t);
         }
-        let unions = NHI_UNIONS.iter().map(|&(p, code, name)| add(&mut insurers, number6(p, code), name.into(), Kind::NhiUnion)).collect();
+        let unions = NHI_UNIONS
+            .iter()
+            .map(|&(p, code, name)| {
+                add(&mut insurers, number6(p, code), name.into(), Kind::NhiUnion)
+            })
+            .collect();
 
         Tables {
             surnames,
@@ -798,13 +1218,21 @@ impl<'t> Gen<'t> {
     }
 
     fn range(&mut self, lo: u32, hi_inclusive: u32) -> u32 {
-        if hi_inclusive <= lo { lo } else { self.rng.random_range(lo..=hi_inclusive) }
+        if hi_inclusive <= lo {
+            lo
+        } else {
+            self.rng.random_range(lo..=hi_inclusive)
+        }
     }
 
     /// A date in `[lo, hi]`; `lo` when the range is empty.
     fn date_between(&mut self, lo: NaiveDate, hi: NaiveDate) -> NaiveDate {
         let span = (hi - lo).num_days();
-        if span <= 0 { lo } else { add_days(lo, self.rng.random_range(0..=span as u64)) }
+        if span <= 0 {
+            lo
+        } else {
+            add_days(lo, self.rng.random_range(0..=span as u64))
+        }
     }
 
     /// A birth date giving exactly `age` on today.
@@ -827,9 +1255,16 @@ impl<'t> Gen<'t> {
         }
     }
 
-    fn member(&mut self, surname: (&'static str, &'static str), sex: Sex, birth: NaiveDate, share70_high: f64) -> Member {
+    fn member(
+        &mut self,
+        surname: (&'static str, &'static str),
+        sex: Sex,
+        birth: NaiveDate,
+        share70_high: f64,
+    ) -> Member {
         self.next_person += 1;
-        let id = PersonId::parse(&format!("P{:07}", self.next_person)).expect("synthetic person id");
+        let id =
+            PersonId::parse(&format!("P{:07}", self.next_person)).expect("synthetic person id");
         let card = if self.chance(0.10) {
             self.next_card += 1;
             Some(CardId::parse(&format!("C{:07}", self.next_card)).expect("synthetic card id"))
@@ -841,7 +1276,11 @@ impl<'t> Gen<'t> {
             1955..1990 => 1,
             _ => 2,
         };
-        let generation = if self.chance(0.95) { generation } else { self.pick(3) };
+        let generation = if self.chance(0.95) {
+            generation
+        } else {
+            self.pick(3)
+        };
         let list = &self.t.given[usize::from(sex == Sex::Female)][generation];
         let g = &list[self.pick(list.len())];
         let share70 = if self.chance(share70_high) { 30 } else { 20 };
@@ -865,20 +1304,32 @@ impl<'t> Gen<'t> {
     fn home(&mut self) -> Home {
         let total = *self.t.city_cum.last().unwrap_or(&1);
         let x = self.rng.random_range(0..total);
-        let ci = self.t.city_cum.partition_point(|&c| c <= x).min(CITIES.len() - 1);
+        let ci = self
+            .t
+            .city_cum
+            .partition_point(|&c| c <= x)
+            .min(CITIES.len() - 1);
         let (pref, city, _, postal3, _, _, rural) = CITIES[ci];
         let towns = towns_for(city, rural);
         let ti = self.pick(towns.len());
         let town = towns[ti];
         // The same town always has the same postal code.
-        let h = (ci as u32).wrapping_mul(7919).wrapping_add((ti as u32).wrapping_mul(104_729)) % 900;
+        let h = (ci as u32)
+            .wrapping_mul(7919)
+            .wrapping_add((ti as u32).wrapping_mul(104_729))
+            % 900;
         let low4 = (h % 90 + 1) + (h / 90) * 100;
-        let postal = PostalCode::parse(&format!("{postal3:03}-{low4:04}")).expect("synthetic postal code");
+        let postal =
+            PostalCode::parse(&format!("{postal3:03}-{low4:04}")).expect("synthetic postal code");
         let c = self.range(1, 5);
         let b = self.range(1, 30);
         let g = self.range(1, 25);
         let place = if rural {
-            if self.chance(0.5) { format!("{town}{}番地", self.range(1, 3000)) } else { format!("{town}{}番地{}", self.range(1, 3000), self.range(1, 9)) }
+            if self.chance(0.5) {
+                format!("{town}{}番地", self.range(1, 3000))
+            } else {
+                format!("{town}{}番地{}", self.range(1, 3000), self.range(1, 9))
+            }
         } else {
             match self.rng.random_range(0..100u32) {
                 0..50 => format!("{town}{c}-{b}-{g}"),
@@ -895,20 +1346,35 @@ impl<'t> Gen<'t> {
                 _ => {
                     let wide: String = format!("{c}-{b}-{g}")
                         .chars()
-                        .map(|ch| if ch == '-' { '－' } else { char::from_u32(ch as u32 + 0xFEE0).unwrap_or(ch) })
+                        .map(|ch| {
+                            if ch == '-' {
+                                '－'
+                            } else {
+                                char::from_u32(ch as u32 + 0xFEE0).unwrap_or(ch)
+                            }
+                        })
                         .collect();
                     format!("{town}{wide}")
                 }
             }
         };
-        Home { pref, city: ci, address: format!("{}{city}{place}", PREFS[pref as usize - 1].0), postal }
+        Home {
+            pref,
+            city: ci,
+            address: format!("{}{city}{place}", PREFS[pref as usize - 1].0),
+            postal,
+        }
     }
 
     fn digits(&mut self, min_len: u32, max_len: u32) -> String {
         let len = self.range(min_len, max_len);
         let mut s = String::with_capacity(len as usize);
         for i in 0..len {
-            let d = if i == 0 { self.range(1, 9) } else { self.range(0, 9) };
+            let d = if i == 0 {
+                self.range(1, 9)
+            } else {
+                self.range(0, 9)
+            };
             s.push(char::from(b'0' + d as u8));
         }
         s
@@ -919,17 +1385,31 @@ impl<'t> Gen<'t> {
         let ins = &self.t.insurers[insurer];
         // Kanji symbols start with the insurer's name, without a trailing 市/区/町/村 (柏市 → 柏).
         let trimmed = ins.name.trim_end_matches(['市', '区', '町', '村']);
-        let (kind, hb, name_head) = (ins.kind, ins.number.houbetsu().unwrap_or(""), trimmed.chars().take(2).collect::<String>());
-        let step = if kind == Kind::Kouki { self.range(1, 9) } else { self.range(1, 3) } as u64;
+        let (kind, hb, name_head) = (
+            ins.kind,
+            ins.number.houbetsu().unwrap_or(""),
+            trimmed.chars().take(2).collect::<String>(),
+        );
+        let step = if kind == Kind::Kouki {
+            self.range(1, 9)
+        } else {
+            self.range(1, 3)
+        } as u64;
         self.counters[insurer] += step;
         let serial = self.counters[insurer];
         let (symbol, number) = match kind {
             Kind::Kyokai => (Some(self.digits(7, 8)), serial.to_string()),
-            Kind::Senin => (Some(format!("21{:02}", self.range(1, 60))), serial.to_string()),
+            Kind::Senin => (
+                Some(format!("21{:02}", self.range(1, 60))),
+                serial.to_string(),
+            ),
             Kind::Kumiai | Kind::Tokurei => (Some(self.digits(1, 3)), serial.to_string()),
             Kind::Jieikan => {
                 let unit = ["陸自", "海自", "空自"][self.pick(3)];
-                (Some(format!("{unit}{}", self.digits(2, 3))), serial.to_string())
+                (
+                    Some(format!("{unit}{}", self.digits(2, 3))),
+                    serial.to_string(),
+                )
             }
             Kind::Kyosai => {
                 let sym = match hb {
@@ -949,7 +1429,10 @@ impl<'t> Gen<'t> {
                 (Some(sym), format!("{:07}", 1_000_000 + serial))
             }
             Kind::Kouki => (None, format!("{:08}", 10_000_000 + serial)),
-            Kind::Taishoku => (Some(format!("{:02}", self.range(1, 99))), format!("{:07}", 2_000_000 + serial)),
+            Kind::Taishoku => (
+                Some(format!("{:02}", self.range(1, 99))),
+                format!("{:07}", 2_000_000 + serial),
+            ),
         };
         Coverage {
             insurer,
@@ -982,7 +1465,13 @@ impl<'t> Gen<'t> {
                 780..820 => self.t.kokka[self.pick(self.t.kokka.len())],
                 820..860 => self.t.chihou[p],
                 860..890 => self.t.shichoson[p],
-                890..900 => if pref == 13 || capital { self.t.tokyo_shokuin } else { self.t.chihou[p] },
+                890..900 => {
+                    if pref == 13 || capital {
+                        self.t.tokyo_shokuin
+                    } else {
+                        self.t.chihou[p]
+                    }
+                }
                 900..920 => self.t.keisatsu[p],
                 920..950 => self.t.kouritsu[p],
                 950..965 => self.t.shigaku,
@@ -1001,7 +1490,11 @@ impl<'t> Gen<'t> {
             Some((lost, _)) => sub_days(lost, 1).max(s.acquired),
             None => self.today.max(s.acquired),
         };
-        let share_percent = if ins.kind == Kind::Kouki { m.share75 } else { share_on(m.birth, reference, m.share70, m.share75) };
+        let share_percent = if ins.kind == Kind::Kouki {
+            m.share75
+        } else {
+            share_on(m.birth, reference, m.share70, m.share75)
+        };
         Qualification {
             person_id: m.id.clone(),
             card_id: m.card.clone(),
@@ -1010,7 +1503,9 @@ impl<'t> Gen<'t> {
             card_class: CardClass::parse("01").expect("card class"),
             symbol: s.cov.symbol.clone(),
             number: s.cov.number.clone(),
-            branch: s.branch.map(|b| Branch::parse(&format!("{b:02}")).expect("synthetic branch")),
+            branch: s
+                .branch
+                .map(|b| Branch::parse(&format!("{b:02}")).expect("synthetic branch")),
             relationship: s.relationship,
             name: m.name.clone(),
             name_kana: m.kana.clone(),
@@ -1034,15 +1529,31 @@ impl<'t> Gen<'t> {
     }
 
     fn opposite(sex: Sex) -> Sex {
-        if sex == Sex::Male { Sex::Female } else { Sex::Male }
+        if sex == Sex::Male {
+            Sex::Female
+        } else {
+            Sex::Male
+        }
     }
 
     fn random_sex(&mut self, p_male: f64) -> Sex {
-        if self.chance(p_male) { Sex::Male } else { Sex::Female }
+        if self.chance(p_male) {
+            Sex::Male
+        } else {
+            Sex::Female
+        }
     }
 
     /// Spouse (maybe) and children (maybe) for a head of `age`.
-    fn family(&mut self, surname: (&'static str, &'static str), head: &Member, age: u32, p_spouse: f64, kids: bool, max_age: u32) -> Vec<Member> {
+    fn family(
+        &mut self,
+        surname: (&'static str, &'static str),
+        head: &Member,
+        age: u32,
+        p_spouse: f64,
+        kids: bool,
+        max_age: u32,
+    ) -> Vec<Member> {
         let mut out = Vec::new();
         let mut youngest_parent = age;
         if age >= 25 && self.chance(p_spouse) {
@@ -1091,9 +1602,17 @@ impl<'t> Gen<'t> {
         members
     }
 
-    fn finish(&self, members: &[Member], home: &Home, mut periods: Vec<(usize, PeriodSpec<'_>)>) -> Vec<Qualification> {
+    fn finish(
+        &self,
+        members: &[Member],
+        home: &Home,
+        mut periods: Vec<(usize, PeriodSpec<'_>)>,
+    ) -> Vec<Qualification> {
         periods.sort_by_key(|(m, s)| (*m, s.acquired));
-        periods.iter().map(|(m, s)| self.qualification(&members[*m], home, s)).collect()
+        periods
+            .iter()
+            .map(|(m, s)| self.qualification(&members[*m], home, s))
+            .collect()
     }
 
     /// An employee (被用者保険) with dependents; some changed jobs.
@@ -1120,14 +1639,30 @@ impl<'t> Gen<'t> {
         let mut periods = Vec::new();
         if !changer {
             for (i, m) in members.iter().enumerate() {
-                let relationship = if i == 0 { Relationship::Insured } else { Relationship::Dependent };
-                periods.push((i, PeriodSpec { cov: &cov_old, branch: Some(i as u8 + 1), relationship, acquired: hire.max(m.birth), lost: None }));
+                let relationship = if i == 0 {
+                    Relationship::Insured
+                } else {
+                    Relationship::Dependent
+                };
+                periods.push((
+                    i,
+                    PeriodSpec {
+                        cov: &cov_old,
+                        branch: Some(i as u8 + 1),
+                        relationship,
+                        acquired: hire.max(m.birth),
+                        lost: None,
+                    },
+                ));
             }
             return self.finish(&members, &home, periods);
         }
         // Job change: the old period ends (the lost date is the first day without it); the new one
         // starts the same day or after a gap of days or weeks.
-        let lost = self.date_between(add_days(hire, 180).max(sub_years(today, 8)), sub_days(today, 1));
+        let lost = self.date_between(
+            add_days(hire, 180).max(sub_years(today, 8)),
+            sub_days(today, 1),
+        );
         let gap = match self.rng.random_range(0..100u32) {
             0..25 => 0,
             25..60 => self.range(1, 13),
@@ -1135,20 +1670,47 @@ impl<'t> Gen<'t> {
         };
         let new_acq = add_days(lost, u64::from(gap)).min(today);
         let to_nhi = self.chance(0.15);
-        let new = if to_nhi { self.t.nhi_by_city[home.city] } else { self.employer(home.pref, Some(old)) };
+        let new = if to_nhi {
+            self.t.nhi_by_city[home.city]
+        } else {
+            self.employer(home.pref, Some(old))
+        };
         let cov_new = self.coverage(new);
         for (i, m) in members.iter().enumerate() {
             let acq_old = hire.max(m.birth);
             if acq_old < lost {
                 let branch = self.branch_for(i as u8 + 1, Some(lost));
-                let relationship = if i == 0 { Relationship::Insured } else { Relationship::Dependent };
+                let relationship = if i == 0 {
+                    Relationship::Insured
+                } else {
+                    Relationship::Dependent
+                };
                 periods.push((
                     i,
-                    PeriodSpec { cov: &cov_old, branch, relationship, acquired: acq_old, lost: Some((lost, LossReason::JoinedOtherInsurance)) },
+                    PeriodSpec {
+                        cov: &cov_old,
+                        branch,
+                        relationship,
+                        acquired: acq_old,
+                        lost: Some((lost, LossReason::JoinedOtherInsurance)),
+                    },
                 ));
             }
-            let relationship = if i == 0 || to_nhi { Relationship::Insured } else { Relationship::Dependent };
-            periods.push((i, PeriodSpec { cov: &cov_new, branch: Some(i as u8 + 1), relationship, acquired: new_acq.max(m.birth), lost: None }));
+            let relationship = if i == 0 || to_nhi {
+                Relationship::Insured
+            } else {
+                Relationship::Dependent
+            };
+            periods.push((
+                i,
+                PeriodSpec {
+                    cov: &cov_new,
+                    branch: Some(i as u8 + 1),
+                    relationship,
+                    acquired: new_acq.max(m.birth),
+                    lost: None,
+                },
+            ));
         }
         self.finish(&members, &home, periods)
     }
@@ -1170,19 +1732,33 @@ impl<'t> Gen<'t> {
 
         let today = self.today;
         let union = self.chance(0.04);
-        let insurer = if union { self.t.unions[self.pick(self.t.unions.len())] } else { self.t.nhi_by_city[home.city] };
+        let insurer = if union {
+            self.t.unions[self.pick(self.t.unions.len())]
+        } else {
+            self.t.nhi_by_city[home.city]
+        };
         let cov = self.coverage(insurer);
         let hb = members[0].birth;
         let mut head_acq = self.date_between(add_years(hb, 20).max(sub_years(today, 30)), today);
         // 退職者医療 (法別 67): entered at 60 until March 2015, left at 65 for the general NHI.
         let taishoku_cov;
         let mut periods = Vec::new();
-        if !union && add_years(hb, 60) <= TAISHOKU_LAST_ENTRY && add_years(hb, 65) <= today && self.chance(0.25) {
+        if !union
+            && add_years(hb, 60) <= TAISHOKU_LAST_ENTRY
+            && add_years(hb, 65) <= today
+            && self.chance(0.25)
+        {
             taishoku_cov = self.coverage(self.t.taishoku_by_city[home.city]);
             let (t_acq, t_lost) = (add_years(hb, 60), add_years(hb, 65));
             periods.push((
                 0,
-                PeriodSpec { cov: &taishoku_cov, branch: self.branch_for(1, Some(t_lost)), relationship: Relationship::Insured, acquired: t_acq, lost: Some((t_lost, LossReason::Other)) },
+                PeriodSpec {
+                    cov: &taishoku_cov,
+                    branch: self.branch_for(1, Some(t_lost)),
+                    relationship: Relationship::Insured,
+                    acquired: t_acq,
+                    lost: Some((t_lost, LossReason::Other)),
+                },
             ));
             head_acq = t_lost;
         }
@@ -1201,7 +1777,16 @@ impl<'t> Gen<'t> {
             } else {
                 None
             };
-            periods.push((i, PeriodSpec { cov: &cov, branch: Some(i as u8 + 1), relationship: Relationship::Insured, acquired, lost }));
+            periods.push((
+                i,
+                PeriodSpec {
+                    cov: &cov,
+                    branch: Some(i as u8 + 1),
+                    relationship: Relationship::Insured,
+                    acquired,
+                    lost,
+                },
+            ));
         }
         self.finish(&members, &home, periods)
     }
@@ -1214,7 +1799,11 @@ impl<'t> Gen<'t> {
         let couple = self.chance(0.4);
         let u: f64 = self.rng.random();
         let age = 75 + (26.0 * u.powf(1.8)) as u32;
-        let head_sex = if couple { Sex::Male } else { self.random_sex(0.35) };
+        let head_sex = if couple {
+            Sex::Male
+        } else {
+            self.random_sex(0.35)
+        };
         let birth = self.birth_for_age(age.min(100));
         let mut members = vec![self.member(surname, head_sex, birth, 0.1)];
         if couple {
@@ -1237,7 +1826,13 @@ impl<'t> Gen<'t> {
                 let p_acq = self.date_between(add_years(m.birth, 60), add_years(m.birth, 65));
                 periods.push((
                     i,
-                    PeriodSpec { cov: &prior_cov, branch: Some(i as u8 + 1), relationship: Relationship::Insured, acquired: p_acq, lost: Some((b75, LossReason::JoinedOtherInsurance)) },
+                    PeriodSpec {
+                        cov: &prior_cov,
+                        branch: Some(i as u8 + 1),
+                        relationship: Relationship::Insured,
+                        acquired: p_acq,
+                        lost: Some((b75, LossReason::JoinedOtherInsurance)),
+                    },
                 ));
             }
             let lost = if self.chance(0.025) {
@@ -1250,7 +1845,16 @@ impl<'t> Gen<'t> {
             } else {
                 None
             };
-            periods.push((i, PeriodSpec { cov: &covs[i], branch: None, relationship: Relationship::Insured, acquired, lost }));
+            periods.push((
+                i,
+                PeriodSpec {
+                    cov: &covs[i],
+                    branch: None,
+                    relationship: Relationship::Insured,
+                    acquired,
+                    lost,
+                },
+            ));
         }
         self.finish(&members, &home, periods)
     }
@@ -1270,23 +1874,50 @@ impl<'t> Gen<'t> {
         let today = self.today;
         let (tokurei, parent) = self.t.tokurei[self.pick(self.t.tokurei.len())];
         let retire_age = self.range(60, age.min(64));
-        let retire = self.date_between(add_years(birth, retire_age), add_days(add_years(birth, retire_age), 300)).min(today);
+        let retire = self
+            .date_between(
+                add_years(birth, retire_age),
+                add_days(add_years(birth, retire_age), 300),
+            )
+            .min(today);
         let cov_t = self.coverage(tokurei);
         let cov_p = self.coverage(parent);
         let with_prior = self.chance(0.7);
-        let hire = self.date_between(add_years(birth, 22).max(sub_years(today, 45)), sub_days(retire, 365));
+        let hire = self.date_between(
+            add_years(birth, 22).max(sub_years(today, 45)),
+            sub_days(retire, 365),
+        );
         let mut periods = Vec::new();
         for (i, m) in members.iter().enumerate() {
-            let relationship = if i == 0 { Relationship::Insured } else { Relationship::Dependent };
+            let relationship = if i == 0 {
+                Relationship::Insured
+            } else {
+                Relationship::Dependent
+            };
             let acq_prior = hire.max(m.birth);
             if with_prior && acq_prior < retire {
                 let branch = self.branch_for(i as u8 + 1, Some(retire));
                 periods.push((
                     i,
-                    PeriodSpec { cov: &cov_p, branch, relationship, acquired: acq_prior, lost: Some((retire, LossReason::JoinedOtherInsurance)) },
+                    PeriodSpec {
+                        cov: &cov_p,
+                        branch,
+                        relationship,
+                        acquired: acq_prior,
+                        lost: Some((retire, LossReason::JoinedOtherInsurance)),
+                    },
                 ));
             }
-            periods.push((i, PeriodSpec { cov: &cov_t, branch: Some(i as u8 + 1), relationship, acquired: retire.max(m.birth), lost: None }));
+            periods.push((
+                i,
+                PeriodSpec {
+                    cov: &cov_t,
+                    branch: Some(i as u8 + 1),
+                    relationship,
+                    acquired: retire.max(m.birth),
+                    lost: None,
+                },
+            ));
         }
         self.finish(&members, &home, periods)
     }
@@ -1310,8 +1941,16 @@ impl Accumulator {
             self.s.people += 1;
             self.s.with_card_id += usize::from(person[0].card_id.is_some());
             self.s.variant_kanji += usize::from(has_variant_kanji(&person[0].name));
-            self.s.changed_insurer += usize::from(person.iter().any(|q| q.loss_reason == Some(LossReason::JoinedOtherInsurance)));
-            self.s.late_elderly += usize::from(person.iter().any(|q| q.is_valid_on(today) && q.insurer_number.houbetsu() == Some("39")));
+            self.s.changed_insurer += usize::from(
+                person
+                    .iter()
+                    .any(|q| q.loss_reason == Some(LossReason::JoinedOtherInsurance)),
+            );
+            self.s.late_elderly += usize::from(
+                person
+                    .iter()
+                    .any(|q| q.is_valid_on(today) && q.insurer_number.houbetsu() == Some("39")),
+            );
             i = j;
         }
         for q in periods {
@@ -1336,7 +1975,11 @@ mod tests {
     use super::*;
 
     fn params(people: usize, seed: u64) -> SynthParams {
-        SynthParams { people, seed, today: ymd(2025, 6, 15) }
+        SynthParams {
+            people,
+            seed,
+            today: ymd(2025, 6, 15),
+        }
     }
 
     fn jsonl(p: &SynthParams) -> (Vec<u8>, SynthSummary) {
@@ -1354,7 +1997,10 @@ mod tests {
         let (c, _) = jsonl(&params(3000, 8));
         assert_ne!(a, c);
         // generate() and write_jsonl() agree.
-        let lines: Vec<String> = generate(&params(3000, 7)).iter().map(|q| q.to_registry_json() + "\n").collect();
+        let lines: Vec<String> = generate(&params(3000, 7))
+            .iter()
+            .map(|q| q.to_registry_json() + "\n")
+            .collect();
         assert_eq!(lines.concat().into_bytes(), a);
     }
 
@@ -1366,7 +2012,10 @@ mod tests {
             assert_eq!(s.people, n);
             if n > 0 {
                 assert_eq!(periods[0].person_id.as_str(), "P0000001");
-                assert_eq!(periods.last().map(|q| q.person_id.as_str().to_string()), Some(format!("P{n:07}")));
+                assert_eq!(
+                    periods.last().map(|q| q.person_id.as_str().to_string()),
+                    Some(format!("P{n:07}"))
+                );
             }
         }
     }
@@ -1377,7 +2026,8 @@ mod tests {
         let text = String::from_utf8(buf).expect("utf-8");
         let mut n = 0;
         for (i, line) in text.lines().enumerate() {
-            let q = Qualification::from_registry_json(line).unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
+            let q = Qualification::from_registry_json(line)
+                .unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
             assert_eq!(q.to_registry_json(), line);
             n += 1;
         }
@@ -1386,8 +2036,14 @@ mod tests {
 
     fn is_katakana_name(s: &str) -> bool {
         let mut parts = s.split('\u{3000}');
-        let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else { return false };
-        !a.is_empty() && !b.is_empty() && a.chars().chain(b.chars()).all(|c| ('\u{30A1}'..='\u{30FC}').contains(&c))
+        let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        !a.is_empty()
+            && !b.is_empty()
+            && a.chars()
+                .chain(b.chars())
+                .all(|c| ('\u{30A1}'..='\u{30FC}').contains(&c))
     }
 
     #[test]
@@ -1401,7 +2057,14 @@ mod tests {
         let mut municipal = 0;
         for q in &periods {
             by_person.entry(q.person_id.as_str()).or_default().push(q);
-            by_key.entry((q.insurer_number.as_str(), q.symbol.as_ref().map(|s| s.as_str()), q.number.as_str())).or_default().push(q);
+            by_key
+                .entry((
+                    q.insurer_number.as_str(),
+                    q.symbol.as_ref().map(|s| s.as_str()),
+                    q.number.as_str(),
+                ))
+                .or_default()
+                .push(q);
             let n = q.insurer_number.as_str();
             let (body, check) = n.split_at(n.len() - 1);
             assert_eq!(luhn_check_digit(body).to_string(), check, "{n}");
@@ -1414,7 +2077,10 @@ mod tests {
             assert!(is_katakana_name(&q.name_kana), "{}", q.name_kana);
             assert_eq!(q.name.matches('\u{3000}').count(), 1, "{}", q.name);
             assert!(q.acquired_on <= today);
-            assert!(q.lost_on.is_none_or(|l| l > q.acquired_on && l <= today), "{q:?}");
+            assert!(
+                q.lost_on.is_none_or(|l| l > q.acquired_on && l <= today),
+                "{q:?}"
+            );
             assert!(matches!(q.sex, Sex::Male | Sex::Female));
             assert!(q.postal_code.is_some());
             if q.insurer_number.houbetsu() == Some("39") {
@@ -1423,18 +2089,28 @@ mod tests {
                 assert!(q.acquired_on >= KOUKI_START);
                 assert!([10, 20, 30].contains(&q.share_percent));
             }
-            if q.lost_on.is_none_or(|l| l >= BRANCH_START) && q.insurer_number.houbetsu() != Some("39") {
+            if q.lost_on.is_none_or(|l| l >= BRANCH_START)
+                && q.insurer_number.houbetsu() != Some("39")
+            {
                 assert!(q.branch.is_some(), "modern card without branch: {q:?}");
             }
         }
-        for h in ["01", "02", "06", "07", "31", "32", "33", "34", "39", "63", "67", "72", "73", "74", "75"] {
+        for h in [
+            "01", "02", "06", "07", "31", "32", "33", "34", "39", "63", "67", "72", "73", "74",
+            "75",
+        ] {
             assert!(houbetsu.contains(h), "no insurer of 法別 {h}");
         }
         assert!(municipal > 0);
 
         // Households: dependents share insurer/symbol/number with an insured; branches are distinct.
         for (key, group) in &by_key {
-            assert!(group.iter().any(|q| q.relationship == Relationship::Insured), "{key:?} has no insured");
+            assert!(
+                group
+                    .iter()
+                    .any(|q| q.relationship == Relationship::Insured),
+                "{key:?} has no insured"
+            );
             let mut branches = BTreeMap::new();
             for q in group {
                 if let Some(b) = &q.branch
@@ -1444,7 +2120,11 @@ mod tests {
                 }
             }
         }
-        assert!(by_key.values().any(|g| g.iter().any(|q| q.relationship == Relationship::Dependent)));
+        assert!(
+            by_key
+                .values()
+                .any(|g| g.iter().any(|q| q.relationship == Relationship::Dependent))
+        );
 
         let mut changers = 0;
         let mut same_day = 0;
@@ -1453,23 +2133,40 @@ mod tests {
             // Periods of one person are consecutive and do not overlap.
             for w in ps.windows(2) {
                 assert!(w[0].acquired_on <= w[1].acquired_on);
-                assert!(w[0].lost_on.is_some_and(|l| l <= w[1].acquired_on), "{pid}: overlapping periods");
+                assert!(
+                    w[0].lost_on.is_some_and(|l| l <= w[1].acquired_on),
+                    "{pid}: overlapping periods"
+                );
             }
             for q in ps {
                 if q.loss_reason == Some(LossReason::JoinedOtherInsurance) {
                     let lost = q.lost_on.expect("reason 03 has a lost date");
-                    let next = ps.iter().find(|n| n.acquired_on >= lost).unwrap_or_else(|| panic!("{pid}: no later period"));
+                    let next = ps
+                        .iter()
+                        .find(|n| n.acquired_on >= lost)
+                        .unwrap_or_else(|| panic!("{pid}: no later period"));
                     assert_ne!(next.insurer_number, q.insurer_number, "{pid}");
-                    if next.acquired_on == lost { same_day += 1 } else { with_gap += 1 }
+                    if next.acquired_on == lost {
+                        same_day += 1
+                    } else {
+                        with_gap += 1
+                    }
                 }
             }
-            if ps.iter().any(|q| q.loss_reason == Some(LossReason::JoinedOtherInsurance)) {
+            if ps
+                .iter()
+                .any(|q| q.loss_reason == Some(LossReason::JoinedOtherInsurance))
+            {
                 changers += 1;
             }
             // Whoever is 75+ today and covered is on 法別 39; nobody under 75 is.
             let age = age_on(ps[0].birth_date, today);
             for q in ps.iter().filter(|q| q.is_valid_on(today)) {
-                assert_eq!(q.insurer_number.houbetsu() == Some("39"), age >= 75, "{pid} aged {age}: {q:?}");
+                assert_eq!(
+                    q.insurer_number.houbetsu() == Some("39"),
+                    age >= 75,
+                    "{pid} aged {age}: {q:?}"
+                );
                 let want = if age >= 75 {
                     q.share_percent
                 } else if today >= elderly70_first_day(q.birth_date) {
@@ -1486,13 +2183,39 @@ mod tests {
         assert_eq!(changers, s.changed_insurer);
         assert!(same_day > 0 && with_gap > 0);
         let share = |n: usize| n as f64 / s.people as f64;
-        assert!((0.05..0.16).contains(&share(changers)), "changed insurer {}", share(changers));
-        assert!((0.01..0.15).contains(&share(s.variant_kanji)), "variant kanji {}", share(s.variant_kanji));
-        assert!((0.08..0.12).contains(&share(s.with_card_id)), "card ids {}", share(s.with_card_id));
-        assert!((0.10..0.30).contains(&share(s.late_elderly)), "75+ {}", share(s.late_elderly));
-        let reasons: BTreeSet<_> = periods.iter().filter_map(|q| q.loss_reason).map(|r| r.code()).collect();
-        assert_eq!(reasons.into_iter().collect::<Vec<_>>(), ["01", "02", "03", "99"]);
-        let ages: Vec<u32> = by_person.values().map(|ps| age_on(ps[0].birth_date, today)).collect();
+        assert!(
+            (0.05..0.16).contains(&share(changers)),
+            "changed insurer {}",
+            share(changers)
+        );
+        assert!(
+            (0.01..0.15).contains(&share(s.variant_kanji)),
+            "variant kanji {}",
+            share(s.variant_kanji)
+        );
+        assert!(
+            (0.08..0.12).contains(&share(s.with_card_id)),
+            "card ids {}",
+            share(s.with_card_id)
+        );
+        assert!(
+            (0.10..0.30).contains(&share(s.late_elderly)),
+            "75+ {}",
+            share(s.late_elderly)
+        );
+        let reasons: BTreeSet<_> = periods
+            .iter()
+            .filter_map(|q| q.loss_reason)
+            .map(|r| r.code())
+            .collect();
+        assert_eq!(
+            reasons.into_iter().collect::<Vec<_>>(),
+            ["01", "02", "03", "99"]
+        );
+        let ages: Vec<u32> = by_person
+            .values()
+            .map(|ps| age_on(ps[0].birth_date, today))
+            .collect();
         assert!(ages.contains(&0) && ages.iter().any(|&a| a >= 95));
         assert!(ages.iter().filter(|&&a| a < 6).count() > 200);
     }
@@ -1502,27 +2225,54 @@ mod tests {
         let t = Tables::new();
         assert!(t.surnames.len() >= 250, "{}", t.surnames.len());
         for s in &t.surnames {
-            assert!(is_katakana_name(&format!("{}\u{3000}{}", s.kana, s.kana)), "{}", s.kanji);
+            assert!(
+                is_katakana_name(&format!("{}\u{3000}{}", s.kana, s.kana)),
+                "{}",
+                s.kanji
+            );
         }
-        for std in SURNAME_VARIANTS.split_whitespace().filter_map(|e| e.split_once(':').map(|p| p.0)) {
-            assert!(t.surnames.iter().any(|s| s.kanji == std && !s.variants.is_empty()), "{std} not a surname");
+        for std in SURNAME_VARIANTS
+            .split_whitespace()
+            .filter_map(|e| e.split_once(':').map(|p| p.0))
+        {
+            assert!(
+                t.surnames
+                    .iter()
+                    .any(|s| s.kanji == std && !s.variants.is_empty()),
+                "{std} not a surname"
+            );
         }
         for sex in &t.given {
             for generation in sex {
                 assert!(generation.len() >= 30);
                 for g in generation {
-                    assert!(is_katakana_name(&format!("{}\u{3000}{}", g.kana, g.kana)), "{}", g.kanji);
+                    assert!(
+                        is_katakana_name(&format!("{}\u{3000}{}", g.kana, g.kana)),
+                        "{}",
+                        g.kanji
+                    );
                 }
             }
         }
         let numbers: BTreeSet<&str> = t.insurers.iter().map(|i| i.number.as_str()).collect();
-        assert_eq!(numbers.len(), t.insurers.len(), "insurer numbers are unique");
+        assert_eq!(
+            numbers.len(),
+            t.insurers.len(),
+            "insurer numbers are unique"
+        );
         assert_eq!(t.insurers[t.kyokai[12]].number.as_str(), "01130012");
         assert_eq!(t.insurers[t.kouki[12]].number.as_str(), "39130018");
-        assert_eq!(t.insurers[t.nhi_by_city[CITIES.iter().position(|c| c.1 == "千代田区").unwrap_or(0)]].name, "千代田区");
+        assert_eq!(
+            t.insurers[t.nhi_by_city[CITIES.iter().position(|c| c.1 == "千代田区").unwrap_or(0)]]
+                .name,
+            "千代田区"
+        );
         assert_eq!(CITIES.len(), t.city_cum.len());
         for p in 1..=47u8 {
-            assert!(CITIES.iter().any(|c| c.0 == p), "prefecture {p} has no municipality");
+            assert!(
+                CITIES.iter().any(|c| c.0 == p),
+                "prefecture {p} has no municipality"
+            );
         }
     }
 

@@ -53,20 +53,30 @@ pub enum Response {
     Pong,
     Check(CheckOutcome),
     /// The request was refused or failed; `code` is stable, `message` is for people.
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
     /// One outcome per check of a `Request::Batch`, in the same order.
     Batch(Vec<CheckOutcome>),
     /// Candidates, best first.
     Search(Vec<SearchHit>),
     /// The facility's outage as the reconciler now records it.
-    Outage { active: bool, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>> },
+    Outage {
+        active: bool,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    },
     /// The reconciler's pending sync messages for this facility, each `SyncMessage::encode`d.
     Sync(Vec<Vec<u8>>),
 }
 
 impl Response {
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Response::Error { code: code.to_string(), message: message.into() }
+        Response::Error {
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -114,8 +124,17 @@ mod tests {
         assert_eq!(decode::<Request>(&f).unwrap(), Request::Ping);
         let f = encode_with_version(7, &Request::Ping);
         let e = decode::<Request>(&f).unwrap_err();
-        assert_eq!(e.to_string(), "unsupported wire version 7; this build speaks version 1");
-        assert!(matches!(decode::<Request>(&[1]), Err(DecodeError::TooShort(1))));
-        assert!(matches!(decode::<Request>(&[0, 1, 200]), Err(DecodeError::Body(_))));
+        assert_eq!(
+            e.to_string(),
+            "unsupported wire version 7; this build speaks version 1"
+        );
+        assert!(matches!(
+            decode::<Request>(&[1]),
+            Err(DecodeError::TooShort(1))
+        ));
+        assert!(matches!(
+            decode::<Request>(&[0, 1, 200]),
+            Err(DecodeError::Body(_))
+        ));
     }
 }

@@ -7,10 +7,13 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use crdts::CvRDT;
-use onshi_model::record::{Basis, Declaration, ProvisionalRecord, RecordState, Settlement, SettlementKind};
+use onshi_model::record::{
+    Basis, Declaration, ProvisionalRecord, RecordState, Settlement, SettlementKind,
+};
 use onshi_model::{CardId, CheckRequest, CheckSubject, FacilityCode, Sex, Source, Validity};
 use onshi_sync::crdt::{
-    Actor, DeferredCheck, Journal, JournalRecord, QuarantinedBy, RecordFacts, RecordId, Versions, WriteError, CONFLICTING_FACTS,
+    Actor, CONFLICTING_FACTS, DeferredCheck, Journal, JournalRecord, QuarantinedBy, RecordFacts,
+    RecordId, Versions, WriteError,
 };
 use proptest::prelude::*;
 
@@ -57,7 +60,9 @@ fn facts(id: &RecordId, variant: u8) -> RecordFacts {
             check_id: id.to_string(),
             created_at: at(i64::from(variant)),
             request: CheckRequest {
-                subject: CheckSubject::Card { card_id: CardId::parse(&format!("C{variant:07}")).unwrap() },
+                subject: CheckSubject::Card {
+                    card_id: CardId::parse(&format!("C{variant:07}")).unwrap(),
+                },
                 service_date: NaiveDate::from_ymd_opt(2025, 1, 6).unwrap(),
             },
             answered: Validity::Pending,
@@ -68,7 +73,11 @@ fn facts(id: &RecordId, variant: u8) -> RecordFacts {
 
 fn settlement(variant: u8) -> Settlement {
     Settlement {
-        kind: if variant.is_multiple_of(2) { SettlementKind::Confirmed } else { SettlementKind::Refund },
+        kind: if variant.is_multiple_of(2) {
+            SettlementKind::Confirmed
+        } else {
+            SettlementKind::Refund
+        },
         settled_at: at(100 + i64::from(variant % 3)),
         qualification: None,
         correct_share_percent: Some(30),
@@ -155,8 +164,16 @@ fn merged<T: CvRDT + Clone>(a: &T, b: &T) -> T {
 }
 
 fn no_regression(before: &JournalRecord, after: &JournalRecord) -> Result<(), TestCaseError> {
-    prop_assert!(after.state() >= before.state(), "state went back: {:?} -> {:?}", before.state(), after.state());
-    prop_assert!(before.versions().le(&after.versions()), "versions went back");
+    prop_assert!(
+        after.state() >= before.state(),
+        "state went back: {:?} -> {:?}",
+        before.state(),
+        after.state()
+    );
+    prop_assert!(
+        before.versions().le(&after.versions()),
+        "versions went back"
+    );
     if before.quarantine().is_some() {
         prop_assert!(after.quarantine().is_some(), "quarantine was unset");
     }

@@ -10,8 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use onshi_model::{CardId, CheckOutcome, CheckRequest, CheckSubject, FacilityCode, NaiveDate, Validity};
-use onshi_sync::link::{Backoff, KnownFacilities, LinkClient, LinkError, LinkPhase, LinkServer, LinkSettings, LinkState, Service, tls};
+use onshi_model::{
+    CardId, CheckOutcome, CheckRequest, CheckSubject, FacilityCode, NaiveDate, Validity,
+};
+use onshi_sync::link::{
+    Backoff, KnownFacilities, LinkClient, LinkError, LinkPhase, LinkServer, LinkSettings,
+    LinkState, Service, tls,
+};
 use onshi_sync::pki::{self, ClientIdentity};
 use onshi_sync::wire::{self, Request, Response};
 use tokio::sync::{oneshot, watch};
@@ -33,12 +38,18 @@ fn pharmacy() -> FacilityCode {
 }
 
 fn logs() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("onshi_sync=debug").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("onshi_sync=debug")
+        .try_init();
 }
 
 fn settings() -> LinkSettings {
     // A short schedule so reconnection tests do not wait for the production 5 s cap.
-    LinkSettings { backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(300), 0.5), ..LinkSettings::default() }
+    LinkSettings {
+        backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(300), 0.5),
+        ..LinkSettings::default()
+    }
 }
 
 /// Answers pings (slowly, 1 s, while `slow` is set) and card checks (card `C0000001` is valid).
@@ -51,7 +62,10 @@ struct TestService {
 
 impl Service for TestService {
     fn call(&self, facility: &FacilityCode, req: Request) -> Response {
-        self.callers.lock().expect("callers lock").push(facility.clone());
+        self.callers
+            .lock()
+            .expect("callers lock")
+            .push(facility.clone());
         match req {
             Request::Ping => {
                 if self.slow.load(Ordering::SeqCst) {
@@ -59,9 +73,19 @@ impl Service for TestService {
                 }
                 Response::Pong
             }
-            Request::Check(CheckRequest { subject: CheckSubject::Card { card_id }, .. }) => {
-                let validity = if card_id.as_str() == "C0000001" { Validity::Valid } else { Validity::NotFound };
-                Response::Check(CheckOutcome { validity, qualifications: vec![] })
+            Request::Check(CheckRequest {
+                subject: CheckSubject::Card { card_id },
+                ..
+            }) => {
+                let validity = if card_id.as_str() == "C0000001" {
+                    Validity::Valid
+                } else {
+                    Validity::NotFound
+                };
+                Response::Check(CheckOutcome {
+                    validity,
+                    qualifications: vec![],
+                })
             }
             other => Response::error("unexpected", format!("{other:?}")),
         }
@@ -70,7 +94,9 @@ impl Service for TestService {
 
 fn card_check(card: &str) -> Request {
     Request::Check(CheckRequest {
-        subject: CheckSubject::Card { card_id: CardId::parse(card).expect("card id") },
+        subject: CheckSubject::Card {
+            card_id: CardId::parse(card).expect("card id"),
+        },
         service_date: NaiveDate::from_ymd_opt(2025, 4, 1).expect("date"),
     })
 }
@@ -91,7 +117,12 @@ impl RunningServer {
     }
 }
 
-fn start_server(pki_dir: &Path, addr: SocketAddr, known: &[FacilityCode], service: Arc<dyn Service>) -> RunningServer {
+fn start_server(
+    pki_dir: &Path,
+    addr: SocketAddr,
+    known: &[FacilityCode],
+    service: Arc<dyn Service>,
+) -> RunningServer {
     let identity = pki::load_server(pki_dir).expect("server identity");
     let known = KnownFacilities::new(known.iter().cloned());
     let server = LinkServer::bind(addr, &identity, known.clone(), &settings()).expect("bind");
@@ -100,15 +131,26 @@ fn start_server(pki_dir: &Path, addr: SocketAddr, known: &[FacilityCode], servic
     let task = tokio::spawn(server.run(service, async move {
         let _ = stopped.await;
     }));
-    RunningServer { addr, known, stop: Some(stop), task }
+    RunningServer {
+        addr,
+        known,
+        stop: Some(stop),
+        task,
+    }
 }
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
 
-async fn wait_for(rx: &mut watch::Receiver<LinkState>, what: &str, pred: impl FnMut(&LinkState) -> bool) -> LinkState {
-    let result = tokio::time::timeout(WAIT, rx.wait_for(pred)).await.map(|r| r.map(|state| state.clone()));
+async fn wait_for(
+    rx: &mut watch::Receiver<LinkState>,
+    what: &str,
+    pred: impl FnMut(&LinkState) -> bool,
+) -> LinkState {
+    let result = tokio::time::timeout(WAIT, rx.wait_for(pred))
+        .await
+        .map(|r| r.map(|state| state.clone()));
     match result {
         Ok(Ok(state)) => state,
         Ok(Err(_)) => panic!("state channel closed while waiting for {what}"),
@@ -128,7 +170,12 @@ async fn ping_round_trip_through_the_service() {
     let dir = pki_with(&[clinic()]);
     let service = Arc::new(TestService::default());
     let server = start_server(dir.path(), any_port(), &[clinic()], service.clone());
-    let client = LinkClient::new(server.addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
+    let client = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
 
     // The first call waits out the connection attempt instead of failing with NotConnected.
     assert_eq!(client.call(Request::Ping, CALL).await, Ok(Response::Pong));
@@ -140,7 +187,10 @@ async fn ping_round_trip_through_the_service() {
 
     // Many RPCs at once on the one connection.
     let answers = join_all((0..20).map(|_| client.call(Request::Ping, CALL))).await;
-    assert!(answers.iter().all(|a| a == &Ok(Response::Pong)), "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a == &Ok(Response::Pong)),
+        "{answers:?}"
+    );
     // The service saw every request (plus the connection probe) as from the certificate's facility.
     let callers = service.callers.lock().expect("lock").clone();
     assert_eq!(callers.len(), 1 + 1 + 20);
@@ -148,7 +198,10 @@ async fn ping_round_trip_through_the_service() {
 
     client.close().await;
     assert!(client.state().closed);
-    assert_eq!(client.call(Request::Ping, CALL).await, Err(LinkError::Closed));
+    assert_eq!(
+        client.call(Request::Ping, CALL).await,
+        Err(LinkError::Closed)
+    );
     server.stop().await;
 }
 
@@ -157,12 +210,40 @@ async fn ping_round_trip_through_the_service() {
 async fn check_round_trip() {
     logs();
     let dir = pki_with(&[clinic()]);
-    let server = start_server(dir.path(), any_port(), &[clinic()], Arc::new(TestService::default()));
-    let client = LinkClient::new(server.addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
-    let answer = client.call(card_check("C0000001"), CALL).await.expect("check");
-    assert_eq!(answer, Response::Check(CheckOutcome { validity: Validity::Valid, qualifications: vec![] }));
-    let answer = client.call(card_check("C0000002"), CALL).await.expect("check");
-    assert_eq!(answer, Response::Check(CheckOutcome { validity: Validity::NotFound, qualifications: vec![] }));
+    let server = start_server(
+        dir.path(),
+        any_port(),
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
+    let client = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
+    let answer = client
+        .call(card_check("C0000001"), CALL)
+        .await
+        .expect("check");
+    assert_eq!(
+        answer,
+        Response::Check(CheckOutcome {
+            validity: Validity::Valid,
+            qualifications: vec![]
+        })
+    );
+    let answer = client
+        .call(card_check("C0000002"), CALL)
+        .await
+        .expect("check");
+    assert_eq!(
+        answer,
+        Response::Check(CheckOutcome {
+            validity: Validity::NotFound,
+            qualifications: vec![]
+        })
+    );
     client.close().await;
     server.stop().await;
 }
@@ -184,25 +265,50 @@ where
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
-    out.into_iter().map(|v| v.expect("every future completed")).collect()
+    out.into_iter()
+        .map(|v| v.expect("every future completed"))
+        .collect()
 }
 
 #[tokio::test]
 async fn client_without_certificate_is_refused() {
     logs();
     let dir = pki_with(&[clinic()]);
-    let server = start_server(dir.path(), any_port(), &[clinic()], Arc::new(TestService::default()));
+    let server = start_server(
+        dir.path(),
+        any_port(),
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
     let ca = pki::load_server(dir.path()).expect("identity").ca;
-    let client = LinkClient::with_tls(server.addr, tls::client_config_without_certificate(&ca).expect("tls"), settings()).expect("client");
+    let client = LinkClient::with_tls(
+        server.addr,
+        tls::client_config_without_certificate(&ca).expect("tls"),
+        settings(),
+    )
+    .expect("client");
 
     let mut rx = client.subscribe();
-    let state = wait_for(&mut rx, "the refusal", |s| s.phase == LinkPhase::Down && s.last_error.is_some()).await;
-    let err = client.call(Request::Ping, CALL).await.expect_err("no certificate, no answer");
+    let state = wait_for(&mut rx, "the refusal", |s| {
+        s.phase == LinkPhase::Down && s.last_error.is_some()
+    })
+    .await;
+    let err = client
+        .call(Request::Ping, CALL)
+        .await
+        .expect_err("no certificate, no answer");
     assert!(matches!(err, LinkError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("TLS handshake rejected"), "{err}; state {state:?}");
+    assert!(
+        err.to_string().contains("TLS handshake rejected"),
+        "{err}; state {state:?}"
+    );
     assert!(!matches!(client.state().phase, LinkPhase::Up));
     client.close().await;
     server.stop().await;
@@ -213,14 +319,25 @@ async fn client_certificate_from_another_ca_is_refused() {
     logs();
     let dir = pki_with(&[clinic()]);
     let other = pki_with(&[clinic()]);
-    let server = start_server(dir.path(), any_port(), &[clinic()], Arc::new(TestService::default()));
+    let server = start_server(
+        dir.path(),
+        any_port(),
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
     // Trusts the real CA (so the client accepts the server) but presents the other CA's certificate.
     let genuine = pki::load_client(dir.path(), &clinic()).expect("genuine");
     let forged = pki::load_client(other.path(), &clinic()).expect("forged");
-    let identity = ClientIdentity { ca: genuine.ca, ..forged };
+    let identity = ClientIdentity {
+        ca: genuine.ca,
+        ..forged
+    };
     let client = LinkClient::new(server.addr, &identity, settings()).expect("client");
 
-    let err = client.call(Request::Ping, CALL).await.expect_err("foreign CA, no answer");
+    let err = client
+        .call(Request::Ping, CALL)
+        .await
+        .expect_err("foreign CA, no answer");
     assert!(matches!(err, LinkError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("TLS handshake rejected"), "{err}");
     client.close().await;
@@ -232,11 +349,28 @@ async fn server_from_another_ca_is_not_trusted() {
     logs();
     let dir = pki_with(&[clinic()]);
     let other = pki_with(&[clinic()]);
-    let server = start_server(other.path(), any_port(), &[clinic()], Arc::new(TestService::default()));
-    let client = LinkClient::new(server.addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
-    let err = client.call(Request::Ping, CALL).await.expect_err("server not trusted");
+    let server = start_server(
+        other.path(),
+        any_port(),
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
+    let client = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
+    let err = client
+        .call(Request::Ping, CALL)
+        .await
+        .expect_err("server not trusted");
     assert!(matches!(err, LinkError::NotConnected { .. }), "{err}");
-    assert!(err.to_string().contains("invalid peer certificate: UnknownIssuer"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
     client.close().await;
     server.stop().await;
 }
@@ -247,24 +381,57 @@ async fn unknown_facility_is_refused_with_a_reason() {
     let dir = pki_with(&[clinic(), pharmacy()]);
     let service = Arc::new(TestService::default());
     let server = start_server(dir.path(), any_port(), &[clinic()], service.clone());
-    let client = LinkClient::new(server.addr, &pki::load_client(dir.path(), &pharmacy()).expect("client"), settings()).expect("client");
+    let client = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &pharmacy()).expect("client"),
+        settings(),
+    )
+    .expect("client");
 
-    let err = client.call(Request::Ping, CALL).await.expect_err("unknown facility");
-    assert_eq!(err, LinkError::Refused { reason: "facility 1341234567 is not known to the reconciler".into() });
+    let err = client
+        .call(Request::Ping, CALL)
+        .await
+        .expect_err("unknown facility");
+    assert_eq!(
+        err,
+        LinkError::Refused {
+            reason: "facility 1341234567 is not known to the reconciler".into()
+        }
+    );
     let mut rx = client.subscribe();
-    let state = wait_for(&mut rx, "down after refusal", |s| s.phase == LinkPhase::Down).await;
+    let state = wait_for(&mut rx, "down after refusal", |s| {
+        s.phase == LinkPhase::Down
+    })
+    .await;
     assert_eq!(state.last_error, Some(err));
-    assert!(service.callers.lock().expect("lock").is_empty(), "the service must not see a refused facility");
+    assert!(
+        service.callers.lock().expect("lock").is_empty(),
+        "the service must not see a refused facility"
+    );
 
     // Adding the facility to the known set lets the next attempt in.
     server.known.insert(pharmacy());
-    wait_for(&mut rx, "up after the facility became known", |s| s.phase == LinkPhase::Up).await;
-    assert!(matches!(client.call(Request::Ping, CALL).await, Ok(Response::Pong)));
+    wait_for(&mut rx, "up after the facility became known", |s| {
+        s.phase == LinkPhase::Up
+    })
+    .await;
+    assert!(matches!(
+        client.call(Request::Ping, CALL).await,
+        Ok(Response::Pong)
+    ));
 
     // Removing it refuses the live connection at its next request.
     server.known.remove(&pharmacy());
-    let err = client.call(Request::Ping, CALL).await.expect_err("removed facility");
-    assert_eq!(err, LinkError::Refused { reason: "facility 1341234567 is no longer known to the reconciler".into() });
+    let err = client
+        .call(Request::Ping, CALL)
+        .await
+        .expect_err("removed facility");
+    assert_eq!(
+        err,
+        LinkError::Refused {
+            reason: "facility 1341234567 is no longer known to the reconciler".into()
+        }
+    );
     client.close().await;
     server.stop().await;
 }
@@ -273,20 +440,45 @@ async fn unknown_facility_is_refused_with_a_reason() {
 async fn bad_frames_get_a_clear_error() {
     logs();
     let dir = pki_with(&[clinic()]);
-    let server = start_server(dir.path(), any_port(), &[clinic()], Arc::new(TestService::default()));
-    let client = LinkClient::new(server.addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
+    let server = start_server(
+        dir.path(),
+        any_port(),
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
+    let client = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
 
-    let frame = client.call_frame(wire::encode_with_version(7, &Request::Ping), CALL).await.expect("answer");
+    let frame = client
+        .call_frame(wire::encode_with_version(7, &Request::Ping), CALL)
+        .await
+        .expect("answer");
     assert_eq!(
         wire::decode::<Response>(&frame).expect("decodes"),
-        Response::error("unsupported_version", "unsupported wire version 7; this build speaks version 1")
+        Response::error(
+            "unsupported_version",
+            "unsupported wire version 7; this build speaks version 1"
+        )
     );
-    let frame = client.call_frame(vec![0, 1, 200], CALL).await.expect("answer");
+    let frame = client
+        .call_frame(vec![0, 1, 200], CALL)
+        .await
+        .expect("answer");
     let answer = wire::decode::<Response>(&frame).expect("decodes");
-    assert!(matches!(&answer, Response::Error { code, .. } if code == "bad_frame"), "{answer:?}");
+    assert!(
+        matches!(&answer, Response::Error { code, .. } if code == "bad_frame"),
+        "{answer:?}"
+    );
     let frame = client.call_frame(vec![0], CALL).await.expect("answer");
     let answer = wire::decode::<Response>(&frame).expect("decodes");
-    assert!(matches!(&answer, Response::Error { code, message } if code == "bad_frame" && message.contains("too short")), "{answer:?}");
+    assert!(
+        matches!(&answer, Response::Error { code, message } if code == "bad_frame" && message.contains("too short")),
+        "{answer:?}"
+    );
     // The connection survives bad frames.
     assert_eq!(client.call(Request::Ping, CALL).await, Ok(Response::Pong));
     client.close().await;
@@ -299,12 +491,21 @@ async fn a_slow_answer_times_out_without_hanging() {
     let dir = pki_with(&[clinic()]);
     let service = Arc::new(TestService::default());
     let server = start_server(dir.path(), any_port(), &[clinic()], service.clone());
-    let client = LinkClient::new(server.addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
+    let client = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
     assert_eq!(client.call(Request::Ping, CALL).await, Ok(Response::Pong));
     service.slow.store(true, Ordering::SeqCst);
     let timeout = Duration::from_millis(200);
-    let outer = tokio::time::timeout(Duration::from_secs(2), client.call(Request::Ping, timeout)).await;
-    assert_eq!(outer.expect("call returned by itself"), Err(LinkError::Timeout(timeout)));
+    let outer =
+        tokio::time::timeout(Duration::from_secs(2), client.call(Request::Ping, timeout)).await;
+    assert_eq!(
+        outer.expect("call returned by itself"),
+        Err(LinkError::Timeout(timeout))
+    );
     // Other calls on the same connection are not held up by the slow one.
     service.slow.store(false, Ordering::SeqCst);
     assert_eq!(client.call(Request::Ping, CALL).await, Ok(Response::Pong));
@@ -317,11 +518,26 @@ async fn no_reconciler_is_an_error_not_a_hang() {
     logs();
     let dir = pki_with(&[clinic()]);
     // A bound-then-released port: nothing answers there.
-    let addr = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("free port");
-    let client = LinkClient::new(addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port");
+    let client = LinkClient::new(
+        addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
     let timeout = Duration::from_millis(300);
-    let answer = tokio::time::timeout(Duration::from_secs(2), client.call(Request::Ping, timeout)).await.expect("returned by itself");
-    assert!(matches!(answer, Err(LinkError::Timeout(_) | LinkError::NotConnected { .. })), "{answer:?}");
+    let answer = tokio::time::timeout(Duration::from_secs(2), client.call(Request::Ping, timeout))
+        .await
+        .expect("returned by itself");
+    assert!(
+        matches!(
+            answer,
+            Err(LinkError::Timeout(_) | LinkError::NotConnected { .. })
+        ),
+        "{answer:?}"
+    );
     client.close().await;
 }
 
@@ -329,18 +545,39 @@ async fn no_reconciler_is_an_error_not_a_hang() {
 async fn reconnects_after_the_server_comes_back_on_the_same_port() {
     logs();
     let dir = pki_with(&[clinic()]);
-    let first = start_server(dir.path(), any_port(), &[clinic()], Arc::new(TestService::default()));
+    let first = start_server(
+        dir.path(),
+        any_port(),
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
     let addr = first.addr;
-    let client = LinkClient::new(addr, &pki::load_client(dir.path(), &clinic()).expect("client"), settings()).expect("client");
+    let client = LinkClient::new(
+        addr,
+        &pki::load_client(dir.path(), &clinic()).expect("client"),
+        settings(),
+    )
+    .expect("client");
     let mut rx = client.subscribe();
     wait_for(&mut rx, "first connection", |s| s.phase == LinkPhase::Up).await;
 
     first.stop().await;
-    let down = wait_for(&mut rx, "link down after the server stopped", |s| s.phase == LinkPhase::Down).await;
+    let down = wait_for(&mut rx, "link down after the server stopped", |s| {
+        s.phase == LinkPhase::Down
+    })
+    .await;
     assert!(down.last_error.is_some());
-    assert!(matches!(client.call(Request::Ping, CALL).await, Err(LinkError::NotConnected { .. }) | Ok(_)));
+    assert!(matches!(
+        client.call(Request::Ping, CALL).await,
+        Err(LinkError::NotConnected { .. }) | Ok(_)
+    ));
 
-    let second = start_server(dir.path(), addr, &[clinic()], Arc::new(TestService::default()));
+    let second = start_server(
+        dir.path(),
+        addr,
+        &[clinic()],
+        Arc::new(TestService::default()),
+    );
     assert_eq!(second.addr, addr);
     let up = wait_for(&mut rx, "reconnection", |s| s.phase == LinkPhase::Up).await;
     assert!(up.reconnects >= 1, "{up:?}");
@@ -357,24 +594,45 @@ fn pki_init_twice_keeps_the_ca_and_adds_a_facility() {
     assert!(first.ca_created);
     let ca_before = std::fs::read(dir.path().join("ca.pem")).expect("ca.pem");
     let ca_key_before = std::fs::read(dir.path().join("ca.key")).expect("ca.key");
-    let clinic_before = std::fs::read(dir.path().join("facility-1311234567.pem")).expect("clinic cert");
+    let clinic_before =
+        std::fs::read(dir.path().join("facility-1311234567.pem")).expect("clinic cert");
 
     let second = pki::init(dir.path(), &[clinic(), pharmacy()]).expect("second init");
     assert!(!second.ca_created && !second.reconciler_created);
     assert_eq!(second.facilities_added, vec![pharmacy()]);
     assert_eq!(second.facilities_kept, vec![clinic()]);
-    assert_eq!(std::fs::read(dir.path().join("ca.pem")).expect("ca.pem"), ca_before);
-    assert_eq!(std::fs::read(dir.path().join("ca.key")).expect("ca.key"), ca_key_before);
-    assert_eq!(std::fs::read(dir.path().join("facility-1311234567.pem")).expect("clinic cert"), clinic_before);
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.pem")).expect("ca.pem"),
+        ca_before
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.key")).expect("ca.key"),
+        ca_key_before
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("facility-1311234567.pem")).expect("clinic cert"),
+        clinic_before
+    );
     assert_eq!(pki::facilities_in(dir.path()), vec![clinic(), pharmacy()]);
 
     // The added facility chains to the same CA as the server.
     let added = pki::load_client(dir.path(), &pharmacy()).expect("pharmacy identity");
-    assert_eq!(added.ca.as_ref(), pki::load_server(dir.path()).expect("server").ca.as_ref());
-    assert_eq!(pki::facility_of_certificate(&added.chain[0]), Ok(pharmacy()));
+    assert_eq!(
+        added.ca.as_ref(),
+        pki::load_server(dir.path()).expect("server").ca.as_ref()
+    );
+    assert_eq!(
+        pki::facility_of_certificate(&added.chain[0]),
+        Ok(pharmacy())
+    );
 
     let wrong = pki::load_client(dir.path(), &code("1331234567")).expect_err("no such facility");
-    assert!(wrong.to_string().contains("facility-1331234567.pem is missing"), "{wrong}");
+    assert!(
+        wrong
+            .to_string()
+            .contains("facility-1331234567.pem is missing"),
+        "{wrong}"
+    );
 }
 
 #[cfg(unix)]
@@ -382,8 +640,17 @@ fn pki_init_twice_keeps_the_ca_and_adds_a_facility() {
 fn key_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = pki_with(&[clinic(), pharmacy()]);
-    for key in ["ca.key", "reconciler.key", "facility-1311234567.key", "facility-1341234567.key"] {
-        let mode = std::fs::metadata(dir.path().join(key)).expect(key).permissions().mode() & 0o777;
+    for key in [
+        "ca.key",
+        "reconciler.key",
+        "facility-1311234567.key",
+        "facility-1341234567.key",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(key))
+            .expect(key)
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key} has mode {mode:o}");
     }
 }
@@ -395,8 +662,18 @@ async fn pki_identity_drives_the_link_end_to_end_for_two_facilities() {
     let service = Arc::new(TestService::default());
     let known = pki::facilities_in(dir.path());
     let server = start_server(dir.path(), any_port(), &known, service.clone());
-    let a = LinkClient::new(server.addr, &pki::load_client(dir.path(), &clinic()).expect("a"), settings()).expect("a");
-    let b = LinkClient::new(server.addr, &pki::load_client(dir.path(), &pharmacy()).expect("b"), settings()).expect("b");
+    let a = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &clinic()).expect("a"),
+        settings(),
+    )
+    .expect("a");
+    let b = LinkClient::new(
+        server.addr,
+        &pki::load_client(dir.path(), &pharmacy()).expect("b"),
+        settings(),
+    )
+    .expect("b");
     assert!(a.call(Request::Ping, CALL).await.is_ok());
     assert!(b.call(Request::Ping, CALL).await.is_ok());
     let mut callers = service.callers.lock().expect("lock").clone();

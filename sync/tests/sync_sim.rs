@@ -14,9 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use onshi_model::record::{Basis, Declaration, ProvisionalRecord, RecordState, Settlement, SettlementKind};
+use onshi_model::record::{
+    Basis, Declaration, ProvisionalRecord, RecordState, Settlement, SettlementKind,
+};
 use onshi_model::{CardId, CheckRequest, CheckSubject, FacilityCode, Sex, Source, Validity};
-use onshi_sync::crdt::{Actor, DeferredCheck, Journal, JournalRecord, RecordFacts, RecordId, Versions};
+use onshi_sync::crdt::{
+    Actor, DeferredCheck, Journal, JournalRecord, RecordFacts, RecordId, Versions,
+};
 use onshi_sync::protocol::{Action, EdgeSync, Input, ReconcilerSync, SyncConfig, SyncMessage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,7 +40,9 @@ fn facts(id: &RecordId, n: u64, now: u64) -> RecordFacts {
             check_id: id.to_string(),
             created_at: at(now),
             request: CheckRequest {
-                subject: CheckSubject::Card { card_id: CardId::parse(&format!("C{n:07}")).unwrap() },
+                subject: CheckSubject::Card {
+                    card_id: CardId::parse(&format!("C{n:07}")).unwrap(),
+                },
                 service_date: NaiveDate::from_ymd_opt(2025, 1, 6).unwrap(),
             },
             answered: Validity::Pending,
@@ -73,7 +79,11 @@ fn facts(id: &RecordId, n: u64, now: u64) -> RecordFacts {
 
 fn settlement_for(id: &RecordId, now: u64) -> Settlement {
     Settlement {
-        kind: if id.seq().is_multiple_of(2) { SettlementKind::Confirmed } else { SettlementKind::Refund },
+        kind: if id.seq().is_multiple_of(2) {
+            SettlementKind::Confirmed
+        } else {
+            SettlementKind::Refund
+        },
         settled_at: at(now),
         qualification: None,
         correct_share_percent: Some(30),
@@ -152,13 +162,39 @@ impl Side {
         let before = self.disk.get(&id).cloned();
         let after = self.disk.merge_record(r).clone();
         if let Some(b) = before {
-            assert!(after.state() >= b.state(), "seed {seed}: {} status of {id} went back {:?} -> {:?}", self.name, b.state(), after.state());
-            assert!(b.settlement().is_none() || after.settlement() == b.settlement(), "seed {seed}: {} settlement of {id} changed", self.name);
-            assert!(b.quarantine().is_none() || after.quarantine().is_some(), "seed {seed}: {} quarantine of {id} unset", self.name);
-            assert_eq!(after.facts(), b.facts(), "seed {seed}: {} facts of {id} changed", self.name);
+            assert!(
+                after.state() >= b.state(),
+                "seed {seed}: {} status of {id} went back {:?} -> {:?}",
+                self.name,
+                b.state(),
+                after.state()
+            );
+            assert!(
+                b.settlement().is_none() || after.settlement() == b.settlement(),
+                "seed {seed}: {} settlement of {id} changed",
+                self.name
+            );
+            assert!(
+                b.quarantine().is_none() || after.quarantine().is_some(),
+                "seed {seed}: {} quarantine of {id} unset",
+                self.name
+            );
+            assert_eq!(
+                after.facts(),
+                b.facts(),
+                "seed {seed}: {} facts of {id} changed",
+                self.name
+            );
         }
-        let h = self.highest_state.entry(id.clone()).or_insert(RecordState::Recorded);
-        assert!(after.state() >= *h, "seed {seed}: {} status of {id} went back", self.name);
+        let h = self
+            .highest_state
+            .entry(id.clone())
+            .or_insert(RecordState::Recorded);
+        assert!(
+            after.state() >= *h,
+            "seed {seed}: {} status of {id} went back",
+            self.name
+        );
         *h = after.state();
     }
 
@@ -208,7 +244,11 @@ impl Sim {
             max_summary_entries: 1_000_000,
         };
         let net = Net {
-            drop_p: if rng.random_bool(0.2) { 0.0 } else { rng.random_range(0.0..0.3) },
+            drop_p: if rng.random_bool(0.2) {
+                0.0
+            } else {
+                rng.random_range(0.0..0.3)
+            },
             dup_p: rng.random_range(0.0..0.15),
             max_delay_ms: rng.random_range(1..120),
             in_flight: Vec::new(),
@@ -232,7 +272,11 @@ impl Sim {
             crashes: 0,
             cuts: 0,
         };
-        sim.edge.machine = Some(Machine::Edge(EdgeSync::new(sim.config.clone(), sim.facility.clone(), Journal::new())));
+        sim.edge.machine = Some(Machine::Edge(EdgeSync::new(
+            sim.config.clone(),
+            sim.facility.clone(),
+            Journal::new(),
+        )));
         sim
     }
 
@@ -285,7 +329,11 @@ impl Sim {
         if self.edge.down_until.is_some_and(|t| self.now >= t) {
             self.edge.down_until = None;
             self.edge.generation += 1;
-            self.edge.machine = Some(Machine::Edge(EdgeSync::new(self.config.clone(), self.facility.clone(), self.edge.disk.clone())));
+            self.edge.machine = Some(Machine::Edge(EdgeSync::new(
+                self.config.clone(),
+                self.facility.clone(),
+                self.edge.disk.clone(),
+            )));
         }
         if self.rec.down_until.is_some_and(|t| self.now >= t) {
             self.rec.down_until = None;
@@ -298,7 +346,11 @@ impl Sim {
         if !self.edge.alive() {
             return;
         }
-        let facility = if foreign { FacilityCode::parse(FOREIGN).unwrap() } else { self.facility.clone() };
+        let facility = if foreign {
+            FacilityCode::parse(FOREIGN).unwrap()
+        } else {
+            self.facility.clone()
+        };
         let id = RecordId::new(facility, NODE, self.next_seq);
         self.next_seq += 1;
         let r = JournalRecord::new(id.clone(), facts(&id, self.next_seq, self.now)).unwrap();
@@ -318,7 +370,13 @@ impl Sim {
         if !self.rec.alive() {
             return;
         }
-        let unsettled: Vec<RecordId> = self.rec.disk.iter().filter(|r| r.settlement().is_none()).map(|r| r.id().clone()).collect();
+        let unsettled: Vec<RecordId> = self
+            .rec
+            .disk
+            .iter()
+            .filter(|r| r.settlement().is_none())
+            .map(|r| r.id().clone())
+            .collect();
         let picks: Vec<RecordId> = if all {
             unsettled
         } else if unsettled.is_empty() {
@@ -328,8 +386,13 @@ impl Sim {
         };
         for id in picks {
             let mut r = self.rec.disk.get(&id).unwrap().clone();
-            r.settle(Actor::Reconciler, settlement_for(&id, self.now)).unwrap();
-            assert!(r.close(Actor::Reconciler).is_err(), "seed {}: reconciler could close", self.seed);
+            r.settle(Actor::Reconciler, settlement_for(&id, self.now))
+                .unwrap();
+            assert!(
+                r.close(Actor::Reconciler).is_err(),
+                "seed {}: reconciler could close",
+                self.seed
+            );
             *self.settled_count.entry(id).or_default() += 1;
             self.rec.write(self.seed, r.clone());
             if let Some(m) = self.rec.machine.as_mut() {
@@ -342,15 +405,29 @@ impl Sim {
         if !self.edge.alive() {
             return;
         }
-        let closable: Vec<RecordId> =
-            self.edge.disk.iter().filter(|r| r.settlement().is_some() && r.state() < RecordState::Closed).map(|r| r.id().clone()).collect();
+        let closable: Vec<RecordId> = self
+            .edge
+            .disk
+            .iter()
+            .filter(|r| r.settlement().is_some() && r.state() < RecordState::Closed)
+            .map(|r| r.id().clone())
+            .collect();
         if closable.is_empty() {
             return;
         }
-        let picks = if all { closable } else { vec![closable[self.rng.random_range(0..closable.len())].clone()] };
+        let picks = if all {
+            closable
+        } else {
+            vec![closable[self.rng.random_range(0..closable.len())].clone()]
+        };
         for id in picks {
             let mut r = self.edge.disk.get(&id).unwrap().clone();
-            assert!(r.settle(Actor::Edge, settlement_for(&id, self.now)).is_err(), "seed {}: edge could settle", self.seed);
+            assert!(
+                r.settle(Actor::Edge, settlement_for(&id, self.now))
+                    .is_err(),
+                "seed {}: edge could settle",
+                self.seed
+            );
             r.close(Actor::Edge).unwrap();
             self.edge.write(self.seed, r.clone());
             if let Some(m) = self.edge.machine.as_mut() {
@@ -369,16 +446,26 @@ impl Sim {
                 let now = self.now;
                 let seed = self.seed;
                 let delay = self.net.max_delay_ms;
-                let (side, peer) = if edge_side { (&mut self.edge, &self.rec) } else { (&mut self.rec, &self.edge) };
+                let (side, peer) = if edge_side {
+                    (&mut self.edge, &self.rec)
+                } else {
+                    (&mut self.rec, &self.edge)
+                };
                 let _ = peer;
-                let Some(m) = side.machine.as_mut() else { continue };
+                let Some(m) = side.machine.as_mut() else {
+                    continue;
+                };
                 let actions: Vec<Action> = std::iter::from_fn(|| m.poll_action()).collect();
                 for a in actions {
                     progressed = true;
                     match a {
-                        Action::Persist { persist_id, records } => {
+                        Action::Persist {
+                            persist_id,
+                            records,
+                        } => {
                             let done = now + self.rng.random_range(0..40);
-                            side.writes.push((done, side.generation, persist_id, records));
+                            side.writes
+                                .push((done, side.generation, persist_id, records));
                         }
                         Action::Quarantined { record, reason } => {
                             assert!(!reason.is_empty(), "seed {seed}: empty quarantine reason");
@@ -386,13 +473,19 @@ impl Sim {
                         }
                         Action::Sent { ids } => {
                             for id in ids {
-                                let mut r = side.disk.get(&id).expect("sent mark for a record not on disk").clone();
+                                let mut r = side
+                                    .disk
+                                    .get(&id)
+                                    .expect("sent mark for a record not on disk")
+                                    .clone();
                                 r.mark_sent();
                                 side.write(seed, r);
                             }
                         }
                         Action::Report(_) => {}
-                        Action::Close { reason } => panic!("seed {seed}: {} closed the connection: {reason}", side.name),
+                        Action::Close { reason } => {
+                            panic!("seed {seed}: {} closed the connection: {reason}", side.name)
+                        }
                     }
                 }
                 let m = side.machine.as_mut().unwrap();
@@ -416,7 +509,11 @@ impl Sim {
                     if !self.link_up || self.rng.random_bool(self.net.drop_p) {
                         continue;
                     }
-                    let copies = if self.rng.random_bool(self.net.dup_p) { 2 } else { 1 };
+                    let copies = if self.rng.random_bool(self.net.dup_p) {
+                        2
+                    } else {
+                        1
+                    };
                     for _ in 0..copies {
                         let at = now + self.rng.random_range(0..=delay);
                         self.net.in_flight.push((at, !edge_side, msg.clone()));
@@ -443,7 +540,11 @@ impl Sim {
         });
         due.sort_by_key(|(t, _, _)| *t);
         for (_, to_edge, msg) in due {
-            let side = if to_edge { &mut self.edge } else { &mut self.rec };
+            let side = if to_edge {
+                &mut self.edge
+            } else {
+                &mut self.rec
+            };
             if let SyncMessage::Ack { acked, .. } = &msg {
                 for (id, v) in acked {
                     let e = side.acked_seen.entry(id.clone()).or_default();
@@ -456,7 +557,11 @@ impl Sim {
             self.pump();
         }
         for edge_side in [true, false] {
-            let side = if edge_side { &mut self.edge } else { &mut self.rec };
+            let side = if edge_side {
+                &mut self.edge
+            } else {
+                &mut self.rec
+            };
             let mut done = Vec::new();
             side.writes.retain(|w| {
                 if w.0 <= now {
@@ -471,9 +576,10 @@ impl Sim {
                     side.write(self.seed, r);
                 }
                 if generation == side.generation
-                    && let Some(m) = side.machine.as_mut() {
-                        m.handle(now, Input::Durable(pid));
-                    }
+                    && let Some(m) = side.machine.as_mut()
+                {
+                    m.handle(now, Input::Durable(pid));
+                }
             }
         }
     }
@@ -482,7 +588,9 @@ impl Sim {
     fn check_synced_claims(&self) {
         let pairs = [(&self.edge, &self.rec), (&self.rec, &self.edge)];
         for (side, other) in pairs {
-            let Some(m) = side.machine.as_ref() else { continue };
+            let Some(m) = side.machine.as_ref() else {
+                continue;
+            };
             if !m.is_synced() {
                 continue;
             }
@@ -533,16 +641,22 @@ impl Sim {
                 let edge = self.rng.random_bool(0.5);
                 self.crash(edge);
             } else if roll < 0.225
-                && let Some(Machine::Reconciler(r)) = self.rec.machine.as_mut() {
-                    r.slow_down(self.rng.random_range(10..300));
-                }
+                && let Some(Machine::Reconciler(r)) = self.rec.machine.as_mut()
+            {
+                r.slow_down(self.rng.random_range(10..300));
+            }
             self.step();
         }
     }
 
     fn quiescent(&self) -> bool {
         let synced = |s: &Side| s.machine.as_ref().is_some_and(Machine::is_synced);
-        self.link_up && synced(&self.edge) && synced(&self.rec) && self.net.in_flight.is_empty() && self.edge.writes.is_empty() && self.rec.writes.is_empty()
+        self.link_up
+            && synced(&self.edge)
+            && synced(&self.rec)
+            && self.net.in_flight.is_empty()
+            && self.edge.writes.is_empty()
+            && self.rec.writes.is_empty()
     }
 
     fn heal_and_settle(&mut self, what: &str) {
@@ -591,28 +705,75 @@ fn run(seed: u64) -> Stats {
     let seed_ = seed;
     // Every record made durable at the edge is at the reconciler exactly once, the same.
     for id in &sim.created {
-        let e = sim.edge.disk.get(id).unwrap_or_else(|| panic!("seed {seed_}: edge lost its own record {id}"));
-        let r = sim.rec.disk.get(id).unwrap_or_else(|| panic!("seed {seed_}: {id} never reached the reconciler"));
+        let e = sim
+            .edge
+            .disk
+            .get(id)
+            .unwrap_or_else(|| panic!("seed {seed_}: edge lost its own record {id}"));
+        let r = sim
+            .rec
+            .disk
+            .get(id)
+            .unwrap_or_else(|| panic!("seed {seed_}: {id} never reached the reconciler"));
         assert_eq!(e.facts(), r.facts(), "seed {seed_}: facts of {id} differ");
         assert_eq!(e, r, "seed {seed_}: the two sides disagree on {id}");
-        assert!(e.quarantine().is_none(), "seed {seed_}: {id} quarantined: {:?}", e.quarantine());
-        assert_eq!(sim.settled_count.get(id), Some(&1), "seed {seed_}: {id} settled {:?} times", sim.settled_count.get(id));
-        assert!(e.settlement().is_some(), "seed {seed_}: settlement of {id} not back at the edge");
-        assert_eq!(e.state(), RecordState::Closed, "seed {seed_}: {id} not closed");
+        assert!(
+            e.quarantine().is_none(),
+            "seed {seed_}: {id} quarantined: {:?}",
+            e.quarantine()
+        );
+        assert_eq!(
+            sim.settled_count.get(id),
+            Some(&1),
+            "seed {seed_}: {id} settled {:?} times",
+            sim.settled_count.get(id)
+        );
+        assert!(
+            e.settlement().is_some(),
+            "seed {seed_}: settlement of {id} not back at the edge"
+        );
+        assert_eq!(
+            e.state(),
+            RecordState::Closed,
+            "seed {seed_}: {id} not closed"
+        );
     }
     // Nothing else at the reconciler: no foreign record, no duplicate.
     let rec_ids: BTreeSet<RecordId> = sim.rec.disk.ids().cloned().collect();
-    assert_eq!(rec_ids, sim.created, "seed {seed_}: reconciler holds other records than the edge created");
+    assert_eq!(
+        rec_ids, sim.created,
+        "seed {seed_}: reconciler holds other records than the edge created"
+    );
     // Another facility's record was refused and is quarantined at the edge with the reason.
     for id in &sim.foreign {
         let e = sim.edge.disk.get(id).unwrap();
-        let q = e.quarantine().unwrap_or_else(|| panic!("seed {seed_}: foreign {id} not quarantined"));
-        assert!(q.reason.contains(FOREIGN), "seed {seed_}: reason does not name the facility: {}", q.reason);
+        let q = e
+            .quarantine()
+            .unwrap_or_else(|| panic!("seed {seed_}: foreign {id} not quarantined"));
+        assert!(
+            q.reason.contains(FOREIGN),
+            "seed {seed_}: reason does not name the facility: {}",
+            q.reason
+        );
     }
     // The machines' journals mirror the disks.
-    assert_eq!(sim.edge.machine.as_ref().unwrap().journal(), &sim.edge.disk, "seed {seed_}: edge machine differs from its disk");
-    assert_eq!(sim.rec.machine.as_ref().unwrap().journal(), &sim.rec.disk, "seed {seed_}: reconciler machine differs from its disk");
-    Stats { records: sim.created.len(), foreign: sim.foreign.len(), batches: sim.batches_sent, crashes: sim.crashes, cuts: sim.cuts }
+    assert_eq!(
+        sim.edge.machine.as_ref().unwrap().journal(),
+        &sim.edge.disk,
+        "seed {seed_}: edge machine differs from its disk"
+    );
+    assert_eq!(
+        sim.rec.machine.as_ref().unwrap().journal(),
+        &sim.rec.disk,
+        "seed {seed_}: reconciler machine differs from its disk"
+    );
+    Stats {
+        records: sim.created.len(),
+        foreign: sim.foreign.len(),
+        batches: sim.batches_sent,
+        crashes: sim.crashes,
+        cuts: sim.cuts,
+    }
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -625,7 +786,13 @@ fn sync_survives_lossy_reordering_links_and_crashes() {
         Some(s) => vec![s],
         None => (0..env_u64("SYNC_SIM_SEEDS").unwrap_or(2_000)).collect(),
     };
-    let mut total = Stats { records: 0, foreign: 0, batches: 0, crashes: 0, cuts: 0 };
+    let mut total = Stats {
+        records: 0,
+        foreign: 0,
+        batches: 0,
+        crashes: 0,
+        cuts: 0,
+    };
     for &seed in &seeds {
         let s = run(seed);
         total.records += s.records;
@@ -648,7 +815,11 @@ fn sync_survives_lossy_reordering_links_and_crashes() {
 #[test]
 fn a_clean_link_drains_a_backlog_in_batches_and_then_reports_synced() {
     let facility = FacilityCode::parse(FACILITY).unwrap();
-    let config = SyncConfig { batch_records: 10, max_batches_in_flight: 2, ..SyncConfig::default() };
+    let config = SyncConfig {
+        batch_records: 10,
+        max_batches_in_flight: 2,
+        ..SyncConfig::default()
+    };
     let mut disk = Journal::new();
     for n in 0..95 {
         let id = RecordId::new(facility.clone(), NODE, n);
@@ -669,7 +840,11 @@ fn a_clean_link_drains_a_backlog_in_batches_and_then_reports_synced() {
             rec.handle(now, Input::Message(m));
         }
         while let Some(a) = rec.poll_action() {
-            if let Action::Persist { persist_id, records } = a {
+            if let Action::Persist {
+                persist_id,
+                records,
+            } = a
+            {
                 for r in records {
                     rec_disk.merge_record(r);
                 }
@@ -688,9 +863,16 @@ fn a_clean_link_drains_a_backlog_in_batches_and_then_reports_synced() {
     assert_eq!(rec_disk.len(), 95);
     assert_eq!(batches, 10, "95 records in batches of 10");
     assert!(edge.is_synced() && rec.is_synced());
-    assert!(edge.journal().iter().all(|r| r.state() == RecordState::Sent));
+    assert!(
+        edge.journal()
+            .iter()
+            .all(|r| r.state() == RecordState::Sent)
+    );
     assert!(reports.last().is_some_and(|r| r.synced && r.outgoing == 0));
-    assert!(reports.iter().take(reports.len() - 1).all(|r| !r.synced), "synced reported before the end: {reports:?}");
+    assert!(
+        reports.iter().take(reports.len() - 1).all(|r| !r.synced),
+        "synced reported before the end: {reports:?}"
+    );
 }
 
 #[test]
@@ -701,20 +883,42 @@ fn acknowledgement_waits_for_the_disk() {
     let mut rec = ReconcilerSync::new(SyncConfig::default(), facility.clone(), &Journal::new());
     rec.handle(0, Input::Connected);
     let _hello = rec.poll_transmit(0);
-    let edge_hello = SyncMessage::Hello { facility, seen_yours: true, have: Default::default() };
+    let edge_hello = SyncMessage::Hello {
+        facility,
+        seen_yours: true,
+        have: Default::default(),
+    };
     rec.handle(0, Input::Message(edge_hello));
-    rec.handle(1, Input::Message(SyncMessage::Batch { batch_id: 7, records: vec![r] }));
+    rec.handle(
+        1,
+        Input::Message(SyncMessage::Batch {
+            batch_id: 7,
+            records: vec![r],
+        }),
+    );
     let mut persist = None;
     while let Some(a) = rec.poll_action() {
         if let Action::Persist { persist_id, .. } = a {
             persist = Some(persist_id);
         }
     }
-    assert!(std::iter::from_fn(|| rec.poll_transmit(2)).all(|m| !matches!(m, SyncMessage::Ack { .. })), "acked before durable");
+    assert!(
+        std::iter::from_fn(|| rec.poll_transmit(2)).all(|m| !matches!(m, SyncMessage::Ack { .. })),
+        "acked before durable"
+    );
     rec.handle(3, Input::Durable(persist.expect("a persist")));
-    let acks: Vec<SyncMessage> = std::iter::from_fn(|| rec.poll_transmit(3)).filter(|m| matches!(m, SyncMessage::Ack { .. })).collect();
+    let acks: Vec<SyncMessage> = std::iter::from_fn(|| rec.poll_transmit(3))
+        .filter(|m| matches!(m, SyncMessage::Ack { .. }))
+        .collect();
     assert_eq!(acks.len(), 1);
-    let SyncMessage::Ack { batch_id, acked, rejected } = &acks[0] else { unreachable!() };
+    let SyncMessage::Ack {
+        batch_id,
+        acked,
+        rejected,
+    } = &acks[0]
+    else {
+        unreachable!()
+    };
     assert_eq!((*batch_id, acked.len(), rejected.len()), (7, 1, 0));
 }
 
@@ -726,18 +930,51 @@ fn a_foreign_record_is_rejected_with_its_reason_and_the_rest_flows() {
     let other = RecordId::new(foreign, NODE, 2);
     let mut rec = ReconcilerSync::new(SyncConfig::default(), facility.clone(), &Journal::new());
     rec.handle(0, Input::Connected);
-    rec.handle(0, Input::Message(SyncMessage::Hello { facility, seen_yours: true, have: Default::default() }));
-    let batch = vec![JournalRecord::new(other.clone(), facts(&other, 2, 0)).unwrap(), JournalRecord::new(own.clone(), facts(&own, 1, 0)).unwrap()];
-    rec.handle(1, Input::Message(SyncMessage::Batch { batch_id: 1, records: batch }));
+    rec.handle(
+        0,
+        Input::Message(SyncMessage::Hello {
+            facility,
+            seen_yours: true,
+            have: Default::default(),
+        }),
+    );
+    let batch = vec![
+        JournalRecord::new(other.clone(), facts(&other, 2, 0)).unwrap(),
+        JournalRecord::new(own.clone(), facts(&own, 1, 0)).unwrap(),
+    ];
+    rec.handle(
+        1,
+        Input::Message(SyncMessage::Batch {
+            batch_id: 1,
+            records: batch,
+        }),
+    );
     while let Some(a) = rec.poll_action() {
-        if let Action::Persist { persist_id, records } = a {
-            assert!(records.iter().all(|r| r.id() == &own), "a foreign record reached the disk");
+        if let Action::Persist {
+            persist_id,
+            records,
+        } = a
+        {
+            assert!(
+                records.iter().all(|r| r.id() == &own),
+                "a foreign record reached the disk"
+            );
             rec.handle(2, Input::Durable(persist_id));
         }
     }
-    let ack = std::iter::from_fn(|| rec.poll_transmit(2)).find(|m| matches!(m, SyncMessage::Ack { .. })).expect("an ack");
-    let SyncMessage::Ack { acked, rejected, .. } = ack else { unreachable!() };
-    assert_eq!(acked.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), vec![own]);
+    let ack = std::iter::from_fn(|| rec.poll_transmit(2))
+        .find(|m| matches!(m, SyncMessage::Ack { .. }))
+        .expect("an ack");
+    let SyncMessage::Ack {
+        acked, rejected, ..
+    } = ack
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        acked.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(),
+        vec![own]
+    );
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].id, other);
     assert!(rejected[0].reason.contains(FOREIGN));
@@ -751,9 +988,26 @@ fn messages_round_trip_behind_a_version_tag() {
     let mut j = Journal::new();
     j.merge_record(JournalRecord::new(id.clone(), facts(&id, 3, 0)).unwrap());
     let msgs = vec![
-        SyncMessage::Hello { facility, seen_yours: false, have: onshi_sync::protocol::Summary::of(j.iter()) },
-        SyncMessage::Batch { batch_id: 1, records: j.iter().cloned().collect() },
-        SyncMessage::Ack { batch_id: 1, acked: vec![(id, Versions { edge: 1, reconciler: 0 })], rejected: vec![] },
+        SyncMessage::Hello {
+            facility,
+            seen_yours: false,
+            have: onshi_sync::protocol::Summary::of(j.iter()),
+        },
+        SyncMessage::Batch {
+            batch_id: 1,
+            records: j.iter().cloned().collect(),
+        },
+        SyncMessage::Ack {
+            batch_id: 1,
+            acked: vec![(
+                id,
+                Versions {
+                    edge: 1,
+                    reconciler: 0,
+                },
+            )],
+            rejected: vec![],
+        },
         SyncMessage::SlowDown { delay_ms: 250 },
     ];
     for m in msgs {
@@ -773,7 +1027,11 @@ fn exchange(edge: &mut EdgeSync, rec: &mut ReconcilerSync, now: u64, rec_disk: &
             rec.handle(now, Input::Message(m));
         }
         while let Some(a) = rec.poll_action() {
-            if let Action::Persist { persist_id, records } = a {
+            if let Action::Persist {
+                persist_id,
+                records,
+            } = a
+            {
                 for r in records {
                     rec_disk.merge_record(r);
                 }
@@ -803,8 +1061,15 @@ fn the_edge_waits_when_told_to_slow_down() {
     rec.slow_down(500);
     exchange(&mut edge, &mut rec, 1, &mut rec_disk);
     let id = RecordId::new(facility, NODE, 1);
-    edge.handle(2, Input::LocalChange(JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap()));
-    assert!(std::iter::from_fn(|| edge.poll_transmit(100)).all(|m| !matches!(m, SyncMessage::Batch { .. })), "sent during the pause");
+    edge.handle(
+        2,
+        Input::LocalChange(JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap()),
+    );
+    assert!(
+        std::iter::from_fn(|| edge.poll_transmit(100))
+            .all(|m| !matches!(m, SyncMessage::Batch { .. })),
+        "sent during the pause"
+    );
     assert_eq!(edge.poll_timeout(), Some(501), "wakes when the pause ends");
     assert!(!edge.is_synced());
     exchange(&mut edge, &mut rec, 501, &mut rec_disk);
@@ -826,12 +1091,20 @@ fn conflicting_facts_for_one_id_are_quarantined_on_both_sides() {
     rec.handle(0, Input::Connected);
     // Same versions on both sides: only a changed record travels, so change ours.
     let mut changed = edge.journal().get(&id).unwrap().clone();
-    changed.quarantine_with(Actor::Edge, "staff: check this one").unwrap();
+    changed
+        .quarantine_with(Actor::Edge, "staff: check this one")
+        .unwrap();
     edge.handle(0, Input::LocalChange(changed));
     exchange(&mut edge, &mut rec, 0, &mut rec_disk);
     assert!(rec.journal().get(&id).unwrap().has_conflicting_facts());
     assert!(rec_disk.get(&id).unwrap().has_conflicting_facts());
-    let q = edge.journal().get(&id).unwrap().quarantine().unwrap().clone();
+    let q = edge
+        .journal()
+        .get(&id)
+        .unwrap()
+        .quarantine()
+        .unwrap()
+        .clone();
     assert!(q.reason == onshi_sync::crdt::CONFLICTING_FACTS || q.reason == "staff: check this one");
     assert!(edge.is_synced(), "a refused record does not hold the queue");
 }

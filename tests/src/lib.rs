@@ -39,7 +39,11 @@ pub const FACILITY_B: &str = "1311234575";
 pub fn binary(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("ONSHI_BIN_DIR") {
         let p = PathBuf::from(dir).join(name);
-        assert!(p.is_file(), "ONSHI_BIN_DIR is set but {} does not exist", p.display());
+        assert!(
+            p.is_file(),
+            "ONSHI_BIN_DIR is set but {} does not exist",
+            p.display()
+        );
         return p;
     }
     let exe = std::env::current_exe().expect("the test executable's path");
@@ -68,14 +72,27 @@ fn refuse_stale(bin: &Path) {
     if std::env::var_os("ONSHI_ALLOW_STALE_BINS").is_some() {
         return;
     }
-    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return };
-    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else { return };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
-    let Some(first_rule) = dep_info.lines().next() else { return };
-    let Some((_, deps)) = first_rule.split_once(": ") else { return };
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return;
+    };
+    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else {
+        return;
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("/"));
+    let Some(first_rule) = dep_info.lines().next() else {
+        return;
+    };
+    let Some((_, deps)) = first_rule.split_once(": ") else {
+        return;
+    };
     // Paths are space-separated, with spaces inside a path escaped as "\ ".
     let deps = deps.replace("\\ ", "\u{0}");
-    for dep in deps.split_whitespace().map(|d| PathBuf::from(d.replace('\u{0}', " "))) {
+    for dep in deps
+        .split_whitespace()
+        .map(|d| PathBuf::from(d.replace('\u{0}', " ")))
+    {
         if !dep.starts_with(workspace) {
             continue;
         }
@@ -129,12 +146,18 @@ pub fn run_with(cmd: &mut Command) -> Output {
     };
     Output {
         status,
-        stdout: out.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
-        stderr: err.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        stdout: out
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default(),
+        stderr: err
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default(),
     }
 }
 
-fn read_all_in_thread(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+fn read_all_in_thread(
+    mut r: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = r.read_to_end(&mut v);
@@ -169,9 +192,15 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new(name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix(&format!("onshi-e2e-{name}-")).tempdir().expect("creating a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("onshi-e2e-{name}-"))
+            .tempdir()
+            .expect("creating a temporary directory");
         let path = dir.path().to_path_buf();
-        TestDir { dir: Some(dir), path }
+        TestDir {
+            dir: Some(dir),
+            path,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -212,9 +241,16 @@ impl Proc {
     /// earlier log in the same file).
     pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Proc {
         let stderr_path = dir.join(format!("{name}.stderr"));
-        let stderr = File::options().create(true).append(true).open(&stderr_path).expect("creating the stderr log");
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .expect("creating the stderr log");
         // Plain, predictable logs: no colour codes inside the text the tests search.
-        cmd.env("NO_COLOR", "1").env("RUST_LOG", std::env::var("ONSHI_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env("NO_COLOR", "1").env(
+            "RUST_LOG",
+            std::env::var("ONSHI_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         let desc = format!("{cmd:?}");
         let mut child = cmd
             .stdin(Stdio::null())
@@ -239,7 +275,13 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
-        Proc { name: name.to_string(), child: Some(child), lines: rx, stdout_seen: seen, stderr_path }
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            lines: rx,
+            stdout_seen: seen,
+            stderr_path,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -253,7 +295,10 @@ impl Proc {
 
     /// Every stdout line seen so far.
     pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout_seen.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stdout_seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Waits for the next stdout line that starts with `prefix` and returns the rest of it.
@@ -269,7 +314,11 @@ impl Proc {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: no stdout line starting with {prefix:?} within {timeout:?}\nstderr:\n{}", self.name, self.stderr_tail(60))
+                    panic!(
+                        "{}: no stdout line starting with {prefix:?} within {timeout:?}\nstderr:\n{}",
+                        self.name,
+                        self.stderr_tail(60)
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.as_mut().and_then(|c| c.wait().ok());
@@ -288,7 +337,10 @@ impl Proc {
     pub fn wait_stderr(&self, needles: &[&str], timeout: Duration) -> Option<String> {
         wait_until(timeout, Duration::from_millis(50), || {
             let s = self.stderr();
-            needles.iter().find(|n| s.contains(*n)).map(|n| (*n).to_string())
+            needles
+                .iter()
+                .find(|n| s.contains(*n))
+                .map(|n| (*n).to_string())
         })
     }
 
@@ -344,13 +396,22 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("----- {} stderr ({}) -----\n{}", self.name, self.stderr_path.display(), self.stderr_tail(80));
+            eprintln!(
+                "----- {} stderr ({}) -----\n{}",
+                self.name,
+                self.stderr_path.display(),
+                self.stderr_tail(80)
+            );
         }
     }
 }
 
 /// Polls `probe` every `interval` until it returns `Some`, or `None` once `timeout` has passed.
-pub fn wait_until<T>(timeout: Duration, interval: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_until<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe() {
@@ -380,9 +441,15 @@ impl Pki {
             args.push(f);
         }
         run_ok(&reconciler_bin(), &args);
-        let pki = Pki { dir: dir.to_path_buf() };
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
         for f in ["ca.pem", "reconciler.pem", "reconciler.key"] {
-            assert!(pki.dir.join(f).is_file(), "pki init did not write {f} in {}", dir.display());
+            assert!(
+                pki.dir.join(f).is_file(),
+                "pki init did not write {f} in {}",
+                dir.display()
+            );
         }
         for code in facilities {
             for ext in ["pem", "key"] {
@@ -402,13 +469,16 @@ impl Pki {
                 std::fs::copy(e.path(), dir.join(e.file_name())).expect("copying a pki file");
             }
         }
-        Pki { dir: dir.to_path_buf() }
+        Pki {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Removes a facility's certificate and key (the reconciler then does not know it).
     pub fn remove_facility(&self, code: &str) {
         for ext in ["pem", "key"] {
-            std::fs::remove_file(self.dir.join(format!("facility-{code}.{ext}"))).expect("removing a facility file");
+            std::fs::remove_file(self.dir.join(format!("facility-{code}.{ext}")))
+                .expect("removing a facility file");
         }
     }
 }
@@ -429,7 +499,12 @@ fn s(v: &Value) -> &str {
 
 /// The card numbers of a period, with the branch.
 fn card_key(q: &Value) -> (String, String, String, String) {
-    (s(&q["insurer_number"]).into(), s(&q["symbol"]).into(), s(&q["number"]).into(), s(&q["branch"]).into())
+    (
+        s(&q["insurer_number"]).into(),
+        s(&q["symbol"]).into(),
+        s(&q["number"]).into(),
+        s(&q["branch"]).into(),
+    )
 }
 
 /// Whether the period covers `date` (YYYY-MM-DD compares as text).
@@ -441,14 +516,28 @@ impl Registry {
     /// `onshi-reconciler gen-registry --people N --seed S --today TODAY > dir/registry-N-S.jsonl`.
     pub fn generate(dir: &Path, people: usize, seed: u64) -> Registry {
         let path = dir.join(format!("registry-{people}-{seed}.jsonl"));
-        let out = run_ok(&reconciler_bin(), &["gen-registry", "--people", &people.to_string(), "--seed", &seed.to_string(), "--today", TODAY]);
+        let out = run_ok(
+            &reconciler_bin(),
+            &[
+                "gen-registry",
+                "--people",
+                &people.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--today",
+                TODAY,
+            ],
+        );
         std::fs::write(&path, &out.stdout).expect("writing the registry file");
         let text = String::from_utf8(out.stdout).expect("gen-registry writes UTF-8");
         let periods: Vec<Value> = text
             .lines()
             .filter(|l| !l.trim().is_empty())
             .enumerate()
-            .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("gen-registry line {}: not JSON ({e}): {l}", i + 1)))
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("gen-registry line {}: not JSON ({e}): {l}", i + 1))
+            })
             .collect();
         assert!(!periods.is_empty(), "gen-registry wrote no periods");
         Registry { path, periods }
@@ -461,7 +550,15 @@ impl Registry {
 
     /// `onshi-reconciler import --data DIR FILE`, which must succeed.
     pub fn import(&self, data: &Path) -> Output {
-        run_ok(&reconciler_bin(), &["import", "--data", data.to_str().expect("utf-8 path"), self.path.to_str().expect("utf-8 path")])
+        run_ok(
+            &reconciler_bin(),
+            &[
+                "import",
+                "--data",
+                data.to_str().expect("utf-8 path"),
+                self.path.to_str().expect("utf-8 path"),
+            ],
+        )
     }
 
     /// Every period filed under exactly these card numbers (with branch).
@@ -483,7 +580,9 @@ impl Registry {
     }
 
     fn unambiguous(&self, q: &Value) -> bool {
-        self.same_card(q).iter().all(|p| p["person_id"] == q["person_id"])
+        self.same_card(q)
+            .iter()
+            .all(|p| p["person_id"] == q["person_id"])
     }
 
     /// An insured person's period valid on `TODAY`, unambiguous under its card numbers.
@@ -499,20 +598,27 @@ impl Registry {
     pub fn lost_with_newer(&self) -> (&Value, &Value) {
         for q in &self.periods {
             let reason = s(&q["loss_reason"]);
-            if !matches!(reason, "03" | "joined_other_insurance") || valid_on(q, TODAY) || !self.unambiguous(q) {
+            if !matches!(reason, "03" | "joined_other_insurance")
+                || valid_on(q, TODAY)
+                || !self.unambiguous(q)
+            {
                 continue;
             }
             if self.same_card(q).iter().any(|p| valid_on(p, TODAY)) {
                 continue;
             }
             let newer = self.periods.iter().find(|p| {
-                p["person_id"] == q["person_id"] && s(&p["acquired_on"]) > s(&q["acquired_on"]) && card_key(p) != card_key(q)
+                p["person_id"] == q["person_id"]
+                    && s(&p["acquired_on"]) > s(&q["acquired_on"])
+                    && card_key(p) != card_key(q)
             });
             if let Some(n) = newer {
                 return (q, n);
             }
         }
-        panic!("the generated registry has no lost period (loss_reason 03) whose person has a newer one")
+        panic!(
+            "the generated registry has no lost period (loss_reason 03) whose person has a newer one"
+        )
     }
 
     /// A dependent's period valid on `TODAY` with a branch, preferably one whose card numbers
@@ -521,7 +627,12 @@ impl Registry {
         let candidates: Vec<&Value> = self
             .periods
             .iter()
-            .filter(|q| q["relationship"] == "dependent" && q["branch"].is_string() && valid_on(q, TODAY) && self.unambiguous(q))
+            .filter(|q| {
+                q["relationship"] == "dependent"
+                    && q["branch"].is_string()
+                    && valid_on(q, TODAY)
+                    && self.unambiguous(q)
+            })
             .collect();
         candidates
             .iter()
@@ -540,7 +651,11 @@ impl Registry {
             .find(|q| {
                 q["card_id"].is_string()
                     && valid_on(q, TODAY)
-                    && self.periods.iter().filter(|p| p["card_id"] == q["card_id"]).all(|p| p["person_id"] == q["person_id"])
+                    && self
+                        .periods
+                        .iter()
+                        .filter(|p| p["card_id"] == q["card_id"])
+                        .all(|p| p["person_id"] == q["person_id"])
             })
             .expect("the generated registry has a valid period with a card id")
     }
@@ -560,7 +675,11 @@ impl Registry {
             .skip(skip)
             .take(n)
             .collect();
-        assert_eq!(picked.len(), n, "the generated registry has {n} valid people after skipping {skip}");
+        assert_eq!(
+            picked.len(),
+            n,
+            "the generated registry has {n} valid people after skipping {skip}"
+        );
         picked
     }
 }
@@ -595,19 +714,35 @@ pub fn to_hiragana(kana: &str) -> String {
 /// year written 元年 when `gannen`).
 pub fn era_date(date: &str, gannen: bool) -> String {
     let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a YYYY-MM-DD date");
-    let ymd = |y: i32, m: u32, dd: u32| chrono::NaiveDate::from_ymd_opt(y, m, dd).expect("an era start");
-    let eras = [("令和", ymd(2019, 5, 1)), ("平成", ymd(1989, 1, 8)), ("昭和", ymd(1926, 12, 25)), ("大正", ymd(1912, 7, 30)), ("明治", ymd(1868, 10, 23))];
-    let (name, start) = eras.iter().find(|(_, start)| d >= *start).expect("a date in a known era");
+    let ymd =
+        |y: i32, m: u32, dd: u32| chrono::NaiveDate::from_ymd_opt(y, m, dd).expect("an era start");
+    let eras = [
+        ("令和", ymd(2019, 5, 1)),
+        ("平成", ymd(1989, 1, 8)),
+        ("昭和", ymd(1926, 12, 25)),
+        ("大正", ymd(1912, 7, 30)),
+        ("明治", ymd(1868, 10, 23)),
+    ];
+    let (name, start) = eras
+        .iter()
+        .find(|(_, start)| d >= *start)
+        .expect("a date in a known era");
     use chrono::Datelike;
     let year = d.year() - start.year() + 1;
-    let year = if year == 1 && gannen { "元".to_string() } else { year.to_string() };
+    let year = if year == 1 && gannen {
+        "元".to_string()
+    } else {
+        year.to_string()
+    };
     format!("{name}{year}年{}月{}日", d.month(), d.day())
 }
 
 /// A date (YYYY-MM-DD) shifted by `days`.
 pub fn shift_date(date: &str, days: i64) -> String {
     let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a YYYY-MM-DD date");
-    (d + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
+    (d + chrono::Duration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,7 +750,13 @@ pub fn shift_date(date: &str, days: i64) -> String {
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime"))
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
 }
 
 /// A small blocking HTTP client over reqwest (the tests are plain threads).
@@ -637,19 +778,34 @@ pub struct Answer {
 impl Http {
     pub fn new(base: &str) -> Http {
         let client = runtime().block_on(async {
-            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("an HTTP client")
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("an HTTP client")
         });
-        Http { client, base: base.trim_end_matches('/').to_string() }
+        Http {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        }
     }
 
     fn send(&self, req: reqwest::RequestBuilder) -> Answer {
         let started = Instant::now();
         runtime().block_on(async move {
-            let resp = req.send().await.unwrap_or_else(|e| panic!("HTTP request failed: {e}"));
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("HTTP request failed: {e}"));
             let status = resp.status().as_u16();
             let text = resp.text().await.unwrap_or_default();
             let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-            Answer { status, text, json, elapsed: started.elapsed() }
+            Answer {
+                status,
+                text,
+                json,
+                elapsed: started.elapsed(),
+            }
         })
     }
 
@@ -657,13 +813,22 @@ impl Http {
     /// while answering): an `Err` means the request was not acknowledged.
     pub fn try_post_json(&self, path: &str, body: &Value) -> Result<Answer, String> {
         let started = Instant::now();
-        let req = self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_string());
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
         runtime().block_on(async move {
             let resp = req.send().await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
             let text = resp.text().await.map_err(|e| e.to_string())?;
             let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-            Ok(Answer { status, text, json, elapsed: started.elapsed() })
+            Ok(Answer {
+                status,
+                text,
+                json,
+                elapsed: started.elapsed(),
+            })
         })
     }
 
@@ -673,7 +838,12 @@ impl Http {
 
     /// POSTs raw bytes as `application/json`.
     pub fn post_raw(&self, path: &str, body: &str) -> Answer {
-        self.send(self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_string()))
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Answer {
@@ -702,11 +872,23 @@ impl Reconciler {
     /// Serves on a given address (e.g. the same port again after a kill).
     pub fn start_on(test: &TestDir, data: &Path, pki: &Pki, listen: &str) -> Reconciler {
         let mut cmd = Command::new(reconciler_bin());
-        cmd.args(["serve", "--data"]).arg(data).arg("--pki").arg(&pki.dir).args(["--listen", listen]);
+        cmd.args(["serve", "--data"])
+            .arg(data)
+            .arg("--pki")
+            .arg(&pki.dir)
+            .args(["--listen", listen]);
         let mut proc = Proc::spawn("reconciler", cmd, test.path());
         let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
-        let addr: SocketAddr = rest.trim().parse().unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
-        Reconciler { proc, addr, data: data.to_path_buf(), pki: pki.clone() }
+        let addr: SocketAddr = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
+        Reconciler {
+            proc,
+            addr,
+            data: data.to_path_buf(),
+            pki: pki.clone(),
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -798,12 +980,23 @@ impl Edge {
             .arg(&opts.data)
             .arg("--pki")
             .arg(&opts.pki)
-            .args(["--reconciler", &opts.reconciler.to_string(), "--http", "127.0.0.1:0"]);
+            .args([
+                "--reconciler",
+                &opts.reconciler.to_string(),
+                "--http",
+                "127.0.0.1:0",
+            ]);
         let flags: [(&str, Option<String>); 6] = [
             ("--deadline-ms", opts.deadline_ms.map(|v| v.to_string())),
             ("--hold-ms", opts.hold_ms.map(|v| v.to_string())),
-            ("--reader-timeout-ms", opts.reader_timeout_ms.map(|v| v.to_string())),
-            ("--unidentified-full-fee", opts.unidentified_full_fee.map(|v| v.to_string())),
+            (
+                "--reader-timeout-ms",
+                opts.reader_timeout_ms.map(|v| v.to_string()),
+            ),
+            (
+                "--unidentified-full-fee",
+                opts.unidentified_full_fee.map(|v| v.to_string()),
+            ),
             ("--share-70-74", opts.share_70_74.map(|v| v.to_string())),
             ("--share-75-plus", opts.share_75_plus.map(|v| v.to_string())),
         ];
@@ -830,9 +1023,18 @@ impl Edge {
         }
         let mut proc = Proc::spawn(&opts.name, cmd, test_dir);
         let rest = proc.wait_line("onshi-edge: HTTP API on http://", READY_TIMEOUT);
-        let http_addr: SocketAddr = rest.trim().parse().unwrap_or_else(|e| panic!("edge: '{rest}' is not an address: {e}"));
+        let http_addr: SocketAddr = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("edge: '{rest}' is not an address: {e}"));
         let http = Http::new(&format!("http://{http_addr}"));
-        Edge { proc, opts, http_addr, http, test_dir: test_dir.to_path_buf() }
+        Edge {
+            proc,
+            opts,
+            http_addr,
+            http,
+            test_dir: test_dir.to_path_buf(),
+        }
     }
 
     /// Kills this edge if it still runs and starts it again with the same options (same data dir).
@@ -872,7 +1074,12 @@ impl Edge {
 
     /// Polls `/v1/status` (every 50 ms) until `pred` holds; returns that status, or panics with
     /// the last status seen after `timeout`.
-    pub fn wait_status(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let got = wait_until(timeout, Duration::from_millis(50), || {
             let v = self.status();
@@ -883,12 +1090,19 @@ impl Edge {
                 None
             }
         });
-        got.unwrap_or_else(|| panic!("{}: status never became {what} within {timeout:?}; last status: {last}", self.opts.name))
+        got.unwrap_or_else(|| {
+            panic!(
+                "{}: status never became {what} within {timeout:?}; last status: {last}",
+                self.opts.name
+            )
+        })
     }
 
     /// Waits until the link is up and the mode online.
     pub fn wait_online(&self) -> Value {
-        self.wait_status("online with the link up", Duration::from_secs(15), |v| v["mode"] == "online" && v["link"]["state"] == "up")
+        self.wait_status("online with the link up", Duration::from_secs(15), |v| {
+            v["mode"] == "online" && v["link"]["state"] == "up"
+        })
     }
 
     /// Waits until the mode is `mode`; returns that status.
@@ -936,18 +1150,29 @@ impl Edge {
     /// One sample of `GET /metrics`, e.g. `onshi_checks_total{source="online"}`.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let text = self.http.get("/metrics").text;
-        text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines().find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// The number of checks in the journal as status reports it.
     pub fn journal_checks(&self) -> u64 {
         let v = self.status();
-        v["journal"]["checks"].as_u64().unwrap_or_else(|| panic!("status has no journal.checks: {v}"))
+        v["journal"]["checks"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("status has no journal.checks: {v}"))
     }
 }
 
 /// A reconciler serving the standard registry, its PKI knowing `facilities`, all in `test`.
-pub fn reconciler_with_registry(test: &TestDir, facilities: &[&str]) -> (Pki, Registry, Reconciler) {
+pub fn reconciler_with_registry(
+    test: &TestDir,
+    facilities: &[&str],
+) -> (Pki, Registry, Reconciler) {
     let pki = Pki::init(&test.join("pki"), facilities);
     let registry = Registry::standard(test);
     let data = test.join("reconciler");
@@ -960,12 +1185,20 @@ pub fn reconciler_with_registry(test: &TestDir, facilities: &[&str]) -> (Pki, Re
 #[track_caller]
 pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, field: Option<&str>) {
     let (got, body) = answer;
-    assert_eq!(*got, status, "expected HTTP {status} {code}; got {got}: {body}");
+    assert_eq!(
+        *got, status,
+        "expected HTTP {status} {code}; got {got}: {body}"
+    );
     assert_eq!(body["error"]["code"], code, "error code: {body}");
     if let Some(f) = field {
         assert_eq!(body["error"]["field"], f, "error field: {body}");
     }
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error message: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error message: {body}"
+    );
 }
 
 /// Tests of one binary that assert on time bounds (an answer within the deadline + 0.5 s) take this

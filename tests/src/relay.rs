@@ -49,7 +49,10 @@ impl Impairment {
 
     /// The link cut both ways.
     pub fn cut() -> Impairment {
-        Impairment { cut: true, ..Impairment::default() }
+        Impairment {
+            cut: true,
+            ..Impairment::default()
+        }
     }
 }
 
@@ -135,17 +138,27 @@ impl Relay {
             stats: RelayStats::default(),
         });
         let mut threads = Vec::new();
-        for (to_upstream, sock, salt) in [(true, front.try_clone().expect("clone"), 0x5eed_0001u64), (false, back.try_clone().expect("clone"), 0x5eed_0002)] {
+        for (to_upstream, sock, salt) in [
+            (true, front.try_clone().expect("clone"), 0x5eed_0001u64),
+            (false, back.try_clone().expect("clone"), 0x5eed_0002),
+        ] {
             let shared = shared.clone();
             let rng = ChaCha8Rng::seed_from_u64(seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            threads.push(std::thread::spawn(move || receive_loop(&shared, &sock, to_upstream, rng)));
+            threads.push(std::thread::spawn(move || {
+                receive_loop(&shared, &sock, to_upstream, rng)
+            }));
         }
         let sender = {
             let shared = shared.clone();
             std::thread::spawn(move || send_loop(&shared, &front, &back, upstream))
         };
         threads.push(sender);
-        Relay { addr, upstream, shared, threads }
+        Relay {
+            addr,
+            upstream,
+            shared,
+            threads,
+        }
     }
 
     /// Where clients send (the edge's `--reconciler`).
@@ -159,16 +172,28 @@ impl Relay {
 
     /// Changes the impairment (takes effect for the next datagram received).
     pub fn set(&self, imp: Impairment) {
-        *self.shared.impairment.lock().unwrap_or_else(|p| p.into_inner()) = imp;
+        *self
+            .shared
+            .impairment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = imp;
     }
 
     pub fn impairment(&self) -> Impairment {
-        *self.shared.impairment.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .shared
+            .impairment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Cuts (`true`) or heals (`false`) the link, keeping the rest of the impairment.
     pub fn set_cut(&self, cut: bool) {
-        self.shared.impairment.lock().unwrap_or_else(|p| p.into_inner()).cut = cut;
+        self.shared
+            .impairment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cut = cut;
     }
 
     pub fn stats(&self) -> &RelayStats {
@@ -239,9 +264,22 @@ fn receive_loop(shared: &Shared, sock: &UdpSocket, to_upstream: bool, mut rng: C
     }
 }
 
-fn schedule(shared: &Shared, rng: &mut ChaCha8Rng, imp: &Impairment, to_upstream: bool, bytes: Vec<u8>) {
-    let (lo, hi) = (imp.delay_ms.0.min(imp.delay_ms.1), imp.delay_ms.0.max(imp.delay_ms.1));
-    let delay = if hi == 0 { 0 } else { rng.random_range(lo..=hi) };
+fn schedule(
+    shared: &Shared,
+    rng: &mut ChaCha8Rng,
+    imp: &Impairment,
+    to_upstream: bool,
+    bytes: Vec<u8>,
+) {
+    let (lo, hi) = (
+        imp.delay_ms.0.min(imp.delay_ms.1),
+        imp.delay_ms.0.max(imp.delay_ms.1),
+    );
+    let delay = if hi == 0 {
+        0
+    } else {
+        rng.random_range(lo..=hi)
+    };
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     let dir = usize::from(to_upstream);
     let now = Instant::now();
@@ -252,7 +290,8 @@ fn schedule(shared: &Shared, rng: &mut ChaCha8Rng, imp: &Impairment, to_upstream
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let done = start + Duration::from_secs_f64(bytes.len() as f64 / imp.rate_bytes_per_s as f64);
+        let done =
+            start + Duration::from_secs_f64(bytes.len() as f64 / imp.rate_bytes_per_s as f64);
         q.link_free[dir] = Some(done);
         at = done;
     }
@@ -263,7 +302,12 @@ fn schedule(shared: &Shared, rng: &mut ChaCha8Rng, imp: &Impairment, to_upstream
     q.last_at[dir] = Some(at);
     q.seq += 1;
     let seq = q.seq;
-    q.heap.push(Due { at, seq, to_upstream, bytes });
+    q.heap.push(Due {
+        at,
+        seq,
+        to_upstream,
+        bytes,
+    });
     drop(q);
     shared.wake.notify_all();
 }
@@ -277,14 +321,20 @@ fn send_loop(shared: &Shared, front: &UdpSocket, back: &UdpSocket, upstream: Soc
                 let Some(d) = q.heap.pop() else { continue };
                 drop(q);
                 // A datagram scheduled before a cut is lost with it.
-                let cut = shared.impairment.lock().unwrap_or_else(|p| p.into_inner()).cut;
+                let cut = shared
+                    .impairment
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cut;
                 if cut {
                     shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 } else if d.to_upstream {
                     let _ = back.send_to(&d.bytes, upstream);
                     shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     shared.stats.bytes[1].fetch_add(d.bytes.len() as u64, Ordering::Relaxed);
-                } else if let Some(client) = *shared.client.lock().unwrap_or_else(|p| p.into_inner()) {
+                } else if let Some(client) =
+                    *shared.client.lock().unwrap_or_else(|p| p.into_inner())
+                {
                     let _ = front.send_to(&d.bytes, client);
                     shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     shared.stats.bytes[0].fetch_add(d.bytes.len() as u64, Ordering::Relaxed);
@@ -293,10 +343,18 @@ fn send_loop(shared: &Shared, front: &UdpSocket, back: &UdpSocket, upstream: Soc
             }
             Some(d) => {
                 let wait = d.at - now;
-                q = shared.wake.wait_timeout(q, wait.min(POLL)).unwrap_or_else(|p| p.into_inner()).0;
+                q = shared
+                    .wake
+                    .wait_timeout(q, wait.min(POLL))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
             None => {
-                q = shared.wake.wait_timeout(q, POLL).unwrap_or_else(|p| p.into_inner()).0;
+                q = shared
+                    .wake
+                    .wait_timeout(q, POLL)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         }
     }
@@ -310,8 +368,12 @@ mod tests {
     fn setup(seed: u64) -> (UdpSocket, UdpSocket, Relay) {
         let server = UdpSocket::bind("127.0.0.1:0").expect("server");
         let client = UdpSocket::bind("127.0.0.1:0").expect("client");
-        server.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
-        client.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        server
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
         let relay = Relay::start(server.local_addr().expect("addr"), seed);
         (client, server, relay)
     }
@@ -333,7 +395,9 @@ mod tests {
     }
 
     fn numbers(got: &[(Vec<u8>, SocketAddr)]) -> Vec<u32> {
-        got.iter().map(|(b, _)| u32::from_be_bytes(b[..4].try_into().expect("4 bytes"))).collect()
+        got.iter()
+            .map(|(b, _)| u32::from_be_bytes(b[..4].try_into().expect("4 bytes")))
+            .collect()
     }
 
     #[test]
@@ -354,7 +418,10 @@ mod tests {
     fn a_rate_limited_link_paces_and_drops_past_its_queue() {
         let (client, server, relay) = setup(7);
         // 10,000 bytes/s and 1,000-byte datagrams: 10 a second; the 100 ms queue holds one more.
-        relay.set(Impairment { rate_bytes_per_s: 10_000, ..Impairment::clean() });
+        relay.set(Impairment {
+            rate_bytes_per_s: 10_000,
+            ..Impairment::clean()
+        });
         for i in 0..5u32 {
             let mut d = vec![0u8; 1000];
             d[..4].copy_from_slice(&i.to_be_bytes());
@@ -370,7 +437,10 @@ mod tests {
     #[test]
     fn a_drop_rate_of_one_delivers_nothing() {
         let (client, server, relay) = setup(2);
-        relay.set(Impairment { drop: 1.0, ..Impairment::clean() });
+        relay.set(Impairment {
+            drop: 1.0,
+            ..Impairment::clean()
+        });
         send_n(&client, relay.addr(), 50);
         assert!(drain(&server).is_empty());
         assert_eq!(relay.stats().dropped.load(Ordering::Relaxed), 50);
@@ -379,7 +449,10 @@ mod tests {
     #[test]
     fn a_duplicate_rate_of_one_doubles_every_datagram() {
         let (client, server, relay) = setup(3);
-        relay.set(Impairment { duplicate: 1.0, ..Impairment::clean() });
+        relay.set(Impairment {
+            duplicate: 1.0,
+            ..Impairment::clean()
+        });
         send_n(&client, relay.addr(), 20);
         let got = numbers(&drain(&server));
         assert_eq!(got, (0..20).flat_map(|i| [i, i]).collect::<Vec<_>>());
@@ -388,7 +461,10 @@ mod tests {
     #[test]
     fn reordering_swaps_neighbours_and_loses_nothing() {
         let (client, server, relay) = setup(4);
-        relay.set(Impairment { reorder: 1.0, ..Impairment::clean() });
+        relay.set(Impairment {
+            reorder: 1.0,
+            ..Impairment::clean()
+        });
         send_n(&client, relay.addr(), 10);
         let got = numbers(&drain(&server));
         assert_eq!(got, vec![1, 0, 3, 2, 5, 4, 7, 6, 9, 8]);
@@ -398,16 +474,29 @@ mod tests {
     fn delay_and_loss_are_reproducible_from_the_seed() {
         let run = |seed| {
             let (client, server, relay) = setup(seed);
-            relay.set(Impairment { drop: 0.3, delay_ms: (1, 5), ..Impairment::clean() });
+            relay.set(Impairment {
+                drop: 0.3,
+                delay_ms: (1, 5),
+                ..Impairment::clean()
+            });
             for i in 0..100u32 {
-                client.send_to(&i.to_be_bytes(), relay.addr()).expect("send");
+                client
+                    .send_to(&i.to_be_bytes(), relay.addr())
+                    .expect("send");
                 std::thread::sleep(Duration::from_millis(1));
             }
             numbers(&drain(&server))
         };
         let a = run(9);
-        assert!(a.len() > 40 && a.len() < 95, "about 70 % delivered: {}", a.len());
-        assert!(a.windows(2).all(|w| w[0] < w[1]), "a delay range keeps the order: {a:?}");
+        assert!(
+            a.len() > 40 && a.len() < 95,
+            "about 70 % delivered: {}",
+            a.len()
+        );
+        assert!(
+            a.windows(2).all(|w| w[0] < w[1]),
+            "a delay range keeps the order: {a:?}"
+        );
         assert_eq!(a, run(9), "the same seed drops the same datagrams");
     }
 

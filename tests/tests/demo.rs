@@ -26,22 +26,33 @@ fn parse_curl(line: &str) -> Option<(String, Value)> {
 fn demo_prints_examples_that_work_and_stops_on_sigterm() {
     let t = TestDir::new("demo");
     let mut cmd = std::process::Command::new(edge_bin());
-    cmd.args(["demo", "--http", "127.0.0.1:0", "--people", "2000"]).env_remove("NOTIFY_SOCKET");
+    cmd.args(["demo", "--http", "127.0.0.1:0", "--people", "2000"])
+        .env_remove("NOTIFY_SOCKET");
     let mut demo = Proc::spawn("demo", cmd, t.path());
-    let web = demo.wait_line("web address: ", READY_TIMEOUT).trim().to_string();
+    let web = demo
+        .wait_line("web address: ", READY_TIMEOUT)
+        .trim()
+        .to_string();
     assert!(web.starts_with("http://127.0.0.1:"), "web address: {web}");
 
     let mut examples = Vec::new();
     let mut comment = None;
     while examples.len() < 3 {
-        let line = demo
-            .next_line(READY_TIMEOUT)
-            .unwrap_or_else(|| panic!("the demo printed only {} POST examples: {:?}", examples.len(), demo.stdout_lines()));
+        let line = demo.next_line(READY_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "the demo printed only {} POST examples: {:?}",
+                examples.len(),
+                demo.stdout_lines()
+            )
+        });
         if line.starts_with("# ") {
             comment = Some(line);
         } else if line.starts_with("curl -s -X POST ") {
-            let (url, body) = parse_curl(&line).unwrap_or_else(|| panic!("cannot read the curl line: {line}"));
-            let comment = comment.take().unwrap_or_else(|| panic!("no '# …' comment line before {line}"));
+            let (url, body) =
+                parse_curl(&line).unwrap_or_else(|| panic!("cannot read the curl line: {line}"));
+            let comment = comment
+                .take()
+                .unwrap_or_else(|| panic!("no '# …' comment line before {line}"));
             examples.push(Example { comment, url, body });
         }
     }
@@ -58,10 +69,19 @@ fn demo_prints_examples_that_work_and_stops_on_sigterm() {
 
     let b = http.post_json("/v1/checks", &examples[1].body);
     assert_eq!(b.status, 200, "{:?}: {}", examples[1], b.text);
-    assert_eq!(b.json["validity"], "invalid_newer_exists", "{:?}: {}", examples[1], b.text);
+    assert_eq!(
+        b.json["validity"], "invalid_newer_exists",
+        "{:?}: {}",
+        examples[1], b.text
+    );
 
     let c = http.post_json("/v1/checks", &examples[2].body);
-    assert_error(&(c.status, c.json.clone()), 400, "invalid_check_digit", Some("insurance_card.insurer_number"));
+    assert_error(
+        &(c.status, c.json.clone()),
+        400,
+        "invalid_check_digit",
+        Some("insurance_card.insurer_number"),
+    );
 
     // The stored check reads back at the printed address.
     let id = a.json["check_id"].as_str().expect("check_id");
@@ -70,6 +90,8 @@ fn demo_prints_examples_that_work_and_stops_on_sigterm() {
     assert_eq!(stored.json["validity"], "valid");
 
     demo.signal(libc::SIGTERM);
-    let exit = demo.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("the demo did not exit within 15 s of SIGTERM"));
+    let exit = demo
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the demo did not exit within 15 s of SIGTERM"));
     assert!(exit.success(), "the demo exits 0 on SIGTERM, got {exit}");
 }

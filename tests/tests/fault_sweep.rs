@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use onshi_sync::store::{SledStore, Store};
 use onshi_tests::relay::{Impairment, Relay};
-use onshi_tests::{Edge, EdgeOpts, FACILITY_A, Http, Pki, Reconciler, Registry, TODAY, TestDir, card_check, shift_date, wait_until};
+use onshi_tests::{
+    Edge, EdgeOpts, FACILITY_A, Http, Pki, Reconciler, Registry, TODAY, TestDir, card_check,
+    shift_date, wait_until,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -44,10 +47,16 @@ struct Outcome {
 }
 
 fn seeds() -> Vec<u64> {
-    if let Some(s) = std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return vec![s];
     }
-    let n = std::env::var("FAULT_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEEDS);
+    let n = std::env::var("FAULT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
     (1..=n).collect()
 }
 
@@ -95,8 +104,16 @@ fn random_impairment(rng: &mut ChaCha8Rng) -> Impairment {
     let lo = rng.random_range(0..20u64);
     Impairment {
         drop: rng.random_range(0.0..0.3),
-        duplicate: if rng.random_bool(0.5) { rng.random_range(0.0..0.2) } else { 0.0 },
-        reorder: if rng.random_bool(0.5) { rng.random_range(0.0..0.3) } else { 0.0 },
+        duplicate: if rng.random_bool(0.5) {
+            rng.random_range(0.0..0.2)
+        } else {
+            0.0
+        },
+        reorder: if rng.random_bool(0.5) {
+            rng.random_range(0.0..0.3)
+        } else {
+            0.0
+        },
         delay_ms: (lo, lo + rng.random_range(0..50u64)),
         cut: false,
         rate_bytes_per_s: 0,
@@ -119,7 +136,8 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
 
     // The workload, on its own thread, against whichever edge process is up.
     let people: Vec<Value> = registry.valid_people(0, 60).into_iter().cloned().collect();
-    let current: Arc<Mutex<Option<Http>>> = Arc::new(Mutex::new(edge.as_ref().map(|e| e.http.clone())));
+    let current: Arc<Mutex<Option<Http>>> =
+        Arc::new(Mutex::new(edge.as_ref().map(|e| e.http.clone())));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Acked::default()));
     let workload = {
@@ -164,7 +182,10 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
     stop.store(true, Ordering::SeqCst);
     workload.join().expect("the workload thread");
     let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
-    assert!(!acked.provisional.is_empty(), "seed {seed}: the workload recorded nothing: {acked:?}");
+    assert!(
+        !acked.provisional.is_empty(),
+        "seed {seed}: the workload recorded nothing: {acked:?}"
+    );
 
     // Heal, and sync until synced.
     relay.set(Impairment::clean());
@@ -172,21 +193,36 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
     let rec = rec.expect("reconciler");
     let mut last = Value::Null;
     let synced = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-        let a = edge.http.try_post_json("/v1/sync-now", &json!({"timeout_ms": 5000})).ok()?;
+        let a = edge
+            .http
+            .try_post_json("/v1/sync-now", &json!({"timeout_ms": 5000}))
+            .ok()?;
         last = a.json;
         (a.status == 200 && last["synced"] == true).then_some(())
     });
-    assert!(synced.is_some(), "seed {seed}: never synced after healing; last answer {last}; status {}", edge.status());
+    assert!(
+        synced.is_some(),
+        "seed {seed}: never synced after healing; last answer {last}; status {}",
+        edge.status()
+    );
 
     // Every acknowledged provisional record is back at the edge, settled.
     let mut missing: Vec<String> = Vec::new();
     let settled = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
         let q = edge.queue();
-        let items: BTreeMap<&str, &Value> = q["items"].as_array()?.iter().filter_map(|i| Some((i["id"].as_str()?, i))).collect();
+        let items: BTreeMap<&str, &Value> = q["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| Some((i["id"].as_str()?, i)))
+            .collect();
         missing = acked
             .provisional
             .iter()
-            .filter(|id| !items.get(id.as_str()).is_some_and(|i| i["state"] == "settled" && i["settlement"]["kind"].is_string()))
+            .filter(|id| {
+                !items
+                    .get(id.as_str())
+                    .is_some_and(|i| i["state"] == "settled" && i["settlement"]["kind"].is_string())
+            })
             .cloned()
             .collect();
         missing.is_empty().then_some(())
@@ -200,9 +236,17 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
         edge.queue()
     );
     let queue = edge.queue();
-    let in_queue = |id: &str| queue["items"].as_array().map_or(0, |items| items.iter().filter(|i| i["id"] == id).count());
+    let in_queue = |id: &str| {
+        queue["items"]
+            .as_array()
+            .map_or(0, |items| items.iter().filter(|i| i["id"] == id).count())
+    };
     for id in &acked.provisional {
-        assert_eq!(in_queue(id), 1, "seed {seed}: {id} in the edge's queue once");
+        assert_eq!(
+            in_queue(id),
+            1,
+            "seed {seed}: {id} in the edge's queue once"
+        );
     }
 
     // Every acknowledged deferred check completed.
@@ -212,42 +256,76 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
             let (code, v) = edge.get(&format!("/v1/checks/{id}"));
             (code == 200 && v["state"] == "completed").then_some(v)
         });
-        assert!(r.is_some(), "seed {seed}: deferred check {id} never completed: {:?}", edge.get(&format!("/v1/checks/{id}")));
+        assert!(
+            r.is_some(),
+            "seed {seed}: deferred check {id} never completed: {:?}",
+            edge.get(&format!("/v1/checks/{id}"))
+        );
     }
 
     // Settled exactly once at the reconciler, across all its lives (one appended log).
     let log = rec.proc.stderr();
     let mut settlements: BTreeMap<String, usize> = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains("provisional record settled")) {
-        if let Some(id) = line.split_whitespace().find_map(|w| w.strip_prefix("record=")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("provisional record settled"))
+    {
+        if let Some(id) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("record="))
+        {
             *settlements.entry(id.to_string()).or_default() += 1;
         }
     }
     let twice: Vec<(&String, &usize)> = settlements.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "seed {seed}: records settled more than once at the reconciler: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "seed {seed}: records settled more than once at the reconciler: {twice:?}"
+    );
     for id in &acked.provisional {
-        assert_eq!(settlements.get(id), Some(&1), "seed {seed}: {id} settled exactly once at the reconciler");
+        assert_eq!(
+            settlements.get(id),
+            Some(&1),
+            "seed {seed}: {id} settled exactly once at the reconciler"
+        );
     }
 
     // Stopped, the reconciler's store holds each record once, settled.
     drop(edge);
     let mut rec = rec;
     rec.kill9();
-    let store = SledStore::open(&rec_data.join("registry")).unwrap_or_else(|e| panic!("seed {seed}: opening the reconciler's store: {e}"));
-    let tree = store.tree(&format!("journal.{FACILITY_A}")).unwrap_or_else(|e| panic!("seed {seed}: the facility's journal: {e}"));
+    let store = SledStore::open(&rec_data.join("registry"))
+        .unwrap_or_else(|e| panic!("seed {seed}: opening the reconciler's store: {e}"));
+    let tree = store
+        .tree(&format!("journal.{FACILITY_A}"))
+        .unwrap_or_else(|e| panic!("seed {seed}: the facility's journal: {e}"));
     let mut held: BTreeMap<String, usize> = BTreeMap::new();
     let mut settled_held: BTreeMap<String, bool> = BTreeMap::new();
     for kv in tree.scan_prefix(&[]) {
-        let (k, v) = kv.unwrap_or_else(|e| panic!("seed {seed}: reading the reconciler's journal: {e}"));
-        let r = onshi_sync::crdt::JournalRecord::from_bytes(&v).unwrap_or_else(|e| panic!("seed {seed}: undecodable record: {e}"));
+        let (k, v) =
+            kv.unwrap_or_else(|e| panic!("seed {seed}: reading the reconciler's journal: {e}"));
+        let r = onshi_sync::crdt::JournalRecord::from_bytes(&v)
+            .unwrap_or_else(|e| panic!("seed {seed}: undecodable record: {e}"));
         let key = String::from_utf8_lossy(&k).into_owned();
-        assert_eq!(r.id().to_string(), key, "seed {seed}: a record stored under another id");
+        assert_eq!(
+            r.id().to_string(),
+            key,
+            "seed {seed}: a record stored under another id"
+        );
         *held.entry(r.id().to_string()).or_default() += 1;
         settled_held.insert(key, r.settlement().is_some());
     }
     for id in &acked.provisional {
-        assert_eq!(held.get(id), Some(&1), "seed {seed}: {id} held exactly once by the reconciler");
-        assert_eq!(settled_held.get(id), Some(&true), "seed {seed}: {id} settled in the reconciler's store");
+        assert_eq!(
+            held.get(id),
+            Some(&1),
+            "seed {seed}: {id} held exactly once by the reconciler"
+        );
+        assert_eq!(
+            settled_held.get(id),
+            Some(&true),
+            "seed {seed}: {id} settled in the reconciler's store"
+        );
     }
     eprintln!(
         "seed {seed}: acknowledged {} provisional, {} deferred checks, {} answered online; {} requests unacknowledged; relay {:?}",
@@ -263,7 +341,13 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
 }
 
 /// Posts provisional records and checks until `stop`, recording what the edge acknowledged.
-fn workload(seed: u64, people: &[Value], current: &Mutex<Option<Http>>, stop: &AtomicBool, acked: &Mutex<Acked>) {
+fn workload(
+    seed: u64,
+    people: &[Value],
+    current: &Mutex<Option<Http>>,
+    stop: &AtomicBool,
+    acked: &Mutex<Acked>,
+) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3017_10ad);
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -276,7 +360,11 @@ fn workload(seed: u64, people: &[Value], current: &Mutex<Option<Http>>, stop: &A
         let provisional = rng.random_bool(0.6);
         let body = if provisional {
             let share = q["share_percent"].as_u64().unwrap_or(30);
-            let declared_share = if rng.random_bool(0.7) { share } else { (share + 10).min(100) };
+            let declared_share = if rng.random_bool(0.7) {
+                share
+            } else {
+                (share + 10).min(100)
+            };
             let mut body = json!({
                 "declared": {"name": q["name"], "name_kana": q["name_kana"], "birth_date": q["birth_date"], "sex": q["sex"],
                              "insurer_name": q["insurer_name"], "share_percent": declared_share},
@@ -290,16 +378,24 @@ fn workload(seed: u64, people: &[Value], current: &Mutex<Option<Http>>, stop: &A
         } else {
             card_check(q, &shift_date(TODAY, -(rng.random_range(0..3i64))))
         };
-        let path = if provisional { "/v1/provisional" } else { "/v1/checks" };
+        let path = if provisional {
+            "/v1/provisional"
+        } else {
+            "/v1/checks"
+        };
         let answer = http.try_post_json(path, &body);
         let mut a = acked.lock().unwrap_or_else(|p| p.into_inner());
         match answer {
             Ok(r) if provisional && r.status == 201 => {
-                let id = r.json["record_id"].as_str().unwrap_or_else(|| panic!("seed {seed}: 201 without a record_id: {}", r.text));
+                let id = r.json["record_id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("seed {seed}: 201 without a record_id: {}", r.text));
                 a.provisional.push(id.to_string());
             }
             Ok(r) if !provisional && r.status == 200 => {
-                let id = r.json["check_id"].as_str().unwrap_or_else(|| panic!("seed {seed}: 200 without a check_id: {}", r.text));
+                let id = r.json["check_id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("seed {seed}: 200 without a check_id: {}", r.text));
                 if r.json["state"] == "deferred" {
                     a.deferred_checks.push(id.to_string());
                 } else {
@@ -307,7 +403,10 @@ fn workload(seed: u64, people: &[Value], current: &Mutex<Option<Http>>, stop: &A
                 }
             }
             Ok(r) if r.status >= 500 => a.unacknowledged += 1,
-            Ok(r) => panic!("seed {seed}: request {n} to {path} refused with {}: {}\n{body}", r.status, r.text),
+            Ok(r) => panic!(
+                "seed {seed}: request {n} to {path} refused with {}: {}\n{body}",
+                r.status, r.text
+            ),
             Err(_) => a.unacknowledged += 1,
         }
         drop(a);

@@ -10,12 +10,21 @@ use std::process::Command;
 use onshi_tests::{Pki, TestDir, edge_bin, reconciler_bin, run};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn systemd_analyze() -> &'static str {
-    let ok = Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(ok, "systemd-analyze is needed (apt-get install systemd); .ci/run installs it");
+    let ok = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "systemd-analyze is needed (apt-get install systemd); .ci/run installs it"
+    );
     "systemd-analyze"
 }
 
@@ -24,7 +33,10 @@ fn unit_with_real_binaries(t: &TestDir, name: &str) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("packaging/systemd").join(name)).unwrap();
     let text = text
         .replace("/usr/bin/onshi-edge", edge_bin().to_str().unwrap())
-        .replace("/usr/bin/onshi-reconciler", reconciler_bin().to_str().unwrap());
+        .replace(
+            "/usr/bin/onshi-reconciler",
+            reconciler_bin().to_str().unwrap(),
+        );
     let path = t.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -36,15 +48,32 @@ fn units_verify_and_score_2_or_better() {
     let analyze = systemd_analyze();
     for name in ["onshi-edge.service", "onshi-reconciler.service"] {
         let unit = unit_with_real_binaries(&t, name);
-        let out = Command::new(analyze).arg("verify").arg(&unit).output().unwrap();
-        let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        let out = Command::new(analyze)
+            .arg("verify")
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: verify failed:\n{said}");
         assert!(said.trim().is_empty(), "{name}: verify warns:\n{said}");
 
-        let out = Command::new(analyze).args(["security", "--offline=yes"]).arg(repo().join("packaging/systemd").join(name)).output().unwrap();
+        let out = Command::new(analyze)
+            .args(["security", "--offline=yes"])
+            .arg(repo().join("packaging/systemd").join(name))
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{name}: no score in:\n{text}"));
-        let score: f64 = line.split(':').nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or_else(|| panic!("{name}: no score in:\n{text}"));
+        let score: f64 = line
+            .split(':')
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
         eprintln!("{name}: {}", line.trim());
         assert!(score <= 2.0, "{name}: exposure {score} > 2.0");
     }
@@ -58,29 +87,109 @@ fn example_config_passes_check_config_and_errors_name_file_and_key() {
     let pki_dir = pki.dir.to_str().unwrap().to_string();
     let data = t.join("data");
     // The example as shipped, with this machine's PKI and data directory and a resolvable address.
-    let out = run(&edge_bin(), &["check-config", "--config", example.to_str().unwrap(), "--pki", &pki_dir, "--data", data.to_str().unwrap(), "--reconciler", "127.0.0.1:7700"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok: facility 1311234567"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = run(
+        &edge_bin(),
+        &[
+            "check-config",
+            "--config",
+            example.to_str().unwrap(),
+            "--pki",
+            &pki_dir,
+            "--data",
+            data.to_str().unwrap(),
+            "--reconciler",
+            "127.0.0.1:7700",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(": ok: facility 1311234567"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // A wrong value is explained with the file and the key.
     let bad = t.join("bad.toml");
-    let text = std::fs::read_to_string(&example).unwrap().replace("share_75_plus = 10", "share_75_plus = 15");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("share_75_plus = 10", "share_75_plus = 15");
     std::fs::write(&bad, text).unwrap();
-    let out = run(&edge_bin(), &["check-config", "--config", bad.to_str().unwrap(), "--pki", &pki_dir, "--reconciler", "127.0.0.1:7700"]);
+    let out = run(
+        &edge_bin(),
+        &[
+            "check-config",
+            "--config",
+            bad.to_str().unwrap(),
+            "--pki",
+            &pki_dir,
+            "--reconciler",
+            "127.0.0.1:7700",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}: share_75_plus: 15 is not 10, 20 or 30", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: share_75_plus: 15 is not 10, 20 or 30",
+            bad.display()
+        )),
+        "{err}"
+    );
 
     // A misspelt key is refused with its name, and a facility without a certificate is named too.
     std::fs::write(&bad, "facilty = \"1311234567\"\n").unwrap();
-    let out = run(&edge_bin(), &["check-config", "--config", bad.to_str().unwrap()]);
+    let out = run(
+        &edge_bin(),
+        &["check-config", "--config", bad.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `facilty`"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&edge_bin(), &["check-config", "--config", example.to_str().unwrap(), "--pki", &pki_dir, "--reconciler", "127.0.0.1:7700", "--facility", "1341234567"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field `facilty`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &edge_bin(),
+        &[
+            "check-config",
+            "--config",
+            example.to_str().unwrap(),
+            "--pki",
+            &pki_dir,
+            "--reconciler",
+            "127.0.0.1:7700",
+            "--facility",
+            "1341234567",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(": pki: "), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(": pki: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The reconciler's example too.
-    let out = run(&reconciler_bin(), &["check-config", "--config", repo().join("packaging/config/reconciler.toml").to_str().unwrap(), "--pki", &pki_dir]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &reconciler_bin(),
+        &[
+            "check-config",
+            "--config",
+            repo()
+                .join("packaging/config/reconciler.toml")
+                .to_str()
+                .unwrap(),
+            "--pki",
+            &pki_dir,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

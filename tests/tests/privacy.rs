@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use onshi_tests::{Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, card_check, reconciler_with_registry};
+use onshi_tests::{
+    Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, card_check, reconciler_with_registry,
+};
 use serde_json::json;
 
 fn str_of(v: &serde_json::Value) -> String {
@@ -18,31 +20,62 @@ fn no_personal_data_in_info_logs() {
     let _serial = onshi_tests::serial();
     let t = TestDir::new("privacy");
     let (pki, reg, mut rec) = reconciler_with_registry(&t, &[FACILITY_A]);
-    let edge = Edge::start(&t, EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr));
+    let edge = Edge::start(
+        &t,
+        EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr),
+    );
     edge.wait_online();
     // Someone whose card number is long enough to be told apart from other numbers in a log.
-    let p = reg.valid_people(0, 300).into_iter().find(|q| str_of(&q["number"]).len() >= 6).expect("a person with a long card number").clone();
+    let p = reg
+        .valid_people(0, 300)
+        .into_iter()
+        .find(|q| str_of(&q["number"]).len() >= 6)
+        .expect("a person with a long card number")
+        .clone();
     let check = card_check(&p, TODAY);
 
     assert_eq!(edge.post_check(&check).0, 200);
-    assert_eq!(edge.post("/v1/batch", &json!({"service_date": TODAY, "checks": [check.clone()]})).0, 200);
-    assert_eq!(edge.post("/v1/outage", &json!({"active": true, "reason": "card reader broken"})).0, 200);
+    assert_eq!(
+        edge.post(
+            "/v1/batch",
+            &json!({"service_date": TODAY, "checks": [check.clone()]})
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        edge.post(
+            "/v1/outage",
+            &json!({"active": true, "reason": "card reader broken"})
+        )
+        .0,
+        200
+    );
     let search = json!({"name": p["name"], "birth_date": p["birth_date"], "sex": p["sex"], "address": p["address"]});
     assert_eq!(edge.post("/v1/search", &search).0, 200);
     let prov = json!({"declared": {"name": p["name"], "name_kana": p["name_kana"], "birth_date": p["birth_date"], "sex": p["sex"], "address": p["address"], "insurer_name": p["insurer_name"]}, "service_date": TODAY, "total_fee_yen": 4321});
     assert_eq!(edge.post("/v1/provisional", &prov).0, 201);
     // Offline too: the answer from the replica, and a record synced later.
     rec.kill9();
-    edge.wait_status("offline", Duration::from_secs(10), |v| v["mode"] == "offline");
+    edge.wait_status("offline", Duration::from_secs(10), |v| {
+        v["mode"] == "offline"
+    });
     assert_eq!(edge.post_check(&check).0, 200);
     assert_eq!(edge.post("/v1/provisional", &prov).0, 201);
     let rec = rec.restart(&t);
     edge.wait_online();
     let synced = edge.cli(&["sync-now", "--timeout-s", "20"]);
-    assert!(synced.status.success(), "{}", String::from_utf8_lossy(&synced.stdout));
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stdout)
+    );
 
     let logs = format!("{}\n{}", edge.proc.stderr(), rec.proc.stderr());
-    assert!(logs.lines().count() > 10, "the daemons logged their work:\n{logs}");
+    assert!(
+        logs.lines().count() > 10,
+        "the daemons logged their work:\n{logs}"
+    );
     let name = str_of(&p["name"]);
     let family = name.split('　').next().unwrap_or_default().to_string();
     let secrets = [
@@ -56,6 +89,10 @@ fn no_personal_data_in_info_logs() {
     for (what, secret) in secrets {
         assert!(secret.chars().count() >= 2, "{what}: {secret}");
         let hit = logs.lines().find(|l| l.contains(&secret));
-        assert!(hit.is_none(), "the {what} ({secret}) is in a log line: {}", hit.unwrap_or_default());
+        assert!(
+            hit.is_none(),
+            "the {what} ({secret}) is in a log line: {}",
+            hit.unwrap_or_default()
+        );
     }
 }

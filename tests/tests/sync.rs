@@ -13,7 +13,10 @@ use onshi_sync::link::{LinkClient, LinkSettings};
 use onshi_sync::protocol::{Run, Summary, SyncMessage};
 use onshi_sync::replication::NO_SESSION;
 use onshi_sync::wire::{Request, Response};
-use onshi_tests::{Edge, EdgeOpts, FACILITY_A, FACILITY_B, TODAY, TestDir, assert_error, reconciler_with_registry, wait_until};
+use onshi_tests::{
+    Edge, EdgeOpts, FACILITY_A, FACILITY_B, TODAY, TestDir, assert_error, reconciler_with_registry,
+    wait_until,
+};
 use serde_json::{Value, json};
 
 fn str_of(v: &Value) -> &str {
@@ -25,12 +28,20 @@ fn str_of(v: &Value) -> &str {
 fn sync_now(edge: &Edge) {
     let out = edge.cli(&["sync-now", "--timeout-s", "20"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("synced"), "onshi-edge sync-now: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("synced"),
+        "onshi-edge sync-now: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn queue_item(edge: &Edge, id: &str) -> Value {
     let q = edge.queue();
-    q["items"].as_array().and_then(|items| items.iter().find(|i| i["id"] == id)).cloned().unwrap_or_else(|| panic!("{id} is not in the queue: {q}"))
+    q["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} is not in the queue: {q}"))
 }
 
 /// Waits until the queue shows a settlement for `id`.
@@ -46,7 +57,10 @@ fn wait_settled(edge: &Edge, id: &str) -> Value {
 fn offline_records_reach_the_reconciler_once_settle_and_come_back_and_facilities_stay_apart() {
     let t = TestDir::new("sync");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A, FACILITY_B]);
-    let edge = Edge::start(&t, EdgeOpts::new(FACILITY_A, &t.join("edge-a"), &pki, rec.addr));
+    let edge = Edge::start(
+        &t,
+        EdgeOpts::new(FACILITY_A, &t.join("edge-a"), &pki, rec.addr),
+    );
     edge.wait_online();
 
     // A person valid on the service date, with their share.
@@ -75,14 +89,37 @@ fn offline_records_reach_the_reconciler_once_settle_and_come_back_and_facilities
         assert_eq!(item["state"], "recorded", "{item}");
         assert!(item["settlement"].is_null(), "{item}");
         // Not settled yet: closing is refused.
-        assert_error(&edge.post(&format!("/v1/queue/{id}/close"), &json!({})), 409, "not_settled", Some("id"));
+        assert_error(
+            &edge.post(&format!("/v1/queue/{id}/close"), &json!({})),
+            409,
+            "not_settled",
+            Some("id"),
+        );
     }
-    assert_error(&edge.post(&format!("/v1/queue/{FACILITY_A}-00000000-0000000099/close"), &json!({})), 404, "not_found", Some("id"));
-    assert_error(&edge.post("/v1/queue/nonsense/close", &json!({})), 404, "not_found", Some("id"));
+    assert_error(
+        &edge.post(
+            &format!("/v1/queue/{FACILITY_A}-00000000-0000000099/close"),
+            &json!({}),
+        ),
+        404,
+        "not_found",
+        Some("id"),
+    );
+    assert_error(
+        &edge.post("/v1/queue/nonsense/close", &json!({})),
+        404,
+        "not_found",
+        Some("id"),
+    );
     let s = edge.status();
     assert_eq!(s["sync"]["synced"], false, "{s}");
     let out = edge.cli(&["sync-now", "--timeout-s", "1"]);
-    assert_eq!(out.status.code(), Some(1), "sync-now with the reconciler down: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "sync-now with the reconciler down: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // Back: the records flow, are settled once, and the settlements come back.
     let rec = rec.restart(&t);
@@ -92,16 +129,42 @@ fn offline_records_reach_the_reconciler_once_settle_and_come_back_and_facilities
     let refund = wait_settled(&edge, &ids[1]);
     assert_eq!(confirmed["settlement"]["kind"], "confirmed", "{confirmed}");
     assert_eq!(confirmed["state"], "settled", "{confirmed}");
-    assert_eq!(confirmed["settlement"]["insurer"]["name"], q["insurer_name"], "{confirmed}");
-    assert!(confirmed["settlement"]["explanation"].as_str().is_some_and(|e| !e.is_empty()), "{confirmed}");
+    assert_eq!(
+        confirmed["settlement"]["insurer"]["name"], q["insurer_name"],
+        "{confirmed}"
+    );
+    assert!(
+        confirmed["settlement"]["explanation"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{confirmed}"
+    );
     let collected = |p: u64| (total * p + 500) / 1000 * 10;
     let expected = collected(share + 10) - collected(share);
     assert_eq!(refund["settlement"]["kind"], "refund", "{refund}");
-    assert_eq!(refund["settlement"]["yen"], expected, "refund of ¥{total} × 10 %, rounded to 10 yen: {refund}");
-    assert_eq!(refund["settlement"]["insurer"]["number"], q["insurer_number"], "{refund}");
-    let s = edge.wait_status("synced", Duration::from_secs(10), |v| v["sync"]["synced"] == true);
-    assert!(s["last_sync"].is_string(), "status shows the last sync: {s}");
-    assert_eq!((s["sync"]["outgoing"].as_u64(), s["sync"]["incoming"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!(
+        refund["settlement"]["yen"], expected,
+        "refund of ¥{total} × 10 %, rounded to 10 yen: {refund}"
+    );
+    assert_eq!(
+        refund["settlement"]["insurer"]["number"], q["insurer_number"],
+        "{refund}"
+    );
+    let s = edge.wait_status("synced", Duration::from_secs(10), |v| {
+        v["sync"]["synced"] == true
+    });
+    assert!(
+        s["last_sync"].is_string(),
+        "status shows the last sync: {s}"
+    );
+    assert_eq!(
+        (
+            s["sync"]["outgoing"].as_u64(),
+            s["sync"]["incoming"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{s}"
+    );
 
     // Close: idempotent, and the queue shows it; pending counts only open items.
     let pending_before = edge.queue()["pending"].as_u64().expect("pending");
@@ -122,24 +185,50 @@ fn offline_records_reach_the_reconciler_once_settle_and_come_back_and_facilities
     let edge = edge.restart();
     edge.wait_online();
     sync_now(&edge);
-    assert_eq!(queue_item(&edge, &ids[1])["state"], "closed", "closing survives both restarts");
-    assert_eq!(queue_item(&edge, &ids[0])["settlement"], confirmed["settlement"], "the settlement is the same one");
+    assert_eq!(
+        queue_item(&edge, &ids[1])["state"],
+        "closed",
+        "closing survives both restarts"
+    );
+    assert_eq!(
+        queue_item(&edge, &ids[0])["settlement"],
+        confirmed["settlement"],
+        "the settlement is the same one"
+    );
     let log = rec.proc.stderr();
     for id in &ids {
-        let settled = log.lines().filter(|l| l.contains("provisional record settled") && l.contains(id.as_str())).count();
-        assert_eq!(settled, 1, "{id} settled exactly once at the reconciler:\n{}", rec.proc.stderr_tail(40));
+        let settled = log
+            .lines()
+            .filter(|l| l.contains("provisional record settled") && l.contains(id.as_str()))
+            .count();
+        assert_eq!(
+            settled,
+            1,
+            "{id} settled exactly once at the reconciler:\n{}",
+            rec.proc.stderr_tail(40)
+        );
     }
 
     // Facility B: its edge syncs and never sees A's records.
-    let edge_b = Edge::start(&t, EdgeOpts::new(FACILITY_B, &t.join("edge-b"), &pki, rec.addr));
+    let edge_b = Edge::start(
+        &t,
+        EdgeOpts::new(FACILITY_B, &t.join("edge-b"), &pki, rec.addr),
+    );
     edge_b.wait_online();
     sync_now(&edge_b);
     let qb = edge_b.queue();
-    assert!(qb["items"].as_array().is_some_and(Vec::is_empty), "B's queue holds none of A's records: {qb}");
+    assert!(
+        qb["items"].as_array().is_some_and(Vec::is_empty),
+        "B's queue holds none of A's records: {qb}"
+    );
 
     // A crafted attempt from B's authenticated connection: claiming to be A, summarising A's ids,
     // and sending A's record. The reconciler refuses each and sends nothing of A's.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let b = FacilityCode::parse(FACILITY_B).expect("B");
         let a = FacilityCode::parse(FACILITY_A).expect("A");

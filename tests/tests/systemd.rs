@@ -7,7 +7,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use onshi_tests::{Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, card_check, reconciler_with_registry};
+use onshi_tests::{
+    Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, card_check, reconciler_with_registry,
+};
 
 /// Receives notify messages until one has a line for which `want` is true, or the timeout.
 fn until(sock: &UnixDatagram, timeout: Duration, want: impl Fn(&str) -> bool) -> Vec<String> {
@@ -15,7 +17,12 @@ fn until(sock: &UnixDatagram, timeout: Duration, want: impl Fn(&str) -> bool) ->
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 4096];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
         let Ok(n) = sock.recv(&mut buf) else { break };
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         let found = msg.lines().any(&want);
@@ -43,11 +50,16 @@ fn edge_speaks_to_systemd_ready_watchdog_status_stopping() {
     // READY comes once the HTTP port answers (the harness already saw the "HTTP API on" line; the
     // status call proves the socket serves).
     let msgs = until(&sock, Duration::from_secs(20), |l| l == "READY=1");
-    assert!(msgs.iter().any(|m| m.contains("STATUS=")), "READY carries a STATUS line: {msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m.contains("STATUS=")),
+        "READY carries a STATUS line: {msgs:?}"
+    );
     assert!(edge.status()["facility"] == FACILITY_A);
 
     // STATUS follows the mode: online once the link is up.
-    until(&sock, Duration::from_secs(20), |l| l.starts_with("STATUS=online"));
+    until(&sock, Duration::from_secs(20), |l| {
+        l.starts_with("STATUS=online")
+    });
 
     // WATCHDOG pings keep coming from the main loop.
     let started = Instant::now();
@@ -56,15 +68,26 @@ fn edge_speaks_to_systemd_ready_watchdog_status_stopping() {
         until(&sock, Duration::from_secs(5), |l| l == "WATCHDOG=1");
         pings += 1;
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "3 pings took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "3 pings took {:?}",
+        started.elapsed()
+    );
 
     // Then offline when the link is cut.
     let check = card_check(reg.valid_insured(), TODAY);
     let (code, answered) = edge.post_check(&check);
     assert_eq!(code, 200, "{answered}");
     rec.kill9();
-    let msgs = until(&sock, Duration::from_secs(10), |l| l.starts_with("STATUS=offline"));
-    let line = msgs.iter().flat_map(|m| m.lines()).find(|l| l.starts_with("STATUS=offline")).unwrap().to_string();
+    let msgs = until(&sock, Duration::from_secs(10), |l| {
+        l.starts_with("STATUS=offline")
+    });
+    let line = msgs
+        .iter()
+        .flat_map(|m| m.lines())
+        .find(|l| l.starts_with("STATUS=offline"))
+        .unwrap()
+        .to_string();
     assert!(line.contains("pending"), "{line}");
 
     // SIGTERM: STOPPING, exit 0, and what was acknowledged is there after a restart.
@@ -72,7 +95,10 @@ fn edge_speaks_to_systemd_ready_watchdog_status_stopping() {
     assert_eq!(code, 200, "{offline}");
     edge.proc.signal(libc::SIGTERM);
     until(&sock, Duration::from_secs(10), |l| l == "STOPPING=1");
-    let exit = edge.proc.wait_exit(Duration::from_secs(10)).expect("the edge exits after SIGTERM");
+    let exit = edge
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the edge exits after SIGTERM");
     assert!(exit.success(), "exit status {exit}");
     let edge = edge.restart();
     for id in [&answered["check_id"], &offline["check_id"]] {

@@ -26,14 +26,23 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration, jitter: f64) -> Self {
-        Backoff { initial, max: max.max(initial), jitter: jitter.clamp(0.0, 1.0), attempt: 0 }
+        Backoff {
+            initial,
+            max: max.max(initial),
+            jitter: jitter.clamp(0.0, 1.0),
+            attempt: 0,
+        }
     }
 
     /// The delay before the next attempt; each call moves one step along the schedule.
     pub fn next_delay<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Duration {
         let base = self.base(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
-        let factor = if self.jitter > 0.0 { rng.random_range(1.0 - self.jitter..=1.0 + self.jitter) } else { 1.0 };
+        let factor = if self.jitter > 0.0 {
+            rng.random_range(1.0 - self.jitter..=1.0 + self.jitter)
+        } else {
+            1.0
+        };
         base.mul_f64(factor).min(self.max)
     }
 
@@ -64,7 +73,9 @@ mod tests {
     fn without_jitter_doubles_to_the_cap() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 0.0);
         let mut rng = StdRng::seed_from_u64(1);
-        let got: Vec<u64> = (0..9).map(|_| b.next_delay(&mut rng).as_millis() as u64).collect();
+        let got: Vec<u64> = (0..9)
+            .map(|_| b.next_delay(&mut rng).as_millis() as u64)
+            .collect();
         assert_eq!(got, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         b.reset();
         assert_eq!(b.next_delay(&mut rng), Duration::from_millis(100));
@@ -76,9 +87,14 @@ mod tests {
         for _ in 0..200 {
             let mut b = Backoff::default();
             for step in 0..12u32 {
-                let base = Duration::from_millis(100).saturating_mul(1 << step).min(Duration::from_secs(5));
+                let base = Duration::from_millis(100)
+                    .saturating_mul(1 << step)
+                    .min(Duration::from_secs(5));
                 let d = b.next_delay(&mut rng);
-                assert!(d >= base.mul_f64(0.5) && d <= base.mul_f64(1.5), "step {step}: {d:?} vs {base:?}");
+                assert!(
+                    d >= base.mul_f64(0.5) && d <= base.mul_f64(1.5),
+                    "step {step}: {d:?} vs {base:?}"
+                );
                 assert!(d <= Duration::from_secs(5));
             }
         }

@@ -41,20 +41,35 @@ impl LinkError {
     /// How a lost or failed connection reads to a caller.
     fn from_connection(e: &ConnectionError) -> Self {
         match e {
-            ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(CLOSE_REFUSED) => {
-                LinkError::Refused { reason: String::from_utf8_lossy(&close.reason).into_owned() }
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code == VarInt::from_u32(CLOSE_REFUSED) =>
+            {
+                LinkError::Refused {
+                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                }
             }
-            ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(CLOSE_SHUTDOWN) => {
-                LinkError::Io(format!("the reconciler closed the connection: {}", String::from_utf8_lossy(&close.reason)))
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code == VarInt::from_u32(CLOSE_SHUTDOWN) =>
+            {
+                LinkError::Io(format!(
+                    "the reconciler closed the connection: {}",
+                    String::from_utf8_lossy(&close.reason)
+                ))
             }
             // The peer aborted with a TLS alert: it rejected our certificate (or lack of one).
-            ConnectionError::ConnectionClosed(close) if (0x100..0x200).contains(&u64::from(close.error_code)) => {
-                LinkError::Refused { reason: format!("TLS handshake rejected by the reconciler: {close}") }
+            ConnectionError::ConnectionClosed(close)
+                if (0x100..0x200).contains(&u64::from(close.error_code)) =>
+            {
+                LinkError::Refused {
+                    reason: format!("TLS handshake rejected by the reconciler: {close}"),
+                }
             }
             ConnectionError::TransportError(e) => LinkError::Protocol(format!("TLS/QUIC: {e}")),
             ConnectionError::VersionMismatch => LinkError::Protocol(e.to_string()),
             ConnectionError::LocallyClosed => LinkError::Closed,
-            ConnectionError::TimedOut => LinkError::Io("the reconciler stopped answering (idle timeout)".into()),
+            ConnectionError::TimedOut => {
+                LinkError::Io("the reconciler stopped answering (idle timeout)".into())
+            }
             other => LinkError::Io(format!("connection lost: {other}")),
         }
     }
@@ -102,7 +117,14 @@ impl LinkState {
     }
 
     fn initial() -> Self {
-        LinkState { phase: LinkPhase::Connecting, since: Instant::now(), last_error: None, reconnects: 0, last_rtt: None, closed: false }
+        LinkState {
+            phase: LinkPhase::Connecting,
+            since: Instant::now(),
+            last_error: None,
+            reconnects: 0,
+            last_rtt: None,
+            closed: false,
+        }
     }
 }
 
@@ -142,45 +164,77 @@ pub struct LinkClient {
 
 impl std::fmt::Debug for LinkClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkClient").field("state", &*self.shared.state.borrow()).finish_non_exhaustive()
+        f.debug_struct("LinkClient")
+            .field("state", &*self.shared.state.borrow())
+            .finish_non_exhaustive()
     }
 }
 
 impl LinkClient {
     /// Start connecting to the reconciler at `server` as the facility in `identity`.
-    pub fn new(server: SocketAddr, identity: &ClientIdentity, settings: LinkSettings) -> Result<Self, LinkSetupError> {
+    pub fn new(
+        server: SocketAddr,
+        identity: &ClientIdentity,
+        settings: LinkSettings,
+    ) -> Result<Self, LinkSetupError> {
         Self::with_tls(server, tls::client_config(identity)?, settings)
     }
 
     /// As [`LinkClient::new`] with a ready-made TLS configuration (tests play odd clients with it).
-    pub fn with_tls(server: SocketAddr, tls: rustls::ClientConfig, settings: LinkSettings) -> Result<Self, LinkSetupError> {
+    pub fn with_tls(
+        server: SocketAddr,
+        tls: rustls::ClientConfig,
+        settings: LinkSettings,
+    ) -> Result<Self, LinkSetupError> {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config(&settings)?));
-        let bind: SocketAddr = if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
-        let mut endpoint = super::endpoint(bind, None).map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
+        let bind: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint = super::endpoint(bind, None)
+            .map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
         endpoint.set_default_client_config(config);
 
         let (state, _) = watch::channel(LinkState::initial());
-        let shared = Arc::new(Shared { endpoint, conn: Mutex::new(None), state });
+        let shared = Arc::new(Shared {
+            endpoint,
+            conn: Mutex::new(None),
+            state,
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(supervise(shared.clone(), server, settings, shutdown_rx));
-        Ok(LinkClient { shared, shutdown, task: Mutex::new(Some(task)) })
+        Ok(LinkClient {
+            shared,
+            shutdown,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     /// One RPC. While a connection attempt is under way, waits for it (within `timeout`); while the
     /// link is down, fails at once with the reason it is down.
     pub async fn call(&self, req: Request, timeout: Duration) -> Result<Response, LinkError> {
         let frame = self.call_frame(wire::encode(&req), timeout).await?;
-        wire::decode::<Response>(&frame).map_err(|e| LinkError::Protocol(format!("the reconciler's answer: {e}")))
+        wire::decode::<Response>(&frame)
+            .map_err(|e| LinkError::Protocol(format!("the reconciler's answer: {e}")))
     }
 
     /// As [`LinkClient::call`] with a raw request frame and the raw answer frame (for playing an
     /// incompatible peer in tests and for diagnostics).
-    pub async fn call_frame(&self, frame: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, LinkError> {
+    pub async fn call_frame(
+        &self,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, LinkError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let conn = tokio::time::timeout_at(deadline, self.connection()).await.map_err(|_| LinkError::Timeout(timeout))??;
-        tokio::time::timeout_at(deadline, rpc(&conn, &frame)).await.map_err(|_| LinkError::Timeout(timeout))?
+        let conn = tokio::time::timeout_at(deadline, self.connection())
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))??;
+        tokio::time::timeout_at(deadline, rpc(&conn, &frame))
+            .await
+            .map_err(|_| LinkError::Timeout(timeout))?
     }
 
     /// The current state, with a fresh RTT estimate when up.
@@ -204,8 +258,11 @@ impl LinkClient {
         if let Some(task) = task {
             let _ = task.await;
         }
-        self.shared.endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"edge shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        self.shared
+            .endpoint
+            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"edge shutting down");
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
     }
 
     /// The authorised connection, waiting out a connection attempt in progress.
@@ -223,8 +280,12 @@ impl LinkClient {
                 LinkPhase::Down => {
                     return Err(match state.last_error {
                         Some(refused @ LinkError::Refused { .. }) => refused,
-                        Some(e) => LinkError::NotConnected { reason: e.to_string() },
-                        None => LinkError::NotConnected { reason: "no connection yet".into() },
+                        Some(e) => LinkError::NotConnected {
+                            reason: e.to_string(),
+                        },
+                        None => LinkError::NotConnected {
+                            reason: "no connection yet".into(),
+                        },
                     });
                 }
                 LinkPhase::Connecting => {}
@@ -240,31 +301,53 @@ impl Drop for LinkClient {
     fn drop(&mut self) {
         // The background task ends on this signal; `close` is the orderly path.
         let _ = self.shutdown.send(true);
-        self.shared.endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"edge shutting down");
+        self.shared
+            .endpoint
+            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"edge shutting down");
     }
 }
 
 /// One request frame out, one answer frame back, on a fresh bidirectional stream.
 async fn rpc(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, LinkError> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| LinkError::from_connection(&e))?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| LinkError::from_connection(&e))?;
     send.write_all(frame).await.map_err(|e| match e {
         quinn::WriteError::ConnectionLost(e) => LinkError::from_connection(&e),
         other => LinkError::Io(format!("sending the request: {other}")),
     })?;
-    send.finish().map_err(|e| LinkError::Io(format!("finishing the request: {e}")))?;
-    recv.read_to_end(MAX_FRAME_BYTES).await.map_err(|e| match e {
-        quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)) => LinkError::from_connection(&e),
-        quinn::ReadToEndError::TooLong => LinkError::Protocol(format!("answer larger than {MAX_FRAME_BYTES} bytes")),
-        other => LinkError::Io(format!("reading the answer: {other}")),
-    })
+    send.finish()
+        .map_err(|e| LinkError::Io(format!("finishing the request: {e}")))?;
+    recv.read_to_end(MAX_FRAME_BYTES)
+        .await
+        .map_err(|e| match e {
+            quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)) => {
+                LinkError::from_connection(&e)
+            }
+            quinn::ReadToEndError::TooLong => {
+                LinkError::Protocol(format!("answer larger than {MAX_FRAME_BYTES} bytes"))
+            }
+            other => LinkError::Io(format!("reading the answer: {other}")),
+        })
 }
 
 /// Handshake, then a ping that only an authorising server answers; returns the connection and RTT.
-async fn connect(shared: &Shared, server: SocketAddr, probe_timeout: Duration) -> Result<(quinn::Connection, Duration), LinkError> {
-    let connecting = shared.endpoint.connect(server, SERVER_NAME).map_err(|e| LinkError::Protocol(format!("cannot start connecting: {e}")))?;
-    let conn = connecting.await.map_err(|e| LinkError::from_connection(&e))?;
+async fn connect(
+    shared: &Shared,
+    server: SocketAddr,
+    probe_timeout: Duration,
+) -> Result<(quinn::Connection, Duration), LinkError> {
+    let connecting = shared
+        .endpoint
+        .connect(server, SERVER_NAME)
+        .map_err(|e| LinkError::Protocol(format!("cannot start connecting: {e}")))?;
+    let conn = connecting
+        .await
+        .map_err(|e| LinkError::from_connection(&e))?;
     let started = Instant::now();
-    let answer = tokio::time::timeout(probe_timeout, rpc(&conn, &wire::encode(&Request::Ping))).await;
+    let answer =
+        tokio::time::timeout(probe_timeout, rpc(&conn, &wire::encode(&Request::Ping))).await;
     let result = match answer {
         Err(_) => Err(LinkError::Timeout(probe_timeout)),
         Ok(Err(e)) => Err(e),
@@ -276,7 +359,9 @@ async fn connect(shared: &Shared, server: SocketAddr, probe_timeout: Duration) -
                 tracing::warn!(answer = ?other, "the reconciler answered a ping with something other than Pong");
                 Ok((conn.clone(), started.elapsed()))
             }
-            Err(e) => Err(LinkError::Protocol(format!("the reconciler's answer to a ping: {e}"))),
+            Err(e) => Err(LinkError::Protocol(format!(
+                "the reconciler's answer to a ping: {e}"
+            ))),
         },
     };
     if result.is_err() {
@@ -286,7 +371,12 @@ async fn connect(shared: &Shared, server: SocketAddr, probe_timeout: Duration) -
 }
 
 /// The reconnect loop: connect, hold the connection until it ends, back off, repeat.
-async fn supervise(shared: Arc<Shared>, server: SocketAddr, settings: LinkSettings, mut shutdown: watch::Receiver<bool>) {
+async fn supervise(
+    shared: Arc<Shared>,
+    server: SocketAddr,
+    settings: LinkSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = settings.backoff.clone();
     let mut rng: StdRng = rand::make_rng();
     let mut first = true;

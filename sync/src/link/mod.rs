@@ -33,7 +33,11 @@ pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// A UDP socket for a QUIC endpoint, bound to `addr`, with larger buffers.
 pub(crate) fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
     // Best effort: a smaller buffer only costs throughput under bursts.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
@@ -42,9 +46,18 @@ pub(crate) fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net
 }
 
 /// A quinn endpoint on [`udp_socket`].
-pub(crate) fn endpoint(addr: std::net::SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
-    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, udp_socket(addr)?, runtime)
+pub(crate) fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        udp_socket(addr)?,
+        runtime,
+    )
 }
 pub use client::{LinkClient, LinkError, LinkPhase, LinkState};
 pub use server::{LinkServer, Service};
@@ -77,7 +90,12 @@ pub struct LinkSettings {
 
 impl Default for LinkSettings {
     fn default() -> Self {
-        LinkSettings { keep_alive: KEEP_ALIVE, idle_timeout: IDLE_TIMEOUT, probe_timeout: PROBE_TIMEOUT, backoff: Backoff::default() }
+        LinkSettings {
+            keep_alive: KEEP_ALIVE,
+            idle_timeout: IDLE_TIMEOUT,
+            probe_timeout: PROBE_TIMEOUT,
+            backoff: Backoff::default(),
+        }
     }
 }
 
@@ -95,14 +113,18 @@ pub enum LinkSetupError {
     #[error("idle timeout {0:?} is too large for QUIC")]
     IdleTimeout(Duration),
     #[error("cannot bind the link's UDP socket on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// QUIC transport parameters from the settings (shared by both sides).
 fn transport_config(settings: &LinkSettings) -> Result<quinn::TransportConfig, LinkSetupError> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(settings.keep_alive));
-    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout).map_err(|_| LinkSetupError::IdleTimeout(settings.idle_timeout))?;
+    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout)
+        .map_err(|_| LinkSetupError::IdleTimeout(settings.idle_timeout))?;
     transport.max_idle_timeout(Some(idle));
     Ok(transport)
 }
@@ -119,17 +141,26 @@ impl KnownFacilities {
 
     pub fn contains(&self, facility: &FacilityCode) -> bool {
         // A poisoned lock still holds a consistent set (inserts and removes cannot half-happen).
-        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(facility)
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(facility)
     }
 
     /// Returns whether the facility was new.
     pub fn insert(&self, facility: FacilityCode) -> bool {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(facility)
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(facility)
     }
 
     /// Returns whether the facility was known. Its open connection is refused at its next request.
     pub fn remove(&self, facility: &FacilityCode) -> bool {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(facility)
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(facility)
     }
 
     /// Replace the whole set (e.g. after re-reading the PKI directory).

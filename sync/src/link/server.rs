@@ -17,7 +17,10 @@ use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::task::JoinSet;
 
-use super::{CLOSE_REFUSED, CLOSE_SHUTDOWN, KnownFacilities, LinkSettings, LinkSetupError, tls, transport_config};
+use super::{
+    CLOSE_REFUSED, CLOSE_SHUTDOWN, KnownFacilities, LinkSettings, LinkSetupError, tls,
+    transport_config,
+};
 use crate::pki::{ServerIdentity, facility_of_certificate};
 use crate::wire::{self, DecodeError, MAX_FRAME_BYTES, Request, Response};
 
@@ -41,11 +44,18 @@ pub struct LinkServer {
 
 impl LinkServer {
     /// Bind `addr` (port 0 picks a free port; see [`LinkServer::local_addr`]).
-    pub fn bind(addr: SocketAddr, identity: &ServerIdentity, known: KnownFacilities, settings: &LinkSettings) -> Result<Self, LinkSetupError> {
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)?;
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        known: KnownFacilities,
+        settings: &LinkSettings,
+    ) -> Result<Self, LinkSetupError> {
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config(settings)?));
-        let endpoint = super::endpoint(addr, Some(config)).map_err(|source| LinkSetupError::Bind { addr, source })?;
+        let endpoint = super::endpoint(addr, Some(config))
+            .map_err(|source| LinkSetupError::Bind { addr, source })?;
         Ok(LinkServer { endpoint, known })
     }
 
@@ -74,7 +84,10 @@ impl LinkServer {
             }
         }
         tracing::info!("link server shutting down");
-        self.endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"reconciler shutting down");
+        self.endpoint.close(
+            VarInt::from_u32(CLOSE_SHUTDOWN),
+            b"reconciler shutting down",
+        );
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.endpoint.wait_idle()).await;
         connections.shutdown().await;
     }
@@ -129,21 +142,32 @@ fn authorise(conn: &Connection, known: &KnownFacilities) -> Result<FacilityCode,
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| "no client certificate was presented".to_string())?;
-    let leaf = chain.first().ok_or_else(|| "no client certificate was presented".to_string())?;
-    let facility = facility_of_certificate(leaf).map_err(|e| format!("client certificate names no facility: {e}"))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| "no client certificate was presented".to_string())?;
+    let facility = facility_of_certificate(leaf)
+        .map_err(|e| format!("client certificate names no facility: {e}"))?;
     if !known.contains(&facility) {
-        return Err(format!("facility {facility} is not known to the reconciler"));
+        return Err(format!(
+            "facility {facility} is not known to the reconciler"
+        ));
     }
     Ok(facility)
 }
 
 /// One RPC: read the request frame to its end, answer with one frame.
-async fn serve_stream(facility: FacilityCode, service: Arc<dyn Service>, mut send: SendStream, mut recv: RecvStream) {
+async fn serve_stream(
+    facility: FacilityCode,
+    service: Arc<dyn Service>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     let response = match recv.read_to_end(MAX_FRAME_BYTES).await {
         Ok(frame) => answer(&facility, &service, &frame).await,
-        Err(quinn::ReadToEndError::TooLong) => {
-            Response::error("bad_frame", format!("request frame is larger than the limit of {MAX_FRAME_BYTES} bytes"))
-        }
+        Err(quinn::ReadToEndError::TooLong) => Response::error(
+            "bad_frame",
+            format!("request frame is larger than the limit of {MAX_FRAME_BYTES} bytes"),
+        ),
         Err(e) => {
             tracing::debug!(%facility, error = %e, "request stream ended before its frame was complete");
             return;
@@ -168,7 +192,12 @@ async fn answer(facility: &FacilityCode, service: &Arc<dyn Service>, frame: &[u8
             let (service, facility) = (service.clone(), facility.clone());
             tokio::task::spawn_blocking(move || service.call(&facility, req))
                 .await
-                .unwrap_or_else(|e| Response::error("internal", format!("the reconciler failed while answering: {e}")))
+                .unwrap_or_else(|e| {
+                    Response::error(
+                        "internal",
+                        format!("the reconciler failed while answering: {e}"),
+                    )
+                })
         }
         Err(e @ DecodeError::UnsupportedVersion { .. }) => {
             tracing::warn!(%facility, error = %e, "request in an unsupported wire version");

@@ -29,7 +29,9 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, LinkSetupEr
 /// The reconciler's TLS: its own certificate, and a required client certificate from the CA.
 pub fn server_config(identity: &ServerIdentity) -> Result<ServerConfig, LinkSetupError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&identity.ca)?, provider.clone()).build()?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(&identity.ca)?, provider.clone())
+            .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -49,7 +51,9 @@ pub fn client_config(identity: &ClientIdentity) -> Result<ClientConfig, LinkSetu
 }
 
 /// A client that presents no certificate (diagnostics, and tests that the server refuses it).
-pub fn client_config_without_certificate(ca: &CertificateDer<'static>) -> Result<ClientConfig, LinkSetupError> {
+pub fn client_config_without_certificate(
+    ca: &CertificateDer<'static>,
+) -> Result<ClientConfig, LinkSetupError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca)?)

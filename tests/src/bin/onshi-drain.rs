@@ -23,7 +23,9 @@ use onshi_tests::relay::{Impairment, Relay};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
-#[command(about = "Drain after a long outage: provisional records and deferred checks through a paced, lossy relay")]
+#[command(
+    about = "Drain after a long outage: provisional records and deferred checks through a paced, lossy relay"
+)]
 struct Args {
     #[arg(long, default_value_t = 5000)]
     provisional: usize,
@@ -59,9 +61,21 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_ready(bin: &Path, args: &[&str], log: &Path, prefix: &str) -> anyhow::Result<(Proc, String)> {
+fn spawn_ready(
+    bin: &Path,
+    args: &[&str],
+    log: &Path,
+    prefix: &str,
+) -> anyhow::Result<(Proc, String)> {
     let err = std::fs::File::create(log)?;
-    let mut child = Command::new(bin).args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn().with_context(|| format!("starting {}", bin.display()))?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
     let out = child.stdout.take().context("stdout")?;
     let proc = Proc(child);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -78,7 +92,11 @@ fn spawn_ready(bin: &Path, args: &[&str], log: &Path, prefix: &str) -> anyhow::R
             return Ok((proc, rest.trim().to_string()));
         }
     }
-    bail!("{} printed no '{prefix}' line; see {}", bin.display(), log.display())
+    bail!(
+        "{} printed no '{prefix}' line; see {}",
+        bin.display(),
+        log.display()
+    )
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -91,7 +109,11 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -109,8 +131,19 @@ struct Drain {
     max_rss_reconciler_mib: f64,
 }
 
-async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, periods: &[Qualification], facility: &FacilityCode, today: chrono::NaiveDate) -> anyhow::Result<Drain> {
-    let bins = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+async fn run_drain(
+    args: &Args,
+    root: &Path,
+    name: &str,
+    imp: Impairment,
+    periods: &[Qualification],
+    facility: &FacilityCode,
+    today: chrono::NaiveDate,
+) -> anyhow::Result<Drain> {
+    let bins = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_path_buf();
     let dir = root.join(name);
     std::fs::create_dir_all(&dir)?;
     let pki = root.join("pki");
@@ -118,7 +151,15 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     copy_dir(&root.join("registry"), &rec_data.join("registry"))?;
     let (reconciler, raddr) = spawn_ready(
         &bins.join("onshi-reconciler"),
-        &["serve", "--data", rec_data.to_str().context("path")?, "--pki", pki.to_str().context("path")?, "--listen", "127.0.0.1:0"],
+        &[
+            "serve",
+            "--data",
+            rec_data.to_str().context("path")?,
+            "--pki",
+            pki.to_str().context("path")?,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &dir.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
@@ -126,32 +167,48 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     let (edge, http) = spawn_ready(
         &bins.join("onshi-edge"),
         &[
-            "run", "--facility", facility.as_str(), "--data", dir.join("edge").to_str().context("path")?, "--pki", pki.to_str().context("path")?,
-            "--reconciler", &relay.addr().to_string(), "--http", "127.0.0.1:0", "--deadline-ms", "300", "--hold-ms", "200",
-            "--queue-max-pending", "1000000", "--queue-max-yen", "100000000000",
+            "run",
+            "--facility",
+            facility.as_str(),
+            "--data",
+            dir.join("edge").to_str().context("path")?,
+            "--pki",
+            pki.to_str().context("path")?,
+            "--reconciler",
+            &relay.addr().to_string(),
+            "--http",
+            "127.0.0.1:0",
+            "--deadline-ms",
+            "300",
+            "--hold-ms",
+            "200",
+            "--queue-max-pending",
+            "1000000",
+            "--queue-max-yen",
+            "100000000000",
         ],
         &dir.join("edge.log"),
         "onshi-edge: HTTP API on ",
     )?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let get = |path: &str| {
         let (c, u) = (client.clone(), format!("{http}{path}"));
         async move { c.get(u).send().await?.text().await }
     };
-    let wait = |what: &'static str, pred: fn(&Value) -> bool| {
-        async move {
-            let until = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < until {
-                if let Ok(t) = get("/v1/status").await
-                    && let Ok(v) = serde_json::from_str::<Value>(&t)
-                    && pred(&v)
-                {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let wait = |what: &'static str, pred: fn(&Value) -> bool| async move {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if let Ok(t) = get("/v1/status").await
+                && let Ok(v) = serde_json::from_str::<Value>(&t)
+                && pred(&v)
+            {
+                return Ok(());
             }
-            bail!("the edge never became {what}")
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        bail!("the edge never became {what}")
     };
     wait("online", |v| v["mode"] == "online").await?;
     relay.set(Impairment::cut());
@@ -175,12 +232,15 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     let filling = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
-        let (client, http, bodies, next) = (client.clone(), http.clone(), bodies.clone(), next.clone());
+        let (client, http, bodies, next) =
+            (client.clone(), http.clone(), bodies.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut failed = 0usize;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((path, body)) = bodies.get(i) else { return failed };
+                let Some((path, body)) = bodies.get(i) else {
+                    return failed;
+                };
                 match client.post(format!("{http}{path}")).json(body).send().await {
                     Ok(r) if r.status().is_success() => {}
                     _ => failed += 1,
@@ -192,13 +252,20 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     for t in tasks {
         failed += t.await?;
     }
-    eprintln!("onshi-drain [{name}]: recorded {} items offline in {:.1} s ({failed} failed)", bodies.len(), filling.elapsed().as_secs_f64());
+    eprintln!(
+        "onshi-drain [{name}]: recorded {} items offline in {:.1} s ({failed} failed)",
+        bodies.len(),
+        filling.elapsed().as_secs_f64()
+    );
     if failed > 0 {
         bail!("{failed} requests failed while recording");
     }
 
     // The link returns.
-    let (up0, down0) = (relay.stats().bytes[1].load(Ordering::Relaxed), relay.stats().bytes[0].load(Ordering::Relaxed));
+    let (up0, down0) = (
+        relay.stats().bytes[1].load(Ordering::Relaxed),
+        relay.stats().bytes[0].load(Ordering::Relaxed),
+    );
     let dropped0 = relay.stats().dropped.load(Ordering::Relaxed);
     relay.set(imp);
     let healed = Instant::now();
@@ -207,9 +274,15 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     while healed.elapsed() < Duration::from_secs(args.timeout_s) {
         max_edge = max_edge.max(rss_mib(edge.0.id()));
         max_rec = max_rec.max(rss_mib(reconciler.0.id()));
-        let status: Value = serde_json::from_str(&get("/v1/status").await.unwrap_or_default()).unwrap_or(Value::Null);
-        completed = metric(&get("/metrics").await.unwrap_or_default(), "onshi_deferred_completed_total") as u64;
-        synced = status["sync"]["synced"] == true && status["sync"]["outgoing"] == 0 && status["sync"]["incoming"] == 0;
+        let status: Value = serde_json::from_str(&get("/v1/status").await.unwrap_or_default())
+            .unwrap_or(Value::Null);
+        completed = metric(
+            &get("/metrics").await.unwrap_or_default(),
+            "onshi_deferred_completed_total",
+        ) as u64;
+        synced = status["sync"]["synced"] == true
+            && status["sync"]["outgoing"] == 0
+            && status["sync"]["incoming"] == 0;
         if synced && completed >= args.deferred as u64 {
             break;
         }
@@ -219,7 +292,12 @@ async fn run_drain(args: &Args, root: &Path, name: &str, imp: Impairment, period
     let up = relay.stats().bytes[1].load(Ordering::Relaxed) - up0;
     let down = relay.stats().bytes[0].load(Ordering::Relaxed) - down0;
     let queue: Value = serde_json::from_str(&get("/v1/queue").await?)?;
-    let settled = queue["items"].as_array().map_or(0, |items| items.iter().filter(|i| i["kind"] == "provisional" && !i["settlement"].is_null()).count());
+    let settled = queue["items"].as_array().map_or(0, |items| {
+        items
+            .iter()
+            .filter(|i| i["kind"] == "provisional" && !i["settlement"].is_null())
+            .count()
+    });
     let capacity = (imp.rate_bytes_per_s > 0).then_some(imp.rate_bytes_per_s as f64 * seconds);
     Ok(Drain {
         link: name.to_string(),
@@ -258,9 +336,15 @@ async fn main() -> anyhow::Result<()> {
     let today = chrono::Local::now().date_naive();
     onshi_sync::pki::init(&root.path().join("pki"), std::slice::from_ref(&facility))?;
     let people = (args.deferred + args.provisional).max(1000) + 2000;
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people, seed: 1, today });
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people,
+        seed: 1,
+        today,
+    });
     {
-        let store = Arc::new(onshi_sync::store::SledStore::open(&root.path().join("registry"))?);
+        let store = Arc::new(onshi_sync::store::SledStore::open(
+            &root.path().join("registry"),
+        )?);
         let registry = onshi_sync::registry::Registry::open(store)?;
         for q in &periods {
             registry.put(q)?;
@@ -269,15 +353,29 @@ async fn main() -> anyhow::Result<()> {
     }
     let rate = (args.mbit * 1_000_000.0 / 8.0) as u64;
     let half = args.rtt_ms / 2;
-    let impaired = Impairment { drop: args.loss, delay_ms: (half, half), rate_bytes_per_s: rate, ..Impairment::clean() };
+    let impaired = Impairment {
+        drop: args.loss,
+        delay_ms: (half, half),
+        rate_bytes_per_s: rate,
+        ..Impairment::clean()
+    };
     let mut results = Vec::new();
     for (name, imp) in [("impaired", impaired), ("clean", Impairment::clean())] {
         let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
         eprintln!(
             "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed and {} settled; {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB",
-            d.seconds, d.deferred_completed, d.settled, d.bytes_to_reconciler, d.bytes_to_edge,
-            d.goodput_of_capacity.map_or("—".to_string(), |g| format!("{:.1} % of capacity", g * 100.0)),
-            d.relay_dropped, d.max_rss_edge_mib, d.max_rss_reconciler_mib
+            d.seconds,
+            d.deferred_completed,
+            d.settled,
+            d.bytes_to_reconciler,
+            d.bytes_to_edge,
+            d.goodput_of_capacity.map_or("—".to_string(), |g| format!(
+                "{:.1} % of capacity",
+                g * 100.0
+            )),
+            d.relay_dropped,
+            d.max_rss_edge_mib,
+            d.max_rss_reconciler_mib
         );
         results.push(d);
     }

@@ -20,7 +20,9 @@ use onshi_model::{FacilityCode, Qualification};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
-#[command(about = "Failover benchmark: time from killing the reconciler to the first answer from the replica")]
+#[command(
+    about = "Failover benchmark: time from killing the reconciler to the first answer from the replica"
+)]
 struct Args {
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -50,9 +52,20 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_ready(bin: &Path, args: &[&str], log: &Path, prefix: &str) -> anyhow::Result<(Proc, String)> {
+fn spawn_ready(
+    bin: &Path,
+    args: &[&str],
+    log: &Path,
+    prefix: &str,
+) -> anyhow::Result<(Proc, String)> {
     let err = std::fs::File::create(log)?;
-    let mut child = Command::new(bin).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn().with_context(|| format!("starting {}", bin.display()))?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
     let out = child.stdout.take().context("stdout")?;
     let proc = Proc(child);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -69,7 +82,11 @@ fn spawn_ready(bin: &Path, args: &[&str], log: &Path, prefix: &str) -> anyhow::R
             return Ok((proc, rest.trim().to_string()));
         }
     }
-    bail!("{} printed no '{prefix}' line; see {}", bin.display(), log.display())
+    bail!(
+        "{} printed no '{prefix}' line; see {}",
+        bin.display(),
+        log.display()
+    )
 }
 
 fn body(q: &Qualification) -> Value {
@@ -95,14 +112,30 @@ struct RunResult {
     errors: usize,
 }
 
-async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &FacilityCode, periods: &[Qualification], today: chrono::NaiveDate) -> anyhow::Result<RunResult> {
+async fn run_once(
+    args: &Args,
+    run: usize,
+    bins: &Path,
+    root: &Path,
+    facility: &FacilityCode,
+    periods: &[Qualification],
+    today: chrono::NaiveDate,
+) -> anyhow::Result<RunResult> {
     let dir = root.join(format!("run-{run}"));
     std::fs::create_dir_all(&dir)?;
     let pki = root.join("pki");
     let rec_data = root.join("reconciler");
     let (mut reconciler, raddr) = spawn_ready(
         &bins.join("onshi-reconciler"),
-        &["serve", "--data", rec_data.to_str().context("path")?, "--pki", pki.to_str().context("path")?, "--listen", "127.0.0.1:0"],
+        &[
+            "serve",
+            "--data",
+            rec_data.to_str().context("path")?,
+            "--pki",
+            pki.to_str().context("path")?,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &dir.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
@@ -110,17 +143,41 @@ async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &
     let (_edge, http) = spawn_ready(
         &bins.join("onshi-edge"),
         &[
-            "run", "--facility", facility.as_str(), "--data", dir.join("edge").to_str().context("path")?, "--pki", pki.to_str().context("path")?,
-            "--reconciler", &raddr, "--http", "127.0.0.1:0", "--deadline-ms", &deadline_ms, "--hold-ms", "200",
+            "run",
+            "--facility",
+            facility.as_str(),
+            "--data",
+            dir.join("edge").to_str().context("path")?,
+            "--pki",
+            pki.to_str().context("path")?,
+            "--reconciler",
+            &raddr,
+            "--http",
+            "127.0.0.1:0",
+            "--deadline-ms",
+            &deadline_ms,
+            "--hold-ms",
+            "200",
         ],
         &dir.join("edge.log"),
         "onshi-edge: HTTP API on ",
     )?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let status = |c: reqwest::Client, http: String| async move { c.get(format!("{http}/v1/status")).send().await?.json::<Value>().await };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let status = |c: reqwest::Client, http: String| async move {
+        c.get(format!("{http}/v1/status"))
+            .send()
+            .await?
+            .json::<Value>()
+            .await
+    };
     let up_by = Instant::now() + Duration::from_secs(20);
     loop {
-        if status(client.clone(), http.clone()).await.is_ok_and(|s| s["mode"] == "online") {
+        if status(client.clone(), http.clone())
+            .await
+            .is_ok_and(|s| s["mode"] == "online")
+        {
             break;
         }
         if Instant::now() > up_by {
@@ -129,9 +186,18 @@ async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Patients seen online: valid insured people of the registry.
-    let seen: Vec<&Qualification> = periods.iter().filter(|q| q.is_valid_on(today)).step_by(7).take(args.seen).collect();
+    let seen: Vec<&Qualification> = periods
+        .iter()
+        .filter(|q| q.is_valid_on(today))
+        .step_by(7)
+        .take(args.seen)
+        .collect();
     for q in &seen {
-        let r = client.post(format!("{http}/v1/checks")).json(&body(q)).send().await?;
+        let r = client
+            .post(format!("{http}/v1/checks"))
+            .json(&body(q))
+            .send()
+            .await?;
         if !r.status().is_success() {
             bail!("warm-up check failed: {}", r.text().await?);
         }
@@ -149,14 +215,27 @@ async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &
             let mut errors = 0usize;
             let mut i = c;
             loop {
-                if stop_at.lock().map(|s| s.is_some_and(|t| Instant::now() > t)).unwrap_or(true) {
+                if stop_at
+                    .lock()
+                    .map(|s| s.is_some_and(|t| Instant::now() > t))
+                    .unwrap_or(true)
+                {
                     break;
                 }
                 let sent = Instant::now();
-                match client.post(format!("{http}/v1/checks")).json(&bodies[i % bodies.len()]).send().await {
+                match client
+                    .post(format!("{http}/v1/checks"))
+                    .json(&bodies[i % bodies.len()])
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => {
                         let v: Value = r.json().await.unwrap_or(Value::Null);
-                        out.push(Answer { sent, done: Instant::now(), source: v["source"].as_str().unwrap_or("?").to_string() });
+                        out.push(Answer {
+                            sent,
+                            done: Instant::now(),
+                            source: v["source"].as_str().unwrap_or("?").to_string(),
+                        });
                     }
                     _ => errors += 1,
                 }
@@ -169,10 +248,15 @@ async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &
     let killed = Instant::now();
     reconciler.0.kill().context("SIGKILL of the reconciler")?;
     let _ = reconciler.0.wait();
-    *stop_at.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(killed + Duration::from_secs_f64(args.after_s));
+    *stop_at.lock().map_err(|_| anyhow::anyhow!("lock"))? =
+        Some(killed + Duration::from_secs_f64(args.after_s));
     let mut offline_after = None;
     while killed.elapsed() < Duration::from_secs_f64(args.after_s) {
-        if offline_after.is_none() && status(client.clone(), http.clone()).await.is_ok_and(|s| s["mode"] == "offline") {
+        if offline_after.is_none()
+            && status(client.clone(), http.clone())
+                .await
+                .is_ok_and(|s| s["mode"] == "offline")
+        {
             offline_after = Some(killed.elapsed().as_secs_f64() * 1000.0);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -184,10 +268,18 @@ async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &
         answers.extend(a);
         errors += e;
     }
-    let first_replica = answers.iter().filter(|a| a.source == "replica" && a.done > killed).map(|a| a.done.duration_since(killed)).min();
+    let first_replica = answers
+        .iter()
+        .filter(|a| a.source == "replica" && a.done > killed)
+        .map(|a| a.done.duration_since(killed))
+        .min();
     let lat = |a: &Answer| a.done.duration_since(a.sent).as_secs_f64() * 1000.0;
     let max_latency_ms = answers.iter().map(lat).fold(0.0, f64::max);
-    let max_after = answers.iter().filter(|a| a.done > killed).map(lat).fold(0.0, f64::max);
+    let max_after = answers
+        .iter()
+        .filter(|a| a.done > killed)
+        .map(lat)
+        .fold(0.0, f64::max);
     let mut by_source = std::collections::BTreeMap::new();
     for a in &answers {
         *by_source.entry(a.source.clone()).or_insert(0) += 1;
@@ -207,19 +299,33 @@ async fn run_once(args: &Args, run: usize, bins: &Path, root: &Path, facility: &
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bins: PathBuf = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+    let bins: PathBuf = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_path_buf();
     for b in ["onshi-edge", "onshi-reconciler"] {
         if !bins.join(b).is_file() {
-            bail!("{} not found next to onshi-failover: run `cargo build --release --workspace --bins`", b);
+            bail!(
+                "{} not found next to onshi-failover: run `cargo build --release --workspace --bins`",
+                b
+            );
         }
     }
-    let root = tempfile::Builder::new().prefix("onshi-failover-").tempdir()?;
+    let root = tempfile::Builder::new()
+        .prefix("onshi-failover-")
+        .tempdir()?;
     let facility = FacilityCode::parse("1311234567")?;
     let today = chrono::Local::now().date_naive();
     onshi_sync::pki::init(&root.path().join("pki"), std::slice::from_ref(&facility))?;
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people: args.people, seed: 1, today });
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people: args.people,
+        seed: 1,
+        today,
+    });
     {
-        let store = Arc::new(onshi_sync::store::SledStore::open(&root.path().join("reconciler/registry"))?);
+        let store = Arc::new(onshi_sync::store::SledStore::open(
+            &root.path().join("reconciler/registry"),
+        )?);
         let registry = onshi_sync::registry::Registry::open(store)?;
         for q in &periods {
             registry.put(q)?;
@@ -257,9 +363,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!(
             "failover over {} runs (deadline {} ms, {} clients): first replica answer ≤ {:.0} ms after the kill; offline ≤ {:.0} ms; slowest answer {:.0} ms; errors {}",
-            summary["runs"], args.deadline_ms, args.clients,
-            summary["worst_first_replica_after_kill_ms"].as_f64().unwrap_or(f64::NAN),
-            summary["worst_offline_after_kill_ms"].as_f64().unwrap_or(f64::NAN),
+            summary["runs"],
+            args.deadline_ms,
+            args.clients,
+            summary["worst_first_replica_after_kill_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            summary["worst_offline_after_kill_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             summary["worst_latency_ms"].as_f64().unwrap_or(f64::NAN),
             summary["errors"]
         );

@@ -124,7 +124,10 @@ fn parse_date_arg(s: &str) -> Result<NaiveDate, String> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("onshi-load: cannot start the runtime: {e}");
@@ -174,13 +177,23 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        eprintln!("onshi-load: stopped {} (pid {})", self.name, self.child.id());
+        eprintln!(
+            "onshi-load: stopped {} (pid {})",
+            self.name,
+            self.child.id()
+        );
     }
 }
 
 /// Starts `bin args…` with stderr to `log`, and waits (up to 30 s) for a stdout line starting
 /// with `ready_prefix`; returns the guard and the rest of that line.
-fn spawn_ready(name: &'static str, bin: &Path, args: &[&str], log: PathBuf, ready_prefix: &str) -> anyhow::Result<(ChildGuard, String)> {
+fn spawn_ready(
+    name: &'static str,
+    bin: &Path,
+    args: &[&str],
+    log: PathBuf,
+    ready_prefix: &str,
+) -> anyhow::Result<(ChildGuard, String)> {
     let err = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = Command::new(bin)
         .args(args)
@@ -209,14 +222,23 @@ fn spawn_ready(name: &'static str, bin: &Path, args: &[&str], log: PathBuf, read
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 let status = guard.child.wait().ok();
-                bail!("{name} exited before it was ready ({status:?}); its log:\n{}", guard.log_tail());
+                bail!(
+                    "{name} exited before it was ready ({status:?}); its log:\n{}",
+                    guard.log_tail()
+                );
             }
         }
         if let Ok(Some(status)) = guard.child.try_wait() {
-            bail!("{name} exited before it was ready ({status}); its log:\n{}", guard.log_tail());
+            bail!(
+                "{name} exited before it was ready ({status}); its log:\n{}",
+                guard.log_tail()
+            );
         }
         if Instant::now() > deadline {
-            bail!("{name} printed no '{ready_prefix}' line within 30 s; its log:\n{}", guard.log_tail());
+            bail!(
+                "{name} printed no '{ready_prefix}' line within 30 s; its log:\n{}",
+                guard.log_tail()
+            );
         }
     }
 }
@@ -226,7 +248,10 @@ fn find_bin(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     if p.is_file() {
         Ok(p)
     } else {
-        bail!("{} not found: build the binaries first with `cargo build --release --workspace --bins` (or pass --bin-dir)", p.display())
+        bail!(
+            "{} not found: build the binaries first with `cargo build --release --workspace --bins` (or pass --bin-dir)",
+            p.display()
+        )
     }
 }
 
@@ -236,11 +261,20 @@ fn cpu_seconds(pid: Option<u32>) -> f64 {
         Some(p) => format!("/proc/{p}/stat"),
         None => "/proc/self/stat".to_string(),
     };
-    let Ok(text) = std::fs::read_to_string(path) else { return f64::NAN };
-    let Some((_, rest)) = text.rsplit_once(')') else { return f64::NAN };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return f64::NAN;
+    };
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return f64::NAN;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the command name: state is field 3, utime field 14, stime field 15.
-    let tick = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
@@ -255,7 +289,12 @@ struct CpuSnapshot {
 
 impl CpuSnapshot {
     fn take(edge: u32, reconciler: u32) -> Self {
-        CpuSnapshot { at: Instant::now(), edge: cpu_seconds(Some(edge)), reconciler: cpu_seconds(Some(reconciler)), load: cpu_seconds(None) }
+        CpuSnapshot {
+            at: Instant::now(),
+            edge: cpu_seconds(Some(edge)),
+            reconciler: cpu_seconds(Some(reconciler)),
+            load: cpu_seconds(None),
+        }
     }
 
     /// Cores used by each (1.0 = one core busy all the time).
@@ -271,7 +310,9 @@ impl CpuSnapshot {
 
 /// The first three fields of /proc/loadavg: other work on the machine skews every figure.
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn round2(x: f64) -> f64 {
@@ -302,11 +343,17 @@ impl Layout {
 
 /// Creates the PKI and imports the registry (or reuses both when the marker matches); returns the
 /// registry's periods and its "today".
-fn setup(layout: &Layout, args: &Args, facility: &FacilityCode) -> anyhow::Result<(Vec<Qualification>, NaiveDate)> {
+fn setup(
+    layout: &Layout,
+    args: &Args,
+    facility: &FacilityCode,
+) -> anyhow::Result<(Vec<Qualification>, NaiveDate)> {
     let marker_path = layout.root.join(SETUP_MARKER);
     if let Ok(text) = std::fs::read_to_string(&marker_path) {
-        let m: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", marker_path.display()))?;
-        let today: NaiveDate = serde_json::from_value(m["today"].clone()).context("today in the setup marker")?;
+        let m: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", marker_path.display()))?;
+        let today: NaiveDate =
+            serde_json::from_value(m["today"].clone()).context("today in the setup marker")?;
         let same = m["people"].as_u64() == Some(args.people as u64)
             && m["seed"].as_u64() == Some(args.seed)
             && m["facility"].as_str() == Some(facility.as_str())
@@ -318,18 +365,35 @@ fn setup(layout: &Layout, args: &Args, facility: &FacilityCode) -> anyhow::Resul
                 text.trim()
             );
         }
-        eprintln!("onshi-load: reusing the setup in {} (registry today = {today})", layout.root.display());
-        let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people: args.people, seed: args.seed, today });
+        eprintln!(
+            "onshi-load: reusing the setup in {} (registry today = {today})",
+            layout.root.display()
+        );
+        let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+            people: args.people,
+            seed: args.seed,
+            today,
+        });
         return Ok((periods, today));
     }
 
-    let today = args.today.unwrap_or_else(|| chrono::Local::now().date_naive());
+    let today = args
+        .today
+        .unwrap_or_else(|| chrono::Local::now().date_naive());
     let t = Instant::now();
     onshi_sync::pki::init(&layout.pki, std::slice::from_ref(facility)).context("pki init")?;
-    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams { people: args.people, seed: args.seed, today });
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people: args.people,
+        seed: args.seed,
+        today,
+    });
     {
-        let store = Arc::new(onshi_sync::store::SledStore::open(&layout.reconciler_data.join("registry")).context("opening the registry store")?);
-        let registry = onshi_sync::registry::Registry::open(store).context("opening the registry")?;
+        let store = Arc::new(
+            onshi_sync::store::SledStore::open(&layout.reconciler_data.join("registry"))
+                .context("opening the registry store")?,
+        );
+        let registry =
+            onshi_sync::registry::Registry::open(store).context("opening the registry")?;
         for q in &periods {
             registry.put(q).context("importing the registry")?;
         }
@@ -364,7 +428,8 @@ fn fs_type(path: &Path) -> String {
             best = Some((f[1].len(), f[2].to_string(), f[0].to_string()));
         }
     }
-    best.map(|(_, t, dev)| format!("{t} on {dev}")).unwrap_or_else(|| "unknown".into())
+    best.map(|(_, t, dev)| format!("{t} on {dev}"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,14 +460,29 @@ fn body_of(q: &Qualification, today: NaiveDate) -> Value {
 
 /// A seeded, shuffled pool of checks: valid people, lost qualifications, and card numbers with a
 /// typo (last digit changed: not found).
-fn build_mix(periods: &[Qualification], today: NaiveDate, args: &Args, size: usize) -> anyhow::Result<Mix> {
-    let valid: Vec<&Qualification> = periods.iter().filter(|q| q.acquired_on <= today && q.lost_on.is_none_or(|l| l > today)).collect();
-    let lost: Vec<&Qualification> = periods.iter().filter(|q| q.lost_on.is_some_and(|l| l <= today)).collect();
+fn build_mix(
+    periods: &[Qualification],
+    today: NaiveDate,
+    args: &Args,
+    size: usize,
+) -> anyhow::Result<Mix> {
+    let valid: Vec<&Qualification> = periods
+        .iter()
+        .filter(|q| q.acquired_on <= today && q.lost_on.is_none_or(|l| l > today))
+        .collect();
+    let lost: Vec<&Qualification> = periods
+        .iter()
+        .filter(|q| q.lost_on.is_some_and(|l| l <= today))
+        .collect();
     if valid.is_empty() {
         bail!("the registry has no qualification valid on {today}");
     }
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x6c6f_6164);
-    let mut mix = Mix { bodies: Vec::with_capacity(size), requests: Vec::with_capacity(size), kinds: BTreeMap::new() };
+    let mut mix = Mix {
+        bodies: Vec::with_capacity(size),
+        requests: Vec::with_capacity(size),
+        kinds: BTreeMap::new(),
+    };
     while mix.requests.len() < size {
         let roll = rng.random_range(0..100u32);
         let kind = if roll < args.typo_pct {
@@ -419,8 +499,14 @@ fn build_mix(periods: &[Qualification], today: NaiveDate, args: &Args, size: usi
         let mut body = body_of(q, today);
         if kind == Kind::Typo {
             let number = q.number.as_str();
-            let Some(last) = number.chars().last().and_then(|c| c.to_digit(10)) else { continue };
-            let typo = format!("{}{}", &number[..number.len() - 1], (last + 1 + rng.random_range(0..9u32)) % 10);
+            let Some(last) = number.chars().last().and_then(|c| c.to_digit(10)) else {
+                continue;
+            };
+            let typo = format!(
+                "{}{}",
+                &number[..number.len() - 1],
+                (last + 1 + rng.random_range(0..9u32)) % 10
+            );
             body["insurance_card"]["number"] = json!(typo);
         }
         // The direct phase sends exactly what the edge would have parsed from the body.
@@ -430,12 +516,13 @@ fn build_mix(periods: &[Qualification], today: NaiveDate, args: &Args, size: usi
         };
         mix.bodies.push(serde_json::to_vec(&body)?);
         mix.requests.push(req);
-        *mix.kinds.entry(match kind {
-            Kind::Valid => "valid",
-            Kind::Lost => "lost",
-            Kind::Typo => "typo",
-        })
-        .or_default() += 1;
+        *mix.kinds
+            .entry(match kind {
+                Kind::Valid => "valid",
+                Kind::Lost => "lost",
+                Kind::Typo => "typo",
+            })
+            .or_default() += 1;
     }
     Ok(mix)
 }
@@ -451,7 +538,8 @@ type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
 
 fn new_hist() -> Histogram<u64> {
     // Microseconds, 1 µs … 120 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 120_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
@@ -482,10 +570,18 @@ impl PhaseResult {
         self.ok as f64 / self.measured_s
     }
     fn ms(&self, q: f64) -> f64 {
-        if self.hist.is_empty() { f64::NAN } else { self.hist.value_at_quantile(q) as f64 / 1000.0 }
+        if self.hist.is_empty() {
+            f64::NAN
+        } else {
+            self.hist.value_at_quantile(q) as f64 / 1000.0
+        }
     }
     fn max_ms(&self) -> f64 {
-        if self.hist.is_empty() { f64::NAN } else { self.hist.max() as f64 / 1000.0 }
+        if self.hist.is_empty() {
+            f64::NAN
+        } else {
+            self.hist.max() as f64 / 1000.0
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -530,7 +626,14 @@ struct Tally {
 
 impl Tally {
     fn new() -> Self {
-        Tally { hist: new_hist(), hist_send: new_hist(), ok: 0, failed: 0, outcomes: BTreeMap::new(), errors: BTreeMap::new() }
+        Tally {
+            hist: new_hist(),
+            hist_send: new_hist(),
+            ok: 0,
+            failed: 0,
+            outcomes: BTreeMap::new(),
+            errors: BTreeMap::new(),
+        }
     }
     fn add(&mut self, r: OpResult, lat: Duration, lat_send: Duration) {
         match r {
@@ -562,7 +665,12 @@ impl Tally {
 
 /// `concurrency` tasks, each sending its next check as soon as the last is answered, for
 /// `warmup + duration`; only checks sent and answered inside the measured window count.
-async fn closed_loop(op: Op, concurrency: usize, warmup: Duration, duration: Duration) -> (Tally, f64) {
+async fn closed_loop(
+    op: Op,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> (Tally, f64) {
     let seq = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let start = t0 + warmup;
@@ -600,7 +708,13 @@ async fn closed_loop(op: Op, concurrency: usize, warmup: Duration, duration: Dur
 /// Open loop: check `i` is scheduled at `t0 + i / rate` whatever happened before; latency counts
 /// from the scheduled time (no coordinated omission). At most `max_inflight` outstanding checks;
 /// past that a scheduled check is counted as failed (`overload`).
-async fn open_loop(op: Op, rate: f64, warmup: Duration, duration: Duration, max_inflight: usize) -> (Tally, f64) {
+async fn open_loop(
+    op: Op,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    max_inflight: usize,
+) -> (Tally, f64) {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let t0 = tokio::time::Instant::now() + Duration::from_millis(10);
     let start = t0 + warmup;
@@ -627,7 +741,9 @@ async fn open_loop(op: Op, rate: f64, warmup: Duration, duration: Duration, max_
             if inflight.load(Ordering::Relaxed) as usize >= max_inflight {
                 if measured && let Ok(mut t) = tally.lock() {
                     t.failed += 1;
-                    *t.errors.entry("overload (load generator cap)".into()).or_default() += 1;
+                    *t.errors
+                        .entry("overload (load generator cap)".into())
+                        .or_default() += 1;
                 }
                 continue;
             }
@@ -672,14 +788,29 @@ fn edge_op(client: reqwest::Client, url: String, bodies: Arc<Vec<Vec<u8>>>) -> O
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("http: {}", if e.is_timeout() { "timeout" } else if e.is_connect() { "connect" } else { "transport" }))?;
+                .map_err(|e| {
+                    format!(
+                        "http: {}",
+                        if e.is_timeout() {
+                            "timeout"
+                        } else if e.is_connect() {
+                            "connect"
+                        } else {
+                            "transport"
+                        }
+                    )
+                })?;
             let status = resp.status();
             let bytes = resp.bytes().await.map_err(|_| "http: body".to_string())?;
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
                 Ok(validity_label(v["validity"].as_str().unwrap_or("")))
             } else {
-                Err(format!("HTTP {} {}", status.as_u16(), v["error"]["code"].as_str().unwrap_or("?")))
+                Err(format!(
+                    "HTTP {} {}",
+                    status.as_u16(),
+                    v["error"]["code"].as_str().unwrap_or("?")
+                ))
             }
         }) as OpFuture
     })
@@ -698,7 +829,11 @@ fn validity_label(s: &str) -> &'static str {
     }
 }
 
-fn direct_op(clients: Arc<Vec<LinkClient>>, requests: Arc<Vec<CheckRequest>>, timeout: Duration) -> Op {
+fn direct_op(
+    clients: Arc<Vec<LinkClient>>,
+    requests: Arc<Vec<CheckRequest>>,
+    timeout: Duration,
+) -> Op {
     Arc::new(move |i| {
         let clients = clients.clone();
         let req = requests[i % requests.len()].clone();
@@ -731,7 +866,11 @@ async fn edge_status(client: &reqwest::Client, base: &str) -> anyhow::Result<Val
     Ok(resp.json::<Value>().await?)
 }
 
-async fn wait_edge_up(client: &reqwest::Client, base: &str, edge: &ChildGuard) -> anyhow::Result<()> {
+async fn wait_edge_up(
+    client: &reqwest::Client,
+    base: &str,
+    edge: &ChildGuard,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(v) = edge_status(client, base).await
@@ -740,14 +879,20 @@ async fn wait_edge_up(client: &reqwest::Client, base: &str, edge: &ChildGuard) -
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the edge's link did not come up within 30 s; its log:\n{}", edge.log_tail());
+            bail!(
+                "the edge's link did not come up within 30 s; its log:\n{}",
+                edge.log_tail()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn journal_counts(v: &Value) -> (u64, u64) {
-    (v["journal"]["syncs"].as_u64().unwrap_or(0), v["journal"]["commits"].as_u64().unwrap_or(0))
+    (
+        v["journal"]["syncs"].as_u64().unwrap_or(0),
+        v["journal"]["commits"].as_u64().unwrap_or(0),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -790,7 +935,11 @@ impl FsyncResult {
 fn bare_fsync(dir: &Path, seconds: f64, append: bool) -> anyhow::Result<FsyncResult> {
     use std::io::{Seek, SeekFrom};
     const BLOCKS: u64 = 256;
-    let path = dir.join(if append { "fsync-probe-append.bin" } else { "fsync-probe-overwrite.bin" });
+    let path = dir.join(if append {
+        "fsync-probe-append.bin"
+    } else {
+        "fsync-probe-overwrite.bin"
+    });
     let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let block = vec![0xa5u8; 4096];
     if !append {
@@ -816,7 +965,14 @@ fn bare_fsync(dir: &Path, seconds: f64, append: bool) -> anyhow::Result<FsyncRes
     let secs = t0.elapsed().as_secs_f64();
     drop(f);
     let _ = std::fs::remove_file(&path);
-    Ok(FsyncResult { mode: if append { "append" } else { "overwrite" }, fsyncs: n, seconds: secs, hist, fs: fs_type(dir), path })
+    Ok(FsyncResult {
+        mode: if append { "append" } else { "overwrite" },
+        fsyncs: n,
+        seconds: secs,
+        hist,
+        fs: fs_type(dir),
+        path,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -829,10 +985,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let loadavg_start = loadavg();
-    let facility = FacilityCode::parse(&args.facility).map_err(|e| anyhow::anyhow!("--facility {}: {e}", args.facility))?;
+    let facility = FacilityCode::parse(&args.facility)
+        .map_err(|e| anyhow::anyhow!("--facility {}: {e}", args.facility))?;
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?.parent().context("this binary's directory")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary's directory")?
+            .to_path_buf(),
     };
     let reconciler_bin = find_bin(&bin_dir, "onshi-reconciler")?;
     let edge_bin = find_bin(&bin_dir, "onshi-edge")?;
@@ -846,7 +1006,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => {
             let base = args.tmp_root.clone().unwrap_or_else(std::env::temp_dir);
-            let t = tempfile::Builder::new().prefix("onshi-load-").tempdir_in(&base).with_context(|| format!("temp dir in {}", base.display()))?;
+            let t = tempfile::Builder::new()
+                .prefix("onshi-load-")
+                .tempdir_in(&base)
+                .with_context(|| format!("temp dir in {}", base.display()))?;
             let p = t.path().to_path_buf();
             if args.keep {
                 let _ = t.keep();
@@ -861,7 +1024,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (periods, today) = setup(&layout, &args, &facility)?;
     let mix = build_mix(&periods, today, &args, 20_000)?;
     drop(periods);
-    eprintln!("onshi-load: request mix {:?} (pool of {})", mix.kinds, mix.requests.len());
+    eprintln!(
+        "onshi-load: request mix {:?} (pool of {})",
+        mix.kinds,
+        mix.requests.len()
+    );
 
     // --- processes
     let pki = layout.pki.to_string_lossy().into_owned();
@@ -869,22 +1036,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (reconciler, raddr) = spawn_ready(
         "onshi-reconciler",
         &reconciler_bin,
-        &["serve", "--data", &rdata, "--pki", &pki, "--listen", "127.0.0.1:0"],
+        &[
+            "serve",
+            "--data",
+            &rdata,
+            "--pki",
+            &pki,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         root.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
-    let raddr: SocketAddr = raddr.parse().with_context(|| format!("reconciler address '{raddr}'"))?;
+    let raddr: SocketAddr = raddr
+        .parse()
+        .with_context(|| format!("reconciler address '{raddr}'"))?;
     let edata = layout.edge_data.to_string_lossy().into_owned();
     let raddr_s = raddr.to_string();
     let (edge, http) = spawn_ready(
         "onshi-edge",
         &edge_bin,
-        &["run", "--facility", facility.as_str(), "--data", &edata, "--pki", &pki, "--reconciler", &raddr_s, "--http", "127.0.0.1:0"],
+        &[
+            "run",
+            "--facility",
+            facility.as_str(),
+            "--data",
+            &edata,
+            "--pki",
+            &pki,
+            "--reconciler",
+            &raddr_s,
+            "--http",
+            "127.0.0.1:0",
+        ],
         root.join("edge.log"),
         "onshi-edge: HTTP API on ",
     )?;
     let base = http.trim_end_matches('/').to_string();
-    eprintln!("onshi-load: reconciler quic://{raddr} (pid {}), edge {base} (pid {})", reconciler.pid(), edge.pid());
+    eprintln!(
+        "onshi-load: reconciler quic://{raddr} (pid {}), edge {base} (pid {})",
+        reconciler.pid(),
+        edge.pid()
+    );
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -906,32 +1099,82 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for phase in &args.phases {
         match phase.as_str() {
             "fsync" => {
-                eprintln!("onshi-load: bare fsync of {} (append, then overwrite), {:.0} s each …", layout.edge_data.display(), args.fsync_seconds);
+                eprintln!(
+                    "onshi-load: bare fsync of {} (append, then overwrite), {:.0} s each …",
+                    layout.edge_data.display(),
+                    args.fsync_seconds
+                );
                 let dir = layout.edge_data.clone();
                 let secs = args.fsync_seconds;
                 let r = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<FsyncResult>> {
-                    Ok(vec![bare_fsync(&dir, secs, true)?, bare_fsync(&dir, secs, false)?])
+                    Ok(vec![
+                        bare_fsync(&dir, secs, true)?,
+                        bare_fsync(&dir, secs, false)?,
+                    ])
                 })
                 .await??;
                 for f in &r {
-                    eprintln!("onshi-load:   {}: {:.0} fsyncs/s ({})", f.mode, f.rate(), f.fs);
+                    eprintln!(
+                        "onshi-load:   {}: {:.0} fsyncs/s ({})",
+                        f.mode,
+                        f.rate(),
+                        f.fs
+                    );
                 }
                 fsync = r;
             }
             "edge" => {
-                eprintln!("onshi-load: edge, {} concurrent HTTP clients, {:.0}+{:.0} s …", args.concurrency, args.warmup, args.duration);
+                eprintln!(
+                    "onshi-load: edge, {} concurrent HTTP clients, {:.0}+{:.0} s …",
+                    args.concurrency, args.warmup, args.duration
+                );
                 let op = edge_op(client.clone(), format!("{base}/v1/checks"), bodies.clone());
-                let (r, extra) = measure(&edge, &reconciler, &client, &base, || closed_loop(op, args.concurrency, warmup, duration), warmup).await?;
-                let p = phase_result(format!("edge POST /v1/checks, {} clients", args.concurrency), "closed", Some(args.concurrency), None, r, false, extra);
+                let (r, extra) = measure(
+                    &edge,
+                    &reconciler,
+                    &client,
+                    &base,
+                    || closed_loop(op, args.concurrency, warmup, duration),
+                    warmup,
+                )
+                .await?;
+                let p = phase_result(
+                    format!("edge POST /v1/checks, {} clients", args.concurrency),
+                    "closed",
+                    Some(args.concurrency),
+                    None,
+                    r,
+                    false,
+                    extra,
+                );
                 print_progress(&p);
                 phases.push(p);
             }
             "rate" if args.rate > 0.0 => {
-                eprintln!("onshi-load: edge at a fixed {:.0} checks/s (open loop), {:.0}+{:.0} s …", args.rate, args.warmup, args.duration);
+                eprintln!(
+                    "onshi-load: edge at a fixed {:.0} checks/s (open loop), {:.0}+{:.0} s …",
+                    args.rate, args.warmup, args.duration
+                );
                 let op = edge_op(client.clone(), format!("{base}/v1/checks"), bodies.clone());
                 let rate = args.rate;
-                let (r, extra) = measure(&edge, &reconciler, &client, &base, || open_loop(op, rate, warmup, duration, 10_000), warmup).await?;
-                let p = phase_result(format!("edge POST /v1/checks at {rate:.0}/s"), "open", None, Some(rate), r, true, extra);
+                let (r, extra) = measure(
+                    &edge,
+                    &reconciler,
+                    &client,
+                    &base,
+                    || open_loop(op, rate, warmup, duration, 10_000),
+                    warmup,
+                )
+                .await?;
+                let p = phase_result(
+                    format!("edge POST /v1/checks at {rate:.0}/s"),
+                    "open",
+                    None,
+                    Some(rate),
+                    r,
+                    true,
+                    extra,
+                );
                 print_progress(&p);
                 phases.push(p);
             }
@@ -941,7 +1184,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     "onshi-load: direct to the reconciler over QUIC, {} in flight on {} connection(s), {:.0}+{:.0} s …",
                     args.direct_concurrency, args.direct_clients, args.warmup, args.duration
                 );
-                let identity = onshi_sync::pki::load_client(&layout.pki, &facility).context("loading the facility's client certificate")?;
+                let identity = onshi_sync::pki::load_client(&layout.pki, &facility)
+                    .context("loading the facility's client certificate")?;
                 let mut clients = Vec::new();
                 for _ in 0..args.direct_clients.max(1) {
                     clients.push(LinkClient::new(raddr, &identity, LinkSettings::default())?);
@@ -957,12 +1201,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     })
                     .await
                     .context("the direct QUIC link did not come up within 15 s")?;
-                    anyhow::ensure!(c.state().is_up(), "the direct QUIC link is not up: {:?}", c.state().last_error);
+                    anyhow::ensure!(
+                        c.state().is_up(),
+                        "the direct QUIC link is not up: {:?}",
+                        c.state().last_error
+                    );
                 }
                 let clients = Arc::new(clients);
                 let op = direct_op(clients.clone(), requests.clone(), Duration::from_secs(10));
                 let conc = args.direct_concurrency;
-                let (r, extra) = measure(&edge, &reconciler, &client, &base, || closed_loop(op, conc, warmup, duration), warmup).await?;
+                let (r, extra) = measure(
+                    &edge,
+                    &reconciler,
+                    &client,
+                    &base,
+                    || closed_loop(op, conc, warmup, duration),
+                    warmup,
+                )
+                .await?;
                 let p = phase_result(
                     format!("direct QUIC, {} in flight on {} conn", conc, clients.len()),
                     "closed",
@@ -982,7 +1238,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    report(&args, &root, today, &mix.kinds, &phases, &fsync, &loadavg_start)?;
+    report(
+        &args,
+        &root,
+        today,
+        &mix.kinds,
+        &phases,
+        &fsync,
+        &loadavg_start,
+    )?;
     drop(edge);
     drop(reconciler);
     if let Some(t) = _tmp.take() {
@@ -1010,10 +1274,16 @@ where
     let handle = tokio::spawn(load());
     tokio::time::sleep(warmup).await;
     let before = CpuSnapshot::take(epid, rpid);
-    let j0 = edge_status(client, base).await.map(|v| journal_counts(&v)).unwrap_or((0, 0));
+    let j0 = edge_status(client, base)
+        .await
+        .map(|v| journal_counts(&v))
+        .unwrap_or((0, 0));
     let r = handle.await.context("load task")?;
     let after = CpuSnapshot::take(epid, rpid);
-    let j1 = edge_status(client, base).await.map(|v| journal_counts(&v)).unwrap_or((0, 0));
+    let j1 = edge_status(client, base)
+        .await
+        .map(|v| journal_counts(&v))
+        .unwrap_or((0, 0));
     let (syncs, commits) = (j1.0.saturating_sub(j0.0), j1.1.saturating_sub(j0.1));
     let extra = json!({
         "cpu": after.cores_since(&before),
@@ -1071,8 +1341,12 @@ fn report(
     fsync: &[FsyncResult],
     loadavg_start: &str,
 ) -> anyhow::Result<()> {
-    let edge_max = phases.iter().find(|p| p.name.starts_with("edge") && p.mode == "closed");
-    let edge_rate = phases.iter().find(|p| p.name.starts_with("edge") && p.mode == "open");
+    let edge_max = phases
+        .iter()
+        .find(|p| p.name.starts_with("edge") && p.mode == "closed");
+    let edge_rate = phases
+        .iter()
+        .find(|p| p.name.starts_with("edge") && p.mode == "open");
     let direct = phases.iter().find(|p| p.name.starts_with("direct"));
     let edge_over_direct = match (edge_max, direct) {
         (Some(e), Some(d)) if d.rate() > 0.0 => Some(e.rate() / d.rate()),
@@ -1080,12 +1354,17 @@ fn report(
     };
     // Edge maximum checks/s over each bare fsync rate.
     let edge_over_fsync: BTreeMap<&str, f64> = match edge_max {
-        Some(e) => fsync.iter().filter(|f| f.rate() > 0.0).map(|f| (f.mode, round2(e.rate() / f.rate()))).collect(),
+        Some(e) => fsync
+            .iter()
+            .filter(|f| f.rate() > 0.0)
+            .map(|f| (f.mode, round2(e.rate() / f.rate())))
+            .collect(),
         None => BTreeMap::new(),
     };
     // Target: 1,000 checks/s sustained with p99 < 10 ms (from the fixed-rate phase when run).
     let edge_target = edge_rate.map(|p| {
-        let achieved = p.rate() >= 0.99 * TARGET_EDGE_RATE.min(p.target_rate.unwrap_or(0.0)) && p.target_rate.unwrap_or(0.0) >= TARGET_EDGE_RATE;
+        let achieved = p.rate() >= 0.99 * TARGET_EDGE_RATE.min(p.target_rate.unwrap_or(0.0))
+            && p.target_rate.unwrap_or(0.0) >= TARGET_EDGE_RATE;
         achieved && p.failed == 0 && p.ms(0.99) < TARGET_EDGE_P99_MS
     });
     let edge_max_target = edge_max.map(|p| p.rate() >= TARGET_EDGE_RATE);
@@ -1095,9 +1374,21 @@ fn report(
     let w = &mut out;
     use std::fmt::Write as _;
     let _ = writeln!(w);
-    let _ = writeln!(w, "load average (1/5/15 min) at start: {loadavg_start}; at end: {}", loadavg());
-    let _ = writeln!(w, "onshi-load: {} people, seed {}, today {today}, mix {:?}, {} s measured after {} s warm-up", args.people, args.seed, kinds, args.duration, args.warmup);
-    let _ = writeln!(w, "{:<44} {:>10} {:>8} {:>8} {:>9} {:>7}  {:<26}", "phase", "checks/s", "p50 ms", "p99 ms", "max ms", "failed", "CPU cores edge/rec/load");
+    let _ = writeln!(
+        w,
+        "load average (1/5/15 min) at start: {loadavg_start}; at end: {}",
+        loadavg()
+    );
+    let _ = writeln!(
+        w,
+        "onshi-load: {} people, seed {}, today {today}, mix {:?}, {} s measured after {} s warm-up",
+        args.people, args.seed, kinds, args.duration, args.warmup
+    );
+    let _ = writeln!(
+        w,
+        "{:<44} {:>10} {:>8} {:>8} {:>9} {:>7}  {:<26}",
+        "phase", "checks/s", "p50 ms", "p99 ms", "max ms", "failed", "CPU cores edge/rec/load"
+    );
     let _ = writeln!(w, "{}", "-".repeat(118));
     for p in phases {
         let cpu = format!(
@@ -1106,7 +1397,17 @@ fn report(
             p.cpu["reconciler"].as_f64().unwrap_or(f64::NAN),
             p.cpu["load_generator"].as_f64().unwrap_or(f64::NAN)
         );
-        let _ = writeln!(w, "{:<44} {:>10.0} {:>8.2} {:>8.2} {:>9.2} {:>7}  {:<26}", p.name, p.rate(), p.ms(0.5), p.ms(0.99), p.max_ms(), p.failed, cpu);
+        let _ = writeln!(
+            w,
+            "{:<44} {:>10.0} {:>8.2} {:>8.2} {:>9.2} {:>7}  {:<26}",
+            p.name,
+            p.rate(),
+            p.ms(0.5),
+            p.ms(0.99),
+            p.max_ms(),
+            p.failed,
+            cpu
+        );
         if let Some(h) = &p.hist_send
             && !h.is_empty()
         {
@@ -1137,7 +1438,17 @@ fn report(
     let _ = writeln!(w);
     for p in phases {
         if !p.outcomes.is_empty() || !p.errors.is_empty() {
-            let _ = writeln!(w, "{}: answers {:?}{}", p.name, p.outcomes, if p.errors.is_empty() { String::new() } else { format!(", errors {:?}", p.errors) });
+            let _ = writeln!(
+                w,
+                "{}: answers {:?}{}",
+                p.name,
+                p.outcomes,
+                if p.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", errors {:?}", p.errors)
+                }
+            );
         }
         if p.name.starts_with("edge") {
             let _ = writeln!(
@@ -1155,16 +1466,31 @@ fn report(
         let _ = writeln!(w, "ratio edge / direct throughput:      {r:.3}");
     }
     for (mode, r) in &edge_over_fsync {
-        let _ = writeln!(w, "ratio edge max checks/s / bare fsyncs/s ({mode}): {r:.2}");
+        let _ = writeln!(
+            w,
+            "ratio edge max checks/s / bare fsyncs/s ({mode}): {r:.2}"
+        );
     }
     let verdict = |b: Option<bool>| match b {
         Some(true) => "MET",
         Some(false) => "NOT MET",
         None => "not measured",
     };
-    let _ = writeln!(w, "target: edge sustains 1,000 checks/s with p99 < 10 ms (fixed-rate phase): {}", verdict(edge_target));
-    let _ = writeln!(w, "target: edge maximum throughput >= 1,000 checks/s: {}", verdict(edge_max_target));
-    let _ = writeln!(w, "target: reconciler alone >= 20,000 checks/s: {}", verdict(direct_target));
+    let _ = writeln!(
+        w,
+        "target: edge sustains 1,000 checks/s with p99 < 10 ms (fixed-rate phase): {}",
+        verdict(edge_target)
+    );
+    let _ = writeln!(
+        w,
+        "target: edge maximum throughput >= 1,000 checks/s: {}",
+        verdict(edge_max_target)
+    );
+    let _ = writeln!(
+        w,
+        "target: reconciler alone >= 20,000 checks/s: {}",
+        verdict(direct_target)
+    );
 
     if args.json {
         eprint!("{out}");
