@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod bench;
 pub mod relay;
 
 /// How long a process may take to print its readiness line (debug builds, parallel tests).

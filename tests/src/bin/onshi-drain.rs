@@ -9,9 +9,7 @@
 //!     cargo build --release --workspace --bins
 //!     target/release/onshi-drain [--provisional 5000] [--deferred 20000] [--json]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -52,52 +50,7 @@ struct Args {
     json: bool,
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_ready(
-    bin: &Path,
-    args: &[&str],
-    log: &Path,
-    prefix: &str,
-) -> anyhow::Result<(Proc, String)> {
-    let err = std::fs::File::create(log)?;
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let out = child.stdout.take().context("stdout")?;
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && let Some(rest) = line.strip_prefix(prefix)
-        {
-            return Ok((proc, rest.trim().to_string()));
-        }
-    }
-    bail!(
-        "{} printed no '{prefix}' line; see {}",
-        bin.display(),
-        log.display()
-    )
-}
+use onshi_tests::bench::spawn_ready;
 
 fn rss_mib(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -160,6 +113,7 @@ async fn run_drain(
             "--listen",
             "127.0.0.1:0",
         ],
+        &[("RUST_LOG", "warn")],
         &dir.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
@@ -187,6 +141,7 @@ async fn run_drain(
             "--queue-max-yen",
             "100000000000",
         ],
+        &[("RUST_LOG", "warn")],
         &dir.join("edge.log"),
         "onshi-edge: HTTP API on ",
     )?;

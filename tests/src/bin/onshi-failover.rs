@@ -8,9 +8,7 @@
 //!     cargo build --release --workspace --bins
 //!     target/release/onshi-failover [--runs 5] [--deadline-ms 1500] [--clients 8]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,51 +41,7 @@ struct Args {
     json: bool,
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_ready(
-    bin: &Path,
-    args: &[&str],
-    log: &Path,
-    prefix: &str,
-) -> anyhow::Result<(Proc, String)> {
-    let err = std::fs::File::create(log)?;
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let out = child.stdout.take().context("stdout")?;
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && let Some(rest) = line.strip_prefix(prefix)
-        {
-            return Ok((proc, rest.trim().to_string()));
-        }
-    }
-    bail!(
-        "{} printed no '{prefix}' line; see {}",
-        bin.display(),
-        log.display()
-    )
-}
+use onshi_tests::bench::spawn_ready;
 
 fn body(q: &Qualification) -> Value {
     json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date})
@@ -136,6 +90,7 @@ async fn run_once(
             "--listen",
             "127.0.0.1:0",
         ],
+        &[],
         &dir.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
@@ -159,6 +114,7 @@ async fn run_once(
             "--hold-ms",
             "200",
         ],
+        &[],
         &dir.join("edge.log"),
         "onshi-edge: HTTP API on ",
     )?;

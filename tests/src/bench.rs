@@ -1,0 +1,63 @@
+//! Process handling shared by the benchmark commands (`onshi-failover`, `onshi-drain`): start a
+//! daemon, wait for its readiness line, kill it when dropped. (The tests use `Proc` in lib.rs, which
+//! also keeps stderr for assertions; `onshi-load` keeps its own guard with CPU accounting.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct BenchProc(pub Child);
+
+impl Drop for BenchProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bin args…` with `envs`, stderr to `log`, and waits up to 60 s for a stdout line starting
+/// with `prefix`; returns the process and the rest of that line.
+pub fn spawn_ready(
+    bin: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    log: &Path,
+    prefix: &str,
+) -> anyhow::Result<(BenchProc, String)> {
+    let err = std::fs::File::create(log)?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let out = child.stdout.take().context("stdout")?;
+    let proc = BenchProc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Drains stdout for the child's whole life, so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && let Some(rest) = line.strip_prefix(prefix)
+        {
+            return Ok((proc, rest.trim().to_string()));
+        }
+    }
+    bail!(
+        "{} printed no '{prefix}' line; see {}",
+        bin.display(),
+        log.display()
+    )
+}
