@@ -41,6 +41,18 @@ struct Session {
     tree: JournalTree,
 }
 
+/// The reconciler's side of the protocol: settlements go back in up to 64 batches at a time (as
+/// many as the edge sends: a slow, long line holds several), and a batch is sent again only after the edge's RPC timeout (an
+/// answer may take that long to arrive).
+pub fn reconciler_sync_config() -> SyncConfig {
+    SyncConfig {
+        max_batches_in_flight: 64,
+        batch_records: 64,
+        retransmit_ms: 6_000,
+        ..SyncConfig::default()
+    }
+}
+
 /// Every facility's sync session.
 pub struct Replication {
     store: Arc<dyn Store>,
@@ -63,7 +75,7 @@ impl Replication {
             store,
             registry,
             index,
-            config: SyncConfig::default(),
+            config: reconciler_sync_config(),
             sessions: Mutex::default(),
             clock: Instant::now(),
         }
@@ -111,11 +123,19 @@ impl Replication {
         slot: &mut Option<Session>,
         messages: Vec<SyncMessage>,
     ) -> Result<Response, StoreError> {
+        const CLOSED: &str = "the sync session was closed: start again with Hello";
         for m in messages {
             if let SyncMessage::Hello {
                 seen_yours: false, ..
             } = &m
             {
+                // What the old session still had to do is done (it acknowledges nothing the
+                // edge will hear of; the new session's Hello tells it what is here).
+                if let Some(old) = slot.as_mut()
+                    && !self.drain(facility, old)?
+                {
+                    tracing::debug!(%facility, "the old session closed before a new Hello");
+                }
                 *slot = Some(self.open_session(facility)?);
             }
             let Some(session) = slot.as_mut() else {
@@ -126,13 +146,6 @@ impl Replication {
             };
             let now = self.now_ms();
             session.sync.handle(now, Input::Message(m));
-            if !self.drain(facility, session)? {
-                *slot = None;
-                return Ok(Response::error(
-                    NO_SESSION,
-                    "the sync session was closed: start again with Hello",
-                ));
-            }
         }
         let Some(session) = slot.as_mut() else {
             return Ok(Response::error(
@@ -140,6 +153,11 @@ impl Replication {
                 "no sync session for this connection: start with Hello",
             ));
         };
+        // Every batch of the RPC persisted with one fsync, then acknowledged and settled.
+        if !self.drain(facility, session)? {
+            *slot = None;
+            return Ok(Response::error(NO_SESSION, CLOSED));
+        }
         let now = self.now_ms();
         let mut out = Vec::new();
         while let Some(m) = session.sync.poll_transmit(now) {

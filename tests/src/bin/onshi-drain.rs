@@ -48,6 +48,15 @@ struct Args {
     timeout_s: u64,
     #[arg(long)]
     json: bool,
+    /// RUST_LOG of both daemons (their logs are in the work directory).
+    #[arg(long, default_value = "warn")]
+    log: String,
+    /// Keep the work directory (logs, stores) and print where it is.
+    #[arg(long)]
+    keep: bool,
+    /// Run only this drain (`impaired` or `clean`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 use onshi_tests::bench::spawn_ready;
@@ -73,6 +82,10 @@ fn metric(text: &str, name: &str) -> f64 {
 struct Drain {
     link: String,
     seconds: f64,
+    /// When every deferred check had completed.
+    deferred_seconds: Option<f64>,
+    /// When the edge last became synced (provisional records acknowledged, settlements back).
+    synced_seconds: Option<f64>,
     synced: bool,
     deferred_completed: u64,
     settled: usize,
@@ -113,7 +126,7 @@ async fn run_drain(
             "--listen",
             "127.0.0.1:0",
         ],
-        &[("RUST_LOG", "warn")],
+        &[("RUST_LOG", args.log.as_str())],
         &dir.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
@@ -141,7 +154,7 @@ async fn run_drain(
             "--queue-max-yen",
             "100000000000",
         ],
-        &[("RUST_LOG", "warn")],
+        &[("RUST_LOG", args.log.as_str())],
         &dir.join("edge.log"),
         "onshi-edge: HTTP API on ",
     )?;
@@ -226,6 +239,7 @@ async fn run_drain(
     let healed = Instant::now();
     let (mut max_edge, mut max_rec) = (0.0f64, 0.0f64);
     let (mut synced, mut completed) = (false, 0u64);
+    let (mut deferred_at, mut synced_at) = (None, None);
     while healed.elapsed() < Duration::from_secs(args.timeout_s) {
         max_edge = max_edge.max(rss_mib(edge.0.id()));
         max_rec = max_rec.max(rss_mib(reconciler.0.id()));
@@ -238,10 +252,19 @@ async fn run_drain(
         synced = status["sync"]["synced"] == true
             && status["sync"]["outgoing"] == 0
             && status["sync"]["incoming"] == 0;
+        let t = healed.elapsed().as_secs_f64();
+        if completed >= args.deferred as u64 {
+            deferred_at.get_or_insert(t);
+        }
+        if synced {
+            synced_at.get_or_insert(t);
+        } else {
+            synced_at = None;
+        }
         if synced && completed >= args.deferred as u64 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seconds = healed.elapsed().as_secs_f64();
     let up = relay.stats().bytes[1].load(Ordering::Relaxed) - up0;
@@ -257,6 +280,8 @@ async fn run_drain(
     Ok(Drain {
         link: name.to_string(),
         seconds,
+        deferred_seconds: deferred_at,
+        synced_seconds: synced_at,
         synced,
         deferred_completed: completed,
         settled,
@@ -316,12 +341,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for (name, imp) in [("impaired", impaired), ("clean", Impairment::clean())] {
+        if args.only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
         eprintln!(
-            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed and {} settled; {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB",
+            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB",
             d.seconds,
             d.deferred_completed,
+            d.deferred_seconds.unwrap_or(f64::NAN),
             d.settled,
+            d.synced_seconds.unwrap_or(f64::NAN),
             d.bytes_to_reconciler,
             d.bytes_to_edge,
             d.goodput_of_capacity.map_or("—".to_string(), |g| format!(
@@ -333,6 +363,12 @@ async fn main() -> anyhow::Result<()> {
             d.max_rss_reconciler_mib
         );
         results.push(d);
+    }
+    if args.keep {
+        eprintln!(
+            "onshi-drain: work directory kept: {}",
+            root.keep().display()
+        );
     }
     let out = json!({"provisional": args.provisional, "deferred": args.deferred, "mbit": args.mbit, "rtt_ms": args.rtt_ms, "loss": args.loss, "results": results});
     if args.json {
