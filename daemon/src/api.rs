@@ -785,124 +785,154 @@ pub const MAX_BATCH_ITEMS: usize = 20_000;
 const BATCH_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    use onshi_sync::metrics::{Exposition, labels};
     let s = &app.gate.stats;
     let (syncs, commits) = app.gate.journal.commit_stats();
-    let up = u8::from(app.gate.link.state().is_up());
+    let link = app.gate.link.state();
     let mode = app.gate.mode.mode();
+    let sync = app.gate.sync.status();
     let q = queue::summary(
         &app.gate.journal,
         &app.gate.live.get().queue,
         chrono::Utc::now(),
     )
     .ok();
-    let mut text = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in lines {
-            text.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
-    let n = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed).to_string();
-    metric(
+    let n = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let mut e = Exposition::new();
+    e.counter(
         "onshi_checks_total",
-        "counter",
         "Checks answered, by source.",
         &[
-            ("{source=\"online\"}".into(), n(&s.answered_online)),
-            ("{source=\"replica\"}".into(), n(&s.answered_replica)),
-            ("{source=\"queued\"}".into(), n(&s.answered_queued)),
+            (labels(&[("source", "online")]), n(&s.answered_online)),
+            (labels(&[("source", "replica")]), n(&s.answered_replica)),
+            (labels(&[("source", "queued")]), n(&s.answered_queued)),
         ],
     );
-    metric(
+    e.labelled_counter(
+        "onshi_check_answers_total",
+        "Checks answered, by source and validity (what reception was told).",
+        &["source", "validity"],
+        &s.answers,
+    );
+    let series: Vec<([(&str, &str); 1], &onshi_sync::metrics::Histogram)> = crate::gate::SOURCES
+        .iter()
+        .zip(&s.latency)
+        .map(|(src, h)| ([("source", src.as_str())], h))
+        .collect();
+    let series: Vec<(&[(&str, &str)], &onshi_sync::metrics::Histogram)> =
+        series.iter().map(|(l, h)| (&l[..], *h)).collect();
+    e.histogram(
+        "onshi_check_duration_seconds",
+        "Time from a check's request to its durable answer, by source.",
+        &series,
+    );
+    e.counter(
         "onshi_deadline_missed_total",
-        "counter",
         "Online answers that missed the deadline.",
         &[(String::new(), n(&s.deadline_missed))],
     );
-    metric(
+    e.counter(
         "onshi_deferred_completed_total",
-        "counter",
         "Deferred checks completed online.",
         &[(String::new(), n(&s.deferred_completed))],
     );
-    metric(
+    let modes = [
+        ("online", crate::mode::Mode::Online),
+        ("degraded", crate::mode::Mode::Degraded),
+        ("offline", crate::mode::Mode::Offline),
+    ];
+    e.gauge(
         "onshi_mode",
-        "gauge",
         "1 for the current mode.",
+        &modes
+            .iter()
+            .map(|(name, m)| (labels(&[("mode", name)]), f64::from(u8::from(mode == *m))))
+            .collect::<Vec<_>>(),
+    );
+    e.gauge1(
+        "onshi_link_up",
+        "1 when the QUIC link to the reconciler is up.",
+        f64::from(u8::from(link.is_up())),
+    );
+    e.gauge1(
+        "onshi_link_rtt_seconds",
+        "Round-trip time of the current (or last) QUIC connection to the reconciler.",
+        link.last_rtt.map_or(0.0, |d| d.as_secs_f64()),
+    );
+    e.counter(
+        "onshi_link_reconnects_total",
+        "Connection attempts to the reconciler after the first.",
+        &[(String::new(), link.reconnects)],
+    );
+    e.counter(
+        "onshi_sync_rounds_total",
+        "Journal sync rounds with the reconciler (an RPC answered or failed).",
+        &[(String::new(), sync.rounds)],
+    );
+    e.gauge1(
+        "onshi_sync_synced",
+        "1 when every record is acknowledged by the reconciler and nothing is to receive.",
+        f64::from(u8::from(sync.synced)),
+    );
+    e.gauge(
+        "onshi_sync_pending_records",
+        "Sync records still to send or to receive.",
         &[
-            (
-                "{mode=\"online\"}".into(),
-                u8::from(mode == crate::mode::Mode::Online).to_string(),
-            ),
-            (
-                "{mode=\"degraded\"}".into(),
-                u8::from(mode == crate::mode::Mode::Degraded).to_string(),
-            ),
-            (
-                "{mode=\"offline\"}".into(),
-                u8::from(mode == crate::mode::Mode::Offline).to_string(),
-            ),
+            (labels(&[("direction", "outgoing")]), sync.outgoing as f64),
+            (labels(&[("direction", "incoming")]), sync.incoming as f64),
         ],
     );
-    metric(
-        "onshi_link_up",
-        "gauge",
-        "1 when the QUIC link to the reconciler is up.",
-        &[(String::new(), up.to_string())],
+    e.gauge1(
+        "onshi_sync_last_synced_timestamp_seconds",
+        "When a sync round last found everything synced (Unix time; 0 never).",
+        sync.last_sync.map_or(0.0, |t| t.timestamp() as f64),
     );
-    metric(
+    e.gauge1(
         "onshi_queue_pending",
-        "gauge",
         "Deferred checks and provisional records not yet closed.",
-        &[(
-            String::new(),
-            q.as_ref().map_or(0, |q| q.pending).to_string(),
-        )],
+        q.as_ref().map_or(0.0, |q| q.pending as f64),
     );
-    metric(
+    e.gauge1(
         "onshi_queue_provisional_yen",
-        "gauge",
         "Yen collected provisionally in records not yet closed.",
-        &[(
-            String::new(),
-            q.as_ref().map_or(0, |q| q.provisional_yen).to_string(),
-        )],
+        q.as_ref().map_or(0.0, |q| q.provisional_yen as f64),
     );
-    metric(
+    e.gauge1(
         "onshi_queue_oldest_pending_seconds",
-        "gauge",
-        "Age of the oldest pending item.",
-        &[(
-            String::new(),
-            q.as_ref()
-                .and_then(|q| q.oldest_pending_s)
-                .unwrap_or(0)
-                .to_string(),
-        )],
+        "Age of the oldest pending item (0 when nothing is pending).",
+        q.as_ref()
+            .and_then(|q| q.oldest_pending_s)
+            .map_or(0.0, |s| s as f64),
     );
-    metric(
+    e.gauge1(
+        "onshi_queue_quarantined",
+        "Records set aside with a reason (they stay visible in the queue).",
+        q.as_ref().map_or(0.0, |q| {
+            q.items.iter().filter(|i| i.state == "quarantined").count() as f64
+        }),
+    );
+    e.gauge1(
         "onshi_journal_records",
-        "gauge",
         "Checks in the journal.",
-        &[(String::new(), app.gate.journal.len().to_string())],
+        app.gate.journal.len() as f64,
     );
-    metric(
+    e.counter(
         "onshi_journal_syncs_total",
-        "counter",
         "Flush+fsync rounds of the journal.",
-        &[(String::new(), syncs.to_string())],
+        &[(String::new(), syncs)],
     );
-    metric(
+    e.counter(
         "onshi_journal_commits_total",
-        "counter",
         "Writes made durable (several per sync under load).",
-        &[(String::new(), commits.to_string())],
+        &[(String::new(), commits)],
     );
-    metric(
+    e.gauge1(
         "onshi_replica_people",
-        "gauge",
         "People in the local replica.",
-        &[(String::new(), app.gate.replica.people_count().to_string())],
+        app.gate.replica.people_count() as f64,
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(header::CONTENT_TYPE, onshi_sync::metrics::CONTENT_TYPE)],
+        e.finish(),
+    )
 }

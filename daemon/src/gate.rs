@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use onshi_model::{CheckOutcome, CheckRequest, Source, Validity};
 use onshi_sync::link::{LinkClient, LinkError};
+use onshi_sync::metrics::{Histogram, LabelledCounter};
 use onshi_sync::wire::{Request, Response};
 use tokio::sync::Notify;
 
@@ -36,6 +37,25 @@ pub struct GateStats {
     pub answered_queued: AtomicU64,
     pub deadline_missed: AtomicU64,
     pub deferred_completed: AtomicU64,
+    /// Checks answered, by source and validity.
+    pub answers: LabelledCounter,
+    /// Time from the request to the durable answer, by source (online, replica, queued).
+    pub latency: [Histogram; 3],
+}
+
+impl GateStats {
+    /// A check answered from `source` with `validity`, `took` after it arrived.
+    pub fn answered(&self, source: Source, validity: Validity, took: Duration) {
+        self.answers.inc(&[source.as_str(), validity.as_str()]);
+        self.latency[source_index(source)].observe(took);
+    }
+}
+
+/// The sources in the order of [`GateStats::latency`].
+pub const SOURCES: [Source; 3] = [Source::Online, Source::Replica, Source::Queued];
+
+fn source_index(source: Source) -> usize {
+    SOURCES.iter().position(|s| *s == source).unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +195,8 @@ impl Gate {
         if record.state == CheckState::Deferred {
             self.deferred_wake.notify_one();
         }
+        self.stats
+            .answered(record.source, record.validity, started.elapsed());
         Ok(record)
     }
 }

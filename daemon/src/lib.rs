@@ -6,6 +6,7 @@ pub mod config;
 pub mod deferred;
 pub mod demo;
 pub mod edge;
+pub mod enroll;
 pub mod gate;
 pub mod journal;
 pub mod mode;

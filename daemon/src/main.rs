@@ -1,4 +1,5 @@
-//! `onshi-edge`: the facility's edge node. Commands: `run`, `status`, `queue`, `sync-now`, `demo`.
+//! `onshi-edge`: the facility's edge node. Commands: `run`, `check-config`, `enroll`, `status`,
+//! `queue`, `sync-now`, `export`, `completions`, `reader-sim`, `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,37 @@ enum Command {
         #[command(flatten)]
         settings: EdgeSettings,
     },
+    /// Place the facility's certificate: check that the key belongs to the certificate, that the
+    /// certificate chains to the CA and names the facility, then install ca.pem,
+    /// facility-CODE.pem and facility-CODE.key (mode 0640, group onshi) in the PKI directory, and
+    /// set facility and pki in the configuration file if one is given. Run it as root.
+    Enroll {
+        /// The edge's PKI directory (created if missing).
+        #[arg(long, default_value = "/etc/onshi/pki")]
+        pki: PathBuf,
+        /// The deployment's CA certificate (ca.pem from the centre).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The facility's certificate (facility-CODE.pem).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The facility's private key (facility-CODE.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// The facility code the certificate must name (default: any; the configuration then gets
+        /// the certificate's).
+        #[arg(long)]
+        facility: Option<String>,
+        /// The edge's configuration file to update (facility and pki), e.g. /etc/onshi/edge.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The group that may read the key (the service's).
+        #[arg(long, default_value = "onshi")]
+        group: String,
+        /// Replace a different certificate, key or CA already installed (a renewal).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Show what the running daemon says about itself.
     Status {
         /// The daemon's HTTP address.
@@ -55,6 +87,9 @@ enum Command {
     },
     /// Shell completions (bash, zsh, fish, …) on standard output.
     Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on standard output (packaging/man/onshi-edge.1).
+    #[command(hide = true)]
+    Manpage,
     /// The queue: deferred checks and provisional records not yet settled.
     Queue {
         /// The daemon's HTTP address.
@@ -161,6 +196,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config, settings } => check_config(config, settings),
+        Command::Enroll {
+            pki,
+            ca,
+            cert,
+            key,
+            facility,
+            config,
+            group,
+            replace,
+        } => enroll(onshi_edge::enroll::EnrollRequest {
+            pki,
+            ca,
+            cert,
+            key,
+            facility: facility
+                .map(|f| {
+                    onshi_model::FacilityCode::parse(&f)
+                        .map_err(|e| anyhow::anyhow!("--facility {f}: {}", e.message))
+                })
+                .transpose()?,
+            config,
+            group,
+            replace,
+        }),
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let page = onshi_sync::manpage::render(&cmd, MAN_EXTRA)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { http, json } => status(&http, json).await,
         Command::Queue { http, json } => queue(&http, json).await,
         Command::Export { http } => {
@@ -196,6 +261,65 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+fn enroll(req: onshi_edge::enroll::EnrollRequest) -> anyhow::Result<ExitCode> {
+    match onshi_edge::enroll::enroll(&req) {
+        Ok(report) => {
+            println!(
+                "enrolled facility {} (certificate valid until {})",
+                report.files.facility,
+                report.files.not_after.format("%Y-%m-%d")
+            );
+            for (path, state) in &report.installed {
+                println!("  {:<9} {}", state, path.display());
+            }
+            if let Some(c) = &req.config {
+                println!("  updated   {} (facility, pki)", c.display());
+            }
+            for note in &report.notes {
+                println!("note: {note}");
+            }
+            match &req.config {
+                Some(c) => println!("next: onshi-edge check-config --config {}", c.display()),
+                None => println!(
+                    "next: set facility = \"{}\" and pki = \"{}\" in the configuration, then onshi-edge check-config --config FILE",
+                    report.files.facility,
+                    req.pki.display()
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("enroll: {e}");
+            eprintln!("enroll: nothing was installed");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The manual page's sections after COMMANDS.
+const MAN_EXTRA: &str = r#".SH FILES
+.TP
+/etc/onshi/edge.toml
+The configuration read by the systemd unit (every key is a flag of run; see the comments in the file).
+.TP
+/etc/onshi/pki/
+ca.pem, facility\-CODE.pem and facility\-CODE.key (mode 0640, group onshi), placed by enroll.
+.TP
+/var/lib/onshi/
+The journal and the replica (systemd's StateDirectory).
+.SH ENVIRONMENT
+.TP
+RUST_LOG
+Log filter (default info).
+.TP
+ONSHI_LOG_FORMAT
+text, json or journald. Under systemd the default is journald (native, with structured fields, e.g. journalctl \-u onshi\-edge ONSHI_FACILITY=1311234567); elsewhere human\-readable text on stderr.
+.SH EXIT STATUS
+0 on success; 1 when sync\-now did not reach synced; 2 for a bad configuration, a refused enrolment or any other error.
+.SH SEE ALSO
+onshi\-reconciler(1), /usr/share/doc/onshi/README.md, /usr/share/doc/onshi/INSTALL.md
+"#;
 
 fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result<ExitCode> {
     let where_ = path

@@ -106,6 +106,17 @@ pub enum Source {
     Queued,
 }
 
+impl Source {
+    /// `online`, `replica` or `queued`, as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Online => "online",
+            Source::Replica => "replica",
+            Source::Queued => "queued",
+        }
+    }
+}
+
 /// The answer to a check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOutcome {

@@ -115,6 +115,20 @@ pub enum SettlementKind {
     Ambiguous,
 }
 
+impl SettlementKind {
+    /// The name the API and the metrics use (`confirmed`, `refund`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementKind::Confirmed => "confirmed",
+            SettlementKind::Refund => "refund",
+            SettlementKind::Charge => "charge",
+            SettlementKind::InsurerChanged => "insurer_changed",
+            SettlementKind::InsurerUnknown => "insurer_unknown",
+            SettlementKind::Ambiguous => "ambiguous",
+        }
+    }
+}
+
 /// A person the settlement could not tell apart from others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettlementCandidate {

@@ -1,4 +1,5 @@
-//! `onshi-reconciler`: the central side. Commands: `pki init`, `import`, `serve`, `gen-registry`.
+//! `onshi-reconciler`: the central side. Commands: `pki init`, `import`, `serve`, `check-config`,
+//! `gen-registry`, `completions`.
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -28,9 +29,9 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
-    /// Serve online checks to the edges over QUIC with mutual TLS.
+    /// Serve online checks to the edges over QUIC with mutual TLS (and /metrics if --metrics).
     Serve {
-        /// TOML file with the same settings as the flags (data, pki, listen); a flag wins.
+        /// TOML file with the same settings as the flags (data, pki, listen, metrics); a flag wins.
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -52,6 +53,11 @@ enum Command {
         #[command(flatten)]
         settings: ServeSettings,
     },
+    /// Shell completions (bash, zsh, fish, …) on standard output.
+    Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on standard output (packaging/man/onshi-reconciler.1).
+    #[command(hide = true)]
+    Manpage,
     /// Write a deterministic synthetic registry as JSONL to standard output.
     GenRegistry {
         /// Number of people.
@@ -92,13 +98,32 @@ struct ServeSettings {
     /// UDP address to listen on, e.g. 0.0.0.0:7700.
     #[arg(long)]
     listen: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:7701 (default: off).
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+/// `serve` settings, merged and validated.
+#[derive(Debug)]
+struct Serve {
+    data: PathBuf,
+    pki: PathBuf,
+    listen: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+}
+
+fn resolve(setting: &str, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+    std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("{setting}: '{addr}' is not a host:port address"))?
+        .next()
+        .with_context(|| format!("{setting}: '{addr}' resolves to no address"))
 }
 
 /// `serve` settings from the flags and the TOML file (a flag wins), validated.
 fn serve_settings(
     config: Option<&std::path::Path>,
     settings: ServeSettings,
-) -> anyhow::Result<(PathBuf, PathBuf, std::net::SocketAddr)> {
+) -> anyhow::Result<Serve> {
     let file = match config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -119,11 +144,17 @@ fn serve_settings(
         .listen
         .or(file.listen)
         .context("--listen: is required (as a flag or in the --config file)")?;
-    let listen: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
-        .with_context(|| format!("--listen: '{listen}' is not a host:port address"))?
-        .next()
-        .with_context(|| format!("--listen: '{listen}' resolves to no address"))?;
-    Ok((data, pki, listen))
+    let listen = resolve("--listen", &listen)?;
+    let metrics = match settings.metrics.or(file.metrics) {
+        Some(m) if !m.trim().is_empty() => Some(resolve("--metrics", &m)?),
+        _ => None,
+    };
+    Ok(Serve {
+        data,
+        pki,
+        listen,
+        metrics,
+    })
 }
 
 fn parse_date_arg(s: &str) -> Result<chrono::NaiveDate, String> {
@@ -159,22 +190,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config, settings } => {
-            let (data, pki, listen) = serve_settings(config.as_deref(), settings)?;
+            let serve_config = serve_settings(config.as_deref(), settings)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(data, pki, listen))
+            rt.block_on(serve(serve_config))
         }
         Command::CheckConfig { config, settings } => {
-            let (data, pki, listen) = serve_settings(config.as_deref(), settings)?;
-            onshi_sync::pki::load_server(&pki).context("pki")?;
-            let facilities = onshi_sync::pki::facilities_in(&pki);
+            let s = serve_settings(config.as_deref(), settings)?;
+            onshi_sync::pki::load_server(&s.pki).context("pki")?;
+            let facilities = onshi_sync::pki::facilities_in(&s.pki);
             println!(
-                "ok: data {}, pki {} ({} facilities known), listen {listen}",
-                data.display(),
-                pki.display(),
-                facilities.len()
+                "ok: data {}, pki {} ({} facilities known), listen {}, metrics {}",
+                s.data.display(),
+                s.pki.display(),
+                facilities.len(),
+                s.listen,
+                s.metrics
+                    .map_or("off".to_string(), |m| format!("http://{m}/metrics"))
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "onshi-reconciler", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let page = onshi_sync::manpage::render(&cmd, MAN_EXTRA)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &page)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::GenRegistry {
@@ -202,32 +247,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(
-    data: PathBuf,
-    pki: PathBuf,
-    listen: std::net::SocketAddr,
-) -> anyhow::Result<ExitCode> {
+async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
     let store = Arc::new(
-        SledStore::open(&data.join("registry"))
-            .with_context(|| format!("opening the registry in {}", data.display()))?,
+        SledStore::open(&s.data.join("registry"))
+            .with_context(|| format!("opening the registry in {}", s.data.display()))?,
     );
     let registry = Registry::open(store.clone())?;
-    let running = onshi_sync::reconciler::start(
+    let running = onshi_sync::reconciler::start_with_metrics(
         registry,
         store.clone(),
-        &pki,
-        listen,
+        &s.pki,
+        s.listen,
+        s.metrics,
         onshi_sync::lifecycle::shutdown_signal(),
     )?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);
+    if let Some(m) = running.metrics_addr {
+        println!("onshi-reconciler: metrics on http://{m}/metrics");
+    }
+    let status = running.metrics.status_line(&running.connections);
     notify(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
+        sd_notify::NotifyState::Status(&status),
     ]);
+    let heartbeat = tokio::spawn(heartbeat(
+        running.metrics.clone(),
+        running.connections.clone(),
+    ));
     running.task.await.context("reconciler task")?;
-    notify(&[sd_notify::NotifyState::Stopping]);
+    heartbeat.abort();
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping"),
+    ]);
     tracing::info!("reconciler stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Feeds systemd's watchdog (at half the interval it asked for, at least every second) and keeps
+/// the STATUS line current: `serving · N facilities connected · N sync rounds · N settled`.
+async fn heartbeat(
+    metrics: Arc<onshi_sync::reconciler_metrics::ReconcilerMetrics>,
+    connections: onshi_sync::link::Connections,
+) {
+    let every = sd_notify::watchdog_enabled()
+        .map_or(std::time::Duration::from_secs(1), |d| d / 2)
+        .min(std::time::Duration::from_secs(1));
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(every).await;
+        let line = metrics.status_line(&connections);
+        if line == last {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            notify(&[
+                sd_notify::NotifyState::Watchdog,
+                sd_notify::NotifyState::Status(&line),
+            ]);
+            last = line;
+        }
+    }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -237,6 +316,28 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
         tracing::warn!(error = %e, "could not notify systemd");
     }
 }
+
+/// The manual page's sections after COMMANDS.
+const MAN_EXTRA: &str = r#".SH FILES
+.TP
+/etc/onshi/reconciler.toml
+The configuration read by the systemd unit (every key is a flag of serve).
+.TP
+/etc/onshi/pki/
+ca.pem, ca.key, reconciler.pem, reconciler.key, and one facility\-CODE.pem per facility allowed to connect.
+.TP
+/var/lib/onshi\-reconciler/
+The registry and every facility's journal.
+.SH ENVIRONMENT
+.TP
+RUST_LOG
+Log filter (default info).
+.TP
+ONSHI_LOG_FORMAT
+text, json or journald. Under systemd the default is journald (native, with structured fields); elsewhere human\-readable text on stderr.
+.SH SEE ALSO
+onshi\-edge(1), /usr/share/doc/onshi/README.md
+"#;
 
 fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
     let store = Arc::new(

@@ -355,6 +355,86 @@ pub fn load_client(dir: &Path, facility: &FacilityCode) -> Result<ClientIdentity
     })
 }
 
+/// A facility's certificate, key and CA as handed to IT staff, checked before they are installed.
+#[derive(Debug)]
+pub struct FacilityFiles {
+    pub facility: FacilityCode,
+    /// The certificate's end of validity.
+    pub not_after: chrono::DateTime<Utc>,
+}
+
+/// Checks the files `onshi-edge enroll` is given: each reads as PEM; the certificate names a
+/// facility (the module's rule) and, if `expected` is given, that one; the key belongs to the
+/// certificate; the certificate chains to `ca` and is valid now for client authentication (the
+/// reconciler's own TLS rules). Each error names the file and the reason.
+pub fn verify_facility_files(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    expected: Option<&FacilityCode>,
+) -> Result<FacilityFiles, PkiError> {
+    let ca_der = read_certs(ca)?.swap_remove(0);
+    let chain = read_certs(cert)?;
+    let key_der = read_key(key)?;
+    let bad = |path: &Path, reason: String| PkiError::BadCertificate {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let facility = facility_of_certificate(&chain[0]).map_err(|e| bad(cert, e.to_string()))?;
+    if let Some(want) = expected
+        && want != &facility
+    {
+        return Err(bad(
+            cert,
+            format!("names facility {facility}, not {want} (the facility given or configured)"),
+        ));
+    }
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| bad(cert, e.to_string()))?;
+    let pair = KeyPair::try_from(&key_der).map_err(|e| PkiError::BadPem {
+        path: key.to_path_buf(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    if rcgen::PublicKeyData::der_bytes(&pair)
+        != parsed.public_key().subject_public_key.data.as_ref()
+    {
+        return Err(bad(
+            key,
+            format!(
+                "is not the key of the certificate in {} (their public keys differ)",
+                cert.display()
+            ),
+        ));
+    }
+    crate::link::tls::verify_client_chain(&ca_der, &chain).map_err(|reason| {
+        let why = if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+            "it was not issued by this CA"
+        } else if reason.contains("Expired") {
+            "it has expired"
+        } else if reason.contains("NotValidYet") {
+            "it is not valid yet (is this machine's clock right?)"
+        } else if reason.contains("InvalidPurpose") {
+            "it is not a client certificate"
+        } else {
+            "it does not verify"
+        };
+        bad(
+            cert,
+            format!(
+                "is not accepted under the CA in {}: {why} ({reason})",
+                ca.display()
+            ),
+        )
+    })?;
+    let not_after = chrono::DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
+        .unwrap_or_default();
+    Ok(FacilityFiles {
+        facility,
+        not_after,
+    })
+}
+
 /// The facilities that have a certificate in `dir` (`facility-CODE.pem`), sorted: the reconciler's
 /// default set of known facilities. Files whose name is not a facility code are skipped with a
 /// warning; an unreadable directory gives an empty list (and a warning).

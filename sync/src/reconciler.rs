@@ -15,7 +15,8 @@ use onshi_fallback::{SearchIndex, SearchQuery};
 use onshi_model::FacilityCode;
 use tokio::task::JoinHandle;
 
-use crate::link::{KnownFacilities, LinkServer, LinkSettings, Service};
+use crate::link::{Connections, KnownFacilities, LinkServer, LinkSettings, Service};
+use crate::reconciler_metrics::{MetricsSource, ReconcilerMetrics, request_kind};
 use crate::registry::{Registry, RegistryError};
 use crate::replication::Replication;
 use crate::store::{Store, Tree};
@@ -84,6 +85,7 @@ pub struct Reconciler {
     limits: Arc<Mutex<HashMap<FacilityCode, TokenBucket>>>,
     clock: Instant,
     replication: Arc<Replication>,
+    metrics: Arc<ReconcilerMetrics>,
 }
 
 impl Reconciler {
@@ -100,18 +102,32 @@ impl Reconciler {
             "central search index built"
         );
         let index = Arc::new(RwLock::new(index));
+        let metrics = Arc::new(ReconcilerMetrics::default());
         Ok(Reconciler {
             replication: Arc::new(Replication::new(
                 store.clone(),
                 registry.clone(),
                 index.clone(),
+                metrics.clone(),
             )),
+            metrics,
             registry,
             index,
             outages: store.tree("reconciler.outages")?,
             limits: Arc::default(),
             clock: Instant::now(),
         })
+    }
+
+    /// What it counts (requests, checks, sync, settlements).
+    pub fn metrics(&self) -> &Arc<ReconcilerMetrics> {
+        &self.metrics
+    }
+
+    /// A check or a batch item answered: counted by validity and facility.
+    fn count_check(&self, facility: &FacilityCode, validity: onshi_model::Validity) {
+        self.metrics.checks.inc(&[validity.as_str()]);
+        self.metrics.facility_checks.inc(&[facility.as_str()]);
     }
 
     /// The journal sync of every facility.
@@ -241,10 +257,21 @@ pub fn best_period(
 
 impl Service for Reconciler {
     fn call(&self, facility: &FacilityCode, req: Request) -> Response {
+        let started = Instant::now();
+        let kind = request_kind(&req);
+        let response = self.answer(facility, req);
+        self.metrics.answered(kind, started.elapsed());
+        response
+    }
+}
+
+impl Reconciler {
+    fn answer(&self, facility: &FacilityCode, req: Request) -> Response {
         match req {
             Request::Ping => Response::Pong,
             Request::Check(check) => match self.registry.check(&check) {
                 Ok(outcome) => {
+                    self.count_check(facility, outcome.validity);
                     tracing::debug!(%facility, validity = outcome.validity.as_str(), "check answered");
                     Response::Check(outcome)
                 }
@@ -267,7 +294,10 @@ impl Service for Reconciler {
                 let mut out = Vec::with_capacity(checks.len());
                 for check in &checks {
                     match self.registry.check(check) {
-                        Ok(o) => out.push(o),
+                        Ok(o) => {
+                            self.count_check(facility, o.validity);
+                            out.push(o)
+                        }
                         Err(e) => {
                             tracing::error!(%facility, error = %e, "registry unavailable");
                             return Response::error("registry_unavailable", e.to_string());
@@ -289,6 +319,12 @@ impl Service for Reconciler {
 pub struct RunningReconciler {
     pub addr: SocketAddr,
     pub known: KnownFacilities,
+    /// Which facilities are connected now.
+    pub connections: Connections,
+    pub metrics: Arc<ReconcilerMetrics>,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Ends once the link and the metrics endpoint have shut down.
     pub task: JoinHandle<()>,
 }
 
@@ -301,12 +337,63 @@ pub fn start(
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningReconciler> {
+    start_with_metrics(registry, store, pki_dir, listen, None, shutdown)
+}
+
+/// As [`start`], also serving `GET /metrics` (Prometheus text) on `metrics` if given.
+pub fn start_with_metrics(
+    registry: Registry,
+    store: Arc<dyn Store>,
+    pki_dir: &Path,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningReconciler> {
+    use anyhow::Context;
     let identity = crate::pki::load_server(pki_dir)?;
     let known = KnownFacilities::new(crate::pki::facilities_in(pki_dir));
     let server = LinkServer::bind(listen, &identity, known.clone(), &LinkSettings::default())?;
     let addr = server.local_addr()?;
+    let connections = server.connections().clone();
     tracing::info!(%addr, facilities = known.len(), periods = registry.period_count(), "reconciler listening");
-    let service: Arc<dyn Service> = Arc::new(Reconciler::new(registry, store)?);
-    let task = tokio::spawn(server.run(service, shutdown));
-    Ok(RunningReconciler { addr, known, task })
+    let reconciler = Reconciler::new(registry.clone(), store)?;
+    let counters = reconciler.metrics().clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (metrics_addr, metrics_task) = match metrics {
+        Some(at) => {
+            let source = MetricsSource {
+                metrics: counters.clone(),
+                connections: connections.clone(),
+                known: known.clone(),
+                registry,
+            };
+            let (bound, task) =
+                crate::reconciler_metrics::serve(at, source, stopped(stop_rx.clone()))
+                    .with_context(|| format!("--metrics: cannot serve metrics on {at}"))?;
+            tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    let service: Arc<dyn Service> = Arc::new(reconciler);
+    let link = tokio::spawn(server.run(service, stopped(stop_rx)));
+    let task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = link.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+    });
+    Ok(RunningReconciler {
+        addr,
+        known,
+        connections,
+        metrics: counters,
+        metrics_addr,
+        task,
+    })
 }

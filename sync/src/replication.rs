@@ -17,6 +17,7 @@
 //! stored record.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ use onshi_model::FacilityCode;
 use crate::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
 use crate::journal_store::{JournalTree, facility_tree_name};
 use crate::protocol::{Action, Input, ReconcilerSync, SyncConfig, SyncMessage};
+use crate::reconciler_metrics::ReconcilerMetrics;
 use crate::registry::Registry;
 use crate::settlement::{IndexedRegistry, settle};
 use crate::store::{Store, StoreError};
@@ -61,6 +63,7 @@ pub struct Replication {
     config: SyncConfig,
     sessions: Mutex<HashMap<FacilityCode, Arc<Mutex<Option<Session>>>>>,
     clock: Instant,
+    metrics: Arc<ReconcilerMetrics>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -70,8 +73,14 @@ impl std::fmt::Debug for Replication {
 }
 
 impl Replication {
-    pub fn new(store: Arc<dyn Store>, registry: Registry, index: Arc<RwLock<SearchIndex>>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        index: Arc<RwLock<SearchIndex>>,
+        metrics: Arc<ReconcilerMetrics>,
+    ) -> Self {
         Replication {
+            metrics,
             store,
             registry,
             index,
@@ -107,6 +116,7 @@ impl Replication {
             sessions.entry(facility.clone()).or_default().clone()
         };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
         match self.run(facility, &mut slot, messages) {
             Ok(resp) => resp,
             Err(e) => {
@@ -234,6 +244,9 @@ impl Replication {
         // then says so once, not twice.
         for rec in &done {
             let kind = rec.settlement().map(|s| s.kind);
+            if let Some(k) = kind {
+                self.metrics.settlements.inc(&[k.as_str()]);
+            }
             tracing::info!(record = %rec.id(), kind = ?kind, "provisional record settled");
         }
         Ok(done)
@@ -245,12 +258,14 @@ impl Replication {
             let mut persisted: Vec<u64> = Vec::new();
             let mut to_settle: Vec<RecordId> = Vec::new();
             let mut wrote = false;
+            let (mut persisted_records, mut quarantined) = (0u64, 0u64);
             while let Some(a) = session.sync.poll_action() {
                 match a {
                     Action::Persist {
                         persist_id,
                         records,
                     } => {
+                        let n = records.len() as u64;
                         for r in records {
                             let r = session.tree.merge(r)?;
                             if needs_settlement(&r) {
@@ -258,10 +273,12 @@ impl Replication {
                             }
                         }
                         persisted.push(persist_id);
+                        persisted_records += n;
                     }
                     Action::Quarantined { record, reason } => {
                         tracing::warn!(%facility, record = %record.id(), %reason, "record quarantined");
                         session.tree.merge(record)?;
+                        quarantined += 1;
                         wrote = true;
                     }
                     Action::Sent { .. } => {}
@@ -279,6 +296,12 @@ impl Replication {
             }
             // One fsync for every persist of this round, then the acknowledgements.
             self.store.sync()?;
+            self.metrics
+                .records_persisted
+                .fetch_add(persisted_records, Ordering::Relaxed);
+            self.metrics
+                .quarantined
+                .fetch_add(quarantined, Ordering::Relaxed);
             let now = self.now_ms();
             for pid in persisted {
                 session.sync.handle(now, Input::Durable(pid));

@@ -853,6 +853,67 @@ impl Http {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// A Prometheus text page, parsed: every sample by its name with labels as written
+/// (`onshi_checks_total{source="online"}`), and each family's `# TYPE`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub samples: std::collections::BTreeMap<String, f64>,
+    pub types: std::collections::BTreeMap<String, String>,
+    pub text: String,
+}
+
+impl Metrics {
+    /// Parses the text format; panics on a line that is neither a comment nor `name{labels} value`.
+    pub fn parse(text: &str) -> Metrics {
+        let mut m = Metrics {
+            text: text.to_string(),
+            ..Metrics::default()
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+                m.types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample line: {line}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("not a number in '{line}': {e}"));
+            m.samples.insert(key.to_string(), value);
+        }
+        m
+    }
+
+    /// `GET {base}/metrics`, checked to be text format, parsed.
+    pub fn scrape(base: &str) -> Metrics {
+        let a = Http::new(base).get("/metrics");
+        assert_eq!(a.status, 200, "GET {base}/metrics: {}", a.text);
+        Metrics::parse(&a.text)
+    }
+
+    /// One sample (0 when absent: a counter not yet incremented has no labelled sample).
+    pub fn get(&self, sample: &str) -> f64 {
+        self.samples.get(sample).copied().unwrap_or(0.0)
+    }
+
+    /// The sum of a family's samples whose key starts with `prefix` (e.g. every label set).
+    pub fn sum(&self, prefix: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reconciler
 
 /// A running `onshi-reconciler serve`.
@@ -862,6 +923,8 @@ pub struct Reconciler {
     pub addr: SocketAddr,
     pub data: PathBuf,
     pub pki: Pki,
+    /// Where `/metrics` is served (started with `--metrics`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Reconciler {
@@ -872,28 +935,74 @@ impl Reconciler {
 
     /// Serves on a given address (e.g. the same port again after a kill).
     pub fn start_on(test: &TestDir, data: &Path, pki: &Pki, listen: &str) -> Reconciler {
+        Self::start_with(test, data, pki, listen, |_| {})
+    }
+
+    /// Serves with `--metrics 127.0.0.1:0`; see [`Reconciler::metrics`].
+    pub fn start_with_metrics(test: &TestDir, data: &Path, pki: &Pki) -> Reconciler {
+        Self::start_with(test, data, pki, "127.0.0.1:0", |cmd| {
+            cmd.args(["--metrics", "127.0.0.1:0"]);
+        })
+    }
+
+    /// Serves on `listen`, with `edit` adding flags or environment to the command.
+    pub fn start_with(
+        test: &TestDir,
+        data: &Path,
+        pki: &Pki,
+        listen: &str,
+        edit: impl FnOnce(&mut Command),
+    ) -> Reconciler {
         let mut cmd = Command::new(reconciler_bin());
         cmd.args(["serve", "--data"])
             .arg(data)
             .arg("--pki")
             .arg(&pki.dir)
             .args(["--listen", listen]);
+        edit(&mut cmd);
+        let metrics_asked = cmd.get_args().any(|a| a == "--metrics");
         let mut proc = Proc::spawn("reconciler", cmd, test.path());
         let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
         let addr: SocketAddr = rest
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
+        let metrics_addr = metrics_asked.then(|| {
+            let rest = proc.wait_line("onshi-reconciler: metrics on http://", READY_TIMEOUT);
+            rest.trim()
+                .trim_end_matches("/metrics")
+                .parse()
+                .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not a metrics address: {e}"))
+        });
         Reconciler {
             proc,
             addr,
             data: data.to_path_buf(),
             pki: pki.clone(),
+            metrics_addr,
         }
+    }
+
+    /// `GET /metrics` of a reconciler started with metrics, parsed.
+    pub fn metrics(&self) -> Metrics {
+        let addr = self
+            .metrics_addr
+            .expect("the reconciler was started without --metrics");
+        Metrics::scrape(&format!("http://{addr}"))
     }
 
     pub fn kill9(&mut self) {
         self.proc.kill9();
+    }
+
+    /// As [`Reconciler::restart`], with `--metrics` (on a new free port).
+    pub fn restart_with_metrics(mut self, test: &TestDir) -> Reconciler {
+        self.proc.kill9();
+        let (data, pki, addr) = (self.data.clone(), self.pki.clone(), self.addr);
+        drop(self);
+        Self::start_with(test, &data, &pki, &addr.to_string(), |cmd| {
+            cmd.args(["--metrics", "127.0.0.1:0"]);
+        })
     }
 
     /// Kills this reconciler if it still runs and serves the same data on the same address again

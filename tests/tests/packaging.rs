@@ -1,6 +1,8 @@
 //! The systemd units as shipped: `systemd-analyze verify` accepts them (with the real binaries in
 //! place of /usr/bin), `systemd-analyze security --offline=yes` scores each at 2.0 or better, and
 //! the example configuration passes `check-config`; a bad one is explained (file, key, reason).
+//! The man pages and completions the package ships cover every command and flag of the binaries.
+//! (The package itself is built and checked by packaging/deb-check.sh, which CI runs.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -189,6 +191,145 @@ fn example_config_passes_check_config_and_errors_name_file_and_key() {
     );
     assert!(
         out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `.SS "BIN COMMAND"` headers and `\-\-flag` names in a man page.
+fn man_index(page: &str) -> (Vec<String>, std::collections::BTreeSet<String>) {
+    let headers = page
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SS \""))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .collect();
+    let flags = page
+        .replace("\\-", "-")
+        .split("--")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|f| !f.is_empty())
+        .collect();
+    (headers, flags)
+}
+
+#[test]
+fn shipped_man_pages_and_completions_cover_every_command_and_flag() {
+    for (bin, name) in [
+        (edge_bin(), "onshi-edge"),
+        (reconciler_bin(), "onshi-reconciler"),
+    ] {
+        let live = run(&bin, &["manpage"]);
+        assert!(live.status.success());
+        let live = String::from_utf8(live.stdout).unwrap();
+        let shipped_path = repo().join(format!("packaging/man/{name}.1"));
+        let shipped = std::fs::read_to_string(&shipped_path).unwrap();
+        let (live_cmds, live_flags) = man_index(&live);
+        let (shipped_cmds, shipped_flags) = man_index(&shipped);
+        let regenerate = format!(
+            "regenerate it: cargo build --workspace --bins && target/debug/{name} manpage > packaging/man/{name}.1"
+        );
+        assert!(
+            live_cmds.len() >= 4 && live_flags.len() >= 4,
+            "{live_cmds:?} {live_flags:?}"
+        );
+        for c in &live_cmds {
+            assert!(
+                shipped_cmds.contains(c),
+                "{}: command '{c}' is missing; {regenerate}",
+                shipped_path.display()
+            );
+        }
+        for f in &live_flags {
+            assert!(
+                shipped_flags.contains(f),
+                "{}: flag --{f} is missing; {regenerate}",
+                shipped_path.display()
+            );
+        }
+        let live = run(&bin, &["completions", "bash"]);
+        let shipped_path = repo().join(format!("packaging/completions/{name}.bash"));
+        assert_eq!(
+            String::from_utf8_lossy(&live.stdout),
+            std::fs::read_to_string(&shipped_path).unwrap(),
+            "{} is out of date: target/debug/{name} completions bash > packaging/completions/{name}.bash",
+            shipped_path.display()
+        );
+    }
+    // Every command of the edge has its own section, enroll and check-config included.
+    let page = std::fs::read_to_string(repo().join("packaging/man/onshi-edge.1")).unwrap();
+    for c in [
+        "run",
+        "check-config",
+        "enroll",
+        "status",
+        "queue",
+        "sync-now",
+        "export",
+        "demo",
+    ] {
+        assert!(
+            page.contains(&format!(".SS \"onshi-edge {c}\"")),
+            "onshi-edge.1 has no section for {c}"
+        );
+    }
+}
+
+#[test]
+fn reconciler_metrics_setting_is_checked_and_shown() {
+    let t = TestDir::new("reconciler-metrics-config");
+    let pki = Pki::init(&t.join("pki"), &["1311234567"]);
+    let example = repo().join("packaging/config/reconciler.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert!(
+        text.contains("# metrics = \"127.0.0.1:7701\""),
+        "the example documents metrics (off): {text}"
+    );
+    let on = t.join("reconciler.toml");
+    std::fs::write(&on, text.replace("# metrics = ", "metrics = ")).unwrap();
+    let out = run(
+        &reconciler_bin(),
+        &[
+            "check-config",
+            "--config",
+            on.to_str().unwrap(),
+            "--pki",
+            pki.dir.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("metrics http://127.0.0.1:7701/metrics"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::write(
+        &on,
+        text.replace("# metrics = \"127.0.0.1:7701\"", "metrics = \"nowhere\""),
+    )
+    .unwrap();
+    let out = run(
+        &reconciler_bin(),
+        &[
+            "check-config",
+            "--config",
+            on.to_str().unwrap(),
+            "--pki",
+            pki.dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--metrics: 'nowhere' is not a host:port address"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

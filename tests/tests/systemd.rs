@@ -1,6 +1,8 @@
 //! The test acts as systemd: it gives the edge a NOTIFY_SOCKET and WATCHDOG_USEC, and checks READY
 //! only once the HTTP port answers, WATCHDOG pings from the main loop, a STATUS line that follows the
 //! mode when the link is cut, and STOPPING then exit 0 on SIGTERM with nothing acknowledged lost.
+//! The reconciler likewise: READY, WATCHDOG pings, a STATUS line with the facilities connected,
+//! the sync rounds and the records settled, then STOPPING and exit 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,8 +10,10 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use onshi_tests::{
-    Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, card_check, reconciler_with_registry,
+    Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, card_check,
+    reconciler_with_registry,
 };
+use serde_json::json;
 
 /// Receives notify messages until one has a line for which `want` is true, or the timeout.
 fn until(sock: &UnixDatagram, timeout: Duration, want: impl Fn(&str) -> bool) -> Vec<String> {
@@ -106,4 +110,72 @@ fn edge_speaks_to_systemd_ready_watchdog_status_stopping() {
         assert_eq!(code, 200, "{stored}");
         assert_eq!(&stored["check_id"], id);
     }
+}
+
+#[test]
+fn reconciler_speaks_to_systemd_with_facilities_and_settlements_in_status() {
+    let _serial = onshi_tests::serial();
+    let t = TestDir::new("systemd-reconciler");
+    let pki = Pki::init(&t.join("pki"), &[FACILITY_A]);
+    let reg = Registry::standard(&t);
+    let data = t.join("reconciler");
+    reg.import(&data);
+    let sock_path = t.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut rec = Reconciler::start_with(&t, &data, &pki, "127.0.0.1:0", |cmd| {
+        cmd.env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "2000000");
+    });
+
+    let msgs = until(&sock, Duration::from_secs(20), |l| l == "READY=1");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("STATUS=serving · 0 facilities connected")),
+        "READY carries a STATUS line: {msgs:?}"
+    );
+    let started = Instant::now();
+    for _ in 0..3 {
+        until(&sock, Duration::from_secs(5), |l| l == "WATCHDOG=1");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "3 pings took {:?}",
+        started.elapsed()
+    );
+
+    // An edge connects and a provisional record is made, synced and settled.
+    let edge = Edge::start(
+        &t,
+        EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr),
+    );
+    edge.wait_online();
+    until(&sock, Duration::from_secs(20), |l| {
+        l.starts_with("STATUS=serving · 1 facility connected")
+    });
+    let p = reg.valid_insured();
+    let prov = json!({"declared": {"name": p["name"], "name_kana": p["name_kana"], "birth_date": p["birth_date"],
+        "sex": p["sex"], "insurer_name": p["insurer_name"], "share_percent": p["share_percent"]},
+        "service_date": TODAY, "total_fee_yen": 5_000});
+    let (code, made) = edge.post("/v1/provisional", &prov);
+    assert_eq!(code, 201, "{made}");
+    let msgs = until(&sock, Duration::from_secs(20), |l| {
+        l.starts_with("STATUS=serving · 1 facility connected") && l.ends_with(" · 1 settled")
+    });
+    let line = msgs
+        .iter()
+        .flat_map(|m| m.lines())
+        .rfind(|l| l.ends_with(" · 1 settled"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains(" sync rounds · "), "{line}");
+
+    // SIGTERM: STOPPING and exit 0.
+    drop(edge);
+    rec.proc.signal(libc::SIGTERM);
+    until(&sock, Duration::from_secs(10), |l| l == "STOPPING=1");
+    let exit = rec
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the reconciler exits after SIGTERM");
+    assert!(exit.success(), "exit status {exit}");
 }

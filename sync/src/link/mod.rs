@@ -18,8 +18,9 @@ pub mod client;
 pub mod server;
 pub mod tls;
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use onshi_model::FacilityCode;
@@ -179,5 +180,79 @@ impl KnownFacilities {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The reconciler's live connections, for status and metrics: which facilities are connected now
+/// (a facility with two connections counts once), and how many connections were authorised or
+/// refused since start. Clones share one record.
+#[derive(Debug, Clone, Default)]
+pub struct Connections(Arc<ConnectionsInner>);
+
+#[derive(Debug, Default)]
+struct ConnectionsInner {
+    open: Mutex<HashMap<FacilityCode, usize>>,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// Held while a facility's connection is served; dropping it counts the connection closed.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    connections: Connections,
+    facility: FacilityCode,
+}
+
+impl Connections {
+    /// An authorised connection of `facility` opened; closed when the guard drops.
+    pub fn opened(&self, facility: &FacilityCode) -> ConnectionGuard {
+        *self
+            .0
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(facility.clone())
+            .or_default() += 1;
+        self.0.accepted.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            connections: self.clone(),
+            facility: facility.clone(),
+        }
+    }
+
+    pub(crate) fn refused(&self) {
+        self.0.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Facilities with at least one open connection.
+    pub fn facilities(&self) -> usize {
+        self.0.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Connections authorised since start.
+    pub fn accepted(&self) -> u64 {
+        self.0.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused since start (handshake failed or facility not known).
+    pub fn refused_total(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .0
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.facility) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.facility);
+            }
+        }
     }
 }

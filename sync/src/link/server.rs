@@ -18,7 +18,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::task::JoinSet;
 
 use super::{
-    CLOSE_REFUSED, CLOSE_SHUTDOWN, KnownFacilities, LinkSettings, LinkSetupError, tls,
+    CLOSE_REFUSED, CLOSE_SHUTDOWN, Connections, KnownFacilities, LinkSettings, LinkSetupError, tls,
     transport_config,
 };
 use crate::pki::{ServerIdentity, facility_of_certificate};
@@ -40,6 +40,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LinkServer {
     endpoint: Endpoint,
     known: KnownFacilities,
+    connections: Connections,
 }
 
 impl LinkServer {
@@ -56,7 +57,11 @@ impl LinkServer {
         config.transport_config(Arc::new(transport_config(settings)?));
         let endpoint = super::endpoint(addr, Some(config))
             .map_err(|source| LinkSetupError::Bind { addr, source })?;
-        Ok(LinkServer { endpoint, known })
+        Ok(LinkServer {
+            endpoint,
+            known,
+            connections: Connections::default(),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -68,6 +73,11 @@ impl LinkServer {
         &self.known
     }
 
+    /// The live connections (a clone shares them): connected facilities, accepted, refused.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
     /// Serve until `shutdown` completes, then close every connection and release the socket.
     pub async fn run(self, service: Arc<dyn Service>, shutdown: impl Future<Output = ()>) {
         let mut connections = JoinSet::new();
@@ -76,7 +86,12 @@ impl LinkServer {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    connections.spawn(serve_connection(incoming, self.known.clone(), service.clone()));
+                    connections.spawn(serve_connection(
+                        incoming,
+                        self.known.clone(),
+                        self.connections.clone(),
+                        service.clone(),
+                    ));
                 }
                 // Reap finished connection tasks so the set does not grow without bound.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -94,13 +109,19 @@ impl LinkServer {
 }
 
 /// Handshake, authorise, then serve streams until the connection ends.
-async fn serve_connection(incoming: Incoming, known: KnownFacilities, service: Arc<dyn Service>) {
+async fn serve_connection(
+    incoming: Incoming,
+    known: KnownFacilities,
+    stats: Connections,
+    service: Arc<dyn Service>,
+) {
     let remote = incoming.remote_address();
     // A missing certificate or one from another CA fails here, inside the TLS handshake.
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(%remote, reason = %e, "link handshake failed; connection refused");
+            stats.refused();
             return;
         }
     };
@@ -108,11 +129,13 @@ async fn serve_connection(incoming: Incoming, known: KnownFacilities, service: A
         Ok(facility) => facility,
         Err(reason) => {
             tracing::warn!(%remote, %reason, "link connection refused");
+            stats.refused();
             conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
             return;
         }
     };
     tracing::info!(%remote, %facility, "facility connected");
+    let _open = stats.opened(&facility);
 
     let mut streams = JoinSet::new();
     let ended = loop {
