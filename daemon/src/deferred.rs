@@ -168,6 +168,9 @@ pub async fn run_pass(gate: &Gate) -> Pass {
                 gate.stats
                     .deferred_completed
                     .fetch_add(done as u64, Ordering::Relaxed);
+                if done > 0 {
+                    gate.checks_completed.notify_one();
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "deferred outcomes not durable");

@@ -91,7 +91,8 @@ pub async fn run(
         pki: pki_dir,
         reconciler: reconciler.addr,
         http: http_addr,
-        mailbox: None,
+        mailbox: Some(dir.path().join("mailbox")),
+        mailbox_timing: crate::config::MailboxTiming::default(),
         deadline: DEFAULT_DEADLINE,
         mode: crate::mode::ModeSettings {
             hold: std::time::Duration::from_secs(3),

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod edge;
 pub mod gate;
 pub mod journal;
+pub mod mailbox;
 pub mod mode;
 pub mod monitor;
 pub mod notify;
