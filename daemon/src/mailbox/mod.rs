@@ -383,6 +383,14 @@ impl Mailbox {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Finished)>();
         let workers = Arc::new(Semaphore::new(WORKERS));
         let mut running = JoinSet::new();
+        // At start the link is still connecting: give it up to the deadline, so files dropped while
+        // the daemon was down are checked online rather than answered from the replica.
+        let mut link = self.inner.gate.link.subscribe();
+        let deadline = self.inner.gate.deadline();
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::timeout(deadline, link.wait_for(|s| s.is_up())) => {}
+        }
         // Whatever was dropped while the daemon was down.
         self.rescan(&mut tracker);
         let mut rescan_every = tokio::time::interval(timing.rescan);
