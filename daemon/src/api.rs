@@ -259,6 +259,18 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         "journal": {"checks": app.gate.journal.len(), "provisional": app.gate.journal.provisional_len(), "syncs": syncs, "commits": commits},
         "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
         "deadline_ms": app.gate.deadline().as_millis() as u64,
+        "mailbox": app.mailbox.as_ref().map(|m| {
+            let st = m.stats();
+            json!({
+                "dir": m.dir().display().to_string(),
+                "records": app.mailbox_store.len(),
+                "open": app.mailbox_store.open_len(),
+                "answered": st.answered.load(Ordering::Relaxed),
+                "rejected": st.rejected.load(Ordering::Relaxed),
+                "finals": st.finals.load(Ordering::Relaxed),
+                "faces": st.faces.load(Ordering::Relaxed),
+            })
+        }),
         "uptime_s": app.started.elapsed().as_secs(),
         "last_sync": sync.last_sync,
         "sync": {"synced": sync.synced, "outgoing": sync.outgoing, "incoming": sync.incoming, "rounds": sync.rounds, "last_error": sync.last_error},
@@ -992,6 +1004,26 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         "Writes made durable (several per sync under load).",
         &[(String::new(), commits.to_string())],
     );
+    if let Some(m) = &app.mailbox {
+        let st = m.stats();
+        metric(
+            "onshi_mailbox_files_total",
+            "counter",
+            "Mailbox files handled: requests answered, files rejected to err/, final results written after an outage, face files.",
+            &[
+                ("{outcome=\"answered\"}".into(), n(&st.answered)),
+                ("{outcome=\"rejected\"}".into(), n(&st.rejected)),
+                ("{outcome=\"final\"}".into(), n(&st.finals)),
+                ("{outcome=\"face\"}".into(), n(&st.faces)),
+            ],
+        );
+        metric(
+            "onshi_mailbox_open",
+            "gauge",
+            "Mailbox records with a final result awaited or a result not yet written.",
+            &[(String::new(), app.mailbox_store.open_len().to_string())],
+        );
+    }
     metric(
         "onshi_replica_people",
         "gauge",

@@ -425,6 +425,15 @@ fn single_checks_online_utf8_and_shift_jis_card_checks_in_face_and_the_journal_h
     );
     assert_eq!(by_file(sjis_name)["encoding"], "Shift_JIS");
     assert_eq!(by_file(&face)["kind"], "face");
+    // Status and metrics count the mailbox's work.
+    let st = edge.status();
+    assert_eq!(st["mailbox"]["answered"], 2, "{st}");
+    assert_eq!(st["mailbox"]["faces"], 1, "{st}");
+    assert_eq!(st["mailbox"]["open"], 0, "{st}");
+    assert_eq!(
+        edge.metric("onshi_mailbox_files_total{outcome=\"answered\"}"),
+        Some(2.0)
+    );
     drop(rec);
 }
 
