@@ -487,7 +487,7 @@ impl Mailbox {
                     meta.len(),
                     xml::MAX_REQUEST_BYTES
                 ),
-                echo: Echo::default(),
+                echo: Box::default(),
             };
             let key = format!("req:{name}:size-{}", meta.len());
             let _claim = self.claim(&key);
@@ -519,7 +519,7 @@ impl Mailbox {
                     codes::BATCH_UPLOAD_PREFIX,
                     codes::BATCH_DOWNLOAD_PREFIX
                 ),
-                echo: Echo::default(),
+                echo: Box::default(),
             };
             self.reject(name, &key, Some(&hash), &bytes, r).await?;
             return Ok(Finished::Done);
@@ -538,7 +538,7 @@ impl Mailbox {
                         "the file stayed incomplete for {} s: {why}",
                         self.inner.timing.incomplete_timeout.as_secs()
                     ),
-                    echo: Echo::default(),
+                    echo: Box::default(),
                 };
                 self.reject(name, &key, Some(&hash), &bytes, r).await?;
                 return Ok(Finished::Done);
@@ -768,7 +768,7 @@ impl Mailbox {
                 Ok(d) => d.text,
                 Err(_) => String::from_utf8_lossy(kept).into_owned(),
             }),
-            echo: r.echo.clone(),
+            echo: (*r.echo).clone(),
             check_id: None,
             reception_number: None,
             result_file,
@@ -1000,11 +1000,11 @@ impl Mailbox {
                 }
             }
         }
-        if !finals.is_empty() {
-            if let Err(e) = self.inner.gate.journal.commit().await {
-                tracing::error!(error = %e, "mailbox: final results not durable; not written");
-                return;
-            }
+        if !finals.is_empty()
+            && let Err(e) = self.inner.gate.journal.commit().await
+        {
+            tracing::error!(error = %e, "mailbox: final results not durable; not written");
+            return;
         }
         for (key, file, check_id) in &finals {
             match self.write_result(key, false).await {

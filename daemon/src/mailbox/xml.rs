@@ -158,8 +158,8 @@ pub struct Rejection {
     pub kind: RejectKind,
     pub field: String,
     pub message: String,
-    /// What the header said, for the error result.
-    pub echo: Echo,
+    /// What the header said, for the error result (boxed: a rejection travels in `Err`s).
+    pub echo: Box<Echo>,
 }
 
 impl Rejection {
@@ -168,7 +168,7 @@ impl Rejection {
             kind,
             field: field.into(),
             message: message.into(),
-            echo: Echo::default(),
+            echo: Box::default(),
         }
     }
 
@@ -666,7 +666,7 @@ pub fn read_request(
     let decoded = decode(bytes)?;
     let root = parse_document(&decoded.text)?;
     let with_echo = |mut r: Rejection| {
-        r.echo = echo_of(&root);
+        r.echo = Box::new(echo_of(&root));
         ReadError::Rejected(r)
     };
     if root.name != "XmlMsg" {
