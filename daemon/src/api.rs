@@ -328,7 +328,7 @@ fn mailbox_json(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            json!({"at": t.at, "segment_of_result": t.segment, "written": i < r.written || (r.written == r.results.len()), "text": t.text})
+            json!({"at": t.at, "segment_of_result": t.segment, "written": i < r.written, "text": t.text})
         })
         .collect();
     let mut v = json!({
