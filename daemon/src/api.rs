@@ -28,6 +28,10 @@ pub struct AppState {
     pub gate: Gate,
     pub started: Instant,
     pub reconciler: String,
+    /// The OQS file mailbox, when configured.
+    pub mailbox: Option<crate::mailbox::Mailbox>,
+    /// The mailbox's records (kept, and exported, even when the mailbox is not configured now).
+    pub mailbox_store: crate::mailbox::store::MailboxStore,
 }
 
 /// An error answer.
@@ -255,6 +259,18 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         "journal": {"checks": app.gate.journal.len(), "provisional": app.gate.journal.provisional_len(), "syncs": syncs, "commits": commits},
         "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
         "deadline_ms": app.gate.deadline().as_millis() as u64,
+        "mailbox": app.mailbox.as_ref().map(|m| {
+            let st = m.stats();
+            json!({
+                "dir": m.dir().display().to_string(),
+                "records": app.mailbox_store.len(),
+                "open": app.mailbox_store.open_len(),
+                "answered": st.answered.load(Ordering::Relaxed),
+                "rejected": st.rejected.load(Ordering::Relaxed),
+                "finals": st.finals.load(Ordering::Relaxed),
+                "faces": st.faces.load(Ordering::Relaxed),
+            })
+        }),
         "uptime_s": app.started.elapsed().as_secs(),
         "last_sync": sync.last_sync,
         "sync": {"synced": sync.synced, "outgoing": sync.outgoing, "incoming": sync.incoming, "rounds": sync.rounds, "last_error": sync.last_error},
@@ -287,7 +303,61 @@ async fn get_export(State(app): State<Arc<AppState>>) -> Result<impl IntoRespons
         out.push_str(&v.to_string());
         out.push('\n');
     }
+    for r in app.mailbox_store.all().map_err(unavailable)? {
+        let batch = match &r.reception_number {
+            Some(n) if r.kind == crate::mailbox::store::RecordKind::BatchUpload => {
+                app.mailbox_store.get_batch(n).map_err(unavailable)?
+            }
+            _ => None,
+        };
+        let mut v = mailbox_json(&r, batch.as_ref());
+        v["record"] = json!("mailbox");
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out))
+}
+
+/// A mailbox record as exported: the request file, its text, and every result text written.
+fn mailbox_json(
+    r: &crate::mailbox::store::MailboxRecord,
+    batch: Option<&crate::mailbox::store::BatchRecord>,
+) -> Value {
+    let results: Vec<Value> = r
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({"at": t.at, "segment_of_result": t.segment, "written": i < r.written, "text": t.text})
+        })
+        .collect();
+    let mut v = json!({
+        "key": r.key,
+        "kind": r.kind,
+        "file": r.file,
+        "sha256": r.sha256,
+        "received_at": r.received_at,
+        "encoding": r.encoding.label(),
+        "arbitrary_file_identifier": r.echo.arbitrary_id,
+        "check_id": r.check_id,
+        "reception_number": r.reception_number,
+        "result_file": r.result_file,
+        "results": results,
+        "awaiting_final": r.awaiting_final,
+        "reason": r.reason,
+        "moved_to": r.moved_to,
+        "request": r.request_text,
+    });
+    if let Some(b) = batch {
+        v["batch"] = json!({
+            "checks": b.requests.len(),
+            "state": if b.outcomes.is_some() { "answered" } else { "processing" },
+            "completed_at": b.completed_at,
+            "attempts": b.attempts,
+            "last_error": b.last_error,
+        });
+    }
+    v
 }
 
 async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
@@ -487,10 +557,46 @@ async fn post_reader_card(
     let req = CheckRequest::from_json(&check, chrono::Local::now().date_naive())?;
     // A card presented proves the reader works.
     app.gate.mode.reader_heartbeat(&reader_id, None);
-    let record = app.gate.check(req).await?;
+    let record = match &app.mailbox {
+        // The face file is recorded with the check (one commit), then written.
+        Some(mailbox) => {
+            let mut face = None;
+            let checked = app
+                .gate
+                .check_with(req, |check| {
+                    face = Some(mailbox.put_face(check)?);
+                    Ok(())
+                })
+                .await;
+            match (checked, face) {
+                (Ok(record), Some(key)) => {
+                    mailbox.write_face(&key).await;
+                    a_face(record, &key)
+                }
+                (Ok(record), None) => (record, None),
+                (Err(e), key) => {
+                    if let Some(k) = key {
+                        mailbox.release(&k);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        None => (app.gate.check(req).await?, None),
+    };
+    let (record, face_file) = record;
     let mut a = answer_json(&record);
     a["verified"] = json!(verified);
+    if let Some(f) = face_file {
+        a["face_file"] = json!(f);
+    }
     Ok(axum::Json(a))
+}
+
+/// A card check with the name of its face file.
+fn a_face(record: CheckRecord, key: &str) -> (CheckRecord, Option<String>) {
+    let file = key.strip_prefix("face:").unwrap_or(key);
+    (record, Some(format!("face/{file}")))
 }
 
 /// `POST /v1/batch`: a batch inquiry (e.g. tomorrow's reservations), answered online in chunks;
@@ -926,6 +1032,24 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         "Writes made durable (several per sync under load).",
         &[(String::new(), commits)],
     );
+    if let Some(m) = &app.mailbox {
+        let st = m.stats();
+        e.counter(
+            "onshi_mailbox_files_total",
+            "Mailbox files handled: requests answered, files rejected to err/, final results written after an outage, face files.",
+            &[
+                (labels(&[("outcome", "answered")]), n(&st.answered)),
+                (labels(&[("outcome", "rejected")]), n(&st.rejected)),
+                (labels(&[("outcome", "final")]), n(&st.finals)),
+                (labels(&[("outcome", "face")]), n(&st.faces)),
+            ],
+        );
+        e.gauge1(
+            "onshi_mailbox_open",
+            "Mailbox records with a final result awaited or a result not yet written.",
+            app.mailbox_store.open_len() as f64,
+        );
+    }
     e.gauge1(
         "onshi_replica_people",
         "People in the local replica.",

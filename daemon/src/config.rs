@@ -34,9 +34,21 @@ pub struct EdgeSettings {
     /// Address of the local HTTP API, e.g. 127.0.0.1:7600.
     #[arg(long)]
     pub http: Option<String>,
-    /// OQS file mailbox directory (req/res/face/err).
+    /// OQS file mailbox directory (req/res/face/err/done are created in it).
     #[arg(long)]
     pub mailbox: Option<PathBuf>,
+    /// A request file not known to be complete (no close or rename seen) must keep its size this
+    /// long before it is read, in ms (default 200).
+    #[arg(long)]
+    pub mailbox_settle_ms: Option<u64>,
+    /// A request file that stays an incomplete XML document, unchanged, this long is moved to err/,
+    /// in ms (default 30000).
+    #[arg(long)]
+    pub mailbox_incomplete_ms: Option<u64>,
+    /// The req/ folder is also listed this often, in case an event was missed (e.g. a network
+    /// file system), in ms (default 10000).
+    #[arg(long)]
+    pub mailbox_rescan_ms: Option<u64>,
     /// Deadline for an online answer, in milliseconds (default 1500).
     #[arg(long)]
     pub deadline_ms: Option<u64>,
@@ -77,6 +89,9 @@ impl EdgeSettings {
             reconciler: self.reconciler.or(file.reconciler),
             http: self.http.or(file.http),
             mailbox: self.mailbox.or(file.mailbox),
+            mailbox_settle_ms: self.mailbox_settle_ms.or(file.mailbox_settle_ms),
+            mailbox_incomplete_ms: self.mailbox_incomplete_ms.or(file.mailbox_incomplete_ms),
+            mailbox_rescan_ms: self.mailbox_rescan_ms.or(file.mailbox_rescan_ms),
             deadline_ms: self.deadline_ms.or(file.deadline_ms),
             hold_ms: self.hold_ms.or(file.hold_ms),
             reader_timeout_ms: self.reader_timeout_ms.or(file.reader_timeout_ms),
@@ -201,6 +216,76 @@ impl Live {
     }
 }
 
+/// How the mailbox decides a request file is complete, and how often it lists `req/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxTiming {
+    pub settle: Duration,
+    pub incomplete_timeout: Duration,
+    pub rescan: Duration,
+}
+
+impl Default for MailboxTiming {
+    fn default() -> Self {
+        MailboxTiming {
+            settle: Duration::from_millis(200),
+            incomplete_timeout: Duration::from_secs(30),
+            rescan: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MailboxTiming {
+    fn from_settings(s: &EdgeSettings) -> Result<Self, ConfigError> {
+        let d = MailboxTiming::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        let t = MailboxTiming {
+            settle: ms(s.mailbox_settle_ms, d.settle),
+            incomplete_timeout: ms(s.mailbox_incomplete_ms, d.incomplete_timeout),
+            rescan: ms(s.mailbox_rescan_ms, d.rescan),
+        };
+        if t.settle.is_zero() || t.settle > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "--mailbox-settle-ms",
+                "must be between 1 and 10000 milliseconds",
+            ));
+        }
+        if t.incomplete_timeout < t.settle || t.incomplete_timeout > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "--mailbox-incomplete-ms",
+                format!(
+                    "must be between mailbox_settle_ms ({}) and 3600000 milliseconds",
+                    t.settle.as_millis()
+                ),
+            ));
+        }
+        if t.rescan < Duration::from_millis(100) || t.rescan > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "--mailbox-rescan-ms",
+                "must be between 100 and 3600000 milliseconds",
+            ));
+        }
+        Ok(t)
+    }
+}
+
+/// Checks the mailbox folder: absolute, and a directory if it exists (else it is created at start).
+fn mailbox_dir(dir: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(dir) = dir else { return Ok(None) };
+    if !dir.is_absolute() {
+        return Err(ConfigError::new(
+            "--mailbox",
+            format!("{} is not an absolute path", dir.display()),
+        ));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(ConfigError::new(
+            "--mailbox",
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    Ok(Some(dir))
+}
+
 /// The validated configuration of a running edge.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -210,6 +295,7 @@ pub struct EdgeConfig {
     pub reconciler: SocketAddr,
     pub http: SocketAddr,
     pub mailbox: Option<PathBuf>,
+    pub mailbox_timing: MailboxTiming,
     pub deadline: Duration,
     pub mode: ModeSettings,
     pub reader_timeout: Duration,
@@ -289,6 +375,9 @@ impl EdgeConfig {
         if self.mailbox != new.mailbox {
             out.push("mailbox");
         }
+        if self.mailbox_timing != new.mailbox_timing {
+            out.push("mailbox_settle_ms/mailbox_incomplete_ms/mailbox_rescan_ms");
+        }
         out
     }
 }
@@ -297,6 +386,7 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
     type Error = ConfigError;
 
     fn try_from(s: EdgeSettings) -> Result<Self, ConfigError> {
+        let mailbox_timing = MailboxTiming::from_settings(&s)?;
         let facility = required(s.facility, "--facility")?;
         let facility = FacilityCode::parse(&facility)
             .map_err(|e| ConfigError::new("--facility", e.message))?;
@@ -314,7 +404,8 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
             pki: required(s.pki, "--pki")?,
             reconciler: resolve("--reconciler", &required(s.reconciler, "--reconciler")?)?,
             http: resolve("--http", &required(s.http, "--http")?)?,
-            mailbox: s.mailbox,
+            mailbox: mailbox_dir(s.mailbox)?,
+            mailbox_timing,
             deadline,
             mode: ModeSettings {
                 hold: Duration::from_millis(s.hold_ms.unwrap_or(10_000)),

@@ -214,6 +214,10 @@ async fn complete_batch(gate: &Gate, mut records: Vec<CheckRecord>) -> BatchDone
             gate.stats
                 .deferred_completed
                 .fetch_add(done as u64, Ordering::Relaxed);
+            if done > 0 {
+                // The mailbox's finalizer writes the final results of these checks.
+                gate.checks_completed.notify_one();
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "deferred outcomes not durable");

@@ -91,7 +91,8 @@ pub async fn run(
         pki: pki_dir,
         reconciler: reconciler.addr,
         http: http_addr,
-        mailbox: None,
+        mailbox: Some(dir.path().join("mailbox")),
+        mailbox_timing: crate::config::MailboxTiming::default(),
         deadline: DEFAULT_DEADLINE,
         mode: crate::mode::ModeSettings {
             hold: std::time::Duration::from_secs(3),
@@ -163,6 +164,28 @@ pub async fn run(
         println!("# a My Number card on the (simulated) face-authentication reader:");
         println!("onshi-edge reader-sim --http {http} --card {card}");
     }
+    // The receipt computers' file interface: an example request file, to copy into req/.
+    let mailbox = dir.path().join("mailbox");
+    let example = dir.path().join("OQSsiquc01req_demo0001.xml");
+    let request = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n<XmlMsg>\n  <MessageHeader>\n    <QualificationConfirmationDate>{}</QualificationConfirmationDate>\n    <MedicalInstitutionCode>{DEMO_FACILITY}</MedicalInstitutionCode>\n    <ArbitraryFileIdentifier>DEMO-0001</ArbitraryFileIdentifier>\n  </MessageHeader>\n  <MessageBody>\n    <QualificationConfirmSearchInfo>\n      <InsurerNumber>{}</InsurerNumber>\n      <InsuredCardSymbol>{}</InsuredCardSymbol>\n      <InsuredIdentificationNumber>{}</InsuredIdentificationNumber>\n      <InsuredBranchNumber>{}</InsuredBranchNumber>\n      <Birthdate>{}</Birthdate>\n      <LimitApplicationCertificateRelatedConsFlg>0</LimitApplicationCertificateRelatedConsFlg>\n    </QualificationConfirmSearchInfo>\n  </MessageBody>\n</XmlMsg>\n",
+        today.format("%Y%m%d"),
+        valid_q.insurer_number.to_file_field(),
+        valid_q.symbol.as_ref().map_or("", |s| s.as_str()),
+        valid_q.number.as_str(),
+        valid_q.branch.as_ref().map_or("", |b| b.as_str()),
+        valid_q.birth_date.format("%Y%m%d"),
+    );
+    std::fs::write(&example, request).context("writing the example request file")?;
+    println!(
+        "# the receipt computers' file interface (OQS mailbox): drop a request into req/, the result appears in res/:"
+    );
+    println!(
+        "cp {} {}/req/ && sleep 1 && cat {}/res/OQSsiquc01res_demo0001.xml",
+        example.display(),
+        mailbox.display(),
+        mailbox.display()
+    );
     println!();
     println!("Ctrl-C stops the demo.");
     shutdown.await;

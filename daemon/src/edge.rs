@@ -85,11 +85,29 @@ pub async fn start_with_reload(
         stats: Arc::new(GateStats::default()),
         deferred_wake: Arc::new(tokio::sync::Notify::new()),
         sync,
+        checks_completed: Arc::new(tokio::sync::Notify::new()),
+    };
+    let mailbox_store = crate::mailbox::store::MailboxStore::open(store.as_ref())
+        .context("opening the mailbox records")?;
+    let (mailbox, mailbox_task) = match &config.mailbox {
+        Some(dir) => {
+            let (m, t) = crate::mailbox::Mailbox::start(
+                dir.clone(),
+                config.mailbox_timing,
+                gate.clone(),
+                mailbox_store.clone(),
+                stop_rx.clone(),
+            )?;
+            (Some(m), Some(t))
+        }
+        None => (None, None),
     };
     let state = AppState {
         gate: gate.clone(),
         started: Instant::now(),
         reconciler: config.reconciler.to_string(),
+        mailbox,
+        mailbox_store,
     };
     let app = api::router(state.clone());
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
@@ -114,6 +132,9 @@ pub async fn start_with_reload(
             .await;
         notify::stopping();
         let _ = stop_tx.send(true);
+        if let Some(m) = mailbox_task {
+            let _ = m.await;
+        }
         let _ = heartbeat.await;
         let _ = monitor.await;
         if let Some(r) = reloader {

@@ -71,6 +71,8 @@ pub struct Gate {
     pub deferred_wake: Arc<Notify>,
     /// The journal sync task.
     pub sync: crate::sync::SyncHandle,
+    /// Woken when deferred checks have completed (the mailbox writes their final results).
+    pub checks_completed: Arc<Notify>,
 }
 
 /// Why the online answer did not come, for the record.
@@ -119,6 +121,17 @@ impl Gate {
     }
 
     pub async fn check(&self, req: CheckRequest) -> Result<CheckRecord, GateError> {
+        self.check_with(req, |_| Ok(())).await
+    }
+
+    /// As [`Gate::check`]; `with_record` runs once the record is built, before it is made durable,
+    /// so whatever it writes to the same store (e.g. the mailbox's record of the request file) is
+    /// made durable by the same commit as the check.
+    pub async fn check_with(
+        &self,
+        req: CheckRequest,
+        with_record: impl FnOnce(&CheckRecord) -> Result<(), JournalError>,
+    ) -> Result<CheckRecord, GateError> {
         let started = Instant::now();
         let created_at = Utc::now();
         let online = self.ask_online(&req, self.deadline()).await;
@@ -188,6 +201,7 @@ impl Gate {
         } else {
             None
         };
+        with_record(&record)?;
         self.journal.put_durable(&record).await?;
         if let Some(r) = sync_record {
             self.sync.local_change(r);

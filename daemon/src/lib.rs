@@ -9,6 +9,7 @@ pub mod edge;
 pub mod enroll;
 pub mod gate;
 pub mod journal;
+pub mod mailbox;
 pub mod mode;
 pub mod monitor;
 pub mod notify;

@@ -25,7 +25,7 @@ enum Command {
     /// the command line wins.
     Run {
         /// TOML file with the same settings as the flags (facility, data, pki, reconciler, http,
-        /// mailbox, deadline_ms).
+        /// mailbox, deadline_ms, …).
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -355,14 +355,32 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
         eprintln!("{where_}: data: {} is read-only", config.data.display());
         return Ok(ExitCode::from(2));
     }
+    if let Some(mailbox) = &config.mailbox {
+        // It is created at start if missing: its nearest existing ancestor must be writable.
+        let existing = mailbox.ancestors().find(|p| p.exists());
+        let writable = existing.is_some_and(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_dir() && !m.permissions().readonly())
+        });
+        if !writable {
+            eprintln!(
+                "{where_}: mailbox: {} cannot be created or written (check the folder and its parents)",
+                mailbox.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
     println!(
-        "{where_}: ok: facility {}, data {}, pki {}, reconciler {}, http {}, deadline {} ms",
+        "{where_}: ok: facility {}, data {}, pki {}, reconciler {}, http {}, deadline {} ms, mailbox {}",
         config.facility,
         config.data.display(),
         config.pki.display(),
         config.reconciler,
         config.http,
-        config.deadline.as_millis()
+        config.deadline.as_millis(),
+        config
+            .mailbox
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |m| m.display().to_string())
     );
     Ok(ExitCode::SUCCESS)
 }

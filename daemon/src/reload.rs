@@ -67,6 +67,7 @@ pub fn reload_once(
     kept.reconciler = current.reconciler;
     kept.http = current.http;
     kept.mailbox = current.mailbox.clone();
+    kept.mailbox_timing = current.mailbox_timing;
     *current = kept;
     Reloaded::Applied {
         changes,

@@ -99,3 +99,57 @@ fn config_file_settings_apply_and_flags_win() {
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown field `facilty`"), "{err}");
 }
+
+#[test]
+fn mailbox_settings_are_validated_with_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let base = [
+        "run",
+        "--facility",
+        "1311234567",
+        "--data",
+        d,
+        "--pki",
+        d,
+        "--reconciler",
+        "127.0.0.1:1",
+        "--http",
+        "127.0.0.1:0",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        edge(&a)
+    };
+    let (code, err) = with(&["--mailbox", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--mailbox:") && err.contains("is not a directory"),
+        "{err}"
+    );
+    let (code, err) = with(&["--mailbox", "relative/mailbox"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--mailbox:") && err.contains("absolute"),
+        "{err}"
+    );
+    let (code, err) = with(&["--mailbox", d, "--mailbox-settle-ms", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--mailbox-settle-ms: must be between"),
+        "{err}"
+    );
+    let (code, err) = with(&[
+        "--mailbox",
+        d,
+        "--mailbox-settle-ms",
+        "500",
+        "--mailbox-incomplete-ms",
+        "100",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--mailbox-incomplete-ms:"), "{err}");
+}

@@ -1038,6 +1038,12 @@ pub struct EdgeOpts {
     pub share_70_74: Option<u8>,
     /// `--share-75-plus N`.
     pub share_75_plus: Option<u8>,
+    /// `--mailbox DIR`: the OQS file mailbox.
+    pub mailbox: Option<PathBuf>,
+    /// `--mailbox-settle-ms`, `--mailbox-incomplete-ms`, `--mailbox-rescan-ms`.
+    pub mailbox_settle_ms: Option<u64>,
+    pub mailbox_incomplete_ms: Option<u64>,
+    pub mailbox_rescan_ms: Option<u64>,
     pub notify_socket: Option<PathBuf>,
     /// `WATCHDOG_USEC` for the edge, as systemd sets it with `WatchdogSec=`.
     pub watchdog_usec: Option<u64>,
@@ -1061,6 +1067,10 @@ impl EdgeOpts {
             unidentified_full_fee: None,
             share_70_74: None,
             share_75_plus: None,
+            mailbox: None,
+            mailbox_settle_ms: None,
+            mailbox_incomplete_ms: None,
+            mailbox_rescan_ms: None,
             notify_socket: None,
             watchdog_usec: None,
             name: format!("edge-{facility}"),
@@ -1096,7 +1106,22 @@ impl Edge {
                 "--http",
                 "127.0.0.1:0",
             ]);
-        let flags: [(&str, Option<String>); 6] = [
+        if let Some(m) = &opts.mailbox {
+            cmd.arg("--mailbox").arg(m);
+        }
+        let flags: [(&str, Option<String>); 9] = [
+            (
+                "--mailbox-settle-ms",
+                opts.mailbox_settle_ms.map(|v| v.to_string()),
+            ),
+            (
+                "--mailbox-incomplete-ms",
+                opts.mailbox_incomplete_ms.map(|v| v.to_string()),
+            ),
+            (
+                "--mailbox-rescan-ms",
+                opts.mailbox_rescan_ms.map(|v| v.to_string()),
+            ),
             ("--deadline-ms", opts.deadline_ms.map(|v| v.to_string())),
             ("--hold-ms", opts.hold_ms.map(|v| v.to_string())),
             (

@@ -1,6 +1,7 @@
 //! Logs carry no personal data at info level: a day of reception (checks online and offline, a
-//! search, a provisional record, a batch, an outage, sync) for a known person, then neither
-//! daemon's log holds their name, reading, card number, birth date or address.
+//! search, a provisional record, a batch, an outage, sync, request files through the OQS mailbox,
+//! a rejected one among them) for a known person, then neither daemon's log holds their name,
+//! reading, card number, birth date or address.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,15 +16,42 @@ fn str_of(v: &serde_json::Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
+/// A single-check request file for period `q` with this insurer number.
+fn request_xml(q: &serde_json::Value, insurer: &serde_json::Value) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><XmlMsg><MessageHeader><QualificationConfirmationDate>{}</QualificationConfirmationDate><MedicalInstitutionCode>{FACILITY_A}</MedicalInstitutionCode><ArbitraryFileIdentifier>P</ArbitraryFileIdentifier></MessageHeader><MessageBody><QualificationConfirmSearchInfo><InsurerNumber>{}</InsurerNumber><InsuredCardSymbol>{}</InsuredCardSymbol><InsuredIdentificationNumber>{}</InsuredIdentificationNumber><InsuredBranchNumber>{}</InsuredBranchNumber><Birthdate>{}</Birthdate></QualificationConfirmSearchInfo></MessageBody></XmlMsg>",
+        TODAY.replace('-', ""),
+        str_of(insurer),
+        str_of(&q["symbol"]),
+        str_of(&q["number"]),
+        str_of(&q["branch"]),
+        str_of(&q["birth_date"]).replace('-', "")
+    )
+}
+
+fn drop_request(mailbox: &std::path::Path, name: &str, text: &str) {
+    let tmp = mailbox.join(format!("{name}.part"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, mailbox.join("req").join(name)).unwrap();
+}
+
+fn wait_file(path: &std::path::Path) {
+    onshi_tests::wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        path.exists().then_some(())
+    })
+    .unwrap_or_else(|| panic!("{} never appeared", path.display()));
+}
+
 #[test]
 fn no_personal_data_in_info_logs() {
     let _serial = onshi_tests::serial();
     let t = TestDir::new("privacy");
     let (pki, reg, mut rec) = reconciler_with_registry(&t, &[FACILITY_A]);
-    let edge = Edge::start(
-        &t,
-        EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr),
-    );
+    let mut opts = EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr);
+    let mailbox = t.join("mailbox");
+    opts.mailbox = Some(mailbox.clone());
+    opts.mailbox_settle_ms = Some(50);
+    let edge = Edge::start(&t, opts);
     edge.wait_online();
     // Someone whose card number is long enough to be told apart from other numbers in a log.
     let p = reg
@@ -35,6 +63,22 @@ fn no_personal_data_in_info_logs() {
     let check = card_check(&p, TODAY);
 
     assert_eq!(edge.post_check(&check).0, 200);
+    // Through the file mailbox: a request, and a rejected one (a mistyped insurer number).
+    drop_request(
+        &mailbox,
+        "OQSsiquc01req_privacy_1.xml",
+        &request_xml(&p, &p["insurer_number"]),
+    );
+    wait_file(&mailbox.join("res/OQSsiquc01res_privacy_1.xml"));
+    let typo = json!(onshi_tests::mistype_check_digit(&str_of(
+        &p["insurer_number"]
+    )));
+    drop_request(
+        &mailbox,
+        "OQSsiquc01req_privacy_2.xml",
+        &request_xml(&p, &typo),
+    );
+    wait_file(&mailbox.join("err/OQSsiquc01req_privacy_2.xml.reason.txt"));
     assert_eq!(
         edge.post(
             "/v1/batch",
@@ -62,8 +106,22 @@ fn no_personal_data_in_info_logs() {
     });
     assert_eq!(edge.post_check(&check).0, 200);
     assert_eq!(edge.post("/v1/provisional", &prov).0, 201);
+    drop_request(
+        &mailbox,
+        "OQSsiquc01req_privacy_3.xml",
+        &request_xml(&p, &p["insurer_number"]),
+    );
+    let res3 = mailbox.join("res/OQSsiquc01res_privacy_3.xml");
+    wait_file(&res3);
     let rec = rec.restart(&t);
     edge.wait_online();
+    // The final result replaces the interim one once the link is back.
+    onshi_tests::wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        std::fs::read_to_string(&res3)
+            .ok()
+            .filter(|t| t.contains("<SegmentOfResult>1<"))
+    })
+    .expect("the final result");
     let synced = edge.cli(&["sync-now", "--timeout-s", "20"]);
     assert!(
         synced.status.success(),

@@ -1,0 +1,251 @@
+//! The mailbox's records, in the journal's store (so the journal's group commit makes them durable
+//! with the checks they answer): one record per request file (keyed by its name and the SHA-256 of
+//! its bytes) or face file, holding the request's text and every result text written for it; the
+//! batch uploads with their answers; and an index of the records with a result still to write or
+//! a final answer still awaited.
+//!
+//! Values are postcard behind an enum tag that is the version.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use onshi_model::{CheckOutcome, CheckRequest};
+use onshi_sync::store::{Store, StoreError, Tree};
+use serde::{Deserialize, Serialize};
+
+use super::xml::{Echo, TextEncoding};
+
+/// What a mailbox record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// `OQSsiquc01req`: one check.
+    Single,
+    /// `OQSmuquc01req`: a batch upload.
+    BatchUpload,
+    /// `OQSmuquc02req`: a batch download.
+    BatchDownload,
+    /// A card-reader check written to `face/` unasked.
+    Face,
+    /// A file moved to `err/`.
+    Rejected,
+}
+
+/// One result text, as written (or to be written) to the result file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultText {
+    pub at: DateTime<Utc>,
+    /// `SegmentOfResult`: 1 done, 2 processing (an interim answer), 9 failed.
+    pub segment: String,
+    pub text: String,
+}
+
+/// One request file (or face file) and what was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    pub key: String,
+    pub kind: RecordKind,
+    /// The request file's name (for a face record: the face file's).
+    pub file: String,
+    pub sha256: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub encoding: TextEncoding,
+    /// The request as decoded (a rejected file's bytes read as lossy UTF-8, cut at 64 KiB).
+    pub request_text: Option<String>,
+    pub echo: Echo,
+    pub check_id: Option<String>,
+    pub reception_number: Option<String>,
+    /// Where results go, relative to the mailbox: `res/NAME` or `face/NAME`.
+    pub result_file: Option<String>,
+    /// Every result text, oldest first; the last one is what the result file holds.
+    pub results: Vec<ResultText>,
+    /// How many of `results` are known to be on disk (the last one written counts for all).
+    pub written: usize,
+    /// A deferred check: its final result is still to come.
+    pub awaiting_final: bool,
+    /// Why the file was moved to `err/`.
+    pub reason: Option<String>,
+    /// Where the request file went: `done/NAME` or `err/NAME`.
+    pub moved_to: Option<String>,
+}
+
+impl MailboxRecord {
+    /// Something is still to do: a result to write, or a final answer to wait for.
+    pub fn is_open(&self) -> bool {
+        self.awaiting_final || self.written < self.results.len()
+    }
+}
+
+/// A batch upload and, once they came, its answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub reception_number: String,
+    /// The key of the upload's mailbox record.
+    pub upload_key: String,
+    pub service_date: NaiveDate,
+    pub requests: Vec<CheckRequest>,
+    /// One per request, in order, once the reconciler answered them all.
+    pub outcomes: Option<Vec<CheckOutcome>>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredRecord {
+    V1(MailboxRecord),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredBatch {
+    V1(BatchRecord),
+}
+
+/// The mailbox's trees.
+#[derive(Debug, Clone)]
+pub struct MailboxStore {
+    records: Arc<dyn Tree>,
+    open: Arc<dyn Tree>,
+    batches: Arc<dyn Tree>,
+    open_batches: Arc<dyn Tree>,
+    /// Read-modify-write of a record happens under this lock (the request worker, the finalizer
+    /// and the result writer update the same records).
+    lock: Arc<std::sync::Mutex<()>>,
+}
+
+fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl MailboxStore {
+    pub fn open(store: &dyn Store) -> Result<Self, StoreError> {
+        Ok(MailboxStore {
+            records: store.tree("mailbox.records")?,
+            open: store.tree("mailbox.open")?,
+            batches: store.tree("mailbox.batches")?,
+            open_batches: store.tree("mailbox.batches.open")?,
+            lock: Arc::default(),
+        })
+    }
+
+    fn decode(key: &[u8], b: &[u8]) -> Result<MailboxRecord, StoreError> {
+        match postcard::from_bytes::<StoredRecord>(b) {
+            Ok(StoredRecord::V1(r)) => Ok(r),
+            Err(e) => Err(corrupt(key, e)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<MailboxRecord>, StoreError> {
+        self.records
+            .get(key.as_bytes())?
+            .map(|b| Self::decode(key.as_bytes(), &b))
+            .transpose()
+    }
+
+    fn put_unlocked(&self, rec: &MailboxRecord) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(&StoredRecord::V1(rec.clone()))
+            .map_err(|e| corrupt(rec.key.as_bytes(), e))?;
+        // The open index is written before the record and cleared after it, so a crash in between
+        // leaves at worst an index entry with nothing to do.
+        if rec.is_open() {
+            self.open.insert(rec.key.as_bytes(), &[])?;
+        }
+        self.records.insert(rec.key.as_bytes(), &bytes)?;
+        if !rec.is_open() {
+            self.open.remove(rec.key.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Writes a record (durable at the journal's next commit).
+    pub fn put(&self, rec: &MailboxRecord) -> Result<(), StoreError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.put_unlocked(rec)
+    }
+
+    /// Changes a record in place; `None` if there is none under `key`.
+    pub fn update(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut MailboxRecord),
+    ) -> Result<Option<MailboxRecord>, StoreError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut rec) = self.get(key)? else {
+            return Ok(None);
+        };
+        f(&mut rec);
+        self.put_unlocked(&rec)?;
+        Ok(Some(rec))
+    }
+
+    /// Keys of the records with something still to do.
+    pub fn open_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.open
+            .scan_prefix(&[])
+            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned()))
+            .collect()
+    }
+
+    pub fn open_len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every record, in the order they were received.
+    pub fn all(&self) -> Result<Vec<MailboxRecord>, StoreError> {
+        let mut all = self
+            .records
+            .scan_prefix(&[])
+            .map(|kv| {
+                let (k, v) = kv?;
+                Self::decode(&k, &v)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.key.cmp(&b.key)));
+        Ok(all)
+    }
+
+    pub fn get_batch(&self, number: &str) -> Result<Option<BatchRecord>, StoreError> {
+        match self.batches.get(number.as_bytes())? {
+            None => Ok(None),
+            Some(b) => match postcard::from_bytes::<StoredBatch>(&b) {
+                Ok(StoredBatch::V1(r)) => Ok(Some(r)),
+                Err(e) => Err(corrupt(number.as_bytes(), e)),
+            },
+        }
+    }
+
+    /// Writes a batch (durable at the journal's next commit); it is open until its outcomes are in.
+    pub fn put_batch(&self, b: &BatchRecord) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(&StoredBatch::V1(b.clone()))
+            .map_err(|e| corrupt(b.reception_number.as_bytes(), e))?;
+        let key = b.reception_number.as_bytes();
+        if b.outcomes.is_none() {
+            self.open_batches.insert(key, &[])?;
+        }
+        self.batches.insert(key, &bytes)?;
+        if b.outcomes.is_some() {
+            self.open_batches.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Reception numbers of the batches still to answer, oldest first.
+    pub fn open_batches(&self) -> Result<Vec<String>, StoreError> {
+        self.open_batches
+            .scan_prefix(&[])
+            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned()))
+            .collect()
+    }
+}
