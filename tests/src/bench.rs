@@ -1,13 +1,29 @@
-//! Process handling shared by the benchmark commands (`onshi-failover`, `onshi-drain`): start a
-//! daemon, wait for its readiness line, kill it when dropped. (The tests use `Proc` in lib.rs, which
+//! Process handling shared by the benchmark commands (`onshi-failover`, `onshi-drain`,
+//! `onshi-mailbox-bench`): find the daemons' binaries, start a daemon, wait for its readiness line, kill it when dropped. (The tests use `Proc` in lib.rs, which
 //! also keeps stderr for assertions; `onshi-load` keeps its own guard with CPU accounting.)
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// The folder of the running benchmark command, checked to hold `onshi-edge` and
+/// `onshi-reconciler` (built by the same `cargo build`).
+pub fn daemon_bins() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bins = exe.parent().context("exe dir")?.to_path_buf();
+    for b in ["onshi-edge", "onshi-reconciler"] {
+        if !bins.join(b).is_file() {
+            bail!(
+                "{b} not found next to {}: run `cargo build --release --workspace --bins`",
+                exe.display()
+            );
+        }
+    }
+    Ok(bins)
+}
 
 /// A child process killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]

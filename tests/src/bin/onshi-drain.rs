@@ -106,10 +106,7 @@ async fn run_drain(
     facility: &FacilityCode,
     today: chrono::NaiveDate,
 ) -> anyhow::Result<Drain> {
-    let bins = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .to_path_buf();
+    let bins = onshi_tests::bench::daemon_bins()?;
     let dir = root.join(name);
     std::fs::create_dir_all(&dir)?;
     let pki = root.join("pki");

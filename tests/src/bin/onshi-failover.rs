@@ -8,7 +8,7 @@
 //!     cargo build --release --workspace --bins
 //!     target/release/onshi-failover [--runs 5] [--deadline-ms 1500] [--clients 8]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -255,18 +255,7 @@ async fn run_once(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bins: PathBuf = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .to_path_buf();
-    for b in ["onshi-edge", "onshi-reconciler"] {
-        if !bins.join(b).is_file() {
-            bail!(
-                "{} not found next to onshi-failover: run `cargo build --release --workspace --bins`",
-                b
-            );
-        }
-    }
+    let bins = onshi_tests::bench::daemon_bins()?;
     let root = tempfile::Builder::new()
         .prefix("onshi-failover-")
         .tempdir()?;

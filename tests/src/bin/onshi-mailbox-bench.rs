@@ -186,17 +186,7 @@ fn count(dir: &Path) -> usize {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bins: PathBuf = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .to_path_buf();
-    for b in ["onshi-edge", "onshi-reconciler"] {
-        if !bins.join(b).is_file() {
-            bail!(
-                "{b} not found next to onshi-mailbox-bench: run `cargo build --release -p onshi-tests -p onshi-edge -p onshi-sync`"
-            );
-        }
-    }
+    let bins = onshi_tests::bench::daemon_bins()?;
     let mut tmp = tempfile::Builder::new();
     tmp.prefix("onshi-mailbox-bench-");
     let root = match &args.tmp_root {
