@@ -38,6 +38,10 @@ struct Args {
     /// Datagram loss, each way.
     #[arg(long, default_value_t = 0.02)]
     loss: f64,
+    /// How often the edge's `/metrics` is scraped during the drain, in ms (each scrape walks the
+    /// queue: more often measures more finely and costs the edge more).
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
     /// Concurrent reception clients while recording.
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -240,15 +244,13 @@ async fn run_drain(
     while healed.elapsed() < Duration::from_secs(args.timeout_s) {
         max_edge = max_edge.max(rss_mib(edge.0.id()));
         max_rec = max_rec.max(rss_mib(reconciler.0.id()));
-        let status: Value = serde_json::from_str(&get("/v1/status").await.unwrap_or_default())
-            .unwrap_or(Value::Null);
-        completed = metric(
-            &get("/metrics").await.unwrap_or_default(),
-            "onshi_deferred_completed_total",
-        ) as u64;
-        synced = status["sync"]["synced"] == true
-            && status["sync"]["outgoing"] == 0
-            && status["sync"]["incoming"] == 0;
+        // One scrape per poll: `/metrics` (like `/v1/status`) walks the whole queue, so polling
+        // both would double what the measurement itself costs the edge.
+        let m = get("/metrics").await.unwrap_or_default();
+        completed = metric(&m, "onshi_deferred_completed_total") as u64;
+        synced = metric(&m, "onshi_sync_synced") == 1.0
+            && metric(&m, "onshi_sync_pending_records{direction=\"outgoing\"}") == 0.0
+            && metric(&m, "onshi_sync_pending_records{direction=\"incoming\"}") == 0.0;
         let t = healed.elapsed().as_secs_f64();
         if completed >= args.deferred as u64 {
             deferred_at.get_or_insert(t);
@@ -261,7 +263,7 @@ async fn run_drain(
         if synced && completed >= args.deferred as u64 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     }
     let seconds = healed.elapsed().as_secs_f64();
     let up = relay.stats().bytes[1].load(Ordering::Relaxed) - up0;
