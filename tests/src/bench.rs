@@ -36,6 +36,32 @@ impl Drop for BenchProc {
     }
 }
 
+/// Starts `onshi-reconciler serve` (from `bins`) on `data` and `pki`, listening on a free loopback
+/// port, stderr to `log`; returns the process and its `host:port`.
+pub fn spawn_reconciler(
+    bins: &Path,
+    data: &Path,
+    pki: &Path,
+    envs: &[(&str, &str)],
+    log: &Path,
+) -> anyhow::Result<(BenchProc, String)> {
+    spawn_ready(
+        &bins.join("onshi-reconciler"),
+        &[
+            "serve",
+            "--data",
+            data.to_str().context("data path")?,
+            "--pki",
+            pki.to_str().context("pki path")?,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        envs,
+        log,
+        "onshi-reconciler: listening on quic://",
+    )
+}
+
 /// Starts `bin args…` with `envs`, stderr to `log`, and waits up to 60 s for a stdout line starting
 /// with `prefix`; returns the process and the rest of that line.
 pub fn spawn_ready(

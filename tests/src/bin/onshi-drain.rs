@@ -63,7 +63,7 @@ struct Args {
     only: Option<String>,
 }
 
-use onshi_tests::bench::spawn_ready;
+use onshi_tests::bench::{spawn_ready, spawn_reconciler};
 
 fn rss_mib(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -116,20 +116,12 @@ async fn run_drain(
     let pki = root.join("pki");
     let rec_data = dir.join("reconciler");
     copy_dir(&root.join("registry"), &rec_data.join("registry"))?;
-    let (reconciler, raddr) = spawn_ready(
-        &bins.join("onshi-reconciler"),
-        &[
-            "serve",
-            "--data",
-            rec_data.to_str().context("path")?,
-            "--pki",
-            pki.to_str().context("path")?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let (reconciler, raddr) = spawn_reconciler(
+        &bins,
+        &rec_data,
+        &pki,
         &[("RUST_LOG", args.log.as_str())],
         &dir.join("reconciler.log"),
-        "onshi-reconciler: listening on quic://",
     )?;
     let relay = Relay::start(raddr.parse()?, args.seed);
     let (edge, http) = spawn_ready(

@@ -41,7 +41,7 @@ struct Args {
     json: bool,
 }
 
-use onshi_tests::bench::spawn_ready;
+use onshi_tests::bench::{spawn_ready, spawn_reconciler};
 
 fn body(q: &Qualification) -> Value {
     json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date})
@@ -79,21 +79,8 @@ async fn run_once(
     std::fs::create_dir_all(&dir)?;
     let pki = root.join("pki");
     let rec_data = root.join("reconciler");
-    let (mut reconciler, raddr) = spawn_ready(
-        &bins.join("onshi-reconciler"),
-        &[
-            "serve",
-            "--data",
-            rec_data.to_str().context("path")?,
-            "--pki",
-            pki.to_str().context("path")?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        &dir.join("reconciler.log"),
-        "onshi-reconciler: listening on quic://",
-    )?;
+    let (mut reconciler, raddr) =
+        spawn_reconciler(bins, &rec_data, &pki, &[], &dir.join("reconciler.log"))?;
     let deadline_ms = args.deadline_ms.to_string();
     let (_edge, http) = spawn_ready(
         &bins.join("onshi-edge"),

@@ -24,7 +24,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use notify::Watcher;
 use onshi_model::{FacilityCode, Qualification};
-use onshi_tests::bench::spawn_ready;
+use onshi_tests::bench::{spawn_ready, spawn_reconciler};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -243,20 +243,12 @@ async fn main() -> anyhow::Result<()> {
     let mailbox = root_path.join("mailbox");
     let staging = root_path.join("staging");
     std::fs::create_dir_all(&staging)?;
-    let (rec, raddr) = spawn_ready(
-        &bins.join("onshi-reconciler"),
-        &[
-            "serve",
-            "--data",
-            root_path.join("reconciler").to_str().context("path")?,
-            "--pki",
-            pki.to_str().context("path")?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let (rec, raddr) = spawn_reconciler(
+        &bins,
+        &root_path.join("reconciler"),
+        &pki,
         &[],
         &root_path.join("reconciler.log"),
-        "onshi-reconciler: listening on quic://",
     )?;
     let (edge, http) = spawn_ready(
         &bins.join("onshi-edge"),
