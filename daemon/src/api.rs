@@ -224,12 +224,11 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
     let link = app.gate.link.state();
     let mode = app.gate.mode.snapshot();
     let (syncs, commits) = app.gate.journal.commit_stats();
-    let queue = queue::summary(
-        &app.gate.journal,
-        &app.gate.live.get().queue,
-        chrono::Utc::now(),
-    )
-    .map_err(unavailable)?;
+    let queue = app
+        .gate
+        .journal
+        .tally()
+        .brief(&app.gate.live.get().queue, chrono::Utc::now());
     let sync = app.gate.sync.status();
     let (reader, reader_heard) = app.gate.mode.reader_health();
     let reader = match reader {
@@ -254,7 +253,7 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
             "rtt_ms": link.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
         },
         "reader": reader,
-        "queue": queue::brief(&queue),
+        "queue": queue::brief_json(&queue),
         "warnings": queue.warnings,
         "journal": {"checks": app.gate.journal.len(), "provisional": app.gate.journal.provisional_len(), "syncs": syncs, "commits": commits},
         "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
@@ -897,12 +896,11 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let link = app.gate.link.state();
     let mode = app.gate.mode.mode();
     let sync = app.gate.sync.status();
-    let q = queue::summary(
-        &app.gate.journal,
-        &app.gate.live.get().queue,
-        chrono::Utc::now(),
-    )
-    .ok();
+    let q = app
+        .gate
+        .journal
+        .tally()
+        .brief(&app.gate.live.get().queue, chrono::Utc::now());
     let n = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
     let mut e = Exposition::new();
     e.counter(
@@ -996,26 +994,22 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     e.gauge1(
         "onshi_queue_pending",
         "Deferred checks and provisional records not yet closed.",
-        q.as_ref().map_or(0.0, |q| q.pending as f64),
+        q.pending as f64,
     );
     e.gauge1(
         "onshi_queue_provisional_yen",
         "Yen collected provisionally in records not yet closed.",
-        q.as_ref().map_or(0.0, |q| q.provisional_yen as f64),
+        q.provisional_yen as f64,
     );
     e.gauge1(
         "onshi_queue_oldest_pending_seconds",
         "Age of the oldest pending item (0 when nothing is pending).",
-        q.as_ref()
-            .and_then(|q| q.oldest_pending_s)
-            .map_or(0.0, |s| s as f64),
+        q.oldest_pending_s.map_or(0.0, |s| s as f64),
     );
     e.gauge1(
         "onshi_queue_quarantined",
         "Records set aside with a reason (they stay visible in the queue).",
-        q.as_ref().map_or(0.0, |q| {
-            q.items.iter().filter(|i| i.state == "quarantined").count() as f64
-        }),
+        q.quarantined as f64,
     );
     e.gauge1(
         "onshi_journal_records",

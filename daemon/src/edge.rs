@@ -193,14 +193,12 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
         }
         // Queue caps: looked at every ~10 beats; a new warning is logged once, and its end too.
         beats += 1;
-        if beats % 10 == 1
-            && let Ok(q) = crate::queue::summary(
-                &state.gate.journal,
-                &state.gate.live.get().queue,
-                chrono::Utc::now(),
-            )
-            && q.warnings != last_warnings
-        {
+        let q = state
+            .gate
+            .journal
+            .tally()
+            .brief(&state.gate.live.get().queue, chrono::Utc::now());
+        if beats % 10 == 1 && q.warnings != last_warnings {
             for w in q.warnings.iter().filter(|w| !last_warnings.contains(w)) {
                 tracing::warn!(warning = %w, pending = q.pending, provisional_yen = q.provisional_yen, "queue past a cap");
             }

@@ -14,6 +14,7 @@ use onshi_sync::store::{GroupCommit, Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
 use crate::provisional::ProvisionalRecord;
+use crate::queue::QueueTally;
 
 /// Where a check is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +143,11 @@ pub struct Journal {
     pub sync: JournalTree,
     commit: GroupCommit,
     seq_lock: Arc<std::sync::Mutex<()>>,
+    /// The queue's counts, kept with every write (see [`QueueTally`]).
+    tally: Arc<QueueTally>,
+    /// Held over a write to the check or provisional trees and its tally, so the tally sees
+    /// writes of one record in the order the trees do.
+    write_lock: Arc<std::sync::Mutex<()>>,
 }
 
 const NODE_ID_KEY: &[u8] = b"node_id";
@@ -155,7 +161,12 @@ impl Journal {
         let deferred = store.tree("journal.deferred")?;
         let provisional = store.tree("journal.provisional")?;
         let meta = store.tree("journal.meta")?;
-        let sync = JournalTree::open(store.as_ref(), "journal.sync")?;
+        let tally = Arc::new(QueueTally::default());
+        let sync = {
+            let tally = tally.clone();
+            JournalTree::open(store.as_ref(), "journal.sync")?
+                .observed(Arc::new(move |r| tally.synced(r)))
+        };
         let node_id = match meta.get(NODE_ID_KEY)? {
             Some(b) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
             _ => {
@@ -166,7 +177,7 @@ impl Journal {
             }
         };
         let commit = GroupCommit::start(store);
-        Ok(Journal {
+        let journal = Journal {
             facility,
             node_id,
             checks,
@@ -176,7 +187,31 @@ impl Journal {
             sync,
             commit,
             seq_lock: Arc::default(),
-        })
+            tally,
+            write_lock: Arc::default(),
+        };
+        // The one walk: the tally from what is stored.
+        for id in journal.deferred_ids()? {
+            if let Some(r) = journal.get(&id)? {
+                journal
+                    .tally
+                    .check(&id, r.created_at, r.state == CheckState::Deferred);
+            }
+        }
+        for p in journal.provisional_records()? {
+            journal.tally.provisional_stored(&p);
+            if let Ok(id) = RecordId::parse(&p.record_id)
+                && let Some(r) = journal.sync.get(&id)?
+            {
+                journal.tally.synced(&r);
+            }
+        }
+        Ok(journal)
+    }
+
+    /// The queue's counts without a walk.
+    pub fn tally(&self) -> &QueueTally {
+        &self.tally
     }
 
     pub fn facility(&self) -> &FacilityCode {
@@ -206,15 +241,18 @@ impl Journal {
                 reason: e.to_string(),
             }
         })?;
+        let deferred = rec.state == CheckState::Deferred;
+        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         // The queue entry is written first and removed last, so a crash in between leaves a
         // completed record still queued (done again, harmlessly), never a deferred one unqueued.
-        if rec.state == CheckState::Deferred {
+        if deferred {
             self.deferred.insert(rec.check_id.as_bytes(), &[])?;
         }
         self.checks.insert(rec.check_id.as_bytes(), &bytes)?;
-        if rec.state != CheckState::Deferred {
+        if !deferred {
             self.deferred.remove(rec.check_id.as_bytes())?;
         }
+        self.tally.check(&rec.check_id, rec.created_at, deferred);
         Ok(())
     }
 
@@ -290,7 +328,11 @@ impl Journal {
                 reason: e.to_string(),
             }
         })?;
-        self.provisional.insert(rec.record_id.as_bytes(), &bytes)?;
+        {
+            let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.provisional.insert(rec.record_id.as_bytes(), &bytes)?;
+            self.tally.provisional_stored(rec);
+        }
         self.commit().await
     }
 

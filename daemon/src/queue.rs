@@ -4,13 +4,19 @@
 //! `provisional_yen` and the oldest age count what is still open: deferred checks and provisional
 //! records not yet closed by staff (a settled record waits for staff to act on it).
 //! Caps (count, yen, age) only raise warnings: nothing is ever dropped or deleted by a timer.
+//!
+//! [`summary`] walks the journal (for the full list); [`QueueTally`] keeps the same counts as the
+//! journal is written, so status pages and metrics cost the same with 25 items queued or 25,000.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::journal::{CheckState, Journal, JournalError};
-use crate::provisional::RecordState;
+use crate::provisional::{ProvisionalRecord, RecordState};
 use onshi_model::record::Settlement;
 use onshi_sync::crdt::{JournalRecord, RecordFacts, RecordId};
 
@@ -55,6 +61,205 @@ pub struct QueueSummary {
     pub warnings: Vec<String>,
 }
 
+/// The counts status pages show: what is still open (`pending`, `provisional_yen`, the oldest
+/// age), records set aside, and the caps' warnings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueBrief {
+    pub pending: usize,
+    pub provisional_yen: u64,
+    pub oldest_pending_s: Option<i64>,
+    pub quarantined: usize,
+    pub warnings: Vec<String>,
+}
+
+impl QueueBrief {
+    fn new(
+        pending: usize,
+        provisional_yen: u64,
+        oldest: Option<DateTime<Utc>>,
+        quarantined: usize,
+        caps: &QueueCaps,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let oldest_pending_s = oldest.map(|t| (now - t).num_seconds().max(0));
+        let mut warnings = Vec::new();
+        if pending > caps.max_pending {
+            warnings.push(format!(
+                "{pending} items pending, more than the cap of {}",
+                caps.max_pending
+            ));
+        }
+        if provisional_yen > caps.max_provisional_yen {
+            warnings.push(format!(
+                "¥{provisional_yen} collected provisionally, more than the cap of ¥{}",
+                caps.max_provisional_yen
+            ));
+        }
+        if let Some(age) = oldest_pending_s
+            && age as u64 > caps.max_age_s
+        {
+            warnings.push(format!(
+                "the oldest pending item is {} h old, more than the cap of {} h",
+                age / 3600,
+                caps.max_age_s / 3600
+            ));
+        }
+        QueueBrief {
+            pending,
+            provisional_yen,
+            oldest_pending_s,
+            quarantined,
+            warnings,
+        }
+    }
+}
+
+/// A provisional record as the tally knows it.
+#[derive(Debug, Clone, Copy)]
+struct TalliedProvisional {
+    created_at: DateTime<Utc>,
+    yen: u64,
+    /// Its state in the provisional tree, once written there (only such records are queue items).
+    stored: Option<RecordState>,
+    /// Its lifecycle and whether it is set aside, from the sync journal (which has the last word).
+    sync: Option<(RecordState, bool)>,
+}
+
+impl TalliedProvisional {
+    fn listed(&self) -> bool {
+        self.stored.is_some()
+    }
+
+    fn open(&self) -> bool {
+        self.listed() && self.lifecycle() < RecordState::Closed
+    }
+
+    fn quarantined(&self) -> bool {
+        self.listed() && self.sync.is_some_and(|(_, q)| q)
+    }
+
+    fn lifecycle(&self) -> RecordState {
+        self.sync
+            .map(|(s, _)| s)
+            .or(self.stored)
+            .unwrap_or(RecordState::Recorded)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    /// Pending deferred checks: id → when made.
+    deferred: HashMap<String, DateTime<Utc>>,
+    provisional: HashMap<String, TalliedProvisional>,
+    /// Every open item (pending deferred check, provisional record not closed), oldest first.
+    open: BTreeSet<(DateTime<Utc>, String)>,
+    provisional_yen: u64,
+    quarantined: usize,
+}
+
+impl Tally {
+    fn account(&mut self, id: &str, p: &TalliedProvisional, sign: bool) {
+        if p.open() {
+            if sign {
+                self.provisional_yen += p.yen;
+                self.open.insert((p.created_at, id.to_string()));
+            } else {
+                self.provisional_yen -= p.yen;
+                self.open.remove(&(p.created_at, id.to_string()));
+            }
+        }
+        if p.quarantined() {
+            if sign {
+                self.quarantined += 1;
+            } else {
+                self.quarantined -= 1;
+            }
+        }
+    }
+
+    fn provisional(
+        &mut self,
+        id: &str,
+        created_at: DateTime<Utc>,
+        yen: u64,
+        f: impl FnOnce(&mut TalliedProvisional),
+    ) {
+        let mut p = match self.provisional.remove(id) {
+            Some(p) => {
+                self.account(id, &p, false);
+                p
+            }
+            None => TalliedProvisional {
+                created_at,
+                yen,
+                stored: None,
+                sync: None,
+            },
+        };
+        f(&mut p);
+        self.account(id, &p, true);
+        self.provisional.insert(id.to_string(), p);
+    }
+}
+
+/// The queue's counts, kept in step with every write to the journal's check, provisional and
+/// sync trees (the journal calls it under the lock of the tree it writes, after the write), and
+/// built by one walk when the journal opens. Must always equal what [`summary`] counts.
+#[derive(Debug, Default)]
+pub struct QueueTally {
+    inner: Mutex<Tally>,
+}
+
+impl QueueTally {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A check record as written: queued while deferred, off the queue otherwise.
+    pub fn check(&self, id: &str, created_at: DateTime<Utc>, deferred: bool) {
+        let mut t = self.lock();
+        if deferred {
+            if t.deferred.insert(id.to_string(), created_at).is_none() {
+                t.open.insert((created_at, id.to_string()));
+            }
+        } else if let Some(at) = t.deferred.remove(id) {
+            t.open.remove(&(at, id.to_string()));
+        }
+    }
+
+    /// A provisional record as written to the provisional tree.
+    pub fn provisional_stored(&self, r: &ProvisionalRecord) {
+        self.lock()
+            .provisional(&r.record_id, r.created_at, r.collected_yen, |p| {
+                p.stored = Some(r.state)
+            });
+    }
+
+    /// A sync record as written to the sync journal (only provisional records count).
+    pub fn synced(&self, r: &JournalRecord) {
+        if let RecordFacts::Provisional(facts) = r.facts() {
+            self.lock().provisional(
+                &facts.record_id,
+                facts.created_at,
+                facts.collected_yen,
+                |p| p.sync = Some((r.state(), r.quarantine().is_some())),
+            );
+        }
+    }
+
+    pub fn brief(&self, caps: &QueueCaps, now: DateTime<Utc>) -> QueueBrief {
+        let t = self.lock();
+        QueueBrief::new(
+            t.open.len(),
+            t.provisional_yen,
+            t.open.first().map(|(at, _)| *at),
+            t.quarantined,
+            caps,
+            now,
+        )
+    }
+}
+
 /// Reads the queue from the journal at `now`.
 pub fn summary(
     journal: &Journal,
@@ -79,6 +284,8 @@ pub fn summary(
     }
     let mut provisional_yen = 0;
     let mut open = items.len();
+    let mut oldest: Option<DateTime<Utc>> = items.iter().map(|i| i.created_at).min();
+    let mut quarantined = 0;
     for r in journal.provisional_records()? {
         let synced = RecordId::parse(&r.record_id)
             .ok()
@@ -89,6 +296,10 @@ pub fn summary(
         if lifecycle < RecordState::Closed {
             provisional_yen += r.collected_yen;
             open += 1;
+            oldest = Some(oldest.map_or(r.created_at, |o| o.min(r.created_at)));
+        }
+        if synced.as_ref().is_some_and(|s| s.quarantine().is_some()) {
+            quarantined += 1;
         }
         items.push(QueueItem {
             id: r.record_id,
@@ -114,38 +325,13 @@ pub fn summary(
             .cmp(&b.created_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let oldest_pending_s = items
-        .iter()
-        .find(|i| i.state != "closed")
-        .map(|i| (now - i.created_at).num_seconds().max(0));
-    let mut warnings = Vec::new();
-    if open > caps.max_pending {
-        warnings.push(format!(
-            "{open} items pending, more than the cap of {}",
-            caps.max_pending
-        ));
-    }
-    if provisional_yen > caps.max_provisional_yen {
-        warnings.push(format!(
-            "¥{provisional_yen} collected provisionally, more than the cap of ¥{}",
-            caps.max_provisional_yen
-        ));
-    }
-    if let Some(age) = oldest_pending_s
-        && age as u64 > caps.max_age_s
-    {
-        warnings.push(format!(
-            "the oldest pending item is {} h old, more than the cap of {} h",
-            age / 3600,
-            caps.max_age_s / 3600
-        ));
-    }
+    let brief = QueueBrief::new(open, provisional_yen, oldest, quarantined, caps, now);
     Ok(QueueSummary {
-        pending: open,
         items,
-        provisional_yen,
-        oldest_pending_s,
-        warnings,
+        pending: brief.pending,
+        provisional_yen: brief.provisional_yen,
+        oldest_pending_s: brief.oldest_pending_s,
+        warnings: brief.warnings,
     })
 }
 
@@ -195,6 +381,205 @@ pub fn sync_item_json(r: &JournalRecord) -> Value {
 }
 
 /// The short form for status.
-pub fn brief(q: &QueueSummary) -> Value {
-    json!({"pending": q.pending, "provisional_yen": q.provisional_yen, "oldest_pending_s": q.oldest_pending_s, "warnings": q.warnings})
+pub fn brief_json(q: &QueueBrief) -> Value {
+    json!({"pending": q.pending, "provisional_yen": q.provisional_yen, "oldest_pending_s": q.oldest_pending_s, "quarantined": q.quarantined, "warnings": q.warnings})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{Duration, TimeZone};
+    use onshi_model::record::{Basis, Declaration, SettlementKind};
+    use onshi_model::{CardId, CheckRequest, CheckSubject, FacilityCode, Sex, Source, Validity};
+    use onshi_sync::crdt::Actor;
+    use onshi_sync::store::SledStore;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::journal::CheckRecord;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap() + Duration::minutes(minutes)
+    }
+
+    fn check(id: &str, minutes: i64, state: CheckState) -> CheckRecord {
+        CheckRecord {
+            check_id: id.to_string(),
+            facility: FacilityCode::parse("1311234567").unwrap(),
+            created_at: at(minutes),
+            request: CheckRequest {
+                subject: CheckSubject::Card {
+                    card_id: CardId::parse("card-1").unwrap(),
+                },
+                service_date: at(0).date_naive(),
+            },
+            validity: Validity::Pending,
+            source: Source::Queued,
+            outcome: None,
+            as_of: None,
+            state,
+            final_outcome: None,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    fn provisional(id: &str, minutes: i64, yen: u64) -> ProvisionalRecord {
+        ProvisionalRecord {
+            record_id: id.to_string(),
+            created_at: at(minutes),
+            declared: Declaration {
+                name: "山田　太郎".into(),
+                name_kana: None,
+                birth_date: at(0).date_naive() - chrono::Days::new(40 * 365),
+                sex: Sex::Male,
+                address: None,
+                insurer_name: None,
+                insurance_type: None,
+                employer: None,
+                contact: None,
+                share_percent: None,
+            },
+            person_id: None,
+            service_date: at(0).date_naive(),
+            total_fee_yen: yen * 10 / 3,
+            share_percent: 30,
+            collected_yen: yen,
+            basis: Basis::AgeRule,
+            rule: None,
+            explanation: String::new(),
+            state: RecordState::Recorded,
+        }
+    }
+
+    fn settlement() -> Settlement {
+        Settlement {
+            kind: SettlementKind::Confirmed,
+            settled_at: at(1_000),
+            qualification: None,
+            correct_share_percent: Some(30),
+            due_yen: None,
+            yen: None,
+            payer: None,
+            candidates: Vec::new(),
+            explanation: "confirmed".into(),
+        }
+    }
+
+    /// What the walk counts, in the tally's form.
+    fn walked(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> QueueBrief {
+        let s = summary(journal, caps, now).unwrap();
+        let quarantined = s.items.iter().filter(|i| i.state == "quarantined").count();
+        QueueBrief {
+            pending: s.pending,
+            provisional_yen: s.provisional_yen,
+            oldest_pending_s: s.oldest_pending_s,
+            quarantined,
+            warnings: s.warnings,
+        }
+    }
+
+    /// A seeded random life of a queue: checks deferred and completed (also twice, also a leftover
+    /// queue entry), provisional records written, settled by the reconciler, closed by staff, set
+    /// aside, and records of another node that are not queue items. After every step the tally
+    /// says what the walk says, and after a reopen too.
+    #[test]
+    fn the_tally_always_equals_the_walk_and_is_rebuilt_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let caps = QueueCaps {
+            max_pending: 20,
+            max_provisional_yen: 30_000,
+            max_age_s: 3 * 3600,
+        };
+        let now = at(600);
+        let facility = FacilityCode::parse("1311234567").unwrap();
+        rt.block_on(async {
+            let store: Arc<dyn onshi_sync::store::Store> =
+                Arc::new(SledStore::open(dir.path()).unwrap());
+            let journal = Journal::open(store, facility.clone()).unwrap();
+            let mut rng = StdRng::seed_from_u64(11);
+            let (mut checks, mut records) = (Vec::new(), Vec::new());
+            let mut seen_warning = false;
+            for step in 0..400i64 {
+                match rng.random_range(0..8) {
+                    0 | 1 => {
+                        let id = journal.next_id().unwrap();
+                        journal
+                            .put(&check(&id, step, CheckState::Deferred))
+                            .unwrap();
+                        checks.push(id);
+                    }
+                    2 if !checks.is_empty() => {
+                        let id = &checks[rng.random_range(0..checks.len())];
+                        let mut c = journal.get(id).unwrap().unwrap();
+                        c.state = CheckState::Completed;
+                        journal.put(&c).unwrap();
+                    }
+                    3 => {
+                        let id = journal.next_id().unwrap();
+                        let p = provisional(&id, step, rng.random_range(1..400) * 10);
+                        journal.put_sync_provisional(&p).unwrap();
+                        journal.put_provisional_durable(&p).await.unwrap();
+                        records.push(id);
+                    }
+                    4 if !records.is_empty() => {
+                        let id =
+                            RecordId::parse(&records[rng.random_range(0..records.len())]).unwrap();
+                        journal
+                            .sync
+                            .update(&id, |r| r.settle(Actor::Reconciler, settlement()))
+                            .unwrap();
+                    }
+                    5 if !records.is_empty() => {
+                        let id =
+                            RecordId::parse(&records[rng.random_range(0..records.len())]).unwrap();
+                        journal.sync.update(&id, |r| r.close(Actor::Edge)).unwrap();
+                    }
+                    6 if !records.is_empty() => {
+                        let id =
+                            RecordId::parse(&records[rng.random_range(0..records.len())]).unwrap();
+                        journal
+                            .sync
+                            .update(&id, |r| r.quarantine_with(Actor::Reconciler, "bad"))
+                            .unwrap();
+                    }
+                    _ => {
+                        // Another node's record, as the reconciler may send it: not a queue item.
+                        let other = RecordId::new(facility.clone(), 7, step as u64);
+                        let p = provisional(&other.to_string(), step, 1_000);
+                        journal
+                            .sync
+                            .merge(JournalRecord::new(other, RecordFacts::Provisional(p)).unwrap())
+                            .unwrap();
+                    }
+                }
+                let tally = journal.tally().brief(&caps, now);
+                assert_eq!(tally, walked(&journal, &caps, now), "after step {step}");
+                seen_warning |= !tally.warnings.is_empty();
+            }
+            let last = journal.tally().brief(&caps, now);
+            assert!(last.pending > 0 && last.quarantined > 0 && seen_warning);
+            journal.commit().await.unwrap();
+        });
+        drop(rt);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store: Arc<dyn onshi_sync::store::Store> =
+                Arc::new(SledStore::open(dir.path()).unwrap());
+            let journal = Journal::open(store, facility).unwrap();
+            assert_eq!(
+                journal.tally().brief(&caps, now),
+                walked(&journal, &caps, now)
+            );
+        });
+    }
 }

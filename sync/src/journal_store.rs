@@ -13,11 +13,24 @@ use crate::crdt::{Journal, JournalRecord, RecordId};
 use crate::store::{Store, StoreError, Tree};
 use onshi_model::FacilityCode;
 
+/// Called with a record as it now stands after every write that changed it, under the tree's
+/// lock (so observers see the writes in the order the tree does).
+pub type WriteObserver = Arc<dyn Fn(&JournalRecord) + Send + Sync>;
+
 /// One journal in one tree.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JournalTree {
     tree: Arc<dyn Tree>,
     lock: Arc<Mutex<()>>,
+    observer: Option<WriteObserver>,
+}
+
+impl std::fmt::Debug for JournalTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalTree")
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The reconciler's tree name for a facility's journal.
@@ -30,7 +43,15 @@ impl JournalTree {
         Ok(JournalTree {
             tree: store.tree(name)?,
             lock: Arc::default(),
+            observer: None,
         })
+    }
+
+    /// The same tree with `observer` told of every write from now on (e.g. to keep counts that
+    /// would otherwise need a walk of the tree).
+    pub fn observed(mut self, observer: WriteObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalRecord, StoreError> {
@@ -78,6 +99,9 @@ impl JournalTree {
                 reason: e.to_string(),
             })?;
             self.tree.insert(key.as_bytes(), &bytes)?;
+            if let Some(o) = &self.observer {
+                o(&merged);
+            }
         }
         Ok(merged)
     }

@@ -279,6 +279,10 @@ struct Core {
     rejected: BTreeMap<RecordId, Versions>,
     /// Records the peer lacks.
     outgoing: BTreeSet<RecordId>,
+    /// The records of `outgoing` to put in the next batches: every one not in flight at its
+    /// current versions is here (some in flight may be too: `poll_transmit` drops them), so a
+    /// batch is found without walking the thousands in flight.
+    unsent: BTreeSet<RecordId>,
     /// Records the peer holds newer than we do.
     incoming: BTreeSet<RecordId>,
     in_flight: BTreeMap<u64, InFlight>,
@@ -307,6 +311,7 @@ impl Core {
             peer_has: BTreeMap::new(),
             rejected: BTreeMap::new(),
             outgoing: BTreeSet::new(),
+            unsent: BTreeSet::new(),
             incoming: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             in_flight_ids: BTreeMap::new(),
@@ -334,6 +339,7 @@ impl Core {
         self.peer_has.clear();
         self.rejected.clear();
         self.outgoing.clear();
+        self.unsent.clear();
         self.incoming.clear();
         self.in_flight.clear();
         self.in_flight_ids.clear();
@@ -433,6 +439,10 @@ impl Core {
                             .is_some_and(|(b, _)| *b == batch_id)
                         {
                             self.in_flight_ids.remove(&id);
+                            // Not acknowledged after all (refresh below takes off what was).
+                            if self.outgoing.contains(&id) {
+                                self.unsent.insert(id);
+                            }
                         }
                     }
                 }
@@ -625,8 +635,10 @@ impl Core {
         };
         if lacks {
             self.outgoing.insert(id.clone());
+            self.unsent.insert(id.clone());
         } else {
             self.outgoing.remove(id);
+            self.unsent.remove(id);
             if self.me == Actor::Edge
                 && theirs.is_some()
                 && let Some(rec) = self.journal.get_mut(id)
@@ -707,9 +719,14 @@ impl Core {
             return None;
         }
         let mut records = Vec::new();
-        for id in &self.outgoing {
+        let mut taken = Vec::new();
+        for id in &self.unsent {
             if records.len() >= self.config.batch_records.max(1) {
                 break;
+            }
+            taken.push(id.clone());
+            if !self.outgoing.contains(id) {
+                continue;
             }
             let Some(r) = self.journal.get(id) else {
                 continue;
@@ -722,6 +739,9 @@ impl Core {
                 continue;
             }
             records.push(r.clone());
+        }
+        for id in &taken {
+            self.unsent.remove(id);
         }
         if records.is_empty() {
             return None;
@@ -759,6 +779,9 @@ impl Core {
                 for (id, _) in f.records {
                     if self.in_flight_ids.get(&id).is_some_and(|(x, _)| *x == b) {
                         self.in_flight_ids.remove(&id);
+                        if self.outgoing.contains(&id) {
+                            self.unsent.insert(id);
+                        }
                     }
                 }
             }

@@ -56,6 +56,8 @@ pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
     synced: Arc<std::sync::Mutex<Synced>>,
+    /// One handle per tree name, so each tree's entry count is kept in one place.
+    trees: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<SledTree>>>>,
 }
 
 /// What `sync` keeps between rounds: the data file held open (one fdatasync a round instead of
@@ -82,6 +84,7 @@ impl SledStore {
             db,
             dir: dir.to_path_buf(),
             synced: Arc::default(),
+            trees: Arc::default(),
         })
     }
 
@@ -103,33 +106,60 @@ impl SledStore {
     }
 }
 
+/// A sled tree and its number of entries: sled's own `len` walks the whole tree, so the count is
+/// taken once when the tree is first opened and then kept by every insert of a new key and every
+/// remove of a present one (sled returns the previous value atomically, so it stays exact with
+/// concurrent writers).
 #[derive(Debug)]
-struct SledTree(sled::Tree);
+struct SledTree {
+    tree: sled::Tree,
+    count: std::sync::atomic::AtomicUsize,
+}
 
 impl Tree for SledTree {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.insert(key, value)?.map(|v| v.to_vec()))
+        let old = self.tree.insert(key, value)?;
+        if old.is_none() {
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(old.map(|v| v.to_vec()))
     }
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.remove(key)?.map(|v| v.to_vec()))
+        let old = self.tree.remove(key)?;
+        if old.is_some() {
+            self.count
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(old.map(|v| v.to_vec()))
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_> {
-        Box::new(self.0.scan_prefix(prefix).map(|r| {
+        Box::new(self.tree.scan_prefix(prefix).map(|r| {
             r.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(StoreError::from)
         }))
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl Store for SledStore {
     fn tree(&self, name: &str) -> Result<Arc<dyn Tree>, StoreError> {
-        Ok(Arc::new(SledTree(self.db.open_tree(name)?)))
+        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = trees.get(name) {
+            return Ok(t.clone());
+        }
+        let tree = self.db.open_tree(name)?;
+        let t = Arc::new(SledTree {
+            count: tree.len().into(),
+            tree,
+        });
+        trees.insert(name.to_string(), t.clone());
+        Ok(t)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -276,5 +306,45 @@ mod tests {
         drop(rt);
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.tree("t").unwrap().len(), 200);
+    }
+
+    #[test]
+    fn len_is_kept_exact_through_overwrites_removes_concurrent_writers_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let t = store.tree("t").unwrap();
+            t.insert(b"a", b"1").unwrap();
+            t.insert(b"a", b"2").unwrap();
+            t.insert(b"b", b"1").unwrap();
+            assert_eq!(t.len(), 2, "an overwrite is not a new entry");
+            t.remove(b"b").unwrap();
+            t.remove(b"b").unwrap();
+            t.remove(b"missing").unwrap();
+            assert_eq!(t.len(), 1, "removing what is not there changes nothing");
+            // Eight threads writing and removing overlapping keys.
+            std::thread::scope(|s| {
+                for w in 0..8u32 {
+                    let t = store.tree("t").unwrap();
+                    s.spawn(move || {
+                        for i in 0..500u32 {
+                            let key = (i % 300).to_be_bytes();
+                            if (i + w) % 3 == 0 {
+                                t.remove(&key).unwrap();
+                            } else {
+                                t.insert(&key, &w.to_be_bytes()).unwrap();
+                            }
+                        }
+                    });
+                }
+            });
+            let walked = t.scan_prefix(&[]).count();
+            assert_eq!(t.len(), walked);
+            assert_eq!(store.tree("t").unwrap().len(), walked, "one count per tree");
+            store.sync().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let t = store.tree("t").unwrap();
+        assert_eq!(t.len(), t.scan_prefix(&[]).count());
     }
 }

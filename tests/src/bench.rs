@@ -103,3 +103,26 @@ pub fn spawn_ready(
         log.display()
     )
 }
+
+/// CPU time (user + system) a process has used so far, from /proc (clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return f64::NAN;
+    };
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state is field 3, utime field 14, stime field 15.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (tick(11) + tick(12)) / 100.0
+}

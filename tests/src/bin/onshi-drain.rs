@@ -61,9 +61,14 @@ struct Args {
     /// Run only this drain (`impaired` or `clean`).
     #[arg(long)]
     only: Option<String>,
+    /// Print a line per poll to stderr: seconds since the heal, cores used since the last poll by
+    /// the edge, the reconciler and this command (relay and clients), deferred checks completed,
+    /// records pending each way, and bytes carried each way.
+    #[arg(long)]
+    timeline: bool,
 }
 
-use onshi_tests::bench::{spawn_ready, spawn_reconciler};
+use onshi_tests::bench::{cpu_seconds, spawn_ready, spawn_reconciler};
 
 fn rss_mib(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -99,6 +104,11 @@ struct Drain {
     relay_dropped: u64,
     max_rss_edge_mib: f64,
     max_rss_reconciler_mib: f64,
+    /// CPU seconds used during the drain by the edge, the reconciler, and this command (the
+    /// relay and the scrapes): on a small machine they share the cores.
+    cpu_seconds_edge: f64,
+    cpu_seconds_reconciler: f64,
+    cpu_seconds_harness: f64,
 }
 
 async fn run_drain(
@@ -233,6 +243,15 @@ async fn run_drain(
     let (mut max_edge, mut max_rec) = (0.0f64, 0.0f64);
     let (mut synced, mut completed) = (false, 0u64);
     let (mut deferred_at, mut synced_at) = (None, None);
+    let cpu = || {
+        [
+            cpu_seconds(Some(edge.0.id())),
+            cpu_seconds(Some(reconciler.0.id())),
+            cpu_seconds(None),
+        ]
+    };
+    let cpu0 = cpu();
+    let (mut last_cpu, mut last_t) = (cpu0, 0.0f64);
     while healed.elapsed() < Duration::from_secs(args.timeout_s) {
         max_edge = max_edge.max(rss_mib(edge.0.id()));
         max_rec = max_rec.max(rss_mib(reconciler.0.id()));
@@ -244,6 +263,22 @@ async fn run_drain(
             && metric(&m, "onshi_sync_pending_records{direction=\"outgoing\"}") == 0.0
             && metric(&m, "onshi_sync_pending_records{direction=\"incoming\"}") == 0.0;
         let t = healed.elapsed().as_secs_f64();
+        if args.timeline {
+            let now = cpu();
+            let dt = (t - last_t).max(1e-3);
+            let cores = |i: usize| (now[i] - last_cpu[i]) / dt;
+            eprintln!(
+                "  {t:6.2} s  cores edge {:.2} reconciler {:.2} harness {:.2}  deferred {completed:>6}  pending out {:>6} in {:>6}  bytes up {:>9} down {:>9}",
+                cores(0),
+                cores(1),
+                cores(2),
+                metric(&m, "onshi_sync_pending_records{direction=\"outgoing\"}"),
+                metric(&m, "onshi_sync_pending_records{direction=\"incoming\"}"),
+                relay.stats().bytes[1].load(Ordering::Relaxed) - up0,
+                relay.stats().bytes[0].load(Ordering::Relaxed) - down0,
+            );
+            (last_cpu, last_t) = (now, t);
+        }
         if completed >= args.deferred as u64 {
             deferred_at.get_or_insert(t);
         }
@@ -258,6 +293,7 @@ async fn run_drain(
         tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     }
     let seconds = healed.elapsed().as_secs_f64();
+    let cpu_end = cpu();
     let up = relay.stats().bytes[1].load(Ordering::Relaxed) - up0;
     let down = relay.stats().bytes[0].load(Ordering::Relaxed) - down0;
     let queue: Value = serde_json::from_str(&get("/v1/queue").await?)?;
@@ -282,6 +318,9 @@ async fn run_drain(
         relay_dropped: relay.stats().dropped.load(Ordering::Relaxed) - dropped0,
         max_rss_edge_mib: max_edge,
         max_rss_reconciler_mib: max_rec,
+        cpu_seconds_edge: cpu_end[0] - cpu0[0],
+        cpu_seconds_reconciler: cpu_end[1] - cpu0[1],
+        cpu_seconds_harness: cpu_end[2] - cpu0[2],
     })
 }
 
@@ -337,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
         eprintln!(
-            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB",
+            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
             d.seconds,
             d.deferred_completed,
             d.deferred_seconds.unwrap_or(f64::NAN),
@@ -351,7 +390,10 @@ async fn main() -> anyhow::Result<()> {
             )),
             d.relay_dropped,
             d.max_rss_edge_mib,
-            d.max_rss_reconciler_mib
+            d.max_rss_reconciler_mib,
+            d.cpu_seconds_edge,
+            d.cpu_seconds_reconciler,
+            d.cpu_seconds_harness
         );
         results.push(d);
     }

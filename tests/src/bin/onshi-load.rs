@@ -39,6 +39,7 @@ use hdrhistogram::Histogram;
 use onshi_model::{CheckRequest, FacilityCode, Qualification};
 use onshi_sync::link::{LinkClient, LinkSettings};
 use onshi_sync::wire::{Request, Response};
+use onshi_tests::bench::cpu_seconds;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
@@ -253,29 +254,6 @@ fn find_bin(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
             p.display()
         )
     }
-}
-
-/// CPU time (user + system) a process has used so far, from /proc (clock ticks of 1/100 s).
-fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".to_string(),
-    };
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return f64::NAN;
-    };
-    let Some((_, rest)) = text.rsplit_once(')') else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the command name: state is field 3, utime field 14, stime field 15.
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (tick(11) + tick(12)) / 100.0
 }
 
 /// CPU use of the three processes over a phase.
