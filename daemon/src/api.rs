@@ -1012,6 +1012,11 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         q.quarantined as f64,
     );
     e.gauge1(
+        "onshi_queue_settled",
+        "Provisional records whose settlement is back from the reconciler (settled or closed).",
+        q.settled as f64,
+    );
+    e.gauge1(
         "onshi_journal_records",
         "Checks in the journal.",
         app.gate.journal.len() as f64,

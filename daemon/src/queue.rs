@@ -69,6 +69,8 @@ pub struct QueueBrief {
     pub provisional_yen: u64,
     pub oldest_pending_s: Option<i64>,
     pub quarantined: usize,
+    /// Provisional records whose settlement is back (settled, or closed by staff since).
+    pub settled: usize,
     pub warnings: Vec<String>,
 }
 
@@ -77,7 +79,7 @@ impl QueueBrief {
         pending: usize,
         provisional_yen: u64,
         oldest: Option<DateTime<Utc>>,
-        quarantined: usize,
+        (quarantined, settled): (usize, usize),
         caps: &QueueCaps,
         now: DateTime<Utc>,
     ) -> Self {
@@ -109,6 +111,7 @@ impl QueueBrief {
             provisional_yen,
             oldest_pending_s,
             quarantined,
+            settled,
             warnings,
         }
     }
@@ -138,6 +141,10 @@ impl TalliedProvisional {
         self.listed() && self.sync.is_some_and(|(_, q)| q)
     }
 
+    fn settled(&self) -> bool {
+        self.listed() && self.lifecycle() >= RecordState::Settled
+    }
+
     fn lifecycle(&self) -> RecordState {
         self.sync
             .map(|(s, _)| s)
@@ -155,6 +162,7 @@ struct Tally {
     open: BTreeSet<(DateTime<Utc>, String)>,
     provisional_yen: u64,
     quarantined: usize,
+    settled: usize,
 }
 
 impl Tally {
@@ -173,6 +181,13 @@ impl Tally {
                 self.quarantined += 1;
             } else {
                 self.quarantined -= 1;
+            }
+        }
+        if p.settled() {
+            if sign {
+                self.settled += 1;
+            } else {
+                self.settled -= 1;
             }
         }
     }
@@ -253,7 +268,7 @@ impl QueueTally {
             t.open.len(),
             t.provisional_yen,
             t.open.first().map(|(at, _)| *at),
-            t.quarantined,
+            (t.quarantined, t.settled),
             caps,
             now,
         )
@@ -285,7 +300,7 @@ pub fn summary(
     let mut provisional_yen = 0;
     let mut open = items.len();
     let mut oldest: Option<DateTime<Utc>> = items.iter().map(|i| i.created_at).min();
-    let mut quarantined = 0;
+    let (mut quarantined, mut settled) = (0, 0);
     for r in journal.provisional_records()? {
         let synced = RecordId::parse(&r.record_id)
             .ok()
@@ -300,6 +315,9 @@ pub fn summary(
         }
         if synced.as_ref().is_some_and(|s| s.quarantine().is_some()) {
             quarantined += 1;
+        }
+        if lifecycle >= RecordState::Settled {
+            settled += 1;
         }
         items.push(QueueItem {
             id: r.record_id,
@@ -325,7 +343,14 @@ pub fn summary(
             .cmp(&b.created_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let brief = QueueBrief::new(open, provisional_yen, oldest, quarantined, caps, now);
+    let brief = QueueBrief::new(
+        open,
+        provisional_yen,
+        oldest,
+        (quarantined, settled),
+        caps,
+        now,
+    );
     Ok(QueueSummary {
         items,
         pending: brief.pending,
@@ -382,7 +407,7 @@ pub fn sync_item_json(r: &JournalRecord) -> Value {
 
 /// The short form for status.
 pub fn brief_json(q: &QueueBrief) -> Value {
-    json!({"pending": q.pending, "provisional_yen": q.provisional_yen, "oldest_pending_s": q.oldest_pending_s, "quarantined": q.quarantined, "warnings": q.warnings})
+    json!({"pending": q.pending, "provisional_yen": q.provisional_yen, "oldest_pending_s": q.oldest_pending_s, "quarantined": q.quarantined, "settled": q.settled, "warnings": q.warnings})
 }
 
 #[cfg(test)]
@@ -472,11 +497,17 @@ mod tests {
     fn walked(journal: &Journal, caps: &QueueCaps, now: DateTime<Utc>) -> QueueBrief {
         let s = summary(journal, caps, now).unwrap();
         let quarantined = s.items.iter().filter(|i| i.state == "quarantined").count();
+        let settled = s
+            .items
+            .iter()
+            .filter(|i| i.kind == "provisional" && i.settlement.is_some())
+            .count();
         QueueBrief {
             pending: s.pending,
             provisional_yen: s.provisional_yen,
             oldest_pending_s: s.oldest_pending_s,
             quarantined,
+            settled,
             warnings: s.warnings,
         }
     }
@@ -564,7 +595,7 @@ mod tests {
                 seen_warning |= !tally.warnings.is_empty();
             }
             let last = journal.tally().brief(&caps, now);
-            assert!(last.pending > 0 && last.quarantined > 0 && seen_warning);
+            assert!(last.pending > 0 && last.quarantined > 0 && last.settled > 0 && seen_warning);
             journal.commit().await.unwrap();
         });
         drop(rt);

@@ -182,7 +182,13 @@ struct Adapter {
     held: Vec<Vec<u8>>,
 }
 
-type RpcAnswer = (u64, Result<Response, onshi_sync::link::LinkError>);
+/// The epoch the RPC was sent in, how long it took, how many frames it carried, its answer.
+type RpcAnswer = (
+    u64,
+    Duration,
+    usize,
+    Result<Response, onshi_sync::link::LinkError>,
+);
 
 impl Adapter {
     fn now_ms(&self) -> u64 {
@@ -326,7 +332,11 @@ impl Adapter {
                 break;
             }
             let (link, epoch) = (self.link.clone(), self.epoch);
-            rpcs.spawn(async move { (epoch, link.call(Request::Sync(frames), RPC_TIMEOUT).await) });
+            rpcs.spawn(async move {
+                let (sent, n) = (Instant::now(), frames.len());
+                let answer = link.call(Request::Sync(frames), RPC_TIMEOUT).await;
+                (epoch, sent.elapsed(), n, answer)
+            });
             started = true;
         }
         started
@@ -433,7 +443,16 @@ impl Adapter {
                     None => return,
                 },
                 Some(done) = rpcs.join_next(), if !rpcs.is_empty() => match done {
-                    Ok((epoch, answer)) => self.answered(epoch, answer).await,
+                    Ok((epoch, took, sent, answer)) => {
+                        tracing::debug!(
+                            took_ms = took.as_millis() as u64,
+                            frames_sent = sent,
+                            frames_back = match &answer { Ok(Response::Sync(f)) => f.len(), _ => 0 },
+                            in_flight = rpcs.len(),
+                            "sync RPC answered"
+                        );
+                        self.answered(epoch, answer).await
+                    }
                     Err(e) => tracing::error!(error = %e, "a sync RPC task failed"),
                 },
                 r = link.changed() => {

@@ -55,6 +55,13 @@ pub fn reconciler_sync_config() -> SyncConfig {
     }
 }
 
+/// Data batches (settled records going back) in one RPC answer, besides every acknowledgement
+/// due. Answers stay small, so an answer carrying acknowledgements (which let the edge send more)
+/// never waits behind tens of kilobytes of settlements on a full line, and the settlements spread
+/// over the edge's RPCs in flight. Measured with `onshi-drain` (BENCHMARKS.md): 1 drained faster
+/// than 2, and both than no limit (up to the whole window in one answer).
+pub const MAX_BATCHES_PER_ANSWER: usize = 1;
+
 /// Every facility's sync session.
 pub struct Replication {
     store: Arc<dyn Store>,
@@ -115,9 +122,19 @@ impl Replication {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions.entry(facility.clone()).or_default().clone()
         };
+        let asked = Instant::now();
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = asked.elapsed();
         self.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
-        match self.run(facility, &mut slot, messages) {
+        let result = self.run(facility, &mut slot, messages);
+        tracing::debug!(
+            %facility,
+            waited_ms = waited.as_millis() as u64,
+            took_ms = (asked.elapsed() - waited).as_millis() as u64,
+            frames_in = frames.len(),
+            "sync RPC handled"
+        );
+        match result {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(%facility, error = %e, "sync journal unavailable; session dropped");
@@ -170,7 +187,13 @@ impl Replication {
         }
         let now = self.now_ms();
         let mut out = Vec::new();
-        while let Some(m) = session.sync.poll_transmit(now) {
+        let mut batches = 0;
+        while batches < MAX_BATCHES_PER_ANSWER
+            && let Some(m) = session.sync.poll_transmit(now)
+        {
+            if matches!(m, SyncMessage::Batch { .. }) {
+                batches += 1;
+            }
             out.push(m.encode().map_err(|e| StoreError::Corrupt {
                 key: "sync message".into(),
                 reason: e.to_string(),

@@ -35,6 +35,20 @@ pub enum Request {
     Sync(Vec<Vec<u8>>),
 }
 
+impl Request {
+    /// How urgent the RPC is on a full line (the QUIC stream's priority both ways: higher is sent
+    /// first). A check, search or outage declaration has someone at reception waiting, so it goes
+    /// before the bulk of a drain (journal sync and batch inquiries). Sync and batch share one
+    /// level (served in turn): measured with `onshi-drain`, putting either first starved the
+    /// other direction's pipeline and drained no faster.
+    pub fn priority(&self) -> i32 {
+        match self {
+            Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 1,
+            Request::Sync(_) | Request::Batch(_) => 0,
+        }
+    }
+}
+
 /// One candidate of a central search: the person, a score in 0..=1, and their qualification (the
 /// one valid on the day, else the latest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +131,31 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_someone_waits_for_goes_before_the_bulk_of_a_drain() {
+        let check = CheckRequest {
+            subject: onshi_model::CheckSubject::Card {
+                card_id: onshi_model::CardId::parse("card-1").unwrap(),
+            },
+            service_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        };
+        let bulk = [Request::Sync(Vec::new()), Request::Batch(vec![check.clone()])];
+        let waited_for = [
+            Request::Ping,
+            Request::Check(check),
+            Request::Outage {
+                active: true,
+                reason: "reader broken".into(),
+            },
+        ];
+        for w in &waited_for {
+            for b in &bulk {
+                assert!(w.priority() > b.priority(), "{w:?} before {b:?}");
+            }
+        }
+        assert_eq!(bulk[0].priority(), bulk[1].priority(), "sync and batch in turn");
+    }
 
     #[test]
     fn round_trip_and_version_refusal() {

@@ -107,7 +107,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     client: Mutex<Option<SocketAddr>>,
-    stats: RelayStats,
+    stats: Arc<RelayStats>,
 }
 
 /// The relay; see the module documentation.
@@ -135,7 +135,7 @@ impl Relay {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             client: Mutex::new(None),
-            stats: RelayStats::default(),
+            stats: Arc::default(),
         });
         let mut threads = Vec::new();
         for (to_upstream, sock, salt) in [
@@ -194,6 +194,11 @@ impl Relay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .cut = cut;
+    }
+
+    /// The counters, to watch from another task.
+    pub fn clone_stats(&self) -> Arc<RelayStats> {
+        self.shared.stats.clone()
     }
 
     pub fn stats(&self) -> &RelayStats {

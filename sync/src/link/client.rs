@@ -216,7 +216,9 @@ impl LinkClient {
     /// One RPC. While a connection attempt is under way, waits for it (within `timeout`); while the
     /// link is down, fails at once with the reason it is down.
     pub async fn call(&self, req: Request, timeout: Duration) -> Result<Response, LinkError> {
-        let frame = self.call_frame(wire::encode(&req), timeout).await?;
+        let frame = self
+            .call_prioritised(wire::encode(&req), req.priority(), timeout)
+            .await?;
         wire::decode::<Response>(&frame)
             .map_err(|e| LinkError::Protocol(format!("the reconciler's answer: {e}")))
     }
@@ -228,11 +230,20 @@ impl LinkClient {
         frame: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, LinkError> {
+        self.call_prioritised(frame, 0, timeout).await
+    }
+
+    async fn call_prioritised(
+        &self,
+        frame: Vec<u8>,
+        priority: i32,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, LinkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let conn = tokio::time::timeout_at(deadline, self.connection())
             .await
             .map_err(|_| LinkError::Timeout(timeout))??;
-        tokio::time::timeout_at(deadline, rpc(&conn, &frame))
+        tokio::time::timeout_at(deadline, rpc(&conn, &frame, priority))
             .await
             .map_err(|_| LinkError::Timeout(timeout))?
     }
@@ -308,11 +319,13 @@ impl Drop for LinkClient {
 }
 
 /// One request frame out, one answer frame back, on a fresh bidirectional stream.
-async fn rpc(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, LinkError> {
+async fn rpc(conn: &quinn::Connection, frame: &[u8], priority: i32) -> Result<Vec<u8>, LinkError> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| LinkError::from_connection(&e))?;
+    // Only fails on a stream already closed, which the write below reports.
+    let _ = send.set_priority(priority);
     send.write_all(frame).await.map_err(|e| match e {
         quinn::WriteError::ConnectionLost(e) => LinkError::from_connection(&e),
         other => LinkError::Io(format!("sending the request: {other}")),
@@ -346,8 +359,15 @@ async fn connect(
         .await
         .map_err(|e| LinkError::from_connection(&e))?;
     let started = Instant::now();
-    let answer =
-        tokio::time::timeout(probe_timeout, rpc(&conn, &wire::encode(&Request::Ping))).await;
+    let answer = tokio::time::timeout(
+        probe_timeout,
+        rpc(
+            &conn,
+            &wire::encode(&Request::Ping),
+            Request::Ping.priority(),
+        ),
+    )
+    .await;
     let result = match answer {
         Err(_) => Err(LinkError::Timeout(probe_timeout)),
         Ok(Err(e)) => Err(e),

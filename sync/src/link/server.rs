@@ -186,7 +186,12 @@ async fn serve_stream(
     mut recv: RecvStream,
 ) {
     let response = match recv.read_to_end(MAX_FRAME_BYTES).await {
-        Ok(frame) => answer(&facility, &service, &frame).await,
+        Ok(frame) => {
+            let (response, priority) = answer(&facility, &service, &frame).await;
+            // The answer goes out at the request's priority (a check before bulk on a full line).
+            let _ = send.set_priority(priority);
+            response
+        }
         Err(quinn::ReadToEndError::TooLong) => Response::error(
             "bad_frame",
             format!("request frame is larger than the limit of {MAX_FRAME_BYTES} bytes"),
@@ -196,7 +201,9 @@ async fn serve_stream(
             return;
         }
     };
-    let result = match send.write_all(&wire::encode(&response)).await {
+    let bytes = wire::encode(&response);
+    tracing::trace!(%facility, bytes = bytes.len(), "answer");
+    let result = match send.write_all(&bytes).await {
         Ok(()) => send.finish().map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
@@ -205,8 +212,15 @@ async fn serve_stream(
     }
 }
 
-async fn answer(facility: &FacilityCode, service: &Arc<dyn Service>, frame: &[u8]) -> Response {
-    match wire::decode::<Request>(frame) {
+/// The answer, and the priority of its stream ([`Request::priority`]).
+async fn answer(
+    facility: &FacilityCode,
+    service: &Arc<dyn Service>,
+    frame: &[u8],
+) -> (Response, i32) {
+    let decoded = wire::decode::<Request>(frame);
+    let priority = decoded.as_ref().map_or(0, Request::priority);
+    let response = match decoded {
         // Pings and single checks are a few lookups in memory-cached pages: answered on this task,
         // since handing each to the blocking pool would cost more than the lookup. Anything that
         // scans, searches or writes goes to the blocking pool.
@@ -230,5 +244,6 @@ async fn answer(facility: &FacilityCode, service: &Arc<dyn Service>, frame: &[u8
             tracing::warn!(%facility, error = %e, "undecodable request frame");
             Response::error("bad_frame", e.to_string())
         }
-    }
+    };
+    (response, priority)
 }

@@ -101,6 +101,11 @@ struct Drain {
     bytes_to_reconciler: u64,
     bytes_to_edge: u64,
     goodput_of_capacity: Option<f64>,
+    /// When the edge's first datagram after the heal reached the relay (its reconnect attempt).
+    first_byte_seconds: f64,
+    /// The same utilisation over the time from that first datagram to the end: the transfer
+    /// itself, without the wait for the edge's next connection attempt.
+    goodput_of_capacity_in_use: Option<f64>,
     relay_dropped: u64,
     max_rss_edge_mib: f64,
     max_rss_reconciler_mib: f64,
@@ -240,6 +245,17 @@ async fn run_drain(
     let dropped0 = relay.stats().dropped.load(Ordering::Relaxed);
     relay.set(imp);
     let healed = Instant::now();
+    // When the edge's first datagram after the heal crossed (the edge only notices the line is
+    // back at its next connection attempt): watched closely, apart from the coarser polling.
+    let first_byte = {
+        let stats = relay.clone_stats();
+        tokio::spawn(async move {
+            while stats.bytes[1].load(Ordering::Relaxed) == up0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            healed.elapsed().as_secs_f64()
+        })
+    };
     let (mut max_edge, mut max_rec) = (0.0f64, 0.0f64);
     let (mut synced, mut completed) = (false, 0u64);
     let (mut deferred_at, mut synced_at) = (None, None);
@@ -259,6 +275,7 @@ async fn run_drain(
         // both would double what the measurement itself costs the edge.
         let m = get("/metrics").await.unwrap_or_default();
         completed = metric(&m, "onshi_deferred_completed_total") as u64;
+        let settled_back = metric(&m, "onshi_queue_settled") as usize;
         synced = metric(&m, "onshi_sync_synced") == 1.0
             && metric(&m, "onshi_sync_pending_records{direction=\"outgoing\"}") == 0.0
             && metric(&m, "onshi_sync_pending_records{direction=\"incoming\"}") == 0.0;
@@ -287,7 +304,7 @@ async fn run_drain(
         } else {
             synced_at = None;
         }
-        if synced && completed >= args.deferred as u64 {
+        if synced && completed >= args.deferred as u64 && settled_back >= args.provisional {
             break;
         }
         tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
@@ -303,7 +320,10 @@ async fn run_drain(
             .filter(|i| i["kind"] == "provisional" && !i["settlement"].is_null())
             .count()
     });
+    let first_byte_seconds = first_byte.await?;
     let capacity = (imp.rate_bytes_per_s > 0).then_some(imp.rate_bytes_per_s as f64 * seconds);
+    let capacity_in_use = (imp.rate_bytes_per_s > 0)
+        .then_some(imp.rate_bytes_per_s as f64 * (seconds - first_byte_seconds));
     Ok(Drain {
         link: name.to_string(),
         seconds,
@@ -315,6 +335,8 @@ async fn run_drain(
         bytes_to_reconciler: up,
         bytes_to_edge: down,
         goodput_of_capacity: capacity.map(|c| up.max(down) as f64 / c),
+        first_byte_seconds,
+        goodput_of_capacity_in_use: capacity_in_use.map(|c| up.max(down) as f64 / c),
         relay_dropped: relay.stats().dropped.load(Ordering::Relaxed) - dropped0,
         max_rss_edge_mib: max_edge,
         max_rss_reconciler_mib: max_rec,
@@ -376,7 +398,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
         eprintln!(
-            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back; goodput {}; relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
+            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back; first datagram at {:.2} s; goodput {} (from the first datagram {}); relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
             d.seconds,
             d.deferred_completed,
             d.deferred_seconds.unwrap_or(f64::NAN),
@@ -384,10 +406,13 @@ async fn main() -> anyhow::Result<()> {
             d.synced_seconds.unwrap_or(f64::NAN),
             d.bytes_to_reconciler,
             d.bytes_to_edge,
+            d.first_byte_seconds,
             d.goodput_of_capacity.map_or("—".to_string(), |g| format!(
                 "{:.1} % of capacity",
                 g * 100.0
             )),
+            d.goodput_of_capacity_in_use
+                .map_or("—".to_string(), |g| format!("{:.1} %", g * 100.0)),
             d.relay_dropped,
             d.max_rss_edge_mib,
             d.max_rss_reconciler_mib,
