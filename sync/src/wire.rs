@@ -140,7 +140,10 @@ mod tests {
             },
             service_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
         };
-        let bulk = [Request::Sync(Vec::new()), Request::Batch(vec![check.clone()])];
+        let bulk = [
+            Request::Sync(Vec::new()),
+            Request::Batch(vec![check.clone()]),
+        ];
         let waited_for = [
             Request::Ping,
             Request::Check(check),
@@ -154,7 +157,11 @@ mod tests {
                 assert!(w.priority() > b.priority(), "{w:?} before {b:?}");
             }
         }
-        assert_eq!(bulk[0].priority(), bulk[1].priority(), "sync and batch in turn");
+        assert_eq!(
+            bulk[0].priority(),
+            bulk[1].priority(),
+            "sync and batch in turn"
+        );
     }
 
     #[test]
