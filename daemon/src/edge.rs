@@ -159,7 +159,13 @@ pub async fn start_with_reload(
 
 fn status_line(state: &AppState) -> String {
     let mode = state.gate.mode.mode();
-    let pending = state.gate.journal.deferred_len() + state.gate.journal.provisional_len();
+    // The queue's own count (open items), as /v1/status and /metrics give it.
+    let pending = state
+        .gate
+        .journal
+        .tally()
+        .brief(&state.gate.live.get().queue, chrono::Utc::now())
+        .pending;
     let sync = state.gate.sync.status();
     let sync = if sync.synced {
         "synced".to_string()
@@ -179,7 +185,6 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
         .min(Duration::from_secs(1));
     let mut last = String::new();
     let mut last_warnings: Vec<String> = Vec::new();
-    let mut beats = 0u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -191,14 +196,13 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
             notify::status(&line);
             last = line;
         }
-        // Queue caps: looked at every ~10 beats; a new warning is logged once, and its end too.
-        beats += 1;
+        // Queue caps (the tally makes this a lookup): a new warning is logged once, its end too.
         let q = state
             .gate
             .journal
             .tally()
             .brief(&state.gate.live.get().queue, chrono::Utc::now());
-        if beats % 10 == 1 && q.warnings != last_warnings {
+        if q.warnings != last_warnings {
             for w in q.warnings.iter().filter(|w| !last_warnings.contains(w)) {
                 tracing::warn!(warning = %w, pending = q.pending, provisional_yen = q.provisional_yen, "queue past a cap");
             }

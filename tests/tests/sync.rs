@@ -127,6 +127,13 @@ fn offline_records_reach_the_reconciler_once_settle_and_come_back_and_facilities
     sync_now(&edge);
     let confirmed = wait_settled(&edge, &ids[0]);
     let refund = wait_settled(&edge, &ids[1]);
+    // Status and metrics count both settlements back, and both still open until staff close them.
+    let status = edge.status();
+    assert_eq!(status["queue"]["settled"], 2, "{status}");
+    assert_eq!(status["queue"]["pending"], 2, "{status}");
+    assert_eq!(status["queue"]["quarantined"], 0, "{status}");
+    let metrics = onshi_tests::Metrics::scrape(&edge.http.base);
+    assert_eq!(metrics.get("onshi_queue_settled"), 2.0);
     assert_eq!(confirmed["settlement"]["kind"], "confirmed", "{confirmed}");
     assert_eq!(confirmed["state"], "settled", "{confirmed}");
     assert_eq!(
