@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
+use onshi_sync::link::LinkError;
 use onshi_sync::wire::{Request, Response};
 use tokio::sync::watch;
 
@@ -151,14 +152,61 @@ struct BatchDone {
 }
 
 /// One batch inquiry: ask, record every outcome (or the error), commit, count.
-async fn complete_batch(gate: &Gate, mut records: Vec<CheckRecord>) -> BatchDone {
-    let mut pass = Pass::default();
+async fn complete_batch(gate: &Gate, records: Vec<CheckRecord>) -> BatchDone {
     let requests = records.iter().map(|r| r.request.clone()).collect();
     let answer = gate
         .link
         .call(Request::Batch(requests), BATCH_TIMEOUT)
         .await;
-    let mut stop = false;
+    let stop = answer.is_err();
+    // Learning 250 people and rewriting 250 records is a few milliseconds of disk-cache work:
+    // on the blocking pool, so the runtime's workers keep driving the link (acknowledging what
+    // arrives) and the sync task meanwhile.
+    let recorded = {
+        let gate = gate.clone();
+        tokio::task::spawn_blocking(move || record_outcomes(&gate, records, answer)).await
+    };
+    let (records, pass) = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "recording a batch's outcomes failed; its checks stay queued");
+            return BatchDone {
+                pass: Pass::default(),
+                stop: true,
+            };
+        }
+    };
+    let mut stop = stop;
+    match gate.journal.commit().await {
+        Ok(()) => {
+            let done = records
+                .iter()
+                .filter(|r| r.state == CheckState::Completed)
+                .count();
+            gate.stats
+                .deferred_completed
+                .fetch_add(done as u64, Ordering::Relaxed);
+            if done > 0 {
+                // The mailbox's finalizer writes the final results of these checks.
+                gate.checks_completed.notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "deferred outcomes not durable");
+            stop = true;
+        }
+    }
+    BatchDone { pass, stop }
+}
+
+/// Writes a batch's answer (or its error) into each record, the replica learning what the
+/// answer showed; not durable until the journal's next commit.
+fn record_outcomes(
+    gate: &Gate,
+    mut records: Vec<CheckRecord>,
+    answer: Result<Response, LinkError>,
+) -> (Vec<CheckRecord>, Pass) {
+    let mut pass = Pass::default();
     match answer {
         Ok(Response::Batch(outcomes)) if outcomes.len() == records.len() => {
             let now = Utc::now();
@@ -196,7 +244,6 @@ async fn complete_batch(gate: &Gate, mut records: Vec<CheckRecord>) -> BatchDone
                 rec.last_error = Some(e.to_string());
             }
             pass.failed += records.len();
-            stop = true;
         }
     }
     for rec in &mut records {
@@ -205,26 +252,7 @@ async fn complete_batch(gate: &Gate, mut records: Vec<CheckRecord>) -> BatchDone
             tracing::error!(check_id = %rec.check_id, error = %e, "cannot record the outcome; left queued");
         }
     }
-    match gate.journal.commit().await {
-        Ok(()) => {
-            let done = records
-                .iter()
-                .filter(|r| r.state == CheckState::Completed)
-                .count();
-            gate.stats
-                .deferred_completed
-                .fetch_add(done as u64, Ordering::Relaxed);
-            if done > 0 {
-                // The mailbox's finalizer writes the final results of these checks.
-                gate.checks_completed.notify_one();
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "deferred outcomes not durable");
-            stop = true;
-        }
-    }
-    BatchDone { pass, stop }
+    (records, pass)
 }
 
 fn records_len(r: &Response) -> usize {

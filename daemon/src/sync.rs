@@ -10,7 +10,8 @@
 //! answers only when asked, so settlements come back on the next round).
 //!
 //! `Persist` is a CRDT merge into the sync journal, then the group commit, then `Durable`;
-//! `Quarantined` and `Sent` are merged too. Callers make a local change durable before
+//! `Quarantined` is merged and committed too; `Sent` marks are merged without waiting for the
+//! disk (losing one costs a resend the reconciler ignores). Callers make a local change durable before
 //! [`SyncHandle::local_change`]. Must never: acknowledge before the commit; report synced while
 //! the state machine is not.
 
@@ -261,6 +262,10 @@ impl Adapter {
                         }
                         wrote = true;
                     }
+                    // Written, not waited for: the next commit takes it to disk. A crash that
+                    // loses a sent mark only sends the record again, and the reconciler's merge
+                    // of what it already holds changes nothing. (Waiting for an fsync per answer
+                    // capped a drain at ~40 answers a second.)
                     Action::Sent { ids } => {
                         for id in ids {
                             if let Err(e) = self.journal.sync.update(&id, |r| {
@@ -270,7 +275,6 @@ impl Adapter {
                                 tracing::error!(error = %e, "sent mark not recorded");
                             }
                         }
-                        wrote = true;
                     }
                     Action::Report(r) => tracing::info!(
                         synced = r.synced,

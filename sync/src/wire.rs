@@ -36,15 +36,28 @@ pub enum Request {
 }
 
 impl Request {
-    /// How urgent the RPC is on a full line (the QUIC stream's priority both ways: higher is sent
-    /// first). A check, search or outage declaration has someone at reception waiting, so it goes
-    /// before the bulk of a drain (journal sync and batch inquiries). Sync and batch share one
-    /// level (served in turn): measured with `onshi-drain`, putting either first starved the
-    /// other direction's pipeline and drained no faster.
+    /// How urgent the request is on a full line, edge to reconciler (its QUIC stream's priority:
+    /// higher is sent first). A check, search or outage declaration has someone at reception
+    /// waiting, so it goes before the bulk of a drain. Within the bulk, the small message that
+    /// sets the larger one moving goes first: a batch inquiry's request (a few kB that the
+    /// reconciler answers with ~60 kB) before a sync request (the journal's records, ~150 kB,
+    /// answered with acknowledgements). See [`Request::answer_priority`] for the way back.
     pub fn priority(&self) -> i32 {
         match self {
-            Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 1,
-            Request::Sync(_) | Request::Batch(_) => 0,
+            Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 2,
+            Request::Batch(_) => 1,
+            Request::Sync(_) => 0,
+        }
+    }
+
+    /// The priority of the answer's stream, reconciler to edge: reception's RPCs first, then the
+    /// sync answers (acknowledgements that let the edge send more, and settlements), then the
+    /// batch inquiries' answers (the bulk of the line back).
+    pub fn answer_priority(&self) -> i32 {
+        match self {
+            Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 2,
+            Request::Sync(_) => 1,
+            Request::Batch(_) => 0,
         }
     }
 }
@@ -155,12 +168,20 @@ mod tests {
         for w in &waited_for {
             for b in &bulk {
                 assert!(w.priority() > b.priority(), "{w:?} before {b:?}");
+                assert!(
+                    w.answer_priority() > b.answer_priority(),
+                    "{w:?}'s answer before {b:?}'s"
+                );
             }
         }
-        assert_eq!(
-            bulk[0].priority(),
-            bulk[1].priority(),
-            "sync and batch in turn"
+        let (sync, batch) = (&bulk[0], &bulk[1]);
+        assert!(
+            batch.priority() > sync.priority(),
+            "to the reconciler: the small batch inquiry before the journal's records"
+        );
+        assert!(
+            sync.answer_priority() > batch.answer_priority(),
+            "back to the edge: acknowledgements and settlements before the batch answers"
         );
     }
 

@@ -130,6 +130,8 @@ impl LinkState {
 
 struct Shared {
     endpoint: Endpoint,
+    /// The TLS side of every connection attempt's configuration.
+    crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
     /// The current authorised connection, if any.
     conn: Mutex<Option<quinn::Connection>>,
     state: watch::Sender<LinkState>,
@@ -186,21 +188,21 @@ impl LinkClient {
         tls: rustls::ClientConfig,
         settings: LinkSettings,
     ) -> Result<Self, LinkSetupError> {
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(&settings)?));
+        let crypto = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?);
+        // Checked here, so each attempt's own configuration (`attempt_config`) cannot fail.
+        transport_config(&settings, super::DEFAULT_INITIAL_RTT)?;
         let bind: SocketAddr = if server.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = super::endpoint(bind, None)
+        let endpoint = super::endpoint(bind, None)
             .map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
-        endpoint.set_default_client_config(config);
 
         let (state, _) = watch::channel(LinkState::initial());
         let shared = Arc::new(Shared {
             endpoint,
+            crypto,
             conn: Mutex::new(None),
             state,
         });
@@ -345,18 +347,44 @@ async fn rpc(conn: &quinn::Connection, frame: &[u8], priority: i32) -> Result<Ve
         })
 }
 
+/// One attempt's QUIC configuration: the settings, and the initial RTT learnt from the last
+/// connection ([`super::initial_rtt`]).
+fn attempt_config(
+    shared: &Shared,
+    settings: &LinkSettings,
+    last_rtt: Option<Duration>,
+) -> quinn::ClientConfig {
+    let mut config = quinn::ClientConfig::new(shared.crypto.clone());
+    // Validated when the client was made; only the initial RTT differs.
+    if let Ok(transport) = transport_config(settings, super::initial_rtt(last_rtt)) {
+        config.transport_config(Arc::new(transport));
+    }
+    config
+}
+
 /// Handshake, then a ping that only an authorising server answers; returns the connection and RTT.
 async fn connect(
     shared: &Shared,
     server: SocketAddr,
-    probe_timeout: Duration,
+    settings: &LinkSettings,
+    last_rtt: Option<Duration>,
 ) -> Result<(quinn::Connection, Duration), LinkError> {
+    let probe_timeout = settings.probe_timeout;
     let connecting = shared
         .endpoint
-        .connect(server, SERVER_NAME)
+        .connect_with(
+            attempt_config(shared, settings, last_rtt),
+            server,
+            SERVER_NAME,
+        )
         .map_err(|e| LinkError::Protocol(format!("cannot start connecting: {e}")))?;
-    let conn = connecting
+    // QUIC resends a lost handshake datagram after ever longer waits; an attempt that has heard
+    // nothing for many RTTs is given up and the next one (after the backoff) starts afresh, so
+    // an edge whose line returns is not left waiting out a long silent tail.
+    let limit = super::handshake_timeout(last_rtt, settings.idle_timeout);
+    let conn = tokio::time::timeout(limit, connecting)
         .await
+        .map_err(|_| LinkError::Io(format!("no answer to the handshake within {limit:?}")))?
         .map_err(|e| LinkError::from_connection(&e))?;
     let started = Instant::now();
     let answer = tokio::time::timeout(
@@ -400,6 +428,9 @@ async fn supervise(
     let mut backoff = settings.backoff.clone();
     let mut rng: StdRng = rand::make_rng();
     let mut first = true;
+    // The line's RTT as the last connection knew it: the least of its first ping's and its final
+    // estimate (a loaded line's estimate includes its queue).
+    let mut last_rtt: Option<Duration> = None;
     loop {
         shared.set_phase(LinkPhase::Connecting, |s| {
             if !first {
@@ -408,7 +439,7 @@ async fn supervise(
         });
         first = false;
         let attempt = tokio::select! {
-            r = connect(&shared, server, settings.probe_timeout) => r,
+            r = connect(&shared, server, &settings, last_rtt) => r,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         match attempt {
@@ -428,6 +459,7 @@ async fn supervise(
                     }
                 };
                 shared.set_conn(None);
+                last_rtt = Some(rtt.min(conn.rtt()));
                 tracing::warn!(%server, reason = %lost, "link down");
                 shared.set_phase(LinkPhase::Down, |s| s.last_error = Some(lost));
             }

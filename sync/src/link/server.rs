@@ -54,7 +54,10 @@ impl LinkServer {
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(settings)?));
+        config.transport_config(Arc::new(transport_config(
+            settings,
+            super::DEFAULT_INITIAL_RTT,
+        )?));
         let endpoint = super::endpoint(addr, Some(config))
             .map_err(|source| LinkSetupError::Bind { addr, source })?;
         Ok(LinkServer {
@@ -188,7 +191,7 @@ async fn serve_stream(
     let response = match recv.read_to_end(MAX_FRAME_BYTES).await {
         Ok(frame) => {
             let (response, priority) = answer(&facility, &service, &frame).await;
-            // The answer goes out at the request's priority (a check before bulk on a full line).
+            // The answer goes out at its request's answer priority (a check before bulk).
             let _ = send.set_priority(priority);
             response
         }
@@ -212,14 +215,14 @@ async fn serve_stream(
     }
 }
 
-/// The answer, and the priority of its stream ([`Request::priority`]).
+/// The answer, and the priority of its stream ([`Request::answer_priority`]).
 async fn answer(
     facility: &FacilityCode,
     service: &Arc<dyn Service>,
     frame: &[u8],
 ) -> (Response, i32) {
     let decoded = wire::decode::<Request>(frame);
-    let priority = decoded.as_ref().map_or(0, Request::priority);
+    let priority = decoded.as_ref().map_or(0, Request::answer_priority);
     let response = match decoded {
         // Pings and single checks are a few lookups in memory-cached pages: answered on this task,
         // since handing each to the blocking pool would cost more than the lookup. Anything that
