@@ -963,6 +963,15 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         "Round-trip time of the current (or last) QUIC connection to the reconciler.",
         link.last_rtt.map_or(0.0, |d| d.as_secs_f64()),
     );
+    let (to_reconciler, from_reconciler) = app.gate.link.payload_bytes();
+    e.counter(
+        "onshi_link_payload_bytes_total",
+        "Application bytes of answered RPCs with the reconciler (no QUIC headers or retransmissions), by direction.",
+        &[
+            (labels(&[("direction", "to_reconciler")]), to_reconciler),
+            (labels(&[("direction", "from_reconciler")]), from_reconciler),
+        ],
+    );
     e.counter(
         "onshi_link_reconnects_total",
         "Connection attempts to the reconciler after the first.",

@@ -3,8 +3,9 @@
 //! the link's loss, duplication, reordering and delay, cuts it, and SIGKILLs and restarts the edge
 //! (same data) and the reconciler (same port). Then everything heals, the edge syncs, and:
 //! every provisional record the edge acknowledged (201) is in its queue, settled; the reconciler
-//! settled it exactly once (its "provisional record settled" log lines across all its lives) and
-//! holds it exactly once in its store; every deferred check the edge acknowledged is completed.
+//! settled it exactly once (never two "provisional record settled" log lines across all its lives;
+//! none only when a kill fell between the settlement's fsync and its line) and holds it exactly
+//! once in its store, settled; every deferred check the edge acknowledged is completed.
 //!
 //! A short sweep by default; `FAULT_SEEDS=N` runs seeds 1..=N, `FAULT_SEED=S` reruns one seed.
 //! Every assertion message names the seed.
@@ -282,12 +283,19 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
         twice.is_empty(),
         "seed {seed}: records settled more than once at the reconciler: {twice:?}"
     );
+    // The line is written once the settlement is on disk, so a SIGKILL between the fsync and the
+    // write leaves a settled record without its line (seen once, seed 3, after 3 of 4 kills). A
+    // record without a line must then be settled in the store (checked below) and the
+    // reconciler must have been killed; two lines would be a second durable settlement.
+    let mut unlogged = Vec::new();
     for id in &acked.provisional {
-        assert_eq!(
-            settlements.get(id),
-            Some(&1),
-            "seed {seed}: {id} settled exactly once at the reconciler"
-        );
+        match settlements.get(id) {
+            Some(1) => {}
+            None if outcome.reconciler_restarts > 0 => unlogged.push(id.clone()),
+            other => panic!(
+                "seed {seed}: {id} settled exactly once at the reconciler (log lines: {other:?})"
+            ),
+        }
     }
 
     // Stopped, the reconciler's store holds each record once, settled.
@@ -314,6 +322,11 @@ fn run_seed(seed: u64, registry: &Registry) -> Outcome {
         );
         *held.entry(r.id().to_string()).or_default() += 1;
         settled_held.insert(key, r.settlement().is_some());
+    }
+    if !unlogged.is_empty() {
+        eprintln!(
+            "seed {seed}: settled in the store without a log line (a kill after the fsync): {unlogged:?}"
+        );
     }
     for id in &acked.provisional {
         assert_eq!(

@@ -150,6 +150,16 @@ fn edge_and_reconciler_metrics_follow_the_traffic() {
     assert!(rtt > 0.0 && rtt < 1.0, "link RTT on loopback: {rtt}");
     assert!(e.get("onshi_sync_rounds_total") >= 1.0, "{}", e.text);
     assert_eq!(e.get("onshi_queue_quarantined"), 0.0);
+    // The link's goodput: three checks and their answers (each a frame of tens of bytes at
+    // least), pings and sync rounds.
+    let payload = |m: &Metrics| {
+        (
+            m.get("onshi_link_payload_bytes_total{direction=\"to_reconciler\"}"),
+            m.get("onshi_link_payload_bytes_total{direction=\"from_reconciler\"}"),
+        )
+    };
+    let (up, down) = payload(&e);
+    assert!(up >= 3.0 * 20.0 && down >= 3.0 * 20.0, "{}", e.text);
 
     // The reconciler goes: the same person is answered from the replica, an unknown one is
     // queued, and a provisional record waits with its yen.
@@ -191,6 +201,10 @@ fn edge_and_reconciler_metrics_follow_the_traffic() {
         m.get("onshi_queue_oldest_pending_seconds") >= 1.0
     });
     let rounds_offline = e.get("onshi_sync_rounds_total");
+    // Nothing is answered while the reconciler is gone: no goodput counted.
+    let offline_payload = payload(&e);
+    assert!(offline_payload.0 >= up && offline_payload.1 >= down);
+    assert_eq!(payload(&edge_metrics()), offline_payload);
 
     // Back: the record syncs and is settled; the deferred checks complete.
     let rec = rec.restart_with_metrics(&t);

@@ -8,6 +8,7 @@
 //! server's reason reaches the caller as [`LinkError::Refused`].
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,8 +131,8 @@ impl LinkState {
 
 struct Shared {
     endpoint: Endpoint,
-    /// The TLS side of every connection attempt's configuration.
-    crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
+    /// Application bytes of answered RPCs: request frames sent, answer frames received.
+    payload: [AtomicU64; 2],
     /// The current authorised connection, if any.
     conn: Mutex<Option<quinn::Connection>>,
     state: watch::Sender<LinkState>,
@@ -188,21 +189,22 @@ impl LinkClient {
         tls: rustls::ClientConfig,
         settings: LinkSettings,
     ) -> Result<Self, LinkSetupError> {
-        let crypto = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?);
-        // Checked here, so each attempt's own configuration (`attempt_config`) cannot fail.
-        transport_config(&settings, super::DEFAULT_INITIAL_RTT)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config(&settings)?));
         let bind: SocketAddr = if server.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = super::endpoint(bind, None)
+        let mut endpoint = super::endpoint(bind, None)
             .map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
+        endpoint.set_default_client_config(config);
 
         let (state, _) = watch::channel(LinkState::initial());
         let shared = Arc::new(Shared {
             endpoint,
-            crypto,
+            payload: Default::default(),
             conn: Mutex::new(None),
             state,
         });
@@ -245,9 +247,22 @@ impl LinkClient {
         let conn = tokio::time::timeout_at(deadline, self.connection())
             .await
             .map_err(|_| LinkError::Timeout(timeout))??;
-        tokio::time::timeout_at(deadline, rpc(&conn, &frame, priority))
+        let answer = tokio::time::timeout_at(deadline, rpc(&conn, &frame, priority))
             .await
-            .map_err(|_| LinkError::Timeout(timeout))?
+            .map_err(|_| LinkError::Timeout(timeout))??;
+        self.shared.payload[0].fetch_add(frame.len() as u64, Ordering::Relaxed);
+        self.shared.payload[1].fetch_add(answer.len() as u64, Ordering::Relaxed);
+        Ok(answer)
+    }
+
+    /// Application bytes carried by answered RPCs since start: request frames sent to the
+    /// reconciler, answer frames received from it. The link's goodput: no QUIC or UDP headers,
+    /// no retransmissions, nothing of an RPC that failed.
+    pub fn payload_bytes(&self) -> (u64, u64) {
+        (
+            self.shared.payload[0].load(Ordering::Relaxed),
+            self.shared.payload[1].load(Ordering::Relaxed),
+        )
     }
 
     /// The current state, with a fresh RTT estimate when up.
@@ -347,21 +362,6 @@ async fn rpc(conn: &quinn::Connection, frame: &[u8], priority: i32) -> Result<Ve
         })
 }
 
-/// One attempt's QUIC configuration: the settings, and the initial RTT learnt from the last
-/// connection ([`super::initial_rtt`]).
-fn attempt_config(
-    shared: &Shared,
-    settings: &LinkSettings,
-    last_rtt: Option<Duration>,
-) -> quinn::ClientConfig {
-    let mut config = quinn::ClientConfig::new(shared.crypto.clone());
-    // Validated when the client was made; only the initial RTT differs.
-    if let Ok(transport) = transport_config(settings, super::initial_rtt(last_rtt)) {
-        config.transport_config(Arc::new(transport));
-    }
-    config
-}
-
 /// Handshake, then a ping that only an authorising server answers; returns the connection and RTT.
 async fn connect(
     shared: &Shared,
@@ -372,15 +372,11 @@ async fn connect(
     let probe_timeout = settings.probe_timeout;
     let connecting = shared
         .endpoint
-        .connect_with(
-            attempt_config(shared, settings, last_rtt),
-            server,
-            SERVER_NAME,
-        )
+        .connect(server, SERVER_NAME)
         .map_err(|e| LinkError::Protocol(format!("cannot start connecting: {e}")))?;
-    // QUIC resends a lost handshake datagram after ever longer waits; an attempt that has heard
-    // nothing for many RTTs is given up and the next one (after the backoff) starts afresh, so
-    // an edge whose line returns is not left waiting out a long silent tail.
+    // QUIC resends an unanswered handshake datagram after ever longer waits; an attempt that has
+    // taken many RTTs is given up and the next one (after the backoff) starts afresh, so an edge
+    // whose line returns is not left waiting out a long silent tail.
     let limit = super::handshake_timeout(last_rtt, settings.idle_timeout);
     let conn = tokio::time::timeout(limit, connecting)
         .await
@@ -428,8 +424,8 @@ async fn supervise(
     let mut backoff = settings.backoff.clone();
     let mut rng: StdRng = rand::make_rng();
     let mut first = true;
-    // The line's RTT as the last connection knew it: the least of its first ping's and its final
-    // estimate (a loaded line's estimate includes its queue).
+    // The line's RTT as the last connection knew it (for the handshake's time limit): the least
+    // of its first ping's and its final estimate (a loaded line's estimate includes its queue).
     let mut last_rtt: Option<Duration> = None;
     loop {
         shared.set_phase(LinkPhase::Connecting, |s| {

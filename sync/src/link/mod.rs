@@ -120,47 +120,25 @@ pub enum LinkSetupError {
     },
 }
 
-/// The RTT a connection assumes before it has measured one, unless it knows better (QUIC's
-/// default, RFC 9002 §6.2.2).
-pub const DEFAULT_INITIAL_RTT: Duration = Duration::from_millis(333);
-/// The least initial RTT a reconnection assumes (below it, a handshake datagram lost on a fast
-/// line would be resent every few milliseconds).
-pub const MIN_INITIAL_RTT: Duration = Duration::from_millis(10);
-
-/// The initial RTT of a new connection attempt: the RTT of the last connection over the same line
-/// when there was one (RFC 9002 §6.2.2 allows a resumed connection to start from it), within
-/// [`MIN_INITIAL_RTT`]..=[`DEFAULT_INITIAL_RTT`]; else the default. A handshake datagram lost (or
-/// sent into a line that is still down) is resent after about three initial RTTs, so after an
-/// outage on a 100 ms line the edge's attempt repeats every 0.3 s instead of every 1 s and finds
-/// the returned line sooner. The reconnect schedule ([`Backoff`]) is unchanged.
-pub fn initial_rtt(last: Option<Duration>) -> Duration {
-    last.map_or(DEFAULT_INITIAL_RTT, |rtt| {
-        rtt.clamp(MIN_INITIAL_RTT, DEFAULT_INITIAL_RTT)
-    })
-}
-
-/// How long a connection attempt's handshake may take: ten initial RTTs ([`initial_rtt`]), at
-/// least [`MIN_HANDSHAKE`] and at most the idle timeout (where QUIC itself gives up). Without
-/// knowledge of the line the attempt lasts the whole idle timeout.
+/// How long a connection attempt's handshake may take: ten RTTs of the last connection over the
+/// line, at least [`MIN_HANDSHAKE`] and at most the idle timeout (where QUIC itself gives up);
+/// without an earlier connection, the idle timeout. QUIC resends an unanswered handshake
+/// datagram after ever longer waits (1 s, then 2 s, ...), so an attempt into a line that is
+/// still down falls silent; giving it up and starting the next one (after the backoff) finds a
+/// returned line sooner.
 pub fn handshake_timeout(last_rtt: Option<Duration>, idle_timeout: Duration) -> Duration {
-    (initial_rtt(last_rtt) * 10).clamp(MIN_HANDSHAKE, idle_timeout.max(MIN_HANDSHAKE))
+    let cap = idle_timeout.max(MIN_HANDSHAKE);
+    last_rtt.map_or(cap, |rtt| (rtt * 10).clamp(MIN_HANDSHAKE, cap))
 }
 
 /// The least time a handshake is given. The reconciler knows nothing of a new connection's line,
 /// so when its first flight (3–4 datagrams with the certificates) loses one, it resends only
-/// after QUIC's default 1 s; 2 s lets that resend arrive. (Measured with `onshi-drain` at 2 %
-/// loss: with 1 s, about one reconnection in five gave up a handshake that was about to finish
-/// and lost seconds to the backoff.)
+/// after QUIC's default 1 s; 2 s lets that resend arrive.
 pub const MIN_HANDSHAKE: Duration = Duration::from_secs(2);
 
-/// QUIC transport parameters from the settings (shared by both sides), with the RTT assumed
-/// before the first measurement.
-fn transport_config(
-    settings: &LinkSettings,
-    initial_rtt: Duration,
-) -> Result<quinn::TransportConfig, LinkSetupError> {
+/// QUIC transport parameters from the settings (shared by both sides).
+fn transport_config(settings: &LinkSettings) -> Result<quinn::TransportConfig, LinkSetupError> {
     let mut transport = quinn::TransportConfig::default();
-    transport.initial_rtt(initial_rtt);
     transport.keep_alive_interval(Some(settings.keep_alive));
     let idle = quinn::IdleTimeout::try_from(settings.idle_timeout)
         .map_err(|_| LinkSetupError::IdleTimeout(settings.idle_timeout))?;
@@ -298,27 +276,6 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_reconnection_starts_from_the_last_rtt_within_bounds() {
-        let ms = Duration::from_millis;
-        assert_eq!(
-            initial_rtt(None),
-            ms(333),
-            "no earlier connection: QUIC's default"
-        );
-        assert_eq!(initial_rtt(Some(ms(100))), ms(100));
-        assert_eq!(
-            initial_rtt(Some(Duration::from_micros(200))),
-            MIN_INITIAL_RTT,
-            "loopback: not below the floor"
-        );
-        assert_eq!(
-            initial_rtt(Some(ms(900))),
-            DEFAULT_INITIAL_RTT,
-            "never slower than without knowledge"
-        );
-    }
 
     #[test]
     fn a_handshake_is_given_ten_rtts_within_two_seconds_and_the_idle_timeout() {

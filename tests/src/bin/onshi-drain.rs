@@ -4,7 +4,10 @@
 //! never seen (each queued as a deferred check). Then the link returns — once through a relay that
 //! paces 20 Mbit/s each way with 100 ms RTT and 2 % loss, once clean — and the command measures the
 //! time until the edge reports "synced", every deferred check completed, and every settlement back;
-//! the goodput as a fraction of the relay's capacity; and the memory of both processes.
+//! the goodput (the application bytes of the RPCs answered, from the edge's
+//! `onshi_link_payload_bytes_total`) and the relay's utilisation (every byte it carried, QUIC
+//! headers and retransmissions included), each as a fraction of the relay's capacity; and the
+//! memory and CPU of both processes.
 //!
 //!     cargo build --release --workspace --bins
 //!     target/release/onshi-drain [--provisional 5000] [--deferred 20000] [--json]
@@ -100,12 +103,20 @@ struct Drain {
     settled: usize,
     bytes_to_reconciler: u64,
     bytes_to_edge: u64,
+    /// Application bytes of the RPCs answered during the drain, each way (the edge's
+    /// `onshi_link_payload_bytes_total`): no QUIC or UDP headers, no retransmissions.
+    payload_to_reconciler: u64,
+    payload_to_edge: u64,
+    /// Goodput: application bytes in the busier direction ÷ (the relay's rate × the time).
     goodput_of_capacity: Option<f64>,
+    /// The same with every byte the relay carried (headers and retransmissions included).
+    utilisation_of_capacity: Option<f64>,
     /// When the edge's first datagram after the heal reached the relay (its reconnect attempt).
     first_byte_seconds: f64,
     /// The same utilisation over the time from that first datagram to the end: the transfer
     /// itself, without the wait for the edge's next connection attempt.
     goodput_of_capacity_in_use: Option<f64>,
+    utilisation_of_capacity_in_use: Option<f64>,
     relay_dropped: u64,
     max_rss_edge_mib: f64,
     max_rss_reconciler_mib: f64,
@@ -243,6 +254,19 @@ async fn run_drain(
         relay.stats().bytes[0].load(Ordering::Relaxed),
     );
     let dropped0 = relay.stats().dropped.load(Ordering::Relaxed);
+    let payload = |m: &str| {
+        [
+            metric(
+                m,
+                "onshi_link_payload_bytes_total{direction=\"to_reconciler\"}",
+            ) as u64,
+            metric(
+                m,
+                "onshi_link_payload_bytes_total{direction=\"from_reconciler\"}",
+            ) as u64,
+        ]
+    };
+    let payload0 = payload(&get("/metrics").await?);
     relay.set(imp);
     let healed = Instant::now();
     // When the edge's first datagram after the heal crossed (the edge only notices the line is
@@ -268,12 +292,14 @@ async fn run_drain(
     };
     let cpu0 = cpu();
     let (mut last_cpu, mut last_t) = (cpu0, 0.0f64);
+    let mut payload_end = payload0;
     while healed.elapsed() < Duration::from_secs(args.timeout_s) {
         max_edge = max_edge.max(rss_mib(edge.0.id()));
         max_rec = max_rec.max(rss_mib(reconciler.0.id()));
         // One scrape per poll: `/metrics` (like `/v1/status`) walks the whole queue, so polling
         // both would double what the measurement itself costs the edge.
         let m = get("/metrics").await.unwrap_or_default();
+        payload_end = payload(&m);
         completed = metric(&m, "onshi_deferred_completed_total") as u64;
         let settled_back = metric(&m, "onshi_queue_settled") as usize;
         synced = metric(&m, "onshi_sync_synced") == 1.0
@@ -324,6 +350,9 @@ async fn run_drain(
     let capacity = (imp.rate_bytes_per_s > 0).then_some(imp.rate_bytes_per_s as f64 * seconds);
     let capacity_in_use = (imp.rate_bytes_per_s > 0)
         .then_some(imp.rate_bytes_per_s as f64 * (seconds - first_byte_seconds));
+    let (payload_up, payload_down) = (payload_end[0] - payload0[0], payload_end[1] - payload0[1]);
+    let goodput = payload_up.max(payload_down) as f64;
+    let carried = up.max(down) as f64;
     Ok(Drain {
         link: name.to_string(),
         seconds,
@@ -334,9 +363,13 @@ async fn run_drain(
         settled,
         bytes_to_reconciler: up,
         bytes_to_edge: down,
-        goodput_of_capacity: capacity.map(|c| up.max(down) as f64 / c),
+        payload_to_reconciler: payload_up,
+        payload_to_edge: payload_down,
+        goodput_of_capacity: capacity.map(|c| goodput / c),
+        utilisation_of_capacity: capacity.map(|c| carried / c),
         first_byte_seconds,
-        goodput_of_capacity_in_use: capacity_in_use.map(|c| up.max(down) as f64 / c),
+        goodput_of_capacity_in_use: capacity_in_use.map(|c| goodput / c),
+        utilisation_of_capacity_in_use: capacity_in_use.map(|c| carried / c),
         relay_dropped: relay.stats().dropped.load(Ordering::Relaxed) - dropped0,
         max_rss_edge_mib: max_edge,
         max_rss_reconciler_mib: max_rec,
@@ -398,7 +431,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
         eprintln!(
-            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back; first datagram at {:.2} s; goodput {} (from the first datagram {}); relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
+            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back ({} B / {} B of payload); first datagram at {:.2} s; goodput {} (from the first datagram {}; the relay carried {}); relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
             d.seconds,
             d.deferred_completed,
             d.deferred_seconds.unwrap_or(f64::NAN),
@@ -406,6 +439,8 @@ async fn main() -> anyhow::Result<()> {
             d.synced_seconds.unwrap_or(f64::NAN),
             d.bytes_to_reconciler,
             d.bytes_to_edge,
+            d.payload_to_reconciler,
+            d.payload_to_edge,
             d.first_byte_seconds,
             d.goodput_of_capacity.map_or("—".to_string(), |g| format!(
                 "{:.1} % of capacity",
@@ -413,6 +448,11 @@ async fn main() -> anyhow::Result<()> {
             )),
             d.goodput_of_capacity_in_use
                 .map_or("—".to_string(), |g| format!("{:.1} %", g * 100.0)),
+            d.utilisation_of_capacity
+                .map_or("—".to_string(), |g| format!(
+                    "{:.1} % of capacity",
+                    g * 100.0
+                )),
             d.relay_dropped,
             d.max_rss_edge_mib,
             d.max_rss_reconciler_mib,
