@@ -3,6 +3,7 @@
 //! queue. A check that keeps failing stays queued with its last error; nothing is dropped and
 //! nothing is removed by a timer.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ pub async fn run_pass(gate: &Gate) -> Pass {
     };
     let mut chunks = ids.chunks(DEFERRED_BATCH);
     let mut batches = tokio::task::JoinSet::new();
+    // One batch's outcomes recorded at a time: the answers of 16 batches arrive together, and
+    // recording them all at once would take both cores from the link and the sync task.
+    let recording = Arc::new(tokio::sync::Semaphore::new(1));
     let mut stopped = false;
     loop {
         while !stopped && batches.len() < DEFERRED_IN_FLIGHT {
@@ -98,8 +102,8 @@ pub async fn run_pass(gate: &Gate) -> Pass {
             }
             let records = load_batch(gate, chunk, &mut pass);
             if !records.is_empty() {
-                let gate = gate.clone();
-                batches.spawn(async move { complete_batch(&gate, records).await });
+                let (gate, recording) = (gate.clone(), recording.clone());
+                batches.spawn(async move { complete_batch(&gate, &recording, records).await });
             }
         }
         let Some(done) = batches.join_next().await else {
@@ -152,7 +156,11 @@ struct BatchDone {
 }
 
 /// One batch inquiry: ask, record every outcome (or the error), commit, count.
-async fn complete_batch(gate: &Gate, records: Vec<CheckRecord>) -> BatchDone {
+async fn complete_batch(
+    gate: &Gate,
+    recording: &tokio::sync::Semaphore,
+    records: Vec<CheckRecord>,
+) -> BatchDone {
     let requests = records.iter().map(|r| r.request.clone()).collect();
     let answer = gate
         .link
@@ -164,6 +172,8 @@ async fn complete_batch(gate: &Gate, records: Vec<CheckRecord>) -> BatchDone {
     // arrives) and the sync task meanwhile.
     let recorded = {
         let gate = gate.clone();
+        // The semaphore is never closed.
+        let _turn = recording.acquire().await;
         tokio::task::spawn_blocking(move || record_outcomes(&gate, records, answer)).await
     };
     let (records, pass) = match recorded {
