@@ -265,12 +265,18 @@ async fn main() -> anyhow::Result<()> {
         registry.sync()?;
     }
     let mut results = Vec::new();
+    // Something that did not happen within `--after-s` says so (it printed NaN before).
+    let ms = |v: Option<f64>| {
+        v.map_or(format!("— (not within {} s)", args.after_s), |ms| {
+            format!("{ms:.0} ms")
+        })
+    };
     for run in 1..=args.runs {
         let r = run_once(&args, run, &bins, root.path(), &facility, &periods, today).await?;
         eprintln!(
-            "run {run}: first replica answer {:.0} ms after the kill, offline after {:.0} ms, slowest answer {:.0} ms ({:.0} ms after the kill), {} answers {:?}, {} errors",
-            r.first_replica_after_kill_ms.unwrap_or(f64::NAN),
-            r.offline_after_kill_ms.unwrap_or(f64::NAN),
+            "run {run}: first replica answer {} after the kill, offline after {}, slowest answer {:.0} ms ({:.0} ms after the kill), {} answers {:?}, {} errors",
+            ms(r.first_replica_after_kill_ms),
+            ms(r.offline_after_kill_ms),
             r.max_latency_ms,
             r.max_latency_after_kill_ms,
             r.answers,
@@ -280,12 +286,19 @@ async fn main() -> anyhow::Result<()> {
         results.push(r);
     }
     let worst = |f: fn(&RunResult) -> f64| results.iter().map(f).fold(0.0, f64::max);
+    // The worst of something every run saw; `None` (JSON null) if a run never saw it.
+    let worst_seen = |f: fn(&RunResult) -> Option<f64>| {
+        results
+            .iter()
+            .map(f)
+            .try_fold(0.0, |m: f64, v| v.map(|v| m.max(v)))
+    };
     let summary = json!({
         "deadline_ms": args.deadline_ms,
         "clients": args.clients,
         "runs": results.len(),
-        "worst_first_replica_after_kill_ms": worst(|r| r.first_replica_after_kill_ms.unwrap_or(f64::INFINITY)),
-        "worst_offline_after_kill_ms": worst(|r| r.offline_after_kill_ms.unwrap_or(f64::INFINITY)),
+        "worst_first_replica_after_kill_ms": worst_seen(|r| r.first_replica_after_kill_ms),
+        "worst_offline_after_kill_ms": worst_seen(|r| r.offline_after_kill_ms),
         "worst_latency_ms": worst(|r| r.max_latency_ms),
         "errors": results.iter().map(|r| r.errors).sum::<usize>(),
         "results": results,
@@ -294,16 +307,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "failover over {} runs (deadline {} ms, {} clients): first replica answer ≤ {:.0} ms after the kill; offline ≤ {:.0} ms; slowest answer {:.0} ms; errors {}",
+            "failover over {} runs (deadline {} ms, {} clients): first replica answer ≤ {} after the kill; offline ≤ {}; slowest answer {:.0} ms; errors {}",
             summary["runs"],
             args.deadline_ms,
             args.clients,
-            summary["worst_first_replica_after_kill_ms"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            summary["worst_offline_after_kill_ms"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
+            ms(summary["worst_first_replica_after_kill_ms"].as_f64()),
+            ms(summary["worst_offline_after_kill_ms"].as_f64()),
             summary["worst_latency_ms"].as_f64().unwrap_or(f64::NAN),
             summary["errors"]
         );
