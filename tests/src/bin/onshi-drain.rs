@@ -69,9 +69,17 @@ struct Args {
     /// records pending each way, and bytes carried each way.
     #[arg(long)]
     timeline: bool,
+    /// During the drain, one reception check (a patient by insurance card) every N ms, each
+    /// waiting for its answer: how reception fares while the backlog drains (latency and whether
+    /// the answer came online). 0: none (the drain's figures are then the backlog's alone).
+    #[arg(long, default_value_t = 0)]
+    reception_every_ms: u64,
 }
 
 use onshi_tests::bench::{cpu_seconds, spawn_ready, spawn_reconciler};
+
+/// The edge's deadline for an online answer (`--deadline-ms`).
+const DEADLINE_MS: u64 = 300;
 
 fn rss_mib(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -125,6 +133,16 @@ struct Drain {
     cpu_seconds_edge: f64,
     cpu_seconds_reconciler: f64,
     cpu_seconds_harness: f64,
+    /// The reception checks made during the drain (`--reception-every-ms`): how many, how many
+    /// were answered online, and their latency.
+    reception_checks: usize,
+    reception_online: usize,
+    /// Reception checks that waited the whole deadline for the reconciler and were then
+    /// answered from the replica or queued (the others not online came while the edge knew the
+    /// link was down, at once).
+    reception_past_deadline: usize,
+    reception_p50_ms: Option<f64>,
+    reception_max_ms: Option<f64>,
 }
 
 async fn run_drain(
@@ -165,7 +183,7 @@ async fn run_drain(
             "--http",
             "127.0.0.1:0",
             "--deadline-ms",
-            "300",
+            &DEADLINE_MS.to_string(),
             "--hold-ms",
             "200",
             "--queue-max-pending",
@@ -267,6 +285,38 @@ async fn run_drain(
         ]
     };
     let payload0 = payload(&get("/metrics").await?);
+    // Reception at work during the drain: patients whose cards the registry knows, checked one
+    // after the other (each waits for its answer), every `--reception-every-ms`.
+    let reception_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reception = (args.reception_every_ms > 0).then(|| {
+        let bodies: Vec<Value> = valid
+            .iter()
+            .step_by(7)
+            .map(|q| json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date, "service_date": today}))
+            .collect();
+        let (client, url, done, every) = (
+            client.clone(),
+            format!("{http}/v1/checks"),
+            reception_done.clone(),
+            Duration::from_millis(args.reception_every_ms),
+        );
+        tokio::spawn(async move {
+            let mut seen: Vec<(f64, bool)> = Vec::new();
+            for body in bodies.iter().cycle() {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let sent = Instant::now();
+                if let Ok(r) = client.post(&url).json(body).send().await
+                    && let Ok(v) = r.json::<Value>().await
+                {
+                    seen.push((sent.elapsed().as_secs_f64() * 1000.0, v["source"] == "online"));
+                }
+                tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
+            }
+            seen
+        })
+    });
     relay.set(imp);
     let healed = Instant::now();
     // When the edge's first datagram after the heal crossed (the edge only notices the line is
@@ -337,6 +387,12 @@ async fn run_drain(
     }
     let seconds = healed.elapsed().as_secs_f64();
     let cpu_end = cpu();
+    reception_done.store(true, Ordering::Relaxed);
+    let mut reception = match reception {
+        Some(t) => t.await?,
+        None => Vec::new(),
+    };
+    reception.sort_by(|a, b| a.0.total_cmp(&b.0));
     let up = relay.stats().bytes[1].load(Ordering::Relaxed) - up0;
     let down = relay.stats().bytes[0].load(Ordering::Relaxed) - down0;
     let queue: Value = serde_json::from_str(&get("/v1/queue").await?)?;
@@ -376,6 +432,14 @@ async fn run_drain(
         cpu_seconds_edge: cpu_end[0] - cpu0[0],
         cpu_seconds_reconciler: cpu_end[1] - cpu0[1],
         cpu_seconds_harness: cpu_end[2] - cpu0[2],
+        reception_checks: reception.len(),
+        reception_online: reception.iter().filter(|(_, online)| *online).count(),
+        reception_past_deadline: reception
+            .iter()
+            .filter(|(ms, online)| !online && *ms >= DEADLINE_MS as f64)
+            .count(),
+        reception_p50_ms: reception.get(reception.len() / 2).map(|r| r.0),
+        reception_max_ms: reception.last().map(|r| r.0),
     })
 }
 
@@ -460,6 +524,16 @@ async fn main() -> anyhow::Result<()> {
             d.cpu_seconds_reconciler,
             d.cpu_seconds_harness
         );
+        if d.reception_checks > 0 {
+            eprintln!(
+                "onshi-drain [{name}]: reception during the drain: {} checks, {} answered online, {} not online after the {DEADLINE_MS} ms deadline, p50 {:.0} ms, slowest {:.0} ms",
+                d.reception_checks,
+                d.reception_online,
+                d.reception_past_deadline,
+                d.reception_p50_ms.unwrap_or_default(),
+                d.reception_max_ms.unwrap_or_default()
+            );
+        }
         results.push(d);
     }
     if args.keep {
