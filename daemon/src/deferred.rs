@@ -166,7 +166,7 @@ async fn complete_batch(
         .link
         .call(Request::Batch(requests), BATCH_TIMEOUT)
         .await;
-    let stop = answer.is_err();
+    let mut stop = answer.is_err();
     // Learning 250 people and rewriting 250 records is a few milliseconds of disk-cache work:
     // on the blocking pool, so the runtime's workers keep driving the link (acknowledging what
     // arrives) and the sync task meanwhile.
@@ -186,7 +186,6 @@ async fn complete_batch(
             };
         }
     };
-    let mut stop = stop;
     match gate.journal.commit().await {
         Ok(()) => {
             let done = records
