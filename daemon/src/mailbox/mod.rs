@@ -506,8 +506,11 @@ impl Mailbox {
             return Ok(Finished::Done);
         };
         if let Some(rec) = self.inner.store.get(&key)? {
-            self.again(name, rec).await?;
-            return Ok(Finished::Done);
+            if !self.torn(&rec) {
+                self.again(name, rec).await?;
+                return Ok(Finished::Done);
+            }
+            tracing::warn!(file = %name, check_id = ?rec.check_id, "mailbox: the recorded check of this request is not in the journal (the edge stopped between the two writes, before any answer); the request is checked again");
         }
         let Some(kind) = RequestKind::of_file_name(name) else {
             let r = Rejection {
@@ -711,6 +714,21 @@ impl Mailbox {
 
     /// A request file whose record exists: found again after a crash before it was moved, or
     /// dropped again. It is answered from the journal; the check is never repeated.
+    /// A single check's record whose check is not in the journal. The record is written just
+    /// before the check record and both are made durable by one commit; when the edge stops
+    /// between the two writes after another request's commit took the first one to disk, the
+    /// record remains without its check. No answer was given (answers follow the commit), so the
+    /// request is checked again rather than answered from the record. A journal that cannot be
+    /// read counts as not torn (the record is then used as before).
+    fn torn(&self, rec: &MailboxRecord) -> bool {
+        match (&rec.kind, rec.check_id.as_deref()) {
+            (RecordKind::Single, Some(id)) => {
+                matches!(self.inner.gate.journal.get(id), Ok(None))
+            }
+            _ => false,
+        }
+    }
+
     async fn again(&self, name: &str, rec: MailboxRecord) -> Result<(), MailboxError> {
         if rec.kind == RecordKind::Rejected {
             let reason = rec.reason.clone().unwrap_or_default();
@@ -965,6 +983,10 @@ impl Mailbox {
                     continue;
                 }
             };
+            if self.torn(&rec) {
+                // Its request file is still in req/: checked again when it is read.
+                continue;
+            }
             if rec.written < rec.results.len() {
                 unwritten.push(key.clone());
             }
