@@ -712,8 +712,6 @@ impl Mailbox {
         Ok(())
     }
 
-    /// A request file whose record exists: found again after a crash before it was moved, or
-    /// dropped again. It is answered from the journal; the check is never repeated.
     /// A single check's record whose check is not in the journal. The record is written just
     /// before the check record and both are made durable by one commit; when the edge stops
     /// between the two writes after another request's commit took the first one to disk, the
@@ -729,6 +727,8 @@ impl Mailbox {
         }
     }
 
+    /// A request file whose record exists: found again after a crash before it was moved, or
+    /// dropped again. It is answered from the journal; the check is never repeated.
     async fn again(&self, name: &str, rec: MailboxRecord) -> Result<(), MailboxError> {
         if rec.kind == RecordKind::Rejected {
             let reason = rec.reason.clone().unwrap_or_default();

@@ -81,6 +81,11 @@ use onshi_tests::bench::{cpu_seconds, spawn_ready, spawn_reconciler};
 /// The edge's deadline for an online answer (`--deadline-ms`).
 const DEADLINE_MS: u64 = 300;
 
+/// The body of `POST /v1/checks` for `q`'s insurance card on `today`.
+fn card_check(q: &Qualification, today: chrono::NaiveDate) -> Value {
+    json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date, "service_date": today})
+}
+
 fn rss_mib(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
@@ -230,7 +235,7 @@ async fn run_drain(
         bodies.push(("/v1/provisional".into(), b));
     }
     for q in valid.iter().rev().cycle().take(args.deferred) {
-        bodies.push(("/v1/checks".into(), json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date, "service_date": today})));
+        bodies.push(("/v1/checks".into(), card_check(q, today)));
     }
     let bodies = Arc::new(bodies);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -292,7 +297,7 @@ async fn run_drain(
         let bodies: Vec<Value> = valid
             .iter()
             .step_by(7)
-            .map(|q| json!({"insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number, "branch": q.branch}, "birth_date": q.birth_date, "service_date": today}))
+            .map(|q| card_check(q, today))
             .collect();
         let (client, url, done, every) = (
             client.clone(),
@@ -310,7 +315,10 @@ async fn run_drain(
                 if let Ok(r) = client.post(&url).json(body).send().await
                     && let Ok(v) = r.json::<Value>().await
                 {
-                    seen.push((sent.elapsed().as_secs_f64() * 1000.0, v["source"] == "online"));
+                    seen.push((
+                        sent.elapsed().as_secs_f64() * 1000.0,
+                        v["source"] == "online",
+                    ));
                 }
                 tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
             }
