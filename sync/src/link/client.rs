@@ -131,6 +131,8 @@ impl LinkState {
 
 struct Shared {
     endpoint: Endpoint,
+    /// The TLS side of every connection attempt's configuration.
+    crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
     /// Application bytes of answered RPCs: request frames sent, answer frames received.
     payload: [AtomicU64; 2],
     /// The current authorised connection, if any.
@@ -189,21 +191,21 @@ impl LinkClient {
         tls: rustls::ClientConfig,
         settings: LinkSettings,
     ) -> Result<Self, LinkSetupError> {
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(&settings)?));
+        let crypto = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?);
+        // Checked here, so each attempt's own configuration (`attempt_config`) cannot fail.
+        transport_config(&settings, super::DEFAULT_INITIAL_RTT)?;
         let bind: SocketAddr = if server.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = super::endpoint(bind, None)
+        let endpoint = super::endpoint(bind, None)
             .map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
-        endpoint.set_default_client_config(config);
 
         let (state, _) = watch::channel(LinkState::initial());
         let shared = Arc::new(Shared {
             endpoint,
+            crypto,
             payload: Default::default(),
             conn: Mutex::new(None),
             state,
@@ -362,6 +364,21 @@ async fn rpc(conn: &quinn::Connection, frame: &[u8], priority: i32) -> Result<Ve
         })
 }
 
+/// One attempt's QUIC configuration: the settings, and the initial RTT learnt from the last
+/// connection ([`super::initial_rtt`]).
+fn attempt_config(
+    shared: &Shared,
+    settings: &LinkSettings,
+    last_rtt: Option<Duration>,
+) -> quinn::ClientConfig {
+    let mut config = quinn::ClientConfig::new(shared.crypto.clone());
+    // Validated when the client was made; only the initial RTT differs.
+    if let Ok(transport) = transport_config(settings, super::initial_rtt(last_rtt)) {
+        config.transport_config(Arc::new(transport));
+    }
+    config
+}
+
 /// Handshake, then a ping that only an authorising server answers; returns the connection and RTT.
 async fn connect(
     shared: &Shared,
@@ -372,15 +389,25 @@ async fn connect(
     let probe_timeout = settings.probe_timeout;
     let connecting = shared
         .endpoint
-        .connect(server, SERVER_NAME)
+        .connect_with(
+            attempt_config(shared, settings, last_rtt),
+            server,
+            SERVER_NAME,
+        )
         .map_err(|e| LinkError::Protocol(format!("cannot start connecting: {e}")))?;
-    // QUIC resends an unanswered handshake datagram after ever longer waits; an attempt that has
-    // taken many RTTs is given up and the next one (after the backoff) starts afresh, so an edge
-    // whose line returns is not left waiting out a long silent tail.
+    // QUIC resends an unanswered handshake datagram after ever longer waits; an attempt the
+    // reconciler has not answered within many RTTs is given up and the next one (after the
+    // backoff) starts afresh, so an edge whose line returns is not left waiting out a long silent
+    // tail. Once the reconciler's first flight has arrived the line is back: the rest of the
+    // handshake (a lost datagram costs a resend) has until the idle timeout, where QUIC gives up.
+    let mut connecting = connecting;
     let limit = super::handshake_timeout(last_rtt, settings.idle_timeout);
-    let conn = tokio::time::timeout(limit, connecting)
+    tokio::time::timeout(limit, connecting.handshake_data())
         .await
         .map_err(|_| LinkError::Io(format!("no answer to the handshake within {limit:?}")))?
+        .map_err(|e| LinkError::from_connection(&e))?;
+    let conn = connecting
+        .await
         .map_err(|e| LinkError::from_connection(&e))?;
     let started = Instant::now();
     let answer = tokio::time::timeout(
@@ -424,8 +451,9 @@ async fn supervise(
     let mut backoff = settings.backoff.clone();
     let mut rng: StdRng = rand::make_rng();
     let mut first = true;
-    // The line's RTT as the last connection knew it (for the handshake's time limit): the least
-    // of its first ping's and its final estimate (a loaded line's estimate includes its queue).
+    // The line's RTT as the last connection knew it (for the next attempt's initial RTT and its
+    // time limit): the least of its first ping's and its final estimate (a loaded line's estimate
+    // includes its queue).
     let mut last_rtt: Option<Duration> = None;
     loop {
         shared.set_phase(LinkPhase::Connecting, |s| {

@@ -120,25 +120,56 @@ pub enum LinkSetupError {
     },
 }
 
-/// How long a connection attempt's handshake may take: ten RTTs of the last connection over the
-/// line, at least [`MIN_HANDSHAKE`] and at most the idle timeout (where QUIC itself gives up);
-/// without an earlier connection, the idle timeout. QUIC resends an unanswered handshake
-/// datagram after ever longer waits (1 s, then 2 s, ...), so an attempt into a line that is
-/// still down falls silent; giving it up and starting the next one (after the backoff) finds a
-/// returned line sooner.
-pub fn handshake_timeout(last_rtt: Option<Duration>, idle_timeout: Duration) -> Duration {
-    let cap = idle_timeout.max(MIN_HANDSHAKE);
-    last_rtt.map_or(cap, |rtt| (rtt * 10).clamp(MIN_HANDSHAKE, cap))
+/// The RTT a connection assumes before it has measured one when nothing is known of the line
+/// (QUIC's default, RFC 9002 §6.2.2). An unanswered handshake datagram is sent again after about
+/// three initial RTTs, then after twice as long each time.
+pub const DEFAULT_INITIAL_RTT: Duration = Duration::from_millis(333);
+/// The least initial RTT an edge's connection attempt assumes. Below the line's real RTT, QUIC
+/// would resend before any answer could come and double its wait each time: with 10 ms (after a
+/// connection over loopback) handshakes over a 100 ms line stalled for seconds (BENCHMARKS.md).
+pub const MIN_INITIAL_RTT: Duration = Duration::from_millis(100);
+/// The reconciler's initial RTT for every new connection (it knows nothing of a line before the
+/// handshake): a lost datagram of its first flight is sent again after ≈ 0.3 s instead of QUIC's
+/// default 1 s. Facility lines are mostly faster; on a slower one (a satellite link) the first
+/// flight may go twice, within QUIC's anti-amplification limit.
+pub const SERVER_INITIAL_RTT: Duration = Duration::from_millis(100);
+
+/// The initial RTT of an edge's connection attempt: the RTT of the last connection over the line
+/// (RFC 9002 §6.2.2 allows a resumed connection to start from it) within
+/// [`MIN_INITIAL_RTT`]..=[`DEFAULT_INITIAL_RTT`]; without one, QUIC's default. After an outage on
+/// a 100 ms line the attempt's Initial goes out again after 0.3 s and 0.9 s instead of 1 s, so a
+/// returned line is found sooner.
+pub fn initial_rtt(last: Option<Duration>) -> Duration {
+    last.map_or(DEFAULT_INITIAL_RTT, |rtt| {
+        rtt.clamp(MIN_INITIAL_RTT, DEFAULT_INITIAL_RTT)
+    })
 }
 
-/// The least time a handshake is given. The reconciler knows nothing of a new connection's line,
-/// so when its first flight (3–4 datagrams with the certificates) loses one, it resends only
-/// after QUIC's default 1 s; 2 s lets that resend arrive.
-pub const MIN_HANDSHAKE: Duration = Duration::from_secs(2);
+/// How long a connection attempt's handshake may take: twelve initial RTTs ([`initial_rtt`]:
+/// room for three sends of the Initial and the answer to the last), at least [`MIN_HANDSHAKE`]
+/// and at most the idle timeout (where QUIC itself gives up); without an earlier connection, the
+/// idle timeout. QUIC waits ever longer between sends, so an attempt into a line that is still
+/// down falls silent; giving it up and starting the next one (after the backoff) finds a returned
+/// line sooner.
+pub fn handshake_timeout(last_rtt: Option<Duration>, idle_timeout: Duration) -> Duration {
+    let cap = idle_timeout.max(MIN_HANDSHAKE);
+    last_rtt.map_or(cap, |rtt| {
+        (initial_rtt(Some(rtt)) * 12).clamp(MIN_HANDSHAKE, cap)
+    })
+}
 
-/// QUIC transport parameters from the settings (shared by both sides).
-fn transport_config(settings: &LinkSettings) -> Result<quinn::TransportConfig, LinkSetupError> {
+/// The least time a handshake is given: a lost datagram of the reconciler's first flight is sent
+/// again after three [`SERVER_INITIAL_RTT`]s, and its answer must still arrive.
+pub const MIN_HANDSHAKE: Duration = Duration::from_millis(1200);
+
+/// QUIC transport parameters from the settings (shared by both sides), with the RTT assumed
+/// before the first measurement.
+fn transport_config(
+    settings: &LinkSettings,
+    initial_rtt: Duration,
+) -> Result<quinn::TransportConfig, LinkSetupError> {
     let mut transport = quinn::TransportConfig::default();
+    transport.initial_rtt(initial_rtt);
     transport.keep_alive_interval(Some(settings.keep_alive));
     let idle = quinn::IdleTimeout::try_from(settings.idle_timeout)
         .map_err(|_| LinkSetupError::IdleTimeout(settings.idle_timeout))?;
@@ -278,7 +309,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_handshake_is_given_ten_rtts_within_two_seconds_and_the_idle_timeout() {
+    fn a_reconnection_starts_from_the_last_rtt_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            initial_rtt(None),
+            ms(333),
+            "no earlier connection: QUIC's default"
+        );
+        assert_eq!(
+            initial_rtt(Some(ms(1))),
+            ms(100),
+            "after loopback: the floor, not 1 ms"
+        );
+        assert_eq!(initial_rtt(Some(ms(150))), ms(150));
+        assert_eq!(
+            initial_rtt(Some(ms(600))),
+            ms(333),
+            "satellite: never above the default"
+        );
+    }
+
+    #[test]
+    fn a_handshake_is_given_twelve_initial_rtts_within_bounds() {
         let (ms, idle) = (Duration::from_millis, IDLE_TIMEOUT);
         assert_eq!(
             handshake_timeout(None, idle),
@@ -287,19 +339,19 @@ mod tests {
         );
         assert_eq!(
             handshake_timeout(Some(ms(1)), idle),
-            ms(2000),
-            "fast line: 2 s"
+            ms(1200),
+            "fast line: the floor"
         );
-        assert_eq!(handshake_timeout(Some(ms(250)), idle), ms(2500));
+        assert_eq!(handshake_timeout(Some(ms(150)), idle), ms(1800));
         assert_eq!(
             handshake_timeout(Some(ms(600)), idle),
             idle,
-            "satellite: capped"
+            "satellite: twelve default initial RTTs (4 s), capped at the idle timeout"
         );
         assert_eq!(
             handshake_timeout(Some(ms(250)), ms(500)),
-            ms(2000),
-            "never under two seconds"
+            ms(1200),
+            "never under the floor"
         );
     }
 }

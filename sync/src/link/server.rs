@@ -54,7 +54,10 @@ impl LinkServer {
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(settings)?));
+        config.transport_config(Arc::new(transport_config(
+            settings,
+            super::SERVER_INITIAL_RTT,
+        )?));
         let endpoint = super::endpoint(addr, Some(config))
             .map_err(|source| LinkSetupError::Bind { addr, source })?;
         Ok(LinkServer {
