@@ -387,7 +387,7 @@ async fn connect(
     last_rtt: Option<Duration>,
 ) -> Result<(quinn::Connection, Duration), LinkError> {
     let probe_timeout = settings.probe_timeout;
-    let connecting = shared
+    let mut connecting = shared
         .endpoint
         .connect_with(
             attempt_config(shared, settings, last_rtt),
@@ -400,7 +400,6 @@ async fn connect(
     // backoff) starts afresh, so an edge whose line returns is not left waiting out a long silent
     // tail. Once the reconciler's first flight has arrived the line is back: the rest of the
     // handshake (a lost datagram costs a resend) has until the idle timeout, where QUIC gives up.
-    let mut connecting = connecting;
     let limit = super::handshake_timeout(last_rtt, settings.idle_timeout);
     tokio::time::timeout(limit, connecting.handshake_data())
         .await
