@@ -89,8 +89,9 @@ pub async fn run_pass(gate: &Gate) -> Pass {
     };
     let mut chunks = ids.chunks(DEFERRED_BATCH);
     let mut batches = tokio::task::JoinSet::new();
-    // One batch's outcomes recorded at a time: the answers of 16 batches arrive together, and
-    // recording them all at once would take both cores from the link and the sync task.
+    // One batch's outcomes recorded at a time: the answers of the batches in flight
+    // (`DEFERRED_IN_FLIGHT`) arrive together, and recording them all at once would take both
+    // cores from the link and the sync task.
     let recording = Arc::new(tokio::sync::Semaphore::new(1));
     let mut stopped = false;
     loop {

@@ -38,10 +38,11 @@ pub enum Request {
 impl Request {
     /// How urgent the request is on a full line, edge to reconciler (its QUIC stream's priority:
     /// higher is sent first). A check, search or outage declaration has someone at reception
-    /// waiting, so it goes before the bulk of a drain. Within the bulk, the small message that
-    /// sets the larger one moving goes first: a batch inquiry's request (a few kB that the
-    /// reconciler answers with ~60 kB) before a sync request (the journal's records, ~150 kB,
-    /// answered with acknowledgements). See [`Request::answer_priority`] for the way back.
+    /// waiting, so it goes before the bulk of a drain. Within the bulk, the message that sets
+    /// the larger one moving goes first: a batch inquiry's request (card numbers and dates, which
+    /// the reconciler answers with whole qualifications) before a sync request (whole journal
+    /// records, answered with acknowledgements). See [`Request::answer_priority`] for the way
+    /// back; the bytes of a drain by kind are in BENCHMARKS.md.
     pub fn priority(&self) -> i32 {
         match self {
             Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 2,

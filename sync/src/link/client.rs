@@ -365,18 +365,19 @@ async fn rpc(conn: &quinn::Connection, frame: &[u8], priority: i32) -> Result<Ve
 }
 
 /// One attempt's QUIC configuration: the settings, and the initial RTT learnt from the last
-/// connection ([`super::initial_rtt`]).
+/// connection ([`super::initial_rtt`]). The settings were checked when the client was made and
+/// only the initial RTT differs, so this does not fail; if it did, the attempt fails with the
+/// reason rather than run on QUIC's defaults (no keep-alive, a loss-based controller).
 fn attempt_config(
     shared: &Shared,
     settings: &LinkSettings,
     last_rtt: Option<Duration>,
-) -> quinn::ClientConfig {
+) -> Result<quinn::ClientConfig, LinkError> {
+    let transport = transport_config(settings, super::initial_rtt(last_rtt))
+        .map_err(|e| LinkError::Protocol(format!("link settings: {e}")))?;
     let mut config = quinn::ClientConfig::new(shared.crypto.clone());
-    // Validated when the client was made; only the initial RTT differs.
-    if let Ok(transport) = transport_config(settings, super::initial_rtt(last_rtt)) {
-        config.transport_config(Arc::new(transport));
-    }
-    config
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
 /// Handshake, then a ping that only an authorising server answers; returns the connection and RTT.
@@ -390,7 +391,7 @@ async fn connect(
     let mut connecting = shared
         .endpoint
         .connect_with(
-            attempt_config(shared, settings, last_rtt),
+            attempt_config(shared, settings, last_rtt)?,
             server,
             SERVER_NAME,
         )

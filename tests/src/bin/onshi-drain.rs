@@ -129,7 +129,8 @@ struct Drain {
     first_byte_seconds: f64,
     /// When the edge's `/metrics` first showed the link up after the heal (handshake and probe
     /// done; to the scrape's resolution): `link_up_seconds - first_byte_seconds` is the
-    /// handshake, long when a handshake datagram was lost.
+    /// handshake, long when a handshake datagram was lost. 0 when the connection from before the
+    /// cut had not yet timed out (a short backlog), `null` if the link never came up.
     link_up_seconds: Option<f64>,
     /// The same utilisation over the time from that first datagram to the end: the transfer
     /// itself, without the wait for the edge's next connection attempt.
@@ -510,19 +511,22 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let d = run_drain(&args, root.path(), name, imp, &periods, &facility, today).await?;
+        // A moment the drain never reached says so (not NaN).
+        let secs =
+            |v: Option<f64>| v.map_or("— (not reached)".to_string(), |s| format!("{s:.2} s"));
         eprintln!(
-            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {:.1} s) and {} settled (synced at {:.1} s); {} B to the reconciler, {} B back ({} B / {} B of payload); first datagram at {:.2} s, link up at {:.2} s; goodput {} (from the first datagram {}; the relay carried {}); relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
+            "onshi-drain [{name}]: {:.1} s to synced with {} deferred completed (at {}) and {} settled (synced at {}); {} B to the reconciler, {} B back ({} B / {} B of payload); first datagram at {:.2} s, link up at {}; goodput {} (from the first datagram {}; the relay carried {}); relay dropped {}; max RSS edge {:.0} MiB, reconciler {:.0} MiB; CPU edge {:.1} s, reconciler {:.1} s, harness {:.1} s",
             d.seconds,
             d.deferred_completed,
-            d.deferred_seconds.unwrap_or(f64::NAN),
+            secs(d.deferred_seconds),
             d.settled,
-            d.synced_seconds.unwrap_or(f64::NAN),
+            secs(d.synced_seconds),
             d.bytes_to_reconciler,
             d.bytes_to_edge,
             d.payload_to_reconciler,
             d.payload_to_edge,
             d.first_byte_seconds,
-            d.link_up_seconds.unwrap_or(f64::NAN),
+            secs(d.link_up_seconds),
             d.goodput_of_capacity.map_or("—".to_string(), |g| format!(
                 "{:.1} % of capacity",
                 g * 100.0
