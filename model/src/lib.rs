@@ -11,6 +11,7 @@ pub mod person;
 pub mod qualification;
 pub mod record;
 pub mod text;
+pub mod untrusted;
 
 pub use check::{CheckOutcome, CheckRequest, CheckSubject, InsuranceCardKey, Source, Validity};
 pub use date::{Era, parse_date};
@@ -21,6 +22,7 @@ pub use ids::{
 };
 pub use person::{LossReason, Relationship, Sex};
 pub use qualification::Qualification;
+pub use untrusted::Untrusted;
 
 /// Re-exported so that users of the model name dates with the same type.
 pub use chrono::NaiveDate;
