@@ -28,8 +28,7 @@ impl Untrusted<'_> {
 
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = 0usize;
-        for c in self.0.chars() {
+        for (shown, c) in self.0.chars().enumerate() {
             if shown == LOG_CHARS {
                 let rest = self.0.chars().count() - LOG_CHARS;
                 return write!(f, "…(+{rest} chars)");
@@ -42,7 +41,6 @@ impl fmt::Display for Untrusted<'_> {
                 c if Self::needs_escape(c) => write!(f, "\\u{{{:x}}}", c as u32)?,
                 c => fmt::Write::write_char(f, c)?,
             }
-            shown += 1;
         }
         Ok(())
     }
