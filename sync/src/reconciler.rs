@@ -61,8 +61,8 @@ impl TokenBucket {
         self.take_n(1.0, now_s)
     }
 
-    /// Takes `n` tokens if there are that many; else how many seconds until there are (infinite
-    /// if `n` is more than the burst).
+    /// Takes `n` tokens if there are that many; else how many seconds until there are (`n` more
+    /// than the burst never passes: [`RateLimits::validate`] makes the largest request fit).
     pub fn take_n(&mut self, n: f64, now_s: f64) -> Result<(), f64> {
         self.tokens = (self.tokens + (now_s - self.last_s).max(0.0) * self.per_s).min(self.burst);
         self.last_s = now_s;
@@ -694,4 +694,126 @@ pub fn start_with_options(
         metrics_addr,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `n` requests of `size` units, evenly over `seconds` from `start_s`; returns how many
+    /// were refused.
+    fn feed(t: &mut Throttle, n: u64, size: u64, start_s: f64, seconds: f64) -> u64 {
+        (0..n)
+            .filter(|i| {
+                let now = start_s + seconds * (*i as f64) / (n as f64);
+                matches!(t.take(size, now), Throttled::Refused { .. })
+            })
+            .count() as u64
+    }
+
+    #[test]
+    fn enumeration_is_throttled_while_a_morning_rush_and_a_night_batch_are_not() {
+        let limits = RateLimits::default();
+        // 2,000 card-id look-ups in half a second: the burst passes, the rest is refused.
+        let mut t = Throttle::new(limits.checks, 0.0);
+        let refused = feed(&mut t, 2000, 1, 0.0, 0.5);
+        assert!(refused >= 990, "{refused} of 2,000 refused");
+        // A big hospital's morning: 300 checks in the first ten minutes, in bursts of 20 at the
+        // stroke of each half minute, then 1,500 more over two hours: nothing refused.
+        let mut t = Throttle::new(limits.checks, 0.0);
+        for window in 0..15 {
+            assert_eq!(feed(&mut t, 20, 1, window as f64 * 30.0, 0.1), 0);
+        }
+        assert_eq!(feed(&mut t, 1500, 1, 600.0, 7200.0), 0);
+        // A night batch of 10,000 people in batches of 500 as fast as they go, then the backlog
+        // of a long outage (another 20,000) an hour later: nothing refused.
+        let mut t = Throttle::new(limits.batch_people, 0.0);
+        assert_eq!(feed(&mut t, 20, 500, 0.0, 1.0), 0);
+        assert_eq!(feed(&mut t, 40, 500, 3600.0, 10.0), 0);
+        // Enumerating by batch inquiries is slowed to the rate once the burst is spent.
+        let refused = feed(&mut t, 100, 500, 3700.0, 10.0);
+        assert!(refused >= 50, "{refused} of 100 batches refused");
+    }
+
+    #[test]
+    fn a_throttling_episode_is_reported_once_when_it_begins_and_once_when_it_ends() {
+        let rate = Rate {
+            burst: 2.0,
+            per_minute: 60.0,
+        };
+        let mut t = Throttle::new(rate, 0.0);
+        let allowed = Throttled::Allowed {
+            episode_ended: None,
+        };
+        assert_eq!(t.take(1, 0.0), allowed);
+        assert_eq!(t.take(1, 0.0), allowed);
+        assert!(matches!(
+            t.take(1, 0.0),
+            Throttled::Refused {
+                episode_began: true,
+                ..
+            }
+        ));
+        for _ in 0..5 {
+            assert!(matches!(
+                t.take(1, 0.1),
+                Throttled::Refused {
+                    episode_began: false,
+                    ..
+                }
+            ));
+        }
+        // A second later a token is back: the episode ends with how many were refused.
+        assert_eq!(
+            t.take(1, 1.2),
+            Throttled::Allowed {
+                episode_ended: Some(6)
+            }
+        );
+        assert_eq!(t.take(1, 2.3), allowed);
+        // A request bigger than the burst never passes, however long it waits.
+        assert!(matches!(t.take(3, 1000.0), Throttled::Refused { .. }));
+    }
+
+    #[test]
+    fn rate_settings_are_checked_by_name() {
+        assert_eq!(RateLimits::default().validate(), Ok(()));
+        let mut r = RateLimits::default();
+        r.batch_people.burst = 100.0;
+        let e = r.validate().unwrap_err();
+        assert!(
+            e.starts_with("batch_people_burst: must be at least 500"),
+            "{e}"
+        );
+        let mut r = RateLimits::default();
+        r.checks.per_minute = -1.0;
+        let e = r.validate().unwrap_err();
+        assert!(e.starts_with("checks_per_minute:"), "{e}");
+        // Off: the burst does not matter.
+        let r = RateLimits {
+            checks: Rate {
+                burst: 0.0,
+                per_minute: 0.0,
+            },
+            ..RateLimits::default()
+        };
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_outage_reason_is_one_line_of_at_most_200_characters() {
+        assert_eq!(outage_reason_error("カードリーダー故障"), None);
+        assert_eq!(outage_reason_error(&"停".repeat(200)), None);
+        assert_eq!(
+            outage_reason_error(&"停".repeat(201)).as_deref(),
+            Some("reason: 201 characters; at most 200")
+        );
+        let forged = "lunch\n2026-12-05T00:00:00Z INFO outage ended facility=1341234567";
+        assert_eq!(
+            outage_reason_error(forged).as_deref(),
+            Some("reason: control character at position 5; write the reason on one line")
+        );
+        assert!(outage_reason_error("a\u{1b}[2J").is_some());
+        assert!(outage_reason_error("a\u{2028}b").is_some());
+    }
 }
