@@ -89,8 +89,8 @@ pub const CLOSE_LIMIT: u32 = 0x11;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkLimits {
     /// Request streams a connection may have open at once (QUIC flow control: the peer cannot
-    /// open more, nothing is refused). An edge has up to 16 sync RPCs, 16 batch inquiries and a
-    /// few checks out at once.
+    /// open more, nothing is refused). An edge has up to 16 sync RPCs, 16 batch inquiries, the
+    /// mailbox's 32 workers' checks and a few pings out at once: QUIC's usual 100 leaves room.
     pub streams_per_connection: u32,
     /// Request bytes one connection may have read and not yet answered, all its streams together;
     /// a stream waits for room (within its deadline). At least the largest frame.
@@ -109,7 +109,7 @@ pub struct LinkLimits {
 impl Default for LinkLimits {
     fn default() -> Self {
         LinkLimits {
-            streams_per_connection: 64,
+            streams_per_connection: 100,
             request_bytes_per_connection: crate::wire::MAX_FRAME_BYTES + 1024 * 1024,
             receive_window: 8 * 1024 * 1024,
             connections_per_facility: 2,
