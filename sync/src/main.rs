@@ -101,6 +101,33 @@ struct ServeSettings {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:7701 (default: off).
     #[arg(long)]
     metrics: Option<String>,
+    /// Single online checks a facility may make at once before it is throttled (default 1000).
+    #[arg(long)]
+    check_burst: Option<f64>,
+    /// Single online checks a facility may make per minute after its burst (default 600; 0: no
+    /// limit, for benchmarks).
+    #[arg(long)]
+    checks_per_minute: Option<f64>,
+    /// People a facility may check at once in batch inquiries (default 20000; at least 500).
+    #[arg(long)]
+    batch_people_burst: Option<f64>,
+    /// People a facility may check per minute in batch inquiries after the burst (default 6000;
+    /// 0: no limit).
+    #[arg(long)]
+    batch_people_per_minute: Option<f64>,
+    /// Outage declarations a facility may make at once (default 10).
+    #[arg(long)]
+    outage_burst: Option<f64>,
+    /// Outage declarations a facility may make per minute after the burst (default 1; 0: no limit).
+    #[arg(long)]
+    outages_per_minute: Option<f64>,
+    /// Connections one facility may hold at once; one more closes its oldest (default 2).
+    #[arg(long)]
+    connections_per_facility: Option<usize>,
+    /// Milliseconds a request may take to arrive whole; past it the connection is closed
+    /// (default 30000).
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
 }
 
 /// `serve` settings, merged and validated.
@@ -110,6 +137,8 @@ struct Serve {
     pki: PathBuf,
     listen: std::net::SocketAddr,
     metrics: Option<std::net::SocketAddr>,
+    rates: onshi_sync::reconciler::RateLimits,
+    link: onshi_sync::link::LinkLimits,
 }
 
 fn resolve(setting: &str, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -149,11 +178,62 @@ fn serve_settings(
         Some(m) if !m.trim().is_empty() => Some(resolve("--metrics", &m)?),
         _ => None,
     };
+    let mut rates = onshi_sync::reconciler::RateLimits::default();
+    let pairs = [
+        (
+            settings.check_burst.or(file.check_burst),
+            &mut rates.checks.burst,
+        ),
+        (
+            settings.checks_per_minute.or(file.checks_per_minute),
+            &mut rates.checks.per_minute,
+        ),
+        (
+            settings.batch_people_burst.or(file.batch_people_burst),
+            &mut rates.batch_people.burst,
+        ),
+        (
+            settings
+                .batch_people_per_minute
+                .or(file.batch_people_per_minute),
+            &mut rates.batch_people.per_minute,
+        ),
+        (
+            settings.outage_burst.or(file.outage_burst),
+            &mut rates.outages.burst,
+        ),
+        (
+            settings.outages_per_minute.or(file.outages_per_minute),
+            &mut rates.outages.per_minute,
+        ),
+    ];
+    for (given, setting) in pairs {
+        if let Some(v) = given {
+            *setting = v;
+        }
+    }
+    rates
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    let mut link = onshi_sync::link::LinkLimits::default();
+    if let Some(n) = settings
+        .connections_per_facility
+        .or(file.connections_per_facility)
+    {
+        anyhow::ensure!(n >= 1, "--connections-per-facility: must be at least 1");
+        link.connections_per_facility = n;
+    }
+    if let Some(ms) = settings.request_timeout_ms.or(file.request_timeout_ms) {
+        anyhow::ensure!(ms >= 100, "--request-timeout-ms: must be at least 100");
+        link.request_read_timeout = std::time::Duration::from_millis(ms);
+    }
     Ok(Serve {
         data,
         pki,
         listen,
         metrics,
+        rates,
+        link,
     })
 }
 
@@ -253,12 +333,17 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the registry in {}", s.data.display()))?,
     );
     let registry = Registry::open(store.clone())?;
-    let running = onshi_sync::reconciler::start_with_metrics(
+    let options = onshi_sync::reconciler::ServeOptions {
+        metrics: s.metrics,
+        rates: s.rates,
+        link: s.link,
+    };
+    let running = onshi_sync::reconciler::start_with_options(
         registry,
         store.clone(),
         &s.pki,
         s.listen,
-        s.metrics,
+        options,
         onshi_sync::lifecycle::shutdown_signal(),
     )?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);

@@ -1,6 +1,13 @@
 //! The reconciler as a service on the link: it answers each facility's requests from the registry.
 //! The facility is the one the link authorised from the client certificate; it never comes from
 //! the request.
+//!
+//! A facility's box may be compromised: its online checks, batch inquiries (counted per person)
+//! and outage declarations are rate-limited per facility ([`RateLimits`], token buckets on the
+//! clock passed in), refused with the code `throttled` (the edge answers from its replica or
+//! queues the check, as when the reconciler is slow), counted, and logged once per episode, not
+//! per request. An outage reason is bounded ([`MAX_OUTAGE_REASON_CHARS`], no control
+//! characters). Text a facility chose never reaches a log unescaped ([`Untrusted`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,10 +19,10 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use onshi_fallback::{SearchIndex, SearchQuery};
 
-use onshi_model::FacilityCode;
+use onshi_model::{FacilityCode, Untrusted};
 use tokio::task::JoinHandle;
 
-use crate::link::{Connections, KnownFacilities, LinkServer, LinkSettings, Service};
+use crate::link::{Connections, KnownFacilities, LinkLimits, LinkServer, LinkSettings, Service};
 use crate::reconciler_metrics::{MetricsSource, ReconcilerMetrics, request_kind};
 use crate::registry::{Registry, RegistryError};
 use crate::replication::Replication;
@@ -51,13 +58,179 @@ impl TokenBucket {
 
     /// Takes a token if there is one; else how many seconds until there is.
     pub fn take(&mut self, now_s: f64) -> Result<(), f64> {
+        self.take_n(1.0, now_s)
+    }
+
+    /// Takes `n` tokens if there are that many; else how many seconds until there are (`n` more
+    /// than the burst never passes: [`RateLimits::validate`] makes the largest request fit).
+    pub fn take_n(&mut self, n: f64, now_s: f64) -> Result<(), f64> {
         self.tokens = (self.tokens + (now_s - self.last_s).max(0.0) * self.per_s).min(self.burst);
         self.last_s = now_s;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err((1.0 - self.tokens) / self.per_s)
+            Err((n - self.tokens) / self.per_s)
+        }
+    }
+}
+
+/// One rate limit: a bucket of `burst`, refilled at `per_minute`. `per_minute = 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rate {
+    pub burst: f64,
+    pub per_minute: f64,
+}
+
+impl Rate {
+    pub fn is_off(&self) -> bool {
+        self.per_minute == 0.0
+    }
+}
+
+/// What each facility may ask of the reconciler, per kind of request. The defaults are generous:
+/// a hospital's morning rush (hundreds of checks in an hour, a few a second at the peak) and a
+/// night batch or an outage's backlog (tens of thousands of people in batches of 500) are never
+/// throttled, while enumerating the registry (2,000 card-id look-ups in half a second) is slowed
+/// to [`RateLimits::checks`]' rate after its burst, and shows in the metrics and the log.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RateLimits {
+    /// Single checks (card-id and insurance-card look-ups).
+    pub checks: Rate,
+    /// People in batch inquiries (a batch takes one token per person, all or none).
+    pub batch_people: Rate,
+    /// Outage declarations (declaring or ending one): each is logged at the centre.
+    pub outages: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            checks: Rate {
+                burst: 1000.0,
+                per_minute: 600.0,
+            },
+            batch_people: Rate {
+                burst: 20_000.0,
+                per_minute: 6_000.0,
+            },
+            outages: Rate {
+                burst: 10.0,
+                per_minute: 1.0,
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    /// Checks the settings; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("check_burst", "checks_per_minute", self.checks, 1.0),
+            (
+                "batch_people_burst",
+                "batch_people_per_minute",
+                self.batch_people,
+                crate::wire::MAX_BATCH as f64,
+            ),
+            ("outage_burst", "outages_per_minute", self.outages, 1.0),
+        ];
+        for (burst, rate, r, least) in rates {
+            if !(r.per_minute.is_finite() && r.per_minute >= 0.0) {
+                return Err(format!("{rate}: must be 0 (no limit) or more"));
+            }
+            let fits = r.burst.is_finite() && r.burst >= least;
+            if !r.is_off() && !fits {
+                return Err(format!(
+                    "{burst}: must be at least {least} (a request of the largest size must fit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A facility's bucket for one kind of request, and the throttling episode it is in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttle {
+    bucket: TokenBucket,
+    /// Units refused since the episode began (0: not throttled).
+    refused: u64,
+}
+
+/// What [`Throttle::take`] decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Throttled {
+    /// Go ahead; `episode_ended` carries how many were refused if this ends an episode.
+    Allowed { episode_ended: Option<u64> },
+    /// Refused; `episode_began` is true for the first refusal of an episode.
+    Refused {
+        retry_after_s: f64,
+        episode_began: bool,
+    },
+}
+
+impl Throttle {
+    pub fn new(rate: Rate, now_s: f64) -> Self {
+        Throttle {
+            bucket: TokenBucket::new(rate.burst, rate.per_minute, now_s),
+            refused: 0,
+        }
+    }
+
+    /// Takes `n` units (a check: 1; a batch: its people) at `now_s`.
+    #[must_use]
+    pub fn take(&mut self, n: u64, now_s: f64) -> Throttled {
+        match self.bucket.take_n(n as f64, now_s) {
+            Ok(()) => Throttled::Allowed {
+                episode_ended: (self.refused > 0).then(|| std::mem::take(&mut self.refused)),
+            },
+            Err(wait) => {
+                let episode_began = self.refused == 0;
+                self.refused = self.refused.saturating_add(n.max(1));
+                Throttled::Refused {
+                    retry_after_s: wait,
+                    episode_began,
+                }
+            }
+        }
+    }
+}
+
+/// The longest outage reason accepted, in characters.
+pub const MAX_OUTAGE_REASON_CHARS: usize = 200;
+
+/// Why an outage reason is refused, if it is: too long, or a control character (a newline could
+/// forge a line in a log that shows it).
+pub fn outage_reason_error(reason: &str) -> Option<String> {
+    let chars = reason.chars().count();
+    if chars > MAX_OUTAGE_REASON_CHARS {
+        return Some(format!(
+            "reason: {chars} characters; at most {MAX_OUTAGE_REASON_CHARS}"
+        ));
+    }
+    reason
+        .chars()
+        .position(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        .map(|at| {
+            format!("reason: control character at position {at}; write the reason on one line")
+        })
+}
+
+/// What a [`Throttle`] limits, as logs and answers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Limited {
+    Checks,
+    BatchPeople,
+    Outages,
+}
+
+impl Limited {
+    fn what(self) -> &'static str {
+        match self {
+            Limited::Checks => "online checks",
+            Limited::BatchPeople => "people in batch inquiries",
+            Limited::Outages => "outage declarations",
         }
     }
 }
@@ -83,6 +256,8 @@ pub struct Reconciler {
     index: Arc<RwLock<SearchIndex>>,
     outages: Arc<dyn Tree>,
     limits: Arc<Mutex<HashMap<FacilityCode, TokenBucket>>>,
+    rates: RateLimits,
+    throttles: Arc<Mutex<HashMap<(FacilityCode, Limited), Throttle>>>,
     clock: Instant,
     replication: Arc<Replication>,
     metrics: Arc<ReconcilerMetrics>,
@@ -115,8 +290,68 @@ impl Reconciler {
             index,
             outages: store.tree("reconciler.outages")?,
             limits: Arc::default(),
+            rates: RateLimits::default(),
+            throttles: Arc::default(),
             clock: Instant::now(),
         })
+    }
+
+    /// With these rate limits instead of the defaults.
+    pub fn with_rate_limits(mut self, rates: RateLimits) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// Takes `n` units of `limited` for `facility`: `None` to go ahead, else the `throttled`
+    /// answer. Logs once when an episode begins and once when it ends, never per request.
+    fn throttle(&self, facility: &FacilityCode, limited: Limited, n: u64) -> Option<Response> {
+        let rate = match limited {
+            Limited::Checks => self.rates.checks,
+            Limited::BatchPeople => self.rates.batch_people,
+            Limited::Outages => self.rates.outages,
+        };
+        if rate.is_off() {
+            return None;
+        }
+        let now_s = self.clock.elapsed().as_secs_f64();
+        let decision = self
+            .throttles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((facility.clone(), limited))
+            .or_insert_with(|| Throttle::new(rate, now_s))
+            .take(n, now_s);
+        let what = limited.what();
+        match decision {
+            Throttled::Allowed { episode_ended } => {
+                if let Some(refused) = episode_ended {
+                    tracing::info!(%facility, refused, "{what} no longer throttled");
+                }
+                None
+            }
+            Throttled::Refused {
+                retry_after_s,
+                episode_began,
+            } => {
+                let counter = match limited {
+                    Limited::Checks | Limited::BatchPeople => &self.metrics.checks_throttled,
+                    Limited::Outages => &self.metrics.outages_throttled,
+                };
+                counter.add(&[facility.as_str()], n.max(1));
+                if episode_began {
+                    tracing::warn!(%facility, burst = rate.burst, per_minute = rate.per_minute, "{what} throttled: the facility is over its limit (one line per episode)");
+                }
+                Some(Response::error(
+                    "throttled",
+                    format!(
+                        "too many {what} from this facility (at most {} at once, {} a minute); try again in {:.0} s",
+                        rate.burst,
+                        rate.per_minute,
+                        retry_after_s.min(86_400.0).ceil()
+                    ),
+                ))
+            }
+        }
     }
 
     /// What it counts (requests, checks, sync, settlements).
@@ -147,6 +382,14 @@ impl Reconciler {
     }
 
     fn declare(&self, facility: &FacilityCode, active: bool, reason: String) -> Response {
+        // Throttled first, so a stream of refused declarations cannot flood the log either.
+        if let Some(throttled) = self.throttle(facility, Limited::Outages, 1) {
+            return throttled;
+        }
+        if let Some(error) = outage_reason_error(&reason) {
+            tracing::warn!(%facility, reason = %Untrusted(&reason), %error, "outage declaration refused");
+            return Response::error("bad_reason", error);
+        }
         let now = Utc::now();
         let result = if active {
             let since = self
@@ -158,7 +401,7 @@ impl Reconciler {
                 until: now + chrono::Duration::days(OUTAGE_DAYS),
                 reason,
             };
-            tracing::warn!(%facility, reason = %o.reason, until = %o.until, "outage declared: central search enabled");
+            tracing::warn!(%facility, reason = %Untrusted(&o.reason), until = %o.until, "outage declared: central search enabled");
             let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).unwrap_or_default();
             self.outages
                 .insert(facility.as_str().as_bytes(), &bytes)
@@ -168,7 +411,7 @@ impl Reconciler {
                     until: Some(o.until),
                 })
         } else {
-            tracing::info!(%facility, reason = %reason, "outage ended: central search disabled");
+            tracing::info!(%facility, reason = %Untrusted(&reason), "outage ended: central search disabled");
             self.outages
                 .remove(facility.as_str().as_bytes())
                 .map(|_| Response::Outage {
@@ -269,16 +512,9 @@ impl Reconciler {
     fn answer(&self, facility: &FacilityCode, req: Request) -> Response {
         match req {
             Request::Ping => Response::Pong,
-            Request::Check(check) => match self.registry.check(&check) {
-                Ok(outcome) => {
-                    self.count_check(facility, outcome.validity);
-                    tracing::debug!(%facility, validity = outcome.validity.as_str(), "check answered");
-                    Response::Check(outcome)
-                }
-                Err(e) => {
-                    tracing::error!(%facility, error = %e, "registry unavailable");
-                    Response::error("registry_unavailable", e.to_string())
-                }
+            Request::Check(check) => match self.throttle(facility, Limited::Checks, 1) {
+                Some(throttled) => throttled,
+                None => self.check(facility, &check),
             },
             Request::Batch(checks) => {
                 if checks.len() > crate::wire::MAX_BATCH {
@@ -291,26 +527,49 @@ impl Reconciler {
                         ),
                     );
                 }
-                let mut out = Vec::with_capacity(checks.len());
-                for check in &checks {
-                    match self.registry.check(check) {
-                        Ok(o) => {
-                            self.count_check(facility, o.validity);
-                            out.push(o)
-                        }
-                        Err(e) => {
-                            tracing::error!(%facility, error = %e, "registry unavailable");
-                            return Response::error("registry_unavailable", e.to_string());
-                        }
-                    }
+                if let Some(throttled) =
+                    self.throttle(facility, Limited::BatchPeople, checks.len() as u64)
+                {
+                    return throttled;
                 }
-                tracing::info!(%facility, checks = out.len(), "batch inquiry answered");
-                Response::Batch(out)
+                self.batch(facility, &checks)
             }
             Request::Search(req) => self.search(facility, req),
             Request::Outage { active, reason } => self.declare(facility, active, reason),
             Request::Sync(frames) => self.replication.call(facility, frames),
         }
+    }
+
+    fn check(&self, facility: &FacilityCode, check: &onshi_model::CheckRequest) -> Response {
+        match self.registry.check(check) {
+            Ok(outcome) => {
+                self.count_check(facility, outcome.validity);
+                tracing::debug!(%facility, validity = outcome.validity.as_str(), "check answered");
+                Response::Check(outcome)
+            }
+            Err(e) => {
+                tracing::error!(%facility, error = %e, "registry unavailable");
+                Response::error("registry_unavailable", e.to_string())
+            }
+        }
+    }
+
+    fn batch(&self, facility: &FacilityCode, checks: &[onshi_model::CheckRequest]) -> Response {
+        let mut out = Vec::with_capacity(checks.len());
+        for check in checks {
+            match self.registry.check(check) {
+                Ok(o) => {
+                    self.count_check(facility, o.validity);
+                    out.push(o)
+                }
+                Err(e) => {
+                    tracing::error!(%facility, error = %e, "registry unavailable");
+                    return Response::error("registry_unavailable", e.to_string());
+                }
+            }
+        }
+        tracing::info!(%facility, checks = out.len(), "batch inquiry answered");
+        Response::Batch(out)
     }
 }
 
@@ -349,14 +608,53 @@ pub fn start_with_metrics(
     metrics: Option<SocketAddr>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningReconciler> {
+    let options = ServeOptions {
+        metrics,
+        ..ServeOptions::default()
+    };
+    start_with_options(registry, store, pki_dir, listen, options, shutdown)
+}
+
+/// How `serve` runs beyond its data, PKI and address.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// Each facility's rate limits.
+    pub rates: RateLimits,
+    /// What one facility's connections may make the link hold.
+    pub link: LinkLimits,
+}
+
+/// As [`start`], with every option.
+pub fn start_with_options(
+    registry: Registry,
+    store: Arc<dyn Store>,
+    pki_dir: &Path,
+    listen: SocketAddr,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningReconciler> {
     use anyhow::Context;
+    let ServeOptions {
+        metrics,
+        rates,
+        link,
+    } = options;
+    rates.validate().map_err(anyhow::Error::msg)?;
     let identity = crate::pki::load_server(pki_dir)?;
     let known = KnownFacilities::new(crate::pki::facilities_in(pki_dir));
-    let server = LinkServer::bind(listen, &identity, known.clone(), &LinkSettings::default())?;
+    let server = LinkServer::bind_with_limits(
+        listen,
+        &identity,
+        known.clone(),
+        &LinkSettings::default(),
+        link,
+    )?;
     let addr = server.local_addr()?;
     let connections = server.connections().clone();
     tracing::info!(%addr, facilities = known.len(), periods = registry.period_count(), "reconciler listening");
-    let reconciler = Reconciler::new(registry.clone(), store)?;
+    let reconciler = Reconciler::new(registry.clone(), store)?.with_rate_limits(rates);
     let counters = reconciler.metrics().clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -396,4 +694,126 @@ pub fn start_with_metrics(
         metrics_addr,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `n` requests of `size` units, evenly over `seconds` from `start_s`; returns how many
+    /// were refused.
+    fn feed(t: &mut Throttle, n: u64, size: u64, start_s: f64, seconds: f64) -> u64 {
+        (0..n)
+            .filter(|i| {
+                let now = start_s + seconds * (*i as f64) / (n as f64);
+                matches!(t.take(size, now), Throttled::Refused { .. })
+            })
+            .count() as u64
+    }
+
+    #[test]
+    fn enumeration_is_throttled_while_a_morning_rush_and_a_night_batch_are_not() {
+        let limits = RateLimits::default();
+        // 2,000 card-id look-ups in half a second: the burst passes, the rest is refused.
+        let mut t = Throttle::new(limits.checks, 0.0);
+        let refused = feed(&mut t, 2000, 1, 0.0, 0.5);
+        assert!(refused >= 990, "{refused} of 2,000 refused");
+        // A big hospital's morning: 300 checks in the first ten minutes, in bursts of 20 at the
+        // stroke of each half minute, then 1,500 more over two hours: nothing refused.
+        let mut t = Throttle::new(limits.checks, 0.0);
+        for window in 0..15 {
+            assert_eq!(feed(&mut t, 20, 1, window as f64 * 30.0, 0.1), 0);
+        }
+        assert_eq!(feed(&mut t, 1500, 1, 600.0, 7200.0), 0);
+        // A night batch of 10,000 people in batches of 500 as fast as they go, then the backlog
+        // of a long outage (another 20,000) an hour later: nothing refused.
+        let mut t = Throttle::new(limits.batch_people, 0.0);
+        assert_eq!(feed(&mut t, 20, 500, 0.0, 1.0), 0);
+        assert_eq!(feed(&mut t, 40, 500, 3600.0, 10.0), 0);
+        // Enumerating by batch inquiries is slowed to the rate once the burst is spent.
+        let refused = feed(&mut t, 100, 500, 3700.0, 10.0);
+        assert!(refused >= 50, "{refused} of 100 batches refused");
+    }
+
+    #[test]
+    fn a_throttling_episode_is_reported_once_when_it_begins_and_once_when_it_ends() {
+        let rate = Rate {
+            burst: 2.0,
+            per_minute: 60.0,
+        };
+        let mut t = Throttle::new(rate, 0.0);
+        let allowed = Throttled::Allowed {
+            episode_ended: None,
+        };
+        assert_eq!(t.take(1, 0.0), allowed);
+        assert_eq!(t.take(1, 0.0), allowed);
+        assert!(matches!(
+            t.take(1, 0.0),
+            Throttled::Refused {
+                episode_began: true,
+                ..
+            }
+        ));
+        for _ in 0..5 {
+            assert!(matches!(
+                t.take(1, 0.1),
+                Throttled::Refused {
+                    episode_began: false,
+                    ..
+                }
+            ));
+        }
+        // A second later a token is back: the episode ends with how many were refused.
+        assert_eq!(
+            t.take(1, 1.2),
+            Throttled::Allowed {
+                episode_ended: Some(6)
+            }
+        );
+        assert_eq!(t.take(1, 2.3), allowed);
+        // A request bigger than the burst never passes, however long it waits.
+        assert!(matches!(t.take(3, 1000.0), Throttled::Refused { .. }));
+    }
+
+    #[test]
+    fn rate_settings_are_checked_by_name() {
+        assert_eq!(RateLimits::default().validate(), Ok(()));
+        let mut r = RateLimits::default();
+        r.batch_people.burst = 100.0;
+        let e = r.validate().unwrap_err();
+        assert!(
+            e.starts_with("batch_people_burst: must be at least 500"),
+            "{e}"
+        );
+        let mut r = RateLimits::default();
+        r.checks.per_minute = -1.0;
+        let e = r.validate().unwrap_err();
+        assert!(e.starts_with("checks_per_minute:"), "{e}");
+        // Off: the burst does not matter.
+        let r = RateLimits {
+            checks: Rate {
+                burst: 0.0,
+                per_minute: 0.0,
+            },
+            ..RateLimits::default()
+        };
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_outage_reason_is_one_line_of_at_most_200_characters() {
+        assert_eq!(outage_reason_error("カードリーダー故障"), None);
+        assert_eq!(outage_reason_error(&"停".repeat(200)), None);
+        assert_eq!(
+            outage_reason_error(&"停".repeat(201)).as_deref(),
+            Some("reason: 201 characters; at most 200")
+        );
+        let forged = "lunch\n2026-12-05T00:00:00Z INFO outage ended facility=1341234567";
+        assert_eq!(
+            outage_reason_error(forged).as_deref(),
+            Some("reason: control character at position 5; write the reason on one line")
+        );
+        assert!(outage_reason_error("a\u{1b}[2J").is_some());
+        assert!(outage_reason_error("a\u{2028}b").is_some());
+    }
 }

@@ -54,6 +54,10 @@ pub struct ReconcilerMetrics {
     pub settlements: LabelledCounter,
     /// Records set aside with a reason.
     pub quarantined: AtomicU64,
+    /// Checks refused by the facility's rate limit (a batch counts its people), by facility.
+    pub checks_throttled: LabelledCounter,
+    /// Outage declarations refused by the facility's rate limit, by facility.
+    pub outages_throttled: LabelledCounter,
 }
 
 impl Default for ReconcilerMetrics {
@@ -67,6 +71,8 @@ impl Default for ReconcilerMetrics {
             records_persisted: AtomicU64::new(0),
             settlements: LabelledCounter::default(),
             quarantined: AtomicU64::new(0),
+            checks_throttled: LabelledCounter::default(),
+            outages_throttled: LabelledCounter::default(),
         }
     }
 }
@@ -157,6 +163,24 @@ impl ReconcilerMetrics {
             "onshi_reconciler_quarantined_total",
             "Journal records set aside with a reason.",
             &[(String::new(), self.quarantined.load(Ordering::Relaxed))],
+        );
+        e.labelled_counter(
+            "onshi_reconciler_checks_throttled_total",
+            "Checks refused by the facility's rate limit (a batch inquiry counts its people), by facility.",
+            &["facility"],
+            &self.checks_throttled,
+        );
+        e.labelled_counter(
+            "onshi_reconciler_outages_throttled_total",
+            "Outage declarations refused by the facility's rate limit, by facility.",
+            &["facility"],
+            &self.outages_throttled,
+        );
+        e.labelled_counter(
+            "onshi_reconciler_link_limited_total",
+            "Link limits broken (request too large or unfinished: the connection was closed; too many connections: the oldest was closed), by facility and reason.",
+            &["facility", "reason"],
+            connections.limits_broken(),
         );
         e.gauge1(
             "onshi_reconciler_connected_facilities",

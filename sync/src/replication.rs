@@ -113,7 +113,7 @@ impl Replication {
             match SyncMessage::decode(f) {
                 Ok(m) => messages.push(m),
                 Err(e) => {
-                    tracing::warn!(%facility, error = %e, "undecodable sync message");
+                    tracing::warn!(%facility, error = %onshi_model::Untrusted(&e.to_string()), "undecodable sync message");
                     return Response::error("bad_frame", e.to_string());
                 }
             }
@@ -299,7 +299,7 @@ impl Replication {
                         persisted_records += n;
                     }
                     Action::Quarantined { record, reason } => {
-                        tracing::warn!(%facility, record = %record.id(), %reason, "record quarantined");
+                        tracing::warn!(%facility, record = %record.id(), reason = %onshi_model::Untrusted(&reason), "record quarantined");
                         session.tree.merge(record)?;
                         quarantined += 1;
                         wrote = true;
@@ -309,7 +309,7 @@ impl Replication {
                         tracing::debug!(%facility, synced = r.synced, outgoing = r.outgoing, incoming = r.incoming, "sync")
                     }
                     Action::Close { reason } => {
-                        tracing::warn!(%facility, %reason, "sync session closed: the edge broke the protocol");
+                        tracing::warn!(%facility, reason = %onshi_model::Untrusted(&reason), "sync session closed: the edge broke the protocol");
                         return Ok(false);
                     }
                 }

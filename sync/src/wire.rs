@@ -16,6 +16,80 @@ pub const WIRE_VERSION: u16 = 1;
 /// The largest frame either side accepts (a batch answer of a few thousand people fits easily).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// The bytes at the start of a request frame that say what it is: the version tag and postcard's
+/// variant index of [`Request`] (one byte while there are fewer than 128 kinds).
+pub const REQUEST_HEAD_BYTES: usize = 3;
+
+/// The kinds of [`Request`], in the order of its variants (postcard's variant index), so the
+/// reconciler knows a request's kind, and so its size limit, from its first three bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Ping,
+    Check,
+    Batch,
+    Search,
+    Outage,
+    Sync,
+}
+
+impl RequestKind {
+    /// Every kind, by variant index.
+    pub const ALL: [RequestKind; 6] = [
+        RequestKind::Ping,
+        RequestKind::Check,
+        RequestKind::Batch,
+        RequestKind::Search,
+        RequestKind::Outage,
+        RequestKind::Sync,
+    ];
+
+    /// As logs and the `kind` label of metrics spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Ping => "ping",
+            RequestKind::Check => "check",
+            RequestKind::Batch => "batch",
+            RequestKind::Search => "search",
+            RequestKind::Outage => "outage",
+            RequestKind::Sync => "sync",
+        }
+    }
+
+    /// The largest request frame of this kind the reconciler reads (version tag included). Each
+    /// is many times the largest an honest edge sends (a check is under 200 bytes, a batch of
+    /// [`MAX_BATCH`] under 100 KB, an outage reason at most 200 characters); only a journal sync,
+    /// whose `Hello` summarises a whole journal, may approach [`MAX_FRAME_BYTES`].
+    pub fn max_frame_bytes(self) -> usize {
+        match self {
+            RequestKind::Ping => 64,
+            RequestKind::Check => 4 * 1024,
+            RequestKind::Batch => 1024 * 1024,
+            RequestKind::Search => 16 * 1024,
+            RequestKind::Outage => 8 * 1024,
+            RequestKind::Sync => MAX_FRAME_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kind of the request whose frame starts with `head` ([`REQUEST_HEAD_BYTES`]), read before
+/// the rest of the frame.
+pub fn request_kind(head: &[u8; REQUEST_HEAD_BYTES]) -> Result<RequestKind, DecodeError> {
+    let got = u16::from_be_bytes([head[0], head[1]]);
+    if got != WIRE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got });
+    }
+    RequestKind::ALL
+        .get(usize::from(head[2]))
+        .copied()
+        .ok_or(DecodeError::UnknownKind(head[2]))
+}
+
 /// Edge → reconciler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -116,6 +190,8 @@ pub enum DecodeError {
     UnsupportedVersion { got: u16 },
     #[error("frame of wire version {WIRE_VERSION} does not decode: {0}")]
     Body(#[from] postcard::Error),
+    #[error("request kind {0} is not known to this build (wire version {WIRE_VERSION})")]
+    UnknownKind(u8),
 }
 
 /// `version (u16, big endian) ‖ postcard(body)`.
@@ -184,6 +260,76 @@ mod tests {
             sync.answer_priority() > batch.answer_priority(),
             "back to the edge: acknowledgements and settlements before the batch answers"
         );
+    }
+
+    fn every_kind() -> Vec<Request> {
+        let check = CheckRequest {
+            subject: onshi_model::CheckSubject::Card {
+                card_id: onshi_model::CardId::parse("card-1").unwrap(),
+            },
+            service_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        };
+        vec![
+            Request::Ping,
+            Request::Check(check.clone()),
+            Request::Batch(vec![check]),
+            Request::Search(SearchQuery {
+                name: Some("山田".into()),
+                name_kana: None,
+                birth_date: chrono::NaiveDate::from_ymd_opt(1980, 4, 1).unwrap(),
+                sex: onshi_model::Sex::Male,
+                insurer_name: None,
+                address: None,
+            }),
+            Request::Outage {
+                active: true,
+                reason: "停電".into(),
+            },
+            Request::Sync(vec![vec![1, 2, 3]]),
+        ]
+    }
+
+    #[test]
+    fn a_requests_kind_is_known_from_its_first_three_bytes() {
+        for (req, kind) in every_kind().iter().zip(RequestKind::ALL) {
+            let frame = encode(req);
+            let head: [u8; REQUEST_HEAD_BYTES] = frame[..REQUEST_HEAD_BYTES].try_into().unwrap();
+            assert_eq!(request_kind(&head).unwrap(), kind, "{req:?}");
+            assert_eq!(
+                kind.name(),
+                crate::reconciler_metrics::request_kind(req),
+                "one spelling of each kind"
+            );
+        }
+        assert!(matches!(
+            request_kind(&[0, 1, 6]),
+            Err(DecodeError::UnknownKind(6))
+        ));
+        assert!(matches!(
+            request_kind(&[0, 7, 0]),
+            Err(DecodeError::UnsupportedVersion { got: 7 })
+        ));
+    }
+
+    #[test]
+    fn the_largest_honest_requests_fit_their_kinds_limits() {
+        // The longest card id and insurance card the model accepts, in four-byte characters
+        // where text is free.
+        let check = CheckRequest {
+            subject: onshi_model::CheckSubject::Card {
+                card_id: onshi_model::CardId::parse(&"C".repeat(64)).unwrap(),
+            },
+            service_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        };
+        let batch = Request::Batch(vec![check.clone(); MAX_BATCH]);
+        assert!(encode(&batch).len() * 4 < RequestKind::Batch.max_frame_bytes());
+        assert!(encode(&Request::Check(check)).len() * 4 < RequestKind::Check.max_frame_bytes());
+        let outage = Request::Outage {
+            active: true,
+            reason: "𠮷".repeat(crate::reconciler::MAX_OUTAGE_REASON_CHARS),
+        };
+        assert!(encode(&outage).len() * 4 < RequestKind::Outage.max_frame_bytes());
+        assert!(encode(&Request::Ping).len() <= RequestKind::Ping.max_frame_bytes());
     }
 
     #[test]

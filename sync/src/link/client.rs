@@ -17,7 +17,9 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{CLOSE_REFUSED, CLOSE_SHUTDOWN, LinkSettings, LinkSetupError, tls, transport_config};
+use super::{
+    CLOSE_LIMIT, CLOSE_REFUSED, CLOSE_SHUTDOWN, LinkSettings, LinkSetupError, tls, transport_config,
+};
 use crate::pki::{ClientIdentity, SERVER_NAME};
 use crate::wire::{self, MAX_FRAME_BYTES, Request, Response};
 
@@ -48,6 +50,15 @@ impl LinkError {
                 LinkError::Refused {
                     reason: String::from_utf8_lossy(&close.reason).into_owned(),
                 }
+            }
+            // A limit broken: the connection is gone, not the edge refused; the next one may work.
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code == VarInt::from_u32(CLOSE_LIMIT) =>
+            {
+                LinkError::Io(format!(
+                    "the reconciler closed the connection: {}",
+                    String::from_utf8_lossy(&close.reason)
+                ))
             }
             ConnectionError::ApplicationClosed(close)
                 if close.error_code == VarInt::from_u32(CLOSE_SHUTDOWN) =>

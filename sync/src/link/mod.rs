@@ -77,6 +77,48 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CLOSE_REFUSED: u32 = 0x10;
 /// Application close code: an orderly shutdown of either side.
 pub const CLOSE_SHUTDOWN: u32 = 0;
+/// Application close code: the reconciler closed a connection that broke a limit of
+/// [`LinkLimits`] (an oversize or unfinished request, one connection too many); the reason says
+/// which.
+pub const CLOSE_LIMIT: u32 = 0x11;
+
+/// What one facility may make the reconciler hold, so an enrolled but compromised facility box
+/// cannot exhaust its memory or its tasks; [`LinkLimits::default`] is what production uses. Each
+/// request kind's size is bounded by [`RequestKind::max_frame_bytes`](crate::wire::RequestKind),
+/// read from its first three bytes before the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkLimits {
+    /// Request streams a connection may have open at once (QUIC flow control: the peer cannot
+    /// open more, nothing is refused). An edge has up to 16 sync RPCs, 16 batch inquiries, the
+    /// mailbox's 32 workers' checks and a few pings out at once: QUIC's usual 100 leaves room.
+    pub streams_per_connection: u32,
+    /// Request bytes one connection may have read and not yet answered, all its streams together;
+    /// a stream waits for room (within its deadline). At least the largest frame.
+    pub request_bytes_per_connection: usize,
+    /// Bytes a connection's peer may send ahead of what the reconciler has read (QUIC's
+    /// connection-level flow control), so unread data is bounded too.
+    pub receive_window: u32,
+    /// Connections of one facility at once: a further one closes the oldest, so an edge that
+    /// restarted after a crash (its old connection not yet timed out) is never locked out.
+    pub connections_per_facility: usize,
+    /// How long a request stream may take from its first byte to its end; past it the request
+    /// is refused and the connection closed.
+    pub request_read_timeout: Duration,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            streams_per_connection: 100,
+            request_bytes_per_connection: crate::wire::MAX_FRAME_BYTES + 1024 * 1024,
+            receive_window: 8 * 1024 * 1024,
+            connections_per_facility: 2,
+            // The edge gives up an RPC after at most 30 s (a batch inquiry) and its connection
+            // after the 3 s idle timeout: a request unfinished for longer is nobody's.
+            request_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Timing of the link; [`LinkSettings::default`] is what production uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +283,30 @@ struct ConnectionsInner {
     open: Mutex<HashMap<FacilityCode, usize>>,
     accepted: AtomicU64,
     refused: AtomicU64,
+    /// Limits broken, by facility and [`LimitBroken::label`].
+    limited: crate::metrics::LabelledCounter,
+}
+
+/// Which limit of [`LinkLimits`] a facility broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitBroken {
+    /// A request larger than its kind's limit.
+    RequestTooLarge,
+    /// A request stream not finished within the read timeout.
+    RequestUnfinished,
+    /// One connection more than allowed: the oldest was closed.
+    TooManyConnections,
+}
+
+impl LimitBroken {
+    /// The `reason` label of `onshi_reconciler_link_limited_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitBroken::RequestTooLarge => "request_too_large",
+            LimitBroken::RequestUnfinished => "request_unfinished",
+            LimitBroken::TooManyConnections => "too_many_connections",
+        }
+    }
 }
 
 /// Held while a facility's connection is served; dropping it counts the connection closed.
@@ -269,6 +335,15 @@ impl Connections {
 
     pub(crate) fn refused(&self) {
         self.0.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn limit_broken(&self, facility: &FacilityCode, limit: LimitBroken) {
+        self.0.limited.inc(&[facility.as_str(), limit.label()]);
+    }
+
+    /// Limits broken since start, by `[facility, reason]` ([`LimitBroken::label`]).
+    pub fn limits_broken(&self) -> &crate::metrics::LabelledCounter {
+        &self.0.limited
     }
 
     /// Facilities with at least one open connection.

@@ -6,23 +6,34 @@
 //! enough, sent to the peer as an application close ([`CLOSE_REFUSED`]) with the same reason. This
 //! module must never call the [`Service`] for a connection it has not authorised, and never close a
 //! stream silently because a frame was bad: the peer gets a `Response::Error` saying why.
+//!
+//! A facility's box may be compromised, so what it can make the reconciler hold is bounded
+//! ([`LinkLimits`]): a request's size by its kind, known from its first three bytes before the rest
+//! is read; the request bytes a connection has buffered (a byte budget); the streams open per
+//! connection and the unread bytes (QUIC flow control); the connections per facility (a new one
+//! closes the oldest); and the time a request may stay unfinished. A request that breaks a limit
+//! gets an error answer, then its connection is closed ([`CLOSE_LIMIT`]) with the reason, logged
+//! with the facility code and counted ([`Connections::limits_broken`]). Text a peer chose never
+//! reaches a log unescaped ([`Untrusted`]).
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use onshi_model::FacilityCode;
+use onshi_model::{FacilityCode, Untrusted};
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{
-    CLOSE_REFUSED, CLOSE_SHUTDOWN, Connections, KnownFacilities, LinkSettings, LinkSetupError, tls,
-    transport_config,
+    CLOSE_LIMIT, CLOSE_REFUSED, CLOSE_SHUTDOWN, Connections, KnownFacilities, LimitBroken,
+    LinkLimits, LinkSettings, LinkSetupError, tls, transport_config,
 };
 use crate::pki::{ServerIdentity, facility_of_certificate};
-use crate::wire::{self, DecodeError, MAX_FRAME_BYTES, Request, Response};
+use crate::wire::{self, DecodeError, REQUEST_HEAD_BYTES, Request, Response};
 
 /// What the reconciler does with an authorised facility's request. `Ping` and `Check` are called
 /// on the async task (they must stay quick lookups); every other request on a blocking-capable
@@ -35,35 +46,56 @@ pub trait Service: Send + Sync + 'static {
 /// How long `run` waits, after shutdown, for connections to close cleanly.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a refused request's error answer may take to be acknowledged before its connection
+/// is closed anyway (closing first would discard the answer).
+const ANSWER_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+
 /// A bound, not yet serving, link endpoint.
 #[derive(Debug)]
 pub struct LinkServer {
     endpoint: Endpoint,
     known: KnownFacilities,
     connections: Connections,
+    limits: Arc<LinkLimits>,
 }
 
 impl LinkServer {
-    /// Bind `addr` (port 0 picks a free port; see [`LinkServer::local_addr`]).
+    /// Bind `addr` (port 0 picks a free port; see [`LinkServer::local_addr`]) with the production
+    /// [`LinkLimits`].
     pub fn bind(
         addr: SocketAddr,
         identity: &ServerIdentity,
         known: KnownFacilities,
         settings: &LinkSettings,
     ) -> Result<Self, LinkSetupError> {
+        Self::bind_with_limits(addr, identity, known, settings, LinkLimits::default())
+    }
+
+    /// As [`LinkServer::bind`], with these limits on what a facility may make it hold.
+    pub fn bind_with_limits(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        known: KnownFacilities,
+        settings: &LinkSettings,
+        limits: LinkLimits,
+    ) -> Result<Self, LinkSetupError> {
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(
-            settings,
-            super::SERVER_INITIAL_RTT,
-        )?));
+        let mut transport = transport_config(settings, super::SERVER_INITIAL_RTT)?;
+        transport
+            .max_concurrent_bidi_streams(limits.streams_per_connection.into())
+            // The link uses no unidirectional streams: none may be opened, so none fill a buffer.
+            .max_concurrent_uni_streams(0u32.into())
+            .receive_window(limits.receive_window.into());
+        config.transport_config(Arc::new(transport));
         let endpoint = super::endpoint(addr, Some(config))
             .map_err(|source| LinkSetupError::Bind { addr, source })?;
         Ok(LinkServer {
             endpoint,
             known,
             connections: Connections::default(),
+            limits: Arc::new(limits),
         })
     }
 
@@ -84,6 +116,7 @@ impl LinkServer {
     /// Serve until `shutdown` completes, then close every connection and release the socket.
     pub async fn run(self, service: Arc<dyn Service>, shutdown: impl Future<Output = ()>) {
         let mut connections = JoinSet::new();
+        let held = FacilityConnections::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -91,8 +124,12 @@ impl LinkServer {
                     let Some(incoming) = incoming else { break };
                     connections.spawn(serve_connection(
                         incoming,
-                        self.known.clone(),
-                        self.connections.clone(),
+                        Shared {
+                            known: self.known.clone(),
+                            stats: self.connections.clone(),
+                            held: held.clone(),
+                            limits: self.limits.clone(),
+                        },
                         service.clone(),
                     ));
                 }
@@ -111,13 +148,68 @@ impl LinkServer {
     }
 }
 
-/// Handshake, authorise, then serve streams until the connection ends.
-async fn serve_connection(
-    incoming: Incoming,
+/// What every connection's task shares with the server.
+struct Shared {
     known: KnownFacilities,
     stats: Connections,
-    service: Arc<dyn Service>,
-) {
+    held: FacilityConnections,
+    limits: Arc<LinkLimits>,
+}
+
+/// The open connections of each facility, oldest first, so one more than
+/// [`LinkLimits::connections_per_facility`] closes the oldest. Clones share one map.
+#[derive(Debug, Clone, Default)]
+struct FacilityConnections(Arc<Mutex<HashMap<FacilityCode, VecDeque<Connection>>>>);
+
+/// Takes a connection out of [`FacilityConnections`] when its task ends.
+struct HeldConnection {
+    held: FacilityConnections,
+    facility: FacilityCode,
+    id: usize,
+}
+
+impl FacilityConnections {
+    /// Adds `conn`; returns the connections it displaces (the oldest beyond `limit`).
+    fn add(
+        &self,
+        facility: &FacilityCode,
+        conn: &Connection,
+        limit: usize,
+    ) -> (HeldConnection, Vec<Connection>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = map.entry(facility.clone()).or_default();
+        open.push_back(conn.clone());
+        let excess = open.len().saturating_sub(limit.max(1));
+        let displaced = open.drain(..excess).collect();
+        let held = HeldConnection {
+            held: self.clone(),
+            facility: facility.clone(),
+            id: conn.stable_id(),
+        };
+        (held, displaced)
+    }
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        let mut map = self.held.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = map.get_mut(&self.facility) {
+            open.retain(|c| c.stable_id() != self.id);
+            if open.is_empty() {
+                map.remove(&self.facility);
+            }
+        }
+    }
+}
+
+/// Handshake, authorise, then serve streams until the connection ends.
+async fn serve_connection(incoming: Incoming, shared: Shared, service: Arc<dyn Service>) {
+    let Shared {
+        known,
+        stats,
+        held,
+        limits,
+    } = shared;
     let remote = incoming.remote_address();
     // A missing certificate or one from another CA fails here, inside the TLS handshake.
     let conn = match incoming.await {
@@ -131,7 +223,7 @@ async fn serve_connection(
     let facility = match authorise(&conn, &known) {
         Ok(facility) => facility,
         Err(reason) => {
-            tracing::warn!(%remote, %reason, "link connection refused");
+            tracing::warn!(%remote, reason = %Untrusted(&reason), "link connection refused");
             stats.refused();
             conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
             return;
@@ -139,6 +231,18 @@ async fn serve_connection(
     };
     tracing::info!(%remote, %facility, "facility connected");
     let _open = stats.opened(&facility);
+    let (_held, displaced) = held.add(&facility, &conn, limits.connections_per_facility);
+    for old in displaced {
+        let reason = format!(
+            "facility {facility} opened more than {} connections; the oldest is closed",
+            limits.connections_per_facility
+        );
+        tracing::warn!(%facility, old = %old.remote_address(), new = %remote, "{reason}");
+        stats.limit_broken(&facility, LimitBroken::TooManyConnections);
+        old.close(VarInt::from_u32(CLOSE_LIMIT), reason.as_bytes());
+    }
+    // The request bytes this connection's streams hold, all together.
+    let budget = Arc::new(Semaphore::new(limits.request_bytes_per_connection));
 
     let mut streams = JoinSet::new();
     let ended = loop {
@@ -152,14 +256,21 @@ async fn serve_connection(
                         conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
                         break reason;
                     }
-                    streams.spawn(serve_stream(facility.clone(), service.clone(), send, recv));
+                    let stream = Stream {
+                        facility: facility.clone(),
+                        conn: conn.clone(),
+                        stats: stats.clone(),
+                        budget: budget.clone(),
+                        timeout: limits.request_read_timeout,
+                    };
+                    streams.spawn(serve_stream(stream, service.clone(), send, recv));
                 }
                 Err(e) => break e.to_string(),
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     };
-    tracing::info!(%remote, %facility, reason = %ended, "facility disconnected");
+    tracing::info!(%remote, %facility, reason = %Untrusted(&ended), "facility disconnected");
 }
 
 /// The facility this connection may act for, or the reason it may not.
@@ -181,30 +292,148 @@ fn authorise(conn: &Connection, known: &KnownFacilities) -> Result<FacilityCode,
     Ok(facility)
 }
 
-/// One RPC: read the request frame to its end, answer with one frame.
-async fn serve_stream(
+/// What one request stream's task needs of its connection.
+struct Stream {
     facility: FacilityCode,
+    conn: Connection,
+    stats: Connections,
+    budget: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Bytes taken from a connection's budget; given back when dropped (once the request is answered).
+struct Held {
+    budget: Arc<Semaphore>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Waits until the connection's budget has room for `bytes` more.
+    async fn take(&mut self, bytes: usize) {
+        let Ok(n) = u32::try_from(bytes) else { return };
+        // The semaphore is never closed; a request bigger than the whole budget waits out its
+        // deadline (the limits make one frame always fit).
+        if let Ok(permit) = self.budget.acquire_many(n).await {
+            permit.forget();
+            self.bytes += bytes;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.add_permits(self.bytes);
+    }
+}
+
+/// What was read of one request stream.
+enum Received {
+    /// The whole frame (a frame too short to say its kind too: decoding says why).
+    Frame(Vec<u8>, Held),
+    /// Answered from the first bytes alone: a version or kind this build does not speak.
+    Refused(Response),
+}
+
+/// Why a request stream was not read.
+enum Unread {
+    /// The peer reset the stream or the connection ended: nobody to answer.
+    Gone(quinn::ReadError),
+    /// A limit was broken: answer, then close the connection.
+    Limit(LimitBroken, String),
+}
+
+/// Reads one request frame: its head first, which names its kind and so its size limit, then the
+/// rest, never more than that limit and only as the connection's byte budget allows.
+async fn read_request(recv: &mut RecvStream, budget: &Arc<Semaphore>) -> Result<Received, Unread> {
+    let mut held = Held {
+        budget: budget.clone(),
+        bytes: 0,
+    };
+    let mut head = [0u8; REQUEST_HEAD_BYTES];
+    let mut got = 0;
+    while got < head.len() {
+        match recv.read(&mut head[got..]).await.map_err(Unread::Gone)? {
+            Some(n) => got += n,
+            None => return Ok(Received::Frame(head[..got].to_vec(), held)),
+        }
+    }
+    let kind = match wire::request_kind(&head) {
+        Ok(kind) => kind,
+        Err(e) => return Ok(Received::Refused(decode_error(e))),
+    };
+    let limit = kind.max_frame_bytes();
+    held.take(head.len()).await;
+    let mut frame = head.to_vec();
+    loop {
+        let room = limit - frame.len();
+        // One byte more than the room: receiving it proves the frame too large, unread.
+        let Some(chunk) = recv
+            .read_chunk(room + 1, true)
+            .await
+            .map_err(Unread::Gone)?
+        else {
+            return Ok(Received::Frame(frame, held));
+        };
+        if chunk.bytes.len() > room {
+            return Err(Unread::Limit(
+                LimitBroken::RequestTooLarge,
+                format!("a {kind} request may be at most {limit} bytes; this one is larger"),
+            ));
+        }
+        held.take(chunk.bytes.len()).await;
+        frame.extend_from_slice(&chunk.bytes);
+    }
+}
+
+/// One RPC: read the request frame to its end (within the limits), answer with one frame.
+async fn serve_stream(
+    stream: Stream,
     service: Arc<dyn Service>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let response = match recv.read_to_end(MAX_FRAME_BYTES).await {
-        Ok(frame) => {
-            let (response, priority) = answer(&facility, &service, &frame).await;
+    let facility = &stream.facility;
+    let read = tokio::time::timeout(stream.timeout, read_request(&mut recv, &stream.budget))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Unread::Limit(
+                LimitBroken::RequestUnfinished,
+                format!(
+                    "a request must be sent whole within {} ms; this one was not finished",
+                    stream.timeout.as_millis()
+                ),
+            ))
+        });
+    let response = match read {
+        Ok(Received::Frame(frame, _held)) => {
+            let (response, priority) = answer(facility, &service, &frame).await;
             // The answer goes out at its request's answer priority (a check before bulk).
             let _ = send.set_priority(priority);
             response
         }
-        Err(quinn::ReadToEndError::TooLong) => Response::error(
-            "bad_frame",
-            format!("request frame is larger than the limit of {MAX_FRAME_BYTES} bytes"),
-        ),
-        Err(e) => {
+        Ok(Received::Refused(response)) => {
+            if let Response::Error { message, .. } = &response {
+                tracing::warn!(%facility, error = %message, "request refused unread");
+            }
+            // The rest is not read; stopping tells the peer not to send it.
+            let _ = recv.stop(VarInt::from_u32(0));
+            response
+        }
+        Err(Unread::Limit(limit, reason)) => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            refuse_and_close(&stream, send, limit, reason).await;
+            return;
+        }
+        Err(Unread::Gone(e)) => {
             tracing::debug!(%facility, error = %e, "request stream ended before its frame was complete");
             return;
         }
     };
-    let bytes = wire::encode(&response);
+    send_answer(facility, &mut send, &response).await;
+}
+
+async fn send_answer(facility: &FacilityCode, send: &mut SendStream, response: &Response) {
+    let bytes = wire::encode(response);
     tracing::trace!(%facility, bytes = bytes.len(), "answer");
     let result = match send.write_all(&bytes).await {
         Ok(()) => send.finish().map_err(|e| e.to_string()),
@@ -212,6 +441,39 @@ async fn serve_stream(
     };
     if let Err(e) = result {
         tracing::debug!(%facility, error = %e, "could not send a response (peer gone?)");
+    }
+}
+
+/// A broken limit: logged with the facility, counted, answered on the stream (waiting briefly
+/// for the answer to arrive, since a close discards what is unsent), then the connection closed.
+async fn refuse_and_close(
+    stream: &Stream,
+    mut send: SendStream,
+    limit: LimitBroken,
+    reason: String,
+) {
+    let facility = &stream.facility;
+    tracing::warn!(%facility, remote = %stream.conn.remote_address(), limit = limit.label(), %reason, "request refused and connection closed: a link limit was broken");
+    stream.stats.limit_broken(facility, limit);
+    send_answer(
+        facility,
+        &mut send,
+        &Response::error(limit.label(), reason.clone()),
+    )
+    .await;
+    let _ = tokio::time::timeout(ANSWER_BEFORE_CLOSE, send.stopped()).await;
+    stream
+        .conn
+        .close(VarInt::from_u32(CLOSE_LIMIT), reason.as_bytes());
+}
+
+/// The error answer for a frame that does not decode.
+fn decode_error(e: DecodeError) -> Response {
+    match e {
+        DecodeError::UnsupportedVersion { .. } => {
+            Response::error("unsupported_version", e.to_string())
+        }
+        e => Response::error("bad_frame", e.to_string()),
     }
 }
 
@@ -239,13 +501,9 @@ async fn answer(
                     )
                 })
         }
-        Err(e @ DecodeError::UnsupportedVersion { .. }) => {
-            tracing::warn!(%facility, error = %e, "request in an unsupported wire version");
-            Response::error("unsupported_version", e.to_string())
-        }
         Err(e) => {
-            tracing::warn!(%facility, error = %e, "undecodable request frame");
-            Response::error("bad_frame", e.to_string())
+            tracing::warn!(%facility, error = %Untrusted(&e.to_string()), "undecodable request frame");
+            decode_error(e)
         }
     };
     (response, priority)

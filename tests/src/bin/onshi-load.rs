@@ -1022,7 +1022,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &pki,
             "--listen",
             "127.0.0.1:0",
-        ],
+        ]
+        .into_iter()
+        .chain(onshi_tests::bench::UNTHROTTLED)
+        .collect::<Vec<_>>(),
         root.join("reconciler.log"),
         "onshi-reconciler: listening on quic://",
     )?;
