@@ -84,7 +84,7 @@ impl AccountName {
 
 impl std::fmt::Display for AccountName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -436,6 +436,18 @@ impl AccountsDir {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
+        // Mode 0600 whatever the umask (open's mode passes through it), and the folder's owner.
+        if lock
+            .metadata()
+            .map_err(io_err(&lock_path))?
+            .permissions()
+            .mode()
+            & 0o777
+            != 0o600
+        {
+            lock.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&lock_path))?;
+        }
         give_to_owner(&lock, &lock_path, &owner)?;
         // Blocks until any other writer is done; released when `lock` is dropped (or the process
         // dies: flock locks do not outlive their holder).
