@@ -2,6 +2,7 @@
 //! the lifecycle under systemd. Decisions live in the gate and the model; IO in thin adapters.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod deferred;
 pub mod demo;

@@ -1,11 +1,12 @@
 //! `onshi-edge`: the facility's edge node. Commands: `run`, `check-config`, `enroll`, `status`,
-//! `queue`, `sync-now`, `export`, `completions`, `reader-sim`, `demo`.
+//! `queue`, `sync-now`, `export`, `completions`, `reader-sim`, `demo`, `user …`, `token …`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use onshi_edge::auth::{self, AccountName, AccountsDir, Password, Role};
 use onshi_edge::config::{EdgeConfig, EdgeSettings};
 
 #[derive(Debug, Parser)]
@@ -136,6 +137,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Staff accounts (sign-in to the page): add, list, disable, change a password. Works whether
+    /// the edge runs or not; the running edge sees each change at its next request.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Bearer tokens for programs (receipt-computer software, scripts, the card-reader bridge).
+    /// Works whether the edge runs or not.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// One command that needs nothing else: a CA, a synthetic registry, a reconciler and an edge in
     /// one process on loopback; prints the web address and example requests.
     Demo {
@@ -148,6 +161,80 @@ enum Command {
         /// Seed of the synthetic registry.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+/// Where the accounts file is: the edge's data directory, given or read from its configuration.
+#[derive(Debug, clap::Args)]
+struct AccountsAt {
+    /// The edge's data directory (accounts.json is kept in it).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The edge's configuration file: its `data` setting is used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from standard input (one line, at least 10 characters),
+    /// never from the command line.
+    Add {
+        /// The sign-in name: ASCII letters, digits, '.', '_', '-', '@' (never reused).
+        name: String,
+        #[arg(long)]
+        role: Role,
+        /// Read the password from standard input (required).
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        at: AccountsAt,
+    },
+    /// List the users: name, role, enabled, created (never the password hashes).
+    List {
+        #[command(flatten)]
+        at: AccountsAt,
+    },
+    /// Disable a user: their sessions end at their next request and they cannot sign in again.
+    /// Users are never deleted.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        at: AccountsAt,
+    },
+    /// Set a user's password (read from standard input, one line); their sessions end.
+    Passwd {
+        name: String,
+        /// Read the password from standard input (required).
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        at: AccountsAt,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token and print it, alone on one line: it is shown this once and stored only as a
+    /// hash.
+    Add {
+        /// The token's name: ASCII letters, digits, '.', '_', '-', '@' (never reused).
+        name: String,
+        #[arg(long)]
+        role: Role,
+        #[command(flatten)]
+        at: AccountsAt,
+    },
+    /// List the tokens: name, id, role, active or revoked, created (never the tokens).
+    List {
+        #[command(flatten)]
+        at: AccountsAt,
+    },
+    /// Revoke a token: its next request is refused. Tokens are never deleted.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        at: AccountsAt,
     },
 }
 
@@ -255,6 +342,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             card,
             verified,
         } => reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await,
+        Command::User { command } => user(command),
+        Command::Token { command } => token(command),
         Command::Demo { http, people, seed } => {
             onshi_edge::demo::run(&http, people, seed, onshi_edge::edge::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -308,6 +397,9 @@ ca.pem, facility\-CODE.pem and facility\-CODE.key (mode 0640, group onshi), plac
 .TP
 /var/lib/onshi/
 The journal and the replica (systemd's StateDirectory).
+.TP
+/var/lib/onshi/accounts.json
+Staff users and tokens (argon2id hashes only, mode 0600) and the history of their changes, written by user and token whether the edge runs or not.
 .SH ENVIRONMENT
 .TP
 RUST_LOG
@@ -599,6 +691,169 @@ async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
         );
         for w in v["warnings"].as_array().into_iter().flatten() {
             println!("warning:    {}", w.as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The data directory of `user …`/`token …`: `--data`, else the configuration's `data` (read only).
+fn accounts_at(at: AccountsAt) -> anyhow::Result<AccountsDir> {
+    let data = match (at.data, at.config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => EdgeSettings::from_file(&c)?
+            .data
+            .ok_or_else(|| anyhow::anyhow!("{}: data: not set", c.display()))?,
+        (None, None) => anyhow::bail!(
+            "give --data DIR or --config FILE (the edge's data directory holds accounts.json)"
+        ),
+    };
+    Ok(AccountsDir::new(&data))
+}
+
+/// Who made a change, for the accounts file's history: the uid running the command and, under
+/// sudo, who ran sudo.
+fn cli_actor() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    match std::env::var("SUDO_USER") {
+        Ok(by) if !by.is_empty() => format!("cli uid {uid} (sudo by {by})"),
+        _ => format!("cli uid {uid}"),
+    }
+}
+
+/// The password of `--password-stdin`: one line of standard input.
+fn password_from_stdin(given: bool) -> anyhow::Result<Password> {
+    use std::io::{IsTerminal, Read};
+    if !given {
+        anyhow::bail!(
+            "give the password on standard input with --password-stdin (never on the command line)"
+        );
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!(
+            "password (one line, at least {} characters; it is shown as typed):",
+            auth::password::MIN_PASSWORD_CHARS
+        );
+    }
+    let mut bytes = Vec::new();
+    stdin
+        .lock()
+        .take(auth::password::MAX_PASSWORD_BYTES as u64 + 3)
+        .read_to_end(&mut bytes)
+        .context("reading the password from standard input")?;
+    Ok(Password::from_stdin(&bytes)?)
+}
+
+fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now();
+    match command {
+        UserCommand::Add {
+            name,
+            role,
+            password_stdin,
+            at,
+        } => {
+            let name = AccountName::parse(&name)?;
+            let dir = accounts_at(at)?;
+            // Refused before a password is asked for; checked again under the lock.
+            let file = dir.read()?;
+            if file.user(name.as_str()).is_some() || file.token(name.as_str()).is_some() {
+                return Err(auth::AccountsError::NameTaken(name.to_string()).into());
+            }
+            let hash = auth::password::hash_password(&password_from_stdin(password_stdin)?)?;
+            dir.update(|f| f.add_user(name.clone(), role, hash, now, &cli_actor()))?;
+            println!("added user {name} ({role})");
+        }
+        UserCommand::List { at } => {
+            let file = accounts_at(at)?.read()?;
+            println!("{:<24} {:<10} {:<9} CREATED", "NAME", "ROLE", "STATE");
+            for u in &file.users {
+                println!(
+                    "{:<24} {:<10} {:<9} {}",
+                    u.name,
+                    u.role,
+                    if u.disabled { "disabled" } else { "enabled" },
+                    u.created_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+        UserCommand::Disable { name, at } => {
+            let dir = accounts_at(at)?;
+            if dir.update(|f| f.disable_user(&name, now, &cli_actor()))? {
+                println!("disabled user {name}");
+            } else {
+                println!("user {name} was already disabled");
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+            at,
+        } => {
+            let dir = accounts_at(at)?;
+            if dir.read()?.user(&name).is_none() {
+                return Err(auth::AccountsError::UnknownUser(name).into());
+            }
+            let hash = auth::password::hash_password(&password_from_stdin(password_stdin)?)?;
+            dir.update(|f| f.set_password(&name, hash, now, &cli_actor()))?;
+            println!("changed the password of {name}; their sessions have ended");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now();
+    match command {
+        TokenCommand::Add { name, role, at } => {
+            let name = AccountName::parse(&name)?;
+            let dir = accounts_at(at)?;
+            let new = auth::NewToken::generate()?;
+            dir.update(|f| {
+                f.add_token(
+                    name.clone(),
+                    role,
+                    new.id,
+                    new.hash.clone(),
+                    now,
+                    &cli_actor(),
+                )
+            })?;
+            // Only now that it is stored: the token alone on stdout, the note on stderr.
+            println!("{}", new.text);
+            eprintln!(
+                "added token {name} ({role}, id {}): it is shown only this once; give it to the program now",
+                new.id
+            );
+        }
+        TokenCommand::List { at } => {
+            let file = accounts_at(at)?.read()?;
+            println!(
+                "{:<24} {:<16} {:<10} {:<28} CREATED",
+                "NAME", "ID", "ROLE", "STATE"
+            );
+            for t in &file.tokens {
+                let state = t.revoked_at.map_or_else(
+                    || "active".to_string(),
+                    |r| format!("revoked {}", r.format("%Y-%m-%d %H:%M UTC")),
+                );
+                println!(
+                    "{:<24} {:<16} {:<10} {:<28} {}",
+                    t.name,
+                    t.id,
+                    t.role,
+                    state,
+                    t.created_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+        TokenCommand::Revoke { name, at } => {
+            let dir = accounts_at(at)?;
+            if dir.update(|f| f.revoke_token(&name, now, &cli_actor()))? {
+                println!("revoked token {name}");
+            } else {
+                println!("token {name} was already revoked");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
