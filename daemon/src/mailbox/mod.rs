@@ -1214,7 +1214,7 @@ impl Mailbox {
             .filter(|k| !finals.iter().any(|f| &f.0 == *k))
         {
             if let Err(e) = self.write_result(key, false).await {
-                tracing::error!(key = %Untrusted(&key), error = %Untrusted(&e.to_string()), "mailbox: result not written; tried again");
+                tracing::error!(key = %Untrusted(key), error = %Untrusted(&e.to_string()), "mailbox: result not written; tried again");
             }
         }
     }
