@@ -20,6 +20,13 @@
 //! a crash before the move, or dropped again), it is answered from the journal, never checked
 //! twice. This module never logs personal data above debug level: file names, codes and element
 //! paths only, never the values in a file.
+//!
+//! The share is written by other machines: every file, name and link in it is hostile. This module
+//! never follows a link found there, never logs a name or element path unescaped (`Untrusted`),
+//! never keeps a file's bytes in the journal (only the parsed request, its hash and the results),
+//! and never lets one file stop it: the bounds are in `limits`, a panic while handling a file
+//! quarantines that file, and a file in hand whenever the edge died is quarantined after
+//! `limits::MAX_ATTEMPTS`.
 
 pub mod codes;
 pub mod files;
