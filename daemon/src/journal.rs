@@ -353,6 +353,29 @@ impl Journal {
         }
     }
 
+    /// Every provisional record, oldest first, one at a time (a streamed export holds one).
+    pub fn provisional_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<ProvisionalRecord, JournalError>> + '_ {
+        self.provisional.scan_prefix(&[]).map(|kv| {
+            let (k, v) = kv?;
+            Self::decode_provisional(&k, &v)
+        })
+    }
+
+    /// Every check record in id order, one at a time (a streamed export holds one).
+    pub fn checks_iter(&self) -> impl Iterator<Item = Result<CheckRecord, JournalError>> + '_ {
+        self.checks.scan_prefix(&[]).map(|kv| {
+            let (k, v) = kv?;
+            postcard::from_bytes::<StoredCheck>(&v)
+                .map(StoredCheck::into_current)
+                .map_err(|e| JournalError::Corrupt {
+                    id: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                })
+        })
+    }
+
     /// Every provisional record, oldest first.
     pub fn provisional_records(&self) -> Result<Vec<ProvisionalRecord>, JournalError> {
         self.provisional

@@ -20,9 +20,17 @@
 //! a crash before the move, or dropped again), it is answered from the journal, never checked
 //! twice. This module never logs personal data above debug level: file names, codes and element
 //! paths only, never the values in a file.
+//!
+//! The share is written by other machines: every file, name and link in it is hostile. This module
+//! never follows a link found there, never logs a name or element path unescaped (`Untrusted`),
+//! never keeps a file's bytes in the journal (only the parsed request, its hash and the results),
+//! and never lets one file stop it: the bounds are in `limits`, a panic while handling a file
+//! quarantines that file, and a file in hand whenever the edge died is quarantined after
+//! `limits::MAX_ATTEMPTS`.
 
 pub mod codes;
 pub mod files;
+pub mod limits;
 pub mod store;
 pub mod watch;
 pub mod xml;
@@ -34,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use onshi_model::Source;
+use onshi_model::{Source, Untrusted};
 use onshi_sync::store::StoreError;
 use onshi_sync::wire::{MAX_BATCH, Request, Response};
 use tokio::sync::{Notify, Semaphore, mpsc, watch as tokio_watch};
@@ -56,8 +64,6 @@ pub const WORKERS: usize = 32;
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How long one batch chunk may take at the reconciler.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of a rejected file's bytes the journal keeps.
-const MAX_KEPT_REJECTED: usize = 64 * 1024;
 
 /// What went wrong while handling a file (the file stays where it is and is tried again).
 #[derive(Debug, thiserror::Error)]
@@ -341,9 +347,11 @@ impl Mailbox {
     // -----------------------------------------------------------------------------------------
     // Watching req/
 
+    /// The size and mtime of whatever has the name (a link's own, never its target's): a link,
+    /// FIFO or folder named like a request is handled like a file, and refused when opened.
     fn stat(&self, name: &str) -> Option<Stat> {
-        let m = std::fs::metadata(self.inner.dir.join(REQ).join(name)).ok()?;
-        m.is_file().then(|| Stat {
+        let m = std::fs::symlink_metadata(self.inner.dir.join(REQ).join(name)).ok()?;
+        Some(Stat {
             len: m.len(),
             modified: m.modified().ok(),
         })
@@ -360,10 +368,9 @@ impl Mailbox {
             }
         };
         let now = Instant::now();
+        // Every entry named like a request, whatever it is: the event path sees links, FIFOs and
+        // folders too, and both refuse them the same way when they open them.
         for e in entries.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
             if let Some(name) = e.file_name().to_str()
                 && watch::is_candidate(name)
             {
@@ -443,7 +450,7 @@ impl Mailbox {
                     running.spawn(async move {
                         let how = match workers.acquire_owned().await {
                             Ok(_permit) if !*stop.borrow() => {
-                                mb.handle_request(&name, give_up).await
+                                mb.handle_request_caught(&name, give_up).await
                             }
                             // Stopping: the file stays in req/ for the next start.
                             _ => Finished::Done,
@@ -460,44 +467,133 @@ impl Mailbox {
     // -----------------------------------------------------------------------------------------
     // One request file
 
+    /// Handles one file in its own task, so that a panic while handling it quarantines that file
+    /// (to `err/` with the reason) and the rest keeps flowing.
+    async fn handle_request_caught(&self, name: &str, give_up: bool) -> Finished {
+        let task = {
+            let mb = self.clone();
+            let name = name.to_string();
+            tokio::spawn(async move { mb.handle_request(&name, give_up).await })
+        };
+        match task.await {
+            Ok(how) => how,
+            Err(e) if e.is_panic() => {
+                let why = xml::panic_message(e.into_panic().as_ref());
+                tracing::error!(file = %Untrusted(name), panic = %Untrusted(&why), "mailbox: the edge failed while handling a request file; it is quarantined to err/");
+                let reason = format!(
+                    "the edge failed while handling this file ({why}); it is quarantined so it cannot stop the mailbox"
+                );
+                if let Err(e) = self.quarantine(name, reason).await {
+                    tracing::error!(file = %Untrusted(name), error = %Untrusted(&e.to_string()), "mailbox: a file that failed could not be quarantined; it stays in req/");
+                }
+                Finished::Done
+            }
+            Err(_) => Finished::Done,
+        }
+    }
+
     async fn handle_request(&self, name: &str, give_up: bool) -> Finished {
         match self.process(name, give_up).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::error!(file = %name, error = %e, "mailbox: request file not processed; it stays in req/ and is tried again");
+                tracing::error!(file = %Untrusted(name), error = %Untrusted(&e.to_string()), "mailbox: request file not processed; it stays in req/ and is tried again");
                 Finished::Done
             }
         }
     }
 
-    async fn process(&self, name: &str, give_up: bool) -> Result<Finished, MailboxError> {
+    /// A file refused before (or instead of) being parsed: its name, what it is, its size, a
+    /// failure. Read again (bounded) only to key it by its hash when it is a regular file.
+    async fn quarantine(&self, name: &str, message: String) -> Result<(), MailboxError> {
         let path = self.inner.dir.join(REQ).join(name);
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
+        let max = limits::max_bytes(RequestKind::of_file_name(name));
+        let hash = match files::open_request(&path) {
+            Ok(files::Opened::File { file, len }) if len <= max => files::read_bounded(file, max)
+                .ok()
+                .flatten()
+                .map(|b| sha256_hex(&b)),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let key = match &hash {
+            Some(h) => request_key(name, h),
+            None => format!("req:{name}:refused"),
+        };
+        let r = Rejection {
+            kind: xml::RejectKind::Format,
+            field: String::new(),
+            message,
+            echo: Box::default(),
+        };
+        let _claim = self.claim(&key);
+        self.reject(name, &key, hash.as_deref(), r).await?;
+        self.inner.store.clear_attempts(&key)?;
+        Ok(())
+    }
+
+    async fn process(&self, name: &str, give_up: bool) -> Result<Finished, MailboxError> {
+        // A name that cannot be answered (control characters, too long) is refused at once,
+        // before anything is opened: never checked, never retried.
+        if let Some(why) = limits::name_problem(name) {
+            let key = format!("req:{name}:name");
+            let _claim = self.claim(&key);
+            let r = Rejection {
+                kind: xml::RejectKind::Format,
+                field: "file name".into(),
+                message: why,
+                echo: Box::default(),
+            };
+            self.reject(name, &key, None, r).await?;
+            return Ok(Finished::Done);
+        }
+        let path = self.inner.dir.join(REQ).join(name);
+        let kind = RequestKind::of_file_name(name);
+        let max = limits::max_bytes(kind);
+        // The one way a request is opened, whether an event or a listing found it: no link is
+        // followed, a FIFO cannot block, and what was opened is checked, not what the name was.
+        let (file, len) = match files::open_request(&path) {
+            Ok(files::Opened::File { file, len }) => (file, len),
+            Ok(files::Opened::NotRegular(what)) => {
+                let key = format!("req:{name}:not-a-file");
+                let _claim = self.claim(&key);
+                let r = Rejection {
+                    kind: xml::RejectKind::Format,
+                    field: String::new(),
+                    message: format!(
+                        "{what}, not a regular file: request files are read only as regular files (a link is moved, never followed)"
+                    ),
+                    echo: Box::default(),
+                };
+                self.reject(name, &key, None, r).await?;
+                return Ok(Finished::Done);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Finished::Done),
             Err(e) => return Err(io(&path)(e)),
         };
-        if meta.len() > xml::MAX_REQUEST_BYTES {
-            let bytes = Vec::new();
-            let r = Rejection {
-                kind: xml::RejectKind::Format,
-                field: String::new(),
-                message: format!(
-                    "the file has {} bytes; at most {} are read",
-                    meta.len(),
-                    xml::MAX_REQUEST_BYTES
-                ),
-                echo: Box::default(),
-            };
-            let key = format!("req:{name}:size-{}", meta.len());
+        let too_big = |len: u64| Rejection {
+            kind: xml::RejectKind::Format,
+            field: String::new(),
+            message: format!(
+                "the file has {len} bytes; a {} request may have at most {max}",
+                kind.map_or("request", RequestKind::as_str)
+            ),
+            echo: Box::default(),
+        };
+        let bytes = if len > max {
+            None
+        } else {
+            tokio::task::spawn_blocking(move || files::read_bounded(file, max))
+                .await
+                .map_err(|e| io(&path)(std::io::Error::other(e)))?
+                .map_err(io(&path))?
+        };
+        let Some(bytes) = bytes else {
+            // Refused unread: the journal keeps the name, the size and the reason, not the bytes.
+            let key = format!("req:{name}:size-{len}");
             let _claim = self.claim(&key);
-            self.reject(name, &key, None, &bytes, r).await?;
+            self.reject(name, &key, None, too_big(len)).await?;
             return Ok(Finished::Done);
-        }
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Finished::Done),
-            Err(e) => return Err(io(&path)(e)),
         };
         let hash = sha256_hex(&bytes);
         let key = request_key(name, &hash);
@@ -505,32 +601,76 @@ impl Mailbox {
             // Another worker has the same request (renamed twice?): it answers it.
             return Ok(Finished::Done);
         };
+        // Counted durably before the file is handled, cleared after: a file in hand each time the
+        // edge died is quarantined after `MAX_ATTEMPTS`, never crash-looped.
+        let attempt = self.inner.store.attempts(&key)?.saturating_add(1);
+        if attempt > limits::MAX_ATTEMPTS {
+            tracing::error!(file = %Untrusted(name), attempts = attempt - 1, "mailbox: the edge stopped every time it handled this request file; quarantined to err/");
+            let r = Rejection {
+                kind: xml::RejectKind::Format,
+                field: String::new(),
+                message: format!(
+                    "the edge stopped {} times while handling this file; it is quarantined so it cannot stop the edge again",
+                    attempt - 1
+                ),
+                echo: Box::default(),
+            };
+            self.reject(name, &key, Some(&hash), r).await?;
+            self.inner.store.clear_attempts(&key)?;
+            return Ok(Finished::Done);
+        }
+        self.inner.store.set_attempts(&key, attempt)?;
+        self.inner.gate.journal.commit().await?;
+        tracing::info!(file = %Untrusted(name), bytes = bytes.len(), attempt, "mailbox: request file read");
+        let result = self
+            .handle_bytes(name, &key, &hash, kind, &bytes, give_up)
+            .await;
+        // Finished, or failed without stopping the edge (tried again later as a new attempt 1).
+        // Durable with the next commit: if lost, the count is one too high for a file already
+        // handled and moved, which no longer matters.
+        self.inner.store.clear_attempts(&key)?;
+        result
+    }
+
+    async fn handle_bytes(
+        &self,
+        name: &str,
+        key: &str,
+        hash: &str,
+        kind: Option<RequestKind>,
+        bytes: &[u8],
+        give_up: bool,
+    ) -> Result<Finished, MailboxError> {
+        let key = key.to_string();
+        let hash = hash.to_string();
         if let Some(rec) = self.inner.store.get(&key)? {
             if !self.torn(&rec) {
                 self.again(name, rec).await?;
                 return Ok(Finished::Done);
             }
-            tracing::warn!(file = %name, check_id = ?rec.check_id, "mailbox: the recorded check of this request is not in the journal (the edge stopped between the two writes, before any answer); the request is checked again");
+            tracing::warn!(file = %Untrusted(name), check_id = ?rec.check_id, "mailbox: the recorded check of this request is not in the journal (the edge stopped between the two writes, before any answer); the request is checked again");
         }
-        let Some(kind) = RequestKind::of_file_name(name) else {
+        let Some(kind) = kind else {
             let r = Rejection {
                 kind: xml::RejectKind::Format,
                 field: "file name".into(),
                 message: format!(
-                    "{name} is not a request file name ({}_*.xml, {}_*.xml or {}_*.xml)",
+                    "{} is not a request file name ({}_*.xml, {}_*.xml or {}_*.xml)",
+                    name.escape_debug(),
                     codes::SINGLE_PREFIX,
                     codes::BATCH_UPLOAD_PREFIX,
                     codes::BATCH_DOWNLOAD_PREFIX
                 ),
                 echo: Box::default(),
             };
-            self.reject(name, &key, Some(&hash), &bytes, r).await?;
+            self.reject_read(name, &key, Some(&hash), bytes, r).await?;
             return Ok(Finished::Done);
         };
-        let (decoded, request) = match xml::read_request(kind, &bytes, &self.inner.facility) {
+        let (decoded, request) = match xml::read_request_guarded(kind, bytes, &self.inner.facility)
+        {
             Ok(r) => r,
             Err(ReadError::Incomplete(why)) if !give_up => {
-                tracing::debug!(file = %name, why = %why, "mailbox: file not complete yet");
+                tracing::debug!(file = %Untrusted(name), why = %why, "mailbox: file not complete yet");
                 return Ok(Finished::Incomplete);
             }
             Err(ReadError::Incomplete(why)) => {
@@ -543,11 +683,11 @@ impl Mailbox {
                     ),
                     echo: Box::default(),
                 };
-                self.reject(name, &key, Some(&hash), &bytes, r).await?;
+                self.reject_read(name, &key, Some(&hash), bytes, r).await?;
                 return Ok(Finished::Done);
             }
             Err(ReadError::Rejected(r)) => {
-                self.reject(name, &key, Some(&hash), &bytes, r).await?;
+                self.reject_read(name, &key, Some(&hash), bytes, r).await?;
                 return Ok(Finished::Done);
             }
         };
@@ -558,7 +698,8 @@ impl Mailbox {
             sha256: Some(hash),
             received_at: Utc::now(),
             encoding: decoded.encoding,
-            request_text: Some(decoded.text),
+            request: None,
+            legacy_text: None,
             echo: request.header().echo.clone(),
             check_id: None,
             reception_number: None,
@@ -591,11 +732,13 @@ impl Mailbox {
         search: xml::SearchInfo,
     ) -> Result<(), MailboxError> {
         let store = &self.inner.store;
+        let kept = store::KeptRequest::Single(search.clone());
         let check = self
             .inner
             .gate
             .check_with(search.request, |check| {
                 let mut rec = base.clone();
+                rec.request = Some(kept);
                 rec.check_id = Some(check.check_id.clone());
                 rec.results = vec![answer_text(
                     check,
@@ -607,7 +750,7 @@ impl Mailbox {
                 store.put(&rec).map_err(JournalError::from)
             })
             .await?;
-        tracing::info!(file = %base.file, check_id = %check.check_id, validity = check.validity.as_str(), source = ?check.source, "mailbox: check answered");
+        tracing::info!(file = %Untrusted(&base.file), check_id = %check.check_id, validity = check.validity.as_str(), source = ?check.source, "mailbox: check answered");
         Ok(())
     }
 
@@ -619,6 +762,13 @@ impl Mailbox {
     ) -> Result<(), MailboxError> {
         let number = self.inner.gate.journal.next_id()?;
         let count = searches.len();
+        let consented = searches
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.limit_consent)
+            .map(|(i, _)| i as u32 + 1)
+            .collect();
+        rec.request = Some(store::KeptRequest::BatchUpload { consented });
         let batch = BatchRecord {
             reception_number: number.clone(),
             upload_key: rec.key.clone(),
@@ -648,7 +798,7 @@ impl Mailbox {
         self.inner.store.put(&rec)?;
         self.inner.gate.journal.commit().await?;
         self.inner.batch_wake.notify_one();
-        tracing::info!(file = %rec.file, reception_number = %number, checks = count, "mailbox: batch upload accepted");
+        tracing::info!(file = %Untrusted(&rec.file), reception_number = %Untrusted(&number), checks = count, "mailbox: batch upload accepted");
         Ok(())
     }
 
@@ -701,6 +851,9 @@ impl Mailbox {
         };
         rec.kind = RecordKind::BatchDownload;
         rec.reception_number = Some(number.clone());
+        rec.request = Some(store::KeptRequest::BatchDownload {
+            reception_number: number.clone(),
+        });
         rec.results = vec![ResultText {
             at: rec.received_at,
             segment: segment.code().to_string(),
@@ -708,7 +861,7 @@ impl Mailbox {
         }];
         self.inner.store.put(&rec)?;
         self.inner.gate.journal.commit().await?;
-        tracing::info!(file = %rec.file, reception_number = %number, segment = segment.code(), "mailbox: batch download answered");
+        tracing::info!(file = %Untrusted(&rec.file), reception_number = %Untrusted(&number), segment = segment.code(), "mailbox: batch download answered");
         Ok(())
     }
 
@@ -732,20 +885,21 @@ impl Mailbox {
     async fn again(&self, name: &str, rec: MailboxRecord) -> Result<(), MailboxError> {
         if rec.kind == RecordKind::Rejected {
             let reason = rec.reason.clone().unwrap_or_default();
-            tracing::warn!(file = %name, "mailbox: a file already rejected came again; moved to err/ again");
+            tracing::warn!(file = %Untrusted(name), "mailbox: a file already rejected came again; moved to err/ again");
             self.move_to_err(&rec.key, name, &format!("(again) {reason}"))?;
             return Ok(());
         }
         let repeated = rec.moved_to.is_some();
         if repeated {
-            tracing::info!(file = %name, check_id = ?rec.check_id, "mailbox: the same request file came again; its recorded result is written again, the check is not repeated");
+            tracing::info!(file = %Untrusted(name), check_id = ?rec.check_id, "mailbox: the same request file came again; its recorded result is written again, the check is not repeated");
         }
         self.write_result(&rec.key, repeated).await?;
         self.move_out(&rec.key, name, DONE)?;
         Ok(())
     }
 
-    async fn reject(
+    /// Rejects a file that was read: its error result in the encoding it declared.
+    async fn reject_read(
         &self,
         name: &str,
         key: &str,
@@ -753,8 +907,32 @@ impl Mailbox {
         bytes: &[u8],
         r: Rejection,
     ) -> Result<(), MailboxError> {
-        let now = Utc::now();
         let encoding = xml::decode(bytes).map_or(TextEncoding::Utf8, |d| d.encoding);
+        self.reject_as(name, key, hash, encoding, r).await
+    }
+
+    /// Rejects a file refused unread (or not parsed): its error result in UTF-8.
+    async fn reject(
+        &self,
+        name: &str,
+        key: &str,
+        hash: Option<&str>,
+        r: Rejection,
+    ) -> Result<(), MailboxError> {
+        self.reject_as(name, key, hash, TextEncoding::Utf8, r).await
+    }
+
+    /// Records a rejected file (its name, hash and reason, never its bytes), writes its error
+    /// result if it is named like a request, and moves it to `err/` with its reason file.
+    async fn reject_as(
+        &self,
+        name: &str,
+        key: &str,
+        hash: Option<&str>,
+        encoding: TextEncoding,
+        r: Rejection,
+    ) -> Result<(), MailboxError> {
+        let now = Utc::now();
         let result_file = xml::result_file_name(name).map(|n| format!("{RES}/{n}"));
         let coded = r.kind.coded();
         let reason = r.reason();
@@ -774,7 +952,6 @@ impl Mailbox {
             }
             None => Vec::new(),
         };
-        let kept = &bytes[..bytes.len().min(MAX_KEPT_REJECTED)];
         let rec = MailboxRecord {
             key: key.to_string(),
             kind: RecordKind::Rejected,
@@ -782,10 +959,8 @@ impl Mailbox {
             sha256: hash.map(str::to_string),
             received_at: now,
             encoding,
-            request_text: Some(match xml::decode(kept) {
-                Ok(d) => d.text,
-                Err(_) => String::from_utf8_lossy(kept).into_owned(),
-            }),
+            request: None,
+            legacy_text: None,
             echo: (*r.echo).clone(),
             check_id: None,
             reception_number: None,
@@ -802,7 +977,7 @@ impl Mailbox {
         self.move_to_err(key, name, &format!("{}: {reason}", coded.code))?;
         self.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
         // The element path and the code only: the message may quote the file's values.
-        tracing::warn!(file = %name, code = coded.code, element = %r.field, "mailbox: request file rejected; moved to err/ with its reason");
+        tracing::warn!(file = %Untrusted(name), code = coded.code, element = %Untrusted(&r.field), "mailbox: request file rejected; moved to err/ with its reason");
         Ok(())
     }
 
@@ -826,14 +1001,15 @@ impl Mailbox {
         let err = self.inner.dir.join(ERR);
         let target = files::free_name(&err, name);
         let text = format!(
-            "file: {name}\nrejected at: {}\nreason: {reason}\nresult: {}\n",
+            "file: {}\nrejected at: {}\nreason: {reason}\nresult: {}\n",
+            name.escape_debug(),
             Utc::now().to_rfc3339(),
             match xml::result_file_name(name) {
                 Some(n) => format!("{RES}/{n} (an error result, SegmentOfResult 9)"),
                 None => "none (the name is not a request file's)".into(),
             }
         );
-        let reason_name = format!("{target}.reason.txt");
+        let reason_name = files::reason_file_name(&target);
         files::write_atomic(&err, &reason_name, text.as_bytes())
             .map_err(io(&err.join(&reason_name)))?;
         let from = self.inner.dir.join(REQ).join(name);
@@ -898,7 +1074,8 @@ impl Mailbox {
             sha256: None,
             received_at: check.created_at,
             encoding: TextEncoding::Utf8,
-            request_text: None,
+            request: None,
+            legacy_text: None,
             echo,
             check_id: Some(check.check_id.clone()),
             reception_number: None,
@@ -937,10 +1114,10 @@ impl Mailbox {
         match r {
             Ok(()) => {
                 self.inner.stats.faces.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(file = %key.trim_start_matches("face:"), "mailbox: card check written to face/");
+                tracing::info!(file = %Untrusted(key.trim_start_matches("face:")), "mailbox: card check written to face/");
             }
             Err(e) => {
-                tracing::error!(file = %key, error = %e, "mailbox: face file not written; tried again")
+                tracing::error!(file = %Untrusted(key), error = %Untrusted(&e.to_string()), "mailbox: face file not written; tried again")
             }
         }
     }
@@ -979,7 +1156,7 @@ impl Mailbox {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::error!(key = %key, error = %e, "mailbox: record unreadable");
+                    tracing::error!(key = %Untrusted(&key), error = %Untrusted(&e.to_string()), "mailbox: record unreadable");
                     continue;
                 }
             };
@@ -1018,7 +1195,7 @@ impl Mailbox {
             match updated {
                 Ok(_) => finals.push((key.clone(), rec.file.clone(), check.check_id.clone())),
                 Err(e) => {
-                    tracing::error!(key = %key, error = %e, "mailbox: final result not recorded")
+                    tracing::error!(key = %Untrusted(&key), error = %Untrusted(&e.to_string()), "mailbox: final result not recorded")
                 }
             }
         }
@@ -1032,10 +1209,10 @@ impl Mailbox {
             match self.write_result(key, false).await {
                 Ok(()) => {
                     self.inner.stats.finals.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(file = %file, check_id = %check_id, "mailbox: final result written (the link returned)");
+                    tracing::info!(file = %Untrusted(file), check_id = %check_id, "mailbox: final result written (the link returned)");
                 }
                 Err(e) => {
-                    tracing::error!(file = %file, error = %e, "mailbox: final result not written; tried again")
+                    tracing::error!(file = %Untrusted(file), error = %Untrusted(&e.to_string()), "mailbox: final result not written; tried again")
                 }
             }
         }
@@ -1044,7 +1221,7 @@ impl Mailbox {
             .filter(|k| !finals.iter().any(|f| &f.0 == *k))
         {
             if let Err(e) = self.write_result(key, false).await {
-                tracing::error!(key = %key, error = %e, "mailbox: result not written; tried again");
+                tracing::error!(key = %Untrusted(key), error = %Untrusted(&e.to_string()), "mailbox: result not written; tried again");
             }
         }
     }
@@ -1108,7 +1285,7 @@ impl Mailbox {
             }
             b.attempts = b.attempts.saturating_add(1);
             if let Some(e) = failed {
-                tracing::info!(reception_number = %number, error = %e, "mailbox: batch inquiry not answered yet; tried again later");
+                tracing::info!(reception_number = %Untrusted(&number), error = %e, "mailbox: batch inquiry not answered yet; tried again later");
                 b.last_error = Some(e);
                 if let Err(e) = self.inner.store.put_batch(&b) {
                     tracing::error!(error = %e, "mailbox: batch state not recorded");
@@ -1127,7 +1304,7 @@ impl Mailbox {
             let stored = self.inner.store.put_batch(&b);
             match (stored, gate.journal.commit().await) {
                 (Ok(()), Ok(())) => {
-                    tracing::info!(reception_number = %number, checks = b.requests.len(), "mailbox: batch inquiry answered; ready for download")
+                    tracing::info!(reception_number = %Untrusted(&number), checks = b.requests.len(), "mailbox: batch inquiry answered; ready for download")
                 }
                 (Err(e), _) => tracing::error!(error = %e, "mailbox: batch answers not recorded"),
                 (_, Err(e)) => tracing::error!(error = %e, "mailbox: batch answers not durable"),

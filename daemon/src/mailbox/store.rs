@@ -1,8 +1,13 @@
 //! The mailbox's records, in the journal's store (so the journal's group commit makes them durable
 //! with the checks they answer): one record per request file (keyed by its name and the SHA-256 of
 //! its bytes) or face file, holding the request's text and every result text written for it; the
-//! batch uploads with their answers; and an index of the records with a result still to write or
-//! a final answer still awaited.
+//! batch uploads with their answers; an index of the records with a result still to write or
+//! a final answer still awaited; and how many times each request file's handling was started
+//! without finishing (so a file that kills the edge is quarantined, never crash-looped).
+//!
+//! A record keeps the *parsed* request (`KeptRequest`), its SHA-256 and the results, never the
+//! file's bytes: a file from the share must not be able to grow the journal by its size. Records
+//! written before that (`V1`, with the decoded text) still load and export.
 //!
 //! Values are postcard behind an enum tag that is the version.
 
@@ -13,7 +18,7 @@ use onshi_model::{CheckOutcome, CheckRequest};
 use onshi_sync::store::{Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
-use super::xml::{Echo, TextEncoding};
+use super::xml::{Echo, RequestBody, SearchInfo, TextEncoding};
 
 /// What a mailbox record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,8 +55,11 @@ pub struct MailboxRecord {
     pub sha256: Option<String>,
     pub received_at: DateTime<Utc>,
     pub encoding: TextEncoding,
-    /// The request as decoded (a rejected file's bytes read as lossy UTF-8, cut at 64 KiB).
-    pub request_text: Option<String>,
+    /// What the request asked, parsed (`None` for a face record and a rejected file).
+    pub request: Option<KeptRequest>,
+    /// The request's decoded text, as records written before requests were kept parsed (`V1`)
+    /// stored it; never written now.
+    pub legacy_text: Option<String>,
     pub echo: Echo,
     pub check_id: Option<String>,
     pub reception_number: Option<String>,
@@ -67,6 +75,47 @@ pub struct MailboxRecord {
     pub reason: Option<String>,
     /// Where the request file went: `done/NAME` or `err/NAME`.
     pub moved_to: Option<String>,
+}
+
+/// What the journal keeps of a request: the parsed request, never the file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeptRequest {
+    Single(SearchInfo),
+    /// The searches are the batch's (`BatchRecord::requests`); these are the 1-based entries
+    /// whose `LimitApplicationCertificateRelatedConsFlg` was 1.
+    BatchUpload {
+        consented: Vec<u32>,
+    },
+    BatchDownload {
+        reception_number: String,
+    },
+}
+
+impl KeptRequest {
+    /// The request's body, for [`super::xml::render_request`] (a batch upload's searches come from
+    /// its batch record).
+    pub fn body(&self, batch: Option<&BatchRecord>) -> RequestBody {
+        match self {
+            KeptRequest::Single(s) => RequestBody::Searches(vec![s.clone()]),
+            KeptRequest::BatchUpload { consented } => RequestBody::Searches(
+                batch
+                    .map(|b| {
+                        b.requests
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| SearchInfo {
+                                request: r.clone(),
+                                limit_consent: consented.contains(&(i as u32 + 1)),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            KeptRequest::BatchDownload { reception_number } => {
+                RequestBody::Download(reception_number.clone())
+            }
+        }
+    }
 }
 
 impl MailboxRecord {
@@ -92,9 +141,60 @@ pub struct BatchRecord {
     pub last_error: Option<String>,
 }
 
+/// A record as written before requests were kept parsed: the decoded text instead.
+#[derive(Debug, Serialize, Deserialize)]
+struct MailboxRecordV1 {
+    key: String,
+    kind: RecordKind,
+    file: String,
+    sha256: Option<String>,
+    received_at: DateTime<Utc>,
+    encoding: TextEncoding,
+    request_text: Option<String>,
+    echo: Echo,
+    check_id: Option<String>,
+    reception_number: Option<String>,
+    result_file: Option<String>,
+    results: Vec<ResultText>,
+    written: usize,
+    awaiting_final: bool,
+    reason: Option<String>,
+    moved_to: Option<String>,
+}
+
+impl From<MailboxRecordV1> for MailboxRecord {
+    fn from(r: MailboxRecordV1) -> Self {
+        MailboxRecord {
+            key: r.key,
+            kind: r.kind,
+            file: r.file,
+            sha256: r.sha256,
+            received_at: r.received_at,
+            encoding: r.encoding,
+            request: None,
+            legacy_text: r.request_text,
+            echo: r.echo,
+            check_id: r.check_id,
+            reception_number: r.reception_number,
+            result_file: r.result_file,
+            results: r.results,
+            written: r.written,
+            awaiting_final: r.awaiting_final,
+            reason: r.reason,
+            moved_to: r.moved_to,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 enum StoredRecord {
-    V1(MailboxRecord),
+    V1(MailboxRecordV1),
+    V2(MailboxRecord),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredAttempts {
+    V1(u32),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,6 +209,8 @@ pub struct MailboxStore {
     open: Arc<dyn Tree>,
     batches: Arc<dyn Tree>,
     open_batches: Arc<dyn Tree>,
+    /// Request key → how many times its handling started without finishing.
+    attempts: Arc<dyn Tree>,
     /// Read-modify-write of a record happens under this lock (the request worker, the finalizer
     /// and the result writer update the same records).
     lock: Arc<std::sync::Mutex<()>>,
@@ -128,13 +230,15 @@ impl MailboxStore {
             open: store.tree("mailbox.open")?,
             batches: store.tree("mailbox.batches")?,
             open_batches: store.tree("mailbox.batches.open")?,
+            attempts: store.tree("mailbox.attempts")?,
             lock: Arc::default(),
         })
     }
 
     fn decode(key: &[u8], b: &[u8]) -> Result<MailboxRecord, StoreError> {
         match postcard::from_bytes::<StoredRecord>(b) {
-            Ok(StoredRecord::V1(r)) => Ok(r),
+            Ok(StoredRecord::V1(r)) => Ok(r.into()),
+            Ok(StoredRecord::V2(r)) => Ok(r),
             Err(e) => Err(corrupt(key, e)),
         }
     }
@@ -147,7 +251,7 @@ impl MailboxStore {
     }
 
     fn put_unlocked(&self, rec: &MailboxRecord) -> Result<(), StoreError> {
-        let bytes = postcard::to_allocvec(&StoredRecord::V1(rec.clone()))
+        let bytes = postcard::to_allocvec(&StoredRecord::V2(rec.clone()))
             .map_err(|e| corrupt(rec.key.as_bytes(), e))?;
         // The open index is written before the record and cleared after it, so a crash in between
         // leaves at worst an index entry with nothing to do.
@@ -202,6 +306,48 @@ impl MailboxStore {
         self.records.is_empty()
     }
 
+    /// How many times the handling of request `key` started without finishing.
+    pub fn attempts(&self, key: &str) -> Result<u32, StoreError> {
+        match self.attempts.get(key.as_bytes())? {
+            None => Ok(0),
+            Some(b) => match postcard::from_bytes::<StoredAttempts>(&b) {
+                Ok(StoredAttempts::V1(n)) => Ok(n),
+                Err(e) => Err(corrupt(key.as_bytes(), e)),
+            },
+        }
+    }
+
+    /// Records that the handling of `key` starts for the `n`th time (durable at the journal's
+    /// next commit, which the caller waits for before handling).
+    pub fn set_attempts(&self, key: &str, n: u32) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(&StoredAttempts::V1(n))
+            .map_err(|e| corrupt(key.as_bytes(), e))?;
+        self.attempts.insert(key.as_bytes(), &bytes)?;
+        Ok(())
+    }
+
+    /// The handling of `key` finished (answered, refused, or failed without stopping the edge).
+    pub fn clear_attempts(&self, key: &str) -> Result<(), StoreError> {
+        self.attempts.remove(key.as_bytes())?;
+        Ok(())
+    }
+
+    /// The keys of every record, in the order they were received (for a streamed export: only
+    /// the keys are held, each record is read again when its turn comes).
+    pub fn keys_by_received(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = self
+            .records
+            .scan_prefix(&[])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let r = Self::decode(&k, &v)?;
+                Ok((r.received_at, r.key))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        keys.sort();
+        Ok(keys.into_iter().map(|(_, k)| k).collect())
+    }
+
     /// Every record, in the order they were received.
     pub fn all(&self) -> Result<Vec<MailboxRecord>, StoreError> {
         let mut all = self
@@ -247,5 +393,63 @@ impl MailboxStore {
             .scan_prefix(&[])
             .map(|kv| Ok(String::from_utf8_lossy(&kv?.0).into_owned()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use onshi_sync::store::SledStore;
+
+    #[test]
+    fn records_stored_with_their_full_text_still_load_and_attempts_count() {
+        let d = tempfile::tempdir().unwrap();
+        let store = SledStore::open(d.path()).unwrap();
+        let m = MailboxStore::open(&store).unwrap();
+        let old = MailboxRecordV1 {
+            key: "req:a.xml:0123".into(),
+            kind: RecordKind::Single,
+            file: "a.xml".into(),
+            sha256: Some("0123".into()),
+            received_at: Utc::now(),
+            encoding: TextEncoding::Utf8,
+            request_text: Some("<XmlMsg/>".into()),
+            echo: Echo::default(),
+            check_id: Some("c-1".into()),
+            reception_number: None,
+            result_file: None,
+            results: Vec::new(),
+            written: 0,
+            awaiting_final: false,
+            reason: None,
+            moved_to: Some("done/a.xml".into()),
+        };
+        let bytes = postcard::to_allocvec(&StoredRecord::V1(old)).unwrap();
+        store
+            .tree("mailbox.records")
+            .unwrap()
+            .insert(b"req:a.xml:0123", &bytes)
+            .unwrap();
+        let r = m.get("req:a.xml:0123").unwrap().unwrap();
+        assert_eq!(r.legacy_text.as_deref(), Some("<XmlMsg/>"));
+        assert_eq!(r.request, None);
+        assert_eq!(r.check_id.as_deref(), Some("c-1"));
+        // Rewritten as V2, it still reads the same.
+        m.update("req:a.xml:0123", |r| r.written = 1).unwrap();
+        assert_eq!(
+            m.get("req:a.xml:0123")
+                .unwrap()
+                .unwrap()
+                .legacy_text
+                .as_deref(),
+            Some("<XmlMsg/>")
+        );
+        assert_eq!(m.keys_by_received().unwrap(), ["req:a.xml:0123"]);
+        assert_eq!(m.attempts("k").unwrap(), 0);
+        m.set_attempts("k", 2).unwrap();
+        assert_eq!(m.attempts("k").unwrap(), 2);
+        m.clear_attempts("k").unwrap();
+        assert_eq!(m.attempts("k").unwrap(), 0);
     }
 }

@@ -8,6 +8,10 @@
 //! - Unknown elements are tolerated (newer receipt computers may send more); missing, repeated or
 //!   invalid required elements are rejected with their path, e.g.
 //!   `MessageBody/QualificationConfirmSearchInfo/InsurerNumber`.
+//! - Bounds: elements nested deeper than [`MAX_DEPTH`] are rejected with their path before any
+//!   tree is built. [`read_request`] never panics on any input (a property test feeds it nested,
+//!   huge, mis-encoded and garbage documents); should a bug make it panic all the same, the panic is
+//!   caught and the file rejected, never the edge stopped.
 
 use std::fmt::Write as _;
 
@@ -22,10 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codes::{self, Coded, Segment};
 
-/// The largest request file read (a night batch of 20,000 people is about 10 MB).
-pub const MAX_REQUEST_BYTES: u64 = 32 * 1024 * 1024;
-/// The most people one batch upload may carry (as `POST /v1/batch`).
-pub const MAX_BATCH_ENTRIES: usize = 20_000;
+pub use super::limits::{MAX_BATCH_ENTRIES, MAX_DEPTH};
 
 /// The character encoding of a request, and so of its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,7 +441,26 @@ fn local_name(raw: &str) -> String {
     }
 }
 
-/// Parses a whole document into its root element. A document that ends early is `Incomplete`.
+/// The rejection of an element nested deeper than [`MAX_DEPTH`]: its path (the first levels and the
+/// element itself, so a path of 60,000 names does not become a 60,000-name reason).
+fn too_deep(stack: &[Element], name: &str) -> Rejection {
+    let path: Vec<&str> = stack
+        .iter()
+        .take(MAX_DEPTH)
+        .map(|e| e.name.as_str())
+        .chain(std::iter::once(name))
+        .collect();
+    Rejection::format(
+        path.join("/"),
+        format!(
+            "is nested {} levels deep; a request is at most {MAX_DEPTH} levels deep",
+            stack.len() + 1
+        ),
+    )
+}
+
+/// Parses a whole document into its root element. A document that ends early is `Incomplete`;
+/// one nested deeper than [`MAX_DEPTH`] is rejected at the first element too deep.
 pub fn parse_document(text: &str) -> Result<Element, ReadError> {
     let mut reader = quick_xml::Reader::from_str(text);
     reader.config_mut().check_end_names = true;
@@ -472,14 +492,22 @@ pub fn parse_document(text: &str) -> Result<Element, ReadError> {
                 if root.is_some() {
                     return Err(bad(pos, "a second root element".into()));
                 }
+                let name = local_name(s.name().as_ref());
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(&stack, &name).into());
+                }
                 stack.push(Element {
-                    name: local_name(s.name().as_ref()),
+                    name,
                     ..Element::default()
                 });
             }
             Event::Empty(s) => {
+                let name = local_name(s.name().as_ref());
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(&stack, &name).into());
+                }
                 let e = Element {
-                    name: local_name(s.name().as_ref()),
+                    name,
                     ..Element::default()
                 };
                 match stack.last_mut() {
@@ -655,6 +683,43 @@ fn read_search(e: &Element, path: &str, service_date: NaiveDate) -> Result<Searc
         },
         limit_consent,
     })
+}
+
+/// [`read_request`] with any panic caught and turned into a rejection: one file must never stop
+/// the edge, even through a bug in this module.
+pub fn read_request_guarded(
+    kind: RequestKind,
+    bytes: &[u8],
+    facility: &str,
+) -> Result<(Decoded, OqsRequest), ReadError> {
+    guarded(|| read_request(kind, bytes, facility))
+}
+
+/// Runs `f`, turning a panic into a rejection naming it (the panic's message is ours, never the
+/// file's values).
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, ReadError>) -> Result<T, ReadError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => Err(Rejection::format(
+            "",
+            format!(
+                "the edge failed while reading this file ({}); it is quarantined",
+                panic_message(panic.as_ref())
+            ),
+        )
+        .into()),
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".into()
+    }
 }
 
 /// Reads a request of `kind` for `facility` (the edge's 10-digit code).
@@ -1020,6 +1085,63 @@ pub fn render_batch_results(
     }
     out.close("ResultList");
     out.close("MessageBody");
+    out.close("XmlMsg");
+    out.s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests as the journal keeps them
+
+/// What a request asked, as the journal keeps it: the parsed searches or the reception number,
+/// never the file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    Searches(Vec<SearchInfo>),
+    Download(String),
+}
+
+/// A request rendered back from what the journal keeps (the header's echo and the parsed body):
+/// an OQS request document that reads as the same request. Formatting, comments and unknown
+/// elements of the original file are not kept.
+pub fn render_request(echo: &Echo, encoding: TextEncoding, body: &RequestBody) -> String {
+    let mut out = Out::new(encoding);
+    out.open("XmlMsg");
+    out.open(HEADER);
+    out.leaf("QualificationConfirmationDate", &echo.confirmation_date);
+    out.leaf("MedicalInstitutionCode", &echo.facility);
+    out.leaf("ArbitraryFileIdentifier", &echo.arbitrary_id);
+    out.close(HEADER);
+    out.open(BODY);
+    match body {
+        RequestBody::Searches(searches) => {
+            for s in searches {
+                let onshi_model::CheckSubject::InsuranceCard { card, birth_date } =
+                    &s.request.subject
+                else {
+                    continue;
+                };
+                out.open(SEARCH);
+                out.leaf("InsurerNumber", &card.insurer_number.to_file_field());
+                out.opt(
+                    "InsuredCardSymbol",
+                    card.symbol.as_ref().map(|v| v.as_str()),
+                );
+                out.leaf("InsuredIdentificationNumber", card.number.as_str());
+                out.opt(
+                    "InsuredBranchNumber",
+                    card.branch.as_ref().map(|v| v.as_str()),
+                );
+                out.leaf("Birthdate", &ymd(*birth_date));
+                out.leaf(
+                    "LimitApplicationCertificateRelatedConsFlg",
+                    if s.limit_consent { "1" } else { "0" },
+                );
+                out.close(SEARCH);
+            }
+        }
+        RequestBody::Download(number) => out.leaf("ReceptionNumber", number),
+    }
+    out.close(BODY);
     out.close("XmlMsg");
     out.s
 }
@@ -1394,5 +1516,170 @@ mod tests {
             "a<b&c"
         );
         assert!(text.contains("<SegmentOfResult>9</SegmentOfResult>"));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_with_the_element_path_not_a_crash() {
+        // About 60,000 levels in about 420 KB: once a stack overflow at every start.
+        let depth = 60_000;
+        let doc = format!(
+            "<?xml version=\"1.0\"?><XmlMsg>{}{}</XmlMsg>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        assert!(doc.len() > 400_000);
+        let r = rejected(read_request(RequestKind::Single, doc.as_bytes(), FACILITY));
+        assert_eq!(r.kind, RejectKind::Format);
+        assert!(r.field.starts_with("XmlMsg/a/a/"), "{}", r.field);
+        assert_eq!(r.field.split('/').count(), MAX_DEPTH + 1, "{}", r.field);
+        assert!(r.message.contains("levels deep"), "{}", r.message);
+        // Self-closing at the limit too; a real request is well within it.
+        let empty = format!(
+            "<XmlMsg>{}<b/>{}</XmlMsg>",
+            "<a>".repeat(MAX_DEPTH - 1),
+            "</a>".repeat(MAX_DEPTH - 1)
+        );
+        assert!(
+            rejected(read_request(
+                RequestKind::Single,
+                empty.as_bytes(),
+                FACILITY
+            ))
+            .field
+            .ends_with("/b")
+        );
+        assert!(
+            read_request(
+                RequestKind::Single,
+                single(&search("  138057")).as_bytes(),
+                FACILITY
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_panic_while_reading_becomes_a_rejection() {
+        let r: Result<(), ReadError> = guarded(|| panic!("boom"));
+        match r {
+            Err(ReadError::Rejected(r)) => assert!(r.message.contains("boom"), "{}", r.message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_kept_request_renders_back_to_the_same_request() {
+        for enc in [TextEncoding::Utf8, TextEncoding::ShiftJis] {
+            let text = single(&search("  138057")).replace("UTF-8", enc.label());
+            let (d, req) =
+                read_request(RequestKind::Single, &encode(&text, enc), FACILITY).unwrap();
+            let OqsRequest::Single { header, search } = &req else {
+                panic!()
+            };
+            let again = render_request(
+                &header.echo,
+                d.encoding,
+                &RequestBody::Searches(vec![search.clone()]),
+            );
+            let (_, back) =
+                read_request(RequestKind::Single, &encode(&again, enc), FACILITY).unwrap();
+            assert_eq!(back, req, "{again}");
+        }
+    }
+
+    /// The parser under hostile input: it never panics, and always answers a request, a rejection
+    /// or "incomplete". Bounded in CI; a longer run:
+    /// `PROPTEST_CASES=100000 cargo test -p onshi-edge --lib mailbox::xml::tests::fuzz`.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn element_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("XmlMsg".to_string()),
+                Just("MessageHeader".to_string()),
+                Just("MessageBody".to_string()),
+                Just(SEARCH.to_string()),
+                Just("InsurerNumber".to_string()),
+                Just("Birthdate".to_string()),
+                "[a-zA-Z_][a-zA-Z0-9_.:-]{0,12}",
+                "\\PC{1,6}",
+            ]
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9 ]{0,10}",
+                "\\PC{0,12}",
+                Just("&amp;&#x41;&#65;&bogus;&#xFFFFFFFF;".to_string()),
+                Just("<![CDATA[x]]>".to_string()),
+                Just("令和8年4月1日".to_string()),
+            ]
+        }
+
+        /// A document: valid-looking requests with random mutations, deep nesting, many children.
+        fn document() -> impl Strategy<Value = String> {
+            let leaf = (element_name(), text()).prop_map(|(n, t)| format!("<{n}>{t}</{n}>"));
+            let tree = leaf.prop_recursive(8, 64, 6, |inner| {
+                (element_name(), prop::collection::vec(inner, 0..6))
+                    .prop_map(|(n, kids)| format!("<{n}>{}</{n}>", kids.concat()))
+            });
+            prop_oneof![
+                tree.clone()
+                    .prop_map(|t| format!("<?xml version=\"1.0\"?><XmlMsg>{t}</XmlMsg>")),
+                tree,
+                (1usize..200).prop_map(|d| format!(
+                    "<XmlMsg>{}{}",
+                    "<a>".repeat(d),
+                    "</a>".repeat(d)
+                )),
+                (1usize..5000).prop_map(|d| "<a>".repeat(d)),
+                "[A-Z]{0,4}".prop_map(|s| single(&search("  138057")).replace("138057", &s)),
+            ]
+        }
+
+        fn check(kind: RequestKind, bytes: &[u8]) {
+            // Any outcome but a panic is fine: a request, a rejection naming its element, or
+            // incomplete.
+            let _ = read_request(kind, bytes, FACILITY);
+        }
+
+        fn kind() -> impl Strategy<Value = RequestKind> {
+            prop_oneof![
+                Just(RequestKind::Single),
+                Just(RequestKind::BatchUpload),
+                Just(RequestKind::BatchDownload),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn documents_never_panic(k in kind(), doc in document(), sjis in any::<bool>(), cut in any::<prop::sample::Index>()) {
+                let bytes = if sjis {
+                    encode(&doc.replacen("?>", " encoding=\"Shift_JIS\"?>", 1), TextEncoding::ShiftJis)
+                } else {
+                    doc.into_bytes()
+                };
+                check(k, &bytes);
+                // Every prefix a writer might leave behind.
+                check(k, &bytes[..cut.index(bytes.len() + 1)]);
+            }
+
+            #[test]
+            fn garbage_bytes_never_panic(k in kind(), bytes in prop::collection::vec(any::<u8>(), 0..2048), decl in prop_oneof![Just(""), Just("<?xml version=\"1.0\" encoding=\"Shift_JIS\"?>"), Just("<?xml version=\"1.0\" encoding=\"UTF-8\"?><XmlMsg>"), Just("\u{feff}")]) {
+                let mut all = decl.as_bytes().to_vec();
+                all.extend(bytes);
+                check(k, &all);
+            }
+
+            #[test]
+            fn mutated_requests_never_panic(k in kind(), at in any::<prop::sample::Index>(), with in prop::collection::vec(any::<u8>(), 0..8), delete in 0usize..8) {
+                let mut bytes = single(&search("  138057")).into_bytes();
+                let i = at.index(bytes.len());
+                let end = (i + delete).min(bytes.len());
+                bytes.splice(i..end, with);
+                check(k, &bytes);
+            }
+        }
     }
 }
