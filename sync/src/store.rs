@@ -352,7 +352,13 @@ impl SledTree {
             self.store.shared.check_writable()?;
         }
         let guard = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let tree = guard.as_ref().ok_or_else(reopening)?;
+        let tree = guard.as_ref().ok_or_else(|| {
+            self.store
+                .shared
+                .check_writable()
+                .err()
+                .unwrap_or_else(reopening)
+        })?;
         op(tree).map_err(|e| {
             let e = StoreError::from(e);
             if write || matches!(e, StoreError::Engine(sled::Error::Io(_))) {
@@ -688,5 +694,165 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let t = store.tree("t").unwrap();
         assert_eq!(t.len(), t.scan_prefix(&[]).count());
+    }
+
+    /// A real tmpfs of `size`, mounted for one test (tests run as root); `None` with a message
+    /// when mounting is not permitted here.
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount permission)");
+                return None;
+            }
+            Some(Tmpfs { dir })
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// Writes `path` until the file system is full.
+    fn fill(path: &Path) {
+        use std::io::Write;
+        let mut f = File::create(path).unwrap();
+        let chunk = vec![0x55u8; 64 * 1024];
+        loop {
+            if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+                assert_eq!(e.raw_os_error(), Some(28), "fills up: {e}");
+                break;
+            }
+        }
+        // The last pages, smaller than a chunk.
+        while f
+            .write_all(&[0x55; 512])
+            .and_then(|()| f.sync_all())
+            .is_ok()
+        {}
+    }
+
+    #[test]
+    fn a_full_disk_fails_writes_until_space_returns_then_the_store_reopens_by_itself() {
+        let Some(fs) = Tmpfs::mount("8m") else { return };
+        let dir = fs.dir.path().join("store");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+            let tree = store.tree("t").unwrap();
+            let gc = GroupCommit::start(store.clone());
+            tree.insert(b"acknowledged", b"before").unwrap();
+            gc.commit().await.unwrap();
+            assert!(store.health().writable);
+
+            fill(&fs.dir.path().join("filler"));
+            // Writes that need new space fail: the first failure leaves the store failed.
+            let mut failed = None;
+            for i in 0..200u32 {
+                let epoch = gc.epoch();
+                let w = tree
+                    .insert(&i.to_be_bytes(), &[7u8; 4096])
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let c = match w {
+                    Ok(()) => gc.commit_since(epoch).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = c {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            let failed = failed.expect("a write fails on a full disk");
+            assert!(
+                failed.contains("No space left") || failed.contains("cannot write"),
+                "{failed}"
+            );
+            let h = store.health();
+            assert!(!h.writable, "{h:?}");
+            assert!(h.last_error.is_some() && h.failures >= 1, "{h:?}");
+            // While failed every write is refused at once, naming the cause.
+            let e = tree.insert(b"during", b"x").unwrap_err().to_string();
+            assert!(e.contains("cannot write"), "{e}");
+            let stale_epoch = gc.epoch();
+            // The disk is still full: the task's reopen attempts keep failing (probe write).
+            tokio::time::sleep(RECOVER_EVERY * 2).await;
+            assert!(!store.health().writable, "still full: still failed");
+
+            // Space returns: the commit task reopens the store by itself.
+            std::fs::remove_file(fs.dir.path().join("filler")).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !store.health().writable {
+                assert!(Instant::now() < deadline, "recovered: {:?}", store.health());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(store.health().recoveries, 1);
+            // What was acknowledged before is there; new writes work and are durable.
+            assert_eq!(
+                tree.get(b"acknowledged").unwrap().as_deref(),
+                Some(&b"before"[..])
+            );
+            tree.insert(b"after", b"space returned").unwrap();
+            gc.commit().await.unwrap();
+            // A commit for writes of the epoch before the reopen is refused (they were dropped).
+            let e = gc.commit_since(stale_epoch).await.unwrap_err().to_string();
+            assert!(e.contains("reopened"), "{e}");
+            // The count follows what is on disk after the reopen.
+            assert_eq!(tree.len(), tree.scan_prefix(&[]).count());
+        });
+        drop(rt);
+        let store = SledStore::open(&dir).unwrap();
+        let t = store.tree("t").unwrap();
+        assert_eq!(
+            t.get(b"acknowledged").unwrap().as_deref(),
+            Some(&b"before"[..])
+        );
+        assert_eq!(
+            t.get(b"after").unwrap().as_deref(),
+            Some(&b"space returned"[..])
+        );
+    }
+
+    #[test]
+    fn store_files_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("data/journal");
+        // sled and create_dir_all follow the umask (0755/0644 under the usual 022); the store
+        // sets the modes itself. (The edge under umask 000 is tested as a process.)
+        let store = SledStore::open(&dir).unwrap();
+        store
+            .tree("t")
+            .unwrap()
+            .insert(b"k", &[1u8; 100_000])
+            .unwrap();
+        store.sync().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&t.path().join("data")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("db")), 0o600);
+        assert_eq!(mode(&dir.join("conf")), 0o600);
+        assert_eq!(mode(&dir.join("blobs")), 0o700);
+        for e in std::fs::read_dir(dir.join("blobs")).unwrap() {
+            assert_eq!(mode(&e.unwrap().path()), 0o600);
+        }
     }
 }
