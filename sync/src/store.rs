@@ -282,6 +282,29 @@ impl SledStore {
         Ok(())
     }
 
+    /// Writes and fsyncs 64 KiB beside sled's files, then removes it: can the disk take a write?
+    fn space_probe(&self) -> Result<(), StoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.shared.dir.join("space-probe.tmp");
+        let err = |source| StoreError::Fsync {
+            path: path.clone(),
+            source,
+        };
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::modes::PRIVATE_FILE)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(&[0u8; 64 * 1024])?;
+                f.sync_all()
+            });
+        let _ = std::fs::remove_file(&path);
+        written.map_err(err)
+    }
+
     /// Notes a failure of a write or a sync: the store stays failed until a recovery.
     fn failed(&self, e: StoreError) -> StoreError {
         if matches!(e, StoreError::Unwritable { .. }) {
@@ -449,6 +472,12 @@ impl Store for SledStore {
         let _one = lock(&self.shared.recovering);
         if lock(&self.shared.failure).is_none() {
             return Ok(false);
+        }
+        // A cheap look first: while the disk is still full, tearing sled down would only fail
+        // again (and sled logs an error for every tree handle it drops).
+        if let Err(e) = self.space_probe() {
+            *lock(&self.shared.last_error) = Some(e.to_string());
+            return Err(e);
         }
         // The epoch moves before the reopen: a commit that races with it fails rather than
         // claiming writes the reopen is about to drop.
