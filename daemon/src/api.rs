@@ -223,7 +223,6 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 fn status_json(app: &AppState) -> Result<Value, ApiError> {
     let link = app.gate.link.state();
     let mode = app.gate.mode.snapshot();
-    let (syncs, commits) = app.gate.journal.commit_stats();
     let queue = app
         .gate
         .journal
@@ -254,8 +253,8 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         },
         "reader": reader,
         "queue": queue::brief_json(&queue),
-        "warnings": queue.warnings,
-        "journal": {"checks": app.gate.journal.len(), "provisional": app.gate.journal.provisional_len(), "syncs": syncs, "commits": commits},
+        "warnings": queue.warnings.iter().cloned().chain(app.gate.journal.warning()).collect::<Vec<_>>(),
+        "journal": app.gate.journal.status(),
         "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
         "deadline_ms": app.gate.deadline().as_millis() as u64,
         "mailbox": app.mailbox.as_ref().map(|m| {
@@ -1068,6 +1067,27 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         "onshi_sync_last_synced_timestamp_seconds",
         "When a sync round last found everything synced (Unix time; 0 never).",
         sync.last_sync.map_or(0.0, |t| t.timestamp() as f64),
+    );
+    let journal = app.gate.journal.status();
+    e.gauge1(
+        "onshi_journal_writable",
+        "1 while the journal can record; 0 from a failed write (a full disk) until it reopens.",
+        f64::from(u8::from(journal.writable)),
+    );
+    e.counter(
+        "onshi_journal_commit_failures_total",
+        "Commits answered with an error (the caller was told: not recorded).",
+        &[(String::new(), journal.commit_failures)],
+    );
+    e.counter(
+        "onshi_journal_write_failures_total",
+        "Failed writes and syncs of the journal's store.",
+        &[(String::new(), journal.write_failures)],
+    );
+    e.counter(
+        "onshi_journal_recoveries_total",
+        "Reopens of the journal's store after a failure.",
+        &[(String::new(), journal.recoveries)],
     );
     e.gauge1(
         "onshi_queue_pending",

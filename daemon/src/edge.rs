@@ -172,10 +172,23 @@ fn status_line(state: &AppState) -> String {
     } else {
         format!("{} to sync", sync.outgoing + sync.incoming)
     };
-    format!(
+    let line = format!(
         "{mode} · {pending} pending · {} checks · {sync}",
         state.gate.journal.len()
-    )
+    );
+    journal_status_prefix(&state.gate.journal.health()) + &line
+}
+
+/// What the STATUS line says first while the journal cannot write (nothing otherwise).
+fn journal_status_prefix(h: &onshi_sync::store::StoreHealth) -> String {
+    match h.unwritable_for {
+        None => String::new(),
+        Some(d) => format!(
+            "journal cannot write for {} s ({}) · ",
+            d.as_secs(),
+            h.last_error.as_deref().unwrap_or("unknown error")
+        ),
+    }
 }
 
 /// Keeps systemd's STATUS line current and feeds its watchdog from the main loop.
@@ -190,7 +203,11 @@ async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        notify::watchdog();
+        // Not fed while the journal has been unable to commit for too long (see notify.rs).
+        let health = state.gate.journal.health();
+        if notify::feed_watchdog(health.unwritable_for, notify::unwritable_bound()) {
+            notify::watchdog();
+        }
         let line = status_line(&state);
         if line != last {
             notify::status(&line);

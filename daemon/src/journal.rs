@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, Source, Validity};
 use onshi_sync::crdt::{DeferredCheck, JournalRecord, RecordFacts, RecordId};
 use onshi_sync::journal_store::JournalTree;
-use onshi_sync::store::{GroupCommit, Store, StoreError, Tree};
+use onshi_sync::store::{GroupCommit, Store, StoreError, StoreHealth, Tree};
 use serde::{Deserialize, Serialize};
 
 use crate::provisional::ProvisionalRecord;
@@ -130,6 +130,64 @@ pub enum JournalError {
     Corrupt { id: String, reason: String },
 }
 
+/// The journal in `GET /v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalStatus {
+    pub checks: usize,
+    pub provisional: usize,
+    pub syncs: u64,
+    pub commits: u64,
+    /// False while nothing can be recorded (a full disk, an IO error), until a reopen succeeds.
+    pub writable: bool,
+    /// The last write or sync failure (kept after recovery).
+    pub last_error: Option<String>,
+    pub unwritable_s: Option<f64>,
+    /// Commits answered "not recorded".
+    pub commit_failures: u64,
+    /// Failed writes and syncs of the store.
+    pub write_failures: u64,
+    /// Reopens that made it writable again.
+    pub recoveries: u64,
+}
+
+/// What the queue's tally is counted from (at open, and again after a reopen).
+#[derive(Debug, Clone)]
+struct TallyParts {
+    checks: Arc<dyn Tree>,
+    deferred: Arc<dyn Tree>,
+    provisional: Arc<dyn Tree>,
+    sync: JournalTree,
+}
+
+impl TallyParts {
+    /// The one walk: deferred checks, provisional records and their sync records into `tally`.
+    fn walk(&self, tally: &QueueTally) -> Result<(), JournalError> {
+        for kv in self.deferred.scan_prefix(&[]) {
+            let id = String::from_utf8_lossy(&kv?.0).into_owned();
+            if let Some(b) = self.checks.get(id.as_bytes())? {
+                let r = postcard::from_bytes::<StoredCheck>(&b)
+                    .map(StoredCheck::into_current)
+                    .map_err(|e| JournalError::Corrupt {
+                        id: id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                tally.check(&id, r.created_at, r.state == CheckState::Deferred);
+            }
+        }
+        for kv in self.provisional.scan_prefix(&[]) {
+            let (k, v) = kv?;
+            let p = Journal::decode_provisional(&k, &v)?;
+            tally.provisional_stored(&p);
+            if let Ok(id) = RecordId::parse(&p.record_id)
+                && let Some(r) = self.sync.get(&id)?
+            {
+                tally.synced(&r);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The journal of checks.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -148,6 +206,9 @@ pub struct Journal {
     /// Held over a write to the check or provisional trees and its tally, so the tally sees
     /// writes of one record in the order the trees do.
     write_lock: Arc<std::sync::Mutex<()>>,
+    /// The highest sequence number handed out by this process: a reopen after a write failure
+    /// may drop the stored counter's last increments, and an id must never be given twice.
+    issued: Arc<std::sync::atomic::AtomicU64>,
 }
 
 const NODE_ID_KEY: &[u8] = b"node_id";
@@ -176,7 +237,24 @@ impl Journal {
                 id
             }
         };
-        let commit = GroupCommit::start(store);
+        let parts = TallyParts {
+            checks: checks.clone(),
+            deferred: deferred.clone(),
+            provisional: provisional.clone(),
+            sync: sync.clone(),
+        };
+        // After a reopen the tally is counted again from what is on disk.
+        let on_recovered = {
+            let (parts, tally) = (parts.clone(), tally.clone());
+            Arc::new(move || {
+                tally.rebuild(|fresh| {
+                    if let Err(e) = parts.walk(fresh) {
+                        tracing::error!(error = %e, "the queue's counts could not be rebuilt");
+                    }
+                })
+            })
+        };
+        let commit = GroupCommit::start_with(store, on_recovered);
         let journal = Journal {
             facility,
             node_id,
@@ -189,24 +267,54 @@ impl Journal {
             seq_lock: Arc::default(),
             tally,
             write_lock: Arc::default(),
+            issued: Arc::default(),
         };
         // The one walk: the tally from what is stored.
-        for id in journal.deferred_ids()? {
-            if let Some(r) = journal.get(&id)? {
-                journal
-                    .tally
-                    .check(&id, r.created_at, r.state == CheckState::Deferred);
-            }
-        }
-        for p in journal.provisional_records()? {
-            journal.tally.provisional_stored(&p);
-            if let Ok(id) = RecordId::parse(&p.record_id)
-                && let Some(r) = journal.sync.get(&id)?
-            {
-                journal.tally.synced(&r);
-            }
-        }
+        parts.walk(&journal.tally)?;
         Ok(journal)
+    }
+
+    /// Whether the journal can write now, why not, and since when (see [`StoreHealth`]).
+    pub fn health(&self) -> StoreHealth {
+        self.commit.health()
+    }
+
+    /// The journal's part of `GET /v1/status`.
+    pub fn status(&self) -> JournalStatus {
+        let (syncs, commits) = self.commit_stats();
+        let h = self.health();
+        JournalStatus {
+            checks: self.len(),
+            provisional: self.provisional_len(),
+            syncs,
+            commits,
+            writable: h.writable,
+            last_error: h.last_error,
+            unwritable_s: h.unwritable_for.map(|d| d.as_secs_f64()),
+            commit_failures: self.commit_failures(),
+            write_failures: h.failures,
+            recoveries: h.recoveries,
+        }
+    }
+
+    /// The status warning while the journal cannot write.
+    pub fn warning(&self) -> Option<String> {
+        let h = self.health();
+        h.unwritable_for.map(|d| {
+            format!(
+                "journal_unwritable: nothing can be recorded for {} s ({}); every write is refused until it can",
+                d.as_secs(),
+                h.last_error.as_deref().unwrap_or("unknown error")
+            )
+        })
+    }
+
+    /// Commits answered "not recorded" since start.
+    pub fn commit_failures(&self) -> u64 {
+        self.commit
+            .stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The queue's counts without a walk.
@@ -222,13 +330,16 @@ impl Journal {
     /// store and made durable with the record it numbers, so an acknowledged id is never reused.
     pub fn next_id(&self) -> Result<String, JournalError> {
         let _g = self.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let n = self
+        use std::sync::atomic::Ordering::SeqCst;
+        let stored = self
             .meta
             .get(SEQ_KEY)?
             .as_deref()
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map_or(1, u64::from_be_bytes);
+        let n = stored.max(self.issued.load(SeqCst) + 1);
         self.meta.insert(SEQ_KEY, &(n + 1).to_be_bytes())?;
+        self.issued.fetch_max(n, SeqCst);
         Ok(format!("{}-{:08x}-{n:010}", self.facility, self.node_id))
     }
 
@@ -263,8 +374,9 @@ impl Journal {
 
     /// Writes a record and returns once it is on disk.
     pub async fn put_durable(&self, rec: &CheckRecord) -> Result<(), JournalError> {
+        let epoch = self.commit.epoch();
         self.put(rec)?;
-        self.commit().await
+        Ok(self.commit.commit_since(epoch).await?)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<CheckRecord>, JournalError> {
@@ -300,8 +412,9 @@ impl Journal {
                 reason: e.to_string(),
             }
         })?;
+        let epoch = self.commit.epoch();
         self.meta.insert(OUTAGE_KEY, &bytes)?;
-        self.commit().await
+        Ok(self.commit.commit_since(epoch).await?)
     }
 
     pub fn outage(&self) -> Result<Option<OutageState>, JournalError> {
@@ -328,12 +441,13 @@ impl Journal {
                 reason: e.to_string(),
             }
         })?;
+        let epoch = self.commit.epoch();
         {
             let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             self.provisional.insert(rec.record_id.as_bytes(), &bytes)?;
             self.tally.provisional_stored(rec);
         }
-        self.commit().await
+        Ok(self.commit.commit_since(epoch).await?)
     }
 
     pub fn get_provisional(&self, id: &str) -> Result<Option<ProvisionalRecord>, JournalError> {

@@ -461,6 +461,20 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
             return Ok(ExitCode::from(2));
         }
     }
+    // Personal data and the facility's key: readable by "other" is worth a warning, not a refusal
+    // (the administrator may have reasons; the data still works).
+    let key = config
+        .pki
+        .join(onshi_sync::pki::facility_key_file(&config.facility));
+    for w in [
+        onshi_sync::modes::exposure_warning("private key", &key),
+        onshi_sync::modes::exposure_warning("data directory", &config.data),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        eprintln!("{where_}: {w}");
+    }
     println!(
         "{where_}: ok: facility {}, data {}, pki {}, reconciler {}, http {}, deadline {} ms, mailbox {}",
         config.facility,

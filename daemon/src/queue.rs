@@ -230,6 +230,15 @@ impl QueueTally {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Replaces the counts by what `walk` tells a fresh tally (after the store was reopened and
+    /// dropped writes it had counted). Writers wait meanwhile, so none is lost or counted twice.
+    pub(crate) fn rebuild(&self, walk: impl FnOnce(&QueueTally)) {
+        let mut guard = self.lock();
+        let fresh = QueueTally::default();
+        walk(&fresh);
+        *guard = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+    }
+
     /// A check record as written: queued while deferred, off the queue otherwise.
     pub fn check(&self, id: &str, created_at: DateTime<Utc>, deferred: bool) {
         let mut t = self.lock();

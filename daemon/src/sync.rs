@@ -238,6 +238,7 @@ impl Adapter {
         loop {
             let mut persisted = Vec::new();
             let mut wrote = false;
+            let mut lost = false;
             while let Some(a) = self.machine.poll_action() {
                 match a {
                     Action::Persist {
@@ -253,6 +254,8 @@ impl Adapter {
                         }
                         if ok {
                             persisted.push(persist_id);
+                        } else {
+                            lost = true;
                         }
                     }
                     Action::Quarantined { record, reason } => {
@@ -291,11 +294,25 @@ impl Adapter {
                     }
                 }
             }
-            if persisted.is_empty() && !wrote {
+            if persisted.is_empty() && !wrote && !lost {
                 return;
             }
-            if let Err(e) = self.journal.commit().await {
-                tracing::error!(error = %e, "sync journal commit failed; not acknowledged");
+            let committed = if persisted.is_empty() && !wrote {
+                Ok(())
+            } else {
+                self.journal.commit().await
+            };
+            if lost || committed.is_err() {
+                if let Err(e) = committed {
+                    tracing::error!(error = %e, "sync journal commit failed; not acknowledged");
+                }
+                // A persist that was not recorded is never acknowledged, and the machine would
+                // wait for it forever: start the session again once the journal can write, so
+                // the reconciler sends what we lack again.
+                self.input(Input::Disconnected);
+                self.connected = false;
+                self.new_epoch();
+                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
                 return;
             }
             for pid in persisted {

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod manpage;
 pub mod metrics;
+pub mod modes;
 pub mod pki;
 pub mod protocol;
 pub mod reconciler;

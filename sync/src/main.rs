@@ -280,6 +280,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = serve_settings(config.as_deref(), settings)?;
             onshi_sync::pki::load_server(&s.pki).context("pki")?;
             let facilities = onshi_sync::pki::facilities_in(&s.pki);
+            for w in [
+                onshi_sync::modes::exposure_warning(
+                    "private key",
+                    &s.pki.join(onshi_sync::pki::RECONCILER_KEY_FILE),
+                ),
+                onshi_sync::modes::exposure_warning(
+                    "CA private key",
+                    &s.pki.join(onshi_sync::pki::CA_KEY_FILE),
+                ),
+                onshi_sync::modes::exposure_warning("data directory", &s.data),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                eprintln!("{w}");
+            }
             println!(
                 "ok: data {}, pki {} ({} facilities known), listen {}, metrics {}",
                 s.data.display(),
