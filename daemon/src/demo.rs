@@ -91,6 +91,7 @@ pub async fn run(
         pki: pki_dir,
         reconciler: reconciler.addr,
         http: http_addr,
+        http_settings: crate::config::HttpSettings::default(),
         mailbox: Some(dir.path().join("mailbox")),
         mailbox_timing: crate::config::MailboxTiming::default(),
         deadline: DEFAULT_DEADLINE,
