@@ -1260,3 +1260,151 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         e.finish(),
     )
 }
+
+/// The body readers under random, deep, huge and mistyped JSON: never a panic, always a value or
+/// an error that names its field in its message. `PROPTEST_CASES` sets the number of cases
+/// (default 256 per property; README: a longer run).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn today() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 4, 1).expect("a date")
+    }
+
+    /// Any JSON value, a few levels deep, with text that looks like dates, numbers and names.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+            "[0-9０-９SHRT令和平成昭和年月日./-]{0,14}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "1980-04-01",
+                "0001-01-01",
+                "9999-12-31",
+                "令和99年1月1日",
+                "S55.4.1",
+                "female",
+                "male",
+                "06130017",
+                "",
+            ])
+            .prop_map(|s| json!(s)),
+            (0usize..200_000).prop_map(|n| json!("x".repeat(n))),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(field_name(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn field_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "insurance_card",
+                "insurer_number",
+                "symbol",
+                "number",
+                "branch",
+                "birth_date",
+                "service_date",
+                "card_id",
+                "declared",
+                "name",
+                "name_kana",
+                "sex",
+                "address",
+                "insurer_name",
+                "share_percent",
+                "person_id",
+                "total_fee_yen",
+                "active",
+                "reason",
+                "checks",
+            ])
+            .prop_map(str::to_string),
+            ".{0,12}",
+        ]
+    }
+
+    /// A valid body of each reader, with one field (at any depth) replaced by anything.
+    fn mutated() -> impl Strategy<Value = Value> {
+        let bases = vec![
+            json!({"insurance_card": {"insurer_number": "06130017", "symbol": "1", "number": "4567", "branch": "01"}, "birth_date": "1980-04-01", "service_date": "2026-04-01"}),
+            json!({"declared": {"name": "山田　花子", "birth_date": "1980-04-01", "sex": "female", "share_percent": 30}, "service_date": "2026-04-01", "total_fee_yen": 5000}),
+            json!({"name_kana": "ヤマダ", "birth_date": "1980-04-01", "sex": "female"}),
+        ];
+        (
+            prop::sample::select(bases),
+            field_name(),
+            field_name(),
+            json_value(),
+        )
+            .prop_map(|(mut base, outer, inner, v)| {
+                match base.get_mut(&outer) {
+                    Some(Value::Object(o)) => {
+                        o.insert(inner, v);
+                    }
+                    _ => base[outer] = v,
+                }
+                base
+            })
+    }
+
+    /// Every reader on one body: a value, or an error whose message names its field.
+    fn read_all(v: &Value) {
+        let errors = [
+            CheckRequest::from_json(v, today()).err(),
+            ProvisionalRequest::from_json(v, today()).err(),
+            SearchQuery::from_json(v).err(),
+        ];
+        for e in errors.into_iter().flatten() {
+            assert!(!e.message.is_empty(), "{e:?}");
+            assert!(
+                e.message.contains(&e.field),
+                "the message names {}: {e:?}",
+                e.field
+            );
+            if e.field.is_empty() {
+                assert!(!v.is_object() || e.code != ErrorCode::UnknownField, "{e:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_json_gives_a_value_or_a_named_error(v in json_value()) {
+            read_all(&v);
+        }
+
+        #[test]
+        fn one_wrong_field_gives_a_value_or_a_named_error(v in mutated()) {
+            read_all(&v);
+        }
+
+        #[test]
+        fn random_bytes_are_refused_as_json_or_read(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(v) = parse_body(&Bytes::from(bytes)) {
+                read_all(&v);
+            }
+        }
+
+        #[test]
+        fn deep_nesting_is_refused_without_a_crash(depth in 1usize..20_000, object in any::<bool>()) {
+            let (open, close) = if object { ("{\"a\":", "}") } else { ("[", "]") };
+            let text = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+            match parse_body(&Bytes::from(text)) {
+                Ok(v) => read_all(&v),
+                Err(e) => prop_assert_eq!(e.code, "invalid_json"),
+            }
+        }
+    }
+}

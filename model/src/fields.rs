@@ -190,7 +190,12 @@ impl<'a> Fields<'a> {
     /// silently ignored.
     pub fn deny_unknown(&self, known: &[&str]) -> Result<(), FieldError> {
         if let Some(k) = self.obj.keys().find(|k| !known.contains(&k.as_str())) {
-            let p = self.path(k);
+            // An empty name is shown quoted, so it is not mistaken for the body itself.
+            let p = if k.is_empty() {
+                self.path("\"\"")
+            } else {
+                self.path(k)
+            };
             return Err(FieldError::new(
                 p.clone(),
                 ErrorCode::UnknownField,
