@@ -1,5 +1,7 @@
 //! The local HTTP API (JSON) for receipt computers and the reception page. Handlers only translate
-//! between HTTP and the gate/journal; errors are `{"error":{"code","field","message"}}`.
+//! between HTTP and the gate/journal; errors are `{"error":{"code","field","message"}}` (`http.rs`
+//! puts whatever axum or hyper answer by themselves in the same envelope). POSTs that create
+//! something take an `Idempotency-Key` (`idempotency.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,8 +9,9 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onshi_fallback::SearchQuery;
@@ -18,6 +21,7 @@ use onshi_sync::wire::{Request, Response as WireResponse};
 use serde_json::{Value, json};
 
 use crate::gate::{Gate, GateError};
+use crate::idempotency::{Created, IdempotencyStore, Lookup};
 use crate::journal::{CheckRecord, OutageState};
 use crate::provisional::{self, ProvisionalRecord, ProvisionalRequest, RecordState};
 use crate::queue;
@@ -32,6 +36,8 @@ pub struct AppState {
     pub mailbox: Option<crate::mailbox::Mailbox>,
     /// The mailbox's records (kept, and exported, even when the mailbox is not configured now).
     pub mailbox_store: crate::mailbox::store::MailboxStore,
+    /// The `Idempotency-Key`s of POSTs that created something.
+    pub idempotency: IdempotencyStore,
 }
 
 /// An error answer.
@@ -110,6 +116,58 @@ pub fn router(state: AppState) -> Router {
         .with_state(Arc::new(state))
 }
 
+/// A path's `{id}`: a rejection (e.g. bad percent-encoding) is a 400 naming `id`.
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid_format".into(),
+        field: Some("id".into()),
+        message: format!("id: {}", e.body_text()),
+    })
+}
+
+/// The request's `Idempotency-Key` for `endpoint`, looked up: `None` without one.
+fn idempotent(
+    app: &AppState,
+    headers: &HeaderMap,
+    endpoint: &str,
+    body: &[u8],
+) -> Result<Option<Lookup>, ApiError> {
+    let Some(key) = crate::idempotency::key_of(headers, endpoint, body)? else {
+        return Ok(None);
+    };
+    let journal = &app.gate.journal;
+    app.idempotency
+        .begin(key, |created| match created {
+            Created::Check { check_id } | Created::CardCheck { check_id, .. } => {
+                Ok(journal.get(check_id).map_err(unavailable)?.is_some())
+            }
+            Created::Provisional { record_id } => Ok(journal
+                .get_provisional(record_id)
+                .map_err(unavailable)?
+                .is_some()),
+            Created::Batch { .. } => Ok(true),
+        })
+        .map(Some)
+}
+
+/// A replayed answer says so (the record is the first request's).
+fn replayed(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, axum::Json(body)).into_response();
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r
+}
+
+fn replay_mismatch() -> ApiError {
+    ApiError {
+        status: StatusCode::CONFLICT,
+        code: "idempotency_key_reused".into(),
+        field: Some("Idempotency-Key".into()),
+        message: "Idempotency-Key: this key was used for another kind of request".into(),
+    }
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
@@ -179,19 +237,49 @@ pub fn record_json(r: &CheckRecord) -> Value {
 
 async fn post_check(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let v = parse_body(&body)?;
     let today = chrono::Local::now().date_naive();
     let req = CheckRequest::from_json(&v, today)?;
-    let record = app.gate.check(req).await?;
-    Ok(axum::Json(answer_json(&record)))
+    let claim = match idempotent(&app, &headers, "checks", &body)? {
+        None => None,
+        Some(Lookup::New(c)) => Some(c),
+        Some(Lookup::Replay(Created::Check { check_id })) => {
+            let rec = app
+                .gate
+                .journal
+                .get(&check_id)
+                .map_err(unavailable)?
+                .ok_or_else(|| unavailable("the key's check is gone"))?;
+            return Ok(replayed(StatusCode::OK, answer_json(&rec)));
+        }
+        Some(Lookup::Replay(_)) => return Err(replay_mismatch()),
+    };
+    // The key is written with the check, so the check's commit makes both durable.
+    let record = app
+        .gate
+        .check_with(req, |r| {
+            if let Some(c) = &claim {
+                app.idempotency.put(
+                    c,
+                    Created::Check {
+                        check_id: r.check_id.clone(),
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(axum::Json(answer_json(&record)).into_response())
 }
 
 async fn get_check(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let id = path_id(id)?;
     let rec = app
         .gate
         .journal
@@ -212,7 +300,7 @@ async fn get_check(
     Ok(axum::Json(record_json(&rec)))
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "journal_unavailable",
@@ -442,8 +530,9 @@ async fn get_queue(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse
 /// the settlement has come back.
 async fn post_close(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let id = path_id(id)?;
     let not_found = || ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found".into(),
@@ -501,10 +590,25 @@ async fn post_sync_now(
 
 async fn post_provisional(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let v = parse_body(&body)?;
     let req = ProvisionalRequest::from_json(&v, chrono::Local::now().date_naive())?;
+    let claim = match idempotent(&app, &headers, "provisional", &body)? {
+        None => None,
+        Some(Lookup::New(c)) => Some(c),
+        Some(Lookup::Replay(Created::Provisional { record_id })) => {
+            let rec = app
+                .gate
+                .journal
+                .get_provisional(&record_id)
+                .map_err(unavailable)?
+                .ok_or_else(|| unavailable("the key's record is gone"))?;
+            return Ok(replayed(StatusCode::CREATED, provisional_json(&rec)));
+        }
+        Some(Lookup::Replay(_)) => return Err(replay_mismatch()),
+    };
     let share = provisional::decide_share(&req, &app.gate.replica, &app.gate.live.get().share)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable", e))?;
     let rec = ProvisionalRecord {
@@ -521,12 +625,23 @@ async fn post_provisional(
         explanation: share.explanation,
         state: RecordState::Recorded,
     };
-    // The sync record is written first; the commit of the provisional record makes both durable.
+    // The sync record and the key are written first; the commit of the provisional record makes
+    // all three durable.
     let sync_record = app
         .gate
         .journal
         .put_sync_provisional(&rec)
         .map_err(unavailable)?;
+    if let Some(c) = &claim {
+        app.idempotency
+            .put(
+                c,
+                Created::Provisional {
+                    record_id: rec.record_id.clone(),
+                },
+            )
+            .map_err(unavailable)?;
+    }
     app.gate
         .journal
         .put_provisional_durable(&rec)
@@ -534,7 +649,7 @@ async fn post_provisional(
         .map_err(unavailable)?;
     app.gate.sync.local_change(sync_record);
     tracing::info!(record_id = %rec.record_id, share = rec.share_percent, basis = ?rec.basis, "provisional record");
-    Ok((StatusCode::CREATED, axum::Json(provisional_json(&rec))))
+    Ok((StatusCode::CREATED, axum::Json(provisional_json(&rec))).into_response())
 }
 
 fn provisional_json(rec: &ProvisionalRecord) -> Value {
@@ -556,8 +671,9 @@ fn provisional_json(rec: &ProvisionalRecord) -> Value {
 
 async fn get_provisional(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let id = path_id(id)?;
     let rec = app
         .gate
         .journal
@@ -602,8 +718,9 @@ async fn post_reader_heartbeat(
 
 async fn post_reader_card(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let v = parse_body(&body)?;
     let f = Fields::root(&v)?;
     f.deny_unknown(&["reader_id", "card_id", "verified", "service_date"])?;
@@ -624,14 +741,49 @@ async fn post_reader_card(
     let req = CheckRequest::from_json(&check, chrono::Local::now().date_naive())?;
     // A card presented proves the reader works.
     app.gate.mode.reader_heartbeat(&reader_id, None);
+    let claim = match idempotent(&app, &headers, "reader/card", &body)? {
+        None => None,
+        Some(Lookup::New(c)) => Some(c),
+        Some(Lookup::Replay(Created::CardCheck {
+            check_id,
+            face_file,
+        })) => {
+            let rec = app
+                .gate
+                .journal
+                .get(&check_id)
+                .map_err(unavailable)?
+                .ok_or_else(|| unavailable("the key's check is gone"))?;
+            let mut a = answer_json(&rec);
+            a["verified"] = json!(verified);
+            if let Some(f) = face_file {
+                a["face_file"] = json!(f);
+            }
+            return Ok(replayed(StatusCode::OK, a));
+        }
+        Some(Lookup::Replay(_)) => return Err(replay_mismatch()),
+    };
+    let put_key = |check: &CheckRecord, face_file: Option<String>| match &claim {
+        Some(c) => app.idempotency.put(
+            c,
+            Created::CardCheck {
+                check_id: check.check_id.clone(),
+                face_file,
+            },
+        ),
+        None => Ok(()),
+    };
     let record = match &app.mailbox {
-        // The face file is recorded with the check (one commit), then written.
+        // The face file (and the key) are recorded with the check (one commit), then written.
         Some(mailbox) => {
             let mut face = None;
             let checked = app
                 .gate
                 .check_with(req, |check| {
-                    face = Some(mailbox.put_face(check)?);
+                    let key = mailbox.put_face(check)?;
+                    let file = a_face(check.clone(), &key).1;
+                    face = Some(key);
+                    put_key(check, file)?;
                     Ok(())
                 })
                 .await;
@@ -649,7 +801,12 @@ async fn post_reader_card(
                 }
             }
         }
-        None => (app.gate.check(req).await?, None),
+        None => (
+            app.gate
+                .check_with(req, |check| Ok(put_key(check, None)?))
+                .await?,
+            None,
+        ),
     };
     let (record, face_file) = record;
     let mut a = answer_json(&record);
@@ -657,7 +814,7 @@ async fn post_reader_card(
     if let Some(f) = face_file {
         a["face_file"] = json!(f);
     }
-    Ok(axum::Json(a))
+    Ok(axum::Json(a).into_response())
 }
 
 /// A card check with the name of its face file.
@@ -670,13 +827,15 @@ fn a_face(record: CheckRecord, key: &str) -> (CheckRecord, Option<String>) {
 /// every answer refreshes the replica, so the day's patients can be answered even offline.
 async fn post_batch(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let v = parse_body(&body)?;
     let f = Fields::root(&v)?;
     f.deny_unknown(&["service_date", "checks"])?;
     let today = chrono::Local::now().date_naive();
     let service_date = f.opt_date("service_date")?.unwrap_or(today);
+    onshi_model::plausible::check_service_date("service_date", service_date, today)?;
     let items = match v.get("checks") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
@@ -727,6 +886,15 @@ async fn post_batch(
         }
         reqs.push(r);
     }
+    let claim = match idempotent(&app, &headers, "batch", &body)? {
+        None => None,
+        Some(Lookup::New(c)) => Some(c),
+        Some(Lookup::Replay(Created::Batch { answer })) => {
+            let v: Value = serde_json::from_str(&answer).map_err(unavailable)?;
+            return Ok(replayed(StatusCode::OK, v));
+        }
+        Some(Lookup::Replay(_)) => return Err(replay_mismatch()),
+    };
     let mut results = Vec::with_capacity(reqs.len());
     let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
     for chunk in reqs.chunks(onshi_sync::wire::MAX_BATCH) {
@@ -776,9 +944,19 @@ async fn post_batch(
         .enumerate()
         .map(|(i, o)| json!({"index": i, "validity": o.validity, "person_id": o.qualifications.first().map(|q| &q.person_id), "qualifications": o.qualifications}))
         .collect();
-    Ok(axum::Json(
-        json!({"service_date": service_date, "total": results.len(), "counts": counts, "results": results, "replica_people": app.gate.replica.people_count()}),
-    ))
+    let answer = json!({"service_date": service_date, "total": results.len(), "counts": counts, "results": results, "replica_people": app.gate.replica.people_count()});
+    if let Some(c) = &claim {
+        app.idempotency
+            .put(
+                c,
+                Created::Batch {
+                    answer: answer.to_string(),
+                },
+            )
+            .map_err(unavailable)?;
+        app.gate.journal.commit().await.map_err(unavailable)?;
+    }
+    Ok(axum::Json(answer).into_response())
 }
 
 /// `POST /v1/search`: outage search. Central (the reconciler searches the registry) when the link
@@ -789,7 +967,17 @@ async fn post_search(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    // Names are text: a number where a name belongs is the client's mistake.
+    for name in ["name", "name_kana", "insurer_name", "address"] {
+        f.opt_text(name)?;
+    }
     let query = SearchQuery::from_json(&v)?;
+    onshi_model::plausible::check_birth_date(
+        "birth_date",
+        query.birth_date,
+        chrono::Local::now().date_naive(),
+    )?;
     let outage = app
         .gate
         .journal
@@ -886,7 +1074,8 @@ async fn post_outage(
             .into());
         }
     };
-    let reason = f.opt_str("reason")?.unwrap_or_default();
+    let reason =
+        crate::provisional::opt_text(&f, "reason", MAX_OUTAGE_REASON_CHARS)?.unwrap_or_default();
     if active && reason.trim().is_empty() {
         return Err(FieldError::new(
             "reason",
@@ -952,6 +1141,9 @@ async fn get_outage(State(app): State<Arc<AppState>>) -> Result<impl IntoRespons
         None => json!({"active": false}),
     }))
 }
+
+/// The longest outage reason taken (it is logged and sent to the centre).
+pub const MAX_OUTAGE_REASON_CHARS: usize = 200;
 
 /// The most checks one `POST /v1/batch` takes (a large hospital's night batch fits).
 pub const MAX_BATCH_ITEMS: usize = 20_000;
@@ -1156,4 +1348,152 @@ async fn get_metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, onshi_sync::metrics::CONTENT_TYPE)],
         e.finish(),
     )
+}
+
+/// The body readers under random, deep, huge and mistyped JSON: never a panic, always a value or
+/// an error that names its field in its message. `PROPTEST_CASES` sets the number of cases
+/// (default 256 per property; README: a longer run).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn today() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 4, 1).expect("a date")
+    }
+
+    /// Any JSON value, a few levels deep, with text that looks like dates, numbers and names.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+            "[0-9０-９SHRT令和平成昭和年月日./-]{0,14}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "1980-04-01",
+                "0001-01-01",
+                "9999-12-31",
+                "令和99年1月1日",
+                "S55.4.1",
+                "female",
+                "male",
+                "06130017",
+                "",
+            ])
+            .prop_map(|s| json!(s)),
+            (0usize..200_000).prop_map(|n| json!("x".repeat(n))),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(field_name(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn field_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "insurance_card",
+                "insurer_number",
+                "symbol",
+                "number",
+                "branch",
+                "birth_date",
+                "service_date",
+                "card_id",
+                "declared",
+                "name",
+                "name_kana",
+                "sex",
+                "address",
+                "insurer_name",
+                "share_percent",
+                "person_id",
+                "total_fee_yen",
+                "active",
+                "reason",
+                "checks",
+            ])
+            .prop_map(str::to_string),
+            ".{0,12}",
+        ]
+    }
+
+    /// A valid body of each reader, with one field (at any depth) replaced by anything.
+    fn mutated() -> impl Strategy<Value = Value> {
+        let bases = vec![
+            json!({"insurance_card": {"insurer_number": "06130017", "symbol": "1", "number": "4567", "branch": "01"}, "birth_date": "1980-04-01", "service_date": "2026-04-01"}),
+            json!({"declared": {"name": "山田　花子", "birth_date": "1980-04-01", "sex": "female", "share_percent": 30}, "service_date": "2026-04-01", "total_fee_yen": 5000}),
+            json!({"name_kana": "ヤマダ", "birth_date": "1980-04-01", "sex": "female"}),
+        ];
+        (
+            prop::sample::select(bases),
+            field_name(),
+            field_name(),
+            json_value(),
+        )
+            .prop_map(|(mut base, outer, inner, v)| {
+                match base.get_mut(&outer) {
+                    Some(Value::Object(o)) => {
+                        o.insert(inner, v);
+                    }
+                    _ => base[outer] = v,
+                }
+                base
+            })
+    }
+
+    /// Every reader on one body: a value, or an error whose message names its field.
+    fn read_all(v: &Value) {
+        let errors = [
+            CheckRequest::from_json(v, today()).err(),
+            ProvisionalRequest::from_json(v, today()).err(),
+            SearchQuery::from_json(v).err(),
+        ];
+        for e in errors.into_iter().flatten() {
+            assert!(!e.message.is_empty(), "{e:?}");
+            assert!(
+                e.message.contains(&e.field),
+                "the message names {}: {e:?}",
+                e.field
+            );
+            if e.field.is_empty() {
+                assert!(!v.is_object() || e.code != ErrorCode::UnknownField, "{e:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_json_gives_a_value_or_a_named_error(v in json_value()) {
+            read_all(&v);
+        }
+
+        #[test]
+        fn one_wrong_field_gives_a_value_or_a_named_error(v in mutated()) {
+            read_all(&v);
+        }
+
+        #[test]
+        fn random_bytes_are_refused_as_json_or_read(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(v) = parse_body(&Bytes::from(bytes)) {
+                read_all(&v);
+            }
+        }
+
+        #[test]
+        fn deep_nesting_is_refused_without_a_crash(depth in 1usize..20_000, object in any::<bool>()) {
+            let (open, close) = if object { ("{\"a\":", "}") } else { ("[", "]") };
+            let text = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+            match parse_body(&Bytes::from(text)) {
+                Ok(v) => read_all(&v),
+                Err(e) => prop_assert_eq!(e.code, "invalid_json"),
+            }
+        }
+    }
 }

@@ -77,6 +77,22 @@ pub struct EdgeSettings {
     /// Warn when the oldest pending item is older than this many hours (default 72).
     #[arg(long)]
     pub queue_max_age_h: Option<u64>,
+    /// A further name the HTTP API is reached by (the `Host` header), e.g. `onshi.clinic.lan`;
+    /// repeat the flag for several. The `--http` address, the address a client connected to,
+    /// `localhost` and loopback addresses are always accepted.
+    #[arg(long = "http-host", value_name = "NAME")]
+    pub http_hosts: Option<Vec<String>>,
+    /// A client must send a request's headers within this long, and an idle keep-alive connection
+    /// is closed after it, in ms (default 10000).
+    #[arg(long)]
+    pub http_header_timeout_ms: Option<u64>,
+    /// The most HTTP connections open at once (default 4096; never more than the process's file
+    /// limit allows after a reserve for the journal and the mailbox).
+    #[arg(long)]
+    pub http_max_connections: Option<usize>,
+    /// The most HTTP connections open at once from one IP address (default 256).
+    #[arg(long)]
+    pub http_max_connections_per_address: Option<usize>,
 }
 
 impl EdgeSettings {
@@ -101,6 +117,12 @@ impl EdgeSettings {
             queue_max_pending: self.queue_max_pending.or(file.queue_max_pending),
             queue_max_yen: self.queue_max_yen.or(file.queue_max_yen),
             queue_max_age_h: self.queue_max_age_h.or(file.queue_max_age_h),
+            http_hosts: self.http_hosts.or(file.http_hosts),
+            http_header_timeout_ms: self.http_header_timeout_ms.or(file.http_header_timeout_ms),
+            http_max_connections: self.http_max_connections.or(file.http_max_connections),
+            http_max_connections_per_address: self
+                .http_max_connections_per_address
+                .or(file.http_max_connections_per_address),
         }
     }
 
@@ -286,6 +308,85 @@ fn mailbox_dir(dir: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
     Ok(Some(dir))
 }
 
+/// How the HTTP server guards itself: the names it answers to, its timeout and connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Extra names accepted in `Host` (lower case), beyond the addresses and loopback names.
+    pub hosts: Vec<String>,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            // Generous: a facility has a few receipt computers and browsers; the load benchmark
+            // holds 64 keep-alive connections from one address.
+            max_connections: 4096,
+            max_connections_per_address: 256,
+        }
+    }
+}
+
+impl HttpSettings {
+    fn from_settings(s: &EdgeSettings) -> Result<Self, ConfigError> {
+        let d = HttpSettings::default();
+        let mut hosts = Vec::new();
+        for h in s.http_hosts.iter().flatten() {
+            let name = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+            if !ok {
+                return Err(ConfigError::new(
+                    "--http-host",
+                    format!(
+                        "'{h}' is not a host name (letters, digits, '-', '.', no port; addresses are always accepted)"
+                    ),
+                ));
+            }
+            hosts.push(name);
+        }
+        let header_timeout = s
+            .http_header_timeout_ms
+            .map_or(d.header_timeout, Duration::from_millis);
+        if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(600)
+        {
+            return Err(ConfigError::new(
+                "--http-header-timeout-ms",
+                "must be between 100 and 600000 milliseconds",
+            ));
+        }
+        let max_connections = s.http_max_connections.unwrap_or(d.max_connections);
+        if !(16..=1_000_000).contains(&max_connections) {
+            return Err(ConfigError::new(
+                "--http-max-connections",
+                "must be between 16 and 1000000",
+            ));
+        }
+        let per_address = s
+            .http_max_connections_per_address
+            .unwrap_or(d.max_connections_per_address);
+        if per_address == 0 || per_address > max_connections {
+            return Err(ConfigError::new(
+                "--http-max-connections-per-address",
+                format!("must be between 1 and http_max_connections ({max_connections})"),
+            ));
+        }
+        Ok(HttpSettings {
+            hosts,
+            header_timeout,
+            max_connections,
+            max_connections_per_address: per_address,
+        })
+    }
+}
+
 /// The validated configuration of a running edge.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -294,6 +395,7 @@ pub struct EdgeConfig {
     pub pki: PathBuf,
     pub reconciler: SocketAddr,
     pub http: SocketAddr,
+    pub http_settings: HttpSettings,
     pub mailbox: Option<PathBuf>,
     pub mailbox_timing: MailboxTiming,
     pub deadline: Duration,
@@ -372,6 +474,9 @@ impl EdgeConfig {
         if self.http != new.http {
             out.push("http");
         }
+        if self.http_settings != new.http_settings {
+            out.push("http_hosts/http_header_timeout_ms/http_max_connections*");
+        }
         if self.mailbox != new.mailbox {
             out.push("mailbox");
         }
@@ -387,6 +492,7 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
 
     fn try_from(s: EdgeSettings) -> Result<Self, ConfigError> {
         let mailbox_timing = MailboxTiming::from_settings(&s)?;
+        let http_settings = HttpSettings::from_settings(&s)?;
         let facility = required(s.facility, "--facility")?;
         let facility = FacilityCode::parse(&facility)
             .map_err(|e| ConfigError::new("--facility", e.message))?;
@@ -404,6 +510,7 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
             pki: required(s.pki, "--pki")?,
             reconciler: resolve("--reconciler", &required(s.reconciler, "--reconciler")?)?,
             http: resolve("--http", &required(s.http, "--http")?)?,
+            http_settings,
             mailbox: mailbox_dir(s.mailbox)?,
             mailbox_timing,
             deadline,
@@ -492,5 +599,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.setting, "--deadline-ms");
         assert!(toml::from_str::<EdgeSettings>("facilty = \"1\"").is_err());
+    }
+
+    #[test]
+    fn http_settings_are_read_and_checked() {
+        let file: EdgeSettings =
+            toml::from_str("http_hosts = [\"Onshi.Clinic.LAN.\"]\nhttp_max_connections = 512\n")
+                .unwrap();
+        let c = EdgeConfig::try_from(EdgeSettings { ..full() }.or(file)).unwrap();
+        assert_eq!(c.http_settings.hosts, vec!["onshi.clinic.lan".to_string()]);
+        assert_eq!(c.http_settings.max_connections, 512);
+        assert_eq!(c.http_settings.max_connections_per_address, 256);
+        let e = EdgeConfig::try_from(EdgeSettings {
+            http_hosts: Some(vec!["evil.example:80".into()]),
+            ..full()
+        })
+        .unwrap_err();
+        assert_eq!(e.setting, "--http-host");
+        let e = EdgeConfig::try_from(EdgeSettings {
+            http_max_connections_per_address: Some(5000),
+            ..full()
+        })
+        .unwrap_err();
+        assert_eq!(e.setting, "--http-max-connections-per-address");
     }
 }

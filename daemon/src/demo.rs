@@ -24,9 +24,10 @@ fn card_body(q: &Qualification) -> serde_json::Value {
     })
 }
 
-fn curl(http: SocketAddr, body: &serde_json::Value) -> String {
+/// A check as curl sends it; `key` is its `Idempotency-Key` (a retry returns the same check).
+fn curl(http: SocketAddr, body: &serde_json::Value, key: &str) -> String {
     format!(
-        "curl -s -X POST http://{http}/v1/checks -H 'content-type: application/json' -d '{body}'"
+        "curl -s -X POST http://{http}/v1/checks -H 'content-type: application/json' -H 'idempotency-key: {key}' -d '{body}'"
     )
 }
 
@@ -91,6 +92,7 @@ pub async fn run(
         pki: pki_dir,
         reconciler: reconciler.addr,
         http: http_addr,
+        http_settings: crate::config::HttpSettings::default(),
         mailbox: Some(dir.path().join("mailbox")),
         mailbox_timing: crate::config::MailboxTiming::default(),
         deadline: DEFAULT_DEADLINE,
@@ -126,14 +128,14 @@ pub async fn run(
     println!("data in {} (deleted on exit)", dir.path().display());
     println!();
     println!("# a valid qualification ({}):", valid_q.name);
-    println!("{}", curl(http, &valid));
+    println!("{}", curl(http, &valid, "demo-check-0001"));
     println!(
         "# a lost qualification, the person has a newer one ({}):",
         lost_q.name
     );
-    println!("{}", curl(http, &lost));
+    println!("{}", curl(http, &lost, "demo-check-0002"));
     println!("# a mistyped check digit in the insurer number (answers 400 naming the field):");
-    println!("{}", curl(http, &typo));
+    println!("{}", curl(http, &typo, "demo-check-0003"));
     println!("# the stored check, and the edge's status:");
     println!("curl -s http://{http}/v1/checks/CHECK_ID");
     println!("curl -s http://{http}/v1/status");
@@ -156,8 +158,9 @@ pub async fn run(
         "# a provisional record (self-declaration) when nothing can be confirmed: what to collect, and why:"
     );
     let prov = serde_json::json!({"declared": {"name": "山田　花子", "birth_date": "令和3年4月1日", "sex": "female", "insurance_type": "国保"}, "service_date": today, "total_fee_yen": 12345});
+    // The key makes a retry (a lost answer, a 503) return the first record instead of a second.
     println!(
-        "curl -s -X POST http://{http}/v1/provisional -H 'content-type: application/json' -d '{prov}'"
+        "curl -s -X POST http://{http}/v1/provisional -H 'content-type: application/json' -H 'idempotency-key: demo-visit-0001' -d '{prov}'"
     );
     println!("curl -s http://{http}/v1/queue");
     if let Some(card) = card_holder.as_ref().and_then(|q| q.card_id.clone()) {

@@ -1,6 +1,7 @@
 //! The edge's lifecycle: open the journal, bind the HTTP socket, start the link, tell systemd we are
 //! READY, serve until shutdown, then drain in-flight requests, make the journal durable and say
-//! STOPPING. Nothing here decides anything: the gate and the API do.
+//! STOPPING. Nothing here decides anything: the gate and the API do; `http.rs` serves the API
+//! (timeouts, connection limits, the checks before routing).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub async fn start_with_reload(
     reload: Option<crate::reload::ReloadSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningEdge> {
+    // First, before any file is opened: the HTTP connections' budget is what remains of it.
+    let nofile = crate::http::raise_nofile_limit();
     let journal_dir = config.data.join("journal");
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&journal_dir)
@@ -102,12 +105,15 @@ pub async fn start_with_reload(
         }
         None => (None, None),
     };
+    let idempotency = crate::idempotency::IdempotencyStore::open(store.as_ref())
+        .context("opening the idempotency keys")?;
     let state = AppState {
         gate: gate.clone(),
         started: Instant::now(),
         reconciler: config.reconciler.to_string(),
         mailbox,
         mailbox_store,
+        idempotency,
     };
     let app = api::router(state.clone());
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
@@ -127,9 +133,14 @@ pub async fn start_with_reload(
     let deferred = deferred::spawn(gate, stop_rx);
     let link_for_task = link.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = crate::http::serve(
+            listener,
+            app,
+            config.http_settings.clone(),
+            nofile,
+            shutdown,
+        )
+        .await;
         notify::stopping();
         let _ = stop_tx.send(true);
         if let Some(m) = mailbox_task {

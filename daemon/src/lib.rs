@@ -9,6 +9,8 @@ pub mod demo;
 pub mod edge;
 pub mod enroll;
 pub mod gate;
+pub mod http;
+pub mod idempotency;
 pub mod journal;
 pub mod mailbox;
 pub mod mode;

@@ -27,8 +27,14 @@ pub struct ProvisionalRequest {
 /// The most a single visit's total fee may be (a typo guard: ¥10 million).
 pub const MAX_TOTAL_FEE_YEN: u64 = 10_000_000;
 
-fn opt_text(f: &Fields<'_>, name: &str, max: usize) -> Result<Option<String>, FieldError> {
-    match f.opt_str(name)? {
+/// Optional free text: JSON text only (a number as a name is a client's mistake), bounded, no
+/// control characters.
+pub(crate) fn opt_text(
+    f: &Fields<'_>,
+    name: &str,
+    max: usize,
+) -> Result<Option<String>, FieldError> {
+    match f.opt_text(name)? {
         None => Ok(None),
         Some(s) if s.trim().is_empty() => Ok(None),
         Some(s) => {
@@ -53,7 +59,8 @@ fn opt_text(f: &Fields<'_>, name: &str, max: usize) -> Result<Option<String>, Fi
 }
 
 impl ProvisionalRequest {
-    /// Reads the `POST /v1/provisional` body.
+    /// Reads the `POST /v1/provisional` body. `service_date` is required (the contract) and must
+    /// be within [`onshi_model::plausible::service_date_window`] of `today`.
     pub fn from_json(v: &Value, today: NaiveDate) -> Result<Self, FieldError> {
         let f = Fields::root(v)?;
         f.deny_unknown(&["declared", "person_id", "service_date", "total_fee_yen"])?;
@@ -89,7 +96,14 @@ impl ProvisionalRequest {
                 ),
             ));
         }
-        let service_date = f.opt_date("service_date")?.unwrap_or(today);
+        let service_date = f.opt_date("service_date")?.ok_or_else(|| {
+            FieldError::new(
+                "service_date",
+                ErrorCode::MissingField,
+                "service_date: is required (the day of the visit the fee is for)",
+            )
+        })?;
+        onshi_model::plausible::check_service_date("service_date", service_date, today)?;
         let declared = Declaration {
             name,
             name_kana: opt_text(&d, "name_kana", 100)?,
@@ -102,16 +116,11 @@ impl ProvisionalRequest {
             contact: opt_text(&d, "contact", 100)?,
             share_percent: share.map(|s| s as u8),
         };
-        if declared.birth_date > service_date {
-            return Err(FieldError::new(
-                "declared.birth_date",
-                ErrorCode::OutOfRange,
-                format!(
-                    "declared.birth_date: {} is after the service date {service_date}",
-                    declared.birth_date
-                ),
-            ));
-        }
+        onshi_model::plausible::check_birth_date(
+            "declared.birth_date",
+            declared.birth_date,
+            service_date,
+        )?;
         Ok(ProvisionalRequest {
             declared,
             person_id: f.opt("person_id", PersonId::parse)?,

@@ -128,11 +128,13 @@ const CHECK_FIELDS: &[&str] = &["insurance_card", "birth_date", "card_id", "serv
 const CARD_FIELDS: &[&str] = &["insurer_number", "symbol", "number", "branch"];
 
 impl CheckRequest {
-    /// Reads the `POST /v1/checks` body. `today` is the service date when none is given.
+    /// Reads the `POST /v1/checks` body. `today` is the service date when none is given; a given
+    /// one must be within [`crate::plausible::service_date_window`], a birth date from 1868 to it.
     pub fn from_json(v: &Value, today: NaiveDate) -> Result<Self, FieldError> {
         let f = Fields::root(v)?;
         f.deny_unknown(CHECK_FIELDS)?;
         let service_date = f.opt_date("service_date")?.unwrap_or(today);
+        crate::plausible::check_service_date("service_date", service_date, today)?;
         let by_card = f.has("insurance_card");
         let by_id = f.has("card_id");
         let subject = match (by_card, by_id) {
@@ -163,15 +165,7 @@ impl CheckRequest {
                     branch: c.opt("branch", Branch::parse)?,
                 };
                 let birth_date = f.req_date("birth_date")?;
-                if birth_date > service_date {
-                    return Err(FieldError::new(
-                        "birth_date",
-                        ErrorCode::OutOfRange,
-                        format!(
-                            "birth_date: {birth_date} is after the service date {service_date}"
-                        ),
-                    ));
-                }
+                crate::plausible::check_birth_date("birth_date", birth_date, service_date)?;
                 CheckSubject::InsuranceCard { card, birth_date }
             }
         };
@@ -251,6 +245,21 @@ mod tests {
             (
                 json!({"insurance_card":{"insurer_number":"06130017","number":"4","nmber":"5"},"birth_date":"1980-01-01"}),
                 "insurance_card.nmber",
+                ErrorCode::UnknownField,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"0001-01-01"}),
+                "birth_date",
+                ErrorCode::OutOfRange,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"1980-01-01","service_date":"9999-12-31"}),
+                "service_date",
+                ErrorCode::OutOfRange,
+            ),
+            (
+                json!({"insurance_card":{"insurer_number":"06130017","number":"4"},"birth_date":"1980-01-01","service_date":"令和99年1月1日"}),
+                "service_date",
                 ErrorCode::OutOfRange,
             ),
             (json!({}), "insurance_card", ErrorCode::MissingField),

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidDate,
     /// A value outside the allowed range or code list.
     OutOfRange,
+    /// A field the request does not have (misspelt, or from another endpoint).
+    UnknownField,
 }
 
 impl ErrorCode {
@@ -35,6 +37,7 @@ impl ErrorCode {
             ErrorCode::InvalidFormat => "invalid_format",
             ErrorCode::InvalidDate => "invalid_date",
             ErrorCode::OutOfRange => "out_of_range",
+            ErrorCode::UnknownField => "unknown_field",
         }
     }
 }

@@ -79,6 +79,23 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Text of an optional field that must be JSON text: a number is refused (`wrong_type`), since
+    /// a name or a reason written as a number is a client's mistake, not a value.
+    pub fn opt_text(&self, name: &str) -> Result<Option<String>, FieldError> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => {
+                let p = self.path(name);
+                Err(FieldError::new(
+                    p.clone(),
+                    ErrorCode::WrongType,
+                    format!("{p}: must be text (in quotes)"),
+                ))
+            }
+        }
+    }
+
     pub fn req_str(&self, name: &str) -> Result<String, FieldError> {
         self.opt_str(name)?.ok_or_else(|| {
             let p = self.path(name);
@@ -121,27 +138,40 @@ impl<'a> Fields<'a> {
         self.opt(name, parse_date)
     }
 
-    /// An optional whole number in a range.
+    /// An optional whole number in a range. It must be a JSON number: text (`"1200"`) is
+    /// `wrong_type`; a negative or too large number is `out_of_range`; a fraction is `wrong_type`.
     pub fn opt_u64(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, FieldError> {
         let p = self.path(name);
-        let v = match self.obj.get(name) {
+        let n = match self.obj.get(name) {
             None | Some(Value::Null) => return Ok(None),
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
-            Some(_) => None,
+            Some(Value::Number(n)) => n,
+            Some(_) => {
+                return Err(FieldError::new(
+                    p.clone(),
+                    ErrorCode::WrongType,
+                    format!("{p}: must be a whole number (not in quotes)"),
+                ));
+            }
         };
-        match v {
-            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-            Some(v) => Err(FieldError::new(
+        let out_of_range = || {
+            FieldError::new(
                 p.clone(),
                 ErrorCode::OutOfRange,
-                format!("{p}: {v} is outside {min}..={max}"),
-            )),
-            None => Err(FieldError::new(
-                p.clone(),
-                ErrorCode::WrongType,
-                format!("{p}: must be a whole number"),
-            )),
+                format!("{p}: {n} is outside {min}..={max}"),
+            )
+        };
+        match (n.as_u64(), n.as_i64()) {
+            (Some(v), _) if (min..=max).contains(&v) => Ok(Some(v)),
+            (Some(_), _) | (None, Some(_)) => Err(out_of_range()),
+            // A fraction, or beyond i64/u64: whole numbers only.
+            _ => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 => Err(out_of_range()),
+                _ => Err(FieldError::new(
+                    p.clone(),
+                    ErrorCode::WrongType,
+                    format!("{p}: must be a whole number"),
+                )),
+            },
         }
     }
 
@@ -160,10 +190,15 @@ impl<'a> Fields<'a> {
     /// silently ignored.
     pub fn deny_unknown(&self, known: &[&str]) -> Result<(), FieldError> {
         if let Some(k) = self.obj.keys().find(|k| !known.contains(&k.as_str())) {
-            let p = self.path(k);
+            // An empty name is shown quoted, so it is not mistaken for the body itself.
+            let p = if k.is_empty() {
+                self.path("\"\"")
+            } else {
+                self.path(k)
+            };
             return Err(FieldError::new(
                 p.clone(),
-                ErrorCode::OutOfRange,
+                ErrorCode::UnknownField,
                 format!("{p}: unknown field; known fields are {}", known.join(", ")),
             ));
         }

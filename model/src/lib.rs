@@ -8,6 +8,7 @@ pub mod error;
 pub mod fields;
 pub mod ids;
 pub mod person;
+pub mod plausible;
 pub mod qualification;
 pub mod record;
 pub mod text;

@@ -239,7 +239,7 @@ mod tests {
                 "lost_on",
                 ErrorCode::OutOfRange,
             ),
-            ("nmae", "x".into(), "nmae", ErrorCode::OutOfRange),
+            ("nmae", "x".into(), "nmae", ErrorCode::UnknownField),
             (
                 "address",
                 serde_json::json!([]),

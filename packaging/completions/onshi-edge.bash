@@ -196,7 +196,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__check__subcmd__config)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --help"
+            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -275,6 +275,22 @@ _onshi__edge() {
                     return 0
                     ;;
                 --queue-max-age-h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-header-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-max-connections-per-address)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -768,7 +784,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__run)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --help"
+            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -847,6 +863,22 @@ _onshi__edge() {
                     return 0
                     ;;
                 --queue-max-age-h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-header-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-max-connections-per-address)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

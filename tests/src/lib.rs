@@ -1049,6 +1049,8 @@ pub struct EdgeOpts {
     pub watchdog_usec: Option<u64>,
     /// The name of the process in logs (and of its stderr file).
     pub name: String,
+    /// Further `run` flags, as given (e.g. `--http-header-timeout-ms 500`).
+    pub extra_args: Vec<String>,
 }
 
 /// The hold time the tests run edges with (the daemon's default is 10 s).
@@ -1074,6 +1076,7 @@ impl EdgeOpts {
             notify_socket: None,
             watchdog_usec: None,
             name: format!("edge-{facility}"),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -1140,6 +1143,7 @@ impl Edge {
                 cmd.args([flag, &v]);
             }
         }
+        cmd.args(&opts.extra_args);
         match opts.watchdog_usec {
             Some(us) => {
                 cmd.env("WATCHDOG_USEC", us.to_string());
