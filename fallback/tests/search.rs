@@ -399,7 +399,7 @@ fn search_body_errors_name_the_field() {
         (
             json!({"name": "山田", "birth_date": "1980-02-01", "sex": "1", "adress": "x"}),
             "adress",
-            ErrorCode::OutOfRange,
+            ErrorCode::UnknownField,
         ),
         (
             json!({"name": "山田", "birth_date": "1980-02-01", "sex": "1", "address": "a".repeat(201)}),

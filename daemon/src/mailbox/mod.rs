@@ -691,6 +691,10 @@ impl Mailbox {
                 return Ok(Finished::Done);
             }
         };
+        if let Err(r) = request.check_plausible(chrono::Local::now().date_naive()) {
+            self.reject_read(name, &key, Some(&hash), bytes, r).await?;
+            return Ok(Finished::Done);
+        }
         let base = MailboxRecord {
             key: key.clone(),
             kind: RecordKind::Single,

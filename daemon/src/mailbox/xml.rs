@@ -243,6 +243,22 @@ pub enum OqsRequest {
 }
 
 impl OqsRequest {
+    /// The same plausibility rule as the JSON API's (`onshi_model::plausible`): the
+    /// `QualificationConfirmationDate` must lie within the service-date window around `today`
+    /// (birth dates are checked against it as the request is read).
+    pub fn check_plausible(&self, today: NaiveDate) -> Result<(), Rejection> {
+        let header = self.header();
+        onshi_model::plausible::check_service_date(
+            "QualificationConfirmationDate",
+            header.service_date,
+            today,
+        )
+        .map_err(|e| Rejection {
+            echo: Box::new(header.echo.clone()),
+            ..Rejection::format(join(HEADER, "QualificationConfirmationDate"), e.message)
+        })
+    }
+
     pub fn header(&self) -> &Header {
         match self {
             OqsRequest::Single { header, .. }
@@ -649,12 +665,8 @@ fn read_search(e: &Element, path: &str, service_date: NaiveDate) -> Result<Searc
     let branch = field(e, path, "InsuredBranchNumber", Branch::parse)?;
     let birth_date =
         field(e, path, "Birthdate", parse_date)?.ok_or_else(|| required("Birthdate"))?;
-    if birth_date > service_date {
-        return Err(Rejection::format(
-            join(path, "Birthdate"),
-            format!("{birth_date} is after the QualificationConfirmationDate {service_date}"),
-        ));
-    }
+    onshi_model::plausible::check_birth_date("Birthdate", birth_date, service_date)
+        .map_err(|e| Rejection::format(join(path, "Birthdate"), e.message))?;
     let limit_consent = match e
         .text_of(path, "LimitApplicationCertificateRelatedConsFlg")?
         .as_deref()
@@ -1175,6 +1187,42 @@ mod tests {
             Err(ReadError::Rejected(r)) => r,
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn implausible_dates_are_refused_like_the_api_s_naming_the_element() {
+        // A birth year 0001 (a mistyped year would get the 75+ share) is refused as it is read.
+        let r = rejected(read_request(
+            RequestKind::Single,
+            single(&search("  138057").replace("19700302", "00010302")).as_bytes(),
+            FACILITY,
+        ));
+        assert_eq!(
+            r.field, "MessageBody/QualificationConfirmSearchInfo/Birthdate",
+            "{r:?}"
+        );
+        assert!(r.message.contains("1868"), "{}", r.message);
+        // A confirmation date outside the service-date window around today is refused with the
+        // header's echo kept for the error result; inside it, the request stands.
+        let (_, far) = read_request(
+            RequestKind::Single,
+            single(&search("  138057"))
+                .replace("20261120", "99991231")
+                .as_bytes(),
+            FACILITY,
+        )
+        .unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let r = far.check_plausible(today).unwrap_err();
+        assert_eq!(r.field, "MessageHeader/QualificationConfirmationDate");
+        assert_eq!(r.echo.arbitrary_id, "X-1");
+        let (_, ok) = read_request(
+            RequestKind::Single,
+            single(&search("  138057")).as_bytes(),
+            FACILITY,
+        )
+        .unwrap();
+        assert_eq!(ok.check_plausible(today), Ok(()));
     }
 
     #[test]
