@@ -1051,6 +1051,9 @@ pub struct EdgeOpts {
     pub name: String,
     /// Further `run` flags, as given (e.g. `--http-header-timeout-ms 500`).
     pub extra_args: Vec<String>,
+    /// The open-file limit the edge starts with (`SOFT:HARD`, util-linux's `prlimit --nofile`),
+    /// as a shell's `ulimit` or systemd's `LimitNOFILE=` would set it; `None`: the test's own.
+    pub nofile: Option<String>,
 }
 
 /// The hold time the tests run edges with (the daemon's default is 10 s).
@@ -1077,6 +1080,7 @@ impl EdgeOpts {
             watchdog_usec: None,
             name: format!("edge-{facility}"),
             extra_args: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -1098,7 +1102,17 @@ impl Edge {
     }
 
     fn start_in(test_dir: &Path, opts: EdgeOpts) -> Edge {
-        let mut cmd = Command::new(edge_bin());
+        // prlimit execs the edge: the process (and its pid) is the edge's.
+        let mut cmd = match &opts.nofile {
+            Some(limits) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={limits}"))
+                    .arg("--")
+                    .arg(edge_bin());
+                c
+            }
+            None => Command::new(edge_bin()),
+        };
         cmd.args(["run", "--facility", &opts.facility, "--data"])
             .arg(&opts.data)
             .arg("--pki")

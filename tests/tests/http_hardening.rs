@@ -253,6 +253,29 @@ fn idle_connections_from_one_address_do_not_stop_another() {
     drop(idle);
 }
 
+/// Item 6: an edge started with a low soft limit of open files (a shell's default 1024, here 256)
+/// raises it to the hard limit at start, so idle sockets cannot starve the journal and the mailbox
+/// as early as the soft limit would.
+#[test]
+fn the_edge_raises_its_open_file_limit_to_the_hard_limit_at_start() {
+    let t = TestDir::new("http-nofile");
+    let pki = Pki::init(&t.join("pki"), &[FACILITY_A]);
+    let nowhere = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    let addr = nowhere.local_addr().expect("addr");
+    drop(nowhere);
+    let mut opts = EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, addr);
+    opts.nofile = Some("256:4096".into());
+    let edge = Edge::start(&t, opts);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", edge.proc.pid()))
+        .expect("/proc/PID/limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
+}
+
 /// Item 7: a retry with the same `Idempotency-Key` gets the same record, also after a SIGKILL and
 /// restart; the queue holds one record; the key with another body is a 409 naming the header.
 #[test]
