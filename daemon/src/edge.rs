@@ -99,6 +99,7 @@ pub async fn start_with_reload(
                 config.mailbox_timing,
                 gate.clone(),
                 mailbox_store.clone(),
+                &config.data.join("mailbox-in-hand"),
                 stop_rx.clone(),
             )?;
             (Some(m), Some(t))

@@ -30,6 +30,7 @@
 
 pub mod codes;
 pub mod files;
+mod in_hand;
 pub mod limits;
 pub mod store;
 pub mod watch;
@@ -109,6 +110,8 @@ struct Inner {
     dir: PathBuf,
     gate: Gate,
     store: MailboxStore,
+    /// Which request files are being handled (crash-loop guard).
+    in_hand: in_hand::InHand,
     facility: String,
     timing: MailboxTiming,
     batch_wake: Notify,
@@ -258,12 +261,15 @@ impl Mailbox {
         timing: MailboxTiming,
         gate: Gate,
         store: MailboxStore,
+        in_hand_dir: &Path,
         stop: tokio_watch::Receiver<bool>,
     ) -> anyhow::Result<(Mailbox, tokio::task::JoinHandle<()>)> {
         use anyhow::Context;
         use notify::Watcher;
         files::create_layout(&dir)
             .with_context(|| format!("creating the mailbox folders in {}", dir.display()))?;
+        let in_hand = in_hand::InHand::open(in_hand_dir)
+            .with_context(|| format!("creating {}", in_hand_dir.display()))?;
         let req = dir.join(REQ);
         let (tx, rx) = mpsc::unbounded_channel::<Noticed>();
         let req_for_watcher = req.clone();
@@ -287,6 +293,7 @@ impl Mailbox {
                 dir,
                 gate,
                 store,
+                in_hand,
                 facility,
                 timing,
                 batch_wake: Notify::new(),
@@ -528,7 +535,8 @@ impl Mailbox {
         };
         let _claim = self.claim(&key);
         self.reject(name, &key, hash.as_deref(), r).await?;
-        self.inner.store.clear_attempts(&key)?;
+        let in_hand = &self.inner.in_hand;
+        in_hand.end(&key).map_err(io(in_hand.dir()))?;
         Ok(())
     }
 
@@ -601,9 +609,11 @@ impl Mailbox {
             // Another worker has the same request (renamed twice?): it answers it.
             return Ok(Finished::Done);
         };
-        // Counted durably before the file is handled, cleared after: a file in hand each time the
+        // Counted (in_hand.rs) before the file is handled, cleared after: a file in hand each time the
         // edge died is quarantined after `MAX_ATTEMPTS`, never crash-looped.
-        let attempt = self.inner.store.attempts(&key)?.saturating_add(1);
+        let in_hand = &self.inner.in_hand;
+        let marks_io = |e: std::io::Error| io(in_hand.dir())(e);
+        let attempt = in_hand.attempts(&key).map_err(marks_io)?.saturating_add(1);
         if attempt > limits::MAX_ATTEMPTS {
             tracing::error!(file = %Untrusted(name), attempts = attempt - 1, "mailbox: the edge stopped every time it handled this request file; quarantined to err/");
             let r = Rejection {
@@ -616,19 +626,16 @@ impl Mailbox {
                 echo: Box::default(),
             };
             self.reject(name, &key, Some(&hash), r).await?;
-            self.inner.store.clear_attempts(&key)?;
+            in_hand.end(&key).map_err(marks_io)?;
             return Ok(Finished::Done);
         }
-        self.inner.store.set_attempts(&key, attempt)?;
-        self.inner.gate.journal.commit().await?;
+        in_hand.begin(&key, attempt).map_err(marks_io)?;
         tracing::info!(file = %Untrusted(name), bytes = bytes.len(), attempt, "mailbox: request file read");
         let result = self
             .handle_bytes(name, &key, &hash, kind, &bytes, give_up)
             .await;
         // Finished, or failed without stopping the edge (tried again later as a new attempt 1).
-        // Durable with the next commit: if lost, the count is one too high for a file already
-        // handled and moved, which no longer matters.
-        self.inner.store.clear_attempts(&key)?;
+        in_hand.end(&key).map_err(marks_io)?;
         result
     }
 

@@ -193,11 +193,6 @@ enum StoredRecord {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum StoredAttempts {
-    V1(u32),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 enum StoredBatch {
     V1(BatchRecord),
 }
@@ -209,8 +204,6 @@ pub struct MailboxStore {
     open: Arc<dyn Tree>,
     batches: Arc<dyn Tree>,
     open_batches: Arc<dyn Tree>,
-    /// Request key → how many times its handling started without finishing.
-    attempts: Arc<dyn Tree>,
     /// Read-modify-write of a record happens under this lock (the request worker, the finalizer
     /// and the result writer update the same records).
     lock: Arc<std::sync::Mutex<()>>,
@@ -230,7 +223,6 @@ impl MailboxStore {
             open: store.tree("mailbox.open")?,
             batches: store.tree("mailbox.batches")?,
             open_batches: store.tree("mailbox.batches.open")?,
-            attempts: store.tree("mailbox.attempts")?,
             lock: Arc::default(),
         })
     }
@@ -306,32 +298,6 @@ impl MailboxStore {
         self.records.is_empty()
     }
 
-    /// How many times the handling of request `key` started without finishing.
-    pub fn attempts(&self, key: &str) -> Result<u32, StoreError> {
-        match self.attempts.get(key.as_bytes())? {
-            None => Ok(0),
-            Some(b) => match postcard::from_bytes::<StoredAttempts>(&b) {
-                Ok(StoredAttempts::V1(n)) => Ok(n),
-                Err(e) => Err(corrupt(key.as_bytes(), e)),
-            },
-        }
-    }
-
-    /// Records that the handling of `key` starts for the `n`th time (durable at the journal's
-    /// next commit, which the caller waits for before handling).
-    pub fn set_attempts(&self, key: &str, n: u32) -> Result<(), StoreError> {
-        let bytes = postcard::to_allocvec(&StoredAttempts::V1(n))
-            .map_err(|e| corrupt(key.as_bytes(), e))?;
-        self.attempts.insert(key.as_bytes(), &bytes)?;
-        Ok(())
-    }
-
-    /// The handling of `key` finished (answered, refused, or failed without stopping the edge).
-    pub fn clear_attempts(&self, key: &str) -> Result<(), StoreError> {
-        self.attempts.remove(key.as_bytes())?;
-        Ok(())
-    }
-
     /// The keys of every record, in the order they were received (for a streamed export: only
     /// the keys are held, each record is read again when its turn comes).
     pub fn keys_by_received(&self) -> Result<Vec<String>, StoreError> {
@@ -403,7 +369,7 @@ mod tests {
     use onshi_sync::store::SledStore;
 
     #[test]
-    fn records_stored_with_their_full_text_still_load_and_attempts_count() {
+    fn records_stored_with_their_full_text_still_load() {
         let d = tempfile::tempdir().unwrap();
         let store = SledStore::open(d.path()).unwrap();
         let m = MailboxStore::open(&store).unwrap();
@@ -446,10 +412,5 @@ mod tests {
             Some("<XmlMsg/>")
         );
         assert_eq!(m.keys_by_received().unwrap(), ["req:a.xml:0123"]);
-        assert_eq!(m.attempts("k").unwrap(), 0);
-        m.set_attempts("k", 2).unwrap();
-        assert_eq!(m.attempts("k").unwrap(), 2);
-        m.clear_attempts("k").unwrap();
-        assert_eq!(m.attempts("k").unwrap(), 0);
     }
 }
