@@ -1,30 +1,84 @@
 //! Which request files are in hand, so that a file the edge died on is quarantined after a few
-//! attempts instead of crash-looping the edge (issue #14 item 1). One small marker file per request
-//! (named by the SHA-256 of its record key) in a private folder of the data directory, holding how
-//! many times its handling began; removed once the handling ends either way.
+//! attempts instead of crash-looping the edge (issue #14 item 1).
 //!
-//! The markers are written without fsync on purpose: they must survive the *process* dying (a
-//! stack overflow, an abort, the OOM killer), which the kernel's page cache does, and a marker lost
-//! to a power cut costs one more attempt at most. An fsync per request file here cost the mailbox
-//! about a millisecond per file (BENCHMARKS.md). It never holds what a request says.
+//! One small file, `DATA/mailbox-in-hand/slots`, of fixed-size slots: a slot holds how many times
+//! the handling of one request (named by the SHA-256 of its record key) began; it is written when
+//! the handling begins and zeroed when it ends either way. At start the slots still set are the
+//! requests that were in hand when the edge died.
+//!
+//! Written in place and without fsync on purpose: the count must survive the *process* dying (a
+//! stack overflow, an abort, the OOM killer), which the kernel's page cache does, and a count lost to
+//! a power cut costs one more attempt at most. An fsync (a journal commit) per request file cost the
+//! mailbox about a millisecond per file, and a marker file created and removed per request cost its
+//! burst throughput in file-system metadata (BENCHMARKS.md); rewriting a slot costs neither. It
+//! never holds what a request says.
 
-use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-/// The folder of markers: `DATA/mailbox-in-hand`.
-#[derive(Debug, Clone)]
+/// Bytes per slot: `count` (decimal), a space, 64 hex digits, a newline, zero padding.
+const SLOT: usize = 96;
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// Key hash → (slot, count) of requests in hand when the edge last died.
+    carried: HashMap<String, (u64, u32)>,
+    /// Key hash → slot of requests in hand now.
+    in_use: HashMap<String, u64>,
+    free: Vec<u64>,
+    len: u64,
+}
+
+/// The in-hand slots of the mailbox.
+#[derive(Debug)]
 pub(crate) struct InHand {
     dir: PathBuf,
+    file: File,
+    slots: Mutex<Slots>,
+}
+
+fn parse(slot: &[u8]) -> Option<(String, u32)> {
+    let text = std::str::from_utf8(slot).ok()?;
+    let line = text.split('\n').next()?;
+    let (count, hash) = line.split_once(' ')?;
+    let count = count.parse().ok()?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (hash.to_string(), count))
 }
 
 impl InHand {
-    /// Opens (creates, mode 0700) the marker folder.
+    /// Opens (creates: folder 0700, file 0600) the slots and reads what the last run left in hand.
     pub(crate) fn open(dir: &Path) -> io::Result<InHand> {
         onshi_sync::modes::create_private_dir(dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(onshi_sync::modes::PRIVATE_FILE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join("slots"))?;
+        let bytes = std::fs::read(dir.join("slots"))?;
+        let mut slots = Slots::default();
+        for (i, chunk) in bytes.chunks(SLOT).enumerate() {
+            let i = i as u64;
+            match parse(chunk) {
+                Some((hash, count)) => {
+                    slots.carried.insert(hash, (i, count));
+                }
+                None => slots.free.push(i),
+            }
+            slots.len = i + 1;
+        }
+        slots.free.reverse();
         Ok(InHand {
             dir: dir.to_path_buf(),
+            file,
+            slots: Mutex::new(slots),
         })
     }
 
@@ -32,50 +86,67 @@ impl InHand {
         &self.dir
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(super::sha256_hex(key.as_bytes()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many times the handling of `key` began and did not end (0: never, or it ended).
-    pub(crate) fn attempts(&self, key: &str) -> io::Result<u32> {
-        let mut text = String::new();
-        match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(key))
-        {
-            Ok(mut f) => {
-                f.read_to_string(&mut text)?;
-                // A torn or unreadable marker still says the handling began at least once.
-                Ok(text
-                    .lines()
-                    .next()
-                    .and_then(|l| l.trim().parse().ok())
-                    .unwrap_or(1))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        }
+    fn hash(key: &str) -> String {
+        super::sha256_hex(key.as_bytes())
+    }
+
+    fn write_slot(&self, slot: u64, text: &str) -> io::Result<()> {
+        let mut buf = [0u8; SLOT];
+        buf[..text.len()].copy_from_slice(text.as_bytes());
+        self.file.write_all_at(&buf, slot * SLOT as u64)
+    }
+
+    /// How many times the handling of `key` began in earlier runs and did not end.
+    pub(crate) fn attempts(&self, key: &str) -> u32 {
+        self.lock()
+            .carried
+            .get(&Self::hash(key))
+            .map_or(0, |&(_, n)| n)
     }
 
     /// The handling of `key` begins for the `n`th time: written through to the kernel before the
     /// file is read further.
     pub(crate) fn begin(&self, key: &str, n: u32) -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(onshi_sync::modes::PRIVATE_FILE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(key))?;
-        f.write_all(format!("{n}\n{key}\n").as_bytes())
+        let hash = Self::hash(key);
+        let slot = {
+            let mut s = self.lock();
+            let slot = match s.carried.remove(&hash) {
+                Some((slot, _)) => slot,
+                None => match s.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        s.len += 1;
+                        s.len - 1
+                    }
+                },
+            };
+            s.in_use.insert(hash.clone(), slot);
+            slot
+        };
+        self.write_slot(slot, &format!("{n} {hash}\n"))
     }
 
     /// The handling of `key` ended (answered, refused, or failed without stopping the edge).
     pub(crate) fn end(&self, key: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(key)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let hash = Self::hash(key);
+        let slot = {
+            let mut s = self.lock();
+            let slot = s
+                .in_use
+                .remove(&hash)
+                .or_else(|| s.carried.remove(&hash).map(|(slot, _)| slot));
+            if let Some(slot) = slot {
+                s.free.push(slot);
+            }
+            slot
+        };
+        match slot {
+            Some(slot) => self.write_slot(slot, ""),
+            None => Ok(()),
         }
     }
 }
@@ -85,23 +156,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_begun_handling_counts_until_it_ends_and_survives_a_reopen() {
+    fn a_begun_handling_counts_across_restarts_until_it_ends() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("mailbox-in-hand");
-        let marks = InHand::open(&dir).unwrap();
         let key = "req:OQSsiquc01req_a.xml:0123";
-        assert_eq!(marks.attempts(key).unwrap(), 0);
+        let other = "req:OQSsiquc01req_b.xml:4567";
+        let marks = InHand::open(&dir).unwrap();
+        assert_eq!(marks.attempts(key), 0);
         marks.begin(key, 1).unwrap();
-        marks.begin(key, 2).unwrap();
-        // What a restarted edge sees.
+        marks.begin(other, 1).unwrap();
+        marks.end(other).unwrap();
+        drop(marks); // the edge dies with `key` in hand
         let again = InHand::open(&dir).unwrap();
-        assert_eq!(again.attempts(key).unwrap(), 2);
-        assert_eq!(again.attempts("req:other.xml:4567").unwrap(), 0);
-        again.end(key).unwrap();
-        again.end(key).unwrap();
-        assert_eq!(marks.attempts(key).unwrap(), 0);
+        assert_eq!(again.attempts(key), 1);
+        assert_eq!(again.attempts(other), 0);
+        again.begin(key, 2).unwrap();
+        drop(again); // and dies again
+        let third = InHand::open(&dir).unwrap();
+        assert_eq!(third.attempts(key), 2);
+        // Handled at last (or quarantined): nothing is carried into the next run.
+        third.end(key).unwrap();
+        drop(third);
+        let fourth = InHand::open(&dir).unwrap();
+        assert_eq!(fourth.attempts(key), 0);
+        // Slots are reused: the file does not grow with every request.
+        for i in 0..100 {
+            let k = format!("req:f{i}.xml:00");
+            fourth.begin(&k, 1).unwrap();
+            fourth.end(&k).unwrap();
+        }
+        let len = std::fs::metadata(dir.join("slots")).unwrap().len();
+        assert!(len <= 2 * SLOT as u64, "{len}");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+        let mode = std::fs::metadata(dir.join("slots"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn torn_or_foreign_slots_are_free() {
+        assert_eq!(parse(b"2 zz\n"), None);
+        assert_eq!(parse(&[0u8; SLOT]), None);
+        let h = "a".repeat(64);
+        assert_eq!(parse(format!("3 {h}\n").as_bytes()), Some((h, 3)));
     }
 }

@@ -613,7 +613,7 @@ impl Mailbox {
         // edge died is quarantined after `MAX_ATTEMPTS`, never crash-looped.
         let in_hand = &self.inner.in_hand;
         let marks_io = |e: std::io::Error| io(in_hand.dir())(e);
-        let attempt = in_hand.attempts(&key).map_err(marks_io)?.saturating_add(1);
+        let attempt = in_hand.attempts(&key).saturating_add(1);
         if attempt > limits::MAX_ATTEMPTS {
             tracing::error!(file = %Untrusted(name), attempts = attempt - 1, "mailbox: the edge stopped every time it handled this request file; quarantined to err/");
             let r = Rejection {
