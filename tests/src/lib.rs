@@ -808,6 +808,8 @@ impl Http {
         let client = runtime().block_on(async {
             reqwest::Client::builder()
                 .no_proxy()
+                // A redirect is an answer to look at (e.g. a sign-in's 303), not to follow.
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(15))
                 .build()
                 .expect("an HTTP client")
