@@ -344,6 +344,10 @@ fn a_retry_with_the_same_idempotency_key_returns_the_same_record() {
 
     // The keys are durable with their records.
     let edge = edge.restart();
+    tokens()
+        .lock()
+        .unwrap()
+        .insert(edge.http_addr, edge.token.clone());
     let after = post_json(edge.http_addr, "/v1/provisional", &[key], &body);
     assert_eq!(
         after.json["record_id"], first.json["record_id"],
