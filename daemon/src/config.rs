@@ -93,6 +93,14 @@ pub struct EdgeSettings {
     /// The most HTTP connections open at once from one IP address (default 256).
     #[arg(long)]
     pub http_max_connections_per_address: Option<usize>,
+    /// A signed-in session ends after this many minutes without a request (default 30).
+    #[arg(long)]
+    pub session_idle_min: Option<u64>,
+    /// The bearer token the command-line clients (`status`, `queue`, `export`, `sync-now`,
+    /// `reader-sim`, `audit`) send; `run` ignores it. Only in the file (or `--token` /
+    /// `ONSHI_TOKEN` on those commands).
+    #[arg(skip)]
+    pub token: Option<String>,
 }
 
 impl EdgeSettings {
@@ -123,6 +131,8 @@ impl EdgeSettings {
             http_max_connections_per_address: self
                 .http_max_connections_per_address
                 .or(file.http_max_connections_per_address),
+            session_idle_min: self.session_idle_min.or(file.session_idle_min),
+            token: self.token.or(file.token),
         }
     }
 
@@ -403,6 +413,8 @@ pub struct EdgeConfig {
     pub reader_timeout: Duration,
     pub share: SharePolicy,
     pub queue: QueueCaps,
+    /// A signed-in session ends after this long without a request.
+    pub session_idle: Duration,
 }
 
 fn share_policy(
@@ -480,6 +492,9 @@ impl EdgeConfig {
         if self.mailbox != new.mailbox {
             out.push("mailbox");
         }
+        if self.session_idle != new.session_idle {
+            out.push("session_idle_min");
+        }
         if self.mailbox_timing != new.mailbox_timing {
             out.push("mailbox_settle_ms/mailbox_incomplete_ms/mailbox_rescan_ms");
         }
@@ -504,7 +519,18 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
                 "must be between 1 and 30000 milliseconds",
             ));
         }
+        let session_idle = match s.session_idle_min {
+            None => crate::auth::session::DEFAULT_IDLE,
+            Some(m) if (1..=24 * 60).contains(&m) => Duration::from_secs(m * 60),
+            Some(m) => {
+                return Err(ConfigError::new(
+                    "--session-idle-min",
+                    format!("{m} is not between 1 and 1440 minutes"),
+                ));
+            }
+        };
         Ok(EdgeConfig {
+            session_idle,
             facility,
             data: required(s.data, "--data")?,
             pki: required(s.pki, "--pki")?,

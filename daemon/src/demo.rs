@@ -25,10 +25,70 @@ fn card_body(q: &Qualification) -> serde_json::Value {
 }
 
 /// A check as curl sends it; `key` is its `Idempotency-Key` (a retry returns the same check).
-fn curl(http: SocketAddr, body: &serde_json::Value, key: &str) -> String {
+fn curl(http: SocketAddr, auth: &str, body: &serde_json::Value, key: &str) -> String {
     format!(
-        "curl -s -X POST http://{http}/v1/checks -H 'content-type: application/json' -H 'idempotency-key: {key}' -d '{body}'"
+        "curl -s -X POST http://{http}/v1/checks {auth} -H 'content-type: application/json' -H 'idempotency-key: {key}' -d '{body}'"
     )
+}
+
+/// The demo's accounts: an admin and a receptionist with random passwords, and an admin token.
+struct DemoAccounts {
+    admin_password: String,
+    reception_password: String,
+    token: String,
+}
+
+/// A random password of 20 letters and digits (from the operating system's generator).
+fn random_password() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 20];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+fn demo_accounts(data: &std::path::Path) -> anyhow::Result<DemoAccounts> {
+    use crate::auth::{AccountName, AccountsDir, NewToken, Password, Role, password};
+    let admin_password = random_password()?;
+    let reception_password = random_password()?;
+    let hash = |p: &str| -> anyhow::Result<String> {
+        Ok(password::hash_password(&Password::new(p.to_string())?)?)
+    };
+    let (admin_hash, reception_hash) = (hash(&admin_password)?, hash(&reception_password)?);
+    let token = NewToken::generate()?;
+    let now = chrono::Utc::now();
+    AccountsDir::new(data).update(|f| {
+        f.add_user(
+            AccountName::parse("admin")?,
+            Role::Admin,
+            admin_hash,
+            now,
+            "demo",
+        )?;
+        f.add_user(
+            AccountName::parse("reception")?,
+            Role::Reception,
+            reception_hash,
+            now,
+            "demo",
+        )?;
+        f.add_token(
+            AccountName::parse("demo-token")?,
+            Role::Admin,
+            token.id,
+            token.hash.clone(),
+            now,
+            "demo",
+        )
+    })?;
+    Ok(DemoAccounts {
+        admin_password,
+        reception_password,
+        token: token.text,
+    })
 }
 
 /// Runs the demo until `shutdown` resolves.
@@ -103,7 +163,9 @@ pub async fn run(
         reader_timeout: std::time::Duration::from_secs(10),
         share: onshi_fallback::share::SharePolicy::default(),
         queue: crate::queue::QueueCaps::default(),
+        session_idle: crate::auth::session::DEFAULT_IDLE,
     };
+    let accounts = demo_accounts(&config.data).context("creating the demo's accounts")?;
     let edge = crate::edge::start(config, stopped(stop_rx)).await?;
     let mut link = edge.link.subscribe();
     tokio::time::timeout(Duration::from_secs(10), link.wait_for(|s| s.is_up()))
@@ -127,18 +189,25 @@ pub async fn run(
     println!("web address: http://{http}");
     println!("data in {} (deleted on exit)", dir.path().display());
     println!();
+    println!("# sign in at the web address (random passwords, made for this run):");
+    println!("#   admin      {}", accounts.admin_password);
+    println!("#   reception  {}", accounts.reception_password);
+    println!("# a token for programs (admin role), used by the examples below:");
+    println!("export ONSHI_TOKEN={}", accounts.token);
+    let auth = "-H \"Authorization: Bearer $ONSHI_TOKEN\"";
+    println!();
     println!("# a valid qualification ({}):", valid_q.name);
-    println!("{}", curl(http, &valid, "demo-check-0001"));
+    println!("{}", curl(http, auth, &valid, "demo-check-0001"));
     println!(
         "# a lost qualification, the person has a newer one ({}):",
         lost_q.name
     );
-    println!("{}", curl(http, &lost, "demo-check-0002"));
+    println!("{}", curl(http, auth, &lost, "demo-check-0002"));
     println!("# a mistyped check digit in the insurer number (answers 400 naming the field):");
-    println!("{}", curl(http, &typo, "demo-check-0003"));
+    println!("{}", curl(http, auth, &typo, "demo-check-0003"));
     println!("# the stored check, and the edge's status:");
-    println!("curl -s http://{http}/v1/checks/CHECK_ID");
-    println!("curl -s http://{http}/v1/status");
+    println!("curl -s {auth} http://{http}/v1/checks/CHECK_ID");
+    println!("curl -s {auth} http://{http}/v1/status");
     println!();
     println!(
         "# outage mode: search by name (kana or kanji, variants and one typo tolerated), birth date (era dates too), sex."
@@ -149,10 +218,10 @@ pub async fn run(
     let search =
         serde_json::json!({"name_kana": valid_q.name_kana, "birth_date": era, "sex": valid_q.sex});
     println!(
-        "curl -s -X POST http://{http}/v1/outage -H 'content-type: application/json' -d '{{\"active\":true,\"reason\":\"card reader broken\"}}'"
+        "curl -s -X POST http://{http}/v1/outage {auth} -H 'content-type: application/json' -d '{{\"active\":true,\"reason\":\"card reader broken\"}}'"
     );
     println!(
-        "curl -s -X POST http://{http}/v1/search -H 'content-type: application/json' -d '{search}'"
+        "curl -s -X POST http://{http}/v1/search {auth} -H 'content-type: application/json' -d '{search}'"
     );
     println!(
         "# a provisional record (self-declaration) when nothing can be confirmed: what to collect, and why:"
@@ -160,12 +229,14 @@ pub async fn run(
     let prov = serde_json::json!({"declared": {"name": "山田　花子", "birth_date": "令和3年4月1日", "sex": "female", "insurance_type": "国保"}, "service_date": today, "total_fee_yen": 12345});
     // The key makes a retry (a lost answer, a 503) return the first record instead of a second.
     println!(
-        "curl -s -X POST http://{http}/v1/provisional -H 'content-type: application/json' -H 'idempotency-key: demo-visit-0001' -d '{prov}'"
+        "curl -s -X POST http://{http}/v1/provisional {auth} -H 'content-type: application/json' -H 'idempotency-key: demo-visit-0001' -d '{prov}'"
     );
-    println!("curl -s http://{http}/v1/queue");
+    println!("curl -s {auth} http://{http}/v1/queue");
+    println!("# who read what (the access log; admin):");
+    println!("curl -s {auth} http://{http}/v1/audit");
     if let Some(card) = card_holder.as_ref().and_then(|q| q.card_id.clone()) {
         println!("# a My Number card on the (simulated) face-authentication reader:");
-        println!("onshi-edge reader-sim --http {http} --card {card}");
+        println!("onshi-edge reader-sim --http {http} --card {card}  # sends $ONSHI_TOKEN");
     }
     // The receipt computers' file interface: an example request file, to copy into req/.
     let mailbox = dir.path().join("mailbox");

@@ -108,7 +108,21 @@ pub async fn start_with_reload(
     };
     let idempotency = crate::idempotency::IdempotencyStore::open(store.as_ref())
         .context("opening the idempotency keys")?;
+    let audit_log =
+        crate::auth::AuditLog::open(store.as_ref()).context("opening the access log")?;
+    let auth = crate::auth::Authenticator::new(
+        &config.data,
+        crate::auth::AuthSettings {
+            session: crate::auth::SessionSettings {
+                idle: config.session_idle,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
     let state = AppState {
+        auth,
+        audit: api::Audit::new(audit_log, gate.journal.clone()),
         gate: gate.clone(),
         started: Instant::now(),
         reconciler: config.reconciler.to_string(),
@@ -116,7 +130,7 @@ pub async fn start_with_reload(
         mailbox_store,
         idempotency,
     };
-    let app = api::router(state.clone());
+    let app = api::router(state.clone(), axum::Router::new());
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 

@@ -184,6 +184,14 @@ pub fn is_json_media_type(value: &str) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Whether a `Content-Type` is an HTML form's (`application/x-www-form-urlencoded`).
+pub fn is_form_media_type(value: &str) -> bool {
+    value.split(';').next().is_some_and(|t| {
+        t.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
 fn refuse(status: StatusCode, code: &str, field: &str, message: String) -> ApiError {
     ApiError {
         status,
@@ -197,6 +205,7 @@ fn refuse(status: StatusCode, code: &str, field: &str, message: String) -> ApiEr
 /// a walk over the headers, no allocation unless refused.
 pub fn precheck(
     method: &Method,
+    path: &str,
     uri_len: usize,
     headers: &HeaderMap,
     authority: Option<&str>,
@@ -264,14 +273,17 @@ pub fn precheck(
             ));
         }
     }
-    // Every POST of the API takes JSON (other methods that change state have no route: 405).
+    // Every POST of the API takes JSON (other methods that change state have no route: 405);
+    // outside `/v1/` (the page's forms, `/login`, `/logout`) a form-encoded body is taken too.
     if method != Method::POST {
         return Ok(());
     }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(is_json_media_type);
+        .is_some_and(|v| {
+            is_json_media_type(v) || (!path.starts_with("/v1/") && is_form_media_type(v))
+        });
     if !json {
         let got = headers
             .get(header::CONTENT_TYPE)
@@ -641,6 +653,7 @@ pub async fn serve(
         tokio::spawn(connection(
             stream,
             local,
+            peer,
             shared.clone(),
             slot,
             close_rx.clone(),
@@ -659,6 +672,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     local: SocketAddr,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     _slot: Slot,
     mut close: tokio::sync::watch::Receiver<bool>,
@@ -671,7 +685,7 @@ async fn connection(
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, local, req).await) }
+        async move { Ok::<_, Infallible>(handle(&shared, local, peer, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -718,10 +732,19 @@ async fn connection(
     }
 }
 
-async fn handle(shared: &Shared, local: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    shared: &Shared,
+    local: SocketAddr,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    // The client's address, for the access log (`api::auth::client_address`).
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if let Err(e) = precheck(
         req.method(),
+        req.uri().path(),
         uri_len,
         req.headers(),
         req.uri().authority().map(|a| a.as_str()),

@@ -1,5 +1,7 @@
 //! `onshi-edge`: the facility's edge node. Commands: `run`, `check-config`, `enroll`, `status`,
-//! `queue`, `sync-now`, `export`, `completions`, `reader-sim`, `demo`, `user …`, `token …`.
+//! `queue`, `sync-now`, `export`, `audit`, `completions`, `reader-sim`, `demo`, `user …`,
+//! `token …`. The clients of a running edge send a token (`--token`, `token` in `--config`, or
+//! `ONSHI_TOKEN`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,9 +75,8 @@ enum Command {
     },
     /// Show what the running daemon says about itself.
     Status {
-        /// The daemon's HTTP address.
-        #[arg(long, default_value = "127.0.0.1:7600")]
-        http: String,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
@@ -83,8 +84,8 @@ enum Command {
     /// The whole journal as JSON lines on standard output (checks, then provisional records), for a
     /// vendor or an auditor.
     Export {
-        #[arg(long, default_value = "127.0.0.1:7600")]
-        http: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Shell completions (bash, zsh, fish, …) on standard output.
     Completions { shell: clap_complete::Shell },
@@ -93,9 +94,8 @@ enum Command {
     Manpage,
     /// The queue: deferred checks and provisional records not yet settled.
     Queue {
-        /// The daemon's HTTP address.
-        #[arg(long, default_value = "127.0.0.1:7600")]
-        http: String,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
@@ -103,9 +103,8 @@ enum Command {
     /// A simulated face-authentication card reader: sends heartbeats to the edge (optionally
     /// reporting a fault), or presents one card and prints the answer.
     ReaderSim {
-        /// The edge's HTTP address.
-        #[arg(long, default_value = "127.0.0.1:7600")]
-        http: String,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long, default_value = "SIM-READER-1")]
         reader_id: String,
         /// Milliseconds between heartbeats.
@@ -127,12 +126,26 @@ enum Command {
     /// Force a journal sync round now and wait until synced (or the timeout); exit 0 if synced, 1
     /// if not.
     SyncNow {
-        /// The daemon's HTTP address.
-        #[arg(long, default_value = "127.0.0.1:7600")]
-        http: String,
+        #[command(flatten)]
+        client: ClientArgs,
         /// How long to wait for "synced", in seconds.
         #[arg(long, default_value_t = 10)]
         timeout_s: u64,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The access log of the running edge: who read or wrote personal data, when, from where, and
+    /// which checks, records or people (never what was searched for). Needs an admin token.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only entries at or after this time (RFC 3339) or date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this user's or token's entries.
+        #[arg(long)]
+        actor: Option<String>,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
@@ -162,6 +175,45 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+/// How a command-line client reaches the running edge, and the token it sends.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The edge's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    http: String,
+    /// A bearer token (onshi-edge token add NAME --role ROLE); else `token` in --config, else the
+    /// ONSHI_TOKEN environment variable.
+    #[arg(long, env = "ONSHI_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The edge's configuration file, for its `token` setting.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// A client of the running edge: its address and the token to send.
+#[derive(Debug)]
+struct Client {
+    addr: String,
+    token: Option<String>,
+}
+
+impl ClientArgs {
+    /// The flag (or ONSHI_TOKEN) wins over the configuration file's `token`.
+    fn client(self) -> anyhow::Result<Client> {
+        let token = match (self.token, &self.config) {
+            (Some(t), _) => Some(t),
+            (None, Some(c)) => EdgeSettings::from_file(c)?.token,
+            (None, None) => None,
+        };
+        Ok(Client {
+            addr: self.http,
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        })
+    }
 }
 
 /// Where the accounts file is: the edge's data directory, given or read from its configuration.
@@ -313,10 +365,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::Write::write_all(&mut std::io::stdout(), &page)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { http, json } => status(&http, json).await,
-        Command::Queue { http, json } => queue(&http, json).await,
-        Command::Export { http } => {
-            let (status, body) = http_call(&http, "GET", "/v1/export", None).await?;
+        Command::Status { client, json } => status(&client.client()?, json).await,
+        Command::Queue { client, json } => queue(&client.client()?, json).await,
+        Command::Audit {
+            client,
+            since,
+            actor,
+            json,
+        } => audit(&client.client()?, since, actor, json).await,
+        Command::Export { client } => {
+            let (status, body) = http_call(&client.client()?, "GET", "/v1/export", None).await?;
             if status != 200 {
                 anyhow::bail!("the daemon answered {status}: {body}");
             }
@@ -329,19 +387,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SyncNow {
-            http,
+            client,
             timeout_s,
             json,
-        } => sync_now(&http, timeout_s, json).await,
+        } => sync_now(&client.client()?, timeout_s, json).await,
         Command::ReaderSim {
-            http,
+            client,
             reader_id,
             every_ms,
             count,
             fault,
             card,
             verified,
-        } => reader_sim(&http, &reader_id, every_ms, count, fault, card, &verified).await,
+        } => {
+            reader_sim(
+                &client.client()?,
+                &reader_id,
+                every_ms,
+                count,
+                fault,
+                card,
+                &verified,
+            )
+            .await
+        }
         Command::User { command } => user(command),
         Command::Token { command } => token(command),
         Command::Demo { http, people, seed } => {
@@ -492,19 +561,52 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
 }
 
 /// A tiny HTTP/1.1 client, so the CLI needs no HTTP client dependency: (status, body).
+/// A 401 or 403 fails the command with what to do about it.
 async fn http_call(
-    addr: &str,
+    client: &Client,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    let (status, text) = http_send(client, method, path, body).await?;
+    let message = || {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.clone())
+    };
+    match status {
+        401 if client.token.is_none() => anyhow::bail!(
+            "the edge asks for credentials (401): give --token TOKEN, `token = \"…\"` in --config FILE, or ONSHI_TOKEN (make one with: onshi-edge token add NAME --role reception)"
+        ),
+        401 => anyhow::bail!(
+            "the edge refused the token (401: {}); check it, or make a new one with onshi-edge token add",
+            message()
+        ),
+        403 => anyhow::bail!("the token's role is not enough (403: {})", message()),
+        _ => Ok((status, text)),
+    }
+}
+
+async fn http_send(
+    client: &Client,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = client.addr.as_str();
+    let auth = client
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("no onshi-edge answers on {addr}"))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
     )
     .await?;
     let mut buf = Vec::new();
@@ -548,11 +650,11 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    Ok(http_call(addr, "GET", path, None).await?.1)
+async fn http_get(client: &Client, path: &str) -> anyhow::Result<String> {
+    Ok(http_call(client, "GET", path, None).await?.1)
 }
 
-async fn sync_now(http: &str, timeout_s: u64, raw: bool) -> anyhow::Result<ExitCode> {
+async fn sync_now(http: &Client, timeout_s: u64, raw: bool) -> anyhow::Result<ExitCode> {
     let (code, body) = http_call(
         http,
         "POST",
@@ -594,7 +696,7 @@ async fn sync_now(http: &str, timeout_s: u64, raw: bool) -> anyhow::Result<ExitC
     })
 }
 
-async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
+async fn queue(http: &Client, raw: bool) -> anyhow::Result<ExitCode> {
     let body = http_get(http, "/v1/queue").await?;
     let v: serde_json::Value = serde_json::from_str(&body)
         .with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
@@ -641,7 +743,7 @@ async fn queue(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn reader_sim(
-    http: &str,
+    http: &Client,
     reader_id: &str,
     every_ms: u64,
     count: Option<u64>,
@@ -689,7 +791,7 @@ async fn reader_sim(
     }
 }
 
-async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
+async fn status(http: &Client, raw: bool) -> anyhow::Result<ExitCode> {
     let body = http_get(http, "/v1/status").await?;
     let v: serde_json::Value = serde_json::from_str(&body)
         .with_context(|| format!("the daemon answered something that is not JSON: {body}"))?;
@@ -735,6 +837,78 @@ async fn status(http: &str, raw: bool) -> anyhow::Result<ExitCode> {
         for w in v["warnings"].as_array().into_iter().flatten() {
             println!("warning:    {}", w.as_str().unwrap_or_default());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn audit(
+    client: &Client,
+    since: Option<String>,
+    actor: Option<String>,
+    raw: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut query: Vec<String> = Vec::new();
+    if let Some(s) = since {
+        query.push(format!("since={}", query_value(&s)));
+    }
+    if let Some(a) = actor {
+        query.push(format!("actor={}", query_value(&a)));
+    }
+    let path = if query.is_empty() {
+        "/v1/audit".to_string()
+    } else {
+        format!("/v1/audit?{}", query.join("&"))
+    };
+    let (code, body) = http_call(client, "GET", &path, None).await?;
+    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| {
+        format!("the daemon answered something that is not JSON ({code}): {body}")
+    })?;
+    if code != 200 {
+        anyhow::bail!(
+            "the daemon answered {code}: {}",
+            v["error"]["message"].as_str().unwrap_or(&body)
+        );
+    }
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let subject: Vec<String> = e["subject"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                s.as_object()?
+                    .iter()
+                    .next()
+                    .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("?")))
+            })
+            .collect();
+        println!(
+            "{} {} ({}) {} from {} {}",
+            e["at"].as_str().unwrap_or("?"),
+            e["actor"].as_str().unwrap_or("?"),
+            e["role"].as_str().unwrap_or("?"),
+            e["action"].as_str().unwrap_or("?"),
+            e["from"].as_str().unwrap_or("-"),
+            subject.join(" ")
+        );
+    }
+    if v["more"].as_bool() == Some(true) {
+        println!("(more entries: narrow with --since or --actor)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,9 @@ _onshi__edge() {
             ",$1")
                 cmd="onshi__edge"
                 ;;
+            onshi__edge,audit)
+                cmd="onshi__edge__subcmd__audit"
+                ;;
             onshi__edge,check-config)
                 cmd="onshi__edge__subcmd__check__subcmd__config"
                 ;;
@@ -57,6 +60,9 @@ _onshi__edge() {
                 ;;
             onshi__edge,user)
                 cmd="onshi__edge__subcmd__user"
+                ;;
+            onshi__edge__subcmd__help,audit)
+                cmd="onshi__edge__subcmd__help__subcmd__audit"
                 ;;
             onshi__edge__subcmd__help,check-config)
                 cmd="onshi__edge__subcmd__help__subcmd__check__subcmd__config"
@@ -182,7 +188,7 @@ _onshi__edge() {
 
     case "${cmd}" in
         onshi__edge)
-            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now user token demo help"
+            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -195,8 +201,42 @@ _onshi__edge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__edge__subcmd__audit)
+            opts="-h --http --token --config --since --actor --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --actor)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__edge__subcmd__check__subcmd__config)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --help"
+            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -294,6 +334,10 @@ _onshi__edge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --session-idle-min)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -384,13 +428,21 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__export)
-            opts="-h --http --help"
+            opts="-h --http --token --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -402,8 +454,22 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help)
-            opts="run check-config enroll status export completions manpage queue reader-sim sync-now user token demo help"
+            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -724,13 +790,21 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__queue)
-            opts="-h --http --json --help"
+            opts="-h --http --token --config --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -742,13 +816,21 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__reader__subcmd__sim)
-            opts="-h --http --reader-id --every-ms --count --fault --card --verified --help"
+            opts="-h --http --token --config --reader-id --every-ms --count --fault --card --verified --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -784,7 +866,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__run)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --help"
+            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -882,6 +964,10 @@ _onshi__edge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --session-idle-min)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -890,13 +976,21 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__status)
-            opts="-h --http --json --help"
+            opts="-h --http --token --config --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -908,13 +1002,21 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__sync__subcmd__now)
-            opts="-h --http --timeout-s --json --help"
+            opts="-h --http --token --config --timeout-s --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

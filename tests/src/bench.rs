@@ -143,3 +143,31 @@ pub fn cpu_seconds(pid: Option<u32>) -> f64 {
     };
     (tick(11) + tick(12)) / 100.0
 }
+
+/// Makes an admin token in the edge's data directory `data` with `onshi-edge token add` (as an
+/// operator would, before the edge starts); the benchmarks' requests send it like any client.
+pub fn add_token(edge_bin: &Path, data: &Path) -> anyhow::Result<String> {
+    let out = Command::new(edge_bin)
+        .args(["token", "add", "bench", "--role", "admin", "--data"])
+        .arg(data)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} token add", edge_bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "onshi-edge token add: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Default headers that send `token` as a bearer token with every request.
+pub fn bearer(token: &str) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?,
+    );
+    Ok(h)
+}

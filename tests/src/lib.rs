@@ -6,6 +6,7 @@
 //! SIGKILLed on drop; its stderr goes to a file in the test's own directory, and when a test fails
 //! the tail of every child's stderr is printed and the directory is kept for inspection.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -760,20 +761,46 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// A small blocking HTTP client over reqwest (the tests are plain threads).
+/// A small blocking HTTP client over reqwest (the tests are plain threads). It sends its bearer
+/// token, if it has one, with every request ([`Edge`]'s has the harness's admin token).
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
     pub base: String,
+    token: Option<String>,
 }
 
-/// An HTTP answer: status, body text, and the body as JSON (`Null` if it is not JSON).
+/// An HTTP answer: status, body text, the body as JSON (`Null` if it is not JSON), and the
+/// headers (names lowercase).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub text: String,
     pub json: Value,
     pub elapsed: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn headers_of(resp: &reqwest::Response) -> Vec<(String, String)> {
+    resp.headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 impl Http {
@@ -781,6 +808,8 @@ impl Http {
         let client = runtime().block_on(async {
             reqwest::Client::builder()
                 .no_proxy()
+                // A redirect is an answer to look at (e.g. a sign-in's 303), not to follow.
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(15))
                 .build()
                 .expect("an HTTP client")
@@ -788,10 +817,39 @@ impl Http {
         Http {
             client,
             base: base.trim_end_matches('/').to_string(),
+            token: None,
         }
     }
 
-    fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+    /// The same client sending `token` (`None`: no credentials at all).
+    pub fn with_token(&self, token: Option<&str>) -> Http {
+        Http {
+            token: token.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    /// The same client without credentials.
+    pub fn anonymous(&self) -> Http {
+        self.with_token(None)
+    }
+
+    /// The bearer token this client sends.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A request to `path` with this client's token, to finish and [`Http::send`].
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends a request (e.g. from [`Http::request`]); panics if no answer came.
+    pub fn send(&self, req: reqwest::RequestBuilder) -> Answer {
         let started = Instant::now();
         runtime().block_on(async move {
             let resp = req
@@ -799,6 +857,7 @@ impl Http {
                 .await
                 .unwrap_or_else(|e| panic!("HTTP request failed: {e}"));
             let status = resp.status().as_u16();
+            let headers = headers_of(&resp);
             let text = resp.text().await.unwrap_or_default();
             let json = serde_json::from_str(&text).unwrap_or(Value::Null);
             Answer {
@@ -806,6 +865,7 @@ impl Http {
                 text,
                 json,
                 elapsed: started.elapsed(),
+                headers,
             }
         })
     }
@@ -815,13 +875,13 @@ impl Http {
     pub fn try_post_json(&self, path: &str, body: &Value) -> Result<Answer, String> {
         let started = Instant::now();
         let req = self
-            .client
-            .post(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.to_string());
         runtime().block_on(async move {
             let resp = req.send().await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
+            let headers = headers_of(&resp);
             let text = resp.text().await.map_err(|e| e.to_string())?;
             let json = serde_json::from_str(&text).unwrap_or(Value::Null);
             Ok(Answer {
@@ -829,19 +889,19 @@ impl Http {
                 text,
                 json,
                 elapsed: started.elapsed(),
+                headers,
             })
         })
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        self.send(self.client.get(format!("{}{path}", self.base)))
+        self.send(self.request(reqwest::Method::GET, path))
     }
 
     /// POSTs raw bytes as `application/json`.
     pub fn post_raw(&self, path: &str, body: &str) -> Answer {
         self.send(
-            self.client
-                .post(format!("{}{path}", self.base))
+            self.request(reqwest::Method::POST, path)
                 .header("content-type", "application/json")
                 .body(body.to_string()),
         )
@@ -1091,8 +1151,48 @@ pub struct Edge {
     pub proc: Proc,
     pub opts: EdgeOpts,
     pub http_addr: SocketAddr,
+    /// Sends [`Edge::token`] (an admin token); `edge.http.anonymous()` sends none.
     pub http: Http,
+    /// The harness's admin token for this data directory.
+    pub token: String,
     test_dir: PathBuf,
+}
+
+/// The name of the harness's admin token in every edge's data directory.
+pub const HARNESS_TOKEN: &str = "harness-admin";
+
+/// The harness's admin token for the edge data directory `data`: made once per directory (in this
+/// test process) with `onshi-edge token add`, as an operator would, before the edge starts.
+pub fn admin_token(data: &Path) -> String {
+    static TOKENS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let mut tokens = TOKENS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = tokens.get(data) {
+        return t.clone();
+    }
+    let out = run(
+        &edge_bin(),
+        &[
+            "token",
+            "add",
+            HARNESS_TOKEN,
+            "--role",
+            "admin",
+            "--data",
+            &data.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "onshi-edge token add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("onshi_"), "token add printed {token:?}");
+    tokens.insert(data.to_path_buf(), token.clone());
+    token
 }
 
 impl Edge {
@@ -1102,6 +1202,7 @@ impl Edge {
     }
 
     fn start_in(test_dir: &Path, opts: EdgeOpts) -> Edge {
+        let token = admin_token(&opts.data);
         // prlimit execs the edge: the process (and its pid) is the edge's.
         let mut cmd = match &opts.nofile {
             Some(limits) => {
@@ -1180,12 +1281,13 @@ impl Edge {
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("edge: '{rest}' is not an address: {e}"));
-        let http = Http::new(&format!("http://{http_addr}"));
+        let http = Http::new(&format!("http://{http_addr}")).with_token(Some(&token));
         Edge {
             proc,
             opts,
             http_addr,
             http,
+            token,
             test_dir: test_dir.to_path_buf(),
         }
     }
@@ -1292,12 +1394,15 @@ impl Edge {
         got.unwrap_or_else(|| panic!("{}: check {id} never became {state} within {timeout:?}; last record: {last}; status: {}", self.opts.name, self.status()))
     }
 
-    /// `onshi-edge ARGS… --http ADDR` (e.g. `reader-sim`, `queue`), run to completion.
+    /// `onshi-edge ARGS… --http ADDR` (e.g. `reader-sim`, `queue`) with the admin token in
+    /// `ONSHI_TOKEN`, run to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
         let addr = self.http_addr.to_string();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--http", &addr]);
-        run(&edge_bin(), &all)
+        let mut cmd = Command::new(edge_bin());
+        cmd.args(args)
+            .args(["--http", &addr])
+            .env("ONSHI_TOKEN", &self.token);
+        run_with(&mut cmd)
     }
 
     /// One sample of `GET /metrics`, e.g. `onshi_checks_total{source="online"}`.

@@ -141,7 +141,8 @@ fn edge_runs_from_a_config_file_and_a_flag_wins_over_it() {
         .env_remove("NOTIFY_SOCKET");
     let mut edge = Proc::spawn("edge-config", cmd, t.path());
     let addr = edge.wait_line("onshi-edge: HTTP API on http://", READY_TIMEOUT);
-    let http = Http::new(&format!("http://{}", addr.trim()));
+    let http = Http::new(&format!("http://{}", addr.trim()))
+        .with_token(Some(&onshi_tests::admin_token(&t.join("edge"))));
     let status = onshi_tests::wait_until(
         std::time::Duration::from_secs(15),
         std::time::Duration::from_millis(50),

@@ -37,6 +37,8 @@ fn demo_prints_examples_that_work_and_stops_on_sigterm() {
 
     let mut examples = Vec::new();
     let mut comment = None;
+    let mut token = None;
+    let mut reception_password = None;
     while examples.len() < 3 {
         let line = demo.next_line(READY_TIMEOUT).unwrap_or_else(|| {
             panic!(
@@ -45,9 +47,17 @@ fn demo_prints_examples_that_work_and_stops_on_sigterm() {
                 demo.stdout_lines()
             )
         });
-        if line.starts_with("# ") {
+        if let Some(t) = line.strip_prefix("export ONSHI_TOKEN=") {
+            token = Some(t.trim().to_string());
+        } else if let Some(p) = line.strip_prefix("#   reception  ") {
+            reception_password = Some(p.trim().to_string());
+        } else if line.starts_with("# ") {
             comment = Some(line);
         } else if line.starts_with("curl -s -X POST ") {
+            assert!(
+                line.contains("-H \"Authorization: Bearer $ONSHI_TOKEN\""),
+                "the example sends the token: {line}"
+            );
             let (url, body) =
                 parse_curl(&line).unwrap_or_else(|| panic!("cannot read the curl line: {line}"));
             let comment = comment
@@ -61,7 +71,19 @@ fn demo_prints_examples_that_work_and_stops_on_sigterm() {
         assert_eq!(e.url, format!("{web}/v1/checks"), "{e:?}");
     }
 
-    let http = Http::new(&web);
+    let token = token.expect("the demo prints `export ONSHI_TOKEN=…` before its examples");
+    let http = Http::new(&web).with_token(Some(&token));
+    // Without the token the API is closed; with it the examples work as printed.
+    let refused = http.anonymous().post_json("/v1/checks", &examples[0].body);
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    // The printed reception account signs in.
+    let password = reception_password.expect("the demo prints the reception password");
+    let signed_in = http.anonymous().post_json(
+        "/login",
+        &serde_json::json!({"user": "reception", "password": password}),
+    );
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text);
+    assert_eq!(signed_in.json["role"], "reception", "{}", signed_in.text);
     let a = http.post_json("/v1/checks", &examples[0].body);
     assert_eq!(a.status, 200, "{:?}: {}", examples[0], a.text);
     assert_eq!(a.json["validity"], "valid", "{:?}: {}", examples[0], a.text);

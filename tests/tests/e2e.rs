@@ -183,7 +183,10 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
 
     // What IT staff see: `onshi-edge status`.
     let addr = edge.http_addr.to_string();
-    let out = run(&edge_bin(), &["status", "--http", &addr]);
+    let out = run(
+        &edge_bin(),
+        &["status", "--http", &addr, "--token", &edge.token],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -199,7 +202,10 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
         text.contains(FACILITY_A),
         "onshi-edge status names the facility:\n{text}"
     );
-    let out = run(&edge_bin(), &["status", "--http", &addr, "--json"]);
+    let out = run(
+        &edge_bin(),
+        &["status", "--http", &addr, "--json", "--token", &edge.token],
+    );
     assert!(
         out.status.success(),
         "onshi-edge status --json: {}",

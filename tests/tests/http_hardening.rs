@@ -67,7 +67,15 @@ fn read_reply(mut s: TcpStream) -> Reply {
     }
 }
 
-/// One request, raw: `headers` as given (a `Host` is added unless one is given).
+/// The harness's admin token of the edge listening on each address (see [`offline_edge`]).
+fn tokens() -> &'static std::sync::Mutex<std::collections::HashMap<SocketAddr, String>> {
+    static T: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<SocketAddr, String>>> =
+        std::sync::OnceLock::new();
+    T.get_or_init(Default::default)
+}
+
+/// One request, raw: `headers` as given (a `Host` is added unless one is given, and the edge's
+/// bearer token unless an `Authorization` is given).
 fn request(
     to: SocketAddr,
     from: Option<IpAddr>,
@@ -83,6 +91,13 @@ fn request(
     }
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        && let Some(t) = tokens().lock().unwrap().get(&to)
+    {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut all = head.into_bytes();
@@ -132,7 +147,12 @@ fn offline_edge(t: &TestDir, extra: &[&str]) -> Edge {
     let mut opts = EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, addr);
     opts.deadline_ms = Some(200);
     opts.extra_args = extra.iter().map(|s| s.to_string()).collect();
-    Edge::start(t, opts)
+    let edge = Edge::start(t, opts);
+    tokens()
+        .lock()
+        .unwrap()
+        .insert(edge.http_addr, edge.token.clone());
+    edge
 }
 
 fn provisional(name: &str) -> Value {
@@ -324,6 +344,10 @@ fn a_retry_with_the_same_idempotency_key_returns_the_same_record() {
 
     // The keys are durable with their records.
     let edge = edge.restart();
+    tokens()
+        .lock()
+        .unwrap()
+        .insert(edge.http_addr, edge.token.clone());
     let after = post_json(edge.http_addr, "/v1/provisional", &[key], &body);
     assert_eq!(
         after.json["record_id"], first.json["record_id"],

@@ -41,7 +41,8 @@ fn good_changes_apply_bad_ones_are_rejected_and_sighup_reloads() {
         .env_remove("NOTIFY_SOCKET");
     let mut edge = Proc::spawn("edge-reload", cmd, t.path());
     let addr = edge.wait_line("onshi-edge: HTTP API on http://", READY);
-    let http = Http::new(&format!("http://{}", addr.trim()));
+    let http = Http::new(&format!("http://{}", addr.trim()))
+        .with_token(Some(&onshi_tests::admin_token(&t.join("edge"))));
     let status = |key: &str| http.get("/v1/status").json[key].clone();
     assert_eq!(status("deadline_ms"), 1500);
 

@@ -62,6 +62,9 @@ pub enum AuditAction {
     UserPasswd,
     TokenAdd,
     TokenRevoke,
+    /// A provisional record read back (`GET /v1/provisional/{id}`). Last: postcard stores the
+    /// variant's index, so new actions go at the end.
+    ProvisionalRead,
 }
 
 /// What an entry concerns: ids only, never values.

@@ -179,6 +179,7 @@ async fn run_drain(
         &dir.join("reconciler.log"),
     )?;
     let relay = Relay::start(raddr.parse()?, args.seed);
+    let token = onshi_tests::bench::add_token(&bins.join("onshi-edge"), &dir.join("edge"))?;
     let (edge, http) = spawn_ready(
         &bins.join("onshi-edge"),
         &[
@@ -207,6 +208,7 @@ async fn run_drain(
         "onshi-edge: HTTP API on ",
     )?;
     let client = reqwest::Client::builder()
+        .default_headers(onshi_tests::bench::bearer(&token)?)
         .timeout(Duration::from_secs(60))
         .build()?;
     let get = |path: &str| {

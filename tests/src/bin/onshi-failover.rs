@@ -82,6 +82,7 @@ async fn run_once(
     let (mut reconciler, raddr) =
         spawn_reconciler(bins, &rec_data, &pki, &[], &dir.join("reconciler.log"))?;
     let deadline_ms = args.deadline_ms.to_string();
+    let token = onshi_tests::bench::add_token(&bins.join("onshi-edge"), &dir.join("edge"))?;
     let (_edge, http) = spawn_ready(
         &bins.join("onshi-edge"),
         &[
@@ -106,6 +107,7 @@ async fn run_once(
         "onshi-edge: HTTP API on ",
     )?;
     let client = reqwest::Client::builder()
+        .default_headers(onshi_tests::bench::bearer(&token)?)
         .timeout(Duration::from_secs(30))
         .build()?;
     let status = |c: reqwest::Client, http: String| async move {

@@ -1034,6 +1034,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reconciler address '{raddr}'"))?;
     let edata = layout.edge_data.to_string_lossy().into_owned();
     let raddr_s = raddr.to_string();
+    let token = onshi_tests::bench::add_token(&edge_bin, &layout.edge_data)?;
     let (edge, http) = spawn_ready(
         "onshi-edge",
         &edge_bin,
@@ -1061,6 +1062,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let client = reqwest::Client::builder()
+        .default_headers(onshi_tests::bench::bearer(&token)?)
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(usize::MAX)

@@ -156,8 +156,10 @@ impl ResultWatch {
     }
 }
 
-async fn wait_online(http: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+async fn wait_online(http: &str, token: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .default_headers(onshi_tests::bench::bearer(token)?)
+        .build()?;
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = client.get(format!("{http}/v1/status")).send().await
@@ -250,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         &[],
         &root_path.join("reconciler.log"),
     )?;
+    let token = onshi_tests::bench::add_token(&bins.join("onshi-edge"), &root_path.join("edge"))?;
     let (edge, http) = spawn_ready(
         &bins.join("onshi-edge"),
         &[
@@ -274,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
         "onshi-edge: HTTP API on ",
     )?;
     let http = format!("http://{}", http.trim_start_matches("http://"));
-    wait_online(&http).await?;
+    wait_online(&http, &token).await?;
     let req = mailbox.join("req");
     let res = mailbox.join("res");
     let mut watch = ResultWatch::new(&res)?;

@@ -1,0 +1,76 @@
+//! The worklist: `GET /v1/queue` (deferred checks, provisional records, their settlements) and
+//! `POST /v1/queue/{id}/close`. Both are logged in the access log (the items' ids).
+
+use axum::Extension;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::audit::{self, Audit};
+use super::{ApiError, Caller, path_id, unavailable};
+use crate::auth::audit::AuditAction;
+use crate::gate::Gate;
+use crate::queue;
+
+pub(super) async fn get_queue(
+    State(gate): State<Gate>,
+    State(audit): State<Audit>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let q = queue::summary(&gate.journal, &gate.live.get().queue, chrono::Utc::now())
+        .map_err(unavailable)?;
+    let subject = q
+        .items
+        .iter()
+        .filter_map(|i| audit::record_id(&i.id))
+        .collect();
+    audit.read(&caller, AuditAction::QueueRead, subject).await?;
+    Ok(axum::Json(q).into_response())
+}
+
+/// `POST /v1/queue/{id}/close`: staff acted on a settlement. The edge is the only writer of
+/// `closed`; closing a closed item changes nothing. 404 for an unknown id, 409 `not_settled` before
+/// the settlement has come back.
+pub(super) async fn post_close(
+    State(gate): State<Gate>,
+    State(audit): State<Audit>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let not_found = || ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found".into(),
+        field: Some("id".into()),
+        message: format!("no queue item with id {id}"),
+    };
+    let rid = onshi_sync::crdt::RecordId::parse(&id).map_err(|_| not_found())?;
+    let updated = gate
+        .journal
+        .sync
+        .update(&rid, |r| r.close(onshi_sync::crdt::Actor::Edge))
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    let rec = match updated {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "not_settled".into(),
+                field: Some("id".into()),
+                message: e.to_string(),
+            });
+        }
+    };
+    // Closed and logged in one commit.
+    audit.note(
+        &caller,
+        AuditAction::Close,
+        audit::record_id(&id).into_iter().collect(),
+    )?;
+    gate.journal.commit().await.map_err(unavailable)?;
+    gate.sync.local_change(rec.clone());
+    tracing::info!(record_id = %id, "queue item closed");
+    Ok(axum::Json(queue::sync_item_json(&rec)).into_response())
+}

@@ -1,0 +1,154 @@
+//! `POST /v1/search`: the outage search, centrally when an outage is declared and the link is up,
+//! else over this facility's replica. The access log gets the candidates' person ids, never the
+//! values searched for.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use onshi_fallback::Reason;
+use onshi_fallback::SearchQuery;
+use onshi_model::fields::Fields;
+use onshi_model::{PersonId, Qualification};
+use onshi_sync::wire::{Request, Response as WireResponse};
+use serde::Serialize;
+
+use super::audit::Audit;
+use super::{ApiError, Caller, parse_body, unavailable};
+use crate::auth::SubjectId;
+use crate::auth::audit::AuditAction;
+use crate::gate::Gate;
+
+/// One candidate, best first.
+#[derive(Debug, Serialize)]
+pub struct Candidate {
+    pub person_id: PersonId,
+    pub score: f32,
+    /// Why they match (replica search only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<Reason>>,
+    pub qualification: Qualification,
+}
+
+/// The search's answer.
+#[derive(Debug, Serialize)]
+pub struct SearchAnswer {
+    pub source: &'static str,
+    pub as_of: Option<DateTime<Utc>>,
+    pub candidates: Vec<Candidate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl SearchAnswer {
+    fn people(&self) -> Vec<SubjectId> {
+        self.candidates
+            .iter()
+            .map(|c| SubjectId::Person(c.person_id.clone()))
+            .collect()
+    }
+}
+
+pub(super) async fn post_search(
+    State(gate): State<Gate>,
+    State(audit): State<Audit>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    // Names are text: a number where a name belongs is the client's mistake.
+    for name in ["name", "name_kana", "insurer_name", "address"] {
+        f.opt_text(name)?;
+    }
+    let query = SearchQuery::from_json(&v)?;
+    onshi_model::plausible::check_birth_date(
+        "birth_date",
+        query.birth_date,
+        chrono::Local::now().date_naive(),
+    )?;
+    let outage = gate
+        .journal
+        .outage()
+        .map_err(unavailable)?
+        .filter(|o| o.active);
+    let mut note = None;
+    if outage.is_some() && gate.link.state().is_up() {
+        match gate
+            .link
+            .call(Request::Search(query.clone()), gate.deadline())
+            .await
+        {
+            Ok(WireResponse::Search(hits)) => {
+                let answer = SearchAnswer {
+                    source: "online",
+                    as_of: Some(Utc::now()),
+                    candidates: hits
+                        .into_iter()
+                        .map(|h| Candidate {
+                            person_id: h.person_id,
+                            score: h.score,
+                            reasons: None,
+                            qualification: h.qualification,
+                        })
+                        .collect(),
+                    note: None,
+                };
+                audit
+                    .read(&caller, AuditAction::Search, answer.people())
+                    .await?;
+                return Ok(axum::Json(answer).into_response());
+            }
+            Ok(WireResponse::Error { code, message }) => {
+                note = Some(format!(
+                    "central search refused ({code}: {message}); searched this facility's replica"
+                ))
+            }
+            Ok(other) => {
+                note = Some(format!(
+                    "unexpected answer {other:?}; searched this facility's replica"
+                ))
+            }
+            Err(e) => {
+                note = Some(format!(
+                    "central search unavailable ({e}); searched this facility's replica"
+                ))
+            }
+        }
+    } else if outage.is_none() && gate.link.state().is_up() {
+        note = Some("no outage declared: searched this facility's replica (declare one with POST /v1/outage for central search)".into());
+    }
+    let today = chrono::Local::now().date_naive();
+    let mut candidates = Vec::new();
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for c in gate
+        .replica
+        .search(&query, onshi_sync::reconciler::SEARCH_LIMIT)
+    {
+        let periods = gate.replica.periods_of(&c.person_id).map_err(unavailable)?;
+        let Some(q) = onshi_sync::reconciler::best_period(periods, today) else {
+            continue;
+        };
+        if let Some(t) = gate.replica.as_of(&c.person_id).map_err(unavailable)? {
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
+        candidates.push(Candidate {
+            person_id: c.person_id,
+            score: c.score,
+            reasons: Some(c.reasons),
+            qualification: q,
+        });
+    }
+    let answer = SearchAnswer {
+        source: "replica",
+        as_of: oldest,
+        candidates,
+        note,
+    };
+    // The people found, never what was searched for.
+    audit
+        .read(&caller, AuditAction::Search, answer.people())
+        .await?;
+    Ok(axum::Json(answer).into_response())
+}
