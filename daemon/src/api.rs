@@ -25,6 +25,7 @@ use crate::idempotency::{Created, IdempotencyStore, Lookup};
 use crate::journal::{CheckRecord, OutageState};
 use crate::provisional::{self, ProvisionalRecord, ProvisionalRequest, RecordState};
 use crate::queue;
+use crate::reader::Via;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -198,7 +199,7 @@ fn qualifications(r: &CheckRecord) -> &[Qualification] {
 
 /// The answer as reception got it.
 fn answer_json(r: &CheckRecord) -> Value {
-    json!({
+    let mut v = json!({
         "check_id": r.check_id,
         "validity": r.validity,
         "source": r.source,
@@ -206,7 +207,13 @@ fn answer_json(r: &CheckRecord) -> Value {
         "as_of": r.as_of,
         "service_date": r.request.service_date,
         "state": r.state,
-    })
+    });
+    // A card check: how its holder was verified, and the route (`reader:ID` or `api`).
+    if let Some(c) = &r.card {
+        v["verified"] = json!(c.verified);
+        v["via"] = json!(c.via);
+    }
+    v
 }
 
 /// The stored record: the latest knowledge on top (the final online outcome once it arrived), what
@@ -240,9 +247,13 @@ async fn post_check(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v = parse_body(&body)?;
+    let mut v = parse_body(&body)?;
     let today = chrono::Local::now().date_naive();
+    // `verified` is the edge's record of the holder's verification, not part of the check the
+    // reconciler answers: taken out before the check is read, required for a card check.
+    let verified = v.as_object_mut().and_then(|o| o.remove("verified"));
     let req = CheckRequest::from_json(&v, today)?;
+    let card = crate::reader::verification(&req.subject, verified.as_ref(), Via::Api)?;
     let claim = match idempotent(&app, &headers, "checks", &body)? {
         None => None,
         Some(Lookup::New(c)) => Some(c),
@@ -260,7 +271,7 @@ async fn post_check(
     // The key is written with the check, so the check's commit makes both durable.
     let record = app
         .gate
-        .check_with(req, |r| {
+        .check_card_with(req, card, |r| {
             if let Some(c) = &claim {
                 app.idempotency.put(
                     c,
@@ -317,14 +328,9 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         .tally()
         .brief(&app.gate.live.get().queue, chrono::Utc::now());
     let sync = app.gate.sync.status();
-    let (reader, reader_heard) = app.gate.mode.reader_health();
-    let reader = match reader {
-        None => json!({"state": "none"}),
-        Some(Ok(id)) => json!({"state": "up", "reader_id": id, "last_heartbeat_s": reader_heard}),
-        Some(Err(reason)) => {
-            json!({"state": "down", "reason": reason, "last_heartbeat_s": reader_heard})
-        }
-    };
+    // Each card reader; `reader` is the one-reader summary older clients read.
+    let readers = app.gate.mode.readers();
+    let reader = crate::reader::ReaderSummary::of(&readers);
     Ok(json!({
         "mode": mode.mode,
         "mode_for_s": mode.for_s,
@@ -340,6 +346,7 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
             "rtt_ms": link.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
         },
         "reader": reader,
+        "readers": readers,
         "queue": queue::brief_json(&queue),
         "warnings": queue.warnings.iter().cloned().chain(app.gate.journal.warning()).collect::<Vec<_>>(),
         "journal": app.gate.journal.status(),
@@ -712,7 +719,7 @@ async fn post_reader_heartbeat(
             .into());
         }
     };
-    app.gate.mode.reader_heartbeat(&reader_id, fault);
+    app.gate.mode.reader_heartbeat(&reader_id, fault)?;
     Ok(axum::Json(json!({"mode": app.gate.mode.mode()})))
 }
 
@@ -725,22 +732,21 @@ async fn post_reader_card(
     let f = Fields::root(&v)?;
     f.deny_unknown(&["reader_id", "card_id", "verified", "service_date"])?;
     let reader_id = f.req_str("reader_id")?;
-    let verified = f.req_str("verified")?;
-    if !matches!(verified.as_str(), "face" | "pin") {
-        return Err(FieldError::new(
-            "verified",
-            ErrorCode::OutOfRange,
-            format!("verified: '{verified}' is not face or pin; the reader must verify the holder"),
-        )
-        .into());
-    }
+    crate::reader::check_reader_id("reader_id", &reader_id)?;
+    // The holder's verification is checked before the card: an unverified holder is refused.
+    crate::reader::Verified::from_json(v.get("verified"))?;
     let mut check = json!({"card_id": v.get("card_id").cloned().unwrap_or(Value::Null)});
     if let Some(d) = v.get("service_date") {
         check["service_date"] = d.clone();
     }
     let req = CheckRequest::from_json(&check, chrono::Local::now().date_naive())?;
-    // A card presented proves the reader works.
-    app.gate.mode.reader_heartbeat(&reader_id, None);
+    let card = crate::reader::verification(
+        &req.subject,
+        v.get("verified"),
+        Via::Reader(reader_id.clone()),
+    )?;
+    // A card presented proves this reader works (and no other).
+    app.gate.mode.reader_heartbeat(&reader_id, None)?;
     let claim = match idempotent(&app, &headers, "reader/card", &body)? {
         None => None,
         Some(Lookup::New(c)) => Some(c),
@@ -755,7 +761,6 @@ async fn post_reader_card(
                 .map_err(unavailable)?
                 .ok_or_else(|| unavailable("the key's check is gone"))?;
             let mut a = answer_json(&rec);
-            a["verified"] = json!(verified);
             if let Some(f) = face_file {
                 a["face_file"] = json!(f);
             }
@@ -779,7 +784,7 @@ async fn post_reader_card(
             let mut face = None;
             let checked = app
                 .gate
-                .check_with(req, |check| {
+                .check_card_with(req, card, |check| {
                     let key = mailbox.put_face(check)?;
                     let file = a_face(check.clone(), &key).1;
                     face = Some(key);
@@ -803,14 +808,13 @@ async fn post_reader_card(
         }
         None => (
             app.gate
-                .check_with(req, |check| Ok(put_key(check, None)?))
+                .check_card_with(req, card, |check| Ok(put_key(check, None)?))
                 .await?,
             None,
         ),
     };
     let (record, face_file) = record;
     let mut a = answer_json(&record);
-    a["verified"] = json!(verified);
     if let Some(f) = face_file {
         a["face_file"] = json!(f);
     }
