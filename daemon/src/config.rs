@@ -101,6 +101,23 @@ pub struct EdgeSettings {
     /// `ONSHI_TOKEN` on those commands).
     #[arg(skip)]
     pub token: Option<String>,
+    /// The HTTP API's TLS certificate (PEM, the server's certificate first, then its chain): with
+    /// `--http-key`, the API is served over HTTPS. Needed for a non-loopback `--http` address
+    /// unless `allow_plain_http_on_lan` is set.
+    #[arg(long, value_name = "FILE")]
+    pub http_cert: Option<PathBuf>,
+    /// The private key of `--http-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub http_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback `--http` address without TLS (passwords, tokens and
+    /// patients' data then cross the LAN unencrypted; a warning is logged at every start).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_plain_http_on_lan: Option<bool>,
+    /// A card reader this facility has (its `reader_id`); repeat the flag for several (`readers =
+    /// ["R1","R2"]` in the file). A configured reader not heard within reader_timeout_ms of the
+    /// start is down; a reader that posts but is not configured is tracked too.
+    #[arg(long = "reader", value_name = "ID")]
+    pub readers: Option<Vec<String>>,
 }
 
 impl EdgeSettings {
@@ -133,6 +150,12 @@ impl EdgeSettings {
                 .or(file.http_max_connections_per_address),
             session_idle_min: self.session_idle_min.or(file.session_idle_min),
             token: self.token.or(file.token),
+            http_cert: self.http_cert.or(file.http_cert),
+            http_key: self.http_key.or(file.http_key),
+            allow_plain_http_on_lan: self
+                .allow_plain_http_on_lan
+                .or(file.allow_plain_http_on_lan),
+            readers: self.readers.or(file.readers),
         }
     }
 
@@ -406,6 +429,10 @@ pub struct EdgeConfig {
     pub reconciler: SocketAddr,
     pub http: SocketAddr,
     pub http_settings: HttpSettings,
+    /// How the HTTP API is served: TLS (certificate and key files), or plain.
+    pub http_transport: HttpTransport,
+    /// The configured card readers' ids.
+    pub readers: Vec<String>,
     pub mailbox: Option<PathBuf>,
     pub mailbox_timing: MailboxTiming,
     pub deadline: Duration,
@@ -441,6 +468,77 @@ fn share_policy(
             ConfigError::new("--share-75-plus", format!("{v} is not 10, 20 or 30"))
         }
     })
+}
+
+/// How the HTTP API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpTransport {
+    /// Plain HTTP on a loopback address: nothing leaves the machine.
+    Loopback,
+    /// HTTPS with this certificate (chain) and key, PEM files.
+    Tls { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP on a non-loopback address, because `allow_plain_http_on_lan = true` says so.
+    PlainOnLan,
+}
+
+/// The rule for listening beyond loopback: a non-loopback address (a wildcard such as 0.0.0.0
+/// included: it listens on the LAN too) needs TLS, or the explicit setting for plain HTTP.
+pub(crate) fn http_transport(
+    http: SocketAddr,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    allow_plain_on_lan: bool,
+) -> Result<HttpTransport, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(HttpTransport::Tls { cert, key }),
+        (Some(_), None) => Err(ConfigError::new(
+            "--http-key",
+            "is required with --http-cert (the certificate's private key, PEM)",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "--http-cert",
+            "is required with --http-key (the certificate, PEM)",
+        )),
+        (None, None) if http.ip().to_canonical().is_loopback() => Ok(HttpTransport::Loopback),
+        (None, None) if allow_plain_on_lan => Ok(HttpTransport::PlainOnLan),
+        (None, None) => Err(ConfigError::new(
+            "--http",
+            format!(
+                "{http} is not a loopback address: serving the API beyond this machine needs TLS \
+                 (--http-cert FILE and --http-key FILE), or plain HTTP chosen knowingly with \
+                 allow_plain_http_on_lan = true (--allow-plain-http-on-lan)"
+            ),
+        )),
+    }
+}
+
+/// The configured readers: valid ids, no duplicates, at most [`crate::reader::MAX_READERS`].
+fn readers(ids: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let ids = ids.unwrap_or_default();
+    if ids.len() > crate::reader::MAX_READERS {
+        return Err(ConfigError::new(
+            "--reader",
+            format!(
+                "{} readers; at most {}",
+                ids.len(),
+                crate::reader::MAX_READERS
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for id in &ids {
+        crate::reader::check_reader_id("--reader", id).map_err(|e| {
+            let reason = e.message.trim_start_matches("--reader: ").to_string();
+            ConfigError::new("--reader", reason)
+        })?;
+        if !seen.insert(id.as_str()) {
+            return Err(ConfigError::new(
+                "--reader",
+                format!("'{id}' is given twice"),
+            ));
+        }
+    }
+    Ok(ids)
 }
 
 fn required<T>(v: Option<T>, setting: &str) -> Result<T, ConfigError> {
@@ -486,6 +584,12 @@ impl EdgeConfig {
         if self.http != new.http {
             out.push("http");
         }
+        if self.http_transport != new.http_transport {
+            out.push("http_cert/http_key/allow_plain_http_on_lan");
+        }
+        if self.readers != new.readers {
+            out.push("readers");
+        }
         if self.http_settings != new.http_settings {
             out.push("http_hosts/http_header_timeout_ms/http_max_connections*");
         }
@@ -529,14 +633,23 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
                 ));
             }
         };
+        let http = resolve("--http", &required(s.http, "--http")?)?;
+        let http_transport = http_transport(
+            http,
+            s.http_cert,
+            s.http_key,
+            s.allow_plain_http_on_lan.unwrap_or(false),
+        )?;
         Ok(EdgeConfig {
             session_idle,
             facility,
             data: required(s.data, "--data")?,
             pki: required(s.pki, "--pki")?,
             reconciler: resolve("--reconciler", &required(s.reconciler, "--reconciler")?)?,
-            http: resolve("--http", &required(s.http, "--http")?)?,
+            http,
             http_settings,
+            http_transport,
+            readers: readers(s.readers)?,
             mailbox: mailbox_dir(s.mailbox)?,
             mailbox_timing,
             deadline,
@@ -648,5 +761,66 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.setting, "--http-max-connections-per-address");
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_tls_or_the_explicit_setting() {
+        let lan = |more: EdgeSettings| {
+            EdgeConfig::try_from(EdgeSettings {
+                http: Some("0.0.0.0:7600".into()),
+                ..more
+            })
+        };
+        let e = lan(full()).unwrap_err();
+        assert_eq!(e.setting, "--http");
+        for way_out in ["--http-cert", "--http-key", "allow_plain_http_on_lan"] {
+            assert!(e.message.contains(way_out), "{e}");
+        }
+        let c = lan(EdgeSettings {
+            allow_plain_http_on_lan: Some(true),
+            ..full()
+        })
+        .unwrap();
+        assert_eq!(c.http_transport, HttpTransport::PlainOnLan);
+        let c = lan(EdgeSettings {
+            http_cert: Some("/etc/onshi/http.pem".into()),
+            http_key: Some("/etc/onshi/http.key".into()),
+            ..full()
+        })
+        .unwrap();
+        assert!(matches!(c.http_transport, HttpTransport::Tls { .. }));
+        let e = lan(EdgeSettings {
+            http_cert: Some("/etc/onshi/http.pem".into()),
+            ..full()
+        })
+        .unwrap_err();
+        assert_eq!(e.setting, "--http-key");
+        // Loopback (any 127/8 address, ::1) stays plain without a word; the file's setting works.
+        for http in ["127.0.0.1:7600", "127.0.0.2:7600", "[::1]:7600"] {
+            let c = EdgeConfig::try_from(EdgeSettings {
+                http: Some(http.into()),
+                ..full()
+            })
+            .unwrap();
+            assert_eq!(c.http_transport, HttpTransport::Loopback, "{http}");
+        }
+        let file: EdgeSettings = toml::from_str("allow_plain_http_on_lan = true\n").unwrap();
+        let c = lan(full().or(file)).unwrap();
+        assert_eq!(c.http_transport, HttpTransport::PlainOnLan);
+    }
+
+    #[test]
+    fn readers_are_read_from_flags_or_the_file_and_checked() {
+        let file: EdgeSettings = toml::from_str("readers = [\"R1\", \"R2\"]\n").unwrap();
+        let c = EdgeConfig::try_from(full().or(file)).unwrap();
+        assert_eq!(c.readers, vec!["R1".to_string(), "R2".to_string()]);
+        for bad in [vec!["R1", "R1"], vec!["R 1"], vec![""]] {
+            let e = EdgeConfig::try_from(EdgeSettings {
+                readers: Some(bad.iter().map(|s| s.to_string()).collect()),
+                ..full()
+            })
+            .unwrap_err();
+            assert_eq!(e.setting, "--reader", "{bad:?}");
+        }
     }
 }

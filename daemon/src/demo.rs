@@ -153,6 +153,10 @@ pub async fn run(
         reconciler: reconciler.addr,
         http: http_addr,
         http_settings: crate::config::HttpSettings::default(),
+        // The demo serves plain HTTP: the rule for a non-loopback --http applies (no TLS here).
+        http_transport: crate::config::http_transport(http_addr, None, None, false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        readers: Vec::new(),
         mailbox: Some(dir.path().join("mailbox")),
         mailbox_timing: crate::config::MailboxTiming::default(),
         deadline: DEFAULT_DEADLINE,

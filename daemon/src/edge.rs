@@ -1,7 +1,7 @@
 //! The edge's lifecycle: open the journal, bind the HTTP socket, start the link, tell systemd we are
 //! READY, serve until shutdown, then drain in-flight requests, make the journal durable and say
 //! STOPPING. Nothing here decides anything: the gate and the API do; `http.rs` serves the API
-//! (timeouts, connection limits, the checks before routing).
+//! (timeouts, connection limits, the checks before routing, TLS).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use onshi_sync::store::{SledStore, Store};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, HttpTransport};
 use crate::deferred;
 use crate::gate::{Gate, GateStats};
 use crate::journal::Journal;
@@ -26,6 +26,8 @@ use crate::replica::Replica;
 #[derive(Debug)]
 pub struct RunningEdge {
     pub http_addr: SocketAddr,
+    /// `https` with a certificate, else `http`.
+    pub scheme: &'static str,
     pub link: Arc<LinkClient>,
     pub task: JoinHandle<anyhow::Result<()>>,
 }
@@ -60,11 +62,26 @@ pub async fn start_with_reload(
         LinkClient::new(config.reconciler, &identity, LinkSettings::default())
             .context("starting the link to the reconciler")?,
     );
+    // The certificate is read before anything listens: a bad one stops the start, naming it.
+    let tls = match &config.http_transport {
+        HttpTransport::Tls { cert, key } => Some(crate::http::tls_config(cert, key)?),
+        HttpTransport::Loopback | HttpTransport::PlainOnLan => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    let mode = ModeHandle::new(config.mode, config.reader_timeout);
+    if config.http_transport == HttpTransport::PlainOnLan {
+        // At every start: plain HTTP beyond loopback was chosen, and stays visible in the log.
+        tracing::warn!(
+            http = %http_addr,
+            "plain HTTP on a non-loopback address (allow_plain_http_on_lan = true): passwords, \
+             tokens and patients' data cross the network unencrypted; give --http-cert and \
+             --http-key to serve HTTPS"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mode = ModeHandle::new(config.mode, config.reader_timeout, &config.readers);
     let live = crate::config::Live::new(config.runtime());
     let backfilled = journal
         .backfill_sync()
@@ -131,7 +148,7 @@ pub async fn start_with_reload(
         idempotency,
     };
     let app = api::router(state.clone(), axum::Router::new());
-    tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
+    tracing::info!(facility = %config.facility, http = %http_addr, scheme, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 
     let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
@@ -152,6 +169,7 @@ pub async fn start_with_reload(
             listener,
             app,
             config.http_settings.clone(),
+            tls,
             nofile,
             shutdown,
         )
@@ -178,6 +196,7 @@ pub async fn start_with_reload(
     });
     Ok(RunningEdge {
         http_addr,
+        scheme,
         link,
         task,
     })

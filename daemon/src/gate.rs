@@ -132,6 +132,17 @@ impl Gate {
         req: CheckRequest,
         with_record: impl FnOnce(&CheckRecord) -> Result<(), JournalError>,
     ) -> Result<CheckRecord, GateError> {
+        self.check_card_with(req, None, with_record).await
+    }
+
+    /// As [`Gate::check_with`], recording with the check how a card's holder was verified and the
+    /// route the card came by (`card`: None for an insurance-card check).
+    pub async fn check_card_with(
+        &self,
+        req: CheckRequest,
+        card: Option<crate::reader::CardVerification>,
+        with_record: impl FnOnce(&CheckRecord) -> Result<(), JournalError>,
+    ) -> Result<CheckRecord, GateError> {
         let started = Instant::now();
         let created_at = Utc::now();
         let online = self.ask_online(&req, self.deadline()).await;
@@ -157,6 +168,7 @@ impl Gate {
                     final_outcome: None,
                     attempts: 1,
                     last_error: None,
+                    card,
                 }
             }
             Err(reason) => {
@@ -193,6 +205,7 @@ impl Gate {
                     final_outcome: None,
                     attempts: 1,
                     last_error: Some(reason),
+                    card,
                 }
             }
         };

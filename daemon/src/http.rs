@@ -5,15 +5,20 @@
 //! state change carries no foreign `Origin`, a JSON endpoint gets `application/json`, the target
 //! and the headers are of a sane size. Every refusal is the JSON error envelope, including what
 //! axum answers in plain text and what hyper writes by itself for a request it cannot parse.
+//! With a certificate (`--http-cert`, `--http-key`) every connection is TLS (rustls on the ring
+//! provider, through tokio-rustls), its handshake bounded by the header timeout.
 //!
 //! It must never accept a connection it has no descriptor budget for (the journal's and the
-//! mailbox's files come first), and never decide anything about checks or records.
+//! mailbox's files come first), never build a TLS configuration on rustls' process-wide default
+//! provider (two providers compiled in make rustls panic), and never decide anything about checks
+//! or records.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -24,7 +29,7 @@ use axum::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::api::ApiError;
 use crate::config::HttpSettings;
@@ -42,6 +47,53 @@ pub const MAX_HEADERS: usize = 64;
 /// (rewritten to JSON by [`Wire`]).
 const HYPER_MAX_BUF: usize = 64 * 1024;
 const HYPER_MAX_HEADERS: usize = 128;
+
+/// Why the HTTPS certificate or key cannot be used; `setting` names the flag to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct TlsSetupError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+/// The HTTPS server configuration from PEM files: `cert` holds the server's certificate first,
+/// then any intermediate certificates; `key` its private key (PKCS#8, PKCS#1 or SEC1). TLS 1.2
+/// and 1.3, ALPN `http/1.1`, the ring provider only.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_err = |message: String| TlsSetupError {
+        setting: "--http-cert",
+        message: format!("{}: {message}", cert.display()),
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| cert_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_err("holds no PEM certificate".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError {
+        setting: "--http-key",
+        message: format!("{}: {e}", key.display()),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cert_err(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsSetupError {
+            setting: "--http-key",
+            message: format!(
+                "{} with {}: {e} (is it the certificate's key?)",
+                key.display(),
+                cert.display()
+            ),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
 
 /// Raises the soft limit of open files to the hard limit (safe: rustix) and returns the soft
 /// limit now in force (`None`: unlimited).
@@ -567,14 +619,18 @@ struct Shared {
     app: Router,
     hosts: HostPolicy,
     settings: HttpSettings,
+    /// HTTPS: every connection starts with a TLS handshake.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets the open connections finish their
-/// request in flight (idle ones are closed at once) and returns when all are closed.
+/// request in flight (idle ones are closed at once) and returns when all are closed. With `tls`,
+/// HTTPS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: HttpSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
     nofile: Option<u64>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -595,6 +651,7 @@ pub async fn serve(
         app,
         hosts: HostPolicy::new(bound, &settings.hosts),
         settings,
+        tls,
     });
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
     let mut refusing = false;
@@ -643,21 +700,34 @@ pub async fn serve(
                         "too many connections open from this address; close idle ones and try again"
                     }
                 };
-                // A best-effort answer: the socket buffer of a new connection takes it whole.
-                let _ = stream.try_write(&raw_answer(503, "too_many_connections", message));
+                // A best-effort answer: the socket buffer of a new connection takes it whole. Over
+                // TLS nothing can be said before a handshake we have no budget for: just closed.
+                if shared.tls.is_none() {
+                    let _ = stream.try_write(&raw_answer(503, "too_many_connections", message));
+                }
                 continue;
             }
         };
         let local = stream.local_addr().unwrap_or(bound);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            local,
-            peer,
-            shared.clone(),
-            slot,
-            close_rx.clone(),
-        ));
+        let shared = shared.clone();
+        let close = close_rx.clone();
+        tokio::spawn(async move {
+            let Some(config) = shared.tls.clone() else {
+                return connection(stream, local, peer, shared, slot, close).await;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            // The handshake gets the header timeout: a client that connects and says nothing
+            // holds its place no longer than an idle plain connection would.
+            let timeout = shared.settings.header_timeout;
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection(tls, local, peer, shared, slot, close).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        });
     }
     drop(listener);
     drop(close_rx);
@@ -669,14 +739,16 @@ pub async fn serve(
 
 /// One connection: hyper's HTTP/1.1 with our timer and limits, the checks before the router,
 /// the envelope after it, and a graceful close on shutdown.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     local: SocketAddr,
     peer: SocketAddr,
     shared: Arc<Shared>,
     _slot: Slot,
     mut close: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(Wire {
         inner: stream,
         replacing: None,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provisional::ProvisionalRecord;
 use crate::queue::QueueTally;
+use crate::reader::CardVerification;
 
 /// Where a check is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,9 @@ pub struct CheckRecord {
     /// Online attempts made for a deferred check, and the last failure.
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// A card check's verification of the holder (face or PIN) and its route (a reader, or the
+    /// API); `None` for an insurance-card check.
+    pub card: Option<CardVerification>,
 }
 
 /// The facility's own record of a declared outage (central search mode).
@@ -93,17 +97,51 @@ struct CheckRecordV1 {
     as_of: Option<DateTime<Utc>>,
 }
 
-/// How a record is stored: the enum tag is the version.
+/// The second stored form (issue 3 to 14): deferred checks, before the card verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckRecordV2 {
+    check_id: String,
+    facility: FacilityCode,
+    created_at: DateTime<Utc>,
+    request: CheckRequest,
+    validity: Validity,
+    source: Source,
+    outcome: Option<CheckOutcome>,
+    as_of: Option<DateTime<Utc>>,
+    state: CheckState,
+    final_outcome: Option<FinalOutcome>,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+/// How a record is stored: the enum tag is the version (postcard has no optional fields, so a
+/// new field is a new version; the old forms stay readable).
 #[derive(Debug, Serialize, Deserialize)]
 enum StoredCheck {
     V1(CheckRecordV1),
-    V2(CheckRecord),
+    V2(CheckRecordV2),
+    V3(CheckRecord),
 }
 
 impl StoredCheck {
     fn into_current(self) -> CheckRecord {
         match self {
-            StoredCheck::V2(r) => r,
+            StoredCheck::V3(r) => r,
+            StoredCheck::V2(r) => CheckRecord {
+                check_id: r.check_id,
+                facility: r.facility,
+                created_at: r.created_at,
+                request: r.request,
+                validity: r.validity,
+                source: r.source,
+                outcome: r.outcome,
+                as_of: r.as_of,
+                state: r.state,
+                final_outcome: r.final_outcome,
+                attempts: r.attempts,
+                last_error: r.last_error,
+                card: None,
+            },
             StoredCheck::V1(r) => CheckRecord {
                 check_id: r.check_id,
                 facility: r.facility,
@@ -117,6 +155,7 @@ impl StoredCheck {
                 final_outcome: None,
                 attempts: 0,
                 last_error: None,
+                card: None,
             },
         }
     }
@@ -346,7 +385,7 @@ impl Journal {
     /// Writes a record (and its place in the deferred queue while it is deferred) without waiting
     /// for the disk; follow with [`Journal::commit`] before acknowledging anything.
     pub fn put(&self, rec: &CheckRecord) -> Result<(), JournalError> {
-        let bytes = postcard::to_allocvec(&StoredCheck::V2(rec.clone())).map_err(|e| {
+        let bytes = postcard::to_allocvec(&StoredCheck::V3(rec.clone())).map_err(|e| {
             JournalError::Corrupt {
                 id: rec.check_id.clone(),
                 reason: e.to_string(),
@@ -599,5 +638,53 @@ impl Journal {
         use std::sync::atomic::Ordering::Relaxed;
         let s = self.commit.stats();
         (s.syncs.load(Relaxed), s.commits.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::{Verified, Via};
+
+    fn v2(card_id: &str) -> CheckRecordV2 {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        CheckRecordV2 {
+            check_id: "1311234567-00000001-0000000001".into(),
+            facility: FacilityCode::parse("1311234567").unwrap(),
+            created_at: Utc::now(),
+            request: CheckRequest::from_json(&serde_json::json!({ "card_id": card_id }), today)
+                .unwrap(),
+            validity: Validity::Pending,
+            source: Source::Queued,
+            outcome: None,
+            as_of: None,
+            state: CheckState::Deferred,
+            final_outcome: None,
+            attempts: 1,
+            last_error: Some("link down".into()),
+        }
+    }
+
+    #[test]
+    fn records_stored_before_the_card_verification_still_read_and_new_ones_keep_it() {
+        let old = v2("C0000001");
+        let bytes = postcard::to_allocvec(&StoredCheck::V2(old.clone())).unwrap();
+        let read = postcard::from_bytes::<StoredCheck>(&bytes)
+            .unwrap()
+            .into_current();
+        assert_eq!(
+            (read.check_id.as_str(), read.state, read.card.clone()),
+            (old.check_id.as_str(), CheckState::Deferred, None)
+        );
+        let mut new = read;
+        new.card = Some(CardVerification {
+            verified: Verified::Face,
+            via: Via::Reader("R2".into()),
+        });
+        let bytes = postcard::to_allocvec(&StoredCheck::V3(new.clone())).unwrap();
+        let back = postcard::from_bytes::<StoredCheck>(&bytes)
+            .unwrap()
+            .into_current();
+        assert_eq!(back, new);
     }
 }

@@ -330,7 +330,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 onshi_edge::edge::shutdown_signal(),
             )
             .await?;
-            println!("onshi-edge: HTTP API on http://{}", edge.http_addr);
+            println!(
+                "onshi-edge: HTTP API on {}://{}",
+                edge.scheme, edge.http_addr
+            );
             edge.task.await.context("edge task")??;
             Ok(ExitCode::SUCCESS)
         }
@@ -507,6 +510,21 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
     if let Err(e) = onshi_sync::pki::load_client(&config.pki, &config.facility) {
         eprintln!("{where_}: pki: {e}");
         return Ok(ExitCode::from(2));
+    }
+    if let onshi_edge::config::HttpTransport::Tls {
+        cert,
+        key: key_file,
+    } = &config.http_transport
+        && let Err(e) = onshi_edge::http::tls_config(cert, key_file)
+    {
+        eprintln!("{where_}: {}: {}", key(e.setting), e.message);
+        return Ok(ExitCode::from(2));
+    }
+    if config.http_transport == onshi_edge::config::HttpTransport::PlainOnLan {
+        eprintln!(
+            "{where_}: warning: http: plain HTTP on {} (allow_plain_http_on_lan = true): passwords, tokens and patients' data cross the network unencrypted",
+            config.http
+        );
     }
     if config.data.exists()
         && std::fs::metadata(&config.data)

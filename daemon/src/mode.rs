@@ -1,11 +1,13 @@
 //! The mode machine: `online`, `degraded` or `offline`, from link events, request outcomes and the
-//! card reader's health. Sans-IO: it is driven by events carrying the time (milliseconds on any
-//! monotonic clock, passed in), so it runs the same on a fake clock in tests.
+//! card readers' health (each reader by its id: one reader coming back never clears another).
+//! Sans-IO: it is driven by events carrying the time (milliseconds on any monotonic clock, passed
+//! in), so it runs the same on a fake clock in tests.
 //!
 //! Rules: a worse condition takes effect at once (reception must stop waiting for a dead link); a
 //! better one only once it has held for `hold` (so a flapping link cannot make the mode flap faster
 //! than that). Every change carries its cause.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use serde::Serialize;
 pub enum Mode {
     /// Link up, answers arriving within the deadline, reader working.
     Online,
-    /// Link up but slow, or the card reader is down.
+    /// Link up but slow, or a card reader is down.
     Degraded,
     /// Link down.
     Offline,
@@ -52,8 +54,13 @@ pub enum ModeEvent {
     AnswerInTime,
     /// An online request missed the deadline.
     DeadlineMissed,
-    ReaderUp,
+    /// This reader works again (its own fault only is cleared).
+    ReaderUp {
+        reader: String,
+    },
+    /// This reader is down; `reason` names it.
     ReaderDown {
+        reader: String,
         reason: String,
     },
     /// Time passes (lets a pending recovery take effect).
@@ -100,7 +107,8 @@ pub struct ModeMachine {
     link_reason: String,
     last_heard_ms: u64,
     misses: u32,
-    reader_down: Option<String>,
+    /// The readers down, by id, with why.
+    readers_down: BTreeMap<String, String>,
     /// When the condition last became better than the current mode (a recovery candidate).
     better_since_ms: Option<u64>,
     history: Vec<ModeChange>,
@@ -120,7 +128,7 @@ impl ModeMachine {
             link_reason: "not connected yet".into(),
             last_heard_ms: now_ms,
             misses: 0,
-            reader_down: None,
+            readers_down: BTreeMap::new(),
             better_since_ms: None,
             history: Vec::new(),
         }
@@ -155,8 +163,8 @@ impl ModeMachine {
                 self.misses
             ));
         }
-        if let Some(reader) = &self.reader_down {
-            r.push(format!("card reader down: {reader}"));
+        for reason in self.readers_down.values() {
+            r.push(format!("card reader down: {reason}"));
         }
         if r.is_empty() && self.mode != Mode::Online {
             r.push("recovering: waiting for the hold time".into());
@@ -175,8 +183,12 @@ impl ModeMachine {
                 format!("{} answers in a row missed the deadline", self.misses),
             );
         }
-        if let Some(reader) = &self.reader_down {
-            return (Mode::Degraded, format!("card reader down: {reader}"));
+        if !self.readers_down.is_empty() {
+            let down: Vec<&str> = self.readers_down.values().map(String::as_str).collect();
+            return (
+                Mode::Degraded,
+                format!("card reader down: {}", down.join("; ")),
+            );
         }
         (Mode::Online, "link up and answering".into())
     }
@@ -204,8 +216,12 @@ impl ModeMachine {
                 self.last_heard_ms = now_ms;
             }
             ModeEvent::DeadlineMissed => self.misses = self.misses.saturating_add(1),
-            ModeEvent::ReaderUp => self.reader_down = None,
-            ModeEvent::ReaderDown { reason } => self.reader_down = Some(reason),
+            ModeEvent::ReaderUp { reader } => {
+                self.readers_down.remove(&reader);
+            }
+            ModeEvent::ReaderDown { reader, reason } => {
+                self.readers_down.insert(reader, reason);
+            }
             ModeEvent::Tick => {}
         }
         if self.link_up
@@ -358,6 +374,7 @@ mod tests {
             .handle(
                 11_000,
                 ModeEvent::ReaderDown {
+                    reader: "R1".into(),
                     reason: "no heartbeat for 10 s".into(),
                 },
             )
@@ -440,5 +457,30 @@ mod tests {
                 assert!(c[1].at_ms - c[0].at_ms >= 10_000, "{c:?}");
             }
         }
+    }
+
+    #[test]
+    fn one_readers_recovery_does_not_clear_another_readers_fault() {
+        let mut m = machine();
+        up(&mut m, 0);
+        let down = |reader: &str| ModeEvent::ReaderDown {
+            reader: reader.into(),
+            reason: format!("no heartbeat from reader {reader} for 10 s"),
+        };
+        let c = m.handle(11_000, down("A")).unwrap();
+        assert_eq!(c.to, Mode::Degraded);
+        assert!(c.cause.contains("reader A"), "{}", c.cause);
+        m.handle(12_000, down("B"));
+        // B comes back: still degraded, because of A alone.
+        m.handle(13_000, ModeEvent::ReaderUp { reader: "B".into() });
+        assert_eq!(m.handle(30_000, ModeEvent::Tick), None);
+        assert_eq!(m.mode(), Mode::Degraded);
+        assert_eq!(
+            m.reasons(),
+            vec!["card reader down: no heartbeat from reader A for 10 s".to_string()]
+        );
+        // A comes back: online after the hold time.
+        m.handle(31_000, ModeEvent::ReaderUp { reader: "A".into() });
+        assert_eq!(m.handle(41_000, ModeEvent::Tick).unwrap().to, Mode::Online);
     }
 }

@@ -1,5 +1,6 @@
 //! The IO side of the mode machine: feeds it link-state changes, ping answers, deadline misses,
-//! reader health and clock ticks, logs every change with its cause, and publishes the mode.
+//! the card readers' health and clock ticks, logs every change with its cause (and every reader
+//! going down or up), and publishes the mode.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use onshi_sync::wire::{Request, Response};
 use tokio::sync::watch;
 
 use crate::mode::{Mode, ModeChange, ModeEvent, ModeMachine, ModeSettings};
-use crate::reader::ReaderTracker;
+use crate::reader::{ReaderStatus, ReaderTracker};
 
 /// How often the edge pings the reconciler, and how long a ping may take.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
@@ -26,12 +27,13 @@ pub struct ModeHandle {
 }
 
 impl ModeHandle {
-    pub fn new(settings: ModeSettings, reader_timeout: Duration) -> Self {
+    /// `readers`: the configured card readers (expected from the start).
+    pub fn new(settings: ModeSettings, reader_timeout: Duration, readers: &[String]) -> Self {
         let machine = ModeMachine::new(settings, 0);
         let (tx, _) = watch::channel(machine.mode());
         ModeHandle {
             machine: Arc::new(Mutex::new(machine)),
-            reader: Arc::new(Mutex::new(ReaderTracker::new(reader_timeout))),
+            reader: Arc::new(Mutex::new(ReaderTracker::new(reader_timeout, readers, 0))),
             started: Instant::now(),
             tx: Arc::new(tx),
         }
@@ -47,32 +49,52 @@ impl ModeHandle {
         self.reader().set_timeout(reader_timeout);
     }
 
-    /// A reader heartbeat (with the reader's own fault report, if any).
-    pub fn reader_heartbeat(&self, reader_id: &str, fault: Option<String>) {
-        let ev = self.reader().heartbeat(self.now_ms(), reader_id, fault);
-        if let Some(ev) = ev {
-            self.event(ev);
+    /// A reader heartbeat (with the reader's own fault report, if any), or a card it presented
+    /// (`fault` None: a card read proves that reader works). Refused for a malformed reader id or
+    /// one reader too many.
+    pub fn reader_heartbeat(
+        &self,
+        reader_id: &str,
+        fault: Option<String>,
+    ) -> Result<(), onshi_model::FieldError> {
+        // The tracker stays locked while the machine learns of it, so two readers' (or one
+        // reader's) events reach the machine in the order the tracker decided them.
+        let mut tracker = self.reader();
+        if let Some(ev) = tracker.heartbeat(self.now_ms(), reader_id, fault)? {
+            self.reader_event(ev);
         }
+        drop(tracker);
+        Ok(())
     }
 
-    /// `None` (no reader seen), `Some(Ok(id))`, `Some(Err(reason))`; and seconds since the last
-    /// heartbeat.
-    pub fn reader_health(&self) -> (Option<Result<String, String>>, Option<f64>) {
-        let r = self.reader();
-        (
-            r.health(),
-            r.last_heartbeat_ms()
-                .map(|t| self.now_ms().saturating_sub(t) as f64 / 1000.0),
-        )
+    /// Every card reader (configured or seen), by id.
+    pub fn readers(&self) -> Vec<ReaderStatus> {
+        self.reader().snapshot(self.now_ms())
     }
 
-    /// Time passes, for the machine and the reader.
+    /// Time passes, for the machine and the readers.
     pub fn tick(&self) {
-        let ev = self.reader().tick(self.now_ms());
-        if let Some(ev) = ev {
-            self.event(ev);
+        let mut tracker = self.reader();
+        for ev in tracker.tick(self.now_ms()) {
+            self.reader_event(ev);
         }
+        drop(tracker);
         self.event(ModeEvent::Tick);
+    }
+
+    /// A reader's change is logged by itself: while the mode is already degraded, a second
+    /// reader going down changes no mode, and staff must still learn of it.
+    fn reader_event(&self, ev: ModeEvent) {
+        match &ev {
+            ModeEvent::ReaderDown { reader, reason } => {
+                tracing::warn!(reader = %reader, reason = %reason, "card reader down");
+            }
+            ModeEvent::ReaderUp { reader } => {
+                tracing::info!(reader = %reader, "card reader up");
+            }
+            _ => {}
+        }
+        self.event(ev);
     }
 
     fn now_ms(&self) -> u64 {

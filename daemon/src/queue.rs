@@ -457,6 +457,7 @@ mod tests {
             final_outcome: None,
             attempts: 0,
             last_error: None,
+            card: None,
         }
     }
 

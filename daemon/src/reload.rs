@@ -68,6 +68,8 @@ pub fn reload_once(
     kept.http = current.http;
     kept.mailbox = current.mailbox.clone();
     kept.mailbox_timing = current.mailbox_timing;
+    kept.http_transport = current.http_transport.clone();
+    kept.readers = current.readers.clone();
     *current = kept;
     Reloaded::Applied {
         changes,

@@ -236,7 +236,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__check__subcmd__config)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --help"
+            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +335,22 @@ _onshi__edge() {
                     return 0
                     ;;
                 --session-idle-min)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-plain-http-on-lan)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --reader)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -866,7 +882,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__run)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --help"
+            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -965,6 +981,22 @@ _onshi__edge() {
                     return 0
                     ;;
                 --session-idle-min)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-plain-http-on-lan)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --reader)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -750,7 +750,9 @@ pub fn shift_date(date: &str, days: i64) -> String {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The harness's tokio runtime (the HTTP client's), for tests that drive async clients of their
+/// own (e.g. TLS).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -1114,6 +1116,9 @@ pub struct EdgeOpts {
     /// The open-file limit the edge starts with (`SOFT:HARD`, util-linux's `prlimit --nofile`),
     /// as a shell's `ulimit` or systemd's `LimitNOFILE=` would set it; `None`: the test's own.
     pub nofile: Option<String>,
+    /// `--http`: where the API listens (default `127.0.0.1:0`). A wildcard (`0.0.0.0:0`) is
+    /// reached through 127.0.0.1.
+    pub http: String,
 }
 
 /// The hold time the tests run edges with (the daemon's default is 10 s).
@@ -1141,6 +1146,7 @@ impl EdgeOpts {
             name: format!("edge-{facility}"),
             extra_args: Vec::new(),
             nofile: None,
+            http: "127.0.0.1:0".to_string(),
         }
     }
 }
@@ -1222,7 +1228,7 @@ impl Edge {
                 "--reconciler",
                 &opts.reconciler.to_string(),
                 "--http",
-                "127.0.0.1:0",
+                &opts.http,
             ]);
         if let Some(m) = &opts.mailbox {
             cmd.arg("--mailbox").arg(m);
@@ -1276,12 +1282,19 @@ impl Edge {
             }
         }
         let mut proc = Proc::spawn(&opts.name, cmd, test_dir);
-        let rest = proc.wait_line("onshi-edge: HTTP API on http://", READY_TIMEOUT);
-        let http_addr: SocketAddr = rest
+        let rest = proc.wait_line("onshi-edge: HTTP API on ", READY_TIMEOUT);
+        let (scheme, addr) = rest
             .trim()
+            .split_once("://")
+            .unwrap_or_else(|| panic!("edge: '{rest}' is not scheme://address"));
+        let mut http_addr: SocketAddr = addr
             .parse()
             .unwrap_or_else(|e| panic!("edge: '{rest}' is not an address: {e}"));
-        let http = Http::new(&format!("http://{http_addr}")).with_token(Some(&token));
+        // Listening on every address: reached on loopback (its Host is always accepted).
+        if http_addr.ip().is_unspecified() {
+            http_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let http = Http::new(&format!("{scheme}://{http_addr}")).with_token(Some(&token));
         Edge {
             proc,
             opts,

@@ -102,7 +102,9 @@ fn edge_checks_eligibility_online_through_the_reconciler() {
 
     // A My Number card (its id as the reader reports it).
     let carded = reg.with_card_id();
-    let f = edge.post_check(&json!({"card_id": carded["card_id"], "service_date": TODAY}));
+    let f = edge.post_check(
+        &json!({"card_id": carded["card_id"], "verified": "pin", "service_date": TODAY}),
+    );
     let card_id_check = assert_answer(&f, "valid");
     assert!(
         find_period(&f.1, carded).is_some(),

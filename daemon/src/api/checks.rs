@@ -21,6 +21,7 @@ use crate::auth::audit::AuditAction;
 use crate::gate::Gate;
 use crate::idempotency::{Created, IdempotencyStore, Lookup};
 use crate::journal::{CheckRecord, CheckState};
+use crate::reader::{CardVerification, Via};
 
 /// The insurance card as the API spells it.
 #[derive(Debug, Serialize)]
@@ -88,6 +89,9 @@ pub struct CheckAnswer<'a> {
     pub as_of: Option<DateTime<Utc>>,
     pub service_date: NaiveDate,
     pub state: CheckState,
+    /// A card check: how its holder was verified, and the route (`reader:ID` or `api`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub card: Option<&'a CardVerification>,
 }
 
 impl<'a> CheckAnswer<'a> {
@@ -100,6 +104,7 @@ impl<'a> CheckAnswer<'a> {
             as_of: r.as_of,
             service_date: r.request.service_date,
             state: r.state,
+            card: r.card.as_ref(),
         }
     }
 }
@@ -220,9 +225,13 @@ pub(super) async fn post_check(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v = parse_body(&body)?;
+    let mut v = parse_body(&body)?;
     let today = chrono::Local::now().date_naive();
+    // `verified` is the edge's record of the holder's verification, not part of the check the
+    // reconciler answers: taken out before the check is read, required for a card check.
+    let verified = v.as_object_mut().and_then(|o| o.remove("verified"));
     let req = CheckRequest::from_json(&v, today)?;
+    let card = crate::reader::verification(&req.subject, verified.as_ref(), Via::Api)?;
     let claim = match idempotent(&gate, &ids, &headers, "checks", &body)? {
         None => None,
         Some(Lookup::New(c)) => Some(c),
@@ -243,7 +252,7 @@ pub(super) async fn post_check(
     // all three durable.
     let mut logged = Ok(());
     let record = gate
-        .check_with(req, |r| {
+        .check_card_with(req, card, |r| {
             if let Some(c) = &claim {
                 ids.put(
                     c,

@@ -17,6 +17,7 @@ use super::{
 use crate::auth::audit::AuditAction;
 use crate::idempotency::{Created, Lookup};
 use crate::journal::CheckRecord;
+use crate::reader::Via;
 
 pub(super) async fn post_reader_heartbeat(
     State(app): State<Shared>,
@@ -42,7 +43,7 @@ pub(super) async fn post_reader_heartbeat(
             .into());
         }
     };
-    app.gate.mode.reader_heartbeat(&reader_id, fault);
+    app.gate.mode.reader_heartbeat(&reader_id, fault)?;
     Ok(axum::Json(json!({"mode": app.gate.mode.mode()})))
 }
 
@@ -56,22 +57,21 @@ pub(super) async fn post_reader_card(
     let f = Fields::root(&v)?;
     f.deny_unknown(&["reader_id", "card_id", "verified", "service_date"])?;
     let reader_id = f.req_str("reader_id")?;
-    let verified = f.req_str("verified")?;
-    if !matches!(verified.as_str(), "face" | "pin") {
-        return Err(FieldError::new(
-            "verified",
-            ErrorCode::OutOfRange,
-            format!("verified: '{verified}' is not face or pin; the reader must verify the holder"),
-        )
-        .into());
-    }
+    crate::reader::check_reader_id("reader_id", &reader_id)?;
+    // The holder's verification is checked before the card: an unverified holder is refused.
+    crate::reader::Verified::from_json(v.get("verified"))?;
     let mut check = json!({"card_id": v.get("card_id").cloned().unwrap_or(Value::Null)});
     if let Some(d) = v.get("service_date") {
         check["service_date"] = d.clone();
     }
     let req = CheckRequest::from_json(&check, chrono::Local::now().date_naive())?;
-    // A card presented proves the reader works.
-    app.gate.mode.reader_heartbeat(&reader_id, None);
+    let card = crate::reader::verification(
+        &req.subject,
+        v.get("verified"),
+        Via::Reader(reader_id.clone()),
+    )?;
+    // A card presented proves this reader works (and no other).
+    app.gate.mode.reader_heartbeat(&reader_id, None)?;
     let claim = match idempotent(&app.gate, &app.idempotency, &headers, "reader/card", &body)? {
         None => None,
         Some(Lookup::New(c)) => Some(c),
@@ -86,7 +86,6 @@ pub(super) async fn post_reader_card(
                 .map_err(unavailable)?
                 .ok_or_else(|| unavailable("the key's check is gone"))?;
             let mut a = answer_json(&rec);
-            a["verified"] = json!(verified);
             if let Some(f) = face_file {
                 a["face_file"] = json!(f);
             }
@@ -118,7 +117,7 @@ pub(super) async fn post_reader_card(
             let mut face = None;
             let checked = app
                 .gate
-                .check_with(req, |check| {
+                .check_card_with(req, card, |check| {
                     let key = mailbox.put_face(check)?;
                     let file = a_face(check.clone(), &key).1;
                     face = Some(key);
@@ -142,7 +141,7 @@ pub(super) async fn post_reader_card(
         }
         None => (
             app.gate
-                .check_with(req, |check| Ok(put_key(check, None)?))
+                .check_card_with(req, card, |check| Ok(put_key(check, None)?))
                 .await?,
             None,
         ),
@@ -150,7 +149,6 @@ pub(super) async fn post_reader_card(
     let (record, face_file) = record;
     logged.into_inner().unwrap_or_else(|p| p.into_inner())?;
     let mut a = answer_json(&record);
-    a["verified"] = json!(verified);
     if let Some(f) = face_file {
         a["face_file"] = json!(f);
     }

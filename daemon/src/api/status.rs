@@ -34,14 +34,9 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         .tally()
         .brief(&app.gate.live.get().queue, chrono::Utc::now());
     let sync = app.gate.sync.status();
-    let (reader, reader_heard) = app.gate.mode.reader_health();
-    let reader = match reader {
-        None => json!({"state": "none"}),
-        Some(Ok(id)) => json!({"state": "up", "reader_id": id, "last_heartbeat_s": reader_heard}),
-        Some(Err(reason)) => {
-            json!({"state": "down", "reason": reason, "last_heartbeat_s": reader_heard})
-        }
-    };
+    // Each card reader; `reader` is the one-reader summary older clients read.
+    let readers = app.gate.mode.readers();
+    let reader = crate::reader::ReaderSummary::of(&readers);
     Ok(json!({
         "mode": mode.mode,
         "mode_for_s": mode.for_s,
@@ -57,6 +52,7 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
             "rtt_ms": link.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
         },
         "reader": reader,
+        "readers": readers,
         "queue": queue::brief_json(&queue),
         "warnings": queue.warnings.iter().cloned().chain(app.gate.journal.warning()).collect::<Vec<_>>(),
         "journal": app.gate.journal.status(),
