@@ -115,7 +115,13 @@ pub async fn start_with_reload(
         mailbox_store,
         idempotency,
     };
-    let app = api::router(state.clone());
+    // The page's sessions must be the ones the API's middleware honours: one Authenticator.
+    let page = crate::page::PageState {
+        app: state.clone(),
+        auth: crate::auth::Authenticator::new(&config.data, crate::auth::AuthSettings::default()),
+        audit: crate::auth::AuditLog::open(store.as_ref()).context("opening the access log")?,
+    };
+    let app = api::router(state.clone()).merge(crate::page::router(page));
     tracing::info!(facility = %config.facility, http = %http_addr, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 

@@ -202,6 +202,7 @@ pub fn precheck(
     authority: Option<&str>,
     hosts: &HostPolicy,
     local: SocketAddr,
+    json_body: bool,
 ) -> Result<(), ApiError> {
     if uri_len > MAX_URI_BYTES {
         return Err(refuse(
@@ -265,7 +266,8 @@ pub fn precheck(
         }
     }
     // Every POST of the API takes JSON (other methods that change state have no route: 405).
-    if method != Method::POST {
+    // The reception page's forms (`page/`, outside `/v1/`) post form-encoded bodies.
+    if method != Method::POST || !json_body {
         return Ok(());
     }
     let json = headers
@@ -329,11 +331,20 @@ fn is_json_response(h: &HeaderMap) -> bool {
         .is_some_and(is_json_media_type)
 }
 
+/// The reception page's own answers (its error pages are HTML for the browser).
+fn is_html_response(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/html"))
+}
+
 /// An error answer that is not JSON (axum's 405, 413, path rejections …) in the envelope; the
 /// original text becomes the message. Success answers pass untouched.
 pub async fn envelope(resp: Response<Body>) -> Response<Body> {
     let status = resp.status();
-    if status.as_u16() < 400 || is_json_response(resp.headers()) {
+    if status.as_u16() < 400 || is_json_response(resp.headers()) || is_html_response(resp.headers())
+    {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -641,6 +652,7 @@ pub async fn serve(
         tokio::spawn(connection(
             stream,
             local,
+            peer,
             shared.clone(),
             slot,
             close_rx.clone(),
@@ -659,6 +671,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     local: SocketAddr,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     _slot: Slot,
     mut close: tokio::sync::watch::Receiver<bool>,
@@ -671,7 +684,7 @@ async fn connection(
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, local, req).await) }
+        async move { Ok::<_, Infallible>(handle(&shared, local, peer, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -718,7 +731,12 @@ async fn connection(
     }
 }
 
-async fn handle(shared: &Shared, local: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    shared: &Shared,
+    local: SocketAddr,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if let Err(e) = precheck(
         req.method(),
@@ -727,11 +745,16 @@ async fn handle(shared: &Shared, local: SocketAddr, req: Request<Incoming>) -> R
         req.uri().authority().map(|a| a.as_str()),
         &shared.hosts,
         local,
+        !crate::page::is_page_path(req.uri().path()),
     ) {
         return axum::response::IntoResponse::into_response(e);
     }
+    let mut req = req.map(Body::new);
+    // The client's address, for the access log.
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
     let mut app = shared.app.clone();
-    let resp = match tower_service::Service::call(&mut app, req.map(Body::new)).await {
+    let resp = match tower_service::Service::call(&mut app, req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };

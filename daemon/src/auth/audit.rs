@@ -62,6 +62,9 @@ pub enum AuditAction {
     UserPasswd,
     TokenAdd,
     TokenRevoke,
+    /// A provisional record read back (the page's printable self-declaration sheet). Last, so the
+    /// stored entries' postcard indexes of the others stay what they were.
+    ProvisionalRead,
 }
 
 /// What an entry concerns: ids only, never values.
