@@ -139,7 +139,9 @@ fn security_headers(h: &mut HeaderMap) {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: under it Chromium sends `Origin: null` with a form's POST, which
+        // the HTTP server rightly refuses as foreign.
+        HeaderValue::from_static("same-origin"),
     );
 }
 
@@ -450,11 +452,33 @@ async fn post_logout(
 // ---------------------------------------------------------------------------------------------
 // The banner
 
-/// The banner alone, for `page.js` to swap in every second. 401 once the session has ended (the
-/// script then goes to the sign-in page).
-async fn get_banner(State(st): Shared, headers: HeaderMap, peer: Peer) -> Response {
+/// How long `GET /page/banner?mode=M` waits for the mode to leave `M` before answering anyway
+/// (so the counts in the banner are at most this old).
+const BANNER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The banner alone, for `page.js` to swap in. With `?mode=M` (the mode the page shows) it
+/// answers as soon as the mode is no longer `M`, or after [`BANNER_WAIT`]: a change of mode
+/// reaches the page at once, without polling faster. 401 once the session has ended (the script
+/// then goes to the sign-in page).
+async fn get_banner(
+    State(st): Shared,
+    headers: HeaderMap,
+    peer: Peer,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if st.staff(&headers, peer).is_err() {
         return html(StatusCode::UNAUTHORIZED, maud::html! {});
+    }
+    if let Some(shown) = q.get("mode") {
+        let mut modes = st.app.gate.mode.subscribe();
+        let changed = async {
+            while modes.borrow_and_update().as_str() == shown {
+                if modes.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(BANNER_WAIT, changed).await;
     }
     html(StatusCode::OK, views::banner(&st.banner()))
 }

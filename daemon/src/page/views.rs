@@ -216,7 +216,7 @@ pub(crate) fn check_form(p: &Prefill, error: Option<&FormError>, csrf: &str) -> 
         (error_box(error))
         form.card method="post" action="/check" {
             input type="hidden" name="csrf" value=(csrf);
-            (text("保険者番号", "insurance_card.insurer_number", val(p, "insurance_card.insurer_number"), "06130012", true))
+            (text("保険者番号", "insurance_card.insurer_number", val(p, "insurance_card.insurer_number"), "8桁（国保は6桁）", true))
             (text("記号", "insurance_card.symbol", val(p, "insurance_card.symbol"), "なければ空欄", false))
             (text("番号", "insurance_card.number", val(p, "insurance_card.number"), "", false))
             (text("枝番", "insurance_card.branch", val(p, "insurance_card.branch"), "なければ空欄", false))
