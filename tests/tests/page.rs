@@ -148,6 +148,32 @@ fn reception_works_an_outage_in_the_browser() {
     eprintln!("banner offline {:?} after the SIGKILL", killed.elapsed());
     b.screenshot(&shots.join("03-offline-banner.png"));
 
+    // A patient this facility never saw: no answer now, and the page says what to do.
+    let unseen = registry
+        .valid_people(0, 50)
+        .into_iter()
+        .find(|p| p["person_id"] != q["person_id"])
+        .expect("another valid person")
+        .clone();
+    b.click("nav a[href='/']");
+    b.fill(
+        "input[name='insurance_card.insurer_number']",
+        s(&unseen["insurer_number"]),
+    );
+    b.fill("input[name='insurance_card.symbol']", s(&unseen["symbol"]));
+    b.fill("input[name='insurance_card.number']", s(&unseen["number"]));
+    b.fill("input[name='insurance_card.branch']", s(&unseen["branch"]));
+    b.fill("input[name='birth_date']", s(&unseen["birth_date"]));
+    b.fill("input[name='service_date']", &format!("{TODAY}{ENTER}"));
+    let pending = b.find("[data-validity]");
+    assert_eq!(
+        b.attr(&pending, "data-validity").as_deref(),
+        Some("pending")
+    );
+    assert!(b.text(&pending).contains("申立書"), "{}", b.text(&pending));
+    let pending_id = b.attr(&pending, "data-check-id").expect("a check id");
+    b.screenshot(&shots.join("03b-check-pending.png"));
+
     // Outage search: the reading in hiragana, the birth date as an era date.
     b.click("nav a[href='/search']");
     b.fill("input[name='name_kana']", &to_hiragana(s(&q["name_kana"])));
@@ -222,6 +248,16 @@ fn reception_works_an_outage_in_the_browser() {
         (banner_mode(&b).as_deref() == Some("online")).then_some(())
     });
     assert!(online.is_some(), "banner: {:?}", banner_mode(&b));
+    // The check answered "pending" in the outage got its final answer: listed as changed.
+    let changed_css = format!("li.changed-answer[data-check-id='{pending_id}']");
+    let changed = wait(Duration::from_secs(30), || {
+        b.try_find(&changed_css).or_else(|| {
+            b.goto(&format!("{base}/worklist"));
+            None
+        })
+    })
+    .unwrap_or_else(|| panic!("the completed check is not listed; page:\n{}", b.source()));
+    assert_eq!(b.attr(&changed, "data-validity").as_deref(), Some("valid"));
     b.screenshot(&shots.join("07-worklist-settled.png"));
     b.click(&format!("{row} button[type='submit']"));
     let closed = b.find(&format!("{row}[data-state='closed']"));
