@@ -264,6 +264,12 @@ fn reception_works_an_outage_in_the_browser() {
     assert!(b.text(&closed).contains("対応済み"), "{}", b.text(&closed));
     b.screenshot(&shots.join("08-worklist-closed.png"));
 
+    // The printable procedure for the counter.
+    b.click("nav a[href='/procedure']");
+    b.find("article.procedure li");
+    b.screenshot(&shots.join("09-procedure.png"));
+    b.goto(&format!("{base}/worklist"));
+
     // Sign out: the pages are refused again, and the old cookie opens nothing.
     let old = s(&cookie["value"]).to_string();
     b.click("#sign-out");
@@ -385,7 +391,14 @@ fn the_page_refuses_without_a_session_or_its_csrf_token() {
     let http = Raw::new(&format!("http://{}", edge.http_addr));
 
     // Without a session every page sends the browser to sign in, and the banner is refused.
-    for path in ["/", "/search", "/declare", "/worklist", "/declare/x/print"] {
+    for path in [
+        "/",
+        "/search",
+        "/declare",
+        "/worklist",
+        "/declare/x/print",
+        "/procedure",
+    ] {
         let (status, location, _) = http.get(path, None);
         assert_eq!(
             (status, location.as_deref()),

@@ -79,6 +79,7 @@ pub fn router(state: PageState) -> Router {
         .route("/declare/{id}/print", get(get_print))
         .route("/worklist", get(get_worklist))
         .route("/worklist/{id}/close", post(post_close))
+        .route("/procedure", get(get_procedure))
         .route("/page/banner", get(get_banner))
         .route("/assets/page.css", get(assets::css))
         .route("/assets/page.js", get(assets::js))
@@ -821,6 +822,14 @@ async fn print(st: &PageState, staff: &Staff, id: &str) -> Result<Response, Resp
         StatusCode::OK,
         views::print_sheet(&rec, st.app.gate.journal.facility().as_str()),
     ))
+}
+
+/// The printable outage procedure for the counter.
+async fn get_procedure(State(st): Shared, headers: HeaderMap, peer: Peer) -> Response {
+    match st.staff(&headers, peer) {
+        Ok(_) => html(StatusCode::OK, views::procedure()),
+        Err(r) => r,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ pub(crate) fn layout(title: &str, c: &Chrome<'_>, body: Markup) -> Markup {
         ("search", "/search", "患者検索（障害時）"),
         ("declare", "/declare", "申立書"),
         ("worklist", "/worklist", "作業リスト"),
+        ("procedure", "/procedure", "障害時の手順"),
     ];
     html! {
         (DOCTYPE)
@@ -439,6 +440,54 @@ pub(crate) fn print_sheet(r: &ProvisionalRecord, facility: &str) -> Markup {
 
 fn date(d: NaiveDate) -> String {
     d.to_string()
+}
+
+/// The printable outage procedure for the counter (A4; nothing personal).
+pub(crate) fn procedure() -> Markup {
+    let steps: [(&str, &str); 6] = [
+        (
+            "画面上部の表示を確認する",
+            "「オフライン」「縮退中」のときは、以下の手順で受付を続けます。理由と開始からの時間が表示されます。",
+        ),
+        (
+            "まず保険証の番号で照会する",
+            "この施設で過去に確認した人は控えから答えます（確認元と時点が表示されます）。表示の負担割合で受付してください。",
+        ),
+        (
+            "答えが出ない・確認待ちのとき",
+            "「患者検索（障害時）」で氏名またはカナ、生年月日、性別から本人を探します。候補ごとに一致した理由と情報の時点が出ます。",
+        ),
+        (
+            "申立書を記録する",
+            "候補を選ぶと申立書が記入済みで開きます。医療費の総額を入れると、負担割合・徴収額・根拠が出ます。見つからなければ空欄から記録します。",
+        ),
+        (
+            "申立書を印刷して署名をもらう",
+            "印刷した申立書（A4）に本人の署名をもらい、保管します。表示の徴収額を受け取ります。",
+        ),
+        (
+            "回線の復旧後に作業リストを確認する",
+            "精算結果（返金、追加徴収、請求先の変更、保険者不詳での請求、本人の選択）と、結果が変わった確認が出ます。対応したら「対応済みにする」を押します。",
+        ),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="ja" {
+            (head("障害時の受付手順"))
+            body.sheet {
+                p.noprint { button type="button" data-print autofocus { "印刷する" } " " a href="/" { "資格確認へ戻る" } }
+                article.a4.procedure {
+                    h1 { "オンライン資格確認の障害時の受付手順" }
+                    ol {
+                        @for (title, what) in steps {
+                            li { strong { (title) } p { (what) } }
+                        }
+                    }
+                    p.note { "回線が戻ると、確認待ちの照会と申立書は自動で送られ、結果が作業リストに出ます。" }
+                }
+            }
+        }
+    }
 }
 
 /// One row of the worklist.
