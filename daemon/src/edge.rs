@@ -147,7 +147,13 @@ pub async fn start_with_reload(
         mailbox_store,
         idempotency,
     };
-    let app = api::router(state.clone(), axum::Router::new());
+    // The page shares the API's sessions and access log: one Authenticator, one AuditLog.
+    let page = crate::page::PageState {
+        app: state.clone(),
+        auth: state.auth.clone(),
+        audit: state.audit.log().clone(),
+    };
+    let app = api::router(state.clone(), crate::page::router(page));
     tracing::info!(facility = %config.facility, http = %http_addr, scheme, reconciler = %config.reconciler, "edge ready");
     notify::ready(&status_line(&state));
 

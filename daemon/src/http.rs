@@ -393,11 +393,20 @@ fn is_json_response(h: &HeaderMap) -> bool {
         .is_some_and(is_json_media_type)
 }
 
+/// The reception page's own answers (its error pages are HTML for the browser).
+fn is_html_response(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/html"))
+}
+
 /// An error answer that is not JSON (axum's 405, 413, path rejections …) in the envelope; the
 /// original text becomes the message. Success answers pass untouched.
 pub async fn envelope(resp: Response<Body>) -> Response<Body> {
     let status = resp.status();
-    if status.as_u16() < 400 || is_json_response(resp.headers()) {
+    if status.as_u16() < 400 || is_json_response(resp.headers()) || is_html_response(resp.headers())
+    {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -825,8 +834,12 @@ async fn handle(
     ) {
         return axum::response::IntoResponse::into_response(e);
     }
+    let mut req = req.map(Body::new);
+    // The client's address, for the access log.
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
     let mut app = shared.app.clone();
-    let resp = match tower_service::Service::call(&mut app, req.map(Body::new)).await {
+    let resp = match tower_service::Service::call(&mut app, req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };

@@ -16,6 +16,7 @@ pub mod mailbox;
 pub mod mode;
 pub mod monitor;
 pub mod notify;
+pub mod page;
 pub mod provisional;
 pub mod queue;
 pub mod reader;

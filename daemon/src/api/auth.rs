@@ -247,6 +247,8 @@ pub async fn post_login(
         .await
     {
         Ok(s) => s,
+        // A person at the page gets the form again with what went wrong; a program the envelope.
+        Err(e) if form => return Ok(crate::page::login_failed(&e, &body.user)),
         Err(e) => {
             let secs = e.retry_after();
             return Ok(with_retry_after(sign_in_error(e).into_response(), secs));
