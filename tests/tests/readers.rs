@@ -47,6 +47,10 @@ fn bridge(edge: &Edge, t: &TestDir, id: &str) -> Proc {
         "--http",
         &edge.http_addr.to_string(),
     ]);
+    // A bridge is a program: it sends the edge's token (ONSHI_TOKEN).
+    if let Some(token) = edge.http.token() {
+        cmd.env("ONSHI_TOKEN", token);
+    }
     Proc::spawn(&format!("reader-sim-{id}"), cmd, t.path())
 }
 

@@ -153,6 +153,9 @@ pub struct RecordView<'a> {
     request: RequestView<'a>,
     attempts: u32,
     last_error: &'a Option<String>,
+    /// A card check: how its holder was verified, and the route (`reader:ID` or `api`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    card: Option<&'a CardVerification>,
 }
 
 impl<'a> RecordView<'a> {
@@ -196,6 +199,7 @@ impl<'a> RecordView<'a> {
             request: RequestView::of(&r.request),
             attempts: r.attempts,
             last_error: &r.last_error,
+            card: r.card.as_ref(),
         }
     }
 }
