@@ -167,6 +167,24 @@ fn read_all_in_thread(
     })
 }
 
+/// `onshi-edge ARGS…` with `input` on standard input (e.g. `user add … --password-stdin`).
+pub fn run_edge_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(edge_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting onshi-edge");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("writing to onshi-edge's standard input");
+    child.wait_with_output().expect("waiting for onshi-edge")
+}
+
 /// Runs a command that must succeed; panics with its stderr otherwise.
 pub fn run_ok(bin: &Path, args: &[&str]) -> Output {
     let out = run(bin, args);

@@ -3,32 +3,13 @@
 //! they see (output, exit codes) and on what is left on disk: the accounts file's mode whatever the
 //! umask, and no password or token in clear anywhere in the data directory.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use onshi_tests::{Edge, EdgeOpts, FACILITY_A, Pki, TestDir, edge_bin, run};
 
 const PASSWORD: &str = "correct horse battery staple";
-
-/// `onshi-edge ARGS…` with `input` on standard input.
-fn run_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(edge_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting onshi-edge");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("writing the password");
-    child.wait_with_output().expect("waiting for onshi-edge")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -76,7 +57,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
     let data = t.join("data");
     let d = data.to_str().expect("utf-8");
 
-    let added = run_stdin(
+    let added = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -93,7 +74,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
     assert_eq!(stdout(&added), "added user alice (admin)\n");
 
     // A name is never given twice, whether to a user or a token.
-    let again = run_stdin(
+    let again = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -124,7 +105,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
 
     // Bad input: each refused with the reason, exit 2, nothing written.
     let before = std::fs::read(data.join("accounts.json")).expect("accounts.json");
-    let short = run_stdin(
+    let short = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -143,7 +124,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
         "{}",
         stderr(&short)
     );
-    let empty = run_stdin(
+    let empty = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -172,7 +153,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
         "{}",
         stderr(&no_flag)
     );
-    let bad_role = run_stdin(
+    let bad_role = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -192,7 +173,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
         "{}",
         stderr(&bad_role)
     );
-    let bad_name = run_stdin(
+    let bad_name = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -221,7 +202,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
         assert_exit(&o, 2);
         assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
     }
-    let passwd_unknown = run_stdin(
+    let passwd_unknown = onshi_tests::run_edge_stdin(
         &["user", "passwd", "carol", "--password-stdin", "--data", d],
         &format!("{PASSWORD}\n"),
     );
@@ -240,7 +221,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
     let config = t.join("edge.toml");
     std::fs::write(&config, format!("data = \"{d}\"\n")).expect("writing edge.toml");
     let c = config.to_str().expect("utf-8");
-    let bob = run_stdin(
+    let bob = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
@@ -293,7 +274,7 @@ fn users_and_tokens_are_managed_without_a_running_edge() {
     let revoked = run(&edge_bin(), &["token", "revoke", "bridge", "--data", d]);
     assert_exit(&revoked, 0);
     assert_eq!(stdout(&revoked), "revoked token bridge\n");
-    let passwd = run_stdin(
+    let passwd = onshi_tests::run_edge_stdin(
         &["user", "passwd", "alice", "--password-stdin", "--data", d],
         "another long password\n",
     );
@@ -400,7 +381,7 @@ fn the_commands_work_beside_a_running_edge_that_holds_its_store() {
     let edge = Edge::start(&t, EdgeOpts::new(FACILITY_A, &data, &pki, nowhere));
     let d = data.to_str().expect("utf-8");
 
-    let added = run_stdin(
+    let added = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",

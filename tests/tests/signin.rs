@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use onshi_tests::{
@@ -17,24 +16,6 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// `onshi-edge ARGS…` with `input` on standard input.
-fn run_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(edge_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting onshi-edge");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("writing the password");
-    child.wait_with_output().expect("waiting for onshi-edge")
-}
-
 fn data_arg(edge: &Edge) -> String {
     edge.opts.data.display().to_string()
 }
@@ -42,7 +23,7 @@ fn data_arg(edge: &Edge) -> String {
 /// `onshi-edge user add NAME --role ROLE --password-stdin` beside the running edge.
 fn add_user(edge: &Edge, name: &str, role: &str) {
     let d = data_arg(edge);
-    let out = run_stdin(
+    let out = onshi_tests::run_edge_stdin(
         &[
             "user",
             "add",
