@@ -155,9 +155,7 @@ pub async fn start_with_reload(
     };
     let app = api::router(state.clone(), crate::page::router(page));
     tracing::info!(facility = %config.facility, http = %http_addr, scheme, reconciler = %config.reconciler, "edge ready");
-    notify::ready(&status_line(&state));
-
-    let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
+    // The configuration watch is in place before READY: a change right after it is not missed.
     let reloader = reload.map(|source| {
         crate::reload::spawn(
             source,
@@ -167,6 +165,9 @@ pub async fn start_with_reload(
             stop_rx.clone(),
         )
     });
+    notify::ready(&status_line(&state));
+
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), stop_rx.clone()));
     let monitor = monitor::spawn(mode, link.clone(), stop_rx.clone());
     let deferred = deferred::spawn(gate, stop_rx);
     let link_for_task = link.clone();

@@ -99,7 +99,9 @@ fn log(result: &Reloaded) {
     }
 }
 
-/// Watches for SIGHUP and changes of the file until `stop`.
+/// Watches for SIGHUP and changes of the file until `stop`. The watch and the signal handler are
+/// in place when this returns (before the edge says READY), so a change made right after the
+/// start is never missed.
 pub fn spawn(
     source: ReloadSource,
     mut current: EdgeConfig,
@@ -107,7 +109,7 @@ pub fn spawn(
     mode: ModeHandle,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let name = source.path.file_name().map(|n| n.to_os_string());
         let dir = source.path.parent().map(|p| {
@@ -121,12 +123,7 @@ pub fn spawn(
         let watcher =
             notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
                 Ok(ev) => {
-                    if ev.need_rescan()
-                        || ev
-                            .paths
-                            .iter()
-                            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-                    {
+                    if concerns_the_file(&ev, name.as_deref()) {
                         let _ = watch_tx.send(());
                     }
                 }
@@ -135,7 +132,7 @@ pub fn spawn(
                     let _ = watch_tx.send(());
                 }
             });
-        let _watcher = match (watcher, dir) {
+        let watcher = match (watcher, dir) {
             (Ok(mut w), Some(dir)) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => Some(w),
                 Err(e) => {
@@ -156,19 +153,66 @@ pub fn spawn(
                 None
             }
         };
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                Some(()) = rx.recv() => {}
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading the configuration");
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    Some(()) = rx.recv() => {}
+                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                    }
                 }
+                // Let a burst of writes settle, then read once.
+                tokio::time::sleep(SETTLE).await;
+                while rx.try_recv().is_ok() {}
+                let result = reload_once(&source, &mut current, &live, &mode);
+                log(&result);
             }
-            // Let a burst of writes settle, then read once.
-            tokio::time::sleep(SETTLE).await;
-            while rx.try_recv().is_ok() {}
-            let result = reload_once(&source, &mut current, &live, &mode);
-            log(&result);
+        })
+    }
+}
+
+/// Whether a file-system event may have changed the configuration file `name`: reading the file
+/// (the edge's own reload opens and closes it) is not a change, or every reload would trigger the
+/// next one, five times a second; an overflow is (look again rather than miss one).
+fn concerns_the_file(ev: &notify::Event, name: Option<&std::ffi::OsStr>) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    if ev.need_rescan() {
+        return true;
+    }
+    if let EventKind::Access(kind) = ev.kind
+        && kind != AccessKind::Close(AccessMode::Write)
+    {
+        return false;
+    }
+    ev.paths.iter().any(|p| p.file_name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, Event, EventKind, ModifyKind};
+
+    #[test]
+    fn reading_the_file_is_not_a_change_writing_it_is() {
+        let at = |kind| Event::new(kind).add_path("/etc/onshi/edge.toml".into());
+        let name = Some(std::ffi::OsStr::new("edge.toml"));
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+        ] {
+            assert!(!super::concerns_the_file(&at(kind), name), "{kind:?}");
         }
-    })
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Create(CreateKind::File),
+        ] {
+            assert!(super::concerns_the_file(&at(kind), name), "{kind:?}");
+        }
+        let other = Event::new(EventKind::Modify(ModifyKind::Any)).add_path("/etc/onshi/x".into());
+        assert!(!super::concerns_the_file(&other, name));
+    }
 }
