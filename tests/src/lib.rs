@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 pub mod bench;
 pub mod relay;
+pub mod webdriver;
 
 /// How long a process may take to print its readiness line (debug builds, parallel tests).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);

@@ -8,20 +8,17 @@
 //! Plus, without a browser, what the page refuses: every page without a session, a POST without
 //! the session's CSRF token, and the session cookie's attributes.
 
-#[path = "support/webdriver.rs"]
-mod webdriver;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use onshi_tests::webdriver::{Browser, Driver, ENTER, wait};
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, edge_bin, era_date, reconciler_with_registry,
     to_hiragana,
 };
 use serde_json::Value;
-use webdriver::{Browser, Driver, ENTER, wait};
 
 const PASSWORD: &str = "reception counter 1";
 

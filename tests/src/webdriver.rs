@@ -1,4 +1,5 @@
-//! A small W3C WebDriver client over chromedriver, for the page's browser tests: start Debian's
+//! A small W3C WebDriver client over chromedriver, for the page's browser tests and its benchmark
+//! (`onshi-page-bench`): start Debian's
 //! `chromedriver` on a free loopback port, open headless Chromium with a fresh profile, and the
 //! handful of commands the tests need (navigate, find, type, click, attributes, cookies,
 //! screenshots). It speaks WebDriver's JSON protocol with reqwest directly: the crates that wrap
@@ -6,8 +7,6 @@
 //! plain-HTTP conversation.
 //!
 //! Every wait is on a condition (an element, an attribute), polled; nothing sleeps to synchronise.
-
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -285,6 +284,15 @@ impl Browser {
     /// A cookie as the browser holds it (HttpOnly ones too).
     pub fn cookie(&self, name: &str) -> Option<Value> {
         self.cmd("GET", &format!("/cookie/{name}"), None).ok()
+    }
+
+    /// Runs `script` (a function body; `return` gives the answer) in the page and gives its value.
+    pub fn execute(&self, script: &str) -> Value {
+        self.must(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
     }
 
     /// Saves a PNG of the viewport to `path`.
