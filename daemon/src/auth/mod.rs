@@ -288,15 +288,33 @@ impl Authenticator {
     /// The actor and CSRF token of a session cookie, checked against the accounts file as it is
     /// now (a disabled user's session ends here, at its next request).
     pub fn session(&self, cookie: &str, now: Instant) -> Result<(Actor, String), AuthError> {
+        self.session_view(cookie, now, true)
+    }
+
+    /// As [`Authenticator::session`], without starting the idle time again: for requests a page
+    /// makes by itself (the banner's refresh), so an open page does not keep a session alive.
+    pub fn session_quiet(&self, cookie: &str, now: Instant) -> Result<(Actor, String), AuthError> {
+        self.session_view(cookie, now, false)
+    }
+
+    fn session_view(
+        &self,
+        cookie: &str,
+        now: Instant,
+        touch: bool,
+    ) -> Result<(Actor, String), AuthError> {
         let loaded = self.accounts().map_err(AuthError::Unavailable)?;
         let mut sessions = self
             .inner
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let view = sessions
-            .lookup(cookie, &loaded.file, now)
-            .map_err(AuthError::Session)?;
+        let view = if touch {
+            sessions.lookup(cookie, &loaded.file, now)
+        } else {
+            sessions.peek(cookie, &loaded.file, now)
+        }
+        .map_err(AuthError::Session)?;
         Ok((
             Actor {
                 name: view.user,

@@ -147,6 +147,27 @@ impl Sessions {
         accounts: &AccountsFile,
         now: Instant,
     ) -> Result<SessionView, SessionEnded> {
+        self.check(cookie, accounts, now, true)
+    }
+
+    /// As [`Sessions::lookup`], but the idle time goes on: for what a page asks by itself (the
+    /// banner's refresh), which is not a person at work and must not keep a session alive.
+    pub fn peek(
+        &mut self,
+        cookie: &str,
+        accounts: &AccountsFile,
+        now: Instant,
+    ) -> Result<SessionView, SessionEnded> {
+        self.check(cookie, accounts, now, false)
+    }
+
+    fn check(
+        &mut self,
+        cookie: &str,
+        accounts: &AccountsFile,
+        now: Instant,
+        touch: bool,
+    ) -> Result<SessionView, SessionEnded> {
         let key = digest(cookie);
         let session = self.by_digest.get_mut(&key).ok_or(SessionEnded::Unknown)?;
         let verdict = if now.saturating_duration_since(session.last_seen) > self.settings.idle {
@@ -163,7 +184,9 @@ impl Sessions {
         };
         match verdict {
             Ok(role) => {
-                session.last_seen = now;
+                if touch {
+                    session.last_seen = now;
+                }
                 Ok(SessionView {
                     user: session.user.clone(),
                     role,
@@ -239,6 +262,28 @@ mod tests {
 
     fn alice() -> AccountName {
         AccountName::parse("alice").unwrap()
+    }
+
+    #[test]
+    fn a_page_asking_by_itself_does_not_keep_a_session_alive() {
+        let f = accounts();
+        let t0 = Instant::now();
+        let mut s = Sessions::new(SessionSettings {
+            idle: Duration::from_secs(30 * 60),
+            max_sessions: 100,
+        });
+        let new = s.create(alice(), "hash-alice", t0).unwrap();
+        // The banner refreshes every second for 29 minutes: the session is valid throughout…
+        for k in 1..=29 {
+            let at = t0 + Duration::from_secs(k * 60);
+            assert!(s.peek(&new.cookie, &f, at).is_ok(), "minute {k}");
+        }
+        // …but nobody used it: 30 minutes and a second after sign-in it has ended.
+        let late = t0 + Duration::from_secs(30 * 60 + 1);
+        assert_eq!(
+            s.peek(&new.cookie, &f, late),
+            Err(SessionEnded::Idle(Duration::from_secs(1800)))
+        );
     }
 
     #[test]

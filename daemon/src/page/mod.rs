@@ -400,10 +400,13 @@ const BANNER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 async fn get_banner(
     State(st): Shared,
     headers: HeaderMap,
-    peer: Peer,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if st.staff(&headers, peer).is_err() {
+    // The banner's refresh is the page's own doing, not a person's: it must not keep the session
+    // from idling out.
+    let signed_in = cookie_value(&headers, SESSION_COOKIE)
+        .is_some_and(|c| st.auth.session_quiet(c, Instant::now()).is_ok());
+    if !signed_in {
         return html(StatusCode::UNAUTHORIZED, maud::html! {});
     }
     if let Some(shown) = q.get("mode") {
