@@ -16,6 +16,7 @@
 // per request and returned straight out: boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod assets;
 mod form;
 mod views;
@@ -76,6 +77,17 @@ pub fn router(state: PageState) -> Router {
         .route("/worklist/{id}/close", post(post_close))
         .route("/procedure", get(get_procedure))
         .route("/page/banner", get(get_banner))
+        // The admin pages (admin role only): users and tokens, the access log, disaster mode.
+        .route("/admin/accounts", get(admin::get_accounts))
+        .route("/admin/users", post(admin::post_user))
+        .route("/admin/users/{name}/disable", post(admin::post_disable))
+        .route("/admin/tokens", post(admin::post_token))
+        .route("/admin/tokens/{name}/revoke", post(admin::post_revoke))
+        .route("/admin/audit", get(admin::get_audit))
+        .route(
+            "/admin/outage",
+            get(admin::get_outage).post(admin::post_outage),
+        )
         .route("/assets/page.css", get(assets::css))
         .route("/assets/page.js", get(assets::js))
         .with_state(Arc::new(state))
