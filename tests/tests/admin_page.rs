@@ -402,3 +402,43 @@ fn an_admin_asks_for_disaster_mode_with_a_reason_and_sees_its_state() {
             .contains(r#"data-actor="kanri" data-action="outage_request""#)
     );
 }
+
+#[test]
+fn card_checks_at_the_readers_appear_on_the_check_page_without_names_or_card_numbers() {
+    let t = TestDir::new("admin-page-cards");
+    let edge = offline_edge(&t);
+    cli_add_user(&edge, "uketsuke", "reception");
+    let staff = Browser::sign_in(&edge, "uketsuke");
+    assert!(
+        staff
+            .get("/")
+            .text
+            .contains("カードリーダーでの確認はまだありません")
+    );
+
+    // Two cards at two readers (the bridge's token); the link is down, so they are answered
+    // from what the edge knows, which is enough for the list.
+    for (reader, card, verified) in [("R1", "C0000001", "face"), ("R2", "C0000002", "pin")] {
+        let a = edge.http.post_json(
+            "/v1/reader/card",
+            &serde_json::json!({"reader_id": reader, "card_id": card, "verified": verified}),
+        );
+        assert!(a.status < 300, "{reader}: {}", a.text);
+    }
+
+    // The list the script swaps in, and the check page itself: newest first, no card number.
+    let list = staff.get("/page/cards");
+    assert_eq!(list.status, 200, "{}", list.text);
+    let r2 = list.text.find(r#"data-reader="R2" data-verified="pin""#);
+    let r1 = list.text.find(r#"data-reader="R1" data-verified="face""#);
+    assert!(r2.is_some() && r1.is_some() && r2 < r1, "{}", list.text);
+    let page = staff.get("/");
+    assert!(page.text.contains(r#"id="recent-cards""#), "{}", page.text);
+    assert!(page.text.contains(r#"data-reader="R1""#), "{}", page.text);
+    for text in [&list.text, &page.text] {
+        assert!(!text.contains("C000000"), "no card number: {text}");
+    }
+
+    // Signed out (no cookie): nothing.
+    assert_eq!(edge.http.anonymous().get("/page/cards").status, 401);
+}

@@ -18,6 +18,7 @@
 
 mod admin;
 mod assets;
+mod cards;
 mod form;
 mod views;
 mod words;
@@ -77,6 +78,7 @@ pub fn router(state: PageState) -> Router {
         .route("/worklist/{id}/close", post(post_close))
         .route("/procedure", get(get_procedure))
         .route("/page/banner", get(get_banner))
+        .route("/page/cards", get(cards::get_cards))
         // The admin pages (admin role only): users and tokens, the access log, disaster mode.
         .route("/admin/accounts", get(admin::get_accounts))
         .route("/admin/users", post(admin::post_user))
@@ -442,7 +444,10 @@ async fn get_check(State(st): Shared, headers: HeaderMap, peer: Peer) -> Respons
         Ok(s) => s,
         Err(r) => return r,
     };
-    let body = views::check_form(&Prefill::new(), None, &staff.csrf);
+    let body = maud::html! {
+        (views::check_form(&Prefill::new(), None, &staff.csrf))
+        (st.recent_cards())
+    };
     st.page(&staff, "check", CHECK_TITLE, body)
 }
 
@@ -488,6 +493,7 @@ async fn check(
         (views::check_answer(&record))
         h2 { "次の照会" }
         (views::check_form(&Prefill::new(), None, &staff.csrf))
+        (st.recent_cards())
     };
     Ok(st.page(&staff, "check", CHECK_TITLE, body))
 }
