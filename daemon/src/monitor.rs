@@ -10,7 +10,7 @@ use onshi_sync::wire::{Request, Response};
 use tokio::sync::watch;
 
 use crate::mode::{Mode, ModeChange, ModeEvent, ModeMachine, ModeSettings};
-use crate::reader::{ReaderStatus, ReaderTracker};
+use crate::reader::{CardSeen, ReaderStatus, ReaderTracker, RecentCards};
 
 /// How often the edge pings the reconciler, and how long a ping may take.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
@@ -22,6 +22,8 @@ const TICK_EVERY: Duration = Duration::from_millis(200);
 pub struct ModeHandle {
     machine: Arc<Mutex<ModeMachine>>,
     reader: Arc<Mutex<ReaderTracker>>,
+    /// The last few card checks at the readers, for the check page.
+    cards: Arc<Mutex<RecentCards>>,
     started: Instant,
     tx: Arc<watch::Sender<Mode>>,
 }
@@ -34,6 +36,7 @@ impl ModeHandle {
         ModeHandle {
             machine: Arc::new(Mutex::new(machine)),
             reader: Arc::new(Mutex::new(ReaderTracker::new(reader_timeout, readers, 0))),
+            cards: Arc::new(Mutex::new(RecentCards::default())),
             started: Instant::now(),
             tx: Arc::new(tx),
         }
@@ -70,6 +73,22 @@ impl ModeHandle {
     /// Every card reader (configured or seen), by id.
     pub fn readers(&self) -> Vec<ReaderStatus> {
         self.reader().snapshot(self.now_ms())
+    }
+
+    /// A card checked at a reader (for the check page's list).
+    pub fn card_seen(&self, card: CardSeen) {
+        self.cards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(card);
+    }
+
+    /// The last few card checks at the readers, newest first.
+    pub fn recent_cards(&self) -> Vec<CardSeen> {
+        self.cards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latest_first()
     }
 
     /// Time passes, for the machine and the readers.

@@ -9,10 +9,11 @@
 //! configured reader because it has not spoken yet, and never hold personal data (a reader's id
 //! and its own fault text only).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use onshi_model::{CheckSubject, ErrorCode, FieldError};
+use chrono::{DateTime, Utc};
+use onshi_model::{CheckSubject, ErrorCode, FieldError, Validity};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -268,6 +269,40 @@ impl ReaderSummary {
     }
 }
 
+/// How many card checks at the readers the check page lists.
+pub const RECENT_CARDS: usize = 5;
+
+/// One card check at a reader, as the check page lists it: no name, no card number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSeen {
+    pub at: DateTime<Utc>,
+    pub reader_id: String,
+    pub verified: Verified,
+    pub validity: Validity,
+    pub check_id: String,
+}
+
+/// The last [`RECENT_CARDS`] card checks at the readers, newest last. In memory only: the
+/// journal holds every check; this is what the counter glances at, not a record.
+#[derive(Debug, Default)]
+pub struct RecentCards {
+    seen: VecDeque<CardSeen>,
+}
+
+impl RecentCards {
+    pub fn note(&mut self, card: CardSeen) {
+        if self.seen.len() == RECENT_CARDS {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(card);
+    }
+
+    /// Newest first.
+    pub fn latest_first(&self) -> Vec<CardSeen> {
+        self.seen.iter().rev().cloned().collect()
+    }
+}
+
 /// How the card holder was verified before the card was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -391,6 +426,32 @@ mod tests {
         ModeEvent::ReaderUp {
             reader: reader.into(),
         }
+    }
+
+    #[test]
+    fn the_recent_cards_are_the_last_few_newest_first() {
+        let mut r = RecentCards::default();
+        let card = |i: usize| CardSeen {
+            at: DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap_or_default(),
+            reader_id: format!("R{}", i % 2),
+            verified: if i.is_multiple_of(2) {
+                Verified::Face
+            } else {
+                Verified::Pin
+            },
+            validity: Validity::Valid,
+            check_id: format!("c{i}"),
+        };
+        assert_eq!(r.latest_first(), vec![]);
+        for i in 0..RECENT_CARDS + 2 {
+            r.note(card(i));
+        }
+        let ids: Vec<String> = r.latest_first().into_iter().map(|c| c.check_id).collect();
+        let want: Vec<String> = (2..RECENT_CARDS + 2)
+            .rev()
+            .map(|i| format!("c{i}"))
+            .collect();
+        assert_eq!(ids, want);
     }
 
     #[test]

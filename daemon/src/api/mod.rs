@@ -41,6 +41,7 @@ pub use self::auth::Caller;
 pub use self::batch::MAX_BATCH_ITEMS;
 pub use self::checks::{record_json, request_json};
 pub use self::outage::MAX_OUTAGE_REASON_CHARS;
+pub(crate) use self::outage::{ask_centre, declaration};
 use crate::auth::{Authenticator, Role};
 use crate::gate::{Gate, GateError};
 use crate::idempotency::{Created, IdempotencyStore, Lookup};

@@ -56,7 +56,25 @@ pub(super) async fn post_outage(
     body: Bytes,
 ) -> Result<axum::Json<OutageAnswer>, ApiError> {
     let v = parse_body(&body)?;
-    let f = Fields::root(&v)?;
+    let (active, reason) = declaration(&v)?;
+    let (state, note) = ask_centre(&gate, active, reason)
+        .await
+        .map_err(unavailable)?;
+    audit.note(&caller, AuditAction::OutageRequest, Vec::new())?;
+    gate.journal.set_outage(&state).await.map_err(unavailable)?;
+    tracing::warn!(
+        active,
+        central = state.central,
+        "outage {}",
+        if active { "declared" } else { "ended" }
+    );
+    Ok(axum::Json(OutageAnswer::of(&state, Some(note))))
+}
+
+/// `{"active", "reason"}` read and checked (the reason required to declare, one line of at most
+/// [`MAX_OUTAGE_REASON_CHARS`]): shared with the admin page's form, refused for the same reasons.
+pub(crate) fn declaration(v: &Value) -> Result<(bool, String), FieldError> {
+    let f = Fields::root(v)?;
     f.deny_unknown(&["active", "reason"])?;
     let active = match v.get("active") {
         Some(Value::Bool(b)) => *b,
@@ -65,16 +83,14 @@ pub(super) async fn post_outage(
                 "active",
                 ErrorCode::MissingField,
                 "active: is required (true declares an outage, false ends it)",
-            )
-            .into());
+            ));
         }
         Some(_) => {
             return Err(FieldError::new(
                 "active",
                 ErrorCode::WrongType,
                 "active: must be true or false",
-            )
-            .into());
+            ));
         }
     };
     let reason =
@@ -84,10 +100,20 @@ pub(super) async fn post_outage(
             "reason",
             ErrorCode::MissingField,
             "reason: say why (e.g. \"card reader broken\"); it is logged centrally",
-        )
-        .into());
+        ));
     }
-    let previous = gate.journal.outage().map_err(unavailable)?;
+    Ok((active, reason))
+}
+
+/// Declares (or ends) the outage at the reconciler when the link is up: the state to record here
+/// and, when the centre did not record it, why. Nothing is written: the caller logs the request
+/// and then records the state (`Journal::set_outage`). Shared with the admin page.
+pub(crate) async fn ask_centre(
+    gate: &Gate,
+    active: bool,
+    reason: String,
+) -> Result<(OutageState, Option<String>), crate::journal::JournalError> {
+    let previous = gate.journal.outage()?;
     let since = previous
         .as_ref()
         .filter(|o| o.active && active)
@@ -118,15 +144,7 @@ pub(super) async fn post_outage(
             ))
         }
     }
-    audit.note(&caller, AuditAction::OutageRequest, Vec::new())?;
-    gate.journal.set_outage(&state).await.map_err(unavailable)?;
-    tracing::warn!(
-        active,
-        central = state.central,
-        "outage {}",
-        if active { "declared" } else { "ended" }
-    );
-    Ok(axum::Json(OutageAnswer::of(&state, Some(note))))
+    Ok((state, note))
 }
 
 pub(super) async fn get_outage(

@@ -148,6 +148,16 @@ pub(super) async fn post_reader_card(
     };
     let (record, face_file) = record;
     logged.into_inner().unwrap_or_else(|p| p.into_inner())?;
+    if let Some(card) = &record.card {
+        // For the check page's "recent card checks" (no name: ids, verification, validity).
+        app.gate.mode.card_seen(crate::reader::CardSeen {
+            at: record.created_at,
+            reader_id: reader_id.clone(),
+            verified: card.verified,
+            validity: record.validity,
+            check_id: record.check_id.clone(),
+        });
+    }
     let mut a = answer_json(&record);
     if let Some(f) = face_file {
         a["face_file"] = json!(f);

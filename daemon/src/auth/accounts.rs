@@ -578,6 +578,11 @@ impl Accounts {
         }
     }
 
+    /// The accounts file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The file as it is now: the loaded copy if the file has not changed since, else a fresh
     /// load. An unreadable or invalid file is an error (the caller refuses everyone) and is tried
     /// again at the next call.

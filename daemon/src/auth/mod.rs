@@ -383,6 +383,12 @@ impl Authenticator {
             .end(cookie)
     }
 
+    /// The accounts file's folder, for changes made from the admin pages (under the CLI's lock).
+    pub fn accounts_dir(&self) -> AccountsDir {
+        let file = self.inner.accounts.path();
+        AccountsDir::new(file.parent().unwrap_or(file))
+    }
+
     /// The session idle time (for the cookie's attributes and the page).
     pub fn session_settings(&self) -> SessionSettings {
         self.inner

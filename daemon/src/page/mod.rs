@@ -16,7 +16,9 @@
 // per request and returned straight out: boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod assets;
+mod cards;
 mod form;
 mod views;
 mod words;
@@ -76,6 +78,18 @@ pub fn router(state: PageState) -> Router {
         .route("/worklist/{id}/close", post(post_close))
         .route("/procedure", get(get_procedure))
         .route("/page/banner", get(get_banner))
+        .route("/page/cards", get(cards::get_cards))
+        // The admin pages (admin role only): users and tokens, the access log, disaster mode.
+        .route("/admin/accounts", get(admin::get_accounts))
+        .route("/admin/users", post(admin::post_user))
+        .route("/admin/users/{name}/disable", post(admin::post_disable))
+        .route("/admin/tokens", post(admin::post_token))
+        .route("/admin/tokens/{name}/revoke", post(admin::post_revoke))
+        .route("/admin/audit", get(admin::get_audit))
+        .route(
+            "/admin/outage",
+            get(admin::get_outage).post(admin::post_outage),
+        )
         .route("/assets/page.css", get(assets::css))
         .route("/assets/page.js", get(assets::js))
         .with_state(Arc::new(state))
@@ -433,7 +447,10 @@ async fn get_check(State(st): Shared, headers: HeaderMap, peer: Peer) -> Respons
         Ok(s) => s,
         Err(r) => return r,
     };
-    let body = views::check_form(&Prefill::new(), None, &staff.csrf);
+    let body = maud::html! {
+        (views::check_form(&Prefill::new(), None, &staff.csrf))
+        (st.recent_cards())
+    };
     st.page(&staff, "check", CHECK_TITLE, body)
 }
 
@@ -479,6 +496,7 @@ async fn check(
         (views::check_answer(&record))
         h2 { "次の照会" }
         (views::check_form(&Prefill::new(), None, &staff.csrf))
+        (st.recent_cards())
     };
     Ok(st.page(&staff, "check", CHECK_TITLE, body))
 }

@@ -25,7 +25,8 @@ pub(crate) struct Chrome<'a> {
     pub role: &'a str,
     pub csrf: &'a str,
     pub banner: Markup,
-    /// The navigation entry to mark (`check`, `search`, `declare`, `worklist`).
+    /// The navigation entry to mark (`check`, `search`, `declare`, `worklist`, and for admins
+    /// `admin`, `audit`, `outage`).
     pub active: &'a str,
 }
 
@@ -74,6 +75,13 @@ pub(crate) fn layout(title: &str, c: &Chrome<'_>, body: Markup) -> Markup {
         ("worklist", "/worklist", "作業リスト"),
         ("procedure", "/procedure", "障害時の手順"),
     ];
+    // The admin pages, shown to admins only (the pages refuse anyone else with a 403).
+    let admin_nav = [
+        ("admin", "/admin/accounts", "ユーザーとトークン"),
+        ("audit", "/admin/audit", "アクセスログ"),
+        ("outage", "/admin/outage", "災害時モード"),
+    ];
+    let is_admin = c.role == "admin";
     html! {
         (DOCTYPE)
         html lang="ja" {
@@ -83,6 +91,11 @@ pub(crate) fn layout(title: &str, c: &Chrome<'_>, body: Markup) -> Markup {
                     nav {
                         @for (key, href, label) in nav {
                             a href=(href) aria-current=[(key == c.active).then_some("page")] { (label) }
+                        }
+                        @if is_admin {
+                            @for (key, href, label) in admin_nav {
+                                a.admin href=(href) aria-current=[(key == c.active).then_some("page")] { (label) }
+                            }
                         }
                     }
                     div.who {
