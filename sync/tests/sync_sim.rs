@@ -1012,9 +1012,36 @@ fn messages_round_trip_behind_a_version_tag() {
     ];
     for m in msgs {
         let bytes = m.encode().unwrap();
-        assert_eq!(bytes[0], 0, "version tag V1 first");
+        // V2 since issue 15 (records carry staff's choice and the settlement revision).
+        assert_eq!(bytes[0], 1, "version tag V2 first");
         assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
     }
+    // A batch from a peer not yet upgraded (V1 records) is still read.
+    #[derive(serde::Serialize)]
+    enum OldWire {
+        V1(OldMessage),
+    }
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldMessage {
+        Hello,
+        Batch {
+            batch_id: u64,
+            records: Vec<onshi_sync::crdt::JournalRecordV1>,
+        },
+    }
+    let old = postcard::to_allocvec(&OldWire::V1(OldMessage::Batch {
+        batch_id: 1,
+        records: j.iter().map(JournalRecord::to_v1).collect(),
+    }))
+    .unwrap();
+    assert_eq!(
+        SyncMessage::decode(&old).unwrap(),
+        SyncMessage::Batch {
+            batch_id: 1,
+            records: j.iter().cloned().collect(),
+        }
+    );
     assert!(SyncMessage::decode(&[9, 1, 2]).is_err());
 }
 
