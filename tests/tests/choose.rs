@@ -4,12 +4,19 @@
 //! (`POST /v1/queue/{id}/choose`); the choice is journalled, synced, and the reconciler settles
 //! again against the chosen person's qualification on the service date; the new settlement comes
 //! back to the worklist. Bad choices are refused with the field named, and the choice is in the
-//! access log with the person id.
+//! access log with the person id. The same in headless Chromium: the worklist's choice form.
+
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
 use onshi_tests::{
-    Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, assert_error, wait_until,
+    Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, assert_error, edge_bin,
+    wait_until,
 };
 use serde_json::{Value, json};
 
@@ -33,11 +40,16 @@ fn wait_settlement(edge: &Edge, id: &str, what: &str, pred: impl Fn(&Value) -> b
     .unwrap_or_else(|| panic!("no {what} settlement for {id}: {}", edge.queue()))
 }
 
-#[test]
-fn staff_choose_among_namesakes_and_the_reconciler_settles_against_the_chosen_person() {
-    let t = TestDir::new("choose");
+const PASSWORD: &str = "reception counter 1";
+
+/// A reconciler whose registry holds a valid insured person `a` and a namesake `b` (same name,
+/// reading, birth date and sex; another person under another insurer); an edge of facility A with
+/// a reception user `uketsuke`; and a provisional record made in an outage (reconciler SIGKILLed),
+/// declared without address or insurer so that nothing tells the two apart. The reconciler is
+/// back when this returns: `(reconciler, edge, a, b, record id)`.
+fn namesakes(t: &TestDir) -> (Reconciler, Edge, Value, Value, String) {
     let pki = Pki::init(&t.join("pki"), &[FACILITY_A]);
-    let reg = Registry::standard(&t);
+    let reg = Registry::standard(t);
     let data = t.join("reconciler");
     reg.import(&data);
 
@@ -77,12 +89,13 @@ fn staff_choose_among_namesakes_and_the_reconciler_settles_against_the_chosen_pe
     std::fs::write(&extra.path, format!("{b}\n")).expect("write the namesake's line");
     extra.import(&data);
 
-    let rec = Reconciler::start(&t, &data, &pki);
-    let edge = Edge::start(
-        &t,
-        EdgeOpts::new(FACILITY_A, &t.join("edge-a"), &pki, rec.addr),
-    );
+    let mut rec = Reconciler::start(t, &data, &pki);
+    let edge_data = t.join("edge-a");
+    add_user(&edge_data, "uketsuke", "reception");
+    let edge = Edge::start(t, EdgeOpts::new(FACILITY_A, &edge_data, &pki, rec.addr));
     edge.wait_online();
+    rec.kill9();
+    edge.wait_mode("offline", Duration::from_secs(10));
 
     // Declared without address or insurer: nothing tells the two apart.
     let declared = json!({"name": a["name"], "name_kana": a["name_kana"], "birth_date": a["birth_date"],
@@ -105,6 +118,15 @@ fn staff_choose_among_namesakes_and_the_reconciler_settles_against_the_chosen_pe
         Some("id"),
     );
 
+    let rec = rec.restart(t);
+    edge.wait_online();
+    (rec, edge, a, b, id)
+}
+
+#[test]
+fn staff_choose_among_namesakes_and_the_reconciler_settles_against_the_chosen_person() {
+    let t = TestDir::new("choose");
+    let (_rec, edge, a, b, id) = namesakes(&t);
     let item = wait_settlement(&edge, &id, "ambiguous", |s| s["kind"] == "ambiguous");
     let candidates: Vec<&Value> = item["settlement"]["candidates"]
         .as_array()
@@ -207,4 +229,107 @@ fn staff_choose_among_namesakes_and_the_reconciler_settles_against_the_chosen_pe
         "{}",
         log.text
     );
+}
+
+/// `onshi-edge user add NAME --role ROLE --password-stdin --data DIR`.
+fn add_user(data: &std::path::Path, name: &str, role: &str) {
+    let mut child = Command::new(edge_bin())
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data",
+        ])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting onshi-edge user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(PASSWORD.as_bytes())
+        .expect("writing the password");
+    let out = child.wait_with_output().expect("user add");
+    assert!(
+        out.status.success(),
+        "user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_worklist_offers_each_candidate_and_shows_the_settlement_against_the_chosen_one() {
+    let t = TestDir::new("choose-page");
+    let (_rec, edge, a, b, id) = namesakes(&t);
+    wait_settlement(&edge, &id, "ambiguous", |s| s["kind"] == "ambiguous");
+    let base = format!("http://{}", edge.http_addr);
+    let br = webdriver::Driver::start(t.path()).browser();
+    br.goto(&format!("{base}/login"));
+    br.fill("input[name='user']", "uketsuke");
+    br.fill(
+        "input[name='password']",
+        &format!("{PASSWORD}{}", webdriver::ENTER),
+    );
+    br.find("#banner");
+
+    // The row says to choose, with one form per candidate, each with the CSRF token.
+    br.goto(&format!("{base}/worklist"));
+    let row = format!("tr.item[data-id='{id}']");
+    let r = br.find(&row);
+    assert_eq!(br.attr(&r, "data-settlement").as_deref(), Some("ambiguous"));
+    assert!(
+        br.text(&r).contains("候補から本人を選んでください"),
+        "{}",
+        br.text(&r)
+    );
+    let pa = a["person_id"].as_str().unwrap_or_default();
+    let pb = b["person_id"].as_str().unwrap_or_default();
+    for p in [pa, pb] {
+        let f = br.find(&format!("{row} li[data-person-id='{p}'] form"));
+        assert!(
+            br.attr(&f, "action")
+                .is_some_and(|a| a.ends_with(&format!("/worklist/{id}/choose"))),
+            "{:?}",
+            br.attr(&f, "action")
+        );
+        let csrf = br.find(&format!(
+            "{row} li[data-person-id='{p}'] input[name='csrf']"
+        ));
+        assert!(br.attr(&csrf, "value").is_some_and(|v| !v.is_empty()));
+    }
+
+    // Choose the namesake: the reconciler settles again against her; the row says it in words.
+    br.click(&format!(
+        "{row} li[data-person-id='{pb}'] button[type='submit']"
+    ));
+    let settled = webdriver::wait(Duration::from_secs(30), || {
+        let _ = edge.post("/v1/sync-now", &json!({}));
+        br.goto(&format!("{base}/worklist"));
+        let r = br.find(&row);
+        (br.attr(&r, "data-settlement").as_deref() == Some("confirmed")).then_some(r)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no settlement against the chosen person; page:\n{}",
+            br.source()
+        )
+    });
+    assert!(br.text(&settled).contains("確定"), "{}", br.text(&settled));
+    assert!(
+        br.try_find(&format!("{row} li[data-person-id]")).is_none(),
+        "no choice is offered once settled again: {}",
+        br.text(&settled)
+    );
+    let item = queue_item(&edge, &id);
+    assert_eq!(
+        item["settlement"]["qualification"]["person_id"], b["person_id"],
+        "{item}"
+    );
+    assert_eq!(item["choice"]["by"], "uketsuke", "{item}");
 }
