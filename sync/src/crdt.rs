@@ -302,6 +302,34 @@ pub struct JournalRecordV1 {
     versions: Versions,
 }
 
+/// A record in the V1 layout, borrowed: what is sent and stored while the record uses nothing
+/// of issue 15, so that peers and binaries not yet upgraded keep reading it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct JournalRecordV1Ref<'a> {
+    id: &'a RecordId,
+    facts: &'a RecordFacts,
+    state: &'a RecordState,
+    quarantine: &'a Option<Quarantine>,
+    settlement: &'a Option<Settlement>,
+    versions: &'a Versions,
+}
+
+impl JournalRecord {
+    /// The record in the V1 layout, when it has no choice and no settlement revision.
+    pub fn as_v1(&self) -> Option<JournalRecordV1Ref<'_>> {
+        (self.choice.is_none() && self.revision == 0 && self.settled_choice.is_none()).then_some(
+            JournalRecordV1Ref {
+                id: &self.id,
+                facts: &self.facts,
+                state: &self.state,
+                quarantine: &self.quarantine,
+                settlement: &self.settlement,
+                versions: &self.versions,
+            },
+        )
+    }
+}
+
 impl From<JournalRecordV1> for JournalRecord {
     fn from(r: JournalRecordV1) -> Self {
         JournalRecord {
@@ -820,7 +848,8 @@ impl CvRDT for Journal {
 // ---------------------------------------------------------------------------------------------
 
 /// A record as stored on disk: postcard behind a version tag, never JSON. V1 records (before the
-/// choice and the settlement revision) still load, as revision 0 without a choice.
+/// choice and the settlement revision) still load, as revision 0 without a choice; a record that
+/// uses neither is still written as V1.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum StoredRecord {
     V1(JournalRecordV1),
@@ -849,11 +878,14 @@ impl JournalRecord {
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         enum Ref<'a> {
-            #[allow(dead_code)]
-            V1(()),
+            V1(JournalRecordV1Ref<'a>),
             V2(&'a JournalRecord),
         }
-        postcard::to_allocvec(&Ref::V2(self))
+        // V1 while the record uses nothing newer: a binary not yet upgraded still reads it.
+        match self.as_v1() {
+            Some(v1) => postcard::to_allocvec(&Ref::V1(v1)),
+            None => postcard::to_allocvec(&Ref::V2(self)),
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -883,11 +915,18 @@ impl Journal {
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         enum Ref<'a> {
-            #[allow(dead_code)]
-            V1(()),
+            V1(BTreeMap<&'a RecordId, JournalRecordV1Ref<'a>>),
             V2(&'a Journal),
         }
-        postcard::to_allocvec(&Ref::V2(self))
+        let v1: Option<BTreeMap<_, _>> = self
+            .records
+            .iter()
+            .map(|(k, r)| r.as_v1().map(|v| (k, v)))
+            .collect();
+        match v1 {
+            Some(v1) => postcard::to_allocvec(&Ref::V1(v1)),
+            None => postcard::to_allocvec(&Ref::V2(self)),
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {

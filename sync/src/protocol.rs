@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::crdt::{
-    Actor, CONFLICTING_FACTS, InvalidRecord, Journal, JournalRecord, JournalRecordV1, RecordId,
-    Versions,
+    Actor, CONFLICTING_FACTS, InvalidRecord, Journal, JournalRecord, JournalRecordV1,
+    JournalRecordV1Ref, RecordId, Versions,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -69,12 +69,68 @@ pub struct Rejection {
 }
 
 // V2 (issue 15): records carry staff's choice and the settlement revision. A V1 message from a peer
-// not yet upgraded is still read (its records as revision 0 without a choice); this side sends V2.
+// not yet upgraded is still read (its records as revision 0 without a choice), and a message whose
+// records use neither is still sent as V1, so that such a peer keeps syncing until staff choose.
 #[derive(Serialize)]
 enum WireRef<'a> {
-    #[allow(dead_code)]
-    V1(()),
+    V1(SyncMessageV1Ref<'a>),
     V2(&'a SyncMessage),
+}
+
+/// [`SyncMessage`] in the V1 layout, borrowed (only a batch differs).
+#[derive(Serialize)]
+enum SyncMessageV1Ref<'a> {
+    Hello {
+        facility: &'a FacilityCode,
+        seen_yours: &'a bool,
+        have: &'a Summary,
+    },
+    Batch {
+        batch_id: &'a u64,
+        records: Vec<JournalRecordV1Ref<'a>>,
+    },
+    Ack {
+        batch_id: &'a u64,
+        acked: &'a Vec<(RecordId, Versions)>,
+        rejected: &'a Vec<Rejection>,
+    },
+    SlowDown {
+        delay_ms: &'a u64,
+    },
+}
+
+impl SyncMessage {
+    /// The message in the V1 layout, when every record it carries fits it.
+    fn as_v1(&self) -> Option<SyncMessageV1Ref<'_>> {
+        Some(match self {
+            SyncMessage::Hello {
+                facility,
+                seen_yours,
+                have,
+            } => SyncMessageV1Ref::Hello {
+                facility,
+                seen_yours,
+                have,
+            },
+            SyncMessage::Batch { batch_id, records } => SyncMessageV1Ref::Batch {
+                batch_id,
+                records: records
+                    .iter()
+                    .map(JournalRecord::as_v1)
+                    .collect::<Option<_>>()?,
+            },
+            SyncMessage::Ack {
+                batch_id,
+                acked,
+                rejected,
+            } => SyncMessageV1Ref::Ack {
+                batch_id,
+                acked,
+                rejected,
+            },
+            SyncMessage::SlowDown { delay_ms } => SyncMessageV1Ref::SlowDown { delay_ms },
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -142,7 +198,10 @@ pub struct DecodeError(#[from] postcard::Error);
 
 impl SyncMessage {
     pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(&WireRef::V2(self))
+        match self.as_v1() {
+            Some(v1) => postcard::to_allocvec(&WireRef::V1(v1)),
+            None => postcard::to_allocvec(&WireRef::V2(self)),
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {

@@ -1012,8 +1012,9 @@ fn messages_round_trip_behind_a_version_tag() {
     ];
     for m in msgs {
         let bytes = m.encode().unwrap();
-        // V2 since issue 15 (records carry staff's choice and the settlement revision).
-        assert_eq!(bytes[0], 1, "version tag V2 first");
+        // V1 while no record uses staff's choice or a settlement revision (issue 15), so that
+        // peers not yet upgraded keep reading it.
+        assert_eq!(bytes[0], 0, "version tag V1 first");
         assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
     }
     // A batch from a peer not yet upgraded (V1 records) is still read.
@@ -1255,4 +1256,48 @@ fn a_second_choice_racing_the_settlement_of_the_first_is_taken_not_refused() {
     assert!(e.quarantine().is_none(), "{:?}", e.quarantine());
     assert_eq!(e.settlement_revision(), 1);
     assert_eq!(e.choice().unwrap().person_id.as_str(), "P2");
+}
+
+/// A batch carrying staff's choice is sent as V2 and read back whole.
+#[test]
+fn a_batch_with_a_choice_travels_as_v2() {
+    let facility = FacilityCode::parse(FACILITY).unwrap();
+    let id = RecordId::new(facility, NODE, 1);
+    let p = onshi_model::PersonId::parse("P1").unwrap();
+    let mut r = JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap();
+    let mut amb = settlement_for(&id, 0);
+    amb.kind = SettlementKind::Ambiguous;
+    amb.candidates = vec![onshi_model::record::SettlementCandidate {
+        person_id: p.clone(),
+        score: 1.0,
+        qualification: onshi_model::Qualification::from_registry_value(&serde_json::json!({
+            "person_id": "P1", "card_id": null, "insurer_number": "06130017",
+            "insurer_name": "霞が関健康保険組合", "card_class": "01", "symbol": "123", "number": "4567",
+            "branch": "01", "relationship": "insured", "name": "患者　1", "name_kana": "カンジャ",
+            "sex": "female", "birth_date": "1951-04-01", "address": "東京都", "postal_code": null,
+            "acquired_on": "2020-04-01", "lost_on": null, "loss_reason": null, "share_percent": 30}))
+        .unwrap(),
+    }];
+    r.settle(Actor::Reconciler, amb).unwrap();
+    let plain = SyncMessage::Batch {
+        batch_id: 1,
+        records: vec![r.clone()],
+    };
+    assert_eq!(plain.encode().unwrap()[0], 0, "nothing new: V1");
+    r.choose(
+        Actor::Edge,
+        Choice {
+            at: at(1000),
+            by: "uketsuke".into(),
+            person_id: p,
+        },
+    )
+    .unwrap();
+    let m = SyncMessage::Batch {
+        batch_id: 2,
+        records: vec![r],
+    };
+    let bytes = m.encode().unwrap();
+    assert_eq!(bytes[0], 1, "a choice: V2");
+    assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
 }
