@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::journal::{CheckState, Journal, JournalError};
 use crate::provisional::{ProvisionalRecord, RecordState};
 use onshi_model::record::Settlement;
-use onshi_sync::crdt::{JournalRecord, RecordFacts, RecordId};
+use onshi_sync::crdt::{Choice, JournalRecord, RecordFacts, RecordId};
 
 /// Limits that raise a warning when passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,10 @@ pub struct QueueItem {
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement: Option<Value>,
+    /// Staff's choice of person under an `ambiguous` settlement, until (and after) the
+    /// reconciler settles again against it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<Choice>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -303,6 +307,7 @@ pub fn summary(
                 collected_yen: None,
                 last_error: r.last_error,
                 settlement: None,
+                choice: None,
             });
         }
     }
@@ -345,6 +350,7 @@ pub fn summary(
                 .as_ref()
                 .and_then(|s| s.settlement())
                 .map(settlement_json),
+            choice: synced.as_ref().and_then(|s| s.choice().cloned()),
         });
     }
     items.sort_by(|a, b| {
@@ -411,6 +417,7 @@ pub fn sync_item_json(r: &JournalRecord) -> Value {
         "collected_yen": collected,
         "settlement": r.settlement().map(settlement_json),
         "last_error": r.quarantine().map(|q| q.reason.clone()),
+        "choice": r.choice(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The facility's journal as a state-based CRDT (a join-semilattice): a map from record id to
 //! record, each record's facts written once by its creator, a lifecycle that only moves forward,
-//! a quarantine that once set stays set, and a settlement only the reconciler writes.
+//! a quarantine that once set stays set, and a settlement only the reconciler writes. Under an
+//! `ambiguous` settlement the edge records staff's [`Choice`] of person; the reconciler then
+//! settles again against that person, under a higher settlement revision (issue 15).
 //!
 //! Laws (checked by `tests/crdt_laws.rs`): for journals or records `a`, `b`, `c` of the same id,
 //! `merge` is commutative (`a ⊔ b = b ⊔ a`), associative (`(a ⊔ b) ⊔ c = a ⊔ (b ⊔ c)`) and
@@ -16,8 +18,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use crdts::CvRDT;
+use onshi_model::record::SettlementKind;
 use onshi_model::record::{ProvisionalRecord, RecordState, Settlement};
-use onshi_model::{CheckRequest, FacilityCode, Source, Validity};
+use onshi_model::{CheckRequest, FacilityCode, PersonId, Source, Validity};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -253,6 +256,19 @@ impl CvRDT for Versions {
     }
 }
 
+/// Staff's choice of the person an `ambiguous` settlement is about. Written by the edge only.
+///
+/// Merge: last writer wins by (`at`, `by`, `person_id`) — a total order, so the join is a max and
+/// keeps the laws. Last rather than first writer: staff may correct a wrong pick while the record
+/// is still ambiguous, and the only writer is one edge whose clock orders its own writes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Choice {
+    pub at: DateTime<Utc>,
+    /// The staff member (user or token name) who chose.
+    pub by: String,
+    pub person_id: PersonId,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The record
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +282,68 @@ pub struct JournalRecord {
     quarantine: Option<Quarantine>,
     settlement: Option<Settlement>,
     versions: Versions,
+    /// Staff's choice under an `ambiguous` settlement (last writer wins).
+    choice: Option<Choice>,
+    /// The settlement's revision: 0 for the first verdict, one more for each settlement again
+    /// against a choice. The higher revision wins a merge, with `settled_choice`.
+    revision: u32,
+    /// The choice the current settlement was made against (`None` for the first verdict).
+    settled_choice: Option<Choice>,
+}
+
+/// The record as stored and sent before issue 15 (no choice, no settlement revision).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecordV1 {
+    id: RecordId,
+    facts: RecordFacts,
+    state: RecordState,
+    quarantine: Option<Quarantine>,
+    settlement: Option<Settlement>,
+    versions: Versions,
+}
+
+/// A record in the V1 layout, borrowed: what is sent and stored while the record uses nothing
+/// of issue 15, so that peers and binaries not yet upgraded keep reading it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct JournalRecordV1Ref<'a> {
+    id: &'a RecordId,
+    facts: &'a RecordFacts,
+    state: &'a RecordState,
+    quarantine: &'a Option<Quarantine>,
+    settlement: &'a Option<Settlement>,
+    versions: &'a Versions,
+}
+
+impl JournalRecord {
+    /// The record in the V1 layout, when it has no choice and no settlement revision.
+    pub fn as_v1(&self) -> Option<JournalRecordV1Ref<'_>> {
+        (self.choice.is_none() && self.revision == 0 && self.settled_choice.is_none()).then_some(
+            JournalRecordV1Ref {
+                id: &self.id,
+                facts: &self.facts,
+                state: &self.state,
+                quarantine: &self.quarantine,
+                settlement: &self.settlement,
+                versions: &self.versions,
+            },
+        )
+    }
+}
+
+impl From<JournalRecordV1> for JournalRecord {
+    fn from(r: JournalRecordV1) -> Self {
+        JournalRecord {
+            id: r.id,
+            facts: r.facts,
+            state: r.state,
+            quarantine: r.quarantine,
+            settlement: r.settlement,
+            versions: r.versions,
+            choice: None,
+            revision: 0,
+            settled_choice: None,
+        }
+    }
 }
 
 /// Why a record cannot be created.
@@ -288,6 +366,18 @@ pub enum WriteError {
     CloseUnsettled { id: RecordId },
     #[error("record {id}: quarantine reason is empty")]
     EmptyReason { id: RecordId },
+    #[error("record {id}: only the edge records staff's choice")]
+    ChooseByReconciler { id: RecordId },
+    #[error("record {id}: only the reconciler settles again")]
+    ResettleByEdge { id: RecordId },
+    #[error("record {id}: the settlement is not ambiguous; there is no person to choose")]
+    NotAmbiguous { id: RecordId },
+    #[error("record {id}: person {person} is not among the settlement's candidates")]
+    NotACandidate { id: RecordId, person: PersonId },
+    #[error("record {id}: already closed")]
+    ChooseClosed { id: RecordId },
+    #[error("record {id}: no choice to settle again against, or already settled against it")]
+    NothingToResettle { id: RecordId },
 }
 
 /// Why a stored or received record breaks the record's invariants.
@@ -301,6 +391,8 @@ pub enum InvalidRecord {
     UnversionedSettlement { id: RecordId },
     #[error("record {id}: no edge version (the creator's write is version 1)")]
     NoEdgeVersion { id: RecordId },
+    #[error("record {id}: settlement revision {revision} without a settlement")]
+    RevisionWithoutSettlement { id: RecordId, revision: u32 },
 }
 
 impl JournalRecord {
@@ -329,6 +421,9 @@ impl JournalRecord {
                 edge: 1,
                 reconciler: 0,
             },
+            choice: None,
+            revision: 0,
+            settled_choice: None,
         })
     }
 
@@ -354,6 +449,31 @@ impl JournalRecord {
 
     pub fn versions(&self) -> Versions {
         self.versions
+    }
+
+    /// Staff's choice of person, if any.
+    pub fn choice(&self) -> Option<&Choice> {
+        self.choice.as_ref()
+    }
+
+    /// The settlement's revision (0: the first verdict).
+    pub fn settlement_revision(&self) -> u32 {
+        self.revision
+    }
+
+    /// The choice the current settlement was made against.
+    pub fn settled_choice(&self) -> Option<&Choice> {
+        self.settled_choice.as_ref()
+    }
+
+    /// Whether the reconciler has to settle again: staff chose a person the current settlement
+    /// was not made against, the record is not closed and not set aside.
+    pub fn needs_resettlement(&self) -> bool {
+        self.settlement.is_some()
+            && self.choice.is_some()
+            && self.choice != self.settled_choice
+            && self.state < RecordState::Closed
+            && self.quarantine.is_none()
     }
 
     /// The provisional record as reception sees it, with its lifecycle filled in.
@@ -393,6 +513,12 @@ impl JournalRecord {
                 id: self.id.clone(),
             });
         }
+        if self.revision > 0 && self.settlement.is_none() {
+            return Err(InvalidRecord::RevisionWithoutSettlement {
+                id: self.id.clone(),
+                revision: self.revision,
+            });
+        }
         Ok(())
     }
 
@@ -410,6 +536,73 @@ impl JournalRecord {
             });
         }
         self.settlement = Some(settlement);
+        self.state = self.state.max(RecordState::Settled);
+        self.versions.bump(actor);
+        Ok(())
+    }
+
+    /// Staff chose the person of an `ambiguous` settlement. Edge only; only while the settlement
+    /// is ambiguous, the record is not closed, and the person is one of the candidates. Choosing
+    /// the person already chosen changes nothing (idempotent); choosing another replaces it.
+    /// Returns whether the record changed.
+    pub fn choose(&mut self, actor: Actor, choice: Choice) -> Result<bool, WriteError> {
+        let id = || self.id.clone();
+        if actor != Actor::Edge {
+            return Err(WriteError::ChooseByReconciler { id: id() });
+        }
+        if self.state >= RecordState::Closed {
+            return Err(WriteError::ChooseClosed { id: id() });
+        }
+        let Some(s) = self
+            .settlement
+            .as_ref()
+            .filter(|s| s.kind == SettlementKind::Ambiguous)
+        else {
+            return Err(WriteError::NotAmbiguous { id: id() });
+        };
+        if !s.candidates.iter().any(|c| c.person_id == choice.person_id) {
+            return Err(WriteError::NotACandidate {
+                id: id(),
+                person: choice.person_id,
+            });
+        }
+        if self
+            .choice
+            .as_ref()
+            .is_some_and(|c| c.person_id == choice.person_id)
+        {
+            return Ok(false);
+        }
+        // A choice with an older clock than the one held would lose the merge anyway: keep the
+        // register's order by never writing below it.
+        let choice = match &self.choice {
+            Some(old) if choice <= *old => Choice {
+                at: old.at + chrono::Duration::milliseconds(1),
+                ..choice
+            },
+            _ => choice,
+        };
+        self.choice = Some(choice);
+        self.versions.bump(actor);
+        Ok(true)
+    }
+
+    /// The reconciler's verdict again, against staff's choice: replaces the settlement under the
+    /// next revision. Reconciler only, and only when [`Self::needs_resettlement`].
+    pub fn resettle(&mut self, actor: Actor, settlement: Settlement) -> Result<(), WriteError> {
+        if actor != Actor::Reconciler {
+            return Err(WriteError::ResettleByEdge {
+                id: self.id.clone(),
+            });
+        }
+        if !self.needs_resettlement() {
+            return Err(WriteError::NothingToResettle {
+                id: self.id.clone(),
+            });
+        }
+        self.settlement = Some(settlement);
+        self.settled_choice = self.choice.clone();
+        self.revision += 1;
         self.state = self.state.max(RecordState::Settled);
         self.versions.bump(actor);
         Ok(())
@@ -496,7 +689,30 @@ impl JournalRecord {
         }
         self.state = self.state.max(other.state);
         self.quarantine = join_quarantine(self.quarantine.take(), other.quarantine);
-        self.settlement = join_settlement(self.settlement.take(), other.settlement);
+        // The settlement, its revision and the choice it was made against travel as one register:
+        // the higher revision wins; at equal revisions the old written-once rule picks.
+        match self.revision.cmp(&other.revision) {
+            std::cmp::Ordering::Less => {
+                self.revision = other.revision;
+                self.settlement = other.settlement;
+                self.settled_choice = other.settled_choice;
+            }
+            std::cmp::Ordering::Greater => {}
+            std::cmp::Ordering::Equal => {
+                // One total order on (settlement, settled_choice), so the pick is a join.
+                let take_other = match (&self.settlement, &other.settlement) {
+                    (None, Some(_)) => true,
+                    (Some(a), Some(b)) if a == b => other.settled_choice > self.settled_choice,
+                    (Some(a), Some(b)) => settlement_key(b) < settlement_key(a),
+                    _ => false,
+                };
+                if take_other {
+                    self.settlement = other.settlement;
+                    self.settled_choice = other.settled_choice;
+                }
+            }
+        }
+        self.choice = self.choice.take().max(other.choice);
         self.versions = self.versions.join(&other.versions);
     }
 }
@@ -509,21 +725,11 @@ fn join_quarantine(a: Option<Quarantine>, b: Option<Quarantine>) -> Option<Quara
     }
 }
 
-/// Written once by the reconciler, so two different settlements mean a bug elsewhere; still pick
-/// the same one everywhere: earlier `settled_at`, then the smaller postcard encoding (a settlement
-/// holds no hash maps, so its encoding is stable).
-fn join_settlement(a: Option<Settlement>, b: Option<Settlement>) -> Option<Settlement> {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            if a == b {
-                return Some(a);
-            }
-            let ka = (a.settled_at, postcard::to_allocvec(&a).unwrap_or_default());
-            let kb = (b.settled_at, postcard::to_allocvec(&b).unwrap_or_default());
-            Some(if kb < ka { b } else { a })
-        }
-        (a, b) => a.or(b),
-    }
+/// Within one revision a settlement is written once by the reconciler, so two different ones mean
+/// a bug elsewhere; still pick the same one everywhere: the smaller key (earlier `settled_at`, then
+/// the smaller postcard encoding; a settlement holds no hash maps, so its encoding is stable).
+fn settlement_key(s: &Settlement) -> (DateTime<Utc>, Vec<u8>) {
+    (s.settled_at, postcard::to_allocvec(s).unwrap_or_default())
 }
 
 impl CvRDT for JournalRecord {
@@ -641,16 +847,20 @@ impl CvRDT for Journal {
 // Storage encoding
 // ---------------------------------------------------------------------------------------------
 
-/// A record as stored on disk: postcard behind a version tag, never JSON.
+/// A record as stored on disk: postcard behind a version tag, never JSON. V1 records (before the
+/// choice and the settlement revision) still load, as revision 0 without a choice; a record that
+/// uses neither is still written as V1.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum StoredRecord {
-    V1(JournalRecord),
+    V1(JournalRecordV1),
+    V2(JournalRecord),
 }
 
 /// A whole journal as stored (snapshots, tests).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum StoredJournal {
-    V1(Journal),
+    V1(BTreeMap<RecordId, JournalRecordV1>),
+    V2(Journal),
 }
 
 /// Why stored bytes could not be read back.
@@ -668,15 +878,36 @@ impl JournalRecord {
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         enum Ref<'a> {
-            V1(&'a JournalRecord),
+            V1(JournalRecordV1Ref<'a>),
+            V2(&'a JournalRecord),
         }
-        postcard::to_allocvec(&Ref::V1(self))
+        // V1 while the record uses nothing newer: a binary not yet upgraded still reads it.
+        match self.as_v1() {
+            Some(v1) => postcard::to_allocvec(&Ref::V1(v1)),
+            None => postcard::to_allocvec(&Ref::V2(self)),
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let StoredRecord::V1(r) = postcard::from_bytes(bytes)?;
+        let r = match postcard::from_bytes(bytes)? {
+            StoredRecord::V1(r) => JournalRecord::from(r),
+            StoredRecord::V2(r) => r,
+        };
         r.validate()?;
         Ok(r)
+    }
+
+    /// The record in the pre-issue-15 layout (tests of old stored bytes); drops the choice and
+    /// the revision.
+    pub fn to_v1(&self) -> JournalRecordV1 {
+        JournalRecordV1 {
+            id: self.id.clone(),
+            facts: self.facts.clone(),
+            state: self.state,
+            quarantine: self.quarantine.clone(),
+            settlement: self.settlement.clone(),
+            versions: self.versions,
+        }
     }
 }
 
@@ -684,13 +915,30 @@ impl Journal {
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         enum Ref<'a> {
-            V1(&'a Journal),
+            V1(BTreeMap<&'a RecordId, JournalRecordV1Ref<'a>>),
+            V2(&'a Journal),
         }
-        postcard::to_allocvec(&Ref::V1(self))
+        let v1: Option<BTreeMap<_, _>> = self
+            .records
+            .iter()
+            .map(|(k, r)| r.as_v1().map(|v| (k, v)))
+            .collect();
+        match v1 {
+            Some(v1) => postcard::to_allocvec(&Ref::V1(v1)),
+            None => postcard::to_allocvec(&Ref::V2(self)),
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let StoredJournal::V1(j) = postcard::from_bytes(bytes)?;
+        let j = match postcard::from_bytes(bytes)? {
+            StoredJournal::V1(records) => Journal {
+                records: records
+                    .into_iter()
+                    .map(|(k, r)| (k, JournalRecord::from(r)))
+                    .collect(),
+            },
+            StoredJournal::V2(j) => j,
+        };
         for (k, r) in &j.records {
             if k != &r.id {
                 return Err(DecodeError::WrongKey {

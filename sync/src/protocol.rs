@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::crdt::{
-    Actor, CONFLICTING_FACTS, InvalidRecord, Journal, JournalRecord, RecordId, Versions,
+    Actor, CONFLICTING_FACTS, InvalidRecord, Journal, JournalRecord, JournalRecordV1,
+    JournalRecordV1Ref, RecordId, Versions,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -67,14 +68,127 @@ pub struct Rejection {
     pub reason: String,
 }
 
+// V2 (issue 15): records carry staff's choice and the settlement revision. A V1 message from a peer
+// not yet upgraded is still read (its records as revision 0 without a choice), and a message whose
+// records use neither is still sent as V1, so that such a peer keeps syncing until staff choose.
 #[derive(Serialize)]
 enum WireRef<'a> {
-    V1(&'a SyncMessage),
+    V1(SyncMessageV1Ref<'a>),
+    V2(&'a SyncMessage),
+}
+
+/// [`SyncMessage`] in the V1 layout, borrowed (only a batch differs).
+#[derive(Serialize)]
+enum SyncMessageV1Ref<'a> {
+    Hello {
+        facility: &'a FacilityCode,
+        seen_yours: &'a bool,
+        have: &'a Summary,
+    },
+    Batch {
+        batch_id: &'a u64,
+        records: Vec<JournalRecordV1Ref<'a>>,
+    },
+    Ack {
+        batch_id: &'a u64,
+        acked: &'a Vec<(RecordId, Versions)>,
+        rejected: &'a Vec<Rejection>,
+    },
+    SlowDown {
+        delay_ms: &'a u64,
+    },
+}
+
+impl SyncMessage {
+    /// The message in the V1 layout, when every record it carries fits it.
+    fn as_v1(&self) -> Option<SyncMessageV1Ref<'_>> {
+        Some(match self {
+            SyncMessage::Hello {
+                facility,
+                seen_yours,
+                have,
+            } => SyncMessageV1Ref::Hello {
+                facility,
+                seen_yours,
+                have,
+            },
+            SyncMessage::Batch { batch_id, records } => SyncMessageV1Ref::Batch {
+                batch_id,
+                records: records
+                    .iter()
+                    .map(JournalRecord::as_v1)
+                    .collect::<Option<_>>()?,
+            },
+            SyncMessage::Ack {
+                batch_id,
+                acked,
+                rejected,
+            } => SyncMessageV1Ref::Ack {
+                batch_id,
+                acked,
+                rejected,
+            },
+            SyncMessage::SlowDown { delay_ms } => SyncMessageV1Ref::SlowDown { delay_ms },
+        })
+    }
 }
 
 #[derive(Deserialize)]
 enum Wire {
-    V1(SyncMessage),
+    V1(SyncMessageV1),
+    V2(SyncMessage),
+}
+
+/// [`SyncMessage`] as sent before issue 15; only read.
+#[derive(Deserialize)]
+enum SyncMessageV1 {
+    Hello {
+        facility: FacilityCode,
+        seen_yours: bool,
+        have: Summary,
+    },
+    Batch {
+        batch_id: u64,
+        records: Vec<JournalRecordV1>,
+    },
+    Ack {
+        batch_id: u64,
+        acked: Vec<(RecordId, Versions)>,
+        rejected: Vec<Rejection>,
+    },
+    SlowDown {
+        delay_ms: u64,
+    },
+}
+
+impl From<SyncMessageV1> for SyncMessage {
+    fn from(m: SyncMessageV1) -> Self {
+        match m {
+            SyncMessageV1::Hello {
+                facility,
+                seen_yours,
+                have,
+            } => SyncMessage::Hello {
+                facility,
+                seen_yours,
+                have,
+            },
+            SyncMessageV1::Batch { batch_id, records } => SyncMessage::Batch {
+                batch_id,
+                records: records.into_iter().map(JournalRecord::from).collect(),
+            },
+            SyncMessageV1::Ack {
+                batch_id,
+                acked,
+                rejected,
+            } => SyncMessage::Ack {
+                batch_id,
+                acked,
+                rejected,
+            },
+            SyncMessageV1::SlowDown { delay_ms } => SyncMessage::SlowDown { delay_ms },
+        }
+    }
 }
 
 /// Why received bytes are not a sync message.
@@ -84,12 +198,17 @@ pub struct DecodeError(#[from] postcard::Error);
 
 impl SyncMessage {
     pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(&WireRef::V1(self))
+        match self.as_v1() {
+            Some(v1) => postcard::to_allocvec(&WireRef::V1(v1)),
+            None => postcard::to_allocvec(&WireRef::V2(self)),
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let Wire::V1(m) = postcard::from_bytes(bytes)?;
-        Ok(m)
+        Ok(match postcard::from_bytes(bytes)? {
+            Wire::V1(m) => m.into(),
+            Wire::V2(m) => m,
+        })
     }
 }
 
@@ -507,7 +626,11 @@ impl Core {
                     r.id()
                 ));
             }
+            // A settlement of an older revision than ours loses the merge (the edge chose again
+            // before our settlement against its first choice reached it): not a forgery.
+            let my_revision = mine.map(|m| m.settlement_revision());
             if let Some(s) = r.settlement()
+                && Some(r.settlement_revision()) >= my_revision
                 && mine.and_then(|m| m.settlement()) != Some(s)
             {
                 return Some(format!(

@@ -7,7 +7,8 @@
 //!
 //! After every input the adapter carries out the actions: `Persist` is a CRDT merge into the tree
 //! then an fsync of the store, then `Durable`; `Quarantined` is merged too. Every provisional record
-//! that became durable here unsettled is settled against the registry (and the central search
+//! that became durable here unsettled, or with a staff choice its settlement was not made against
+//! (issue 15: settled again against the chosen person, next revision), is settled against the registry (and the central search
 //! index) with `settled_at` = now, the settlement written through the store and made durable, and
 //! only then given to the state machine as `LocalChange`, so it flows back to the edge. The answer
 //! carries every message the state machine has to send at that moment.
@@ -30,7 +31,7 @@ use crate::journal_store::{JournalTree, facility_tree_name};
 use crate::protocol::{Action, Input, ReconcilerSync, SyncConfig, SyncMessage};
 use crate::reconciler_metrics::ReconcilerMetrics;
 use crate::registry::Registry;
-use crate::settlement::{IndexedRegistry, settle};
+use crate::settlement::{IndexedRegistry, settle, settle_chosen};
 use crate::store::{Store, StoreError};
 use crate::wire::Response;
 
@@ -248,14 +249,28 @@ impl Replication {
                 continue;
             }
             let Some(p) = rec.provisional() else { continue };
-            let settlement = match settle(&p, &view, Utc::now()) {
+            // Staff's choice under an ambiguous verdict: settle again against that person.
+            let chosen = rec
+                .needs_resettlement()
+                .then(|| rec.choice().map(|c| c.person_id.clone()))
+                .flatten();
+            let verdict = match &chosen {
+                Some(person) => settle_chosen(&p, person, &view, Utc::now()),
+                None => settle(&p, &view, Utc::now()),
+            };
+            let settlement = match verdict {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(record = %id, error = %e, "settlement failed (registry unavailable); retried with the next session");
                     continue;
                 }
             };
-            if rec.settle(Actor::Reconciler, settlement).is_err() {
+            let written = if chosen.is_some() {
+                rec.resettle(Actor::Reconciler, settlement)
+            } else {
+                rec.settle(Actor::Reconciler, settlement)
+            };
+            if written.is_err() {
                 continue;
             }
             done.push(tree.merge(rec)?);
@@ -270,7 +285,7 @@ impl Replication {
             if let Some(k) = kind {
                 self.metrics.settlements.inc(&[k.as_str()]);
             }
-            tracing::info!(record = %rec.id(), kind = ?kind, "provisional record settled");
+            tracing::info!(record = %rec.id(), kind = ?kind, revision = rec.settlement_revision(), "provisional record settled");
         }
         Ok(done)
     }
@@ -336,9 +351,10 @@ impl Replication {
     }
 }
 
-/// A provisional record, durable here, not yet settled and not set aside.
+/// A provisional record, durable here, not set aside, and not yet settled or with a choice of
+/// person its settlement was not made against.
 fn needs_settlement(r: &JournalRecord) -> bool {
     matches!(r.facts(), RecordFacts::Provisional(_))
-        && r.settlement().is_none()
         && r.quarantine().is_none()
+        && (r.settlement().is_none() || r.needs_resettlement())
 }

@@ -250,6 +250,28 @@ pub fn settle(
     registry: &impl RegistryView,
     settled_at: DateTime<Utc>,
 ) -> Result<Settlement, RegistryError> {
+    settle_for(record, None, registry, settled_at)
+}
+
+/// Settles again, against the person staff chose among an `ambiguous` settlement's candidates:
+/// rule 1 is replaced by the choice, rules 2–4 are the same (the chosen person's qualification
+/// valid on the service date decides insurer and share). A chosen person without any period
+/// (gone from the registry since) files as insurer unknown, never back to `ambiguous`.
+pub fn settle_chosen(
+    record: &ProvisionalRecord,
+    chosen: &PersonId,
+    registry: &impl RegistryView,
+    settled_at: DateTime<Utc>,
+) -> Result<Settlement, RegistryError> {
+    settle_for(record, Some(chosen), registry, settled_at)
+}
+
+fn settle_for(
+    record: &ProvisionalRecord,
+    chosen: Option<&PersonId>,
+    registry: &impl RegistryView,
+    settled_at: DateTime<Utc>,
+) -> Result<Settlement, RegistryError> {
     let base = Settlement {
         kind: SettlementKind::InsurerUnknown,
         settled_at,
@@ -262,7 +284,7 @@ pub fn settle(
         explanation: String::new(),
     };
     let service = record.service_date;
-    let (person, periods, how) = match identify(record, registry)? {
+    let (person, periods, how) = match identify(record, chosen, registry)? {
         Identity::Person {
             person,
             periods,
@@ -390,8 +412,22 @@ enum Identity {
 
 fn identify(
     record: &ProvisionalRecord,
+    chosen: Option<&PersonId>,
     registry: &impl RegistryView,
 ) -> Result<Identity, RegistryError> {
+    if let Some(person) = chosen {
+        let periods = registry.periods_of(person)?;
+        if periods.is_empty() {
+            return Ok(Identity::Nobody {
+                why: format!("the chosen person {person} has no period in the registry"),
+            });
+        }
+        return Ok(Identity::Person {
+            person: person.clone(),
+            periods,
+            how: "chosen by staff".into(),
+        });
+    }
     if let Some(person) = &record.person_id {
         let periods = registry.periods_of(person)?;
         if periods.is_empty() {

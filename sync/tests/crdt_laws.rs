@@ -7,13 +7,17 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use crdts::CvRDT;
+use onshi_model::record::SettlementCandidate;
 use onshi_model::record::{
     Basis, Declaration, ProvisionalRecord, RecordState, Settlement, SettlementKind,
 };
-use onshi_model::{CardId, CheckRequest, CheckSubject, FacilityCode, Sex, Source, Validity};
+use onshi_model::{
+    CardId, CheckRequest, CheckSubject, FacilityCode, PersonId, Qualification, Sex, Source,
+    Validity,
+};
 use onshi_sync::crdt::{
-    Actor, CONFLICTING_FACTS, DeferredCheck, Journal, JournalRecord, QuarantinedBy, RecordFacts,
-    RecordId, Versions, WriteError,
+    Actor, CONFLICTING_FACTS, Choice, DeferredCheck, Journal, JournalRecord, QuarantinedBy,
+    RecordFacts, RecordId, Versions, WriteError,
 };
 use proptest::prelude::*;
 
@@ -71,7 +75,40 @@ fn facts(id: &RecordId, variant: u8) -> RecordFacts {
     }
 }
 
+/// Two candidates' person ids: `P1`, `P2`; a choice may name `P3`, who is never a candidate.
+fn person(n: u8) -> PersonId {
+    PersonId::parse(&format!("P{n}")).unwrap()
+}
+
+fn candidate(n: u8) -> SettlementCandidate {
+    let q = Qualification::from_registry_value(&serde_json::json!({"person_id":format!("P{n}"),"card_id":null,
+        "insurer_number":"06130017","insurer_name":"霞が関健康保険組合","card_class":"01","symbol":"123",
+        "number":"4567","branch":"01","relationship":"insured","name":"山田　太郎","name_kana":"ヤマダ　タロウ",
+        "sex":"male","birth_date":"1980-04-01","address":"東京都千代田区霞が関1-2-2","postal_code":"100-8916",
+        "acquired_on":"2020-04-01","lost_on":null,"loss_reason":null,"share_percent":30}))
+    .unwrap();
+    SettlementCandidate {
+        person_id: person(n),
+        score: 1.0,
+        qualification: q,
+    }
+}
+
+/// Variants 4 and 5 are `ambiguous` between P1 and P2 (so staff can choose).
 fn settlement(variant: u8) -> Settlement {
+    if variant >= 4 {
+        return Settlement {
+            kind: SettlementKind::Ambiguous,
+            settled_at: at(100 + i64::from(variant % 3)),
+            qualification: None,
+            correct_share_percent: None,
+            due_yen: None,
+            yen: None,
+            payer: None,
+            candidates: vec![candidate(1), candidate(2)],
+            explanation: format!("ambiguous {variant}"),
+        };
+    }
     Settlement {
         kind: if variant.is_multiple_of(2) {
             SettlementKind::Confirmed
@@ -97,6 +134,9 @@ enum Op {
     Quarantine(Actor, u8),
     Rejected(Actor, u8),
     MarkSent,
+    /// Staff choose person `P{1}` at second `{2}`.
+    Choose(Actor, u8, u8),
+    Resettle(Actor, u8),
 }
 
 fn actor() -> impl Strategy<Value = Actor> {
@@ -105,7 +145,9 @@ fn actor() -> impl Strategy<Value = Actor> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (actor(), 0u8..4).prop_map(|(a, v)| Op::Settle(a, v)),
+        (actor(), 0u8..6).prop_map(|(a, v)| Op::Settle(a, v)),
+        (actor(), 1u8..4, 0u8..3).prop_map(|(a, p, t)| Op::Choose(a, p, t)),
+        (actor(), 0u8..6).prop_map(|(a, v)| Op::Resettle(a, v)),
         actor().prop_map(Op::Close),
         (actor(), 0u8..3).prop_map(|(a, v)| Op::Quarantine(a, v)),
         (actor(), 0u8..3).prop_map(|(a, v)| Op::Rejected(a, v)),
@@ -126,7 +168,17 @@ fn apply(r: &mut JournalRecord, op: &Op) {
             r.mark_sent();
             Ok(())
         }
+        Op::Choose(a, p, t) => r.choose(*a, choice(*p, *t)).map(|_| ()),
+        Op::Resettle(a, v) => r.resettle(*a, settlement(*v)),
     };
+}
+
+fn choice(p: u8, t: u8) -> Choice {
+    Choice {
+        at: at(200 + i64::from(t)),
+        by: format!("staff{}", t % 2),
+        person_id: person(p),
+    }
 }
 
 fn build(id: RecordId, variant: u8, ops: &[Op]) -> JournalRecord {
@@ -179,6 +231,13 @@ fn no_regression(before: &JournalRecord, after: &JournalRecord) -> Result<(), Te
     }
     if before.settlement().is_some() {
         prop_assert!(after.settlement().is_some(), "settlement was unset");
+    }
+    prop_assert!(
+        after.settlement_revision() >= before.settlement_revision(),
+        "settlement revision went back"
+    );
+    if before.choice().is_some() {
+        prop_assert!(after.choice() >= before.choice(), "choice went back");
     }
     Ok(())
 }
@@ -292,6 +351,57 @@ proptest! {
             prop_assert!(s.state() >= RecordState::Settled);
             prop_assert_eq!(s.versions().reconciler, r.versions().reconciler + 1);
         }
+    }
+
+    #[test]
+    fn choice_writer_rules_hold(r in any_record(), p in 1u8..4, t in 0u8..3, v in 0u8..6) {
+        // Only the edge chooses; only the reconciler settles again.
+        let mut e = r.clone();
+        prop_assert!(matches!(e.choose(Actor::Reconciler, choice(p, t)), Err(WriteError::ChooseByReconciler { .. })), "writer rule not enforced");
+        prop_assert!(matches!(e.resettle(Actor::Edge, settlement(v)), Err(WriteError::ResettleByEdge { .. })), "writer rule not enforced");
+        prop_assert_eq!(&e, &r);
+        // A choice only under an ambiguous settlement, of one of its candidates, before closing.
+        let mut c = r.clone();
+        let res = c.choose(Actor::Edge, choice(p, t));
+        let ambiguous = r.settlement().is_some_and(|s| s.kind == SettlementKind::Ambiguous);
+        if !ambiguous || p == 3 || r.state() == RecordState::Closed {
+            prop_assert!(res.is_err(), "choice accepted: {:?}", res);
+            prop_assert_eq!(&c, &r);
+        } else {
+            prop_assert!(res.is_ok());
+            prop_assert_eq!(&c.choice().unwrap().person_id, &person(p));
+            // Idempotent: the same person again changes nothing.
+            let again = c.clone();
+            prop_assert_eq!(c.choose(Actor::Edge, choice(p, t)), Ok(false));
+            prop_assert_eq!(&c, &again);
+            // Settled again: a higher revision, against that person, and nothing more to do.
+            prop_assert!(c.needs_resettlement() == r.quarantine().is_none());
+            if c.needs_resettlement() {
+                c.resettle(Actor::Reconciler, settlement(v)).unwrap();
+                prop_assert_eq!(c.settlement_revision(), r.settlement_revision() + 1);
+                prop_assert_eq!(c.settled_choice(), c.choice());
+                prop_assert!(!c.needs_resettlement());
+                // The new settlement wins a merge with the ambiguous one, in either order.
+                let (rc, cr) = (merged(&r, &c), merged(&c, &r));
+                prop_assert_eq!(rc.settlement(), c.settlement());
+                prop_assert_eq!(cr.settlement(), c.settlement());
+            }
+        }
+    }
+
+    #[test]
+    fn records_stored_before_the_choice_still_load(r in any_record()) {
+        #[derive(serde::Serialize)]
+        enum OldStored {
+            V1(onshi_sync::crdt::JournalRecordV1),
+        }
+        let old = postcard::to_allocvec(&OldStored::V1(r.to_v1())).unwrap();
+        let back = JournalRecord::from_bytes(&old).unwrap();
+        prop_assert_eq!(back.settlement(), r.settlement());
+        prop_assert_eq!(back.state(), r.state());
+        prop_assert_eq!(back.versions(), r.versions());
+        prop_assert!(back.choice().is_none());
+        prop_assert_eq!(back.settlement_revision(), 0);
     }
 
     #[test]

@@ -703,3 +703,72 @@ fn a_near_match_is_shown_to_staff_not_taken() {
     let s = settle_both(&lines, &r);
     assert_eq!(s.kind, SettlementKind::InsurerUnknown, "{}", s.explanation);
 }
+
+/// Issue 15: staff choose one of two namesakes; settling again against the chosen person finds her
+/// qualification valid on the service date, whatever the declaration left open.
+#[test]
+fn settling_again_against_the_chosen_namesake_uses_her_qualification_on_the_service_date() {
+    use onshi_sync::settlement::settle_chosen;
+    let osaka = ins("0127001");
+    let hanako = |pid: &str, over: Value| {
+        let mut l = line(
+            json!({"person_id":pid,"name":"佐藤　花子","name_kana":"サトウ　ハナコ","sex":"female","birth_date":"1985-07-07"}),
+        );
+        for (k, v) in over.as_object().unwrap() {
+            l[k] = v.clone();
+        }
+        l
+    };
+    let lines = [
+        hanako("P0000010", json!({"number":"1010"})),
+        // In Osaka, 協会けんぽ, and aged 70+ share 20 % (crafted: the share decides the money).
+        hanako(
+            "P0000011",
+            json!({"insurer_number":osaka,"insurer_name":"全国健康保険協会大阪支部","symbol":"77","number":"1111",
+            "address":"大阪府大阪市北区梅田1-1-1","postal_code":"530-0001","share_percent":20}),
+        ),
+    ];
+    let periods: Vec<Qualification> = lines
+        .iter()
+        .map(|l| Qualification::from_registry_value(l).unwrap())
+        .collect();
+    let reg = MemoryRegistry::new(periods);
+    let mut r = record("2024-06-10", 12_345, 30);
+    who(
+        &mut r,
+        "佐藤　花子",
+        "サトウ　ハナコ",
+        "1985-07-07",
+        Sex::Female,
+    );
+    assert_eq!(
+        settle(&r, &reg, at()).unwrap().kind,
+        SettlementKind::Ambiguous
+    );
+
+    // 12,345 yen at 30 % collected = 3,700; the first is at 30 %: confirmed.
+    let s = settle_chosen(&r, &PersonId::parse("P0000010").unwrap(), &reg, at()).unwrap();
+    assert_eq!(s.kind, SettlementKind::Confirmed, "{}", s.explanation);
+    assert_eq!(insurer_of(&s), "06130017");
+    assert!(
+        s.explanation.contains("chosen by staff"),
+        "{}",
+        s.explanation
+    );
+    assert!(s.candidates.is_empty());
+
+    // The second is at 20 %: 12,345 × 20 % = 2,469 → 2,470 due, so refund 1,230.
+    let s = settle_chosen(&r, &PersonId::parse("P0000011").unwrap(), &reg, at()).unwrap();
+    assert_eq!(s.kind, SettlementKind::Refund, "{}", s.explanation);
+    assert_eq!(insurer_of(&s), osaka);
+    assert_eq!((s.due_yen, s.yen), (Some(2_470), Some(1_230)));
+    assert_eq!(
+        s.qualification.as_ref().unwrap().person_id.as_str(),
+        "P0000011"
+    );
+
+    // A person gone from the registry: insurer unknown, not ambiguous again.
+    let s = settle_chosen(&r, &PersonId::parse("P0000099").unwrap(), &reg, at()).unwrap();
+    assert_eq!(s.kind, SettlementKind::InsurerUnknown, "{}", s.explanation);
+    assert!(s.explanation.contains("P0000099"), "{}", s.explanation);
+}

@@ -19,7 +19,7 @@ use onshi_model::record::{
 };
 use onshi_model::{CardId, CheckRequest, CheckSubject, FacilityCode, Sex, Source, Validity};
 use onshi_sync::crdt::{
-    Actor, DeferredCheck, Journal, JournalRecord, RecordFacts, RecordId, Versions,
+    Actor, Choice, DeferredCheck, Journal, JournalRecord, RecordFacts, RecordId, Versions,
 };
 use onshi_sync::protocol::{Action, EdgeSync, Input, ReconcilerSync, SyncConfig, SyncMessage};
 use rand::{RngExt, SeedableRng};
@@ -1012,9 +1012,37 @@ fn messages_round_trip_behind_a_version_tag() {
     ];
     for m in msgs {
         let bytes = m.encode().unwrap();
+        // V1 while no record uses staff's choice or a settlement revision (issue 15), so that
+        // peers not yet upgraded keep reading it.
         assert_eq!(bytes[0], 0, "version tag V1 first");
         assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
     }
+    // A batch from a peer not yet upgraded (V1 records) is still read.
+    #[derive(serde::Serialize)]
+    enum OldWire {
+        V1(OldMessage),
+    }
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldMessage {
+        Hello,
+        Batch {
+            batch_id: u64,
+            records: Vec<onshi_sync::crdt::JournalRecordV1>,
+        },
+    }
+    let old = postcard::to_allocvec(&OldWire::V1(OldMessage::Batch {
+        batch_id: 1,
+        records: j.iter().map(JournalRecord::to_v1).collect(),
+    }))
+    .unwrap();
+    assert_eq!(
+        SyncMessage::decode(&old).unwrap(),
+        SyncMessage::Batch {
+            batch_id: 1,
+            records: j.iter().cloned().collect(),
+        }
+    );
     assert!(SyncMessage::decode(&[9, 1, 2]).is_err());
 }
 
@@ -1107,4 +1135,169 @@ fn conflicting_facts_for_one_id_are_quarantined_on_both_sides() {
         .clone();
     assert!(q.reason == onshi_sync::crdt::CONFLICTING_FACTS || q.reason == "staff: check this one");
     assert!(edge.is_synced(), "a refused record does not hold the queue");
+}
+
+/// Issue 15: staff choose again (P2) before the reconciler's settlement against their first choice
+/// (P1, revision 1) has reached the edge. The edge's record still carries the revision-0
+/// `ambiguous` settlement: not a forgery, so the reconciler takes the new choice, keeps its
+/// revision-1 settlement, and has to settle again against P2.
+#[test]
+fn a_second_choice_racing_the_settlement_of_the_first_is_taken_not_refused() {
+    let facility = FacilityCode::parse(FACILITY).unwrap();
+    let id = RecordId::new(facility.clone(), NODE, 1);
+    let candidate = |p: &str| {
+        onshi_model::record::SettlementCandidate {
+        person_id: onshi_model::PersonId::parse(p).unwrap(),
+        score: 1.0,
+        qualification: onshi_model::Qualification::from_registry_value(&serde_json::json!({
+            "person_id": p, "card_id": null, "insurer_number": "06130017",
+            "insurer_name": "霞が関健康保険組合", "card_class": "01", "symbol": "123", "number": "4567",
+            "branch": "01", "relationship": "insured", "name": "患者　1", "name_kana": "カンジャ",
+            "sex": "female", "birth_date": "1951-04-01", "address": "東京都", "postal_code": null,
+            "acquired_on": "2020-04-01", "lost_on": null, "loss_reason": null, "share_percent": 30}))
+        .unwrap(),
+    }
+    };
+    let choice = |p: &str, s: u64| Choice {
+        at: at(s * 1000),
+        by: "uketsuke".into(),
+        person_id: onshi_model::PersonId::parse(p).unwrap(),
+    };
+    let mut base = JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap();
+    base.settle(
+        Actor::Reconciler,
+        Settlement {
+            kind: SettlementKind::Ambiguous,
+            candidates: vec![candidate("P1"), candidate("P2")],
+            ..settlement_for(&id, 0)
+        },
+    )
+    .unwrap();
+    base.choose(Actor::Edge, choice("P1", 1)).unwrap();
+    // The reconciler settled again against P1 …
+    let mut theirs = base.clone();
+    theirs
+        .resettle(Actor::Reconciler, settlement_for(&id, 2000))
+        .unwrap();
+    // … while staff, not having seen it, chose P2.
+    let mut ours = base.clone();
+    ours.choose(Actor::Edge, choice("P2", 3)).unwrap();
+
+    // Both sides start in step on `base` (synced), then each changes it at the same time.
+    let mut rec_disk: Journal = [base.clone()].into_iter().collect();
+    let mut rec = ReconcilerSync::new(SyncConfig::default(), facility.clone(), &rec_disk);
+    let mut edge = EdgeSync::new(
+        SyncConfig::default(),
+        facility,
+        [base].into_iter().collect(),
+    );
+    edge.handle(0, Input::Connected);
+    rec.handle(0, Input::Connected);
+    let pump =
+        |edge: &mut EdgeSync, rec: &mut ReconcilerSync, rec_disk: &mut Journal, to_edge: bool| {
+            // As `exchange`, with the edge's persists made durable too; `to_edge` false holds back
+            // what the reconciler sends (the race: the edge's batch arrives first).
+            for _ in 0..20 {
+                let mut moved = false;
+                while let Some(m) = edge.poll_transmit(0) {
+                    moved = true;
+                    rec.handle(0, Input::Message(m));
+                }
+                while let Some(a) = rec.poll_action() {
+                    if let Action::Persist {
+                        persist_id,
+                        records,
+                    } = a
+                    {
+                        for r in records {
+                            rec_disk.merge_record(r);
+                        }
+                        rec.handle(0, Input::Durable(persist_id));
+                    }
+                }
+                if to_edge {
+                    while let Some(m) = rec.poll_transmit(0) {
+                        moved = true;
+                        edge.handle(0, Input::Message(m));
+                    }
+                }
+                while let Some(a) = edge.poll_action() {
+                    if let Action::Persist { persist_id, .. } = a {
+                        edge.handle(0, Input::Durable(persist_id));
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        };
+    pump(&mut edge, &mut rec, &mut rec_disk, true);
+    assert!(edge.is_synced());
+    rec_disk.merge_record(theirs.clone());
+    rec.handle(0, Input::LocalChange(theirs));
+    edge.handle(0, Input::LocalChange(ours));
+    pump(&mut edge, &mut rec, &mut rec_disk, false);
+    let r = rec_disk.get(&id).unwrap();
+    assert_eq!(
+        r.choice().unwrap().person_id.as_str(),
+        "P2",
+        "the edge's batch reached the reconciler first and was taken"
+    );
+    pump(&mut edge, &mut rec, &mut rec_disk, true);
+
+    let r = rec_disk.get(&id).unwrap();
+    assert!(r.quarantine().is_none(), "refused: {:?}", r.quarantine());
+    assert_eq!(r.choice().unwrap().person_id.as_str(), "P2");
+    assert_eq!(r.settlement_revision(), 1);
+    assert_eq!(r.settled_choice().unwrap().person_id.as_str(), "P1");
+    assert!(r.needs_resettlement(), "P2 is still to be settled against");
+    // The edge now holds the revision-1 settlement too, and its own choice.
+    let e = edge.journal().get(&id).unwrap();
+    assert!(e.quarantine().is_none(), "{:?}", e.quarantine());
+    assert_eq!(e.settlement_revision(), 1);
+    assert_eq!(e.choice().unwrap().person_id.as_str(), "P2");
+}
+
+/// A batch carrying staff's choice is sent as V2 and read back whole.
+#[test]
+fn a_batch_with_a_choice_travels_as_v2() {
+    let facility = FacilityCode::parse(FACILITY).unwrap();
+    let id = RecordId::new(facility, NODE, 1);
+    let p = onshi_model::PersonId::parse("P1").unwrap();
+    let mut r = JournalRecord::new(id.clone(), facts(&id, 1, 0)).unwrap();
+    let mut amb = settlement_for(&id, 0);
+    amb.kind = SettlementKind::Ambiguous;
+    amb.candidates = vec![onshi_model::record::SettlementCandidate {
+        person_id: p.clone(),
+        score: 1.0,
+        qualification: onshi_model::Qualification::from_registry_value(&serde_json::json!({
+            "person_id": "P1", "card_id": null, "insurer_number": "06130017",
+            "insurer_name": "霞が関健康保険組合", "card_class": "01", "symbol": "123", "number": "4567",
+            "branch": "01", "relationship": "insured", "name": "患者　1", "name_kana": "カンジャ",
+            "sex": "female", "birth_date": "1951-04-01", "address": "東京都", "postal_code": null,
+            "acquired_on": "2020-04-01", "lost_on": null, "loss_reason": null, "share_percent": 30}))
+        .unwrap(),
+    }];
+    r.settle(Actor::Reconciler, amb).unwrap();
+    let plain = SyncMessage::Batch {
+        batch_id: 1,
+        records: vec![r.clone()],
+    };
+    assert_eq!(plain.encode().unwrap()[0], 0, "nothing new: V1");
+    r.choose(
+        Actor::Edge,
+        Choice {
+            at: at(1000),
+            by: "uketsuke".into(),
+            person_id: p,
+        },
+    )
+    .unwrap();
+    let m = SyncMessage::Batch {
+        batch_id: 2,
+        records: vec![r],
+    };
+    let bytes = m.encode().unwrap();
+    assert_eq!(bytes[0], 1, "a choice: V2");
+    assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
 }

@@ -99,6 +99,11 @@ fn routes() -> Vec<(&'static str, String, Value)> {
         ("GET", "/v1/queue".into(), Value::Null),
         ("GET", "/v1/export".into(), Value::Null),
         ("POST", format!("/v1/queue/{id}/close"), json!({})),
+        (
+            "POST",
+            format!("/v1/queue/{id}/choose"),
+            json!({"person_id": "P0000001"}),
+        ),
         ("POST", "/v1/sync-now".into(), json!({"timeout_ms": 10})),
         ("POST", "/v1/batch".into(), json!({"checks": []})),
         (

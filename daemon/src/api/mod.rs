@@ -188,6 +188,10 @@ pub fn router(state: AppState, extra: Router) -> Router {
             post(queue::post_close).route_layer(reception()),
         )
         .route(
+            "/v1/queue/{id}/choose",
+            post(queue::post_choose).route_layer(reception()),
+        )
+        .route(
             "/v1/sync-now",
             post(sync::post_sync_now).route_layer(reception()),
         )

@@ -1,17 +1,23 @@
 //! The worklist: `GET /v1/queue` (deferred checks, provisional records, their settlements) and
-//! `POST /v1/queue/{id}/close`. Both are logged in the access log (the items' ids).
+//! `POST /v1/queue/{id}/close`, and `POST /v1/queue/{id}/choose` (staff's choice of person under an
+//! `ambiguous` settlement). All are logged in the access log (the items' ids, the chosen person's).
 
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::audit::{self, Audit};
-use super::{ApiError, Caller, path_id, unavailable};
+use super::{ApiError, Caller, parse_body, path_id, unavailable};
+use crate::auth::SubjectId;
 use crate::auth::audit::AuditAction;
 use crate::gate::Gate;
 use crate::queue;
+use onshi_model::PersonId;
+use onshi_model::fields::Fields;
+use onshi_sync::crdt::{Actor, Choice, RecordId, WriteError};
 
 pub(super) async fn get_queue(
     State(gate): State<Gate>,
@@ -72,5 +78,81 @@ pub(super) async fn post_close(
     gate.journal.commit().await.map_err(unavailable)?;
     gate.sync.local_change(rec.clone());
     tracing::info!(record_id = %id, "queue item closed");
+    Ok(axum::Json(queue::sync_item_json(&rec)).into_response())
+}
+
+/// `POST /v1/queue/{id}/choose` `{"person_id"}`: staff chose the person of an `ambiguous`
+/// settlement among its candidates. The choice goes into the journal (edge only), durable and
+/// access-logged (record and person ids) before the answer, then syncs; the reconciler settles
+/// again against that person and the new settlement comes back. Choosing the person already
+/// chosen changes nothing. 404 unknown id; 409 `not_ambiguous` unless the item's settlement is
+/// ambiguous (or once closed); 400 naming `person_id` when it is not among the candidates.
+pub(super) async fn post_choose(
+    State(gate): State<Gate>,
+    State(audit): State<Audit>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let v = parse_body(&body)?;
+    let f = Fields::root(&v)?;
+    f.deny_unknown(&["person_id"])?;
+    let person_id = f.req("person_id", PersonId::parse)?;
+    let not_found = || ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found".into(),
+        field: Some("id".into()),
+        message: format!("no queue item with id {id}"),
+    };
+    let rid = RecordId::parse(&id).map_err(|_| not_found())?;
+    let choice = Choice {
+        at: chrono::Utc::now(),
+        by: caller.actor.name.to_string(),
+        person_id: person_id.clone(),
+    };
+    let mut changed = false;
+    let updated = gate
+        .journal
+        .sync
+        .update(&rid, |r| {
+            changed = r.choose(Actor::Edge, choice)?;
+            Ok::<(), WriteError>(())
+        })
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    let rec = match updated {
+        Ok(r) => r,
+        Err(e @ WriteError::NotACandidate { .. }) => {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "not_a_candidate".into(),
+                field: Some("person_id".into()),
+                message: format!("person_id: {e}"),
+            });
+        }
+        Err(e) => {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "not_ambiguous".into(),
+                field: Some("id".into()),
+                message: e.to_string(),
+            });
+        }
+    };
+    // Chosen and logged in one commit.
+    audit.note(
+        &caller,
+        AuditAction::ChooseCandidate,
+        audit::record_id(&id)
+            .into_iter()
+            .chain([SubjectId::Person(person_id)])
+            .collect(),
+    )?;
+    gate.journal.commit().await.map_err(unavailable)?;
+    if changed {
+        gate.sync.local_change(rec.clone());
+    }
+    tracing::info!(record_id = %id, "person chosen for an ambiguous settlement");
     Ok(axum::Json(queue::sync_item_json(&rec)).into_response())
 }

@@ -76,6 +76,7 @@ pub fn router(state: PageState) -> Router {
         .route("/declare/{id}/print", get(get_print))
         .route("/worklist", get(get_worklist))
         .route("/worklist/{id}/close", post(post_close))
+        .route("/worklist/{id}/choose", post(post_choose))
         .route("/procedure", get(get_procedure))
         .route("/page/banner", get(get_banner))
         .route("/page/cards", get(cards::get_cards))
@@ -808,20 +809,52 @@ async fn worklist(st: &PageState, staff: &Staff) -> Result<Response, Response> {
     let summary = queue::summary(journal, &gate.live.get().queue, Utc::now())
         .map_err(|e| unavailable(&e.to_string()))?;
     let mut items = Vec::with_capacity(summary.items.len());
+    // The candidates' people shown for a choice: their ids go into the access log.
+    let mut shown: Vec<SubjectId> = Vec::new();
     for it in summary.items {
         // The settlement in words comes from the sync record (the typed settlement).
-        let settlement = if it.kind == "provisional" {
+        let synced = if it.kind == "provisional" {
             RecordId::parse(&it.id)
                 .ok()
                 .map(|id| journal.sync.get(&id))
                 .transpose()
                 .map_err(|e| unavailable(&e.to_string()))?
                 .flatten()
-                .and_then(|r| r.settlement().cloned())
-                .map(|s| (s.kind.as_str(), words::settlement(&s)))
         } else {
             None
         };
+        let settlement = synced
+            .as_ref()
+            .and_then(|r| r.settlement())
+            .map(|s| (s.kind.as_str(), words::settlement(s)));
+        // Under an ambiguous settlement staff choose among its candidates (issue 15).
+        let candidates: Vec<views::ChoiceCandidate> = synced
+            .as_ref()
+            .and_then(|r| r.settlement())
+            .filter(|s| s.kind == onshi_model::record::SettlementKind::Ambiguous)
+            .map(|s| {
+                s.candidates
+                    .iter()
+                    .map(|c| views::ChoiceCandidate {
+                        person_id: c.person_id.to_string(),
+                        name: c.qualification.name.clone(),
+                        birth_date: c.qualification.birth_date,
+                        insurer: c.qualification.insurer_name.clone(),
+                        address: c.qualification.address.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        shown.extend(
+            candidates
+                .iter()
+                .filter_map(|c| onshi_model::PersonId::parse(&c.person_id).ok())
+                .map(SubjectId::Person),
+        );
+        let chosen = synced
+            .as_ref()
+            .and_then(|r| r.choice())
+            .map(|c| c.person_id.to_string());
         items.push(views::WorkItem {
             quarantine: (it.state == "quarantined")
                 .then(|| it.last_error.clone().unwrap_or_default()),
@@ -831,6 +864,8 @@ async fn worklist(st: &PageState, staff: &Staff) -> Result<Response, Response> {
             created_at: it.created_at,
             collected_yen: it.collected_yen,
             settlement,
+            candidates,
+            chosen,
         });
     }
     // Newest first at the counter; closed items at the end.
@@ -855,7 +890,7 @@ async fn worklist(st: &PageState, staff: &Staff) -> Result<Response, Response> {
         }
     }
     changed.sort_by_key(|c| std::cmp::Reverse(c.completed_at));
-    st.log(staff, AuditAction::QueueRead, Vec::new()).await?;
+    st.log(staff, AuditAction::QueueRead, shown).await?;
     let body = views::worklist(
         &items,
         &changed,
@@ -877,6 +912,92 @@ async fn post_close(
         Err(e) => return bad_form(&e),
     };
     unwrap_either(close(&st, &headers, peer, &id, &pairs).await)
+}
+
+async fn post_choose(
+    State(st): Shared,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(id): Path<String>,
+    form: FormPairs,
+) -> Response {
+    let pairs = match form {
+        Ok(f) => f.0,
+        Err(e) => return bad_form(&e),
+    };
+    unwrap_either(choose(&st, &headers, peer, &id, &pairs).await)
+}
+
+/// Records staff's choice of person for an ambiguous settlement (as
+/// `POST /v1/queue/{id}/choose`), then shows the worklist again.
+async fn choose(
+    st: &PageState,
+    headers: &HeaderMap,
+    peer: Peer,
+    id: &str,
+    pairs: &[(String, String)],
+) -> Result<Response, Response> {
+    use onshi_sync::crdt::{Actor, Choice, WriteError};
+    let staff = st.staff_posting(headers, peer, pairs)?;
+    let problem = |status, message: &str| {
+        st.page_status(
+            status,
+            &staff,
+            "worklist",
+            WORKLIST_TITLE,
+            views::problem(message),
+        )
+    };
+    let Ok(rid) = RecordId::parse(id) else {
+        return Err(problem(StatusCode::NOT_FOUND, "その作業はありません。"));
+    };
+    let Some(person) =
+        form::get(pairs, "person_id").and_then(|p| onshi_model::PersonId::parse(p).ok())
+    else {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "person_id: 本人を候補から選んでください。",
+        ));
+    };
+    let choice = Choice {
+        at: Utc::now(),
+        by: staff.actor.name.to_string(),
+        person_id: person.clone(),
+    };
+    let journal = &st.app.gate.journal;
+    let mut changed = false;
+    let updated = journal
+        .sync
+        .update(&rid, |r| {
+            changed = r.choose(Actor::Edge, choice)?;
+            Ok::<(), WriteError>(())
+        })
+        .map_err(|e| unavailable(&e.to_string()))?
+        .ok_or_else(|| problem(StatusCode::NOT_FOUND, "その作業はありません。"))?;
+    let rec = updated.map_err(|e| match e {
+        WriteError::NotACandidate { .. } => problem(
+            StatusCode::BAD_REQUEST,
+            &format!("person_id: その方は候補にありません：{e}"),
+        ),
+        e => problem(
+            StatusCode::CONFLICT,
+            &format!("本人を選べる精算結果ではありません：{e}"),
+        ),
+    })?;
+    st.append(
+        &staff,
+        AuditAction::ChooseCandidate,
+        vec![SubjectId::Record(rid), SubjectId::Person(person)],
+    )?;
+    journal
+        .commit()
+        .await
+        .map_err(|e| unavailable(&e.to_string()))?;
+    if changed {
+        st.app.gate.sync.local_change(rec);
+    }
+    tracing::info!(record_id = %id, "person chosen for an ambiguous settlement (page)");
+    Ok(see_other("/worklist"))
 }
 
 /// Closes a settled item (as `POST /v1/queue/{id}/close`), then shows the worklist again.

@@ -514,6 +514,20 @@ pub(crate) struct WorkItem {
     /// The settlement's kind (API value) and the action in words.
     pub settlement: Option<(&'static str, String)>,
     pub quarantine: Option<String>,
+    /// The candidates of an ambiguous settlement (empty otherwise).
+    pub candidates: Vec<ChoiceCandidate>,
+    /// The person staff chose, while the settlement against them is on its way.
+    pub chosen: Option<String>,
+}
+
+/// One person staff may choose under an ambiguous settlement.
+#[derive(Debug)]
+pub(crate) struct ChoiceCandidate {
+    pub person_id: String,
+    pub name: String,
+    pub birth_date: chrono::NaiveDate,
+    pub insurer: String,
+    pub address: String,
 }
 
 /// A check whose final answer differs from what reception was told.
@@ -558,6 +572,23 @@ pub(crate) fn worklist(
                         td { @if let Some(y) = it.collected_yen { (words::yen(y)) } }
                         td.action {
                             @if let Some((_, w)) = &it.settlement { (w) }
+                            @if !it.candidates.is_empty() && it.state != "closed" {
+                                @if let Some(p) = &it.chosen {
+                                    p.chosen data-person-id=(p) { "選択済み（" (p) "）：この方で精算し直しています。" }
+                                }
+                                ul.choose {
+                                    @for c in &it.candidates {
+                                        li data-person-id=(c.person_id) {
+                                            form method="post" action={ "/worklist/" (it.id) "/choose" } {
+                                                input type="hidden" name="csrf" value=(csrf);
+                                                input type="hidden" name="person_id" value=(c.person_id);
+                                                (c.name) " ・ " (c.birth_date) " ・ " (c.insurer) " ・ " (c.address) " "
+                                                button type="submit" { "この方を選ぶ" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
                             @else if let Some(q) = &it.quarantine { strong.warn { "保留：" (q) } }
                             @else if it.kind == "deferred_check" { "回線の復旧後に自動で確認します。" }
                             @else { "精算結果を待っています。" }
