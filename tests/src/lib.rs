@@ -186,6 +186,29 @@ pub fn run_edge_stdin(args: &[&str], input: &str) -> Output {
     child.wait_with_output().expect("waiting for onshi-edge")
 }
 
+/// `onshi-edge user add NAME --role ROLE --password-stdin --data DATA`, which must succeed.
+pub fn add_user(data: &Path, name: &str, role: &str, password: &str) {
+    let data = data.to_str().expect("a UTF-8 data path");
+    let out = run_edge_stdin(
+        &[
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data",
+            data,
+        ],
+        &format!("{password}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "user add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs a command that must succeed; panics with its stderr otherwise.
 pub fn run_ok(bin: &Path, args: &[&str]) -> Output {
     let out = run(bin, args);

@@ -6,10 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use onshi_tests::{Answer, Edge, EdgeOpts, FACILITY_A, Http, Pki, TestDir, edge_bin};
+use onshi_tests::{Answer, Edge, EdgeOpts, FACILITY_A, Http, Pki, TestDir};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -26,35 +23,7 @@ fn offline_edge(t: &TestDir) -> Edge {
 
 /// `onshi-edge user add NAME --role ROLE --password-stdin`, as an operator would.
 fn cli_add_user(edge: &Edge, name: &str, role: &str) {
-    let data = edge.opts.data.display().to_string();
-    let mut child = Command::new(edge_bin())
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--data",
-            &data,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    onshi_tests::add_user(&edge.opts.data, name, role, PASSWORD);
 }
 
 /// `application/x-www-form-urlencoded`, every byte but the unreserved ones escaped.

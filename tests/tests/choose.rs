@@ -6,17 +6,10 @@
 //! back to the worklist. Bad choices are refused with the field named, and the choice is in the
 //! access log with the person id. The same in headless Chromium: the worklist's choice form.
 
-#[path = "support/webdriver.rs"]
-mod webdriver;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use std::time::Duration;
 
 use onshi_tests::{
-    Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, assert_error, edge_bin,
-    wait_until,
+    Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, assert_error, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -233,34 +226,7 @@ fn staff_choose_among_namesakes_and_the_reconciler_settles_against_the_chosen_pe
 
 /// `onshi-edge user add NAME --role ROLE --password-stdin --data DIR`.
 fn add_user(data: &std::path::Path, name: &str, role: &str) {
-    let mut child = Command::new(edge_bin())
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--data",
-        ])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting onshi-edge user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(PASSWORD.as_bytes())
-        .expect("writing the password");
-    let out = child.wait_with_output().expect("user add");
-    assert!(
-        out.status.success(),
-        "user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    onshi_tests::add_user(data, name, role, PASSWORD);
 }
 
 #[test]
@@ -269,12 +235,12 @@ fn the_worklist_offers_each_candidate_and_shows_the_settlement_against_the_chose
     let (_rec, edge, a, b, id) = namesakes(&t);
     wait_settlement(&edge, &id, "ambiguous", |s| s["kind"] == "ambiguous");
     let base = format!("http://{}", edge.http_addr);
-    let br = webdriver::Driver::start(t.path()).browser();
+    let br = onshi_tests::webdriver::Driver::start(t.path()).browser();
     br.goto(&format!("{base}/login"));
     br.fill("input[name='user']", "uketsuke");
     br.fill(
         "input[name='password']",
-        &format!("{PASSWORD}{}", webdriver::ENTER),
+        &format!("{PASSWORD}{}", onshi_tests::webdriver::ENTER),
     );
     br.find("#banner");
 
@@ -308,7 +274,7 @@ fn the_worklist_offers_each_candidate_and_shows_the_settlement_against_the_chose
     br.click(&format!(
         "{row} li[data-person-id='{pb}'] button[type='submit']"
     ));
-    let settled = webdriver::wait(Duration::from_secs(30), || {
+    let settled = onshi_tests::webdriver::wait(Duration::from_secs(30), || {
         let _ = edge.post("/v1/sync-now", &json!({}));
         br.goto(&format!("{base}/worklist"));
         let r = br.find(&row);

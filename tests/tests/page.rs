@@ -8,15 +8,12 @@
 //! Plus, without a browser, what the page refuses: every page without a session, a POST without
 //! the session's CSRF token, and the session cookie's attributes.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use onshi_tests::webdriver::{Browser, Driver, ENTER, wait};
 use onshi_tests::{
-    Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, edge_bin, era_date, reconciler_with_registry,
-    to_hiragana,
+    Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, era_date, reconciler_with_registry, to_hiragana,
 };
 use serde_json::Value;
 
@@ -31,34 +28,7 @@ fn screenshots() -> PathBuf {
 
 /// `onshi-edge user add NAME --role ROLE --password-stdin --data DIR`.
 fn add_user(data: &std::path::Path, name: &str, role: &str) {
-    let mut child = Command::new(edge_bin())
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--data",
-        ])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting onshi-edge user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(PASSWORD.as_bytes())
-        .expect("writing the password");
-    let out = child.wait_with_output().expect("user add");
-    assert!(
-        out.status.success(),
-        "user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    onshi_tests::add_user(data, name, role, PASSWORD);
 }
 
 fn s(v: &Value) -> &str {
