@@ -101,6 +101,9 @@ async fn load(
         .default_headers(bearer(&token)?)
         .pool_max_idle_per_host(64)
         .build()?;
+    // At most 64 checks in flight, on at most 64 connections (as `onshi-load`'s 64 clients): the
+    // edge refuses more than 256 connections from one address.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0usize.. {
@@ -113,7 +116,9 @@ async fn load(
             .header("content-type", "application/json")
             .body(bodies[i % bodies.len()].clone());
         let (answered, failed) = (answered.clone(), failed.clone());
+        let permit = in_flight.clone().acquire_owned();
         tokio::spawn(async move {
+            let _permit = permit.await;
             let why = match req.send().await {
                 Ok(r) if r.status().is_success() => {
                     answered.fetch_add(1, Ordering::Relaxed);
