@@ -230,6 +230,12 @@ fn reception_works_an_outage_in_the_browser() {
     let closed = b.find(&format!("{row}[data-state='closed']"));
     assert!(b.text(&closed).contains("対応済み"), "{}", b.text(&closed));
     b.screenshot(&shots.join("08-worklist-closed.png"));
+    // Filtered to what staff must still act on, the closed record is gone; "all" shows it again.
+    b.goto(&format!("{base}/worklist?show=act"));
+    b.find("nav.filters strong[data-filter-show]");
+    assert!(b.try_find(row.as_str()).is_none(), "{}", b.source());
+    b.goto(&format!("{base}/worklist?show=all"));
+    b.find(&format!("{row}[data-state='closed']"));
 
     // The printable procedure for the counter.
     b.click("nav a[href='/procedure']");

@@ -795,23 +795,40 @@ async fn get_procedure(State(st): Shared, headers: HeaderMap, peer: Peer) -> Res
 
 const WORKLIST_TITLE: &str = "作業リスト";
 
-async fn get_worklist(State(st): Shared, headers: HeaderMap, peer: Peer) -> Response {
+async fn get_worklist(
+    State(st): Shared,
+    headers: HeaderMap,
+    peer: Peer,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let staff = match st.staff(&headers, peer) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    unwrap_either(worklist(&st, &staff).await)
+    let filter = views::WorkFilter::from_query(q.get("show"), q.get("kind"));
+    unwrap_either(worklist(&st, &staff, filter).await)
 }
 
-async fn worklist(st: &PageState, staff: &Staff) -> Result<Response, Response> {
+async fn worklist(
+    st: &PageState,
+    staff: &Staff,
+    filter: views::WorkFilter,
+) -> Result<Response, Response> {
     let gate = &st.app.gate;
     let journal = &gate.journal;
     let summary = queue::summary(journal, &gate.live.get().queue, Utc::now())
         .map_err(|e| unavailable(&e.to_string()))?;
-    let mut items = Vec::with_capacity(summary.items.len());
+    // Only what the filter shows is read further (and named in the access log).
+    let listed = summary.items.len();
+    let summary_items: Vec<_> = summary
+        .items
+        .into_iter()
+        .filter(|it| filter.keeps(it.kind, &it.state))
+        .collect();
+    let mut items = Vec::with_capacity(summary_items.len());
     // The candidates' people shown for a choice: their ids go into the access log.
     let mut shown: Vec<SubjectId> = Vec::new();
-    for it in summary.items {
+    for it in summary_items {
         // The settlement in words comes from the sync record (the typed settlement).
         let synced = if it.kind == "provisional" {
             RecordId::parse(&it.id)
@@ -895,6 +912,7 @@ async fn worklist(st: &PageState, staff: &Staff) -> Result<Response, Response> {
         &items,
         &changed,
         (summary.pending, summary.provisional_yen),
+        (filter, listed),
         &staff.csrf,
     );
     Ok(st.page(staff, "worklist", WORKLIST_TITLE, body))

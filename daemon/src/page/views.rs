@@ -540,15 +540,94 @@ pub(crate) struct ChangedAnswer {
     pub completed_at: DateTime<Utc>,
 }
 
+/// Which items the worklist shows (`?show=all|open|act`, `?kind=provisional|deferred_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkFilter {
+    pub show: Show,
+    pub kind: Option<&'static str>,
+}
+
+/// All items, those not closed, or those waiting for staff (a settlement to act on, a record set
+/// aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Show {
+    All,
+    Open,
+    Act,
+}
+
+impl WorkFilter {
+    pub fn from_query(show: Option<&String>, kind: Option<&String>) -> WorkFilter {
+        WorkFilter {
+            show: match show.map(String::as_str) {
+                Some("open") => Show::Open,
+                Some("act") => Show::Act,
+                _ => Show::All,
+            },
+            kind: match kind.map(String::as_str) {
+                Some("provisional") => Some("provisional"),
+                Some("deferred_check") => Some("deferred_check"),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn keeps(&self, kind: &str, state: &str) -> bool {
+        let by_state = match self.show {
+            Show::All => true,
+            Show::Open => state != "closed",
+            Show::Act => matches!(state, "settled" | "quarantined"),
+        };
+        by_state && self.kind.is_none_or(|k| k == kind)
+    }
+
+    fn query(show: Show, kind: Option<&str>) -> String {
+        let show = match show {
+            Show::All => "all",
+            Show::Open => "open",
+            Show::Act => "act",
+        };
+        match kind {
+            Some(k) => format!("/worklist?show={show}&kind={k}"),
+            None => format!("/worklist?show={show}"),
+        }
+    }
+}
+
 /// The worklist: deferred checks, provisional records and settlements, changed answers.
 pub(crate) fn worklist(
     items: &[WorkItem],
     changed: &[ChangedAnswer],
     totals: (usize, u64),
+    (filter, listed): (WorkFilter, usize),
     csrf: &str,
 ) -> Markup {
+    let shows = [
+        (Show::Act, "要対応"),
+        (Show::Open, "未完了"),
+        (Show::All, "すべて"),
+    ];
+    let kinds = [
+        (None, "全種類"),
+        (Some("provisional"), "申立書"),
+        (Some("deferred_check"), "確認待ち"),
+    ];
     html! {
         p.totals { "未処理 " strong { (totals.0) "件" } " ・ 仮徴収 " strong { (words::yen(totals.1)) } }
+        nav.filters aria-label="絞り込み" {
+            @for (show, label) in shows {
+                @if show == filter.show { strong data-filter-show=(label) { (label) } }
+                @else { a href=(WorkFilter::query(show, filter.kind)) { (label) } }
+                " "
+            }
+            " ｜ "
+            @for (kind, label) in kinds {
+                @if kind == filter.kind { strong { (label) } }
+                @else { a href=(WorkFilter::query(filter.show, kind)) { (label) } }
+                " "
+            }
+            span.shown { "（" (items.len()) " / " (listed) " 件を表示）" }
+        }
         h2 { "回線復旧後に結果が変わった確認" }
         @if changed.is_empty() { p { "ありません。" } }
         ul.changed {
@@ -628,5 +707,31 @@ pub(crate) fn problem(message: &str) -> Markup {
     html! {
         p.error role="alert" { (message) }
         p { a href="/" { "資格確認へ戻る" } }
+    }
+}
+
+#[cfg(test)]
+mod work_filter_tests {
+    use super::{Show, WorkFilter};
+
+    #[test]
+    fn the_worklist_filters_by_what_staff_must_act_on_and_by_kind() {
+        let q = |show: &str, kind: &str| {
+            WorkFilter::from_query(Some(&show.to_string()), Some(&kind.to_string()))
+        };
+        let all = WorkFilter::from_query(None, None);
+        assert_eq!((all.show, all.kind), (Show::All, None));
+        assert!(all.keeps("provisional", "closed"));
+        let act = q("act", "");
+        assert!(act.keeps("provisional", "settled"));
+        assert!(act.keeps("deferred_check", "quarantined"));
+        assert!(!act.keeps("provisional", "sent"));
+        assert!(!act.keeps("provisional", "closed"));
+        let open = q("open", "provisional");
+        assert!(open.keeps("provisional", "recorded"));
+        assert!(!open.keeps("provisional", "closed"));
+        assert!(!open.keeps("deferred_check", "recorded"));
+        // Anything else reads as the default, never as an error.
+        assert_eq!(q("<script>", "x").show, Show::All);
     }
 }
