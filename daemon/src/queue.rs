@@ -422,10 +422,6 @@ pub fn sync_item_json(r: &JournalRecord) -> Value {
 }
 
 /// The short form for status.
-pub fn brief_json(q: &QueueBrief) -> Value {
-    json!({"pending": q.pending, "provisional_yen": q.provisional_yen, "oldest_pending_s": q.oldest_pending_s, "quarantined": q.quarantined, "settled": q.settled, "warnings": q.warnings})
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

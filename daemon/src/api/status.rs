@@ -7,9 +7,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
-use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Shared};
+use super::{AppState, Shared};
 use crate::gate::Gate;
 use crate::queue;
 
@@ -25,7 +24,58 @@ pub(super) async fn get_health(State(gate): State<Gate>) -> axum::Json<Health> {
     })
 }
 
-fn status_json(app: &AppState) -> Result<Value, ApiError> {
+/// `GET /v1/status`: what the edge says about itself (counts and states; nothing personal).
+#[derive(Debug, Serialize)]
+pub struct Status<'a> {
+    mode: crate::mode::Mode,
+    mode_for_s: f64,
+    reasons: Vec<String>,
+    mode_changes: Vec<crate::mode::ModeChange>,
+    facility: &'a onshi_model::FacilityCode,
+    link: LinkStatus<'a>,
+    /// The one-reader summary older clients read; `readers` has each.
+    reader: crate::reader::ReaderSummary,
+    readers: Vec<crate::reader::ReaderStatus>,
+    queue: queue::QueueBrief,
+    warnings: Vec<String>,
+    journal: crate::journal::JournalStatus,
+    replica: ReplicaStatus,
+    deadline_ms: u64,
+    mailbox: Option<MailboxStatus>,
+    uptime_s: u64,
+    last_sync: Option<chrono::DateTime<chrono::Utc>>,
+    sync: crate::sync::SyncStatus,
+    version: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct LinkStatus<'a> {
+    state: &'static str,
+    reconciler: &'a str,
+    since_s: f64,
+    reconnects: u64,
+    last_error: Option<String>,
+    rtt_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReplicaStatus {
+    people: usize,
+    periods: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct MailboxStatus {
+    dir: String,
+    records: usize,
+    open: usize,
+    answered: u64,
+    rejected: u64,
+    finals: u64,
+    faces: u64,
+}
+
+fn status(app: &AppState) -> Status<'_> {
     let link = app.gate.link.state();
     let mode = app.gate.mode.snapshot();
     let queue = app
@@ -34,51 +84,58 @@ fn status_json(app: &AppState) -> Result<Value, ApiError> {
         .tally()
         .brief(&app.gate.live.get().queue, chrono::Utc::now());
     let sync = app.gate.sync.status();
-    // Each card reader; `reader` is the one-reader summary older clients read.
     let readers = app.gate.mode.readers();
-    let reader = crate::reader::ReaderSummary::of(&readers);
-    Ok(json!({
-        "mode": mode.mode,
-        "mode_for_s": mode.for_s,
-        "reasons": mode.reasons,
-        "mode_changes": mode.history,
-        "facility": app.gate.journal.facility(),
-        "link": {
-            "state": link.name(),
-            "reconciler": app.reconciler,
-            "since_s": link.since.elapsed().as_secs_f64(),
-            "reconnects": link.reconnects,
-            "last_error": link.last_error.as_ref().map(|e| e.to_string()),
-            "rtt_ms": link.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+    let warnings = queue
+        .warnings
+        .iter()
+        .cloned()
+        .chain(app.gate.journal.warning())
+        .collect();
+    Status {
+        mode: mode.mode,
+        mode_for_s: mode.for_s,
+        reasons: mode.reasons,
+        mode_changes: mode.history,
+        facility: app.gate.journal.facility(),
+        link: LinkStatus {
+            state: link.name(),
+            reconciler: &app.reconciler,
+            since_s: link.since.elapsed().as_secs_f64(),
+            reconnects: link.reconnects,
+            last_error: link.last_error.as_ref().map(|e| e.to_string()),
+            rtt_ms: link.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
         },
-        "reader": reader,
-        "readers": readers,
-        "queue": queue::brief_json(&queue),
-        "warnings": queue.warnings.iter().cloned().chain(app.gate.journal.warning()).collect::<Vec<_>>(),
-        "journal": app.gate.journal.status(),
-        "replica": {"people": app.gate.replica.people_count(), "periods": app.gate.replica.period_count()},
-        "deadline_ms": app.gate.deadline().as_millis() as u64,
-        "mailbox": app.mailbox.as_ref().map(|m| {
+        reader: crate::reader::ReaderSummary::of(&readers),
+        readers,
+        queue,
+        warnings,
+        journal: app.gate.journal.status(),
+        replica: ReplicaStatus {
+            people: app.gate.replica.people_count(),
+            periods: app.gate.replica.period_count(),
+        },
+        deadline_ms: app.gate.deadline().as_millis() as u64,
+        mailbox: app.mailbox.as_ref().map(|m| {
             let st = m.stats();
-            json!({
-                "dir": m.dir().display().to_string(),
-                "records": app.mailbox_store.len(),
-                "open": app.mailbox_store.open_len(),
-                "answered": st.answered.load(Ordering::Relaxed),
-                "rejected": st.rejected.load(Ordering::Relaxed),
-                "finals": st.finals.load(Ordering::Relaxed),
-                "faces": st.faces.load(Ordering::Relaxed),
-            })
+            MailboxStatus {
+                dir: m.dir().display().to_string(),
+                records: app.mailbox_store.len(),
+                open: app.mailbox_store.open_len(),
+                answered: st.answered.load(Ordering::Relaxed),
+                rejected: st.rejected.load(Ordering::Relaxed),
+                finals: st.finals.load(Ordering::Relaxed),
+                faces: st.faces.load(Ordering::Relaxed),
+            }
         }),
-        "uptime_s": app.started.elapsed().as_secs(),
-        "last_sync": sync.last_sync,
-        "sync": {"synced": sync.synced, "outgoing": sync.outgoing, "incoming": sync.incoming, "rounds": sync.rounds, "last_error": sync.last_error},
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+        uptime_s: app.started.elapsed().as_secs(),
+        last_sync: sync.last_sync,
+        sync,
+        version: env!("CARGO_PKG_VERSION"),
+    }
 }
 
-pub(super) async fn get_status(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(status_json(&app)?))
+pub(super) async fn get_status(State(app): State<Shared>) -> axum::response::Response {
+    axum::Json(status(&app)).into_response()
 }
 
 pub(super) async fn get_metrics(State(app): State<Shared>) -> impl IntoResponse {
