@@ -284,12 +284,7 @@ pub(super) async fn get_check(
         .journal
         .get(&id)
         .map_err(unavailable)?
-        .ok_or_else(|| ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found".into(),
-            field: Some("id".into()),
-            message: format!("no check with id {id}"),
-        })?;
+        .ok_or_else(|| ApiError::not_found("check", &id))?;
     audit
         .read(&caller, AuditAction::CheckRead, check_subject(&rec))
         .await?;

@@ -109,6 +109,16 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// 404 `not_found` for the path's `id` (`what`: "check", "provisional record", "item").
+    pub fn not_found(what: &str, id: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found".into(),
+            field: Some("id".into()),
+            message: format!("no {what} with id {id}"),
+        }
+    }
 }
 
 impl From<FieldError> for ApiError {

@@ -111,12 +111,7 @@ pub(super) async fn get_provisional(
         .journal
         .get_provisional(&id)
         .map_err(unavailable)?
-        .ok_or_else(|| ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found".into(),
-            field: Some("id".into()),
-            message: format!("no provisional record with id {id}"),
-        })?;
+        .ok_or_else(|| ApiError::not_found("provisional record", &id))?;
     audit
         .read(&caller, AuditAction::ProvisionalRead, subject(&rec))
         .await?;

@@ -45,12 +45,7 @@ pub(super) async fn post_close(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let not_found = || ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found".into(),
-        field: Some("id".into()),
-        message: format!("no queue item with id {id}"),
-    };
+    let not_found = || ApiError::not_found("queue item", &id);
     let rid = onshi_sync::crdt::RecordId::parse(&id).map_err(|_| not_found())?;
     let updated = gate
         .journal
@@ -99,12 +94,7 @@ pub(super) async fn post_choose(
     let f = Fields::root(&v)?;
     f.deny_unknown(&["person_id"])?;
     let person_id = f.req("person_id", PersonId::parse)?;
-    let not_found = || ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found".into(),
-        field: Some("id".into()),
-        message: format!("no queue item with id {id}"),
-    };
+    let not_found = || ApiError::not_found("queue item", &id);
     let rid = RecordId::parse(&id).map_err(|_| not_found())?;
     let choice = Choice {
         at: chrono::Utc::now(),

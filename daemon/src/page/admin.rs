@@ -21,10 +21,8 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{
-    FormPairs, Peer, Shared, Staff, bad_form, form, see_other, unavailable, unwrap_either,
-};
 use super::{PageState, words};
+use super::{Pairs, Peer, Shared, Staff, form, see_other, unavailable, unwrap_either};
 use crate::auth::accounts::{AccountsFile, TokenRecord, UserRecord};
 use crate::auth::audit::{AuditAction, AuditEntry, AuditQuery, SubjectId};
 use crate::auth::{AccountName, AccountsError, NewToken, Password, Role, password};
@@ -285,12 +283,8 @@ pub(super) async fn post_user(
     State(st): Shared,
     headers: HeaderMap,
     peer: Peer,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(add_user(&st, &headers, peer, &pairs).await)
 }
 
@@ -350,12 +344,8 @@ pub(super) async fn post_disable(
     headers: HeaderMap,
     peer: Peer,
     Path(name): Path<String>,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(disable(&st, &headers, peer, &name, &pairs).await)
 }
 
@@ -389,12 +379,8 @@ pub(super) async fn post_token(
     State(st): Shared,
     headers: HeaderMap,
     peer: Peer,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(add_token(&st, &headers, peer, &pairs).await)
 }
 
@@ -451,12 +437,8 @@ pub(super) async fn post_revoke(
     headers: HeaderMap,
     peer: Peer,
     Path(name): Path<String>,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(revoke(&st, &headers, peer, &name, &pairs).await)
 }
 
@@ -701,12 +683,8 @@ pub(super) async fn post_outage(
     State(st): Shared,
     headers: HeaderMap,
     peer: Peer,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(outage(&st, &headers, peer, &pairs).await)
 }
 

@@ -61,7 +61,20 @@ pub struct PageState {
 }
 
 type Shared = State<Arc<PageState>>;
-type FormPairs = Result<axum::Form<Vec<(String, String)>>, FormRejection>;
+/// A form post's fields in order; a body that is not a form is answered with the page's 400.
+#[derive(Debug)]
+pub(crate) struct Pairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Pairs {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        axum::Form::<Vec<(String, String)>>::from_request(req, state)
+            .await
+            .map(|f| Pairs(f.0))
+            .map_err(|e| bad_form(&e))
+    }
+}
 
 /// The page's routes, to be merged into the API's router.
 pub fn router(state: PageState) -> Router {
@@ -459,12 +472,8 @@ async fn post_check(
     State(st): Shared,
     headers: HeaderMap,
     peer: Peer,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(check(&st, &headers, peer, &pairs).await)
 }
 
@@ -520,12 +529,8 @@ async fn post_search(
     State(st): Shared,
     headers: HeaderMap,
     peer: Peer,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(search(&st, &headers, peer, &pairs).await)
 }
 
@@ -660,12 +665,8 @@ async fn post_declare(
     State(st): Shared,
     headers: HeaderMap,
     peer: Peer,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(declare(&st, &headers, peer, &pairs).await)
 }
 
@@ -923,12 +924,8 @@ async fn post_close(
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(close(&st, &headers, peer, &id, &pairs).await)
 }
 
@@ -937,12 +934,8 @@ async fn post_choose(
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
-    form: FormPairs,
+    Pairs(pairs): Pairs,
 ) -> Response {
-    let pairs = match form {
-        Ok(f) => f.0,
-        Err(e) => return bad_form(&e),
-    };
     unwrap_either(choose(&st, &headers, peer, &id, &pairs).await)
 }
 
