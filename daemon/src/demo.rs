@@ -131,7 +131,7 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let reconciler = onshi_sync::reconciler::start(
+    let reconciler = onshi_reconciler::service::start(
         registry,
         reconciler_store.clone(),
         &pki_dir,

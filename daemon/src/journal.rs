@@ -14,8 +14,8 @@ use onshi_sync::store::{GroupCommit, Store, StoreError, StoreHealth, Tree};
 use serde::{Deserialize, Serialize};
 
 use crate::provisional::ProvisionalRecord;
-use crate::queue::QueueTally;
 use crate::reader::CardVerification;
+use crate::tally::QueueTally;
 
 /// Where a check is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,3 +23,4 @@ pub mod reader;
 pub mod reload;
 pub mod replica;
 pub mod sync;
+pub mod tally;

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use onshi_sync::crdt::JournalRecord;
 use onshi_sync::link::LinkClient;
 use onshi_sync::protocol::{Action, EdgeSync, Input, SyncConfig, SyncMessage};
-use onshi_sync::replication::NO_SESSION;
+use onshi_sync::wire::NO_SESSION;
 use onshi_sync::wire::{Request, Response};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};

@@ -1,5 +1,6 @@
-//! onshi's link and centre: the wire protocol, the QUIC/mTLS transport, the PKI, and the
-//! reconciler that holds the registry and answers checks. Only this crate knows QUIC.
+//! onshi's shared core, used by the edge and the centre alike: the wire protocol, the journal CRDT
+//! and the sans-IO sync state machines, the QUIC/mTLS transport and the PKI, the store traits and
+//! sled, and the registry's storage with the pure validity decision. Only this crate knows QUIC.
 
 pub mod crdt;
 pub mod journal_store;
@@ -10,11 +11,7 @@ pub mod metrics;
 pub mod modes;
 pub mod pki;
 pub mod protocol;
-pub mod reconciler;
-pub mod reconciler_metrics;
 pub mod registry;
-pub mod replication;
-pub mod settlement;
 pub mod store;
 pub mod synth;
 pub mod wire;

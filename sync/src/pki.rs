@@ -407,7 +407,7 @@ pub fn verify_facility_files(
             ),
         ));
     }
-    crate::link::tls::verify_client_chain(&ca_der, &chain).map_err(|reason| {
+    verify_client_chain(&ca_der, &chain).map_err(|reason| {
         let why = if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
             "it was not issued by this CA"
         } else if reason.contains("Expired") {
@@ -782,6 +782,31 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
         what: "private key",
         reason: e.to_string(),
     })
+}
+
+/// Whether `chain` (leaf first) is a client certificate the reconciler would accept by its TLS
+/// rules: signed by `ca`, within its validity period now, usable for client authentication. The
+/// reason comes back as rustls words it (e.g. `UnknownIssuer`, `Expired`).
+fn verify_client_chain(
+    ca: &rustls_pki_types::CertificateDer<'static>,
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+) -> Result<(), String> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("no certificate".into());
+    };
+    // The link's rules (link/tls.rs builds its verifier the same way): ring, this CA only.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    verifier
+        .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

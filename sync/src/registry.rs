@@ -400,3 +400,15 @@ pub fn decide_card(per_person: Vec<Vec<Qualification>>, service: NaiveDate) -> C
         }
     }
 }
+/// Candidates a search returns at most.
+pub const SEARCH_LIMIT: usize = 5;
+
+/// The period valid on `day`, else the latest one.
+pub fn best_period(
+    mut periods: Vec<onshi_model::Qualification>,
+    day: chrono::NaiveDate,
+) -> Option<onshi_model::Qualification> {
+    periods.sort_by_key(|q| std::cmp::Reverse(q.acquired_on));
+    let i = periods.iter().position(|q| q.is_valid_on(day)).unwrap_or(0);
+    (!periods.is_empty()).then(|| periods.swap_remove(i))
+}

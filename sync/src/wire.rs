@@ -110,6 +110,18 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request's kind (its metrics label and size limit).
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Request::Ping => RequestKind::Ping,
+            Request::Check(_) => RequestKind::Check,
+            Request::Batch(_) => RequestKind::Batch,
+            Request::Search(_) => RequestKind::Search,
+            Request::Outage { .. } => RequestKind::Outage,
+            Request::Sync(_) => RequestKind::Sync,
+        }
+    }
+
     /// How urgent the request is on a full line, edge to reconciler (its QUIC stream's priority:
     /// higher is sent first). A check, search or outage declaration has someone at reception
     /// waiting, so it goes before the bulk of a drain. Within the bulk, the message that sets
@@ -218,6 +230,30 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
     Ok(postcard::from_bytes(&frame[2..])?)
 }
 
+/// The error code of a sync request that arrives without a session (e.g. after a restart of the
+/// reconciler): the edge must start over with a `Hello`.
+pub const NO_SESSION: &str = "sync_no_session";
+
+/// The longest outage reason accepted, in characters.
+pub const MAX_OUTAGE_REASON_CHARS: usize = 200;
+
+/// Why an outage reason is refused, if it is: too long, or a control character (a newline could
+/// forge a line in a log that shows it).
+pub fn outage_reason_error(reason: &str) -> Option<String> {
+    let chars = reason.chars().count();
+    if chars > MAX_OUTAGE_REASON_CHARS {
+        return Some(format!(
+            "reason: {chars} characters; at most {MAX_OUTAGE_REASON_CHARS}"
+        ));
+    }
+    reason
+        .chars()
+        .position(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        .map(|at| {
+            format!("reason: control character at position {at}; write the reason on one line")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,11 +331,7 @@ mod tests {
             let frame = encode(req);
             let head: [u8; REQUEST_HEAD_BYTES] = frame[..REQUEST_HEAD_BYTES].try_into().unwrap();
             assert_eq!(request_kind(&head).unwrap(), kind, "{req:?}");
-            assert_eq!(
-                kind.name(),
-                crate::reconciler_metrics::request_kind(req),
-                "one spelling of each kind"
-            );
+            assert_eq!(req.kind(), kind, "one spelling of each kind");
         }
         assert!(matches!(
             request_kind(&[0, 1, 6]),
@@ -326,7 +358,7 @@ mod tests {
         assert!(encode(&Request::Check(check)).len() * 4 < RequestKind::Check.max_frame_bytes());
         let outage = Request::Outage {
             active: true,
-            reason: "𠮷".repeat(crate::reconciler::MAX_OUTAGE_REASON_CHARS),
+            reason: "𠮷".repeat(MAX_OUTAGE_REASON_CHARS),
         };
         assert!(encode(&outage).len() * 4 < RequestKind::Outage.max_frame_bytes());
         assert!(encode(&Request::Ping).len() <= RequestKind::Ping.max_frame_bytes());

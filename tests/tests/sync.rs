@@ -11,7 +11,7 @@ use onshi_model::FacilityCode;
 use onshi_sync::crdt::{JournalRecord, RecordFacts};
 use onshi_sync::link::{LinkClient, LinkSettings};
 use onshi_sync::protocol::{Run, Summary, SyncMessage};
-use onshi_sync::replication::NO_SESSION;
+use onshi_sync::wire::NO_SESSION;
 use onshi_sync::wire::{Request, Response};
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, FACILITY_B, TODAY, TestDir, assert_error, reconciler_with_registry,

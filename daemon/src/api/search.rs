@@ -124,10 +124,10 @@ pub(super) async fn post_search(
     let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
     for c in gate
         .replica
-        .search(&query, onshi_sync::reconciler::SEARCH_LIMIT)
+        .search(&query, onshi_sync::registry::SEARCH_LIMIT)
     {
         let periods = gate.replica.periods_of(&c.person_id).map_err(unavailable)?;
-        let Some(q) = onshi_sync::reconciler::best_period(periods, today) else {
+        let Some(q) = onshi_sync::registry::best_period(periods, today) else {
             continue;
         };
         if let Some(t) = gate.replica.as_of(&c.person_id).map_err(unavailable)? {

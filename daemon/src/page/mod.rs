@@ -563,11 +563,11 @@ async fn search(
     };
     let replica = &st.app.gate.replica;
     let mut candidates = Vec::new();
-    for c in replica.search(&query, onshi_sync::reconciler::SEARCH_LIMIT) {
+    for c in replica.search(&query, onshi_sync::registry::SEARCH_LIMIT) {
         let periods = replica
             .periods_of(&c.person_id)
             .map_err(|e| unavailable(&e.to_string()))?;
-        let Some(q) = onshi_sync::reconciler::best_period(periods, today()) else {
+        let Some(q) = onshi_sync::registry::best_period(periods, today()) else {
             continue;
         };
         let as_of = replica
@@ -633,7 +633,7 @@ async fn declare_form(
             .replica
             .periods_of(&person)
             .map_err(|e| unavailable(&e.to_string()))?;
-        if let Some(qual) = onshi_sync::reconciler::best_period(periods, today()) {
+        if let Some(qual) = onshi_sync::registry::best_period(periods, today()) {
             st.log(
                 staff,
                 AuditAction::Search,

@@ -61,25 +61,3 @@ pub fn client_config_without_certificate(
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }
-
-/// Whether `chain` (leaf first) is a client certificate the reconciler would accept by its TLS
-/// rules: signed by `ca`, within its validity period now, usable for client authentication. The
-/// reason comes back as rustls words it (e.g. `UnknownIssuer`, `Expired`).
-pub fn verify_client_chain(
-    ca: &CertificateDer<'static>,
-    chain: &[CertificateDer<'static>],
-) -> Result<(), String> {
-    let Some((leaf, intermediates)) = chain.split_first() else {
-        return Err("no certificate".into());
-    };
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        roots(ca).map_err(|e| e.to_string())?,
-        provider(),
-    )
-    .build()
-    .map_err(|e| e.to_string())?;
-    verifier
-        .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}

@@ -11,7 +11,7 @@
 //! Every check is answered online (valid people of a synthetic registry). The run checks that every
 //! request got its result and went to `done/`, and that nothing went to `err/`.
 //!
-//!     cargo build --release -p onshi-tests -p onshi-edge -p onshi-sync
+//!     cargo build --release -p onshi-tests -p onshi-edge -p onshi-reconciler
 //!     target/release/onshi-mailbox-bench [--latency-files 500] [--burst 10000] [--json]
 
 use std::collections::HashMap;

@@ -15,24 +15,17 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::link::{Connections, KnownFacilities};
-use crate::metrics::{Exposition, Histogram, LabelledCounter, labels};
-use crate::registry::Registry;
-use crate::wire::Request;
+use onshi_sync::link::{Connections, KnownFacilities};
+use onshi_sync::metrics::{Exposition, Histogram, LabelledCounter, labels};
+use onshi_sync::registry::Registry;
+use onshi_sync::wire::Request;
 
 /// The request kinds, as the `kind` label spells them.
 pub const REQUEST_KINDS: [&str; 6] = ["ping", "check", "batch", "search", "outage", "sync"];
 
 /// The `kind` label of a request.
 pub fn request_kind(req: &Request) -> &'static str {
-    match req {
-        Request::Ping => "ping",
-        Request::Check(_) => "check",
-        Request::Batch(_) => "batch",
-        Request::Search(_) => "search",
-        Request::Outage { .. } => "outage",
-        Request::Sync(_) => "sync",
-    }
+    req.kind().name()
 }
 
 /// The reconciler's counters, shared by the service and the replication.
@@ -238,7 +231,10 @@ async fn get_metrics(State(src): State<Arc<MetricsSource>>) -> impl IntoResponse
     let text = src
         .metrics
         .render(&src.connections, &src.known, &src.registry);
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+    (
+        [(header::CONTENT_TYPE, onshi_sync::metrics::CONTENT_TYPE)],
+        text,
+    )
 }
 
 /// Binds `addr` (must be called inside a tokio runtime) and serves `GET /metrics` until

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onshi_model::{CardId, CheckRequest, CheckSubject, FacilityCode, NaiveDate};
+use onshi_reconciler::service::{Rate, RateLimits, ServeOptions};
 use onshi_sync::link::{
     CLOSE_LIMIT, Connections, KnownFacilities, LinkClient, LinkLimits, LinkServer, LinkSettings,
     Service, tls,
 };
 use onshi_sync::pki;
-use onshi_sync::reconciler::{Rate, RateLimits, ServeOptions};
 use onshi_sync::wire::{self, Request, Response};
 use tokio::sync::oneshot;
 
@@ -302,7 +302,7 @@ async fn a_facility_over_its_check_rate_is_answered_throttled_and_counted() {
         ..RateLimits::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let running = onshi_sync::reconciler::start_with_options(
+    let running = onshi_reconciler::service::start_with_options(
         registry,
         store,
         pki_dir.path(),

@@ -137,7 +137,7 @@ struct Serve {
     pki: PathBuf,
     listen: std::net::SocketAddr,
     metrics: Option<std::net::SocketAddr>,
-    rates: onshi_sync::reconciler::RateLimits,
+    rates: onshi_reconciler::service::RateLimits,
     link: onshi_sync::link::LinkLimits,
 }
 
@@ -178,7 +178,7 @@ fn serve_settings(
         Some(m) if !m.trim().is_empty() => Some(resolve("--metrics", &m)?),
         _ => None,
     };
-    let mut rates = onshi_sync::reconciler::RateLimits::default();
+    let mut rates = onshi_reconciler::service::RateLimits::default();
     let pairs = [
         (
             settings.check_burst.or(file.check_burst),
@@ -349,12 +349,12 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the registry in {}", s.data.display()))?,
     );
     let registry = Registry::open(store.clone())?;
-    let options = onshi_sync::reconciler::ServeOptions {
+    let options = onshi_reconciler::service::ServeOptions {
         metrics: s.metrics,
         rates: s.rates,
         link: s.link,
     };
-    let running = onshi_sync::reconciler::start_with_options(
+    let running = onshi_reconciler::service::start_with_options(
         registry,
         store.clone(),
         &s.pki,
@@ -388,7 +388,7 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
 /// Feeds systemd's watchdog (at half the interval it asked for, at least every second) and keeps
 /// the STATUS line current: `serving · N facilities connected · N sync rounds · N settled`.
 async fn heartbeat(
-    metrics: Arc<onshi_sync::reconciler_metrics::ReconcilerMetrics>,
+    metrics: Arc<onshi_reconciler::metrics::ReconcilerMetrics>,
     connections: onshi_sync::link::Connections,
 ) {
     let every = sd_notify::watchdog_enabled()

@@ -6,7 +6,7 @@
 //! and outage declarations are rate-limited per facility ([`RateLimits`], token buckets on the
 //! clock passed in), refused with the code `throttled` (the edge answers from its replica or
 //! queues the check, as when the reconciler is slow), counted, and logged once per episode, not
-//! per request. An outage reason is bounded ([`MAX_OUTAGE_REASON_CHARS`], no control
+//! per request. An outage reason is bounded ([`onshi_sync::wire::MAX_OUTAGE_REASON_CHARS`], no control
 //! characters). Text a facility chose never reaches a log unescaped ([`Untrusted`]).
 
 use std::collections::HashMap;
@@ -22,12 +22,15 @@ use onshi_fallback::{SearchIndex, SearchQuery};
 use onshi_model::{FacilityCode, Untrusted};
 use tokio::task::JoinHandle;
 
-use crate::link::{Connections, KnownFacilities, LinkLimits, LinkServer, LinkSettings, Service};
-use crate::reconciler_metrics::{MetricsSource, ReconcilerMetrics, request_kind};
-use crate::registry::{Registry, RegistryError};
+use crate::metrics::{MetricsSource, ReconcilerMetrics, request_kind};
 use crate::replication::Replication;
-use crate::store::{Store, Tree};
-use crate::wire::{Request, Response, SearchHit};
+use onshi_sync::link::{
+    Connections, KnownFacilities, LinkLimits, LinkServer, LinkSettings, Service,
+};
+use onshi_sync::registry::{Registry, RegistryError};
+use onshi_sync::registry::{SEARCH_LIMIT, best_period};
+use onshi_sync::store::{Store, Tree};
+use onshi_sync::wire::{Request, Response, SearchHit, outage_reason_error};
 
 /// How long a declared outage lasts unless renewed (disaster mode is typically declared for a
 /// week, extendable: declaring again extends it).
@@ -131,7 +134,7 @@ impl RateLimits {
                 "batch_people_burst",
                 "batch_people_per_minute",
                 self.batch_people,
-                crate::wire::MAX_BATCH as f64,
+                onshi_sync::wire::MAX_BATCH as f64,
             ),
             ("outage_burst", "outages_per_minute", self.outages, 1.0),
         ];
@@ -195,26 +198,6 @@ impl Throttle {
             }
         }
     }
-}
-
-/// The longest outage reason accepted, in characters.
-pub const MAX_OUTAGE_REASON_CHARS: usize = 200;
-
-/// Why an outage reason is refused, if it is: too long, or a control character (a newline could
-/// forge a line in a log that shows it).
-pub fn outage_reason_error(reason: &str) -> Option<String> {
-    let chars = reason.chars().count();
-    if chars > MAX_OUTAGE_REASON_CHARS {
-        return Some(format!(
-            "reason: {chars} characters; at most {MAX_OUTAGE_REASON_CHARS}"
-        ));
-    }
-    reason
-        .chars()
-        .position(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
-        .map(|at| {
-            format!("reason: control character at position {at}; write the reason on one line")
-        })
 }
 
 /// What a [`Throttle`] limits, as logs and answers name it.
@@ -426,7 +409,7 @@ impl Reconciler {
         }
     }
 
-    fn registry_store_sync(&self) -> Result<(), crate::store::StoreError> {
+    fn registry_store_sync(&self) -> Result<(), onshi_sync::store::StoreError> {
         self.registry.sync().map_err(|e| match e {
             RegistryError::Store(s) => s,
         })
@@ -485,19 +468,6 @@ impl Reconciler {
     }
 }
 
-/// Candidates a search returns at most.
-pub const SEARCH_LIMIT: usize = 5;
-
-/// The period valid on `day`, else the latest one.
-pub fn best_period(
-    mut periods: Vec<onshi_model::Qualification>,
-    day: chrono::NaiveDate,
-) -> Option<onshi_model::Qualification> {
-    periods.sort_by_key(|q| std::cmp::Reverse(q.acquired_on));
-    let i = periods.iter().position(|q| q.is_valid_on(day)).unwrap_or(0);
-    (!periods.is_empty()).then(|| periods.swap_remove(i))
-}
-
 impl Service for Reconciler {
     fn call(&self, facility: &FacilityCode, req: Request) -> Response {
         let started = Instant::now();
@@ -517,13 +487,13 @@ impl Reconciler {
                 None => self.check(facility, &check),
             },
             Request::Batch(checks) => {
-                if checks.len() > crate::wire::MAX_BATCH {
+                if checks.len() > onshi_sync::wire::MAX_BATCH {
                     return Response::error(
                         "batch_too_large",
                         format!(
                             "{} checks in one batch; send at most {}",
                             checks.len(),
-                            crate::wire::MAX_BATCH
+                            onshi_sync::wire::MAX_BATCH
                         ),
                     );
                 }
@@ -642,8 +612,8 @@ pub fn start_with_options(
         link,
     } = options;
     rates.validate().map_err(anyhow::Error::msg)?;
-    let identity = crate::pki::load_server(pki_dir)?;
-    let known = KnownFacilities::new(crate::pki::facilities_in(pki_dir));
+    let identity = onshi_sync::pki::load_server(pki_dir)?;
+    let known = KnownFacilities::new(onshi_sync::pki::facilities_in(pki_dir));
     let server = LinkServer::bind_with_limits(
         listen,
         &identity,
@@ -668,9 +638,8 @@ pub fn start_with_options(
                 known: known.clone(),
                 registry,
             };
-            let (bound, task) =
-                crate::reconciler_metrics::serve(at, source, stopped(stop_rx.clone()))
-                    .with_context(|| format!("--metrics: cannot serve metrics on {at}"))?;
+            let (bound, task) = crate::metrics::serve(at, source, stopped(stop_rx.clone()))
+                .with_context(|| format!("--metrics: cannot serve metrics on {at}"))?;
             tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
             (Some(bound), Some(task))
         }

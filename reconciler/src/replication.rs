@@ -26,18 +26,16 @@ use chrono::Utc;
 use onshi_fallback::SearchIndex;
 use onshi_model::FacilityCode;
 
-use crate::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
-use crate::journal_store::{JournalTree, facility_tree_name};
-use crate::protocol::{Action, Input, ReconcilerSync, SyncConfig, SyncMessage};
-use crate::reconciler_metrics::ReconcilerMetrics;
-use crate::registry::Registry;
+use crate::metrics::ReconcilerMetrics;
 use crate::settlement::{IndexedRegistry, settle, settle_chosen};
-use crate::store::{Store, StoreError};
-use crate::wire::Response;
+use onshi_sync::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
+use onshi_sync::journal_store::{JournalTree, facility_tree_name};
+use onshi_sync::protocol::{Action, Input, ReconcilerSync, SyncConfig, SyncMessage};
+use onshi_sync::registry::Registry;
+use onshi_sync::store::{Store, StoreError};
+use onshi_sync::wire::Response;
 
-/// The error code of a sync request that arrives without a session (e.g. after a restart of the
-/// reconciler): the edge must start over with a `Hello`.
-pub const NO_SESSION: &str = "sync_no_session";
+pub use onshi_sync::wire::NO_SESSION;
 
 struct Session {
     sync: ReconcilerSync,

@@ -15,8 +15,10 @@ use onshi_model::record::{
     Basis, Declaration, ProvisionalRecord, RecordState, Settlement, SettlementKind,
 };
 use onshi_model::{NaiveDate, PersonId, Qualification, Sex};
+use onshi_reconciler::settlement::{
+    IndexedRegistry, MemoryRegistry, PAYER_KOKUHO, PAYER_SHAHO, settle,
+};
 use onshi_sync::registry::Registry;
-use onshi_sync::settlement::{IndexedRegistry, MemoryRegistry, PAYER_KOKUHO, PAYER_SHAHO, settle};
 use onshi_sync::store::SledStore;
 use serde_json::{Value, json};
 
@@ -708,7 +710,7 @@ fn a_near_match_is_shown_to_staff_not_taken() {
 /// qualification valid on the service date, whatever the declaration left open.
 #[test]
 fn settling_again_against_the_chosen_namesake_uses_her_qualification_on_the_service_date() {
-    use onshi_sync::settlement::settle_chosen;
+    use onshi_reconciler::settlement::settle_chosen;
     let osaka = ins("0127001");
     let hanako = |pid: &str, over: Value| {
         let mut l = line(

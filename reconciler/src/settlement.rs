@@ -39,7 +39,7 @@ use onshi_fallback::{Candidate, Reason, SearchIndex, SearchQuery};
 use onshi_model::record::{ProvisionalRecord, Settlement, SettlementCandidate, SettlementKind};
 use onshi_model::{InsurerNumber, PersonId, Qualification};
 
-use crate::registry::{Registry, RegistryError};
+use onshi_sync::registry::{Registry, RegistryError};
 
 /// Least search score that identifies a person (exact name, birth date and sex score 1.0; an exact
 /// name and birth date with a new address and an unregistered new insurer ≈0.90).
