@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use onshi_model::{FacilityCode, Qualification};
-use onshi_sync::registry::Registry;
-use onshi_sync::store::SledStore;
 
 use crate::config::{DEFAULT_DEADLINE, EdgeConfig};
 
@@ -113,12 +111,10 @@ pub async fn run(
         seed,
         today,
     });
-    let reconciler_store = Arc::new(SledStore::open(&dir.path().join("reconciler/registry"))?);
-    let registry = Registry::open(reconciler_store.clone())?;
-    for q in &periods {
-        registry.put(q)?;
-    }
-    registry.sync()?;
+    let reconciler_store = Arc::new(onshi_reconciler::store::embedded::EmbeddedStore::open(
+        &dir.path().join("reconciler"),
+    )?);
+    onshi_reconciler::store::CentralStore::import(reconciler_store.as_ref(), &periods)?;
     let examples = onshi_sync::synth::pick_examples(&periods, today);
     let card_holder = examples.card_holder.clone();
     let (Some(valid_q), Some(lost_q)) = (examples.valid_insured, examples.lost_with_newer) else {
@@ -132,7 +128,6 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let reconciler = onshi_reconciler::service::start(
-        registry,
         reconciler_store.clone(),
         &pki_dir,
         "127.0.0.1:0".parse()?,

@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod replication;
 pub mod service;
 pub mod settlement;
+pub mod store;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use onshi_sync::registry::Registry;
-use onshi_sync::store::SledStore;
+use onshi_reconciler::store::embedded::EmbeddedStore;
+use onshi_reconciler::store::{CentralStore, ImportCounts};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -344,18 +344,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(
-        SledStore::open(&s.data.join("registry"))
+    let store: Arc<dyn CentralStore> = Arc::new(
+        EmbeddedStore::open(&s.data)
             .with_context(|| format!("opening the registry in {}", s.data.display()))?,
     );
-    let registry = Registry::open(store.clone())?;
     let options = onshi_reconciler::service::ServeOptions {
         metrics: s.metrics,
         rates: s.rates,
         link: s.link,
     };
     let running = onshi_reconciler::service::start_with_options(
-        registry,
         store.clone(),
         &s.pki,
         s.listen,
@@ -440,32 +438,59 @@ text, json or journald. Under systemd the default is journald (native, with stru
 onshi\-edge(1), /usr/share/doc/onshi/README.md
 "#;
 
+/// Lines read and applied per store call: each chunk is one transaction (one fsync).
+const IMPORT_CHUNK: usize = 5_000;
+
 fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(
-        SledStore::open(&data.join("registry"))
-            .with_context(|| format!("opening the registry in {}", data.display()))?,
-    );
-    let registry = Registry::open(store)?;
-    let report = if file.as_os_str() == "-" {
-        registry.import(std::io::stdin().lock())?
+    let store = EmbeddedStore::open(&data)
+        .with_context(|| format!("opening the registry in {}", data.display()))?;
+    let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
     } else {
         let f =
             std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-        registry.import(BufReader::new(f))?
+        Box::new(BufReader::new(f))
     };
-    for (line, err) in &report.bad {
-        eprintln!("{}:{line}: {err}", file.display());
+    let mut counts = ImportCounts::default();
+    let mut bad = 0usize;
+    let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
+    for (i, line) in std::io::BufRead::lines(reader).enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{}:{}: cannot read the line: {e}", file.display(), i + 1);
+                bad += 1;
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match onshi_model::Qualification::from_registry_json(&line) {
+            Ok(q) => chunk.push(q),
+            Err(e) => {
+                eprintln!("{}:{}: {e}", file.display(), i + 1);
+                bad += 1;
+            }
+        }
+        if chunk.len() >= IMPORT_CHUNK {
+            counts.add(store.import(&chunk)?);
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        counts.add(store.import(&chunk)?);
     }
     println!(
         "imported {}: {} added, {} updated, {} unchanged, {} bad line(s); registry holds {} periods",
         file.display(),
-        report.added,
-        report.updated,
-        report.unchanged,
-        report.bad.len(),
-        registry.period_count()
+        counts.added,
+        counts.updated,
+        counts.unchanged,
+        bad,
+        store.period_count()?
     );
-    Ok(if report.bad.is_empty() {
+    Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -15,9 +15,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::store::CentralStore;
 use onshi_sync::link::{Connections, KnownFacilities};
 use onshi_sync::metrics::{Exposition, Histogram, LabelledCounter, labels};
-use onshi_sync::registry::Registry;
 use onshi_sync::wire::Request;
 
 /// The request kinds, as the `kind` label spells them.
@@ -100,7 +100,7 @@ impl ReconcilerMetrics {
         &self,
         connections: &Connections,
         known: &KnownFacilities,
-        registry: &Registry,
+        store: &dyn CentralStore,
     ) -> String {
         let mut e = Exposition::new();
         e.labelled_counter(
@@ -199,7 +199,7 @@ impl ReconcilerMetrics {
         e.gauge1(
             "onshi_reconciler_registry_periods",
             "Qualification periods in the registry.",
-            registry.period_count() as f64,
+            store.period_count().unwrap_or(0) as f64,
         );
         e.finish()
     }
@@ -224,13 +224,17 @@ pub struct MetricsSource {
     pub metrics: Arc<ReconcilerMetrics>,
     pub connections: Connections,
     pub known: KnownFacilities,
-    pub registry: Registry,
+    pub store: Arc<dyn CentralStore>,
 }
 
 async fn get_metrics(State(src): State<Arc<MetricsSource>>) -> impl IntoResponse {
-    let text = src
-        .metrics
-        .render(&src.connections, &src.known, &src.registry);
+    // The store's calls block (PostgreSQL is across the network).
+    let text = tokio::task::spawn_blocking(move || {
+        src.metrics
+            .render(&src.connections, &src.known, src.store.as_ref())
+    })
+    .await
+    .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, onshi_sync::metrics::CONTENT_TYPE)],
         text,

@@ -27,19 +27,19 @@ use onshi_fallback::SearchIndex;
 use onshi_model::FacilityCode;
 
 use crate::metrics::ReconcilerMetrics;
-use crate::settlement::{IndexedRegistry, settle, settle_chosen};
+use crate::settlement::{StoreView, settle, settle_chosen};
+use crate::store::{CentralError, CentralStore};
 use onshi_sync::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
-use onshi_sync::journal_store::{JournalTree, facility_tree_name};
 use onshi_sync::protocol::{Action, Input, ReconcilerSync, SyncConfig, SyncMessage};
-use onshi_sync::registry::Registry;
-use onshi_sync::store::{Store, StoreError};
 use onshi_sync::wire::Response;
 
 pub use onshi_sync::wire::NO_SESSION;
 
 struct Session {
     sync: ReconcilerSync,
-    tree: JournalTree,
+    /// The facility's revision feed read so far: records revised elsewhere (a registry change
+    /// settled again by any instance) are given to the state machine as they appear.
+    revisions: u64,
 }
 
 /// The reconciler's side of the protocol: settlements go back in up to 64 batches at a time (as
@@ -63,8 +63,7 @@ pub const MAX_BATCHES_PER_ANSWER: usize = 1;
 
 /// Every facility's sync session.
 pub struct Replication {
-    store: Arc<dyn Store>,
-    registry: Registry,
+    store: Arc<dyn CentralStore>,
     index: Arc<RwLock<SearchIndex>>,
     config: SyncConfig,
     sessions: Mutex<HashMap<FacilityCode, Arc<Mutex<Option<Session>>>>>,
@@ -80,15 +79,13 @@ impl std::fmt::Debug for Replication {
 
 impl Replication {
     pub fn new(
-        store: Arc<dyn Store>,
-        registry: Registry,
+        store: Arc<dyn CentralStore>,
         index: Arc<RwLock<SearchIndex>>,
         metrics: Arc<ReconcilerMetrics>,
     ) -> Self {
         Replication {
             metrics,
             store,
-            registry,
             index,
             config: reconciler_sync_config(),
             sessions: Mutex::default(),
@@ -98,11 +95,6 @@ impl Replication {
 
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
-    }
-
-    /// The facility's journal tree (tests and tools read it).
-    pub fn tree(&self, facility: &FacilityCode) -> Result<JournalTree, StoreError> {
-        JournalTree::open(self.store.as_ref(), &facility_tree_name(facility))
     }
 
     /// One `Request::Sync` of `facility`'s authorised connection. Blocking (touches the disk).
@@ -148,7 +140,7 @@ impl Replication {
         facility: &FacilityCode,
         slot: &mut Option<Session>,
         messages: Vec<SyncMessage>,
-    ) -> Result<Response, StoreError> {
+    ) -> Result<Response, CentralError> {
         const CLOSED: &str = "the sync session was closed: start again with Hello";
         for m in messages {
             if let SyncMessage::Hello {
@@ -184,6 +176,13 @@ impl Replication {
             *slot = None;
             return Ok(Response::error(NO_SESSION, CLOSED));
         }
+        // Settlements revised since (by this instance or another), to go back to the edge.
+        let (revised, cursor) = self.store.revisions(facility, session.revisions)?;
+        session.revisions = cursor;
+        let now = self.now_ms();
+        for r in revised {
+            session.sync.handle(now, Input::LocalChange(r));
+        }
         let now = self.now_ms();
         let mut out = Vec::new();
         let mut batches = 0;
@@ -193,8 +192,8 @@ impl Replication {
             if matches!(m, SyncMessage::Batch { .. }) {
                 batches += 1;
             }
-            out.push(m.encode().map_err(|e| StoreError::Corrupt {
-                key: "sync message".into(),
+            out.push(m.encode().map_err(|e| CentralError::Corrupt {
+                what: "sync message".into(),
                 reason: e.to_string(),
             })?);
         }
@@ -204,53 +203,52 @@ impl Replication {
     }
 
     /// A new session from the durable journal; provisional records left unsettled by a crash
-    /// between their persist and their settlement are settled first.
-    fn open_session(&self, facility: &FacilityCode) -> Result<Session, StoreError> {
-        let tree = self.tree(facility)?;
-        let journal = tree.load()?;
+    /// between their persist and their settlement (here or in another instance) are settled first.
+    fn open_session(&self, facility: &FacilityCode) -> Result<Session, CentralError> {
+        // The feed's cursor before the journal is read: a revision in between is sent twice
+        // (harmless: the state machine merges), never missed.
+        let revisions = self.store.revision_cursor(facility)?;
+        let journal = self.store.journal(facility)?;
         let unsettled: Vec<RecordId> = journal
             .iter()
             .filter(|r| needs_settlement(r))
             .map(|r| r.id().clone())
             .collect();
         let mut sync = ReconcilerSync::new(self.config.clone(), facility.clone(), &journal);
-        let settled = self.settle_all(&tree, &unsettled)?;
+        let settled = self.settle_all(facility, &unsettled)?;
         let now = self.now_ms();
         for r in settled {
             sync.handle(now, Input::LocalChange(r));
         }
         sync.handle(now, Input::Connected);
         tracing::info!(%facility, records = journal.len(), "sync session started");
-        Ok(Session { sync, tree })
+        Ok(Session { sync, revisions })
     }
 
-    /// Settles each record that still needs it and makes the settlements durable.
+    /// Settles each record that still needs it, under the store's lock (whichever instance gets
+    /// there first settles it; the others find it settled), durable on return.
     fn settle_all(
         &self,
-        tree: &JournalTree,
+        facility: &FacilityCode,
         ids: &[RecordId],
-    ) -> Result<Vec<JournalRecord>, StoreError> {
+    ) -> Result<Vec<JournalRecord>, CentralError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let view = IndexedRegistry {
-            registry: &self.registry,
+        let view = StoreView {
+            store: self.store.as_ref(),
             index: &index,
         };
-        let mut done = Vec::new();
-        for id in ids {
-            let Some(mut rec) = tree.get(id)? else {
-                continue;
-            };
-            if !needs_settlement(&rec) {
-                continue;
+        let mut decide = |current: &JournalRecord| -> Option<JournalRecord> {
+            if !needs_settlement(current) {
+                return None;
             }
-            let Some(p) = rec.provisional() else { continue };
+            let p = current.provisional()?;
             // Staff's choice under an ambiguous verdict: settle again against that person.
-            let chosen = rec
+            let chosen = current
                 .needs_resettlement()
-                .then(|| rec.choice().map(|c| c.person_id.clone()))
+                .then(|| current.choice().map(|c| c.person_id.clone()))
                 .flatten();
             let verdict = match &chosen {
                 Some(person) => settle_chosen(&p, person, &view, Utc::now()),
@@ -259,25 +257,21 @@ impl Replication {
             let settlement = match verdict {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(record = %id, error = %e, "settlement failed (registry unavailable); retried with the next session");
-                    continue;
+                    tracing::error!(record = %current.id(), error = %e, "settlement failed (registry unavailable); retried with the next session");
+                    return None;
                 }
             };
+            let mut rec = current.clone();
             let written = if chosen.is_some() {
                 rec.resettle(Actor::Reconciler, settlement)
             } else {
                 rec.settle(Actor::Reconciler, settlement)
             };
-            if written.is_err() {
-                continue;
-            }
-            done.push(tree.merge(rec)?);
-        }
-        if !done.is_empty() {
-            self.store.sync()?;
-        }
-        // Logged once durable: a crash before the sync settles again after restart, and the log
-        // then says so once, not twice.
+            written.ok().map(|()| rec)
+        };
+        let done = self.store.update(facility, ids, false, &mut decide)?;
+        // Logged once durable: a crash before the commit settles again after restart, and the
+        // log then says so once, not twice.
         for rec in &done {
             let kind = rec.settlement().map(|s| s.kind);
             if let Some(k) = kind {
@@ -289,33 +283,25 @@ impl Replication {
     }
 
     /// Carries out the state machine's actions; false if it asked to close the session.
-    fn drain(&self, facility: &FacilityCode, session: &mut Session) -> Result<bool, StoreError> {
+    fn drain(&self, facility: &FacilityCode, session: &mut Session) -> Result<bool, CentralError> {
         loop {
             let mut persisted: Vec<u64> = Vec::new();
-            let mut to_settle: Vec<RecordId> = Vec::new();
-            let mut wrote = false;
+            let mut records: Vec<JournalRecord> = Vec::new();
             let (mut persisted_records, mut quarantined) = (0u64, 0u64);
             while let Some(a) = session.sync.poll_action() {
                 match a {
                     Action::Persist {
                         persist_id,
-                        records,
+                        records: batch,
                     } => {
-                        let n = records.len() as u64;
-                        for r in records {
-                            let r = session.tree.merge(r)?;
-                            if needs_settlement(&r) {
-                                to_settle.push(r.id().clone());
-                            }
-                        }
+                        persisted_records += batch.len() as u64;
+                        records.extend(batch);
                         persisted.push(persist_id);
-                        persisted_records += n;
                     }
                     Action::Quarantined { record, reason } => {
                         tracing::warn!(%facility, record = %record.id(), reason = %onshi_model::Untrusted(&reason), "record quarantined");
-                        session.tree.merge(record)?;
+                        records.push(record);
                         quarantined += 1;
-                        wrote = true;
                     }
                     Action::Sent { .. } => {}
                     Action::Report(r) => {
@@ -327,11 +313,17 @@ impl Replication {
                     }
                 }
             }
-            if persisted.is_empty() && !wrote {
+            if records.is_empty() && persisted.is_empty() {
                 return Ok(true);
             }
-            // One fsync for every persist of this round, then the acknowledgements.
-            self.store.sync()?;
+            // Every persist of this round in one transaction (one fsync), then the
+            // acknowledgements.
+            let merged = self.store.merge(facility, records)?;
+            let to_settle: Vec<RecordId> = merged
+                .iter()
+                .filter(|r| needs_settlement(r))
+                .map(|r| r.id().clone())
+                .collect();
             self.metrics
                 .records_persisted
                 .fetch_add(persisted_records, Ordering::Relaxed);
@@ -342,7 +334,7 @@ impl Replication {
             for pid in persisted {
                 session.sync.handle(now, Input::Durable(pid));
             }
-            for r in self.settle_all(&session.tree, &to_settle)? {
+            for r in self.settle_all(facility, &to_settle)? {
                 session.sync.handle(now, Input::LocalChange(r));
             }
         }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use onshi_fallback::{SearchIndex, SearchQuery};
 
 use onshi_model::{FacilityCode, Untrusted};
@@ -24,16 +24,15 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{MetricsSource, ReconcilerMetrics, request_kind};
 use crate::replication::Replication;
+use crate::store::{CentralError, CentralStore, OutageRequest};
 use onshi_sync::link::{
     Connections, KnownFacilities, LinkLimits, LinkServer, LinkSettings, Service,
 };
-use onshi_sync::registry::{Registry, RegistryError};
 use onshi_sync::registry::{SEARCH_LIMIT, best_period};
-use onshi_sync::store::{Store, Tree};
 use onshi_sync::wire::{Request, Response, SearchHit, outage_reason_error};
 
-/// How long a declared outage lasts unless renewed (disaster mode is typically declared for a
-/// week, extendable: declaring again extends it).
+/// How long the centre's grant of central search lasts unless `--days` says otherwise (disaster
+/// mode is typically granted for a week, extendable by granting again).
 pub const OUTAGE_DAYS: i64 = 7;
 
 /// Central searches a facility may make: a bucket of this many, refilled at this rate per minute.
@@ -218,26 +217,11 @@ impl Limited {
     }
 }
 
-/// A facility's declared outage.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Outage {
-    since: DateTime<Utc>,
-    until: DateTime<Utc>,
-    reason: String,
-}
-
-/// How an outage is stored: the enum tag is the version.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-enum StoredOutage {
-    V1(Outage),
-}
-
 /// Answers link requests from the registry.
 #[derive(Debug, Clone)]
 pub struct Reconciler {
-    registry: Registry,
+    store: Arc<dyn CentralStore>,
     index: Arc<RwLock<SearchIndex>>,
-    outages: Arc<dyn Tree>,
     limits: Arc<Mutex<HashMap<FacilityCode, TokenBucket>>>,
     rates: RateLimits,
     throttles: Arc<Mutex<HashMap<(FacilityCode, Limited), Throttle>>>,
@@ -248,12 +232,13 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// Builds the central search index from the registry (a few seconds per million people).
-    pub fn new(registry: Registry, store: Arc<dyn Store>) -> Result<Self, RegistryError> {
+    pub fn new(store: Arc<dyn CentralStore>) -> Result<Self, CentralError> {
         let started = Instant::now();
         let mut index = SearchIndex::new();
-        for q in registry.all_periods() {
-            index.insert(&q?);
-        }
+        store.for_each_period(&mut |q| {
+            index.insert(&q);
+            Ok(())
+        })?;
         tracing::info!(
             people = index.len(),
             ms = started.elapsed().as_millis() as u64,
@@ -264,14 +249,12 @@ impl Reconciler {
         Ok(Reconciler {
             replication: Arc::new(Replication::new(
                 store.clone(),
-                registry.clone(),
                 index.clone(),
                 metrics.clone(),
             )),
             metrics,
-            registry,
+            store,
             index,
-            outages: store.tree("reconciler.outages")?,
             limits: Arc::default(),
             rates: RateLimits::default(),
             throttles: Arc::default(),
@@ -353,17 +336,22 @@ impl Reconciler {
         &self.replication
     }
 
-    fn outage(&self, facility: &FacilityCode) -> Option<Outage> {
-        let bytes = self.outages.get(facility.as_str().as_bytes()).ok()??;
-        match postcard::from_bytes::<StoredOutage>(&bytes) {
-            Ok(StoredOutage::V1(o)) => Some(o),
-            Err(e) => {
-                tracing::error!(%facility, error = %e, "stored outage does not decode");
-                None
-            }
-        }
+    /// The centre's grant covering `facility` now, if any.
+    fn granted(
+        &self,
+        facility: &FacilityCode,
+    ) -> Result<Option<crate::store::Grant>, CentralError> {
+        let now = Utc::now();
+        Ok(self
+            .store
+            .grants()?
+            .into_iter()
+            .filter(|g| g.active_at(now) && g.scope.covers(facility))
+            .max_by_key(|g| g.until))
     }
 
+    /// A facility's own outage declaration: a request the centre sees (`outage list`), not a
+    /// grant. The answer says whether central search is granted, and until when.
     fn declare(&self, facility: &FacilityCode, active: bool, reason: String) -> Response {
         // Throttled first, so a stream of refused declarations cannot flood the log either.
         if let Some(throttled) = self.throttle(facility, Limited::Outages, 1) {
@@ -373,56 +361,47 @@ impl Reconciler {
             tracing::warn!(%facility, reason = %Untrusted(&reason), %error, "outage declaration refused");
             return Response::error("bad_reason", error);
         }
-        let now = Utc::now();
-        let result = if active {
-            let since = self
-                .outage(facility)
-                .filter(|o| o.until > now)
-                .map_or(now, |o| o.since);
-            let o = Outage {
-                since,
-                until: now + chrono::Duration::days(OUTAGE_DAYS),
-                reason,
-            };
-            tracing::warn!(%facility, reason = %Untrusted(&o.reason), until = %o.until, "outage declared: central search enabled");
-            let bytes = postcard::to_allocvec(&StoredOutage::V1(o.clone())).unwrap_or_default();
-            self.outages
-                .insert(facility.as_str().as_bytes(), &bytes)
-                .map(|_| Response::Outage {
-                    active: true,
-                    since: Some(o.since),
-                    until: Some(o.until),
-                })
-        } else {
-            tracing::info!(%facility, reason = %Untrusted(&reason), "outage ended: central search disabled");
-            self.outages
-                .remove(facility.as_str().as_bytes())
-                .map(|_| Response::Outage {
-                    active: false,
-                    since: None,
-                    until: None,
-                })
+        let request = OutageRequest {
+            facility: facility.clone(),
+            at: Utc::now(),
+            active,
+            reason,
         };
-        match result.and_then(|r| self.registry_store_sync().map(|()| r)) {
-            Ok(r) => r,
+        if let Err(e) = self.store.record_outage_request(&request) {
+            return Response::error("store_unavailable", e.to_string());
+        }
+        if active {
+            tracing::warn!(%facility, reason = %Untrusted(&request.reason), "outage requested: the centre decides on central search (onshi-reconciler outage grant)");
+        } else {
+            tracing::info!(%facility, reason = %Untrusted(&request.reason), "the facility says its outage is over");
+        }
+        match self.granted(facility) {
+            Ok(Some(g)) => Response::Outage {
+                active: true,
+                since: Some(g.since),
+                until: Some(g.until),
+            },
+            Ok(None) => Response::Outage {
+                active: false,
+                since: None,
+                until: None,
+            },
             Err(e) => Response::error("store_unavailable", e.to_string()),
         }
     }
 
-    fn registry_store_sync(&self) -> Result<(), onshi_sync::store::StoreError> {
-        self.registry.sync().map_err(|e| match e {
-            RegistryError::Store(s) => s,
-        })
-    }
-
     fn search(&self, facility: &FacilityCode, query: SearchQuery) -> Response {
         let now = Utc::now();
-        if self.outage(facility).is_none_or(|o| o.until <= now) {
-            tracing::warn!(%facility, "central search refused: no outage declared");
-            return Response::error(
-                "no_outage_declared",
-                "central search is only for a facility in a declared outage: declare one first (POST /v1/outage)",
-            );
+        match self.granted(facility) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(%facility, "central search refused: no outage granted by the centre");
+                return Response::error(
+                    "no_outage_declared",
+                    "central search is only for a facility the centre has put in disaster mode: the outage request (POST /v1/outage) is with the centre, which grants it (onshi-reconciler outage grant)",
+                );
+            }
+            Err(e) => return Response::error("store_unavailable", e.to_string()),
         }
         let now_s = self.clock.elapsed().as_secs_f64();
         let allowed = {
@@ -449,7 +428,7 @@ impl Reconciler {
             .search(&query, SEARCH_LIMIT);
         let mut hits = Vec::with_capacity(candidates.len());
         for c in candidates {
-            match self.registry.periods_of_person(&c.person_id) {
+            match self.store.periods_of_person(&c.person_id) {
                 Ok(periods) => {
                     if let Some(q) = best_period(periods, now.date_naive()) {
                         hits.push(SearchHit {
@@ -475,6 +454,10 @@ impl Service for Reconciler {
         let response = self.answer(facility, req);
         self.metrics.answered(kind, started.elapsed());
         response
+    }
+
+    fn checks_inline(&self) -> bool {
+        self.store.kind() == "embedded"
     }
 }
 
@@ -511,7 +494,7 @@ impl Reconciler {
     }
 
     fn check(&self, facility: &FacilityCode, check: &onshi_model::CheckRequest) -> Response {
-        match self.registry.check(check) {
+        match self.store.check(check) {
             Ok(outcome) => {
                 self.count_check(facility, outcome.validity);
                 tracing::debug!(%facility, validity = outcome.validity.as_str(), "check answered");
@@ -527,7 +510,7 @@ impl Reconciler {
     fn batch(&self, facility: &FacilityCode, checks: &[onshi_model::CheckRequest]) -> Response {
         let mut out = Vec::with_capacity(checks.len());
         for check in checks {
-            match self.registry.check(check) {
+            match self.store.check(check) {
                 Ok(o) => {
                     self.count_check(facility, o.validity);
                     out.push(o)
@@ -560,19 +543,17 @@ pub struct RunningReconciler {
 /// Binds the link on `listen` with the server identity in `pki_dir`, knowing the facilities whose
 /// certificates are in `pki_dir`, and serves until `shutdown` resolves.
 pub fn start(
-    registry: Registry,
-    store: Arc<dyn Store>,
+    store: Arc<dyn CentralStore>,
     pki_dir: &Path,
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningReconciler> {
-    start_with_metrics(registry, store, pki_dir, listen, None, shutdown)
+    start_with_metrics(store, pki_dir, listen, None, shutdown)
 }
 
 /// As [`start`], also serving `GET /metrics` (Prometheus text) on `metrics` if given.
 pub fn start_with_metrics(
-    registry: Registry,
-    store: Arc<dyn Store>,
+    store: Arc<dyn CentralStore>,
     pki_dir: &Path,
     listen: SocketAddr,
     metrics: Option<SocketAddr>,
@@ -582,7 +563,7 @@ pub fn start_with_metrics(
         metrics,
         ..ServeOptions::default()
     };
-    start_with_options(registry, store, pki_dir, listen, options, shutdown)
+    start_with_options(store, pki_dir, listen, options, shutdown)
 }
 
 /// How `serve` runs beyond its data, PKI and address.
@@ -598,8 +579,7 @@ pub struct ServeOptions {
 
 /// As [`start`], with every option.
 pub fn start_with_options(
-    registry: Registry,
-    store: Arc<dyn Store>,
+    store: Arc<dyn CentralStore>,
     pki_dir: &Path,
     listen: SocketAddr,
     options: ServeOptions,
@@ -623,8 +603,8 @@ pub fn start_with_options(
     )?;
     let addr = server.local_addr()?;
     let connections = server.connections().clone();
-    tracing::info!(%addr, facilities = known.len(), periods = registry.period_count(), "reconciler listening");
-    let reconciler = Reconciler::new(registry.clone(), store)?.with_rate_limits(rates);
+    tracing::info!(%addr, facilities = known.len(), store = store.kind(), "reconciler listening");
+    let reconciler = Reconciler::new(store.clone())?.with_rate_limits(rates);
     let counters = reconciler.metrics().clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -636,7 +616,7 @@ pub fn start_with_options(
                 metrics: counters.clone(),
                 connections: connections.clone(),
                 known: known.clone(),
-                registry,
+                store,
             };
             let (bound, task) = crate::metrics::serve(at, source, stopped(stop_rx.clone()))
                 .with_context(|| format!("--metrics: cannot serve metrics on {at}"))?;

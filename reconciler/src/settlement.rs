@@ -39,7 +39,9 @@ use onshi_fallback::{Candidate, Reason, SearchIndex, SearchQuery};
 use onshi_model::record::{ProvisionalRecord, Settlement, SettlementCandidate, SettlementKind};
 use onshi_model::{InsurerNumber, PersonId, Qualification};
 
-use onshi_sync::registry::{Registry, RegistryError};
+use onshi_sync::registry::Registry;
+
+use crate::store::{CentralError, CentralStore};
 
 /// Least search score that identifies a person (exact name, birth date and sex score 1.0; an exact
 /// name and birth date with a new address and an unregistered new insurer ≈0.90).
@@ -72,7 +74,7 @@ pub const PAYER_KOKUHO: &str = "国民健康保険団体連合会";
 /// What settlement reads of the registry: a person's periods, and the outage search.
 pub trait RegistryView {
     /// Every qualification period of `person` (any order; empty for an unknown person).
-    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, RegistryError>;
+    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError>;
     /// The best `limit` candidates for `query`, best first.
     fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate>;
 }
@@ -85,8 +87,25 @@ pub struct IndexedRegistry<'a> {
 }
 
 impl RegistryView for IndexedRegistry<'_> {
-    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, RegistryError> {
-        self.registry.periods_of_person(person)
+    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError> {
+        Ok(self.registry.periods_of_person(person)?)
+    }
+
+    fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
+        self.index.search(query, limit)
+    }
+}
+
+/// The centre's store with its search index.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreView<'a> {
+    pub store: &'a dyn CentralStore,
+    pub index: &'a SearchIndex,
+}
+
+impl RegistryView for StoreView<'_> {
+    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError> {
+        self.store.periods_of_person(person)
     }
 
     fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
@@ -109,7 +128,7 @@ impl MemoryRegistry {
 }
 
 impl RegistryView for MemoryRegistry {
-    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, RegistryError> {
+    fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError> {
         Ok(self
             .periods
             .iter()
@@ -249,7 +268,7 @@ pub fn settle(
     record: &ProvisionalRecord,
     registry: &impl RegistryView,
     settled_at: DateTime<Utc>,
-) -> Result<Settlement, RegistryError> {
+) -> Result<Settlement, CentralError> {
     settle_for(record, None, registry, settled_at)
 }
 
@@ -262,7 +281,7 @@ pub fn settle_chosen(
     chosen: &PersonId,
     registry: &impl RegistryView,
     settled_at: DateTime<Utc>,
-) -> Result<Settlement, RegistryError> {
+) -> Result<Settlement, CentralError> {
     settle_for(record, Some(chosen), registry, settled_at)
 }
 
@@ -271,7 +290,7 @@ fn settle_for(
     chosen: Option<&PersonId>,
     registry: &impl RegistryView,
     settled_at: DateTime<Utc>,
-) -> Result<Settlement, RegistryError> {
+) -> Result<Settlement, CentralError> {
     let base = Settlement {
         kind: SettlementKind::InsurerUnknown,
         settled_at,
@@ -414,7 +433,7 @@ fn identify(
     record: &ProvisionalRecord,
     chosen: Option<&PersonId>,
     registry: &impl RegistryView,
-) -> Result<Identity, RegistryError> {
+) -> Result<Identity, CentralError> {
     if let Some(person) = chosen {
         let periods = registry.periods_of(person)?;
         if periods.is_empty() {

@@ -291,8 +291,7 @@ async fn a_facility_over_its_check_rate_is_answered_throttled_and_counted() {
     let pki_dir = tempfile::tempdir().unwrap();
     pki::init(pki_dir.path(), &[clinic()]).unwrap();
     let store =
-        Arc::new(onshi_sync::store::SledStore::open(&data.path().join("registry")).unwrap());
-    let registry = onshi_sync::registry::Registry::open(store.clone()).unwrap();
+        Arc::new(onshi_reconciler::store::embedded::EmbeddedStore::open(data.path()).unwrap());
     // Five at once, then one a minute: the test never lasts long enough for a second token.
     let rates = RateLimits {
         checks: Rate {
@@ -303,7 +302,6 @@ async fn a_facility_over_its_check_rate_is_answered_throttled_and_counted() {
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let running = onshi_reconciler::service::start_with_options(
-        registry,
         store,
         pki_dir.path(),
         "127.0.0.1:0".parse().unwrap(),

@@ -41,6 +41,11 @@ use crate::wire::{self, DecodeError, REQUEST_HEAD_BYTES, Request, Response};
 /// connection probe is a ping, so a service should answer it cheaply with `Response::Pong`).
 pub trait Service: Send + Sync + 'static {
     fn call(&self, facility: &FacilityCode, req: Request) -> Response;
+    /// Whether a single check is a few lookups in memory-cached pages, cheap enough to answer on
+    /// the connection's task (an embedded store); false when it waits on a database.
+    fn checks_inline(&self) -> bool {
+        true
+    }
 }
 
 /// How long `run` waits, after shutdown, for connections to close cleanly.
@@ -486,10 +491,12 @@ async fn answer(
     let decoded = wire::decode::<Request>(frame);
     let priority = decoded.as_ref().map_or(0, Request::answer_priority);
     let response = match decoded {
-        // Pings and single checks are a few lookups in memory-cached pages: answered on this task,
-        // since handing each to the blocking pool would cost more than the lookup. Anything that
-        // scans, searches or writes goes to the blocking pool.
-        Ok(req @ (Request::Ping | Request::Check(_))) => service.call(facility, req),
+        // Pings, and single checks on an embedded store (a few lookups in memory-cached pages), are
+        // answered on this task, since handing each to the blocking pool would cost more than the
+        // lookup. Anything that scans, searches, writes or waits on a database goes to the
+        // blocking pool.
+        Ok(req @ Request::Ping) => service.call(facility, req),
+        Ok(req @ Request::Check(_)) if service.checks_inline() => service.call(facility, req),
         Ok(req) => {
             let (service, facility) = (service.clone(), facility.clone());
             tokio::task::spawn_blocking(move || service.call(&facility, req))

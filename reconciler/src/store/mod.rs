@@ -1,0 +1,294 @@
+//! The centre's storage at the level of the domain: the registry (lookups, import, a feed of
+//! what changed), every facility's journal (merge, settle under a lock, revisions to announce),
+//! outage requests and the centre's grants, and the facilities with their certificates. Two
+//! implementations: [`embedded::EmbeddedStore`] (sled in `--data DIR`, one process: the default,
+//! the demo and most tests) and [`pg::PgStore`] (`--store postgres://…`: several `serve` processes
+//! on one database). One conformance suite (`tests/tests/store_conformance.rs`) runs against both.
+//!
+//! The rules every implementation keeps:
+//! - a write is durable when the call returns (a committed transaction; sled flushed and fsynced),
+//!   so the caller may acknowledge it;
+//! - every transaction touches one facility's data only (the journal calls), so the PostgreSQL
+//!   schema can be sharded by facility (ARCHITECTURE.md);
+//! - [`CentralStore::update`] reads, decides and writes one record at a time under a lock that
+//!   every process sharing the store respects (a row lock in PostgreSQL): a provisional record is
+//!   settled once, whichever instance gets there first;
+//! - nothing is deleted: an ended grant or a revoked facility stays on record with its time.
+//!
+//! Calls block (the embedded store touches the disk, PostgreSQL the network): call them from
+//! blocking threads (`spawn_blocking`), never on an async worker.
+
+pub mod embedded;
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use onshi_model::record::SettlementKind;
+use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification};
+use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
+use onshi_sync::registry::RegistryError;
+use onshi_sync::store::StoreError;
+use serde::{Deserialize, Serialize};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CentralError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    /// The database refused or could not be reached.
+    #[error("database: {0}")]
+    Database(String),
+    /// The database's schema is not the one this binary knows.
+    #[error("{0}")]
+    Schema(String),
+    /// A stored value does not decode.
+    #[error("stored {what} does not decode: {reason}")]
+    Corrupt { what: String, reason: String },
+    /// The embedded store is held by a running `serve` (sled allows one process).
+    #[error("the data directory is in use by a running onshi-reconciler serve")]
+    Busy,
+}
+
+/// What an import chunk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportCounts {
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+impl ImportCounts {
+    pub fn add(&mut self, other: ImportCounts) {
+        self.added += other.added;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// One changed qualification period in the registry's change feed, in the order of `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryChange {
+    pub seq: u64,
+    pub qualification: Qualification,
+}
+
+/// Whom a grant of central search covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "code", rename_all = "snake_case")]
+pub enum GrantScope {
+    /// One facility.
+    Facility(FacilityCode),
+    /// Every facility of a prefecture (01–47: the first two digits of a facility code).
+    Prefecture(String),
+}
+
+impl GrantScope {
+    /// Whether the grant covers `facility`.
+    pub fn covers(&self, facility: &FacilityCode) -> bool {
+        match self {
+            GrantScope::Facility(f) => f == facility,
+            GrantScope::Prefecture(p) => facility.as_str().starts_with(p.as_str()),
+        }
+    }
+
+    /// The key a store files it under (`facility:CODE`, `prefecture:NN`).
+    pub fn key(&self) -> String {
+        match self {
+            GrantScope::Facility(f) => format!("facility:{f}"),
+            GrantScope::Prefecture(p) => format!("prefecture:{p}"),
+        }
+    }
+}
+
+impl fmt::Display for GrantScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantScope::Facility(c) => write!(f, "facility {c}"),
+            GrantScope::Prefecture(p) => write!(f, "prefecture {p}"),
+        }
+    }
+}
+
+/// The centre's grant of central search (disaster mode) to a facility or a prefecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub scope: GrantScope,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// When an operator ended it early (kept on record, never deleted).
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Grant {
+    pub fn active_at(&self, now: DateTime<Utc>) -> bool {
+        self.since <= now && now < self.until && self.ended_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A facility's own outage declaration (`POST /v1/outage` at its edge): a request the centre
+/// sees, not a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutageRequest {
+    pub facility: FacilityCode,
+    pub at: DateTime<Utc>,
+    /// True: the facility says it is in an outage; false: it says the outage is over.
+    pub active: bool,
+    pub reason: String,
+}
+
+/// A facility the centre knows, by the certificate it was last issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacilityEntry {
+    pub code: FacilityCode,
+    /// SHA-256 of the certificate's DER, lower-case hex: the only certificate accepted for it.
+    pub fingerprint: String,
+    pub added_at: DateTime<Utc>,
+    /// Set by `facility revoke`: the certificate is refused from then on.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl FacilityEntry {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// A settled provisional record that may settle differently when the registry changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RevisitCandidate {
+    pub facility: FacilityCode,
+    pub record: RecordId,
+}
+
+/// What the revisit index keeps of a record: the declared birth date (the registry's changes are
+/// matched on it) and the service date (the horizon is counted from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevisitKey {
+    pub birth_date: NaiveDate,
+    pub service_date: NaiveDate,
+}
+
+/// The settlements worth revisiting when the registry changes: nobody found, or several.
+pub fn revisit_key(record: &JournalRecord) -> Option<RevisitKey> {
+    let settlement = record.settlement()?;
+    if record.quarantine().is_some()
+        || !matches!(
+            settlement.kind,
+            SettlementKind::InsurerUnknown | SettlementKind::Ambiguous
+        )
+    {
+        return None;
+    }
+    let p = record.provisional()?;
+    Some(RevisitKey {
+        birth_date: p.declared.birth_date,
+        service_date: p.service_date,
+    })
+}
+
+/// A decision made under [`CentralStore::update`]'s lock: the record as it should now stand, or
+/// `None` to leave it.
+pub type Decide<'a> = dyn FnMut(&JournalRecord) -> Option<JournalRecord> + 'a;
+
+/// The centre's storage (see the module docs for the rules).
+pub trait CentralStore: Send + Sync + fmt::Debug {
+    /// `embedded` or `postgresql`, for logs and `check-config`.
+    fn kind(&self) -> &'static str;
+
+    // The registry.
+
+    /// An online check against the registry (the pure decision of `onshi_sync::registry`).
+    fn check(&self, req: &CheckRequest) -> Result<CheckOutcome, CentralError>;
+    /// Every period of a person (any order; empty when unknown).
+    fn periods_of_person(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError>;
+    /// Periods held.
+    fn period_count(&self) -> Result<u64, CentralError>;
+    /// Applies one chunk of an import (a period keyed by person and acquisition date replaces the
+    /// one stored); every period added or changed goes on the change feed. Durable on return.
+    fn import(&self, periods: &[Qualification]) -> Result<ImportCounts, CentralError>;
+    /// The change feed after `after`, at most `limit`, in order.
+    fn registry_changes(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RegistryChange>, CentralError>;
+    /// The feed's last `seq` (0 when empty): an instance that builds its search index from
+    /// [`CentralStore::for_each_period`] follows the feed from here.
+    fn registry_cursor(&self) -> Result<u64, CentralError>;
+    /// Every period, in no particular order (the central search index at start).
+    fn for_each_period(
+        &self,
+        f: &mut dyn FnMut(Qualification) -> Result<(), CentralError>,
+    ) -> Result<(), CentralError>;
+
+    // Journals, one per facility.
+
+    /// A facility's whole journal.
+    fn journal(&self, facility: &FacilityCode) -> Result<Journal, CentralError>;
+    /// One record.
+    fn record(
+        &self,
+        facility: &FacilityCode,
+        id: &RecordId,
+    ) -> Result<Option<JournalRecord>, CentralError>;
+    /// Joins each record into the stored one (CRDT merge) in one transaction; returns them as they
+    /// now stand, in the same order. Durable on return.
+    fn merge(
+        &self,
+        facility: &FacilityCode,
+        records: Vec<JournalRecord>,
+    ) -> Result<Vec<JournalRecord>, CentralError>;
+    /// For each id: reads the record under a lock every sharer of the store respects, asks
+    /// `decide`, and writes (merges) what it returns. Returns the records written, durable on
+    /// return. With `announce`, each written record goes on the facility's revision feed
+    /// ([`CentralStore::revisions`]) so a live session elsewhere sends it to the edge.
+    fn update(
+        &self,
+        facility: &FacilityCode,
+        ids: &[RecordId],
+        announce: bool,
+        decide: &mut Decide<'_>,
+    ) -> Result<Vec<JournalRecord>, CentralError>;
+    /// Records announced by [`CentralStore::update`] after `after`, and the new cursor.
+    fn revisions(
+        &self,
+        facility: &FacilityCode,
+        after: u64,
+    ) -> Result<(Vec<JournalRecord>, u64), CentralError>;
+    /// The facility's revision feed cursor now (a new session starts from here: its journal
+    /// already holds everything before).
+    fn revision_cursor(&self, facility: &FacilityCode) -> Result<u64, CentralError>;
+    /// Settled records ([`revisit_key`]) declared born on one of `birth_dates`, with a service
+    /// date on or after `service_from`.
+    fn revisit_candidates(
+        &self,
+        birth_dates: &[NaiveDate],
+        service_from: NaiveDate,
+    ) -> Result<Vec<RevisitCandidate>, CentralError>;
+
+    // Outages.
+
+    fn record_outage_request(&self, request: &OutageRequest) -> Result<(), CentralError>;
+    /// Every request, oldest first.
+    fn outage_requests(&self) -> Result<Vec<OutageRequest>, CentralError>;
+    /// Adds a grant (an earlier one for the same scope stays on record).
+    fn grant(&self, grant: &Grant) -> Result<(), CentralError>;
+    /// Ends every active grant of `scope` at `at`; how many.
+    fn end_grants(&self, scope: &GrantScope, at: DateTime<Utc>) -> Result<usize, CentralError>;
+    /// Every grant, oldest first.
+    fn grants(&self) -> Result<Vec<Grant>, CentralError>;
+
+    // Facilities.
+
+    /// Adds the facility or replaces its certificate (the old one is refused from then on).
+    fn put_facility(&self, entry: &FacilityEntry) -> Result<(), CentralError>;
+    /// Revokes the facility's certificate; false if it is unknown or already revoked.
+    fn revoke_facility(&self, code: &FacilityCode, at: DateTime<Utc>)
+    -> Result<bool, CentralError>;
+    /// Every facility, by code.
+    fn facilities(&self) -> Result<Vec<FacilityEntry>, CentralError>;
+    /// Bumped by every change of the facilities: instances re-read them when it moves.
+    fn facilities_version(&self) -> Result<u64, CentralError>;
+}
