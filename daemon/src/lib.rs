@@ -21,5 +21,6 @@ pub mod provisional;
 pub mod queue;
 pub mod reader;
 pub mod reload;
+mod rendezvous;
 pub mod replica;
 pub mod sync;
