@@ -181,7 +181,9 @@ impl std::str::FromStr for AddressList {
     /// Never fails: an empty or repeated entry is refused by [`Reconcilers::resolve`], which names
     /// the setting whichever way it was given.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(AddressList(s.split(',').map(|a| a.trim().to_string()).collect()))
+        Ok(AddressList(
+            s.split(',').map(|a| a.trim().to_string()).collect(),
+        ))
     }
 }
 
@@ -200,7 +202,9 @@ impl<'de> Deserialize<'de> for AddressList {
             )
         })? {
             Form::One(s) => Ok(s.parse().unwrap_or_else(|e| match e {})),
-            Form::Many(v) => Ok(AddressList(v.into_iter().map(|a| a.trim().to_string()).collect())),
+            Form::Many(v) => Ok(AddressList(
+                v.into_iter().map(|a| a.trim().to_string()).collect(),
+            )),
         }
     }
 }
@@ -265,7 +269,9 @@ impl Reconcilers {
         }
         let written: Vec<String> = out.iter().map(|r| r.written.clone()).collect();
         let order = crate::rendezvous::order(facility.as_str(), &written);
-        Ok(Reconcilers(order.into_iter().map(|i| out[i].clone()).collect()))
+        Ok(Reconcilers(
+            order.into_iter().map(|i| out[i].clone()).collect(),
+        ))
     }
 
     /// In this facility's order; the first is tried first.
@@ -945,9 +951,18 @@ mod tests {
 
     #[test]
     fn several_reconcilers_are_read_in_every_form_and_ordered_for_the_facility() {
-        let written = |c: &EdgeConfig| c.reconciler.iter().map(|r| r.written.clone()).collect::<Vec<_>>();
+        let written = |c: &EdgeConfig| {
+            c.reconciler
+                .iter()
+                .map(|r| r.written.clone())
+                .collect::<Vec<_>>()
+        };
         let flag = EdgeConfig::try_from(EdgeSettings {
-            reconciler: Some("127.0.0.1:7701, 127.0.0.1:7702,127.0.0.1:7703".parse().unwrap()),
+            reconciler: Some(
+                "127.0.0.1:7701, 127.0.0.1:7702,127.0.0.1:7703"
+                    .parse()
+                    .unwrap(),
+            ),
             ..full()
         })
         .unwrap();
@@ -971,16 +986,26 @@ mod tests {
         // However written, the same facility's order (the rendezvous order, not the list's).
         let order = crate::rendezvous::order(
             "1311234567",
-            &["127.0.0.1:7701".into(), "127.0.0.1:7702".into(), "127.0.0.1:7703".into()],
+            &[
+                "127.0.0.1:7701".into(),
+                "127.0.0.1:7702".into(),
+                "127.0.0.1:7703".into(),
+            ],
         );
-        let expected: Vec<String> = order.iter().map(|i| format!("127.0.0.1:770{}", i + 1)).collect();
+        let expected: Vec<String> = order
+            .iter()
+            .map(|i| format!("127.0.0.1:770{}", i + 1))
+            .collect();
         assert_eq!(written(&flag), expected);
         assert_eq!(from(string.clone()).reconciler, flag.reconciler);
         assert_eq!(from(array).reconciler, flag.reconciler);
         assert_eq!(flag.reconciler.addrs()[0], expected[0].parse().unwrap());
         // The single address as before: itself, from the flag or the file's string.
         let one = EdgeConfig::try_from(full()).unwrap();
-        assert_eq!(one.reconciler.addrs(), vec!["127.0.0.1:7700".parse().unwrap()]);
+        assert_eq!(
+            one.reconciler.addrs(),
+            vec!["127.0.0.1:7700".parse().unwrap()]
+        );
         assert_eq!(one.reconciler.to_string(), "127.0.0.1:7700");
         let file: EdgeSettings = toml::from_str("reconciler = \"127.0.0.1:7700\"\n").unwrap();
         assert_eq!(from(file).reconciler, one.reconciler);
@@ -993,7 +1018,10 @@ mod tests {
     fn a_bad_reconciler_list_is_refused_naming_the_setting() {
         for (bad, why) in [
             ("127.0.0.1:7701,127.0.0.1:7701", "given twice"),
-            ("127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7701", "given twice"),
+            (
+                "127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7701",
+                "given twice",
+            ),
             ("127.0.0.1:7701,,127.0.0.1:7702", "empty address"),
             ("127.0.0.1:7701,", "empty address"),
             ("", "empty address"),
@@ -1010,7 +1038,14 @@ mod tests {
         }
         let file: EdgeSettings =
             toml::from_str("reconciler = [\"127.0.0.1:7701\", \"127.0.0.1:7701\"]\n").unwrap();
-        let e = EdgeConfig::try_from(EdgeSettings { reconciler: None, ..full() }.or(file)).unwrap_err();
+        let e = EdgeConfig::try_from(
+            EdgeSettings {
+                reconciler: None,
+                ..full()
+            }
+            .or(file),
+        )
+        .unwrap_err();
         assert_eq!(e.setting, "--reconciler");
         for bad in ["reconciler = 7700\n", "reconciler = [7700]\n"] {
             let e = toml::from_str::<EdgeSettings>(bad).unwrap_err();

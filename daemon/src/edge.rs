@@ -64,7 +64,7 @@ pub async fn start_with_reload(
             &identity,
             LinkSettings::default(),
         )
-            .context("starting the link to the reconciler")?,
+        .context("starting the link to the reconciler")?,
     );
     // The certificate is read before anything listens: a bad one stops the start, naming it.
     let tls = match &config.http_transport {

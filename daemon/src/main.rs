@@ -569,10 +569,7 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
         config.pki.display(),
         match config.reconciler.iter().count() {
             1 => format!("reconciler {}", config.reconciler),
-            _ => format!(
-                "reconcilers {} (tried in this order)",
-                config.reconciler
-            ),
+            _ => format!("reconcilers {} (tried in this order)", config.reconciler),
         },
         config.http,
         config.deadline.as_millis(),
