@@ -1,15 +1,21 @@
 //! Several reconciler instances for one edge (`--reconciler A,B`): two `onshi-reconciler serve`
 //! processes with the same PKI and the same registry, each its own data directory. SIGKILL the
 //! instance serving the edge: a check answers online again, from the other, within 5 s of the kill
-//! (the requirement of issue 16). SIGKILL the other one: nothing changes. And an edge whose first
-//! address (in its facility's order) never answers still comes online on the second.
+//! (the requirement of issue 16). SIGKILL the other one: nothing changes. An edge whose first
+//! address (in its facility's order) never answers still comes online on the second. And the link
+//! client itself, through a relay that goes silent (a cut line, a stopped process): with two
+//! addresses it gives the silent one up for the other before QUIC's idle timeout; with one address
+//! only the idle timeout ends the connection, as it always did.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use onshi_model::FacilityCode;
+use onshi_sync::link::{Backoff, LinkClient, LinkSettings, LinkState};
+use onshi_tests::relay::Relay;
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, card_check, edge_bin,
-    run,
+    run, runtime,
 };
 use serde_json::Value;
 
@@ -25,17 +31,7 @@ struct Two {
 }
 
 fn two(name: &str) -> Two {
-    let test = TestDir::new(name);
-    let pki = Pki::init(&test.join("pki"), &[FACILITY_A]);
-    let registry = Registry::standard(&test);
-    let recs: Vec<Reconciler> = ["rec-a", "rec-b"]
-        .iter()
-        .map(|dir| {
-            let data = test.join(dir);
-            registry.import(&data);
-            Reconciler::start(&test, &data, &pki)
-        })
-        .collect();
+    let (test, pki, registry, recs) = two_reconcilers(name);
     let mut opts = EdgeOpts::new(FACILITY_A, &test.join("edge"), &pki, recs[0].addr);
     opts.more_reconcilers = vec![recs[1].addr];
     let edge = Edge::start(&test, opts);
@@ -233,4 +229,98 @@ fn a_first_address_that_never_answers_does_not_keep_the_edge_offline() {
     let (code, v) = edge.post_check(&card_check(registry.valid_insured(), TODAY));
     assert_eq!((code, &v["source"]), (200, &Value::from("online")), "{v}");
     drop(dead_socket);
+}
+
+/// Waits until `link` is not up and says why; the first such state.
+async fn first_loss(link: &LinkClient) -> LinkState {
+    let mut rx = link.subscribe();
+    let state = tokio::time::timeout(
+        Duration::from_secs(15),
+        rx.wait_for(|s| !s.is_up() && s.last_error.is_some()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the link never went down; state {:?}", link.state()))
+    .expect("the link's state channel")
+    .clone();
+    state
+}
+
+async fn wait_up(link: &LinkClient) -> LinkState {
+    let mut rx = link.subscribe();
+    let state = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(LinkState::is_up))
+        .await
+        .unwrap_or_else(|_| panic!("the link never came up; state {:?}", link.state()))
+        .expect("the link's state channel")
+        .clone();
+    state
+}
+
+#[test]
+fn a_silent_instance_is_given_up_for_the_next_and_one_address_waits_for_the_idle_timeout() {
+    let _serial = onshi_tests::serial();
+    let (_test, pki, _registry, recs) = two_reconcilers("multi-silent");
+    let (a, b) = (recs[0].addr, recs[1].addr);
+    // One relay per client (a relay serves one client at a time), both in front of instance A.
+    let (relay, relay_one) = (Relay::start(a, 1), Relay::start(a, 2));
+    let identity =
+        onshi_sync::pki::load_client(&pki.dir, &FacilityCode::parse(FACILITY_A).unwrap())
+            .expect("the facility's certificate");
+    // A steady 0.5 s between attempts, so each state is seen before the next attempt replaces it.
+    let settings = LinkSettings {
+        backoff: Backoff::new(Duration::from_millis(500), Duration::from_millis(500), 0.0),
+        ..LinkSettings::default()
+    };
+    runtime().block_on(async {
+        let several =
+            LinkClient::with_servers(vec![relay.addr(), b], &identity, settings.clone()).unwrap();
+        let one = LinkClient::new(relay_one.addr(), &identity, settings).unwrap();
+        assert_eq!(
+            wait_up(&several).await.server,
+            relay.addr(),
+            "the first address first"
+        );
+        assert_eq!(several.servers(), &[relay.addr(), b]);
+        assert_eq!(wait_up(&one).await.server, relay_one.addr());
+
+        // The line to A goes silent both ways: nothing is refused, nothing closed; datagrams vanish.
+        relay.set_cut(true);
+        relay_one.set_cut(true);
+        let lost = first_loss(&several).await;
+        let why = lost.last_error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            why.contains("nothing from the reconciler") && why.contains("next instance"),
+            "with two addresses, the silence itself gives the connection up: {why}"
+        );
+        let up = wait_up(&several).await;
+        assert_eq!(
+            up.server, b,
+            "and the next attempt goes to the other instance"
+        );
+
+        let lost = first_loss(&one).await;
+        let why = lost.last_error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            why.contains("idle timeout"),
+            "with one address, QUIC's idle timeout ends the connection as before: {why}"
+        );
+        assert_eq!(lost.server, relay_one.addr());
+        several.close().await;
+        one.close().await;
+    });
+}
+
+/// Two reconcilers serving the standard registry with one PKI, each its own data directory.
+fn two_reconcilers(name: &str) -> (TestDir, Pki, Registry, Vec<Reconciler>) {
+    let test = TestDir::new(name);
+    let pki = Pki::init(&test.join("pki"), &[FACILITY_A]);
+    let registry = Registry::standard(&test);
+    let recs = ["rec-a", "rec-b"]
+        .iter()
+        .map(|dir| {
+            let data = test.join(dir);
+            registry.import(&data);
+            Reconciler::start(&test, &data, &pki)
+        })
+        .collect();
+    (test, pki, registry, recs)
 }
