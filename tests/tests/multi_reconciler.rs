@@ -234,25 +234,23 @@ fn a_first_address_that_never_answers_does_not_keep_the_edge_offline() {
 /// Waits until `link` is not up and says why; the first such state.
 async fn first_loss(link: &LinkClient) -> LinkState {
     let mut rx = link.subscribe();
-    let state = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(15),
         rx.wait_for(|s| !s.is_up() && s.last_error.is_some()),
     )
     .await
     .unwrap_or_else(|_| panic!("the link never went down; state {:?}", link.state()))
     .expect("the link's state channel")
-    .clone();
-    state
+    .clone()
 }
 
 async fn wait_up(link: &LinkClient) -> LinkState {
     let mut rx = link.subscribe();
-    let state = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(LinkState::is_up))
+    tokio::time::timeout(Duration::from_secs(15), rx.wait_for(LinkState::is_up))
         .await
         .unwrap_or_else(|_| panic!("the link never came up; state {:?}", link.state()))
         .expect("the link's state channel")
-        .clone();
-    state
+        .clone()
 }
 
 #[test]
