@@ -28,9 +28,11 @@ pub struct EdgeSettings {
     /// PKI directory as `onshi-reconciler pki init` lays it out.
     #[arg(long)]
     pub pki: Option<PathBuf>,
-    /// The reconciler's QUIC address, e.g. 127.0.0.1:7700 or reconciler.example:7700.
-    #[arg(long)]
-    pub reconciler: Option<String>,
+    /// The reconciler's QUIC address, e.g. 127.0.0.1:7700 or reconciler.example:7700; several
+    /// instances comma-separated (`a:7700,b:7700`; in the file also a list). Each facility tries
+    /// them in its own order (a hash of its code) and moves to the next when one fails.
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    pub reconciler: Option<AddressList>,
     /// Address of the local HTTP API, e.g. 127.0.0.1:7600.
     #[arg(long)]
     pub http: Option<String>,
@@ -165,6 +167,138 @@ impl EdgeSettings {
         })?;
         toml::from_str(&text)
             .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))
+    }
+}
+
+/// The reconciler addresses as given: a comma-separated string (the flag, or the file's string
+/// form) or the file's list of strings. Checked by [`Reconcilers::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressList(pub Vec<String>);
+
+impl std::str::FromStr for AddressList {
+    type Err = std::convert::Infallible;
+
+    /// Never fails: an empty or repeated entry is refused by [`Reconcilers::resolve`], which names
+    /// the setting whichever way it was given.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(AddressList(
+            s.split(',').map(|a| a.trim().to_string()).collect(),
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Form::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "reconciler: expected an address (\"host:port\"), several comma-separated, \
+                 or a list of addresses",
+            )
+        })? {
+            Form::One(s) => Ok(s.parse().unwrap_or_else(|e| match e {})),
+            Form::Many(v) => Ok(AddressList(
+                v.into_iter().map(|a| a.trim().to_string()).collect(),
+            )),
+        }
+    }
+}
+
+/// One reconciler instance: its address as written (what the order is computed from, so it does
+/// not change when DNS does) and what it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcilerAddr {
+    pub written: String,
+    pub addr: SocketAddr,
+}
+
+/// The reconciler instances in the order this facility tries them ([`crate::rendezvous`]); never
+/// empty, no address twice. Compared as a whole on reload: a changed list needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconcilers(Vec<ReconcilerAddr>);
+
+impl Reconcilers {
+    /// One instance (the demo, tests).
+    pub fn single(addr: SocketAddr) -> Self {
+        Reconcilers(vec![ReconcilerAddr {
+            written: addr.to_string(),
+            addr,
+        }])
+    }
+
+    /// Resolves and checks `list` (no empty entry, none twice as written or as resolved) and puts
+    /// it in `facility`'s order.
+    pub fn resolve(
+        setting: &str,
+        list: &AddressList,
+        facility: &FacilityCode,
+    ) -> Result<Self, ConfigError> {
+        let mut out: Vec<ReconcilerAddr> = Vec::with_capacity(list.0.len());
+        for written in &list.0 {
+            if written.is_empty() {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("'{}' has an empty address", list.0.join(",")),
+                ));
+            }
+            if out.iter().any(|r| r.written.eq_ignore_ascii_case(written)) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("'{written}' is given twice"),
+                ));
+            }
+            let addr = resolve(setting, written)?;
+            if let Some(same) = out.iter().find(|r| r.addr == addr) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!(
+                        "'{}' and '{written}' are the same address ({addr}): give each instance once",
+                        same.written
+                    ),
+                ));
+            }
+            out.push(ReconcilerAddr {
+                written: written.clone(),
+                addr,
+            });
+        }
+        let written: Vec<String> = out.iter().map(|r| r.written.clone()).collect();
+        let order = crate::rendezvous::order(facility.as_str(), &written);
+        Ok(Reconcilers(
+            order.into_iter().map(|i| out[i].clone()).collect(),
+        ))
+    }
+
+    /// In this facility's order; the first is tried first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.0.iter().map(|r| r.addr).collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ReconcilerAddr> {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Display for Reconcilers {
+    /// `a:7700 (10.0.0.1:7700), b:7700 (10.0.0.2:7700)` in the facility's order; an address
+    /// written as its own resolution appears once.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if r.written == r.addr.to_string() {
+                write!(f, "{}", r.addr)?;
+            } else {
+                write!(f, "{} ({})", r.written, r.addr)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -426,7 +560,8 @@ pub struct EdgeConfig {
     pub facility: FacilityCode,
     pub data: PathBuf,
     pub pki: PathBuf,
-    pub reconciler: SocketAddr,
+    /// The reconciler instances, in this facility's order.
+    pub reconciler: Reconcilers,
     pub http: SocketAddr,
     pub http_settings: HttpSettings,
     /// How the HTTP API is served: TLS (certificate and key files), or plain.
@@ -640,12 +775,17 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
             s.http_key,
             s.allow_plain_http_on_lan.unwrap_or(false),
         )?;
+        let reconciler = Reconcilers::resolve(
+            "--reconciler",
+            &required(s.reconciler, "--reconciler")?,
+            &facility,
+        )?;
         Ok(EdgeConfig {
             session_idle,
             facility,
             data: required(s.data, "--data")?,
             pki: required(s.pki, "--pki")?,
-            reconciler: resolve("--reconciler", &required(s.reconciler, "--reconciler")?)?,
+            reconciler,
             http,
             http_settings,
             http_transport,
@@ -683,7 +823,7 @@ mod tests {
             facility: Some("1311234567".into()),
             data: Some("/tmp/d".into()),
             pki: Some("/tmp/p".into()),
-            reconciler: Some("127.0.0.1:7700".into()),
+            reconciler: Some("127.0.0.1:7700".parse().unwrap()),
             http: Some("127.0.0.1:7600".into()),
             mailbox: None,
             deadline_ms: None,
@@ -807,6 +947,110 @@ mod tests {
         let file: EdgeSettings = toml::from_str("allow_plain_http_on_lan = true\n").unwrap();
         let c = lan(full().or(file)).unwrap();
         assert_eq!(c.http_transport, HttpTransport::PlainOnLan);
+    }
+
+    #[test]
+    fn several_reconcilers_are_read_in_every_form_and_ordered_for_the_facility() {
+        let written = |c: &EdgeConfig| {
+            c.reconciler
+                .iter()
+                .map(|r| r.written.clone())
+                .collect::<Vec<_>>()
+        };
+        let flag = EdgeConfig::try_from(EdgeSettings {
+            reconciler: Some(
+                "127.0.0.1:7701, 127.0.0.1:7702,127.0.0.1:7703"
+                    .parse()
+                    .unwrap(),
+            ),
+            ..full()
+        })
+        .unwrap();
+        let string: EdgeSettings =
+            toml::from_str("reconciler = \"127.0.0.1:7703,127.0.0.1:7701,127.0.0.1:7702\"\n")
+                .unwrap();
+        let array: EdgeSettings = toml::from_str(
+            "reconciler = [\"127.0.0.1:7702\", \"127.0.0.1:7703\", \"127.0.0.1:7701\"]\n",
+        )
+        .unwrap();
+        let from = |file: EdgeSettings| {
+            EdgeConfig::try_from(
+                EdgeSettings {
+                    reconciler: None,
+                    ..full()
+                }
+                .or(file),
+            )
+            .unwrap()
+        };
+        // However written, the same facility's order (the rendezvous order, not the list's).
+        let order = crate::rendezvous::order(
+            "1311234567",
+            &[
+                "127.0.0.1:7701".into(),
+                "127.0.0.1:7702".into(),
+                "127.0.0.1:7703".into(),
+            ],
+        );
+        let expected: Vec<String> = order
+            .iter()
+            .map(|i| format!("127.0.0.1:770{}", i + 1))
+            .collect();
+        assert_eq!(written(&flag), expected);
+        assert_eq!(from(string.clone()).reconciler, flag.reconciler);
+        assert_eq!(from(array).reconciler, flag.reconciler);
+        assert_eq!(flag.reconciler.addrs()[0], expected[0].parse().unwrap());
+        // The single address as before: itself, from the flag or the file's string.
+        let one = EdgeConfig::try_from(full()).unwrap();
+        assert_eq!(
+            one.reconciler.addrs(),
+            vec!["127.0.0.1:7700".parse().unwrap()]
+        );
+        assert_eq!(one.reconciler.to_string(), "127.0.0.1:7700");
+        let file: EdgeSettings = toml::from_str("reconciler = \"127.0.0.1:7700\"\n").unwrap();
+        assert_eq!(from(file).reconciler, one.reconciler);
+        // A changed list needs a restart, like a changed address; the same list reordered does not.
+        assert_eq!(one.restart_needed(&flag), vec!["reconciler"]);
+        assert!(flag.restart_needed(&from(string)).is_empty());
+    }
+
+    #[test]
+    fn a_bad_reconciler_list_is_refused_naming_the_setting() {
+        for (bad, why) in [
+            ("127.0.0.1:7701,127.0.0.1:7701", "given twice"),
+            (
+                "127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7701",
+                "given twice",
+            ),
+            ("127.0.0.1:7701,,127.0.0.1:7702", "empty address"),
+            ("127.0.0.1:7701,", "empty address"),
+            ("", "empty address"),
+            ("127.0.0.1:7701,nowhere", "not a host:port"),
+            ("127.0.0.1:7701,127.0.0.1:07701", "the same address"),
+        ] {
+            let e = EdgeConfig::try_from(EdgeSettings {
+                reconciler: Some(bad.parse().unwrap()),
+                ..full()
+            })
+            .unwrap_err();
+            assert_eq!(e.setting, "--reconciler", "{bad}");
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+        let file: EdgeSettings =
+            toml::from_str("reconciler = [\"127.0.0.1:7701\", \"127.0.0.1:7701\"]\n").unwrap();
+        let e = EdgeConfig::try_from(
+            EdgeSettings {
+                reconciler: None,
+                ..full()
+            }
+            .or(file),
+        )
+        .unwrap_err();
+        assert_eq!(e.setting, "--reconciler");
+        for bad in ["reconciler = 7700\n", "reconciler = [7700]\n"] {
+            let e = toml::from_str::<EdgeSettings>(bad).unwrap_err();
+            assert!(e.to_string().contains("reconciler"), "{bad}: {e}");
+        }
     }
 
     #[test]

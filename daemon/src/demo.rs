@@ -145,7 +145,7 @@ pub async fn run(
         facility,
         data: dir.path().join("edge"),
         pki: pki_dir,
-        reconciler: reconciler.addr,
+        reconciler: crate::config::Reconcilers::single(reconciler.addr),
         http: http_addr,
         http_settings: crate::config::HttpSettings::default(),
         // The demo serves plain HTTP: the rule for a non-loopback --http applies (no TLS here).

@@ -59,8 +59,12 @@ pub async fn start_with_reload(
     let identity = onshi_sync::pki::load_client(&config.pki, &config.facility)
         .context("loading the facility's certificate")?;
     let link = Arc::new(
-        LinkClient::new(config.reconciler, &identity, LinkSettings::default())
-            .context("starting the link to the reconciler")?,
+        LinkClient::with_servers(
+            config.reconciler.addrs(),
+            &identity,
+            LinkSettings::default(),
+        )
+        .context("starting the link to the reconciler")?,
     );
     // The certificate is read before anything listens: a bad one stops the start, naming it.
     let tls = match &config.http_transport {
@@ -142,7 +146,6 @@ pub async fn start_with_reload(
         audit: api::Audit::new(audit_log, gate.journal.clone()),
         gate: gate.clone(),
         started: Instant::now(),
-        reconciler: config.reconciler.to_string(),
         mailbox,
         mailbox_store,
         idempotency,

@@ -21,6 +21,7 @@ pub mod provisional;
 pub mod queue;
 pub mod reader;
 pub mod reload;
+mod rendezvous;
 pub mod replica;
 pub mod sync;
 pub mod tally;

@@ -563,11 +563,14 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
         eprintln!("{where_}: {w}");
     }
     println!(
-        "{where_}: ok: facility {}, data {}, pki {}, reconciler {}, http {}, deadline {} ms, mailbox {}",
+        "{where_}: ok: facility {}, data {}, pki {}, {}, http {}, deadline {} ms, mailbox {}",
         config.facility,
         config.data.display(),
         config.pki.display(),
-        config.reconciler,
+        match config.reconciler.iter().count() {
+            1 => format!("reconciler {}", config.reconciler),
+            _ => format!("reconcilers {} (tried in this order)", config.reconciler),
+        },
         config.http,
         config.deadline.as_millis(),
         config
@@ -831,6 +834,10 @@ async fn status(http: &Client, raw: bool) -> anyhow::Result<ExitCode> {
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         );
+        if let Some(all) = v["link"]["reconcilers"].as_array().filter(|a| a.len() > 1) {
+            let all: Vec<&str> = all.iter().filter_map(|a| a.as_str()).collect();
+            println!("            of {} (in this order)", all.join(", "));
+        }
         println!("journal:    {} checks", v["journal"]["checks"]);
         println!(
             "queue:      {} pending, ¥{} provisional",

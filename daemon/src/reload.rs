@@ -64,7 +64,7 @@ pub fn reload_once(
     kept.facility = current.facility.clone();
     kept.data = current.data.clone();
     kept.pki = current.pki.clone();
-    kept.reconciler = current.reconciler;
+    kept.reconciler = current.reconciler.clone();
     kept.http = current.http;
     kept.mailbox = current.mailbox.clone();
     kept.mailbox_timing = current.mailbox_timing;

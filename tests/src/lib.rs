@@ -1129,6 +1129,9 @@ pub struct EdgeOpts {
     pub data: PathBuf,
     pub pki: PathBuf,
     pub reconciler: SocketAddr,
+    /// Further reconciler instances: `--reconciler` is given `reconciler,more…` (the edge tries
+    /// them in its facility's order, not in this one).
+    pub more_reconcilers: Vec<SocketAddr>,
     pub deadline_ms: Option<u64>,
     /// `--hold-ms`: how long a better mode must hold before the mode improves. [`EdgeOpts::new`]
     /// sets [`TEST_HOLD_MS`] so coming online takes a fraction of a second; `None` runs with the
@@ -1173,6 +1176,7 @@ impl EdgeOpts {
             data: data.to_path_buf(),
             pki: pki.dir.clone(),
             reconciler,
+            more_reconcilers: Vec::new(),
             deadline_ms: None,
             hold_ms: Some(TEST_HOLD_MS),
             reader_timeout_ms: None,
@@ -1262,16 +1266,15 @@ impl Edge {
             }
             None => Command::new(edge_bin()),
         };
+        let reconcilers: Vec<String> = std::iter::once(opts.reconciler)
+            .chain(opts.more_reconcilers.iter().copied())
+            .map(|a| a.to_string())
+            .collect();
         cmd.args(["run", "--facility", &opts.facility, "--data"])
             .arg(&opts.data)
             .arg("--pki")
             .arg(&opts.pki)
-            .args([
-                "--reconciler",
-                &opts.reconciler.to_string(),
-                "--http",
-                &opts.http,
-            ]);
+            .args(["--reconciler", &reconcilers.join(","), "--http", &opts.http]);
         if let Some(m) = &opts.mailbox {
             cmd.arg("--mailbox").arg(m);
         }

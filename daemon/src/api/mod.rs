@@ -51,7 +51,6 @@ use crate::idempotency::{Created, IdempotencyStore, Lookup};
 pub struct AppState {
     pub gate: Gate,
     pub started: Instant,
-    pub reconciler: String,
     /// The OQS file mailbox, when configured.
     pub mailbox: Option<crate::mailbox::Mailbox>,
     /// The mailbox's records (kept, and exported, even when the mailbox is not configured now).

@@ -32,7 +32,7 @@ pub struct Status<'a> {
     reasons: Vec<String>,
     mode_changes: Vec<crate::mode::ModeChange>,
     facility: &'a onshi_model::FacilityCode,
-    link: LinkStatus<'a>,
+    link: LinkStatus,
     /// The one-reader summary older clients read; `readers` has each.
     reader: crate::reader::ReaderSummary,
     readers: Vec<crate::reader::ReaderStatus>,
@@ -49,9 +49,13 @@ pub struct Status<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct LinkStatus<'a> {
+struct LinkStatus {
     state: &'static str,
-    reconciler: &'a str,
+    /// The reconciler address in use: of the connection when up, of the attempt under way when
+    /// connecting, of the last one tried when down. With one address, always that address.
+    reconciler: String,
+    /// Every configured reconciler address, in the order this facility tries them.
+    reconcilers: Vec<String>,
     since_s: f64,
     reconnects: u64,
     last_error: Option<String>,
@@ -99,7 +103,14 @@ fn status(app: &AppState) -> Status<'_> {
         facility: app.gate.journal.facility(),
         link: LinkStatus {
             state: link.name(),
-            reconciler: &app.reconciler,
+            reconciler: link.server.to_string(),
+            reconcilers: app
+                .gate
+                .link
+                .servers()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             since_s: link.since.elapsed().as_secs_f64(),
             reconnects: link.reconnects,
             last_error: link.last_error.as_ref().map(|e| e.to_string()),

@@ -3,6 +3,23 @@
 //! watch channel. A new connection counts as up only after a ping round trip: the server serves no
 //! stream before it has authorised the facility, so any answer means "authorised".
 //!
+//! Several reconciler instances: the client is given their addresses in the order this edge
+//! prefers them (the caller decides the order) and connects to the first. A failed or timed-out
+//! attempt, or a lost connection, sends the next attempt to the next address, cyclically (after
+//! the same backoff as with one address). With more than one address, a connection from which
+//! nothing at all has arrived for [`LinkSettings::silence_limit`](super::LinkSettings) is given
+//! up for the next address before QUIC's idle timeout: the reconciler and this edge both send a
+//! keep-alive every second, so two seconds of silence mean the instance (or the line) is gone,
+//! and another instance may answer. With one address there is nowhere else to go, and the idle
+//! timeout alone decides, as it always did.
+//!
+//! When a preferred instance comes back, the edge stays where it is until that connection fails
+//! (then the cycle reaches the preferred one again): a deliberate move would drop a working
+//! connection, which reception sees as the link down (offline, then the mode's hold time), and an
+//! instance that flaps would drag its facilities along. The facilities of an instance that failed
+//! are spread over the others by the rendezvous order, so staying costs no instance more than its
+//! share; the returned instance fills again as edges restart or lose their connections.
+//!
 //! This module must never let [`LinkClient::call`] wait past its timeout, never queue requests
 //! while the link is down (the gate decides what to do instead), and never swallow a refusal: the
 //! server's reason reaches the caller as [`LinkError::Refused`].
@@ -109,6 +126,9 @@ pub struct LinkState {
     pub reconnects: u64,
     /// Round-trip time of the current (or last) connection.
     pub last_rtt: Option<Duration>,
+    /// The reconciler address of the current connection, of the attempt under way, or (when
+    /// down) of the last one tried.
+    pub server: SocketAddr,
     /// True once [`LinkClient::close`] was called; no more attempts follow.
     pub closed: bool,
 }
@@ -128,13 +148,14 @@ impl LinkState {
         }
     }
 
-    fn initial() -> Self {
+    fn initial(server: SocketAddr) -> Self {
         LinkState {
             phase: LinkPhase::Connecting,
             since: Instant::now(),
             last_error: None,
             reconnects: 0,
             last_rtt: None,
+            server,
             closed: false,
         }
     }
@@ -142,18 +163,31 @@ impl LinkState {
 
 struct Shared {
     endpoint: Endpoint,
+    /// The reconciler addresses, in the order this edge tries them; never empty.
+    servers: Vec<SocketAddr>,
     /// The TLS side of every connection attempt's configuration.
     crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
     /// Application bytes of answered RPCs: request frames sent, answer frames received.
     payload: [AtomicU64; 2],
     /// The current authorised connection, if any.
     conn: Mutex<Option<quinn::Connection>>,
+    /// A connection this client gave up (its `stable_id`) and why: its RPCs fail with that reason
+    /// rather than quinn's "locally closed", which reads as the client shutting down.
+    given_up: Mutex<Option<(usize, LinkError)>>,
     state: watch::Sender<LinkState>,
 }
 
 impl Shared {
     fn current(&self) -> Option<quinn::Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why `conn` was given up, if this client gave it up.
+    fn given_up_reason(&self, conn: &quinn::Connection) -> Option<LinkError> {
+        match &*self.given_up.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((id, reason)) if *id == conn.stable_id() => Some(reason.clone()),
+            _ => None,
+        }
     }
 
     fn set_conn(&self, conn: Option<quinn::Connection>) {
@@ -193,7 +227,17 @@ impl LinkClient {
         identity: &ClientIdentity,
         settings: LinkSettings,
     ) -> Result<Self, LinkSetupError> {
-        Self::with_tls(server, tls::client_config(identity)?, settings)
+        Self::with_servers(vec![server], identity, settings)
+    }
+
+    /// As [`LinkClient::new`] with several reconciler instances, in the order this edge prefers
+    /// them (see the module doc for how it moves between them).
+    pub fn with_servers(
+        servers: Vec<SocketAddr>,
+        identity: &ClientIdentity,
+        settings: LinkSettings,
+    ) -> Result<Self, LinkSetupError> {
+        Self::with_tls_servers(servers, tls::client_config(identity)?, settings)
     }
 
     /// As [`LinkClient::new`] with a ready-made TLS configuration (tests play odd clients with it).
@@ -202,10 +246,24 @@ impl LinkClient {
         tls: rustls::ClientConfig,
         settings: LinkSettings,
     ) -> Result<Self, LinkSetupError> {
+        Self::with_tls_servers(vec![server], tls, settings)
+    }
+
+    /// As [`LinkClient::with_servers`] with a ready-made TLS configuration.
+    pub fn with_tls_servers(
+        servers: Vec<SocketAddr>,
+        tls: rustls::ClientConfig,
+        settings: LinkSettings,
+    ) -> Result<Self, LinkSetupError> {
+        let Some(&first) = servers.first() else {
+            return Err(LinkSetupError::NoServer);
+        };
         let crypto = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?);
         // Checked here, so each attempt's own configuration (`attempt_config`) cannot fail.
         transport_config(&settings, super::DEFAULT_INITIAL_RTT)?;
-        let bind: SocketAddr = if server.is_ipv4() {
+        // IPv4 only: an IPv4 socket, as always. Any IPv6 address: an IPv6 socket, which reaches
+        // IPv4 instances too (quinn maps their addresses).
+        let bind: SocketAddr = if servers.iter().all(SocketAddr::is_ipv4) {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
@@ -213,16 +271,18 @@ impl LinkClient {
         let endpoint = super::endpoint(bind, None)
             .map_err(|source| LinkSetupError::Bind { addr: bind, source })?;
 
-        let (state, _) = watch::channel(LinkState::initial());
+        let (state, _) = watch::channel(LinkState::initial(first));
         let shared = Arc::new(Shared {
             endpoint,
+            servers,
             crypto,
             payload: Default::default(),
             conn: Mutex::new(None),
+            given_up: Mutex::new(None),
             state,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(shared.clone(), server, settings, shutdown_rx));
+        let task = tokio::spawn(supervise(shared.clone(), settings, shutdown_rx));
         Ok(LinkClient {
             shared,
             shutdown,
@@ -262,7 +322,11 @@ impl LinkClient {
             .map_err(|_| LinkError::Timeout(timeout))??;
         let answer = tokio::time::timeout_at(deadline, rpc(&conn, &frame, priority))
             .await
-            .map_err(|_| LinkError::Timeout(timeout))??;
+            .map_err(|_| LinkError::Timeout(timeout))?
+            .map_err(|e| match e {
+                LinkError::Closed => self.shared.given_up_reason(&conn).unwrap_or(e),
+                other => other,
+            })?;
         self.shared.payload[0].fetch_add(frame.len() as u64, Ordering::Relaxed);
         self.shared.payload[1].fetch_add(answer.len() as u64, Ordering::Relaxed);
         Ok(answer)
@@ -285,6 +349,11 @@ impl LinkClient {
             state.last_rtt = Some(conn.rtt());
         }
         state
+    }
+
+    /// The reconciler addresses, in the order this edge tries them.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.shared.servers
     }
 
     /// State changes as events (every phase change, error and reconnect).
@@ -452,10 +521,10 @@ async fn connect(
     result
 }
 
-/// The reconnect loop: connect, hold the connection until it ends, back off, repeat.
+/// The reconnect loop: connect, hold the connection until it ends, back off, repeat; each attempt
+/// after a failed one or a lost connection goes to the next address.
 async fn supervise(
     shared: Arc<Shared>,
-    server: SocketAddr,
     settings: LinkSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -466,11 +535,15 @@ async fn supervise(
     // time limit): the least of its first ping's and its final estimate (a loaded line's estimate
     // includes its queue).
     let mut last_rtt: Option<Duration> = None;
+    let servers = shared.servers.len();
+    let mut index = 0;
     loop {
+        let server = shared.servers[index];
         shared.set_phase(LinkPhase::Connecting, |s| {
             if !first {
                 s.reconnects += 1;
             }
+            s.server = server;
         });
         first = false;
         let attempt = tokio::select! {
@@ -488,6 +561,17 @@ async fn supervise(
                 tracing::info!(%server, ?rtt, "link up");
                 let lost = tokio::select! {
                     e = conn.closed() => LinkError::from_connection(&e),
+                    // With one address there is nowhere else to go: QUIC's idle timeout decides.
+                    quiet = silence(&conn, settings.silence_limit), if servers > 1 => {
+                        let reason = LinkError::Io(format!(
+                            "nothing from the reconciler at {server} for {} ms; trying the next instance",
+                            quiet.as_millis()
+                        ));
+                        *shared.given_up.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((conn.stable_id(), reason.clone()));
+                        conn.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"no sign of life");
+                        reason
+                    }
                     _ = shutdown.wait_for(|stop| *stop) => {
                         conn.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"edge shutting down");
                         break;
@@ -503,6 +587,7 @@ async fn supervise(
                 shared.set_phase(LinkPhase::Down, |s| s.last_error = Some(e));
             }
         }
+        index = next_server(index, servers);
         let delay = backoff.next_delay(&mut rng);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -511,4 +596,80 @@ async fn supervise(
     }
     shared.set_conn(None);
     shared.set_phase(LinkPhase::Down, |s| s.closed = true);
+}
+
+/// The address after `current` of `servers`, cyclically: where the attempt after a failure goes.
+fn next_server(current: usize, servers: usize) -> usize {
+    (current + 1) % servers.max(1)
+}
+
+/// How often a held connection's count of received datagrams is read (several addresses only).
+const SILENCE_READ_EVERY: Duration = Duration::from_millis(200);
+
+/// Resolves once nothing at all has arrived on `conn` for `limit`, with how long that was.
+async fn silence(conn: &quinn::Connection, limit: Duration) -> Duration {
+    let mut quiet = Quiet::new(conn.stats().udp_rx.datagrams, Instant::now());
+    let mut every = tokio::time::interval(SILENCE_READ_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let silent = quiet.read(conn.stats().udp_rx.datagrams, Instant::now());
+        if silent >= limit {
+            return silent;
+        }
+    }
+}
+
+/// How long nothing has arrived, from a count of received datagrams read now and then. An
+/// arrival is noticed at the first reading after it, so the silence is never over-estimated: a
+/// connection is never given up early.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    received: u64,
+    since: Instant,
+}
+
+impl Quiet {
+    fn new(received: u64, now: Instant) -> Self {
+        Quiet {
+            received,
+            since: now,
+        }
+    }
+
+    /// The count read at `now`; how long it has not changed.
+    fn read(&mut self, received: u64, now: Instant) -> Duration {
+        if received != self.received {
+            self.received = received;
+            self.since = now;
+        }
+        now.saturating_duration_since(self.since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_failure_the_next_address_is_tried_cyclically() {
+        assert_eq!(next_server(0, 1), 0, "one address: always it");
+        let order: Vec<usize> = std::iter::successors(Some(0), |&i| Some(next_server(i, 3)))
+            .take(7)
+            .collect();
+        assert_eq!(order, vec![0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_reading_that_saw_a_datagram() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut q = Quiet::new(10, t0);
+        assert_eq!(q.read(10, at(200)), Duration::from_millis(200));
+        assert_eq!(q.read(12, at(400)), Duration::ZERO, "a datagram came");
+        assert_eq!(q.read(12, at(2_300)), Duration::from_millis(1_900));
+        assert_eq!(q.read(12, at(2_400)), Duration::from_millis(2_000));
+        // A reading that goes back in time (never with a monotonic clock) is no silence.
+        assert_eq!(q.read(12, at(300)), Duration::ZERO);
+    }
 }

@@ -72,6 +72,13 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a fresh connection's first ping may take before the client gives up on it.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// With several reconciler instances: how long nothing at all may arrive on a connection before
+/// the client gives it up for the next instance. Two keep-alive intervals: both sides send one
+/// every second and answer the other's, so a live instance is never this quiet (a line losing 4 %
+/// of its datagrams loses all four of two seconds about once in a million); QUIC's idle timer may
+/// run up to a keep-alive past [`IDLE_TIMEOUT`] after the last datagram (it restarts on our first
+/// send after it), which alone would leave the 5 s a facility may be without its answers too thin.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Application close code: the server refused this peer (the reason string says why).
 pub const CLOSE_REFUSED: u32 = 0x10;
@@ -129,6 +136,9 @@ pub struct LinkSettings {
     pub probe_timeout: Duration,
     /// Client only: the reconnect schedule.
     pub backoff: Backoff,
+    /// Client only, with more than one reconciler address: a connection silent this long is given
+    /// up for the next address ([`SILENCE_LIMIT`]). Not used with one address.
+    pub silence_limit: Duration,
 }
 
 impl Default for LinkSettings {
@@ -138,6 +148,7 @@ impl Default for LinkSettings {
             idle_timeout: IDLE_TIMEOUT,
             probe_timeout: PROBE_TIMEOUT,
             backoff: Backoff::default(),
+            silence_limit: SILENCE_LIMIT,
         }
     }
 }
@@ -155,6 +166,8 @@ pub enum LinkSetupError {
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     #[error("idle timeout {0:?} is too large for QUIC")]
     IdleTimeout(Duration),
+    #[error("no reconciler address given")]
+    NoServer,
     #[error("cannot bind the link's UDP socket on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
