@@ -296,40 +296,42 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let panicking = std::thread::panicking();
-        match &mut self.kind {
-            Kind::Private(c) => {
-                if let Some(pid) = c.postmaster.take() {
-                    // Immediate: the cluster is thrown away, nothing needs to be flushed.
-                    let out = c.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", PG_CTL_WAIT_SECS]);
-                    if !out.status.success() {
-                        eprintln!(
-                            "pg_ctl stop failed, killing the server\n{}",
-                            c.explain(&out)
-                        );
-                    }
-                    // Also after a clean stop: it returns when the pid file is gone, a moment
-                    // before the process is.
-                    kill_tree(pid);
-                }
-                if panicking {
-                    eprintln!(
-                        "----- PostgreSQL server log ({}) -----\n{}",
-                        c.log.display(),
-                        tail(&c.log, 60)
-                    );
-                }
+        // A private cluster stops itself (Drop for Cluster).
+        if let Kind::External { database, base } = &self.kind {
+            if std::thread::panicking() {
+                eprintln!("test database {database} kept on the server of {PG_URL_ENV}");
+            } else if let Err(e) = sql(
+                base,
+                &[format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")],
+            ) {
+                eprintln!("could not drop test database {database}: {e}");
             }
-            Kind::External { database, base } => {
-                if panicking {
-                    eprintln!("test database {database} kept on the server of {PG_URL_ENV}");
-                } else if let Err(e) = sql(
-                    base,
-                    &[format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")],
-                ) {
-                    eprintln!("could not drop test database {database}: {e}");
-                }
+        }
+    }
+}
+
+/// Also while [`PgServer::start`] is still setting up, so a failed set-up leaves nothing running.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(pid) = self.postmaster.take() {
+            // Immediate: the cluster is thrown away, nothing needs to be flushed.
+            let out = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", PG_CTL_WAIT_SECS]);
+            if !out.status.success() {
+                eprintln!(
+                    "pg_ctl stop failed, killing the server\n{}",
+                    self.explain(&out)
+                );
             }
+            // Also after a clean stop: pg_ctl returns when the pid file is gone, a moment before
+            // the process is.
+            kill_tree(pid);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- PostgreSQL server log ({}) -----\n{}",
+                self.log.display(),
+                tail(&self.log, 60)
+            );
         }
     }
 }
@@ -431,15 +433,24 @@ impl Cluster {
             "-o",
             &port,
         ]);
+        let pid = pid_in(&self.data.join("postmaster.pid"));
         if !out.status.success() {
+            // pg_ctl gave up waiting, but a postmaster may still be starting: not left behind.
+            if let Some(pid) = pid.filter(|p| alive(*p)) {
+                kill_tree(pid);
+            }
             let log = std::fs::read(&self.log).unwrap_or_default();
             let new = String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default());
-            return Err(format!("{}\nserver log:\n{new}", self.explain(&out)));
+            return Err(format!(
+                "pg_ctl start: {}\n{}{}\nserver log ({}):\n{new}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log.display()
+            ));
         }
-        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-            .ok_or_else(|| "the server started but wrote no postmaster.pid".to_string())?;
+        let pid =
+            pid.ok_or_else(|| "the server started but wrote no postmaster.pid".to_string())?;
         self.postmaster = Some(pid);
         Ok(())
     }
@@ -451,13 +462,7 @@ impl Cluster {
     fn clear_stale_lock_files(&self) {
         let socket_lock = self.root.join(format!(".s.PGSQL.{}.lock", self.port));
         for lock in [self.data.join("postmaster.pid"), socket_lock] {
-            let Some(pid) = std::fs::read_to_string(&lock)
-                .ok()
-                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
-            else {
-                continue;
-            };
-            if !alive(pid) {
+            if pid_in(&lock).is_some_and(|pid| !alive(pid)) {
                 let _ = std::fs::remove_file(lock);
             }
         }
@@ -608,6 +613,12 @@ fn kill_tree(pid: u32) {
     for child in children {
         wait_gone(child);
     }
+}
+
+/// The pid on the first line of a lock file (postmaster.pid, a socket's .lock).
+fn pid_in(lock: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    text.lines().next()?.trim().parse().ok()
 }
 
 /// Pids whose parent is `pid` (from /proc).
