@@ -90,7 +90,8 @@ impl PgServer {
         &self.url
     }
 
-    /// A superuser's URL on the same server (e.g. to end other sessions as a fault).
+    /// A superuser's URL on the same server (e.g. to end other sessions as a fault); on an
+    /// external server, the test database with the role of `ONSHI_TEST_PG_URL`.
     pub fn superuser_url(&self) -> &str {
         &self.superuser_url
     }
@@ -197,12 +198,16 @@ impl PgServer {
         let root = (1..)
             .map(|n| {
                 test.join(if n == 1 {
-                    "pg".to_string()
+                    "pg".into()
                 } else {
                     format!("pg-{n}")
                 })
             })
-            .find(|p| std::fs::create_dir(p).is_ok())
+            .find(|p| match std::fs::create_dir(p) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => panic!("creating {}: {e}", p.display()),
+            })
             .expect("a directory for the test server");
         if let Some(acct) = run_as {
             // The server's user must reach its files: let it through the test's directory (search
@@ -274,11 +279,11 @@ impl PgServer {
             NEXT.fetch_add(1, Ordering::Relaxed),
             rand::rng().random_range(0..1_000_000u32)
         );
-        // The message never shows the URL: it holds a password.
         // As the private server's: UTF-8, collation C, whatever the server's default is.
         let create = format!(
             "CREATE DATABASE {database} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
         );
+        // The message never shows the URL: it holds a password.
         if let Err(e) = sql(base, &[create]) {
             panic!("cannot create a test database on the server named by {PG_URL_ENV}: {e}");
         }
