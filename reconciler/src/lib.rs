@@ -3,6 +3,7 @@
 //! outage, and the reconciler's half of the journal sync. The shared core (wire, journal CRDT,
 //! sync state machines, link and PKI, the store traits, the registry's storage) is `onshi-sync`.
 
+pub mod admin;
 pub mod metrics;
 pub mod replication;
 pub mod service;

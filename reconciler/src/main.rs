@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use onshi_reconciler::admin::{AdminRequest, AdminResponse, AdminTarget};
 use onshi_reconciler::store::embedded::EmbeddedStore;
 use onshi_reconciler::store::{CentralStore, ImportCounts};
 
@@ -46,6 +47,13 @@ enum Command {
         /// The JSONL file (`-` for standard input).
         file: PathBuf,
     },
+    /// Disaster mode: the centre grants central search (by name and birth date over the national
+    /// registry) to a facility or a prefecture; a facility's own outage declaration is a request
+    /// listed here. Works while serve runs.
+    Outage {
+        #[command(subcommand)]
+        command: OutageCommand,
+    },
     /// Check the `serve` configuration (settings, PKI files) without starting anything.
     CheckConfig {
         #[arg(long)]
@@ -70,6 +78,68 @@ enum Command {
         #[arg(long, value_parser = parse_date_arg)]
         today: Option<chrono::NaiveDate>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutageCommand {
+    /// Grant central search from now on, for --days days.
+    Grant {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// How long the grant lasts (1–90 days; default 7).
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// The reconciler's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// End the active grants of a facility or a prefecture now.
+    End {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The reconciler's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// The grants (active and past) and the facilities' outage requests.
+    List {
+        /// The reconciler's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+/// Whom a grant covers: one facility or one prefecture.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    /// A facility code (10 digits).
+    #[arg(long)]
+    facility: Option<String>,
+    /// A prefecture code, 01–47 (a disaster area: every facility whose code starts with it).
+    #[arg(long)]
+    prefecture: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> anyhow::Result<onshi_reconciler::store::GrantScope> {
+        use onshi_reconciler::store::GrantScope;
+        match (&self.facility, &self.prefecture) {
+            (Some(f), _) => Ok(GrantScope::Facility(
+                onshi_model::FacilityCode::parse(f)
+                    .map_err(|e| anyhow::anyhow!("--facility {f}: {e}"))?,
+            )),
+            (None, Some(p)) => {
+                let ok = p.len() == 2 && p.parse::<u8>().is_ok_and(|n| (1..=47).contains(&n));
+                anyhow::ensure!(
+                    ok,
+                    "--prefecture {p}: a prefecture code is two digits, 01 to 47"
+                );
+                Ok(GrantScope::Prefecture(p.clone()))
+            }
+            (None, None) => anyhow::bail!("--facility or --prefecture: one is required"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +325,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Import { data, file } => import(data, file),
+        Command::Outage { command } => outage(command),
         Command::Pki {
             command: PkiCommand::Init { dir, facilities },
         } => {
@@ -360,6 +431,11 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
         options,
         onshi_sync::lifecycle::shutdown_signal(),
     )?;
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = onshi_reconciler::admin::serve_socket(&s.data, store.clone(), async move {
+        let _ = admin_stopped.await;
+    })
+    .with_context(|| format!("the admin socket in {}", s.data.display()))?;
     println!("onshi-reconciler: listening on quic://{}", running.addr);
     if let Some(m) = running.metrics_addr {
         println!("onshi-reconciler: metrics on http://{m}/metrics");
@@ -375,6 +451,8 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
     ));
     running.task.await.context("reconciler task")?;
     heartbeat.abort();
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
     notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("stopping"),
@@ -441,9 +519,94 @@ onshi\-edge(1), /usr/share/doc/onshi/README.md
 /// Lines read and applied per store call: each chunk is one transaction (one fsync).
 const IMPORT_CHUNK: usize = 5_000;
 
+fn admin(data: &std::path::Path) -> anyhow::Result<AdminTarget> {
+    AdminTarget::embedded(data)
+        .with_context(|| format!("opening the registry in {}", data.display()))
+}
+
+fn outage(command: OutageCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OutageCommand::Grant { scope, days, data } => {
+            anyhow::ensure!((1..=90).contains(&days), "--days {days}: from 1 to 90");
+            let scope = scope.scope()?;
+            match admin(&data)?.run(AdminRequest::Grant { scope, days })? {
+                AdminResponse::Granted { grant } => println!(
+                    "granted: central search for {} from {} until {}",
+                    grant.scope,
+                    grant.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                    grant.until.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+        }
+        OutageCommand::End { scope, data } => {
+            let scope = scope.scope()?;
+            match admin(&data)?.run(AdminRequest::EndGrants {
+                scope: scope.clone(),
+            })? {
+                AdminResponse::Ended { count: 0 } => {
+                    println!("no active grant for {scope}");
+                    return Ok(ExitCode::from(1));
+                }
+                AdminResponse::Ended { count } => {
+                    println!("ended {count} grant(s) for {scope}: central search is off for it now")
+                }
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+        }
+        OutageCommand::List { data } => match admin(&data)?.run(AdminRequest::Outages)? {
+            AdminResponse::Outages { grants, requests } => {
+                let now = chrono::Utc::now();
+                println!("grants ({}):", grants.len());
+                for g in &grants {
+                    let state = if g.active_at(now) {
+                        "active"
+                    } else if g.ended_at.is_some() {
+                        "ended"
+                    } else {
+                        "expired"
+                    };
+                    println!(
+                        "  {:<22} {:<7} since {}  until {}{}",
+                        g.scope.to_string(),
+                        state,
+                        g.since.format("%Y-%m-%d %H:%M"),
+                        g.until.format("%Y-%m-%d %H:%M"),
+                        g.ended_at
+                            .map(|e| format!("  ended {}", e.format("%Y-%m-%d %H:%M")))
+                            .unwrap_or_default()
+                    );
+                }
+                println!("requests from facilities ({}):", requests.len());
+                for r in &requests {
+                    println!(
+                        "  {}  {}  {}  {}",
+                        r.at.format("%Y-%m-%d %H:%M:%S"),
+                        r.facility,
+                        if r.active { "outage" } else { "over  " },
+                        onshi_model::Untrusted(&r.reason)
+                    );
+                }
+            }
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = EmbeddedStore::open(&data)
-        .with_context(|| format!("opening the registry in {}", data.display()))?;
+    let target = admin(&data)?;
+    let mut periods_now = 0;
+    let mut run = |chunk: &mut Vec<onshi_model::Qualification>| -> anyhow::Result<ImportCounts> {
+        let periods = std::mem::take(chunk);
+        match target.run(AdminRequest::Import { periods })? {
+            AdminResponse::Imported { counts, periods } => {
+                periods_now = periods;
+                Ok(counts)
+            }
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        }
+    };
     let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -474,12 +637,11 @@ fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
             }
         }
         if chunk.len() >= IMPORT_CHUNK {
-            counts.add(store.import(&chunk)?);
-            chunk.clear();
+            counts.add(run(&mut chunk)?);
         }
     }
     if !chunk.is_empty() {
-        counts.add(store.import(&chunk)?);
+        counts.add(run(&mut chunk)?);
     }
     println!(
         "imported {}: {} added, {} updated, {} unchanged, {} bad line(s); registry holds {} periods",
@@ -488,7 +650,7 @@ fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
         counts.updated,
         counts.unchanged,
         bad,
-        store.period_count()?
+        periods_now
     );
     Ok(if bad == 0 {
         ExitCode::SUCCESS

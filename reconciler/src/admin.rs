@@ -1,0 +1,273 @@
+//! The operators' commands on the centre's data (`import`, `outage …`, `facility …`), carried out
+//! in one place ([`execute`]) whichever way they reach the store:
+//! - PostgreSQL: the command connects and runs them itself; every `serve` sees the result (the
+//!   registry's change feed, the grants read at each search, the facilities' version);
+//! - embedded, no `serve` running: the command opens the sled directory itself;
+//! - embedded, `serve` running: sled allows one process, so the command hands each request to the
+//!   running `serve` over its admin socket `DATA/admin.sock` (a Unix socket, 0600 in the 0700 data
+//!   directory: only the service user reaches it), one JSON line each way.
+//!
+//! Must never: act on a request it cannot parse (answered with the reason), or answer before the
+//! store made the change durable.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use onshi_model::{FacilityCode, Qualification};
+use serde::{Deserialize, Serialize};
+
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{
+    CentralError, CentralStore, FacilityEntry, Grant, GrantScope, ImportCounts, OutageRequest,
+};
+
+/// The admin socket's file name in the data directory.
+pub const SOCKET: &str = "admin.sock";
+
+/// The largest request line the socket reads (an import chunk of 5,000 periods is ~2 MB).
+const MAX_LINE: usize = 64 << 20;
+
+/// One operator command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// One chunk of a registry import.
+    Import { periods: Vec<Qualification> },
+    /// Central search for a facility or a prefecture from now for `days`.
+    Grant { scope: GrantScope, days: u32 },
+    /// Ends the active grants of a scope now.
+    EndGrants { scope: GrantScope },
+    /// Grants and the facilities' requests.
+    Outages,
+    /// Adds a facility or replaces its certificate.
+    PutFacility { entry: FacilityEntry },
+    /// Revokes a facility's certificate.
+    RevokeFacility { code: FacilityCode },
+    /// Every facility.
+    Facilities,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum AdminResponse {
+    Imported {
+        counts: ImportCounts,
+        periods: u64,
+    },
+    Granted {
+        grant: Grant,
+    },
+    Ended {
+        count: usize,
+    },
+    Outages {
+        grants: Vec<Grant>,
+        requests: Vec<OutageRequest>,
+    },
+    FacilityPut,
+    Revoked {
+        revoked: bool,
+    },
+    Facilities {
+        facilities: Vec<FacilityEntry>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Carries out one request on the store (blocking). The one place the commands' effects are
+/// decided, for a direct store and for the socket alike.
+pub fn execute(
+    store: &dyn CentralStore,
+    request: AdminRequest,
+    now: DateTime<Utc>,
+) -> Result<AdminResponse, CentralError> {
+    Ok(match request {
+        AdminRequest::Import { periods } => {
+            let counts = store.import(&periods)?;
+            AdminResponse::Imported {
+                counts,
+                periods: store.period_count()?,
+            }
+        }
+        AdminRequest::Grant { scope, days } => {
+            let grant = Grant {
+                scope,
+                since: now,
+                until: now + chrono::Duration::days(i64::from(days)),
+                ended_at: None,
+            };
+            store.grant(&grant)?;
+            tracing::warn!(scope = %grant.scope, until = %grant.until, "central search granted");
+            AdminResponse::Granted { grant }
+        }
+        AdminRequest::EndGrants { scope } => {
+            let count = store.end_grants(&scope, now)?;
+            tracing::warn!(%scope, count, "central search grant ended");
+            AdminResponse::Ended { count }
+        }
+        AdminRequest::Outages => AdminResponse::Outages {
+            grants: store.grants()?,
+            requests: store.outage_requests()?,
+        },
+        AdminRequest::PutFacility { entry } => {
+            store.put_facility(&entry)?;
+            tracing::info!(facility = %entry.code, fingerprint = %entry.fingerprint, "facility added (certificate recorded)");
+            AdminResponse::FacilityPut
+        }
+        AdminRequest::RevokeFacility { code } => {
+            let revoked = store.revoke_facility(&code, now)?;
+            if revoked {
+                tracing::warn!(facility = %code, "facility certificate revoked");
+            }
+            AdminResponse::Revoked { revoked }
+        }
+        AdminRequest::Facilities => AdminResponse::Facilities {
+            facilities: store.facilities()?,
+        },
+    })
+}
+
+/// Where an operator's command goes.
+#[derive(Debug)]
+pub enum AdminTarget {
+    /// The store itself (PostgreSQL, or an embedded directory no `serve` holds).
+    Direct(Arc<dyn CentralStore>),
+    /// The running `serve` that holds the embedded directory.
+    Socket(PathBuf),
+}
+
+impl AdminTarget {
+    /// The embedded store in `data`: opened directly, or through the running `serve`'s socket.
+    pub fn embedded(data: &Path) -> Result<Self, CentralError> {
+        match EmbeddedStore::open(data) {
+            Ok(s) => Ok(AdminTarget::Direct(Arc::new(s))),
+            Err(CentralError::Busy) => Ok(AdminTarget::Socket(data.join(SOCKET))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one request (blocking).
+    pub fn run(&self, request: AdminRequest) -> Result<AdminResponse, CentralError> {
+        match self {
+            AdminTarget::Direct(store) => execute(store.as_ref(), request, Utc::now()),
+            AdminTarget::Socket(path) => {
+                let unreachable = |e: std::io::Error| {
+                    CentralError::Database(format!(
+                        "the data directory is held by a running onshi-reconciler serve, and its admin socket {} does not answer: {e}",
+                        path.display()
+                    ))
+                };
+                let mut stream = UnixStream::connect(path).map_err(unreachable)?;
+                let mut line = serde_json::to_vec(&request).map_err(|e| CentralError::Corrupt {
+                    what: "admin request".into(),
+                    reason: e.to_string(),
+                })?;
+                line.push(b'\n');
+                stream.write_all(&line).map_err(unreachable)?;
+                let mut reader = BufReader::new(stream);
+                let mut answer = String::new();
+                reader.read_line(&mut answer).map_err(unreachable)?;
+                let answer: AdminResponse =
+                    serde_json::from_str(&answer).map_err(|e| CentralError::Corrupt {
+                        what: "admin answer".into(),
+                        reason: e.to_string(),
+                    })?;
+                match answer {
+                    AdminResponse::Error { message } => Err(CentralError::Database(message)),
+                    a => Ok(a),
+                }
+            }
+        }
+    }
+}
+
+/// Serves the admin socket at `DATA/admin.sock` for the running `serve` until `shutdown`.
+pub fn serve_socket(
+    data: &Path,
+    store: Arc<dyn CentralStore>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let path = data.join(SOCKET);
+    // A socket left by a killed serve: this process holds the store's lock, so nobody else
+    // serves it.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    onshi_sync::modes::restrict_file(&path)?;
+    tracing::info!(socket = %path.display(), "admin socket (import, outage, facility commands while serving)");
+    Ok(tokio::spawn(async move {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(connection(stream, store.clone()));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "admin socket accept failed"),
+                },
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }))
+}
+
+async fn connection(stream: tokio::net::UnixStream, store: Arc<dyn CentralStore>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).take(MAX_LINE as u64 + 1);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket read failed");
+                return;
+            }
+        }
+        let answer = match serde_json::from_slice::<AdminRequest>(&line) {
+            Err(e) => AdminResponse::Error {
+                message: format!("the request does not parse: {e}"),
+            },
+            Ok(request) => {
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || {
+                    execute(store.as_ref(), request, Utc::now())
+                })
+                .await
+                {
+                    Ok(Ok(a)) => a,
+                    Ok(Err(e)) => AdminResponse::Error {
+                        message: e.to_string(),
+                    },
+                    Err(e) => AdminResponse::Error {
+                        message: format!("the command failed: {e}"),
+                    },
+                }
+            }
+        };
+        let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
+        bytes.push(b'\n');
+        if write.write_all(&bytes).await.is_err() {
+            return;
+        }
+        if line.len() > MAX_LINE {
+            return;
+        }
+        // The limit counts the whole connection: each request gets a fresh budget.
+        lines.set_limit(MAX_LINE as u64 + 1);
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
