@@ -46,9 +46,14 @@ async fn send_pending_outage(gate: &Gate) {
         )
         .await
     {
-        Ok(Response::Outage { active, until, .. }) if active == o.active => {
+        Ok(Response::Outage {
+            active: granted,
+            until,
+            ..
+        }) => {
+            let active = o.active;
             o.central = true;
-            o.until = until;
+            o.until = until.filter(|_| granted && active);
             match gate.journal.set_outage(&o).await {
                 Ok(()) => tracing::warn!(
                     active,

@@ -115,6 +115,18 @@ pub async fn run(
         &dir.path().join("reconciler"),
     )?);
     onshi_reconciler::store::CentralStore::import(reconciler_store.as_ref(), &periods)?;
+    // Disaster mode is the centre's to grant: the demo's centre grants it to the demo facility,
+    // so the demo shows central search (as `onshi-reconciler outage grant --facility` would).
+    let granted = chrono::Utc::now();
+    onshi_reconciler::store::CentralStore::grant(
+        reconciler_store.as_ref(),
+        &onshi_reconciler::store::Grant {
+            scope: onshi_reconciler::store::GrantScope::Facility(facility.clone()),
+            since: granted,
+            until: granted + chrono::Duration::days(onshi_reconciler::service::OUTAGE_DAYS),
+            ended_at: None,
+        },
+    )?;
     let examples = onshi_sync::synth::pick_examples(&periods, today);
     let card_holder = examples.card_holder.clone();
     let (Some(valid_q), Some(lost_q)) = (examples.valid_insured, examples.lost_with_newer) else {

@@ -395,7 +395,7 @@ impl Reconciler {
         match self.granted(facility) {
             Ok(Some(_)) => {}
             Ok(None) => {
-                tracing::warn!(%facility, "central search refused: no outage granted by the centre");
+                tracing::info!(%facility, "central search refused: no outage granted by the centre");
                 return Response::error(
                     "no_outage_declared",
                     "central search is only for a facility the centre has put in disaster mode: the outage request (POST /v1/outage) is with the centre, which grants it (onshi-reconciler outage grant)",

@@ -1110,6 +1110,28 @@ impl Reconciler {
         })
     }
 
+    /// Runs `onshi-reconciler ARGS… --data DATA` while this reconciler serves (the command goes
+    /// through its admin socket) and returns (exit code, stdout, stderr).
+    pub fn command(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(reconciler_bin())
+            .args(args)
+            .arg("--data")
+            .arg(&self.data)
+            .output()
+            .expect("running onshi-reconciler");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `outage grant --facility CODE`: the centre grants central search to the facility.
+    pub fn grant(&self, facility: &str) {
+        let (code, out, err) = self.command(&["outage", "grant", "--facility", facility]);
+        assert_eq!(code, 0, "outage grant: {out}{err}");
+    }
+
     /// Kills this reconciler if it still runs and serves the same data on the same address again
     /// (its stderr log continues in the same file).
     pub fn restart(mut self, test: &TestDir) -> Reconciler {

@@ -530,7 +530,7 @@ fn batch_prefetch_fills_the_replica_for_offline_checks_and_search() {
     );
 
     // An outage declared while the link is down is recorded here first, and delivered to the
-    // reconciler once it is back: then central search works.
+    // reconciler once it is back; once the centre grants it, central search works.
     let (code, declared) = edge.post(
         "/v1/outage",
         &json!({"active": true, "reason": "card reader broken"}),
@@ -555,16 +555,36 @@ fn batch_prefetch_fills_the_replica_for_offline_checks_and_search() {
         )
     });
     assert_eq!(delivered["active"], true, "{delivered}");
-    assert!(delivered["until"].is_string(), "{delivered}");
+    assert_eq!(
+        delivered["granted"], false,
+        "a request, not a grant: {delivered}"
+    );
     let said = rec
         .proc
-        .wait_stderr(&["outage declared"], Duration::from_secs(5));
+        .wait_stderr(&["outage requested"], Duration::from_secs(5));
     assert!(
         said.is_some(),
         "the reconciler logs the declaration:\n{}",
         rec.proc.stderr_tail(20)
     );
     let query = json!({"name": never_seen["name"], "birth_date": never_seen["birth_date"], "sex": never_seen["sex"]});
+    let (code, refused) = edge.post("/v1/search", &query);
+    assert_eq!(
+        (code, refused["source"].as_str()),
+        (200, Some("replica")),
+        "{refused}"
+    );
+    assert!(
+        str_of(&refused["note"]).contains("not granted"),
+        "{refused}"
+    );
+    let (code, out, err) = rec.command(&["outage", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(FACILITY_A) && out.contains("card reader broken"),
+        "the centre sees the request:\n{out}"
+    );
+    rec.grant(FACILITY_A);
     let (code, found) = edge.post("/v1/search", &query);
     assert_eq!(code, 200, "{found}");
     assert_eq!(found["source"], "online", "{found}");
@@ -575,7 +595,7 @@ fn batch_prefetch_fills_the_replica_for_offline_checks_and_search() {
 }
 
 #[test]
-fn central_search_only_in_a_declared_outage_rate_limited_and_logged() {
+fn central_search_only_when_the_centre_grants_it_rate_limited_and_logged() {
     let _serial = onshi_tests::serial();
     let t = TestDir::new("central-search");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
@@ -589,7 +609,7 @@ fn central_search_only_in_a_declared_outage_rate_limited_and_logged() {
     let query =
         json!({"name": target["name"], "birth_date": target["birth_date"], "sex": target["sex"]});
 
-    // Online without a declared outage: the replica, with a note.
+    // Online without a grant: the replica, with a note.
     let (code, v) = edge.post("/v1/search", &query);
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["source"], "replica", "{v}");
@@ -601,17 +621,33 @@ fn central_search_only_in_a_declared_outage_rate_limited_and_logged() {
     assert_field_error(&edge.post("/v1/outage", &json!({"active": true})), "reason");
     assert_field_error(&edge.post("/v1/outage", &json!({"reason": "x"})), "active");
 
-    // Declared: the reconciler searches the registry and finds the person.
+    // Declared: a request the centre records; the facility's own declaration does not open
+    // central search.
     let (code, declared) = edge.post(
         "/v1/outage",
         &json!({"active": true, "reason": "card reader broken"}),
     );
     assert_eq!(code, 200, "{declared}");
     assert_eq!(
-        (declared["active"].as_bool(), declared["central"].as_bool()),
-        (Some(true), Some(true)),
+        (
+            declared["active"].as_bool(),
+            declared["central"].as_bool(),
+            declared["granted"].as_bool()
+        ),
+        (Some(true), Some(true), Some(false)),
         "{declared}"
     );
+    let (code, v) = edge.post("/v1/search", &query);
+    assert_eq!((code, v["source"].as_str()), (200, Some("replica")), "{v}");
+    assert!(str_of(&v["note"]).contains("not granted"), "{v}");
+    // The centre grants it: the reconciler searches the registry and finds the person.
+    rec.grant(FACILITY_A);
+    let (code, declared) = edge.post(
+        "/v1/outage",
+        &json!({"active": true, "reason": "card reader broken"}),
+    );
+    assert_eq!(code, 200, "{declared}");
+    assert_eq!(declared["granted"], true, "{declared}");
     assert!(
         declared["since"].is_string() && declared["until"].is_string(),
         "{declared}"
@@ -652,7 +688,9 @@ fn central_search_only_in_a_declared_outage_rate_limited_and_logged() {
     });
     eprintln!("the reconciler said: {logged}");
 
-    // Ended: central search is refused again (the replica answers).
+    // Ended by the centre: central search is refused again (the replica answers).
+    let (code, out, err) = rec.command(&["outage", "end", "--facility", FACILITY_A]);
+    assert_eq!(code, 0, "{out}{err}");
     let (code, ended) = edge.post("/v1/outage", &json!({"active": false}));
     assert_eq!(code, 200, "{ended}");
     assert_eq!(
@@ -666,13 +704,11 @@ fn central_search_only_in_a_declared_outage_rate_limited_and_logged() {
     assert!(str_of(&v["note"]).contains("outage"), "{v}");
     assert_eq!(v["candidates"], json!([]), "{v}");
 
-    // Declared again: quick central searches are rate-limited (20 at once, then 60 a minute); past
-    // the limit the edge falls back to the replica and says why.
-    let (code, v) = edge.post(
-        "/v1/outage",
-        &json!({"active": true, "reason": "card reader broken again"}),
-    );
-    assert_eq!((code, v["central"].as_bool()), (200, Some(true)), "{v}");
+    // Granted again (for the facility's whole prefecture, a disaster area): quick central
+    // searches are rate-limited (20 at once, then 60 a minute); past the limit the edge falls
+    // back to the replica and says why.
+    let (code, out, err) = rec.command(&["outage", "grant", "--prefecture", &FACILITY_A[..2]]);
+    assert_eq!(code, 0, "{out}{err}");
     let burst = Instant::now();
     let mut central = 0;
     let limited = (0..80).find_map(|_| {

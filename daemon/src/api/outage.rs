@@ -29,6 +29,10 @@ pub struct OutageAnswer {
     pub until: Option<Option<DateTime<Utc>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub central: Option<bool>,
+    /// Whether the centre has granted central search (disaster mode) to this facility: a
+    /// declaration is a request; the centre's operators grant it (`until` is the grant's end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted: Option<bool>,
     /// Why the centre did not record it (declaring only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<Option<String>>,
@@ -42,6 +46,7 @@ impl OutageAnswer {
             since: Some(o.since),
             until: Some(o.until),
             central: Some(o.central),
+            granted: Some(o.active && o.until.is_some_and(|u| u > Utc::now())),
             note,
         }
     }
@@ -131,11 +136,20 @@ pub(crate) async fn ask_centre(
         .call(Request::Outage { active, reason }, gate.deadline())
         .await
     {
+        // The centre recorded the request; `granted` says whether central search is open to
+        // this facility now (the centre's grant, until its end).
         Ok(WireResponse::Outage {
-            active: a, until, ..
-        }) if a == active => {
+            active: granted,
+            until,
+            ..
+        }) => {
             state.central = true;
-            state.until = until;
+            state.until = until.filter(|_| granted && active);
+            if active && !granted {
+                note = Some(
+                    "the centre has the request; central search opens when the centre grants disaster mode".into(),
+                );
+            }
         }
         Ok(other) => note = Some(format!("the reconciler did not record it: {other:?}")),
         Err(e) => {
@@ -159,6 +173,7 @@ pub(super) async fn get_outage(
             since: None,
             until: None,
             central: None,
+            granted: Some(false),
             note: None,
         },
     }))

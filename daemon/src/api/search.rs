@@ -74,7 +74,10 @@ pub(super) async fn post_search(
         .map_err(unavailable)?
         .filter(|o| o.active);
     let mut note = None;
-    if outage.is_some() && gate.link.state().is_up() {
+    // With the link up the centre is asked whenever this facility is in an outage here or the
+    // centre may have granted disaster mode (by facility or for its prefecture): the centre
+    // decides, and says so when it has not granted it.
+    if gate.link.state().is_up() {
         match gate
             .link
             .call(Request::Search(query.clone()), gate.deadline())
@@ -100,6 +103,13 @@ pub(super) async fn post_search(
                     .await?;
                 return Ok(axum::Json(answer).into_response());
             }
+            Ok(WireResponse::Error { code, .. }) if code == "no_outage_declared" => {
+                note = Some(if outage.is_some() {
+                    "central search not granted yet: the outage request is with the centre; searched this facility's replica".into()
+                } else {
+                    "no outage granted by the centre: searched this facility's replica (request disaster mode with POST /v1/outage)".into()
+                })
+            }
             Ok(WireResponse::Error { code, message }) => {
                 note = Some(format!(
                     "central search refused ({code}: {message}); searched this facility's replica"
@@ -116,8 +126,6 @@ pub(super) async fn post_search(
                 ))
             }
         }
-    } else if outage.is_none() && gate.link.state().is_up() {
-        note = Some("no outage declared: searched this facility's replica (declare one with POST /v1/outage for central search)".into());
     }
     let today = chrono::Local::now().date_naive();
     let mut candidates = Vec::new();

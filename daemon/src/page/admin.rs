@@ -624,8 +624,8 @@ fn outage_view(
     reason: &str,
 ) -> Markup {
     let now = Utc::now();
-    // Central search answers while the centre recorded the declaration and it has not expired.
-    let central_now = o.is_some_and(|o| o.active && o.central && o.until.is_none_or(|u| u > now));
+    // Central search answers while the centre's grant (its end is `until`) has not expired.
+    let central_now = o.is_some_and(|o| o.active && o.central && o.until.is_some_and(|u| u > now));
     html! {
         section id="outage" data-active=(o.is_some_and(|o| o.active)) data-central=(central_now) {
             @match o {
@@ -636,6 +636,7 @@ fn outage_view(
                         dt { "開始" } dd { (words::at(o.since)) }
                         dt { "期限" } dd { @match o.until { Some(u) => { (words::at(u)) } None => { "—" } } }
                         dt { "中央での記録" } dd { @if o.central { "記録済み" } @else { "未記録（中央に届いていません）" } }
+                        dt { "中央の承認" } dd { @if o.until.is_some() { "承認済み" } @else if o.central { "承認待ち（中央が災害時モードを認めると中央検索が使えます）" } @else { "—" } }
                     }
                 }
                 _ => { p { "災害時モードは申請されていません。" } }
