@@ -34,6 +34,9 @@ _onshi__reconciler() {
             onshi__reconciler,manpage)
                 cmd="onshi__reconciler__subcmd__manpage"
                 ;;
+            onshi__reconciler,outage)
+                cmd="onshi__reconciler__subcmd__outage"
+                ;;
             onshi__reconciler,pki)
                 cmd="onshi__reconciler__subcmd__pki"
                 ;;
@@ -58,14 +61,50 @@ _onshi__reconciler() {
             onshi__reconciler__subcmd__help,manpage)
                 cmd="onshi__reconciler__subcmd__help__subcmd__manpage"
                 ;;
+            onshi__reconciler__subcmd__help,outage)
+                cmd="onshi__reconciler__subcmd__help__subcmd__outage"
+                ;;
             onshi__reconciler__subcmd__help,pki)
                 cmd="onshi__reconciler__subcmd__help__subcmd__pki"
                 ;;
             onshi__reconciler__subcmd__help,serve)
                 cmd="onshi__reconciler__subcmd__help__subcmd__serve"
                 ;;
+            onshi__reconciler__subcmd__help__subcmd__outage,end)
+                cmd="onshi__reconciler__subcmd__help__subcmd__outage__subcmd__end"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__outage,grant)
+                cmd="onshi__reconciler__subcmd__help__subcmd__outage__subcmd__grant"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__outage,list)
+                cmd="onshi__reconciler__subcmd__help__subcmd__outage__subcmd__list"
+                ;;
             onshi__reconciler__subcmd__help__subcmd__pki,init)
                 cmd="onshi__reconciler__subcmd__help__subcmd__pki__subcmd__init"
+                ;;
+            onshi__reconciler__subcmd__outage,end)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__end"
+                ;;
+            onshi__reconciler__subcmd__outage,grant)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__grant"
+                ;;
+            onshi__reconciler__subcmd__outage,help)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__outage,list)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__list"
+                ;;
+            onshi__reconciler__subcmd__outage__subcmd__help,end)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__help__subcmd__end"
+                ;;
+            onshi__reconciler__subcmd__outage__subcmd__help,grant)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__help__subcmd__grant"
+                ;;
+            onshi__reconciler__subcmd__outage__subcmd__help,help)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__help__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__outage__subcmd__help,list)
+                cmd="onshi__reconciler__subcmd__outage__subcmd__help__subcmd__list"
                 ;;
             onshi__reconciler__subcmd__pki,help)
                 cmd="onshi__reconciler__subcmd__pki__subcmd__help"
@@ -86,7 +125,7 @@ _onshi__reconciler() {
 
     case "${cmd}" in
         onshi__reconciler)
-            opts="-h -V --help --version pki serve import check-config completions manpage gen-registry help"
+            opts="-h -V --help --version pki serve import outage check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -206,7 +245,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__help)
-            opts="pki serve import check-config completions manpage gen-registry help"
+            opts="pki serve import outage check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -303,6 +342,62 @@ _onshi__reconciler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__outage)
+            opts="grant end list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__outage__subcmd__end)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__outage__subcmd__grant)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__outage__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__reconciler__subcmd__help__subcmd__pki)
             opts="init"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -370,6 +465,164 @@ _onshi__reconciler() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage)
+            opts="-h --help grant end list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__end)
+            opts="-h --facility --prefecture --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --facility)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefecture)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__grant)
+            opts="-h --facility --prefecture --days --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --facility)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefecture)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__help)
+            opts="grant end list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__help__subcmd__end)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__help__subcmd__grant)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__outage__subcmd__list)
+            opts="-h --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
