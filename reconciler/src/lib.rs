@@ -5,6 +5,7 @@
 
 pub mod metrics;
 pub mod replication;
+pub mod revisit;
 pub mod service;
 pub mod settlement;
 pub mod store;
