@@ -218,6 +218,15 @@ fn a_settlement_filed_as_insurer_unknown_is_revised_when_the_new_insurer_registe
         "{item}"
     );
 
+    // The command line says so too.
+    let out = edge.cli(&["queue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("revised by the centre after it was closed (revision 1)")
+            && text.contains("revised by the centre (revision 1)"),
+        "{text}"
+    );
+
     // The page: both under 要対応 with the centre's marker; the closed one says to act again.
     let act = worklist_page(&edge, "?show=act");
     let r = row(&act, closed).unwrap_or_else(|| panic!("{closed} not under 要対応: {act}"));
