@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, Source, Validity};
-use onshi_sync::crdt::{DeferredCheck, JournalRecord, RecordFacts, RecordId};
+use onshi_sync::crdt::{Actor, DeferredCheck, JournalRecord, RecordFacts, RecordId, WriteError};
 use onshi_sync::journal_store::JournalTree;
 use onshi_sync::store::{GroupCommit, Store, StoreError, StoreHealth, Tree};
 use serde::{Deserialize, Serialize};
@@ -236,6 +236,10 @@ pub struct Journal {
     deferred: Arc<dyn Tree>,
     provisional: Arc<dyn Tree>,
     meta: Arc<dyn Tree>,
+    /// Record id → the settlement revision staff closed it at (u32, big-endian): a revision that
+    /// arrives after closing is shown as an item to act on again (issue 16). The edge's own
+    /// bookkeeping, never synced.
+    closed_revisions: Arc<dyn Tree>,
     /// The sync journal (CRDT records of provisional records and deferred checks).
     pub sync: JournalTree,
     commit: GroupCommit,
@@ -261,6 +265,7 @@ impl Journal {
         let deferred = store.tree("journal.deferred")?;
         let provisional = store.tree("journal.provisional")?;
         let meta = store.tree("journal.meta")?;
+        let closed_revisions = store.tree("journal.closed_revisions")?;
         let tally = Arc::new(QueueTally::default());
         let sync = {
             let tally = tally.clone();
@@ -301,6 +306,7 @@ impl Journal {
             deferred,
             provisional,
             meta,
+            closed_revisions,
             sync,
             commit,
             seq_lock: Arc::default(),
@@ -606,6 +612,39 @@ impl Journal {
             reason: e.to_string(),
         })?;
         Ok(self.sync.merge(jr)?)
+    }
+
+    /// Staff acted on a settled item: closes it (a closed one stays closed) and remembers the
+    /// settlement revision staff saw, so that a revision arriving later shows as an item to act
+    /// on again ([`crate::queue::revised_after_close`]); closing that again remembers the new
+    /// revision. `None` for an unknown id; the inner error when it cannot be closed (unsettled).
+    /// Not durable until the next commit.
+    pub fn close_item(
+        &self,
+        id: &RecordId,
+    ) -> Result<Option<Result<JournalRecord, WriteError>>, JournalError> {
+        let mut seen = 0;
+        let closed = self.sync.update(id, |r| {
+            seen = r.settlement_revision();
+            r.close(Actor::Edge)
+        })?;
+        if let Some(Ok(_)) = &closed {
+            // The revision read, not the one merged: one that came in meanwhile was not seen.
+            self.closed_revisions
+                .insert(id.to_string().as_bytes(), &seen.to_be_bytes())?;
+        }
+        Ok(closed)
+    }
+
+    /// The settlement revision staff closed the record at; `None` if not recorded (not closed,
+    /// or closed by a version before issue 16).
+    pub fn closed_revision(&self, id: &RecordId) -> Result<Option<u32>, JournalError> {
+        Ok(self
+            .closed_revisions
+            .get(id.to_string().as_bytes())?
+            .as_deref()
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes))
     }
 
     /// Records made before the sync journal existed get their sync record (start-up, idempotent).

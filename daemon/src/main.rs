@@ -759,6 +759,17 @@ async fn queue(http: &Client, raw: bool) -> anyhow::Result<ExitCode> {
                 s["explanation"].as_str().unwrap_or_default()
             );
         }
+        if item["revised_after_close"] == true {
+            println!(
+                "    revised by the centre after it was closed (revision {}): act on it again, then close it again",
+                item["settlement_revision"]
+            );
+        } else if item["revised"] == true {
+            println!(
+                "    revised by the centre (revision {})",
+                item["settlement_revision"]
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

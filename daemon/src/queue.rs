@@ -5,6 +5,12 @@
 //! records not yet closed by staff (a settled record waits for staff to act on it).
 //! Caps (count, yen, age) only raise warnings: nothing is ever dropped or deleted by a timer.
 //!
+//! A settlement the centre settled again (`settlement_revision` above 0: against staff's choice,
+//! or revised after a registry change, issue 16) is marked `revised`; one revised after staff
+//! closed the item is marked `revised_after_close`: its state stays `closed` (the lifecycle never
+//! goes back) but it is an item to act on again until staff close it again. Nothing closed is
+//! reopened silently.
+//!
 //! [`summary`] walks the journal (for the full list); [`crate::tally`] keeps the same counts as the
 //! journal is written, so status pages and metrics cost the same with 25 items queued or 25,000.
 
@@ -34,6 +40,34 @@ pub struct QueueItem {
     /// reconciler settles again against it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub choice: Option<Choice>,
+    /// The settlement's revision, once settled: 0 for the first verdict, more each time the
+    /// centre settled again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement_revision: Option<u32>,
+    /// The centre revised the settlement (revision above 0); `settlement` is the current verdict.
+    pub revised: bool,
+    /// The centre revised the settlement after staff closed the item: to act on again (the
+    /// state stays `closed`; closing it again acknowledges the new verdict).
+    pub revised_after_close: bool,
+}
+
+/// Whether the centre revised `r`'s settlement after staff closed it at revision `closed_at`
+/// (`Journal::closed_revision`). A record closed by a version that did not keep the revision
+/// counts as closed at revision 0 — or, when its settlement was made against staff's choice
+/// (settled again only before closing), at its current revision — so a revision from the centre
+/// is never taken as seen.
+pub fn revised_after_close(r: &JournalRecord, closed_at: Option<u32>) -> bool {
+    if r.state() < RecordState::Closed {
+        return false;
+    }
+    let seen = closed_at.unwrap_or_else(|| {
+        if r.settled_choice().is_some() {
+            r.settlement_revision()
+        } else {
+            0
+        }
+    });
+    r.settlement_revision() > seen
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +99,9 @@ pub fn summary(
                 last_error: r.last_error,
                 settlement: None,
                 choice: None,
+                settlement_revision: None,
+                revised: false,
+                revised_after_close: false,
             });
         }
     }
@@ -90,6 +127,16 @@ pub fn summary(
         if lifecycle >= RecordState::Settled {
             settled += 1;
         }
+        let reopened = match &synced {
+            Some(s) if s.state() >= RecordState::Closed => {
+                revised_after_close(s, journal.closed_revision(s.id())?)
+            }
+            _ => false,
+        };
+        let revision = synced
+            .as_ref()
+            .filter(|s| s.settlement().is_some())
+            .map(JournalRecord::settlement_revision);
         items.push(QueueItem {
             id: r.record_id,
             kind: "provisional",
@@ -108,6 +155,9 @@ pub fn summary(
                 .and_then(|s| s.settlement())
                 .map(settlement_json),
             choice: synced.as_ref().and_then(|s| s.choice().cloned()),
+            settlement_revision: revision,
+            revised: revision.is_some_and(|r| r > 0),
+            revised_after_close: reopened,
         });
     }
     items.sort_by(|a, b| {
@@ -160,8 +210,9 @@ pub fn settlement_json(s: &Settlement) -> Value {
     })
 }
 
-/// One sync record as a queue item (the answer of closing it).
-pub fn sync_item_json(r: &JournalRecord) -> Value {
+/// One sync record as a queue item (the answer of closing it); `closed_at` as
+/// [`revised_after_close`] takes it.
+pub fn sync_item_json(r: &JournalRecord, closed_at: Option<u32>) -> Value {
     let (kind, created_at, collected) = match r.facts() {
         RecordFacts::Provisional(p) => ("provisional", p.created_at, Some(p.collected_yen)),
         RecordFacts::DeferredCheck(d) => ("deferred_check", d.created_at, None),
@@ -175,6 +226,9 @@ pub fn sync_item_json(r: &JournalRecord) -> Value {
         "settlement": r.settlement().map(settlement_json),
         "last_error": r.quarantine().map(|q| q.reason.clone()),
         "choice": r.choice(),
+        "settlement_revision": r.settlement().map(|_| r.settlement_revision()),
+        "revised": r.settlement().is_some() && r.settlement_revision() > 0,
+        "revised_after_close": revised_after_close(r, closed_at),
     })
 }
 
@@ -262,6 +316,137 @@ mod tests {
             candidates: Vec::new(),
             explanation: "confirmed".into(),
         }
+    }
+
+    fn item<'a>(s: &'a QueueSummary, id: &str) -> &'a QueueItem {
+        s.items.iter().find(|i| i.id == id).expect("the item")
+    }
+
+    /// The centre revises a settlement after staff closed the item: the item stays closed (the
+    /// lifecycle never goes back) and shows as revised after close until staff close it again,
+    /// which remembers the new revision; a revision before closing is only marked revised.
+    #[test]
+    fn a_revision_after_close_is_an_item_to_act_on_again_until_closed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let caps = QueueCaps::default();
+        rt.block_on(async {
+            let store: Arc<dyn onshi_sync::store::Store> =
+                Arc::new(SledStore::open(dir.path()).unwrap());
+            let journal = Journal::open(store, FacilityCode::parse("1311234567").unwrap()).unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let id = journal.next_id().unwrap();
+                let p = provisional(&id, 0, 3_000);
+                journal.put_sync_provisional(&p).unwrap();
+                journal.put_provisional_durable(&p).await.unwrap();
+                let rid = RecordId::parse(&id).unwrap();
+                journal
+                    .sync
+                    .update(&rid, |r| r.settle(Actor::Reconciler, settlement()))
+                    .unwrap();
+                ids.push((id, rid));
+            }
+            let (closed_id, closed) = &ids[0];
+            let (open_id, open) = &ids[1];
+            // The centre's revision, as the sync merges it in.
+            let revise = |rid: &RecordId, kind: SettlementKind| {
+                let mut r = journal.sync.get(rid).unwrap().unwrap();
+                r.revise(
+                    Actor::Reconciler,
+                    Settlement {
+                        kind,
+                        explanation: format!("{kind:?}"),
+                        ..settlement()
+                    },
+                )
+                .unwrap();
+                journal.sync.merge(r).unwrap();
+            };
+
+            journal.close_item(closed).unwrap().unwrap().unwrap();
+            assert_eq!(journal.closed_revision(closed).unwrap(), Some(0));
+            let s = summary(&journal, &caps, at(10)).unwrap();
+            let i = item(&s, closed_id);
+            assert_eq!(
+                (
+                    i.state.as_str(),
+                    i.settlement_revision,
+                    i.revised,
+                    i.revised_after_close
+                ),
+                ("closed", Some(0), false, false)
+            );
+
+            revise(closed, SettlementKind::InsurerChanged);
+            revise(open, SettlementKind::InsurerChanged);
+            let s = summary(&journal, &caps, at(10)).unwrap();
+            let i = item(&s, closed_id);
+            assert_eq!(
+                (
+                    i.state.as_str(),
+                    i.settlement_revision,
+                    i.revised,
+                    i.revised_after_close
+                ),
+                ("closed", Some(1), true, true),
+                "closed, revised since: to act on again"
+            );
+            assert_eq!(i.settlement.as_ref().unwrap()["kind"], "insurer_changed");
+            let i = item(&s, open_id);
+            assert_eq!(
+                (i.state.as_str(), i.revised, i.revised_after_close),
+                ("settled", true, false),
+                "revised before closing: marked revised, to act on as any settlement"
+            );
+            let json = serde_json::to_value(item(&s, closed_id)).unwrap();
+            assert_eq!(json["revised_after_close"], true);
+            assert_eq!(json["settlement_revision"], 1);
+
+            // Closing again acknowledges the revision; a second revision shows again.
+            let rec = journal.close_item(closed).unwrap().unwrap().unwrap();
+            assert_eq!(journal.closed_revision(closed).unwrap(), Some(1));
+            assert_eq!(sync_item_json(&rec, Some(1))["revised_after_close"], false);
+            let s = summary(&journal, &caps, at(10)).unwrap();
+            assert!(!item(&s, closed_id).revised_after_close);
+            revise(closed, SettlementKind::Refund);
+            let s = summary(&journal, &caps, at(10)).unwrap();
+            let i = item(&s, closed_id);
+            assert_eq!(
+                (i.settlement_revision, i.revised_after_close),
+                (Some(2), true)
+            );
+            assert_eq!(i.state, "closed");
+            journal.commit().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_record_closed_before_revisions_were_remembered_never_hides_one() {
+        let id = RecordId::parse("1311234567-00000001-0000000001").unwrap();
+        let p = provisional(&id.to_string(), 0, 3_000);
+        let mut r = JournalRecord::new(id, RecordFacts::Provisional(p)).unwrap();
+        r.settle(Actor::Reconciler, settlement()).unwrap();
+        r.close(Actor::Edge).unwrap();
+        assert!(!revised_after_close(&r, None));
+        let mut revised = r.clone();
+        revised.revise(Actor::Reconciler, settlement()).unwrap();
+        // No revision kept: taken as closed at 0, so the centre's revision shows.
+        assert!(revised_after_close(&revised, None));
+        assert!(revised_after_close(&revised, Some(0)));
+        assert!(!revised_after_close(&revised, Some(1)));
+        // Not closed: never "after close".
+        let mut open = JournalRecord::new(
+            r.id().clone(),
+            RecordFacts::Provisional(provisional(&r.id().to_string(), 0, 3_000)),
+        )
+        .unwrap();
+        open.settle(Actor::Reconciler, settlement()).unwrap();
+        open.revise(Actor::Reconciler, settlement()).unwrap();
+        assert!(!revised_after_close(&open, None));
     }
 
     /// What the walk counts, in the tally's form.

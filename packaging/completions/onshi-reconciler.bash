@@ -139,7 +139,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__check__subcmd__config)
-            opts="-h --config --data --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --help"
+            opts="-h --config --data --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --revisit-days --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -194,6 +194,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --request-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --revisit-days)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -709,7 +713,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__serve)
-            opts="-h --config --data --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --help"
+            opts="-h --config --data --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --revisit-days --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,6 +768,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --request-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --revisit-days)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

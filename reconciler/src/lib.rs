@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod metrics;
 pub mod replication;
+pub mod revisit;
 pub mod service;
 pub mod settlement;
 pub mod store;

@@ -198,6 +198,11 @@ struct ServeSettings {
     /// (default 30000).
     #[arg(long)]
     request_timeout_ms: Option<u64>,
+    /// Days after its service date an `insurer_unknown` or `ambiguous` settlement is still
+    /// settled again when the registry changes for the people it could concern (default 90; at
+    /// most 3650).
+    #[arg(long)]
+    revisit_days: Option<u32>,
 }
 
 /// `serve` settings, merged and validated.
@@ -209,6 +214,7 @@ struct Serve {
     metrics: Option<std::net::SocketAddr>,
     rates: onshi_reconciler::service::RateLimits,
     link: onshi_sync::link::LinkLimits,
+    revisit: onshi_reconciler::revisit::RevisitSettings,
 }
 
 fn resolve(setting: &str, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -297,6 +303,13 @@ fn serve_settings(
         anyhow::ensure!(ms >= 100, "--request-timeout-ms: must be at least 100");
         link.request_read_timeout = std::time::Duration::from_millis(ms);
     }
+    let mut revisit = onshi_reconciler::revisit::RevisitSettings::default();
+    if let Some(days) = settings.revisit_days.or(file.revisit_days) {
+        revisit.horizon_days = days;
+    }
+    revisit
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
     Ok(Serve {
         data,
         pki,
@@ -304,6 +317,7 @@ fn serve_settings(
         metrics,
         rates,
         link,
+        revisit,
     })
 }
 
@@ -423,6 +437,7 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
         metrics: s.metrics,
         rates: s.rates,
         link: s.link,
+        revisit: s.revisit,
     };
     let running = onshi_reconciler::service::start_with_options(
         store.clone(),

@@ -51,6 +51,13 @@ pub struct ReconcilerMetrics {
     pub checks_throttled: LabelledCounter,
     /// Outage declarations refused by the facility's rate limit, by facility.
     pub outages_throttled: LabelledCounter,
+    /// Settlements revised after a registry change (durable), by the new kind.
+    pub revisions: LabelledCounter,
+    /// Settlements settled again after a registry change, whether or not the verdict changed.
+    pub revisits: AtomicU64,
+    /// The registry change feed's position the search index and the revisits have caught up
+    /// with (`crate::revisit`).
+    pub registry_followed: AtomicU64,
 }
 
 impl Default for ReconcilerMetrics {
@@ -66,6 +73,9 @@ impl Default for ReconcilerMetrics {
             quarantined: AtomicU64::new(0),
             checks_throttled: LabelledCounter::default(),
             outages_throttled: LabelledCounter::default(),
+            revisions: LabelledCounter::default(),
+            revisits: AtomicU64::new(0),
+            registry_followed: AtomicU64::new(0),
         }
     }
 }
@@ -168,6 +178,22 @@ impl ReconcilerMetrics {
             "Outage declarations refused by the facility's rate limit, by facility.",
             &["facility"],
             &self.outages_throttled,
+        );
+        e.labelled_counter(
+            "onshi_reconciler_settlement_revisions_total",
+            "Settlements revised after a registry change (durable, sent back to the edge), by the new kind.",
+            &["kind"],
+            &self.revisions,
+        );
+        e.counter(
+            "onshi_reconciler_revisits_total",
+            "Settlements settled again after a registry change, whether or not the verdict changed.",
+            &[(String::new(), self.revisits.load(Ordering::Relaxed))],
+        );
+        e.gauge1(
+            "onshi_reconciler_registry_changes_followed",
+            "Position in the registry's change feed the central search index and the revisits have caught up with.",
+            self.registry_followed.load(Ordering::Relaxed) as f64,
         );
         e.labelled_counter(
             "onshi_reconciler_link_limited_total",

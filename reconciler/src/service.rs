@@ -228,12 +228,17 @@ pub struct Reconciler {
     clock: Instant,
     replication: Arc<Replication>,
     metrics: Arc<ReconcilerMetrics>,
+    /// The registry's change feed position the index was built at (the follower goes on from
+    /// there: `crate::revisit`).
+    registry_cursor: u64,
 }
 
 impl Reconciler {
     /// Builds the central search index from the registry (a few seconds per million people).
     pub fn new(store: Arc<dyn CentralStore>) -> Result<Self, CentralError> {
         let started = Instant::now();
+        // Taken before the build: a change imported meanwhile is followed again, never missed.
+        let registry_cursor = store.registry_cursor()?;
         let mut index = SearchIndex::new();
         store.for_each_period(&mut |q| {
             index.insert(&q);
@@ -259,7 +264,20 @@ impl Reconciler {
             rates: RateLimits::default(),
             throttles: Arc::default(),
             clock: Instant::now(),
+            registry_cursor,
         })
+    }
+
+    /// The follower of the registry's change feed for this reconciler's search index: started
+    /// by [`start_with_options`]; tests may drive its passes themselves.
+    pub fn follower(&self, settings: crate::revisit::RevisitSettings) -> crate::revisit::Follower {
+        crate::revisit::Follower::new(
+            self.store.clone(),
+            self.index.clone(),
+            self.metrics.clone(),
+            self.registry_cursor,
+            settings,
+        )
     }
 
     /// With these rate limits instead of the defaults.
@@ -575,6 +593,8 @@ pub struct ServeOptions {
     pub rates: RateLimits,
     /// What one facility's connections may make the link hold.
     pub link: LinkLimits,
+    /// How settlements catch up with the registry (`--revisit-days`).
+    pub revisit: crate::revisit::RevisitSettings,
 }
 
 /// As [`start`], with every option.
@@ -590,8 +610,10 @@ pub fn start_with_options(
         metrics,
         rates,
         link,
+        revisit,
     } = options;
     rates.validate().map_err(anyhow::Error::msg)?;
+    revisit.validate().map_err(anyhow::Error::msg)?;
     let identity = onshi_sync::pki::load_server(pki_dir)?;
     let known = KnownFacilities::new(onshi_sync::pki::facilities_in(pki_dir));
     let server = LinkServer::bind_with_limits(
@@ -610,6 +632,8 @@ pub fn start_with_options(
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // The registry's changes into the search index, and the settlements they revise.
+    let follower = crate::revisit::spawn(reconciler.follower(revisit), stopped(stop_rx.clone()));
     let (metrics_addr, metrics_task) = match metrics {
         Some(at) => {
             let source = MetricsSource {
@@ -631,6 +655,7 @@ pub fn start_with_options(
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = link.await;
+        let _ = follower.await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }

@@ -75,3 +75,51 @@ fn import_cli_reports_each_bad_line_applies_the_good_ones_and_exits_1() {
     std::fs::write(&file, format!("{}\n", lines[0])).unwrap();
     assert_eq!(run().status.code(), Some(0));
 }
+
+#[test]
+fn a_revisit_horizon_past_ten_years_is_refused_by_name_as_a_flag_or_in_the_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("reconciler.toml");
+    std::fs::write(
+        &toml,
+        "data = \"/nonexistent\"\npki = \"/nonexistent\"\nlisten = \"127.0.0.1:0\"\nrevisit_days = 4000\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onshi-reconciler"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for out in [
+        run(&["check-config", "--config", toml.to_str().unwrap()]),
+        run(&[
+            "check-config",
+            "--data",
+            "/nonexistent",
+            "--pki",
+            "/nonexistent",
+            "--listen",
+            "127.0.0.1:0",
+            "--revisit-days",
+            "3651",
+        ]),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--revisit-days: ") && err.contains("at most 3650"),
+            "{err}"
+        );
+    }
+    // A flag wins over the file: a valid horizon passes the settings (the PKI is what fails).
+    let out = run(&[
+        "check-config",
+        "--config",
+        toml.to_str().unwrap(),
+        "--revisit-days",
+        "30",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("revisit"), "{err}");
+}

@@ -2,7 +2,15 @@
 //! record, each record's facts written once by its creator, a lifecycle that only moves forward,
 //! a quarantine that once set stays set, and a settlement only the reconciler writes. Under an
 //! `ambiguous` settlement the edge records staff's [`Choice`] of person; the reconciler then
-//! settles again against that person, under a higher settlement revision (issue 15).
+//! settles again against that person, under a higher settlement revision (issue 15). When the
+//! registry changes for the people a settlement could concern, the reconciler may revise it
+//! ([`JournalRecord::revise`], issue 16): the same register, one revision higher, in any
+//! lifecycle state (a closed record stays closed; the edge shows the revision as news).
+//!
+//! Encodings: a record with a revision above 0 is stored and sent in the V2 layout only (V1 has
+//! no revision, so a downgrade would silently lose it). A peer that reads only V1 (before issue
+//! 15) cannot decode such a message: it logs it as undecodable and never acknowledges that batch,
+//! as for a staff choice; it never takes an older settlement for the newer one.
 //!
 //! Laws (checked by `tests/crdt_laws.rs`): for journals or records `a`, `b`, `c` of the same id,
 //! `merge` is commutative (`a ⊔ b = b ⊔ a`), associative (`(a ⊔ b) ⊔ c = a ⊔ (b ⊔ c)`) and
@@ -285,7 +293,8 @@ pub struct JournalRecord {
     /// Staff's choice under an `ambiguous` settlement (last writer wins).
     choice: Option<Choice>,
     /// The settlement's revision: 0 for the first verdict, one more for each settlement again
-    /// against a choice. The higher revision wins a merge, with `settled_choice`.
+    /// (against a choice, or revised after a registry change). The higher revision wins a
+    /// merge, with `settled_choice`.
     revision: u32,
     /// The choice the current settlement was made against (`None` for the first verdict).
     settled_choice: Option<Choice>,
@@ -378,6 +387,12 @@ pub enum WriteError {
     ChooseClosed { id: RecordId },
     #[error("record {id}: no choice to settle again against, or already settled against it")]
     NothingToResettle { id: RecordId },
+    #[error("record {id}: only the reconciler revises a settlement")]
+    ReviseByEdge { id: RecordId },
+    #[error("record {id}: not settled yet; there is no settlement to revise")]
+    ReviseUnsettled { id: RecordId },
+    #[error("record {id}: set aside; a quarantined record is not revised")]
+    ReviseQuarantined { id: RecordId },
 }
 
 /// Why a stored or received record breaks the record's invariants.
@@ -604,6 +619,29 @@ impl JournalRecord {
         self.settled_choice = self.choice.clone();
         self.revision += 1;
         self.state = self.state.max(RecordState::Settled);
+        self.versions.bump(actor);
+        Ok(())
+    }
+
+    /// The reconciler's verdict again after the registry changed (issue 16): replaces the
+    /// settlement under the next revision, so it wins every merge with the one it replaces.
+    /// Reconciler only; only a settled record that is not set aside. Allowed in any lifecycle
+    /// state, `Closed` included: the state never moves back (the edge shows a revision that
+    /// arrived after closing as an item to act on again). The choice the settlement was made
+    /// against stays as it was: the caller settled against it.
+    pub fn revise(&mut self, actor: Actor, settlement: Settlement) -> Result<(), WriteError> {
+        let id = || self.id.clone();
+        if actor != Actor::Reconciler {
+            return Err(WriteError::ReviseByEdge { id: id() });
+        }
+        if self.settlement.is_none() {
+            return Err(WriteError::ReviseUnsettled { id: id() });
+        }
+        if self.quarantine.is_some() {
+            return Err(WriteError::ReviseQuarantined { id: id() });
+        }
+        self.settlement = Some(settlement);
+        self.revision += 1;
         self.versions.bump(actor);
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The journal CRDT's laws, on arbitrary records and journals (settled, closed, quarantined, and
 //! same-id records with conflicting facts): merge is commutative, associative and idempotent
 //! (compared structurally), never loses a record, never moves a status backwards, never unsets a
-//! quarantine or a settlement; writer rules hold; storage round-trips.
+//! quarantine or a settlement; writer rules hold; storage round-trips. Histories include the
+//! reconciler's revisions after a registry change (issue 16), also of closed records.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -137,6 +138,8 @@ enum Op {
     /// Staff choose person `P{1}` at second `{2}`.
     Choose(Actor, u8, u8),
     Resettle(Actor, u8),
+    /// The reconciler revises the settlement after a registry change (issue 16).
+    Revise(Actor, u8),
 }
 
 fn actor() -> impl Strategy<Value = Actor> {
@@ -148,6 +151,7 @@ fn op() -> impl Strategy<Value = Op> {
         (actor(), 0u8..6).prop_map(|(a, v)| Op::Settle(a, v)),
         (actor(), 1u8..4, 0u8..3).prop_map(|(a, p, t)| Op::Choose(a, p, t)),
         (actor(), 0u8..6).prop_map(|(a, v)| Op::Resettle(a, v)),
+        (actor(), 0u8..6).prop_map(|(a, v)| Op::Revise(a, v)),
         actor().prop_map(Op::Close),
         (actor(), 0u8..3).prop_map(|(a, v)| Op::Quarantine(a, v)),
         (actor(), 0u8..3).prop_map(|(a, v)| Op::Rejected(a, v)),
@@ -170,6 +174,7 @@ fn apply(r: &mut JournalRecord, op: &Op) {
         }
         Op::Choose(a, p, t) => r.choose(*a, choice(*p, *t)).map(|_| ()),
         Op::Resettle(a, v) => r.resettle(*a, settlement(*v)),
+        Op::Revise(a, v) => r.revise(*a, settlement(*v)),
     };
 }
 
@@ -385,6 +390,48 @@ proptest! {
                 let (rc, cr) = (merged(&r, &c), merged(&c, &r));
                 prop_assert_eq!(rc.settlement(), c.settlement());
                 prop_assert_eq!(cr.settlement(), c.settlement());
+            }
+        }
+    }
+
+    #[test]
+    fn revision_writer_rules_hold(r in any_record(), v in 0u8..6) {
+        // Only the reconciler revises.
+        let mut e = r.clone();
+        prop_assert!(matches!(e.revise(Actor::Edge, settlement(v)), Err(WriteError::ReviseByEdge { .. })), "writer rule not enforced");
+        prop_assert_eq!(&e, &r);
+        let mut c = r.clone();
+        let res = c.revise(Actor::Reconciler, settlement(v));
+        if r.settlement().is_none() || r.quarantine().is_some() {
+            // Nothing to revise, or set aside: refused, nothing changed.
+            prop_assert!(res.is_err(), "revision accepted: {:?}", res);
+            prop_assert_eq!(&c, &r);
+        } else {
+            prop_assert!(res.is_ok());
+            // One revision higher, the new settlement, the lifecycle where it was (a closed
+            // record stays closed), the choice untouched.
+            prop_assert_eq!(c.settlement_revision(), r.settlement_revision() + 1);
+            prop_assert_eq!(c.settlement(), Some(&settlement(v)));
+            prop_assert_eq!(c.state(), r.state());
+            prop_assert_eq!(c.choice(), r.choice());
+            prop_assert_eq!(c.settled_choice(), r.settled_choice());
+            prop_assert_eq!(c.versions().reconciler, r.versions().reconciler + 1);
+            prop_assert!(c.validate().is_ok());
+            // The revision wins a merge with what it replaces, in either order, and it is never
+            // sent or stored in the V1 layout (which has no revision to carry).
+            let (rc, cr) = (merged(&r, &c), merged(&c, &r));
+            prop_assert_eq!(rc.settlement(), c.settlement());
+            prop_assert_eq!(cr.settlement(), c.settlement());
+            prop_assert_eq!(rc.settlement_revision(), c.settlement_revision());
+            prop_assert!(c.as_v1().is_none());
+            prop_assert_eq!(&JournalRecord::from_bytes(&c.to_bytes().unwrap()).unwrap(), &c);
+            // Closing after the revision, or the revision arriving after a close, both end
+            // closed with the revised settlement.
+            let mut closed = r.clone();
+            if closed.close(Actor::Edge).is_ok() {
+                let m = merged(&closed, &c);
+                prop_assert_eq!(m.state(), RecordState::Closed);
+                prop_assert_eq!(m.settlement(), c.settlement());
             }
         }
     }

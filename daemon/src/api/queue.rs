@@ -1,5 +1,6 @@
 //! The worklist: `GET /v1/queue` (deferred checks, provisional records, their settlements) and
-//! `POST /v1/queue/{id}/close`, and `POST /v1/queue/{id}/choose` (staff's choice of person under an
+//! `POST /v1/queue/{id}/close` (also of a closed item whose settlement the centre revised since:
+//! it acknowledges the new verdict), and `POST /v1/queue/{id}/choose` (staff's choice of person under an
 //! `ambiguous` settlement). All are logged in the access log (the items' ids, the chosen person's).
 
 use axum::Extension;
@@ -47,10 +48,10 @@ pub(super) async fn post_close(
     let id = path_id(id)?;
     let not_found = || ApiError::not_found("queue item", &id);
     let rid = onshi_sync::crdt::RecordId::parse(&id).map_err(|_| not_found())?;
+    // Closing remembers the revision staff acted on: a later one shows as an item again.
     let updated = gate
         .journal
-        .sync
-        .update(&rid, |r| r.close(onshi_sync::crdt::Actor::Edge))
+        .close_item(&rid)
         .map_err(unavailable)?
         .ok_or_else(not_found)?;
     let rec = match updated {
@@ -72,8 +73,9 @@ pub(super) async fn post_close(
     )?;
     gate.journal.commit().await.map_err(unavailable)?;
     gate.sync.local_change(rec.clone());
-    tracing::info!(record_id = %id, "queue item closed");
-    Ok(axum::Json(queue::sync_item_json(&rec)).into_response())
+    tracing::info!(record_id = %id, revision = rec.settlement_revision(), "queue item closed");
+    let closed_at = gate.journal.closed_revision(&rid).map_err(unavailable)?;
+    Ok(axum::Json(queue::sync_item_json(&rec, closed_at)).into_response())
 }
 
 /// `POST /v1/queue/{id}/choose` `{"person_id"}`: staff chose the person of an `ambiguous`
@@ -144,5 +146,5 @@ pub(super) async fn post_choose(
         gate.sync.local_change(rec.clone());
     }
     tracing::info!(record_id = %id, "person chosen for an ambiguous settlement");
-    Ok(axum::Json(queue::sync_item_json(&rec)).into_response())
+    Ok(axum::Json(queue::sync_item_json(&rec, None)).into_response())
 }

@@ -824,7 +824,7 @@ async fn worklist(
     let summary_items: Vec<_> = summary
         .items
         .into_iter()
-        .filter(|it| filter.keeps(it.kind, &it.state))
+        .filter(|it| filter.keeps(it.kind, &it.state, it.revised_after_close))
         .collect();
     let mut items = Vec::with_capacity(summary_items.len());
     // The candidates' people shown for a choice: their ids go into the access log.
@@ -884,12 +884,14 @@ async fn worklist(
             settlement,
             candidates,
             chosen,
+            revision: it.settlement_revision.unwrap_or(0),
+            reopened: it.revised_after_close,
         });
     }
-    // Newest first at the counter; closed items at the end.
+    // Newest first at the counter; closed items at the end, unless revised since.
     items.sort_by(|a, b| {
-        (a.state == "closed")
-            .cmp(&(b.state == "closed"))
+        (a.state == "closed" && !a.reopened)
+            .cmp(&(b.state == "closed" && !b.reopened))
             .then(b.created_at.cmp(&a.created_at))
     });
     let mut changed = Vec::new();
@@ -1033,9 +1035,9 @@ async fn close(
         return Err(problem(StatusCode::NOT_FOUND, "その作業はありません。"));
     };
     let journal = &st.app.gate.journal;
+    // Closing remembers the revision staff acted on: a later one shows as an item again.
     let updated = journal
-        .sync
-        .update(&rid, |r| r.close(onshi_sync::crdt::Actor::Edge))
+        .close_item(&rid)
         .map_err(|e| unavailable(&e.to_string()))?
         .ok_or_else(|| problem(StatusCode::NOT_FOUND, "その作業はありません。"))?;
     let rec = updated.map_err(|e| {

@@ -518,6 +518,10 @@ pub(crate) struct WorkItem {
     pub candidates: Vec<ChoiceCandidate>,
     /// The person staff chose, while the settlement against them is on its way.
     pub chosen: Option<String>,
+    /// The settlement's revision (0: the first verdict).
+    pub revision: u32,
+    /// The centre revised the settlement after staff closed the item: to act on again.
+    pub reopened: bool,
 }
 
 /// One person staff may choose under an ambiguous settlement.
@@ -572,11 +576,13 @@ impl WorkFilter {
         }
     }
 
-    pub fn keeps(&self, kind: &str, state: &str) -> bool {
+    /// Whether the item is shown; `reopened`: closed, but its settlement was revised since (to
+    /// act on again, so it is shown as open).
+    pub fn keeps(&self, kind: &str, state: &str, reopened: bool) -> bool {
         let by_state = match self.show {
             Show::All => true,
-            Show::Open => state != "closed",
-            Show::Act => matches!(state, "settled" | "quarantined"),
+            Show::Open => state != "closed" || reopened,
+            Show::Act => matches!(state, "settled" | "quarantined") || reopened,
         };
         by_state && self.kind.is_none_or(|k| k == kind)
     }
@@ -644,12 +650,17 @@ pub(crate) fn worklist(
             thead { tr { th { "受付" } th { "種類" } th { "状態" } th { "徴収額" } th { "対応" } th {} } }
             tbody {
                 @for (i, it) in items.iter().enumerate() {
-                    tr.item data-id=(it.id) data-kind=(it.kind) data-state=(it.state) data-settlement=[it.settlement.as_ref().map(|s| s.0)] {
+                    tr.item data-id=(it.id) data-kind=(it.kind) data-state=(it.state) data-settlement=[it.settlement.as_ref().map(|s| s.0)] data-revision=(it.revision) data-reopened=[it.reopened.then_some("true")] {
                         td { (words::at(it.created_at)) }
                         td { @if it.kind == "provisional" { "申立書" } @else { "確認待ち" } }
                         td { (state_words(&it.state)) }
                         td { @if let Some(y) = it.collected_yen { (words::yen(y)) } }
                         td.action {
+                            @if it.reopened {
+                                p.reopened data-revision=(it.revision) { strong.warn { "対応済みにした後で、センターが精算結果を見直しました。新しい結果に沿って、もう一度対応してください。" } }
+                            } @else if it.revision > 0 {
+                                p.revised data-revision=(it.revision) { "センターが精算結果を見直しました（改訂" (it.revision) "）。" }
+                            }
                             @if let Some((_, w)) = &it.settlement { (w) }
                             @if !it.candidates.is_empty() && it.state != "closed" {
                                 @if let Some(p) = &it.chosen {
@@ -673,7 +684,7 @@ pub(crate) fn worklist(
                             @else { "精算結果を待っています。" }
                         }
                         td {
-                            @if it.state == "settled" {
+                            @if it.state == "settled" || it.reopened {
                                 form method="post" action={ "/worklist/" (it.id) "/close" } {
                                     input type="hidden" name="csrf" value=(csrf);
                                     button type="submit" autofocus[i == 0] { "対応済みにする" }
@@ -721,16 +732,19 @@ mod work_filter_tests {
         };
         let all = WorkFilter::from_query(None, None);
         assert_eq!((all.show, all.kind), (Show::All, None));
-        assert!(all.keeps("provisional", "closed"));
+        assert!(all.keeps("provisional", "closed", false));
         let act = q("act", "");
-        assert!(act.keeps("provisional", "settled"));
-        assert!(act.keeps("deferred_check", "quarantined"));
-        assert!(!act.keeps("provisional", "sent"));
-        assert!(!act.keeps("provisional", "closed"));
+        assert!(act.keeps("provisional", "settled", false));
+        assert!(act.keeps("deferred_check", "quarantined", false));
+        assert!(!act.keeps("provisional", "sent", false));
+        assert!(!act.keeps("provisional", "closed", false));
+        // Closed, then revised by the centre: to act on again.
+        assert!(act.keeps("provisional", "closed", true));
         let open = q("open", "provisional");
-        assert!(open.keeps("provisional", "recorded"));
-        assert!(!open.keeps("provisional", "closed"));
-        assert!(!open.keeps("deferred_check", "recorded"));
+        assert!(open.keeps("provisional", "recorded", false));
+        assert!(!open.keeps("provisional", "closed", false));
+        assert!(open.keeps("provisional", "closed", true));
+        assert!(!open.keeps("deferred_check", "recorded", false));
         // Anything else reads as the default, never as an error.
         assert_eq!(q("<script>", "x").show, Show::All);
     }
