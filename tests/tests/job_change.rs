@@ -7,9 +7,9 @@
 //! shows as an item to act on again (API `revised_after_close`, the page's 要対応 list) until
 //! staff close it again. The reconciler's log names the revisions by id and kind only.
 //!
-//! The import is done with the reconciler stopped (`onshi-reconciler import` needs the embedded
-//! store to itself until the admin socket lands); the revisit of a live import is tested in
-//! process (`reconciler/tests/revisit.rs`). The follower's sweep at start is what revisits here.
+//! The new line is imported while the reconciler serves (`onshi-reconciler import` on its data
+//! directory goes through its admin socket): its follower sees the change feed and revisits, and
+//! the revision reaches the edge over the live link.
 
 use std::path::Path;
 use std::process::Command;
@@ -179,13 +179,12 @@ fn a_settlement_filed_as_insurer_unknown_is_revised_when_the_new_insurer_registe
     let (code, v) = edge.post(&format!("/v1/queue/{closed}/close"), &json!({}));
     assert_eq!((code, &v["state"]), (200, &json!("closed")), "{v}");
 
-    // 協会けんぽ registers him: the new line is imported (the reconciler stopped for it, then
-    // serving again; its follower revisits what the import changed).
-    let mut rec = rec;
-    rec.kill9();
-    import_line(&t, &data, "new.jsonl", &new);
-    let rec = serve(&t, &data, &pki, &rec.addr.to_string());
-    edge.wait_online();
+    // 協会けんぽ registers him: the new line is imported while the reconciler serves; its
+    // follower revisits what the import changed.
+    let file = t.join("new.jsonl");
+    std::fs::write(&file, format!("{new}\n")).expect("write the registry line");
+    let (code, out, err) = rec.command(&["import", file.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}{err}");
 
     // The open item: the revised settlement, re-routed to the new insurer, and that it changed.
     let item = wait_item(&edge, open, "revised", |i| i["revised"] == true);
