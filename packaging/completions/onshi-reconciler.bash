@@ -22,6 +22,9 @@ _onshi__reconciler() {
             onshi__reconciler,completions)
                 cmd="onshi__reconciler__subcmd__completions"
                 ;;
+            onshi__reconciler,facility)
+                cmd="onshi__reconciler__subcmd__facility"
+                ;;
             onshi__reconciler,gen-registry)
                 cmd="onshi__reconciler__subcmd__gen__subcmd__registry"
                 ;;
@@ -43,11 +46,38 @@ _onshi__reconciler() {
             onshi__reconciler,serve)
                 cmd="onshi__reconciler__subcmd__serve"
                 ;;
+            onshi__reconciler__subcmd__facility,add)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__add"
+                ;;
+            onshi__reconciler__subcmd__facility,help)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__facility,list)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__list"
+                ;;
+            onshi__reconciler__subcmd__facility,revoke)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__revoke"
+                ;;
+            onshi__reconciler__subcmd__facility__subcmd__help,add)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__help__subcmd__add"
+                ;;
+            onshi__reconciler__subcmd__facility__subcmd__help,help)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__help__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__facility__subcmd__help,list)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__help__subcmd__list"
+                ;;
+            onshi__reconciler__subcmd__facility__subcmd__help,revoke)
+                cmd="onshi__reconciler__subcmd__facility__subcmd__help__subcmd__revoke"
+                ;;
             onshi__reconciler__subcmd__help,check-config)
                 cmd="onshi__reconciler__subcmd__help__subcmd__check__subcmd__config"
                 ;;
             onshi__reconciler__subcmd__help,completions)
                 cmd="onshi__reconciler__subcmd__help__subcmd__completions"
+                ;;
+            onshi__reconciler__subcmd__help,facility)
+                cmd="onshi__reconciler__subcmd__help__subcmd__facility"
                 ;;
             onshi__reconciler__subcmd__help,gen-registry)
                 cmd="onshi__reconciler__subcmd__help__subcmd__gen__subcmd__registry"
@@ -69,6 +99,15 @@ _onshi__reconciler() {
                 ;;
             onshi__reconciler__subcmd__help,serve)
                 cmd="onshi__reconciler__subcmd__help__subcmd__serve"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__facility,add)
+                cmd="onshi__reconciler__subcmd__help__subcmd__facility__subcmd__add"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__facility,list)
+                cmd="onshi__reconciler__subcmd__help__subcmd__facility__subcmd__list"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__facility,revoke)
+                cmd="onshi__reconciler__subcmd__help__subcmd__facility__subcmd__revoke"
                 ;;
             onshi__reconciler__subcmd__help__subcmd__outage,end)
                 cmd="onshi__reconciler__subcmd__help__subcmd__outage__subcmd__end"
@@ -125,7 +164,7 @@ _onshi__reconciler() {
 
     case "${cmd}" in
         onshi__reconciler)
-            opts="-h -V --help --version pki serve import outage check-config completions manpage gen-registry help"
+            opts="-h -V --help --version pki serve import outage facility check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +261,148 @@ _onshi__reconciler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__reconciler__subcmd__facility)
+            opts="-h --help add revoke list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__add)
+            opts="-h --pki --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pki)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__help)
+            opts="add revoke list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__help__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__list)
+            opts="-h --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__facility__subcmd__revoke)
+            opts="-h --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__reconciler__subcmd__gen__subcmd__registry)
             opts="-h --people --seed --today --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -249,7 +430,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__help)
-            opts="pki serve import outage check-config completions manpage gen-registry help"
+            opts="pki serve import outage facility check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -279,6 +460,62 @@ _onshi__reconciler() {
         onshi__subcmd__reconciler__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__facility)
+            opts="add revoke list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__facility__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__facility__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__facility__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

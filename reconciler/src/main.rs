@@ -1,5 +1,5 @@
-//! `onshi-reconciler`: the central side. Commands: `pki init`, `import`, `serve`, `check-config`,
-//! `gen-registry`, `completions`.
+//! `onshi-reconciler`: the central side. Commands: `pki init`, `import`, `serve`, `outage …`,
+//! `facility add|revoke|list`, `check-config`, `gen-registry`, `completions`.
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -53,6 +53,13 @@ enum Command {
     Outage {
         #[command(subcommand)]
         command: OutageCommand,
+    },
+    /// The facilities allowed to connect and their certificates: add (issue and record a
+    /// certificate; again to re-issue, which replaces the old one), revoke, list. Works while
+    /// serve runs: running instances follow within seconds.
+    Facility {
+        #[command(subcommand)]
+        command: FacilityCommand,
     },
     /// Check the `serve` configuration (settings, PKI files) without starting anything.
     CheckConfig {
@@ -109,6 +116,52 @@ enum OutageCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum FacilityCommand {
+    /// Issue a new key and certificate for the facility under the CA in --pki (as `pki init`
+    /// does) and record it as the one certificate accepted for it. Run again to re-issue: the
+    /// old pair is moved to DIR/replaced/ and refused from then on.
+    Add {
+        /// The facility code (10 digits).
+        #[arg(value_name = "CODE")]
+        code: String,
+        /// The PKI directory `pki init` made (its CA signs the certificate).
+        #[arg(long)]
+        pki: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke the facility's certificate: running instances close its connections and refuse
+    /// it (`facility add` issues it a new one).
+    Revoke {
+        /// The facility code (10 digits).
+        #[arg(value_name = "CODE")]
+        code: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Every facility: state (active or revoked), when added and revoked, the certificate's
+    /// fingerprint (SHA-256, first 16 hex digits).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where an operator's command finds the centre's data.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The reconciler's data directory (while serve runs, reached through its admin socket).
+    #[arg(long)]
+    data: PathBuf,
+}
+
+impl StoreArgs {
+    fn target(&self) -> anyhow::Result<AdminTarget> {
+        admin(&self.data)
+    }
+}
+
 /// Whom a grant covers: one facility or one prefecture.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
@@ -162,7 +215,8 @@ struct ServeSettings {
     /// The reconciler's data directory.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// PKI directory as `pki init` lays it out; its facility-*.pem files are the known facilities.
+    /// PKI directory as `pki init` lays it out; at start, its facility-*.pem files the store does
+    /// not know yet are recorded as accepted (then `facility add|revoke` decide).
     #[arg(long)]
     pki: Option<PathBuf>,
     /// UDP address to listen on, e.g. 0.0.0.0:7700.
@@ -340,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Import { data, file } => import(data, file),
         Command::Outage { command } => outage(command),
+        Command::Facility { command } => facility(command),
         Command::Pki {
             command: PkiCommand::Init { dir, facilities },
         } => {
@@ -516,7 +571,7 @@ const MAN_EXTRA: &str = r#".SH FILES
 The configuration read by the systemd unit (every key is a flag of serve).
 .TP
 /etc/onshi/pki/
-ca.pem, ca.key, reconciler.pem, reconciler.key, and one facility\-CODE.pem per facility allowed to connect.
+ca.pem, ca.key, reconciler.pem, reconciler.key, and one facility\-CODE.pem (and .key) per facility, issued by pki init or facility add; replaced/ keeps the files of re\-issued certificates. Which certificate each facility may connect with is recorded in the store (facility list).
 .TP
 /var/lib/onshi\-reconciler/
 The registry and every facility's journal.
@@ -600,6 +655,106 @@ fn outage(command: OutageCommand) -> anyhow::Result<ExitCode> {
                         r.facility,
                         if r.active { "outage" } else { "over  " },
                         onshi_model::Untrusted(&r.reason)
+                    );
+                }
+            }
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn facility_code(code: &str) -> anyhow::Result<onshi_model::FacilityCode> {
+    onshi_model::FacilityCode::parse(code).map_err(|e| anyhow::anyhow!("CODE '{code}': {e}"))
+}
+
+fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
+    use onshi_reconciler::store::FacilityEntry;
+    match command {
+        FacilityCommand::Add { code, pki, store } => {
+            let code = facility_code(&code)?;
+            let target = store.target()?;
+            let issued = onshi_sync::pki::issue_facility(&pki, &code)
+                .with_context(|| format!("--pki {}", pki.display()))?;
+            let entry = FacilityEntry {
+                code: code.clone(),
+                fingerprint: issued.fingerprint.to_string(),
+                added_at: chrono::Utc::now(),
+                revoked_at: None,
+            };
+            match target.run(AdminRequest::PutFacility { entry }).with_context(|| {
+                format!(
+                    "the certificate {} was written but not recorded, so it is not accepted yet; run `onshi-reconciler facility add {code}` again",
+                    issued.cert_path.display()
+                )
+            })? {
+                AdminResponse::FacilityPut => {}
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+            println!(
+                "facility {code} added: certificate {} (SHA-256 {}), key {}",
+                issued.cert_path.display(),
+                issued.fingerprint,
+                issued.key_path.display()
+            );
+            if !issued.replaced.is_empty() {
+                let moved: Vec<String> = issued
+                    .replaced
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                println!(
+                    "re-issued: the previous certificate is refused from now on (its files moved to {})",
+                    moved.join(", ")
+                );
+            }
+            println!(
+                "hand the certificate, the key and {} to the facility's IT staff (onshi-edge enroll); running reconcilers accept it within seconds",
+                pki.join(onshi_sync::pki::CA_CERT_FILE).display()
+            );
+        }
+        FacilityCommand::Revoke { code, store } => {
+            let code = facility_code(&code)?;
+            let target = store.target()?;
+            match target.run(AdminRequest::RevokeFacility { code: code.clone() })? {
+                AdminResponse::Revoked { revoked: true } => println!(
+                    "revoked: facility {code}'s certificate is refused from now on; running reconcilers close its connections within seconds"
+                ),
+                AdminResponse::Revoked { revoked: false } => {
+                    let known = match target.run(AdminRequest::Facilities)? {
+                        AdminResponse::Facilities { facilities } => {
+                            facilities.into_iter().find(|f| f.code == code)
+                        }
+                        other => anyhow::bail!("unexpected answer: {other:?}"),
+                    };
+                    match known.and_then(|f| f.revoked_at) {
+                        Some(at) => eprintln!(
+                            "error: CODE {code}: already revoked at {}",
+                            at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                        None => eprintln!(
+                            "error: CODE {code}: no such facility (`onshi-reconciler facility list` shows the known ones)"
+                        ),
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+        }
+        FacilityCommand::List { store } => match store.target()?.run(AdminRequest::Facilities)? {
+            AdminResponse::Facilities { facilities } => {
+                println!("facilities ({}):", facilities.len());
+                for f in &facilities {
+                    println!(
+                        "  {}  {:<7}  added {}  revoked {}  certificate {}",
+                        f.code,
+                        if f.is_active() { "active" } else { "revoked" },
+                        f.added_at.format("%Y-%m-%d %H:%M:%S"),
+                        f.revoked_at.map_or_else(
+                            || "-                  ".to_string(),
+                            |r| r.format("%Y-%m-%d %H:%M:%S").to_string()
+                        ),
+                        f.fingerprint.get(..16).unwrap_or(&f.fingerprint)
                     );
                 }
             }

@@ -201,6 +201,12 @@ impl ReconcilerMetrics {
             &["facility", "reason"],
             connections.limits_broken(),
         );
+        e.labelled_counter(
+            "onshi_reconciler_link_refused_total",
+            "Facility certificates not accepted (a new connection refused, or a live one closed), by facility and reason (unknown_facility, certificate_revoked, certificate_replaced).",
+            &["facility", "reason"],
+            connections.certificates_refused(),
+        );
         e.gauge1(
             "onshi_reconciler_connected_facilities",
             "Facilities with an open, authorised connection.",
@@ -219,7 +225,7 @@ impl ReconcilerMetrics {
         );
         e.gauge1(
             "onshi_reconciler_known_facilities",
-            "Facilities whose certificate is in the PKI directory.",
+            "Facilities with an accepted certificate (known to the store and not revoked).",
             known.len() as f64,
         );
         e.gauge1(

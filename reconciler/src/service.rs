@@ -558,8 +558,9 @@ pub struct RunningReconciler {
     pub task: JoinHandle<()>,
 }
 
-/// Binds the link on `listen` with the server identity in `pki_dir`, knowing the facilities whose
-/// certificates are in `pki_dir`, and serves until `shutdown` resolves.
+/// Binds the link on `listen` with the server identity in `pki_dir`, accepting the facilities'
+/// certificates the store records (those in `pki_dir` it does not know yet recorded first; see
+/// [`crate::facilities`]), and serves until `shutdown` resolves.
 pub fn start(
     store: Arc<dyn CentralStore>,
     pki_dir: &Path,
@@ -615,7 +616,10 @@ pub fn start_with_options(
     rates.validate().map_err(anyhow::Error::msg)?;
     revisit.validate().map_err(anyhow::Error::msg)?;
     let identity = onshi_sync::pki::load_server(pki_dir)?;
-    let known = KnownFacilities::new(onshi_sync::pki::facilities_in(pki_dir));
+    // The store decides which certificate each facility may use (the PKI directory's new
+    // facilities recorded first); the follower keeps it current while serving.
+    let (known, facilities_version) = crate::facilities::start(store.as_ref(), pki_dir)
+        .context("reading the facilities from the store")?;
     let server = LinkServer::bind_with_limits(
         listen,
         &identity,
@@ -628,6 +632,7 @@ pub fn start_with_options(
     tracing::info!(%addr, facilities = known.len(), store = store.kind(), "reconciler listening");
     let reconciler = Reconciler::new(store.clone())?.with_rate_limits(rates);
     let counters = reconciler.metrics().clone();
+    let follower_store = store.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -649,6 +654,13 @@ pub fn start_with_options(
         }
         None => (None, None),
     };
+    let follower = crate::facilities::follow(
+        follower_store,
+        known.clone(),
+        facilities_version,
+        crate::facilities::FOLLOW_EVERY,
+        stopped(stop_rx.clone()),
+    );
     let service: Arc<dyn Service> = Arc::new(reconciler);
     let link = tokio::spawn(server.run(service, stopped(stop_rx)));
     let task = tokio::spawn(async move {

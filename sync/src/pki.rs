@@ -15,8 +15,13 @@
 //! [`facility_of_certificate`] requires both and requires them to agree; the link authorises a
 //! peer by this code, never by "the handshake succeeded".
 //!
-//! This module must never overwrite an existing key or certificate (re-running `init` only adds
-//! what is missing), and never writes a key readable by anyone but its owner (mode 0600).
+//! A facility's certificate is re-issued by [`issue_facility`] (`onshi-reconciler facility add`):
+//! a new key and certificate, the old pair moved into `DIR/replaced/`. The centre accepts only
+//! the certificate whose [`Fingerprint`] it recorded, so the replaced one stops working.
+//!
+//! This module must never overwrite or delete an existing key or certificate (re-running `init`
+//! only adds what is missing; a re-issue moves the old pair aside), and never writes a key
+//! readable by anyone but its owner (mode 0600).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -300,16 +305,7 @@ pub fn init(dir: &Path, facilities: &[FacilityCode]) -> Result<PkiSummary, PkiEr
         match pair_state(&cert_path, &key_path)? {
             PairState::Both => facilities_kept.push(facility.clone()),
             PairState::Neither => {
-                let mut params = leaf_params(facility.as_str())?;
-                params.subject_alt_names = vec![uri(&format!("{FACILITY_URI_PREFIX}{facility}"))?];
-                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-                issue(
-                    &ca,
-                    params,
-                    &format!("certificate of facility {facility}"),
-                    &cert_path,
-                    &key_path,
-                )?;
+                issue_facility_pair(&ca, facility, &cert_path, &key_path)?;
                 facilities_added.push(facility.clone());
             }
         }
@@ -321,6 +317,138 @@ pub fn init(dir: &Path, facilities: &[FacilityCode]) -> Result<PkiSummary, PkiEr
         facilities_added,
         facilities_kept,
     })
+}
+
+/// What [`issue_facility`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedFacility {
+    pub facility: FacilityCode,
+    /// The new certificate's fingerprint: the one the centre records as accepted.
+    pub fingerprint: Fingerprint,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The files of the certificate this one replaces, moved into `DIR/replaced/` (empty for a
+    /// facility's first certificate).
+    pub replaced: Vec<PathBuf>,
+}
+
+/// The folder of `DIR` that keeps the files of replaced facility certificates (never deleted:
+/// the operator decides; `facilities_in` does not look into it).
+pub const REPLACED_DIR: &str = "replaced";
+
+/// Issues a NEW key and certificate for `facility` under the CA in `dir` (which must exist: a
+/// typo in the directory must not found a second CA). A certificate already there is not
+/// overwritten but moved, with its key, into `DIR/replaced/` under a name with the time; the
+/// centre then refuses it once the new fingerprint is recorded.
+pub fn issue_facility(dir: &Path, facility: &FacilityCode) -> Result<IssuedFacility, PkiError> {
+    let ca = load_ca(&dir.join(CA_CERT_FILE), &dir.join(CA_KEY_FILE))?;
+    let cert_path = dir.join(facility_cert_file(facility));
+    let key_path = dir.join(facility_key_file(facility));
+    let mut replaced = Vec::new();
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    for (path, ext) in [(&cert_path, "pem"), (&key_path, "key")] {
+        if !exists(path)? {
+            continue;
+        }
+        let archive = dir.join(REPLACED_DIR);
+        create_dir(&archive)?;
+        let to = archive.join(format!("facility-{facility}-{stamp}.{ext}"));
+        // A hard link then an unlink: never replaces a file already at `to`.
+        fs::hard_link(path, &to)
+            .and_then(|()| fs::remove_file(path))
+            .map_err(|source| PkiError::Write {
+                path: to.clone(),
+                source,
+            })?;
+        replaced.push(to);
+    }
+    let der = issue_facility_pair(&ca, facility, &cert_path, &key_path)?;
+    Ok(IssuedFacility {
+        facility: facility.clone(),
+        fingerprint: Fingerprint::of(&der),
+        cert_path,
+        key_path,
+        replaced,
+    })
+}
+
+/// The fingerprint of the certificate `dir` holds for `facility`, which must name it.
+pub fn facility_fingerprint(dir: &Path, facility: &FacilityCode) -> Result<Fingerprint, PkiError> {
+    let cert_path = dir.join(facility_cert_file(facility));
+    let chain = read_certs(&cert_path)?;
+    let named = facility_of_certificate(&chain[0]).map_err(|e| PkiError::BadCertificate {
+        path: cert_path.clone(),
+        reason: e.to_string(),
+    })?;
+    if &named != facility {
+        return Err(PkiError::BadCertificate {
+            path: cert_path,
+            reason: format!("names facility {named}, not {facility}"),
+        });
+    }
+    Ok(Fingerprint::of(&chain[0]))
+}
+
+/// The SHA-256 of a certificate's DER: what the centre records as the one certificate it
+/// accepts for a facility (written as 64 lower-case hex digits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; 32]);
+
+/// Why a text is not a fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fingerprint {got:?}: {reason}")]
+pub struct FingerprintError {
+    pub got: String,
+    pub reason: &'static str,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a certificate (DER).
+    pub fn of(der: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Fingerprint(out)
+    }
+
+    /// From 64 hex digits (either case).
+    pub fn parse(text: &str) -> Result<Self, FingerprintError> {
+        let bad = |reason| FingerprintError {
+            got: text.chars().take(80).collect(),
+            reason,
+        };
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return Err(bad("must be 64 hex digits (SHA-256)"));
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let digit = |b: u8| (b as char).to_digit(16).ok_or_else(|| bad("not hex"));
+            out[i] =
+                u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).map_err(|_| bad("not hex"))?;
+        }
+        Ok(Fingerprint(out))
+    }
+
+    /// The first 16 hex digits, for lists and logs.
+    pub fn short(&self) -> String {
+        self.to_string()[..16].to_string()
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
 }
 
 /// The reconciler's identity from `dir` (as `init` laid it out).
@@ -676,13 +804,32 @@ fn subject_of(der: &[u8], path: &Path) -> Result<Vec<u8>, PkiError> {
     Ok(cert.subject().as_raw().to_vec())
 }
 
+/// A facility's client certificate and key, written to new files; returns the certificate's DER.
+fn issue_facility_pair(
+    ca: &Ca,
+    facility: &FacilityCode,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Vec<u8>, PkiError> {
+    let mut params = leaf_params(facility.as_str())?;
+    params.subject_alt_names = vec![uri(&format!("{FACILITY_URI_PREFIX}{facility}"))?];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    issue(
+        ca,
+        params,
+        &format!("certificate of facility {facility}"),
+        cert_path,
+        key_path,
+    )
+}
+
 fn issue(
     ca: &Ca,
     params: CertificateParams,
     what: &str,
     cert_path: &Path,
     key_path: &Path,
-) -> Result<(), PkiError> {
+) -> Result<Vec<u8>, PkiError> {
     let key = KeyPair::generate().map_err(|source| PkiError::Generate {
         what: format!("key for the {what}"),
         source,
@@ -707,7 +854,8 @@ fn issue(
     // Key first: a crash in between leaves a key without a certificate, which `init` reports
     // rather than silently replacing.
     write_new(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(cert_path, cert.pem().as_bytes(), 0o644)
+    write_new(cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(cert.der().to_vec())
 }
 
 /// Create `path` (failing if it exists) with `mode`, write and fsync it.
@@ -831,6 +979,75 @@ mod tests {
         );
         load_server(dir.path()).expect("load server");
         assert_eq!(facilities_in(dir.path()), vec![a]);
+    }
+
+    #[test]
+    fn a_reissue_is_a_new_key_and_certificate_and_keeps_the_old_pair_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = code("1311234567");
+        let b = code("1341234567");
+        init(dir.path(), std::slice::from_ref(&a)).expect("init");
+        let first = facility_fingerprint(dir.path(), &a).expect("fingerprint");
+        let old_key = fs::read(dir.path().join(facility_key_file(&a))).expect("key");
+
+        // A new facility: no files to move.
+        let issued = issue_facility(dir.path(), &b).expect("add b");
+        assert!(issued.replaced.is_empty());
+        assert_eq!(
+            facility_fingerprint(dir.path(), &b).expect("b"),
+            issued.fingerprint
+        );
+        load_client(dir.path(), &b).expect("b's identity loads");
+
+        // A re-issue: a new fingerprint and key; the old pair moved, byte for byte.
+        let again = issue_facility(dir.path(), &a).expect("re-issue a");
+        assert_ne!(again.fingerprint, first);
+        assert_ne!(
+            fs::read(dir.path().join(facility_key_file(&a))).expect("key"),
+            old_key
+        );
+        assert_eq!(again.replaced.len(), 2, "{:?}", again.replaced);
+        let kept: Vec<Vec<u8>> = again
+            .replaced
+            .iter()
+            .map(|p| fs::read(p).expect("kept"))
+            .collect();
+        assert!(kept.contains(&old_key), "the old key is kept");
+        assert!(
+            kept.iter().any(|c| {
+                CertificateDer::pem_slice_iter(c)
+                    .next()
+                    .is_some_and(|d| d.is_ok_and(|d| Fingerprint::of(&d) == first))
+            }),
+            "the old certificate is kept"
+        );
+        assert_eq!(
+            facilities_in(dir.path()),
+            vec![a.clone(), b],
+            "replaced/ is not read"
+        );
+
+        // No CA: refused, nothing written.
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = issue_facility(empty.path(), &a).expect_err("no CA");
+        assert!(err.to_string().contains("ca.pem is missing"), "{err}");
+        assert!(!empty.path().join(facility_cert_file(&a)).exists());
+    }
+
+    #[test]
+    fn a_fingerprint_is_64_lower_case_hex_digits_and_reads_back() {
+        let fp = Fingerprint::of(b"certificate");
+        let text = fp.to_string();
+        assert_eq!(text.len(), 64);
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(Fingerprint::parse(&text), Ok(fp));
+        assert_eq!(Fingerprint::parse(&text.to_uppercase()), Ok(fp));
+        assert_eq!(fp.short(), text[..16]);
+        assert!(Fingerprint::parse(&text[1..]).is_err());
+        assert!(Fingerprint::parse(&format!("{}zz", &text[2..])).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use onshi_model::{
     CardId, CheckOutcome, CheckRequest, CheckSubject, FacilityCode, NaiveDate, Validity,
 };
 use onshi_sync::link::{
-    Backoff, KnownFacilities, LinkClient, LinkError, LinkPhase, LinkServer, LinkSettings,
+    Accepted, Backoff, KnownFacilities, LinkClient, LinkError, LinkPhase, LinkServer, LinkSettings,
     LinkState, Service, tls,
 };
 use onshi_sync::pki::{self, ClientIdentity};
@@ -123,8 +123,21 @@ fn start_server(
     known: &[FacilityCode],
     service: Arc<dyn Service>,
 ) -> RunningServer {
+    start_server_knowing(
+        pki_dir,
+        addr,
+        KnownFacilities::new(known.iter().cloned()),
+        service,
+    )
+}
+
+fn start_server_knowing(
+    pki_dir: &Path,
+    addr: SocketAddr,
+    known: KnownFacilities,
+    service: Arc<dyn Service>,
+) -> RunningServer {
     let identity = pki::load_server(pki_dir).expect("server identity");
-    let known = KnownFacilities::new(known.iter().cloned());
     let server = LinkServer::bind(addr, &identity, known.clone(), &settings()).expect("bind");
     let addr = server.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -420,19 +433,121 @@ async fn unknown_facility_is_refused_with_a_reason() {
         Ok(Response::Pong)
     ));
 
-    // Removing it refuses the live connection at its next request.
+    // Removing it closes the live connection at once, without waiting for a request.
     server.known.remove(&pharmacy());
+    let state = wait_for(&mut rx, "down after removal", |s| {
+        s.phase == LinkPhase::Down
+    })
+    .await;
+    assert_eq!(
+        state.last_error,
+        Some(LinkError::Refused {
+            reason: "facility 1341234567 is no longer known to the reconciler".into()
+        })
+    );
     let err = client
         .call(Request::Ping, CALL)
         .await
         .expect_err("removed facility");
+    assert!(
+        matches!(&err, LinkError::Refused { reason } if reason.contains("1341234567") && reason.contains("known to the reconciler")),
+        "{err}"
+    );
+    client.close().await;
+    server.stop().await;
+}
+
+/// Waits until the client is down, refused with exactly `reason`.
+async fn wait_refused(rx: &mut watch::Receiver<LinkState>, reason: &str) -> LinkState {
+    let want = Some(LinkError::Refused {
+        reason: reason.into(),
+    });
+    wait_for(rx, reason, |s| {
+        s.phase == LinkPhase::Down && s.last_error == want
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_once_its_certificate_is_revoked_or_replaced() {
+    logs();
+    let dir = pki_with(&[clinic(), pharmacy()]);
+    let fingerprint = |f: &FacilityCode| pki::facility_fingerprint(dir.path(), f).expect("fp");
+    let known = KnownFacilities::accepting([
+        (clinic(), Accepted::Certificate(fingerprint(&clinic()))),
+        (pharmacy(), Accepted::Certificate(fingerprint(&pharmacy()))),
+    ]);
+    let service = Arc::new(TestService::default());
+    let server = start_server_knowing(dir.path(), any_port(), known, service.clone());
+    let connect = |f: &FacilityCode| {
+        LinkClient::new(
+            server.addr,
+            &pki::load_client(dir.path(), f).expect("identity"),
+            settings(),
+        )
+        .expect("client")
+    };
+    let (a, b) = (connect(&clinic()), connect(&pharmacy()));
+    assert!(matches!(
+        a.call(Request::Ping, CALL).await,
+        Ok(Response::Pong)
+    ));
+    assert!(matches!(
+        b.call(Request::Ping, CALL).await,
+        Ok(Response::Pong)
+    ));
+    let (mut a_rx, mut b_rx) = (a.subscribe(), b.subscribe());
+    let served = service.callers.lock().expect("lock").len();
+
+    // Revoked while idle: closed with the reason, no request needed; the other facility stays.
+    server.known.set(clinic(), Accepted::Revoked);
+    wait_refused(
+        &mut a_rx,
+        "facility 1311234567: certificate revoked by the centre",
+    )
+    .await;
+    let b_state = b_rx.borrow().clone();
+    assert_eq!(b_state.phase, LinkPhase::Up, "{b_state:?}");
+    assert_eq!(b_state.reconnects, 0, "the pharmacy kept its connection");
+    assert!(matches!(
+        b.call(Request::Ping, CALL).await,
+        Ok(Response::Pong)
+    ));
+
+    // Re-issued: the connection with the old certificate is closed; the new certificate connects,
+    // the old one is refused.
+    let issued = pki::issue_facility(dir.path(), &pharmacy()).expect("re-issue");
+    server
+        .known
+        .set(pharmacy(), Accepted::Certificate(issued.fingerprint));
+    let replaced = "facility 1341234567: certificate replaced (the centre issued a newer one; this one is no longer accepted)";
+    wait_refused(&mut b_rx, replaced).await;
+    let renewed = connect(&pharmacy());
+    assert!(matches!(
+        renewed.call(Request::Ping, CALL).await,
+        Ok(Response::Pong)
+    ));
+    let err = b
+        .call(Request::Ping, CALL)
+        .await
+        .expect_err("old certificate");
     assert_eq!(
         err,
         LinkError::Refused {
-            reason: "facility 1341234567 is no longer known to the reconciler".into()
+            reason: replaced.into()
         }
     );
-    client.close().await;
+    // The revoked clinic is still refused, and the service saw nothing of it after the
+    // revocation.
+    assert!(a.call(Request::Ping, CALL).await.is_err());
+    let callers = service.callers.lock().expect("lock").clone();
+    assert!(
+        callers[served..].iter().all(|c| *c == pharmacy()),
+        "only the pharmacy was served after the revocation: {callers:?}"
+    );
+    for c in [a, b, renewed] {
+        c.close().await;
+    }
     server.stop().await;
 }
 

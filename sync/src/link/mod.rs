@@ -4,27 +4,31 @@
 //!
 //! - [`tls`]: the rustls configurations (who trusts whom) and the peer-identity rule.
 //! - [`server`]: [`LinkServer`], which authorises each connection by the facility code in the
-//!   peer's certificate and hands requests to a [`Service`].
+//!   peer's certificate and that certificate's fingerprint ([`KnownFacilities`],
+//!   [`authorise_certificate`]), closes it when the certificate stops being accepted, and hands
+//!   requests to a [`Service`].
 //! - [`client`]: [`LinkClient`], which keeps one connection up, reconnecting with [`Backoff`], and
 //!   reports [`LinkState`] changes as events.
 //! - [`backoff`]: the reconnect schedule, a pure function of its state and a random source.
 //!
-//! This module must never authorise a peer because its connection succeeded (only the facility
-//! code in a CA-verified certificate, checked against the known set, counts), never decide what a
-//! request means (that is the [`Service`]'s job), and never hang a caller past its timeout.
+//! This module must never authorise a peer because its connection succeeded (only a CA-verified
+//! certificate naming a facility, whose fingerprint is the one [`KnownFacilities`] accepts for
+//! it, counts), never keep serving a connection whose certificate is no longer accepted, never
+//! decide what a request means (that is the [`Service`]'s job), and never hang a caller past its timeout.
 
 pub mod backoff;
 pub mod client;
 pub mod server;
 pub mod tls;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use onshi_model::FacilityCode;
 
+use crate::pki::Fingerprint;
 pub use backoff::Backoff;
 
 /// Socket buffers asked for on the link's UDP socket. The kernel's default (about 200 KiB) drops
@@ -237,51 +241,192 @@ fn transport_config(
     Ok(transport)
 }
 
-/// The facilities the reconciler accepts, shared between the server and whoever updates it (a
-/// `pki init` adding a facility, a config reload). Clones share one set.
-#[derive(Debug, Clone, Default)]
-pub struct KnownFacilities(Arc<RwLock<HashSet<FacilityCode>>>);
+/// What the reconciler accepts as one facility's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Any certificate the CA issued for the code: the old set-of-codes form
+    /// ([`KnownFacilities::new`]), for tests and benchmarks.
+    AnyCertificate,
+    /// Only the certificate with this fingerprint (the centre's record; a re-issued certificate
+    /// replaces it).
+    Certificate(Fingerprint),
+    /// None: the centre revoked the facility's certificate (kept so a refusal says why).
+    Revoked,
+}
+
+/// Why a facility's certificate is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The facility is not known to the reconciler.
+    UnknownFacility,
+    /// The facility's certificate was revoked.
+    CertificateRevoked,
+    /// The centre issued the facility a newer certificate; this one is no longer accepted.
+    CertificateReplaced,
+}
+
+impl Refusal {
+    /// The `reason` label of `onshi_reconciler_link_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::UnknownFacility => "unknown_facility",
+            Refusal::CertificateRevoked => "certificate_revoked",
+            Refusal::CertificateReplaced => "certificate_replaced",
+        }
+    }
+
+    /// The reason logged and sent to the peer; `connected`: said to a connection already
+    /// authorised (it was accepted until now).
+    pub fn reason(self, facility: &FacilityCode, connected: bool) -> String {
+        match (self, connected) {
+            (Refusal::UnknownFacility, false) => {
+                format!("facility {facility} is not known to the reconciler")
+            }
+            (Refusal::UnknownFacility, true) => {
+                format!("facility {facility} is no longer known to the reconciler")
+            }
+            (Refusal::CertificateRevoked, _) => {
+                format!("facility {facility}: certificate revoked by the centre")
+            }
+            (Refusal::CertificateReplaced, _) => format!(
+                "facility {facility}: certificate replaced (the centre issued a newer one; this one is no longer accepted)"
+            ),
+        }
+    }
+}
+
+/// The authorisation decision for a CA-verified client certificate naming a facility: what the
+/// reconciler accepts for that facility (`None`: nothing known) against the fingerprint of the
+/// certificate presented.
+pub fn authorise_certificate(
+    accepted: Option<&Accepted>,
+    presented: &Fingerprint,
+) -> Result<(), Refusal> {
+    match accepted {
+        None => Err(Refusal::UnknownFacility),
+        Some(Accepted::AnyCertificate) => Ok(()),
+        Some(Accepted::Certificate(fp)) if fp == presented => Ok(()),
+        Some(Accepted::Certificate(_)) => Err(Refusal::CertificateReplaced),
+        Some(Accepted::Revoked) => Err(Refusal::CertificateRevoked),
+    }
+}
+
+/// The facilities the reconciler accepts, facility code → the certificate accepted, shared
+/// between the server and whoever updates it (the reconciler's facility follower, tests). Clones
+/// share one map; every change is announced ([`KnownFacilities::changes`]) so live connections
+/// are checked again at once, not only at their next request.
+#[derive(Debug, Clone)]
+pub struct KnownFacilities {
+    map: Arc<RwLock<HashMap<FacilityCode, Accepted>>>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for KnownFacilities {
+    fn default() -> Self {
+        Self::accepting(std::iter::empty())
+    }
+}
 
 impl KnownFacilities {
+    /// Any CA-issued certificate of each of these facilities (the set-of-codes form).
     pub fn new(facilities: impl IntoIterator<Item = FacilityCode>) -> Self {
-        KnownFacilities(Arc::new(RwLock::new(facilities.into_iter().collect())))
+        Self::accepting(
+            facilities
+                .into_iter()
+                .map(|f| (f, Accepted::AnyCertificate)),
+        )
     }
 
+    /// Exactly what is accepted of each facility.
+    pub fn accepting(facilities: impl IntoIterator<Item = (FacilityCode, Accepted)>) -> Self {
+        KnownFacilities {
+            map: Arc::new(RwLock::new(facilities.into_iter().collect())),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<FacilityCode, Accepted>> {
+        // A poisoned lock still holds a consistent map (inserts and removes cannot half-happen).
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut HashMap<FacilityCode, Accepted>) -> T) -> T {
+        let out = f(&mut self.map.write().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        out
+    }
+
+    /// Whether a certificate for `facility` with this fingerprint is accepted now.
+    pub fn check(&self, facility: &FacilityCode, presented: &Fingerprint) -> Result<(), Refusal> {
+        authorise_certificate(self.read().get(facility), presented)
+    }
+
+    /// Whether some certificate of the facility is accepted (it is known and not revoked).
     pub fn contains(&self, facility: &FacilityCode) -> bool {
-        // A poisoned lock still holds a consistent set (inserts and removes cannot half-happen).
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(facility)
+        self.read()
+            .get(facility)
+            .is_some_and(|a| *a != Accepted::Revoked)
     }
 
-    /// Returns whether the facility was new.
+    /// What is accepted of the facility, if it is known.
+    pub fn get(&self, facility: &FacilityCode) -> Option<Accepted> {
+        self.read().get(facility).cloned()
+    }
+
+    /// Every facility and what is accepted of it, as it stands now.
+    pub fn snapshot(&self) -> HashMap<FacilityCode, Accepted> {
+        self.read().clone()
+    }
+
+    /// Accepts any CA-issued certificate of the facility; returns whether it was new.
     pub fn insert(&self, facility: FacilityCode) -> bool {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(facility)
+        self.set(facility, Accepted::AnyCertificate).is_none()
     }
 
-    /// Returns whether the facility was known. Its open connection is refused at its next request.
+    /// Sets what is accepted of the facility; returns what was.
+    pub fn set(&self, facility: FacilityCode, accepted: Accepted) -> Option<Accepted> {
+        self.write(|m| m.insert(facility, accepted))
+    }
+
+    /// Returns whether the facility was known. Its open connections are closed.
     pub fn remove(&self, facility: &FacilityCode) -> bool {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(facility)
+        self.write(|m| m.remove(facility).is_some())
     }
 
-    /// Replace the whole set (e.g. after re-reading the PKI directory).
+    /// Replaces the whole map with the set-of-codes form.
     pub fn replace(&self, facilities: impl IntoIterator<Item = FacilityCode>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = facilities.into_iter().collect();
+        self.replace_accepting(
+            facilities
+                .into_iter()
+                .map(|f| (f, Accepted::AnyCertificate)),
+        );
     }
 
+    /// Replaces the whole map (the follower, after the store's facilities changed); connections
+    /// whose certificate is no longer accepted are closed.
+    pub fn replace_accepting(
+        &self,
+        facilities: impl IntoIterator<Item = (FacilityCode, Accepted)>,
+    ) {
+        let map: HashMap<_, _> = facilities.into_iter().collect();
+        self.write(|m| *m = map);
+    }
+
+    /// Facilities some certificate of which is accepted (revoked ones not counted).
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read()
+            .values()
+            .filter(|a| **a != Accepted::Revoked)
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Changes each time the map does: a live connection waits on it to be checked again.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
@@ -298,6 +443,9 @@ struct ConnectionsInner {
     refused: AtomicU64,
     /// Limits broken, by facility and [`LimitBroken::label`].
     limited: crate::metrics::LabelledCounter,
+    /// Certificates not accepted (at connection or on a live connection), by facility and
+    /// [`Refusal::label`].
+    refusals: crate::metrics::LabelledCounter,
 }
 
 /// Which limit of [`LinkLimits`] a facility broke.
@@ -354,6 +502,16 @@ impl Connections {
         self.0.limited.inc(&[facility.as_str(), limit.label()]);
     }
 
+    pub(crate) fn certificate_refused(&self, facility: &FacilityCode, refusal: Refusal) {
+        self.0.refusals.inc(&[facility.as_str(), refusal.label()]);
+    }
+
+    /// Certificates refused since start (new connections refused and live ones closed), by
+    /// `[facility, reason]` ([`Refusal::label`]).
+    pub fn certificates_refused(&self) -> &crate::metrics::LabelledCounter {
+        &self.0.refusals
+    }
+
     /// Limits broken since start, by `[facility, reason]` ([`LimitBroken::label`]).
     pub fn limits_broken(&self) -> &crate::metrics::LabelledCounter {
         &self.0.limited
@@ -395,6 +553,76 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_recorded_certificate_of_an_active_facility_is_accepted() {
+        let (old, new) = (Fingerprint::of(b"old"), Fingerprint::of(b"new"));
+        assert_eq!(
+            authorise_certificate(Some(&Accepted::Certificate(new)), &new),
+            Ok(())
+        );
+        assert_eq!(
+            authorise_certificate(Some(&Accepted::Certificate(new)), &old),
+            Err(Refusal::CertificateReplaced),
+            "a re-issued facility's old certificate"
+        );
+        assert_eq!(
+            authorise_certificate(Some(&Accepted::Revoked), &new),
+            Err(Refusal::CertificateRevoked)
+        );
+        assert_eq!(
+            authorise_certificate(None, &new),
+            Err(Refusal::UnknownFacility)
+        );
+        assert_eq!(
+            authorise_certificate(Some(&Accepted::AnyCertificate), &old),
+            Ok(()),
+            "the set-of-codes form"
+        );
+        let f = FacilityCode::parse("1341234567").expect("code");
+        assert_eq!(
+            Refusal::CertificateRevoked.reason(&f, true),
+            "facility 1341234567: certificate revoked by the centre"
+        );
+        assert!(
+            Refusal::CertificateReplaced
+                .reason(&f, false)
+                .starts_with("facility 1341234567: certificate replaced")
+        );
+        assert_eq!(
+            Refusal::UnknownFacility.reason(&f, false),
+            "facility 1341234567 is not known to the reconciler"
+        );
+    }
+
+    #[test]
+    fn known_facilities_announce_every_change_and_count_only_accepted_ones() {
+        let (a, b) = (
+            FacilityCode::parse("1311234567").expect("code"),
+            FacilityCode::parse("1341234567").expect("code"),
+        );
+        let fp = Fingerprint::of(b"a");
+        let known = KnownFacilities::accepting([
+            (a.clone(), Accepted::Certificate(fp)),
+            (b.clone(), Accepted::Revoked),
+        ]);
+        let mut changes = known.changes();
+        assert_eq!(known.len(), 1, "a revoked facility is not counted");
+        assert!(known.contains(&a) && !known.contains(&b));
+        assert_eq!(known.check(&a, &fp), Ok(()));
+        assert_eq!(known.check(&b, &fp), Err(Refusal::CertificateRevoked));
+        assert!(!changes.has_changed().expect("open"));
+        known.set(a.clone(), Accepted::Revoked);
+        assert!(
+            changes.has_changed().expect("open"),
+            "a change is announced"
+        );
+        changes.mark_unchanged();
+        known.replace_accepting([(b.clone(), Accepted::Certificate(fp))]);
+        assert!(changes.has_changed().expect("open"));
+        assert_eq!(known.check(&a, &fp), Err(Refusal::UnknownFacility));
+        assert_eq!(known.check(&b, &fp), Ok(()));
+    }
 
     #[test]
     fn a_reconnection_starts_from_the_last_rtt_within_bounds() {

@@ -1,6 +1,9 @@
 //! The reconciler's end of the link: accepts QUIC connections, authorises each by the facility
-//! code in its client certificate against the known set, and serves each bidirectional stream as
-//! one RPC, many at once per connection.
+//! code in its client certificate and that certificate's fingerprint against [`KnownFacilities`]
+//! (the one certificate the centre accepts for the facility), and serves each bidirectional
+//! stream as one RPC, many at once per connection. When the known facilities change (a
+//! revocation, a re-issued certificate), every live connection is checked again at once and one
+//! whose certificate is no longer accepted is closed, idle or not.
 //!
 //! Every refusal is logged with its reason (`tracing::warn!`) and, where the handshake got far
 //! enough, sent to the peer as an application close ([`CLOSE_REFUSED`]) with the same reason. This
@@ -30,9 +33,9 @@ use tokio::task::JoinSet;
 
 use super::{
     CLOSE_LIMIT, CLOSE_REFUSED, CLOSE_SHUTDOWN, Connections, KnownFacilities, LimitBroken,
-    LinkLimits, LinkSettings, LinkSetupError, tls, transport_config,
+    LinkLimits, LinkSettings, LinkSetupError, Refusal, tls, transport_config,
 };
-use crate::pki::{ServerIdentity, facility_of_certificate};
+use crate::pki::{Fingerprint, ServerIdentity, facility_of_certificate};
 use crate::wire::{self, DecodeError, REQUEST_HEAD_BYTES, Request, Response};
 
 /// What the reconciler does with an authorised facility's request. `Ping` and `Check` are called
@@ -225,9 +228,18 @@ async fn serve_connection(incoming: Incoming, shared: Shared, service: Arc<dyn S
             return;
         }
     };
-    let facility = match authorise(&conn, &known) {
-        Ok(facility) => facility,
-        Err(reason) => {
+    // Subscribed before authorising, so a change from here on is seen by the loop below.
+    let mut changes = known.changes();
+    let (facility, fingerprint) = match authorise(&conn, &known) {
+        Ok(who) => who,
+        Err(refused) => {
+            let reason = match &refused {
+                Unauthorised::Certificate(reason) => reason.clone(),
+                Unauthorised::Refused(facility, refusal) => {
+                    stats.certificate_refused(facility, *refusal);
+                    refusal.reason(facility, false)
+                }
+            };
             tracing::warn!(%remote, reason = %Untrusted(&reason), "link connection refused");
             stats.refused();
             conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
@@ -249,17 +261,30 @@ async fn serve_connection(incoming: Incoming, shared: Shared, service: Arc<dyn S
     // The request bytes this connection's streams hold, all together.
     let budget = Arc::new(Semaphore::new(limits.request_bytes_per_connection));
 
+    // A certificate no longer accepted: the connection is closed with the reason, logged and
+    // counted (the facility's edge sees it refused and goes offline).
+    let close_refused = |refusal: Refusal| {
+        let reason = refusal.reason(&facility, true);
+        tracing::warn!(%remote, %facility, reason = %reason, "link connection closed: its certificate is no longer accepted");
+        stats.certificate_refused(&facility, refusal);
+        conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+        reason
+    };
     let mut streams = JoinSet::new();
     let ended = loop {
         tokio::select! {
+            // A change of the known facilities (a revocation, a re-issue): checked at once, so an
+            // idle connection is closed too, not only at its next request.
+            Ok(()) = changes.changed() => {
+                if let Err(refusal) = known.check(&facility, &fingerprint) {
+                    break close_refused(refusal);
+                }
+            }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    // Re-checked per request, so removing a facility takes effect on a live connection.
-                    if !known.contains(&facility) {
-                        let reason = format!("facility {facility} is no longer known to the reconciler");
-                        tracing::warn!(%remote, %facility, %reason, "link connection refused");
-                        conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
-                        break reason;
+                    // Also re-checked per request (cheap), so no request is served after a change.
+                    if let Err(refusal) = known.check(&facility, &fingerprint) {
+                        break close_refused(refusal);
                     }
                     let stream = Stream {
                         facility: facility.clone(),
@@ -278,23 +303,34 @@ async fn serve_connection(incoming: Incoming, shared: Shared, service: Arc<dyn S
     tracing::info!(%remote, %facility, reason = %Untrusted(&ended), "facility disconnected");
 }
 
-/// The facility this connection may act for, or the reason it may not.
-fn authorise(conn: &Connection, known: &KnownFacilities) -> Result<FacilityCode, String> {
+/// Why a connection is not authorised.
+enum Unauthorised {
+    /// The certificate names no facility (or none was presented).
+    Certificate(String),
+    /// It names one whose certificate the reconciler does not accept.
+    Refused(FacilityCode, Refusal),
+}
+
+/// The facility this connection may act for and its certificate's fingerprint, or the reason it
+/// may not.
+fn authorise(
+    conn: &Connection,
+    known: &KnownFacilities,
+) -> Result<(FacilityCode, Fingerprint), Unauthorised> {
+    let none = || Unauthorised::Certificate("no client certificate was presented".to_string());
     let chain = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or_else(|| "no client certificate was presented".to_string())?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| "no client certificate was presented".to_string())?;
-    let facility = facility_of_certificate(leaf)
-        .map_err(|e| format!("client certificate names no facility: {e}"))?;
-    if !known.contains(&facility) {
-        return Err(format!(
-            "facility {facility} is not known to the reconciler"
-        ));
+        .ok_or_else(none)?;
+    let leaf = chain.first().ok_or_else(none)?;
+    let facility = facility_of_certificate(leaf).map_err(|e| {
+        Unauthorised::Certificate(format!("client certificate names no facility: {e}"))
+    })?;
+    let fingerprint = Fingerprint::of(leaf);
+    match known.check(&facility, &fingerprint) {
+        Ok(()) => Ok((facility, fingerprint)),
+        Err(refusal) => Err(Unauthorised::Refused(facility, refusal)),
     }
-    Ok(facility)
 }
 
 /// What one request stream's task needs of its connection.
