@@ -638,7 +638,7 @@ pub fn start_with_options(
         let _ = rx.wait_for(|s| *s).await;
     };
     // The registry's changes into the search index, and the settlements they revise.
-    let follower = crate::revisit::spawn(reconciler.follower(revisit), stopped(stop_rx.clone()));
+    let revisits = crate::revisit::spawn(reconciler.follower(revisit), stopped(stop_rx.clone()));
     let (metrics_addr, metrics_task) = match metrics {
         Some(at) => {
             let source = MetricsSource {
@@ -654,7 +654,7 @@ pub fn start_with_options(
         }
         None => (None, None),
     };
-    let follower = crate::facilities::follow(
+    let facilities = crate::facilities::follow(
         follower_store,
         known.clone(),
         facilities_version,
@@ -667,7 +667,8 @@ pub fn start_with_options(
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = link.await;
-        let _ = follower.await;
+        let _ = revisits.await;
+        let _ = facilities.await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
