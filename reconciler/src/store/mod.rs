@@ -19,8 +19,11 @@
 //! blocking threads (`spawn_blocking`), never on an async worker.
 
 pub mod embedded;
+pub mod pg;
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use onshi_model::record::SettlementKind;
@@ -49,6 +52,52 @@ pub enum CentralError {
     /// The embedded store is held by a running `serve` (sled allows one process).
     #[error("the data directory is in use by a running onshi-reconciler serve")]
     Busy,
+}
+
+/// Where the centre's data is: `--data DIR` (embedded) or `--store postgres://…`.
+#[derive(Clone)]
+pub enum StoreTarget {
+    Embedded(PathBuf),
+    /// The URL (without a password) and the password from a file or a systemd credential.
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+impl fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        match self {
+            StoreTarget::Embedded(p) => f.debug_tuple("Embedded").field(p).finish(),
+            StoreTarget::Postgres { url, password } => f
+                .debug_struct("Postgres")
+                .field("url", url)
+                .field("password", &password.as_ref().map(|_| "…"))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for StoreTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreTarget::Embedded(p) => write!(f, "{}", p.display()),
+            StoreTarget::Postgres { url, .. } => write!(f, "{url}"),
+        }
+    }
+}
+
+/// Opens the store: the embedded one in `DIR`, or PostgreSQL (connected, its schema checked).
+pub fn open(target: &StoreTarget) -> Result<Arc<dyn CentralStore>, CentralError> {
+    match target {
+        StoreTarget::Embedded(dir) => Ok(Arc::new(embedded::EmbeddedStore::open(dir)?)),
+        StoreTarget::Postgres { url, password } => {
+            let config = pg::config_from_url(url, password.as_deref())
+                .map_err(|e| CentralError::Database(format!("--store {url}: {e}")))?;
+            Ok(Arc::new(pg::PgStore::connect(&config)?))
+        }
+    }
 }
 
 /// What an import chunk did.
