@@ -461,7 +461,9 @@ fn merge_is_a_join(f: &Fixture) {
     // A batch with the same record twice answers each as it stands after it.
     let r2 = provisional(&a, 2, "1990-01-01", "2026-01-05");
     let s2 = settled(&r2, SettlementKind::Ambiguous, "two");
-    let out = s.merge(&a, vec![s2.clone(), r2.clone(), r.clone()]).unwrap();
+    let out = s
+        .merge(&a, vec![s2.clone(), r2.clone(), r.clone()])
+        .unwrap();
     assert_eq!(out, vec![s2.clone(), s2.clone(), settled_r.clone()]);
     let journal = s.journal(&a).unwrap();
     assert_eq!(journal.len(), 2);
@@ -538,7 +540,12 @@ fn update_settles_each_record_exactly_once_under_concurrency(f: &Fixture) {
     // Unknown ids are skipped.
     let ghost = RecordId::new(a.clone(), 9, 9);
     let mut never = |_: &JournalRecord| -> Option<JournalRecord> { panic!("no record to decide") };
-    assert!(f.store.update(&a, &[ghost], true, &mut never).unwrap().is_empty());
+    assert!(
+        f.store
+            .update(&a, &[ghost], true, &mut never)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn the_revision_feed_carries_announced_records_only(f: &Fixture) {
@@ -553,7 +560,9 @@ fn the_revision_feed_carries_announced_records_only(f: &Fixture) {
     let start_b = s.revision_cursor(&b).unwrap();
     let mut settle = |c: &JournalRecord| Some(settled(c, SettlementKind::InsurerUnknown, "x"));
     // Not announced: not on the feed.
-    let w = s.update(&a, &[r1.id().clone()], false, &mut settle).unwrap();
+    let w = s
+        .update(&a, &[r1.id().clone()], false, &mut settle)
+        .unwrap();
     assert_eq!(w.len(), 1);
     assert_eq!(s.revisions(&a, start).unwrap(), (vec![], start));
     // Announced: on the feed, with the record as it stands.
@@ -663,7 +672,11 @@ fn revisit_candidates_are_the_open_questions(f: &Fixture) {
             record: ambiguous.id().clone(),
         }]
     );
-    assert!(s.revisit_candidates(&[], d("2025-10-01")).unwrap().is_empty());
+    assert!(
+        s.revisit_candidates(&[], d("2025-10-01"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn outage_requests_and_grants_are_kept(f: &Fixture) {
@@ -720,15 +733,18 @@ fn outage_requests_and_grants_are_kept(f: &Fixture) {
     let noon = t("2026-01-06T12:00:00Z");
     // Ending one scope ends its active grants only, and keeps them on record.
     assert_eq!(
-        s.end_grants(&GrantScope::Facility(a.clone()), noon).unwrap(),
+        s.end_grants(&GrantScope::Facility(a.clone()), noon)
+            .unwrap(),
         1
     );
     assert_eq!(
-        s.end_grants(&GrantScope::Facility(a.clone()), noon).unwrap(),
+        s.end_grants(&GrantScope::Facility(a.clone()), noon)
+            .unwrap(),
         0
     );
     assert_eq!(
-        s.end_grants(&GrantScope::Facility(b.clone()), noon).unwrap(),
+        s.end_grants(&GrantScope::Facility(b.clone()), noon)
+            .unwrap(),
         0
     );
     let grants = s.grants().unwrap();

@@ -72,7 +72,7 @@ impl fmt::Debug for StoreTarget {
             StoreTarget::Embedded(p) => f.debug_tuple("Embedded").field(p).finish(),
             StoreTarget::Postgres { url, password } => f
                 .debug_struct("Postgres")
-                .field("url", url)
+                .field("url", &redacted(url))
                 .field("password", &password.as_ref().map(|_| "…"))
                 .finish(),
         }
@@ -83,8 +83,23 @@ impl fmt::Display for StoreTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreTarget::Embedded(p) => write!(f, "{}", p.display()),
-            StoreTarget::Postgres { url, .. } => write!(f, "{url}"),
+            StoreTarget::Postgres { url, .. } => write!(f, "{}", redacted(url)),
         }
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, to print.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{}", &rest[end..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 
@@ -340,4 +355,26 @@ pub trait CentralStore: Send + Sync + fmt::Debug {
     fn facilities(&self) -> Result<Vec<FacilityEntry>, CentralError>;
     /// Bumped by every change of the facilities: instances re-read them when it moves.
     fn facilities_version(&self) -> Result<u64, CentralError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_url_never_shows_the_password() {
+        assert_eq!(
+            redacted("postgres://onshi:s3cr@t@db:5432/onshi?x=1"),
+            "postgres://onshi:***@db:5432/onshi?x=1"
+        );
+        assert_eq!(
+            redacted("postgres://onshi@db/onshi"),
+            "postgres://onshi@db/onshi"
+        );
+        let t = StoreTarget::Postgres {
+            url: "postgres://onshi:pw@db/onshi".into(),
+            password: Some("pw2".into()),
+        };
+        assert!(!format!("{t} {t:?}").contains("pw"), "{t} {t:?}");
+    }
 }
