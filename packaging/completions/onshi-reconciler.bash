@@ -34,6 +34,9 @@ _onshi__reconciler() {
             onshi__reconciler,manpage)
                 cmd="onshi__reconciler__subcmd__manpage"
                 ;;
+            onshi__reconciler,migrate)
+                cmd="onshi__reconciler__subcmd__migrate"
+                ;;
             onshi__reconciler,pki)
                 cmd="onshi__reconciler__subcmd__pki"
                 ;;
@@ -57,6 +60,9 @@ _onshi__reconciler() {
                 ;;
             onshi__reconciler__subcmd__help,manpage)
                 cmd="onshi__reconciler__subcmd__help__subcmd__manpage"
+                ;;
+            onshi__reconciler__subcmd__help,migrate)
+                cmd="onshi__reconciler__subcmd__help__subcmd__migrate"
                 ;;
             onshi__reconciler__subcmd__help,pki)
                 cmd="onshi__reconciler__subcmd__help__subcmd__pki"
@@ -86,7 +92,7 @@ _onshi__reconciler() {
 
     case "${cmd}" in
         onshi__reconciler)
-            opts="-h -V --help --version pki serve import check-config completions manpage gen-registry help"
+            opts="-h -V --help --version pki serve import migrate check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -100,7 +106,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__check__subcmd__config)
-            opts="-h --config --data --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --help"
+            opts="-h --config --data --store --store-password-file --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -111,6 +117,14 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -206,7 +220,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__help)
-            opts="pki serve import check-config completions manpage gen-registry help"
+            opts="pki serve import migrate check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -303,6 +317,20 @@ _onshi__reconciler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__reconciler__subcmd__help__subcmd__pki)
             opts="init"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -346,13 +374,21 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__import)
-            opts="-h --data --help"
+            opts="-h --data --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -370,6 +406,32 @@ _onshi__reconciler() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__migrate)
+            opts="-h --config --store --store-password-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -456,7 +518,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__serve)
-            opts="-h --config --data --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --help"
+            opts="-h --config --data --store --store-password-file --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -467,6 +529,14 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
