@@ -71,6 +71,28 @@ fn migrate_import_and_serve_on_postgresql_answer_checks_and_settle_records() {
         text(&out)
     );
 
+    // serve refuses it too, before listening.
+    let pki = Pki::init(&t.join("pki"), &[FACILITY_A]);
+    let pki_dir = pki.dir.to_str().expect("utf-8 path");
+    let serve = [
+        "serve",
+        "--store",
+        &url,
+        "--store-password-file",
+        pw,
+        "--pki",
+        pki_dir,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let out = run(&reconciler_bin(), &serve);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no onshi schema") && text(&out).contains("onshi-reconciler migrate"),
+        "{}",
+        text(&out)
+    );
+
     // migrate applies the schema once and says so; again, it has nothing to do.
     let migrate = ["migrate", "--store", &url, "--store-password-file", pw];
     let first = String::from_utf8_lossy(&run_ok(&reconciler_bin(), &migrate).stdout).into_owned();
@@ -93,7 +115,6 @@ fn migrate_import_and_serve_on_postgresql_answer_checks_and_settle_records() {
     );
 
     // check-config connects and reports the schema.
-    let pki = Pki::init(&t.join("pki"), &[FACILITY_A]);
     let out = run_ok(
         &reconciler_bin(),
         &[
@@ -113,6 +134,43 @@ fn migrate_import_and_serve_on_postgresql_answer_checks_and_settle_records() {
         said.contains("store postgresql") && said.contains("schema version 1"),
         "{said}"
     );
+
+    // A URL with its password in the TOML file: refused while others can read the file, accepted
+    // with a warning at mode 0600 (and the password never printed).
+    let toml = t.join("reconciler.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "store = \"{}\"\npki = \"{pki_dir}\"\nlisten = \"127.0.0.1:0\"\n",
+            pg.url()
+        ),
+    )
+    .expect("writing the TOML");
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let check = [
+        "check-config",
+        "--config",
+        toml.to_str().expect("utf-8 path"),
+    ];
+    let out = run(&reconciler_bin(), &check);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("chmod 600"), "{}", text(&out));
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = run_ok(&reconciler_bin(), &check);
+    assert!(
+        text(&out).contains("warning: store: the database password is in")
+            && text(&out).contains("schema version 1"),
+        "{}",
+        text(&out)
+    );
+    let password = pg
+        .url()
+        .split_once("://")
+        .and_then(|(_, r)| r.split_once('@'))
+        .and_then(|(u, _)| u.split_once(':'))
+        .map(|(_, p)| p.to_string())
+        .expect("a password");
+    assert!(!text(&out).contains(&password), "{}", text(&out));
 
     // serve from the database, with an edge.
     let rec = Reconciler::start_pg(&t, &url, &password_file, &pki);
