@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{
     CentralError, CentralStore, FacilityEntry, Grant, GrantScope, ImportCounts, OutageRequest,
+    StoreTarget,
 };
 
 /// The admin socket's file name in the data directory.
@@ -149,6 +150,15 @@ impl AdminTarget {
             Ok(s) => Ok(AdminTarget::Direct(Arc::new(s))),
             Err(CentralError::Busy) => Ok(AdminTarget::Socket(data.join(SOCKET))),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The store a command names: PostgreSQL directly, the embedded directory as
+    /// [`AdminTarget::embedded`].
+    pub fn open(target: &StoreTarget) -> Result<Self, CentralError> {
+        match target {
+            StoreTarget::Embedded(dir) => Self::embedded(dir),
+            StoreTarget::Postgres { .. } => Ok(AdminTarget::Direct(crate::store::open(target)?)),
         }
     }
 

@@ -1,5 +1,13 @@
 //! `onshi-reconciler`: the central side. Commands: `pki init`, `import`, `serve`, `outage …`,
-//! `facility add|revoke|list`, `check-config`, `gen-registry`, `completions`.
+//! `facility add|revoke|list`, `check-config`, `migrate`, `gen-registry`, `completions`.
+//!
+//! The store is `--data DIR` (embedded) or `--store postgres://USER@HOST[:PORT]/DATABASE`. The
+//! database password never comes from the command line (other users see it in `ps`): it is read
+//! from `--store-password-file PATH` / `store_password_file`, else from the systemd credential
+//! `onshi-db-password` (`$CREDENTIALS_DIRECTORY`). A URL with a password is refused as a flag, and
+//! accepted in the `--config` file only when that file is not readable by others (mode 0600),
+//! with a warning. The operators' commands (`import`, `outage …`, `facility …`) work while `serve`
+//! runs: on PostgreSQL directly, on the embedded store through the running serve's admin socket.
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -9,8 +17,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use onshi_reconciler::admin::{AdminRequest, AdminResponse, AdminTarget};
-use onshi_reconciler::store::embedded::EmbeddedStore;
-use onshi_reconciler::store::{CentralStore, ImportCounts};
+use onshi_reconciler::store::pg;
+use onshi_reconciler::store::{CentralStore, ImportCounts, StoreTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,9 +49,11 @@ enum Command {
     /// Import registry JSONL (one qualification period per line). Bad lines are reported with their
     /// line number and reason; good lines are applied; exit status 1 if any line was bad.
     Import {
-        /// The reconciler's data directory.
+        /// The reconciler's data directory (the embedded store).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The JSONL file (`-` for standard input).
         file: PathBuf,
     },
@@ -60,6 +70,15 @@ enum Command {
     Facility {
         #[command(subcommand)]
         command: FacilityCommand,
+    },
+    /// Create or upgrade the PostgreSQL schema (idempotent: applies only the migrations the
+    /// database lacks, and prints them). `serve` and `import` refuse a database without it.
+    Migrate {
+        /// TOML file of `serve` (its store and store_password_file are used); a flag wins.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Check the `serve` configuration (settings, PKI files) without starting anything.
     CheckConfig {
@@ -87,6 +106,17 @@ enum Command {
     },
 }
 
+/// The PostgreSQL store, for the commands other than `serve`.
+#[derive(Debug, Default, Clone, clap::Args)]
+struct StoreArgs {
+    /// The PostgreSQL store: postgres://USER@HOST[:PORT]/DATABASE (no password in it).
+    #[arg(long)]
+    store: Option<String>,
+    /// File holding the database password (default: the systemd credential onshi-db-password).
+    #[arg(long)]
+    store_password_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum OutageCommand {
     /// Grant central search from now on, for --days days.
@@ -96,23 +126,20 @@ enum OutageCommand {
         /// How long the grant lasts (1–90 days; default 7).
         #[arg(long, default_value_t = 7)]
         days: u32,
-        /// The reconciler's data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        centre: CentreArgs,
     },
     /// End the active grants of a facility or a prefecture now.
     End {
         #[command(flatten)]
         scope: ScopeArgs,
-        /// The reconciler's data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        centre: CentreArgs,
     },
     /// The grants (active and past) and the facilities' outage requests.
     List {
-        /// The reconciler's data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        centre: CentreArgs,
     },
 }
 
@@ -129,7 +156,7 @@ enum FacilityCommand {
         #[arg(long)]
         pki: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
+        centre: CentreArgs,
     },
     /// Revoke the facility's certificate: running instances close its connections and refuse
     /// it (`facility add` issues it a new one).
@@ -138,27 +165,32 @@ enum FacilityCommand {
         #[arg(value_name = "CODE")]
         code: String,
         #[command(flatten)]
-        store: StoreArgs,
+        centre: CentreArgs,
     },
     /// Every facility: state (active or revoked), when added and revoked, the certificate's
     /// fingerprint (SHA-256, first 16 hex digits).
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        centre: CentreArgs,
     },
 }
 
-/// Where an operator's command finds the centre's data.
+/// Where an operator's command finds the centre's data: the embedded store's directory (while
+/// serve runs, reached through its admin socket) or the PostgreSQL store.
 #[derive(Debug, clap::Args)]
-struct StoreArgs {
-    /// The reconciler's data directory (while serve runs, reached through its admin socket).
+struct CentreArgs {
+    /// The reconciler's data directory (the embedded store).
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
-impl StoreArgs {
-    fn target(&self) -> anyhow::Result<AdminTarget> {
-        admin(&self.data)
+impl CentreArgs {
+    fn target(self) -> anyhow::Result<AdminTarget> {
+        let url = self.store.store.map(|u| (u, UrlFrom::Flag));
+        let target = store_target(self.data, url, self.store.store_password_file)?;
+        AdminTarget::open(&target).with_context(|| format!("opening {target}"))
     }
 }
 
@@ -212,9 +244,15 @@ enum PkiCommand {
 #[derive(Debug, Default, Clone, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 struct ServeSettings {
-    /// The reconciler's data directory.
+    /// The reconciler's data directory (the embedded store).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The PostgreSQL store instead: postgres://USER@HOST[:PORT]/DATABASE (no password in it).
+    #[arg(long)]
+    store: Option<String>,
+    /// File holding the database password (default: the systemd credential onshi-db-password).
+    #[arg(long)]
+    store_password_file: Option<PathBuf>,
     /// PKI directory as `pki init` lays it out; at start, its facility-*.pem files the store does
     /// not know yet are recorded as accepted (then `facility add|revoke` decide).
     #[arg(long)]
@@ -262,7 +300,7 @@ struct ServeSettings {
 /// `serve` settings, merged and validated.
 #[derive(Debug)]
 struct Serve {
-    data: PathBuf,
+    store: StoreTarget,
     pki: PathBuf,
     listen: std::net::SocketAddr,
     metrics: Option<std::net::SocketAddr>,
@@ -291,10 +329,16 @@ fn serve_settings(
         }
         None => ServeSettings::default(),
     };
-    let data = settings
-        .data
-        .or(file.data)
-        .context("--data: is required (as a flag or in the --config file)")?;
+    let url = match (settings.store, file.store) {
+        (Some(u), _) => Some((u, UrlFrom::Flag)),
+        (None, Some(u)) => Some((u, UrlFrom::File(config.unwrap_or(std::path::Path::new(""))))),
+        (None, None) => None,
+    };
+    let store = store_target(
+        settings.data.or(file.data),
+        url,
+        settings.store_password_file.or(file.store_password_file),
+    )?;
     let pki = settings
         .pki
         .or(file.pki)
@@ -365,13 +409,145 @@ fn serve_settings(
         .validate()
         .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
     Ok(Serve {
-        data,
+        store,
         pki,
         listen,
         metrics,
         rates,
         link,
         revisit,
+    })
+}
+
+/// Where a store URL was given: a password in it is refused on the command line.
+#[derive(Debug, Clone, Copy)]
+enum UrlFrom<'a> {
+    Flag,
+    File(&'a std::path::Path),
+}
+
+/// The store from `--data` or a `--store` URL, with the password from its file or the systemd
+/// credential.
+fn store_target(
+    data: Option<PathBuf>,
+    url: Option<(String, UrlFrom<'_>)>,
+    password_file: Option<PathBuf>,
+) -> anyhow::Result<StoreTarget> {
+    let (url, from) = match (data, url) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--data and --store: give one (--data DIR is the embedded store, --store postgres://… PostgreSQL)"
+        ),
+        (None, None) => {
+            anyhow::bail!("--data or --store: one is required (as a flag or in the --config file)")
+        }
+        (Some(dir), None) => return Ok(StoreTarget::Embedded(dir)),
+        (None, Some(u)) => u,
+    };
+    pg::config_from_url(&url, None).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+    if pg::url_has_password(&url) {
+        match from {
+            UrlFrom::Flag => anyhow::bail!(
+                "--store: the URL carries a password, which every user of this machine can read on \
+                 the command line: give the URL without it, and the password in a file \
+                 (--store-password-file PATH, mode 0600) or the systemd credential onshi-db-password"
+            ),
+            UrlFrom::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)
+                    .with_context(|| format!("--config: {}", path.display()))?
+                    .permissions()
+                    .mode();
+                anyhow::ensure!(
+                    mode & 0o077 == 0,
+                    "store: {} holds a database password but other users can read it (mode {:o}): \
+                     chmod 600 it, or move the password to store_password_file or the systemd \
+                     credential onshi-db-password",
+                    path.display(),
+                    mode & 0o777
+                );
+                eprintln!(
+                    "warning: store: the database password is in {}; store_password_file or the \
+                     systemd credential onshi-db-password keep it out of the configuration",
+                    path.display()
+                );
+            }
+        }
+    }
+    let password = match password_file {
+        Some(p) => Some(read_password(&p, "--store-password-file")?),
+        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => {
+                let p = PathBuf::from(dir).join("onshi-db-password");
+                if p.exists() {
+                    Some(read_password(
+                        &p,
+                        "the systemd credential onshi-db-password",
+                    )?)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        },
+    };
+    Ok(StoreTarget::Postgres { url, password })
+}
+
+fn read_password(path: &std::path::Path, setting: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "{setting}: {} is empty",
+        path.display()
+    );
+    Ok(password)
+}
+
+/// `store` and `store_password_file` of a `serve` TOML file (for `migrate --config`).
+fn store_of_config(
+    config: Option<&std::path::Path>,
+    args: StoreArgs,
+) -> anyhow::Result<StoreTarget> {
+    let file: ServeSettings = match config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--config: cannot read {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("--config: {}", p.display()))?
+        }
+        None => ServeSettings::default(),
+    };
+    let url = match (args.store, file.store) {
+        (Some(u), _) => (u, UrlFrom::Flag),
+        (None, Some(u)) => (u, UrlFrom::File(config.unwrap_or(std::path::Path::new("")))),
+        (None, None) => anyhow::bail!("--store: is required (as a flag or in the --config file)"),
+    };
+    store_target(
+        None,
+        Some(url),
+        args.store_password_file.or(file.store_password_file),
+    )
+}
+
+/// The PostgreSQL connection settings of a target.
+fn pg_config(target: &StoreTarget) -> anyhow::Result<tokio_postgres::Config> {
+    match target {
+        StoreTarget::Postgres { url, password } => pg::config_from_url(url, password.as_deref())
+            .map_err(|e| anyhow::anyhow!("--store: {e}")),
+        StoreTarget::Embedded(_) => {
+            anyhow::bail!(
+                "--store: a postgres:// URL is required (the embedded store needs no migration)"
+            )
+        }
+    }
+}
+
+/// Opens the store, saying which one could not be opened and why.
+fn open_store(target: &StoreTarget) -> anyhow::Result<std::sync::Arc<dyn CentralStore>> {
+    onshi_reconciler::store::open(target).with_context(|| match target {
+        StoreTarget::Embedded(dir) => format!("opening the registry in {}", dir.display()),
+        StoreTarget::Postgres { .. } => format!("opening the store {target}"),
     })
 }
 
@@ -392,9 +568,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Import { data, file } => import(data, file),
+        Command::Import { data, store, file } => {
+            let target = CentreArgs { data, store }.target()?;
+            import(target, file)
+        }
         Command::Outage { command } => outage(command),
         Command::Facility { command } => facility(command),
+        Command::Migrate { config, store } => {
+            let target = store_of_config(config.as_deref(), store)?;
+            let migrated =
+                pg::migrate(&pg_config(&target)?).with_context(|| format!("migrating {target}"))?;
+            for m in &migrated.applied {
+                println!("applied {:04}_{}", m.version, m.name);
+            }
+            println!(
+                "schema version {} ({})",
+                migrated.version,
+                if migrated.applied.is_empty() {
+                    "already current"
+                } else {
+                    "migrated"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pki {
             command: PkiCommand::Init { dir, facilities },
         } => {
@@ -411,15 +608,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config, settings } => {
             let serve_config = serve_settings(config.as_deref(), settings)?;
+            // Opened before the runtime: the store's calls block.
+            let store = open_store(&serve_config.store)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(serve_config))
+            rt.block_on(serve(serve_config, store))
         }
         Command::CheckConfig { config, settings } => {
             let s = serve_settings(config.as_deref(), settings)?;
             onshi_sync::pki::load_server(&s.pki).context("pki")?;
             let facilities = onshi_sync::pki::facilities_in(&s.pki);
+            let store = match &s.store {
+                StoreTarget::Embedded(dir) => format!("data {}", dir.display()),
+                target @ StoreTarget::Postgres { .. } => {
+                    let db = pg::PgStore::connect(&pg_config(target)?)
+                        .with_context(|| format!("store {target}"))?;
+                    format!(
+                        "store postgresql {} (schema version {})",
+                        db.database(),
+                        db.schema_version()
+                    )
+                }
+            };
+            let data_dir = match &s.store {
+                StoreTarget::Embedded(dir) => Some(dir.as_path()),
+                StoreTarget::Postgres { .. } => None,
+            };
             for w in [
                 onshi_sync::modes::exposure_warning(
                     "private key",
@@ -429,7 +644,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "CA private key",
                     &s.pki.join(onshi_sync::pki::CA_KEY_FILE),
                 ),
-                onshi_sync::modes::exposure_warning("data directory", &s.data),
+                data_dir.and_then(|d| onshi_sync::modes::exposure_warning("data directory", d)),
             ]
             .into_iter()
             .flatten()
@@ -437,8 +652,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{w}");
             }
             println!(
-                "ok: data {}, pki {} ({} facilities known), listen {}, metrics {}",
-                s.data.display(),
+                "ok: {}, pki {} ({} facilities known), listen {}, metrics {}",
+                store,
                 s.pki.display(),
                 facilities.len(),
                 s.listen,
@@ -483,11 +698,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn CentralStore> = Arc::new(
-        EmbeddedStore::open(&s.data)
-            .with_context(|| format!("opening the registry in {}", s.data.display()))?,
-    );
+async fn serve(s: Serve, store: Arc<dyn CentralStore>) -> anyhow::Result<ExitCode> {
     let options = onshi_reconciler::service::ServeOptions {
         metrics: s.metrics,
         rates: s.rates,
@@ -501,11 +712,18 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
         options,
         onshi_sync::lifecycle::shutdown_signal(),
     )?;
+    // The embedded store's directory is this process's alone (sled): the operators' commands
+    // reach it through the admin socket. PostgreSQL needs none (they connect themselves).
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = onshi_reconciler::admin::serve_socket(&s.data, store.clone(), async move {
-        let _ = admin_stopped.await;
-    })
-    .with_context(|| format!("the admin socket in {}", s.data.display()))?;
+    let admin_task = match &s.store {
+        StoreTarget::Embedded(data) => Some(
+            onshi_reconciler::admin::serve_socket(data, store.clone(), async move {
+                let _ = admin_stopped.await;
+            })
+            .with_context(|| format!("the admin socket in {}", data.display()))?,
+        ),
+        StoreTarget::Postgres { .. } => None,
+    };
     println!("onshi-reconciler: listening on quic://{}", running.addr);
     if let Some(m) = running.metrics_addr {
         println!("onshi-reconciler: metrics on http://{m}/metrics");
@@ -522,7 +740,9 @@ async fn serve(s: Serve) -> anyhow::Result<ExitCode> {
     running.task.await.context("reconciler task")?;
     heartbeat.abort();
     let _ = admin_stop.send(());
-    let _ = admin_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("stopping"),
@@ -580,6 +800,9 @@ The registry and every facility's journal.
 RUST_LOG
 Log filter (default info).
 .TP
+CREDENTIALS_DIRECTORY
+Set by systemd (LoadCredential=): the database password of \-\-store is read from its onshi\-db\-password file unless \-\-store\-password\-file names one. A password in a \-\-store URL on the command line is refused.
+.TP
 ONSHI_LOG_FORMAT
 text, json or journald. Under systemd the default is journald (native, with structured fields); elsewhere human\-readable text on stderr.
 .SH SEE ALSO
@@ -589,17 +812,16 @@ onshi\-edge(1), /usr/share/doc/onshi/README.md
 /// Lines read and applied per store call: each chunk is one transaction (one fsync).
 const IMPORT_CHUNK: usize = 5_000;
 
-fn admin(data: &std::path::Path) -> anyhow::Result<AdminTarget> {
-    AdminTarget::embedded(data)
-        .with_context(|| format!("opening the registry in {}", data.display()))
-}
-
 fn outage(command: OutageCommand) -> anyhow::Result<ExitCode> {
     match command {
-        OutageCommand::Grant { scope, days, data } => {
+        OutageCommand::Grant {
+            scope,
+            days,
+            centre,
+        } => {
             anyhow::ensure!((1..=90).contains(&days), "--days {days}: from 1 to 90");
             let scope = scope.scope()?;
-            match admin(&data)?.run(AdminRequest::Grant { scope, days })? {
+            match centre.target()?.run(AdminRequest::Grant { scope, days })? {
                 AdminResponse::Granted { grant } => println!(
                     "granted: central search for {} from {} until {}",
                     grant.scope,
@@ -609,9 +831,9 @@ fn outage(command: OutageCommand) -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unexpected answer: {other:?}"),
             }
         }
-        OutageCommand::End { scope, data } => {
+        OutageCommand::End { scope, centre } => {
             let scope = scope.scope()?;
-            match admin(&data)?.run(AdminRequest::EndGrants {
+            match centre.target()?.run(AdminRequest::EndGrants {
                 scope: scope.clone(),
             })? {
                 AdminResponse::Ended { count: 0 } => {
@@ -624,7 +846,7 @@ fn outage(command: OutageCommand) -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unexpected answer: {other:?}"),
             }
         }
-        OutageCommand::List { data } => match admin(&data)?.run(AdminRequest::Outages)? {
+        OutageCommand::List { centre } => match centre.target()?.run(AdminRequest::Outages)? {
             AdminResponse::Outages { grants, requests } => {
                 let now = chrono::Utc::now();
                 println!("grants ({}):", grants.len());
@@ -671,9 +893,9 @@ fn facility_code(code: &str) -> anyhow::Result<onshi_model::FacilityCode> {
 fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
     use onshi_reconciler::store::FacilityEntry;
     match command {
-        FacilityCommand::Add { code, pki, store } => {
+        FacilityCommand::Add { code, pki, centre } => {
             let code = facility_code(&code)?;
-            let target = store.target()?;
+            let target = centre.target()?;
             let issued = onshi_sync::pki::issue_facility(&pki, &code)
                 .with_context(|| format!("--pki {}", pki.display()))?;
             let entry = FacilityEntry {
@@ -713,9 +935,9 @@ fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
                 pki.join(onshi_sync::pki::CA_CERT_FILE).display()
             );
         }
-        FacilityCommand::Revoke { code, store } => {
+        FacilityCommand::Revoke { code, centre } => {
             let code = facility_code(&code)?;
-            let target = store.target()?;
+            let target = centre.target()?;
             match target.run(AdminRequest::RevokeFacility { code: code.clone() })? {
                 AdminResponse::Revoked { revoked: true } => println!(
                     "revoked: facility {code}'s certificate is refused from now on; running reconcilers close its connections within seconds"
@@ -741,7 +963,7 @@ fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unexpected answer: {other:?}"),
             }
         }
-        FacilityCommand::List { store } => match store.target()?.run(AdminRequest::Facilities)? {
+        FacilityCommand::List { centre } => match centre.target()?.run(AdminRequest::Facilities)? {
             AdminResponse::Facilities { facilities } => {
                 println!("facilities ({}):", facilities.len());
                 for f in &facilities {
@@ -764,8 +986,7 @@ fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(data: PathBuf, file: PathBuf) -> anyhow::Result<ExitCode> {
-    let target = admin(&data)?;
+fn import(target: AdminTarget, file: PathBuf) -> anyhow::Result<ExitCode> {
     let mut periods_now = 0;
     let mut run = |chunk: &mut Vec<onshi_model::Qualification>| -> anyhow::Result<ImportCounts> {
         let periods = std::mem::take(chunk);

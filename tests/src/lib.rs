@@ -1088,6 +1088,31 @@ impl Reconciler {
         }
     }
 
+    /// Serves from PostgreSQL: `serve --store URL --store-password-file FILE` (the URL without a
+    /// password, as the CLI requires). `data` is then the password file; [`Reconciler::restart`]
+    /// is for the embedded store only.
+    pub fn start_pg(test: &TestDir, url: &str, password_file: &Path, pki: &Pki) -> Reconciler {
+        let mut cmd = Command::new(reconciler_bin());
+        cmd.args(["serve", "--store", url, "--store-password-file"])
+            .arg(password_file)
+            .arg("--pki")
+            .arg(&pki.dir)
+            .args(["--listen", "127.0.0.1:0"]);
+        let mut proc = Proc::spawn("reconciler", cmd, test.path());
+        let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
+        let addr: SocketAddr = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
+        Reconciler {
+            proc,
+            addr,
+            data: password_file.to_path_buf(),
+            pki: pki.clone(),
+            metrics_addr: None,
+        }
+    }
+
     /// `GET /metrics` of a reconciler started with metrics, parsed.
     pub fn metrics(&self) -> Metrics {
         let addr = self

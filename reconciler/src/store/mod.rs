@@ -19,8 +19,11 @@
 //! blocking threads (`spawn_blocking`), never on an async worker.
 
 pub mod embedded;
+pub mod pg;
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use onshi_model::record::SettlementKind;
@@ -49,6 +52,67 @@ pub enum CentralError {
     /// The embedded store is held by a running `serve` (sled allows one process).
     #[error("the data directory is in use by a running onshi-reconciler serve")]
     Busy,
+}
+
+/// Where the centre's data is: `--data DIR` (embedded) or `--store postgres://…`.
+#[derive(Clone)]
+pub enum StoreTarget {
+    Embedded(PathBuf),
+    /// The URL (without a password) and the password from a file or a systemd credential.
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+impl fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        match self {
+            StoreTarget::Embedded(p) => f.debug_tuple("Embedded").field(p).finish(),
+            StoreTarget::Postgres { url, password } => f
+                .debug_struct("Postgres")
+                .field("url", &redacted(url))
+                .field("password", &password.as_ref().map(|_| "…"))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for StoreTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreTarget::Embedded(p) => write!(f, "{}", p.display()),
+            StoreTarget::Postgres { url, .. } => write!(f, "{}", redacted(url)),
+        }
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, to print.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{}", &rest[end..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Opens the store: the embedded one in `DIR`, or PostgreSQL (connected, its schema checked).
+pub fn open(target: &StoreTarget) -> Result<Arc<dyn CentralStore>, CentralError> {
+    match target {
+        StoreTarget::Embedded(dir) => Ok(Arc::new(embedded::EmbeddedStore::open(dir)?)),
+        StoreTarget::Postgres { url, password } => {
+            let config = pg::config_from_url(url, password.as_deref())
+                .map_err(|e| CentralError::Database(format!("--store {url}: {e}")))?;
+            Ok(Arc::new(pg::PgStore::connect(&config)?))
+        }
+    }
 }
 
 /// What an import chunk did.
@@ -291,4 +355,26 @@ pub trait CentralStore: Send + Sync + fmt::Debug {
     fn facilities(&self) -> Result<Vec<FacilityEntry>, CentralError>;
     /// Bumped by every change of the facilities: instances re-read them when it moves.
     fn facilities_version(&self) -> Result<u64, CentralError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_url_never_shows_the_password() {
+        assert_eq!(
+            redacted("postgres://onshi:s3cr@t@db:5432/onshi?x=1"),
+            "postgres://onshi:***@db:5432/onshi?x=1"
+        );
+        assert_eq!(
+            redacted("postgres://onshi@db/onshi"),
+            "postgres://onshi@db/onshi"
+        );
+        let t = StoreTarget::Postgres {
+            url: "postgres://onshi:pw@db/onshi".into(),
+            password: Some("pw2".into()),
+        };
+        assert!(!format!("{t} {t:?}").contains("pw"), "{t} {t:?}");
+    }
 }

@@ -1,0 +1,1316 @@
+//! The central store on PostgreSQL (`--store postgres://…`): several `onshi-reconciler serve`
+//! processes share one database. The schema is `reconciler/migrations/*.sql`, applied by
+//! [`migrate`] (`onshi-reconciler migrate`) and checked by [`PgStore::connect`]: a binary refuses
+//! a database without the schema or with a schema newer than it knows.
+//!
+//! How the domain maps onto tables (the migration's comments say more):
+//! - the registry: `registry_periods` keyed as the embedded store keys it, with indexes by person
+//!   and by card id; a check is one query (two only when a lapsed period needs the person's newer
+//!   ones); `import` is one transaction per chunk that also appends to `registry_changes` and
+//!   keeps `registry_state` (the feed's seq and the period count);
+//! - journals: `journal_records` keyed by (facility, record id) holding `JournalRecord::to_bytes`,
+//!   with the revisit index in two columns of the same row; `merge` and `update` lock the rows
+//!   `FOR UPDATE`, join in Rust (the CRDT), write what changed and commit, one facility per
+//!   transaction; `update` keeps the lock while `decide` runs, so two processes settle a record
+//!   once; announced records go on `journal_revisions`, numbered under the facility's
+//!   `journal_feeds` row lock so that seq order is commit order;
+//! - outage requests, grants and facilities in their own tables, a version row for facilities.
+//!
+//! The trait is synchronous (its callers are blocking threads); the store owns a small tokio
+//! runtime that drives the connections, and each call runs its future on the calling thread
+//! ([`block_on`], the runtime entered so connections and timers land on it). That is legal
+//! anywhere: from a CLI command without a runtime, from `spawn_blocking`, and (wastefully, but
+//! without tokio's "runtime within a runtime" panic) on an async worker.
+//!
+//! Must never: hold a connection of the reading pool while waiting for a row lock (the
+//! `locking` pool serves the transactions that lock journal rows, and `decide` reads through the
+//! other one, so a decision that reads the registry cannot starve the lock holders); touch two
+//! facilities' journal rows in one transaction; delete anything; log a password or a period.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use crdts::CvRDT;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use onshi_model::{
+    CheckOutcome, CheckRequest, CheckSubject, FacilityCode, PersonId, Qualification,
+};
+use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
+use onshi_sync::registry::{decide_card, decide_insurance_card};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use super::{
+    CentralError, CentralStore, Decide, FacilityEntry, Grant, GrantScope, ImportCounts,
+    OutageRequest, RegistryChange, RevisitCandidate, revisit_key,
+};
+
+/// One schema migration: applied once, in order, recorded in `schema_migrations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration this binary knows, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "central",
+    sql: include_str!("../../migrations/0001_central.sql"),
+}];
+
+/// The schema version this binary serves.
+pub fn known_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Connections of the pool for reads and short writes, and of the pool for journal transactions.
+const READ_POOL: usize = 16;
+const LOCKING_POOL: usize = 8;
+/// A transaction that PostgreSQL aborted as a deadlock victim or a lost race is run again this
+/// many times in all.
+const ATTEMPTS: usize = 10;
+/// Rows fetched at a time when reading every period.
+const FETCH: i32 = 5_000;
+
+/// The connection settings of a `postgres://` URL, with the password (if any) from elsewhere.
+pub fn config_from_url(
+    url: &str,
+    password: Option<&str>,
+) -> Result<tokio_postgres::Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must be a postgres://USER@HOST[:PORT]/DATABASE URL".into());
+    }
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    if let Some(p) = password {
+        config.password(p);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("onshi-reconciler");
+    }
+    Ok(config)
+}
+
+/// Whether a `postgres://` URL carries a password.
+pub fn url_has_password(url: &str) -> bool {
+    tokio_postgres::Config::from_str(url).is_ok_and(|c| c.get_password().is_some())
+}
+
+/// The central store on PostgreSQL (see the module docs).
+pub struct PgStore {
+    pool: Pool,
+    locking: Pool,
+    version: i32,
+    where_: String,
+    // Last: the pools' connections run on it and are dropped first.
+    bridge: Bridge,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("PgStore")
+            .field("database", &self.where_)
+            .field("schema_version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The migrations applied now (empty: the schema was already current).
+    pub applied: Vec<Migration>,
+    pub version: i32,
+}
+
+/// Applies the migrations the database does not have yet, in one transaction (idempotent; two
+/// `migrate` at once wait for each other). Refuses a schema newer than this binary knows.
+pub fn migrate(config: &tokio_postgres::Config) -> Result<Migrated, CentralError> {
+    let store = PgStore::connect_unchecked(config)?;
+    store.bridge.run(async {
+        let mut c = store.pool.get().await.map_err(pool_error)?;
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(db)?;
+        let tx = c.transaction().await.map_err(db)?;
+        tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            .await
+            .map_err(db)?;
+        let done: HashSet<i32> = tx
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(newer) = done.iter().copied().filter(|v| *v > known_version()).max() {
+            return Err(newer_schema(newer));
+        }
+        let mut applied = Vec::new();
+        for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+            tx.batch_execute(m.sql).await.map_err(|e| {
+                CentralError::Schema(format!(
+                    "migration {:04}_{} failed: {}",
+                    m.version,
+                    m.name,
+                    db_text(&e)
+                ))
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .await
+            .map_err(db)?;
+            applied.push(*m);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Migrated {
+            applied,
+            version: known_version(),
+        })
+    })
+}
+
+fn newer_schema(v: i32) -> CentralError {
+    CentralError::Schema(format!(
+        "the database's schema is version {v}, newer than this onshi-reconciler knows (up to {}): \
+         run the onshi-reconciler whose `onshi-reconciler migrate` applied it, or point --store at \
+         the right database",
+        known_version()
+    ))
+}
+
+fn db_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} (SQLSTATE {})", d.message(), d.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> CentralError {
+    CentralError::Database(db_text(&e))
+}
+
+fn pool_error(e: PoolError) -> CentralError {
+    CentralError::Database(match e {
+        PoolError::Backend(e) => format!("cannot connect: {}", db_text(&e)),
+        PoolError::Timeout(_) => "timed out waiting for a database connection".into(),
+        other => other.to_string(),
+    })
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> CentralError {
+    CentralError::Corrupt {
+        what: what.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Why one attempt of a transaction ended without committing.
+enum TxError {
+    /// Deadlock victim, serialization failure, or a row another instance inserted meanwhile:
+    /// run the transaction again.
+    Retry,
+    Fail(CentralError),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => TxError::Retry,
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => TxError::Retry,
+            _ => TxError::Fail(db(e)),
+        }
+    }
+}
+
+impl From<CentralError> for TxError {
+    fn from(e: CentralError) -> Self {
+        TxError::Fail(e)
+    }
+}
+
+impl From<PoolError> for TxError {
+    fn from(e: PoolError) -> Self {
+        TxError::Fail(pool_error(e))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running futures from synchronous callers
+
+/// The store's own runtime: it runs the connections' tasks and timers; the callers' futures run
+/// on the callers' threads.
+struct Bridge {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Bridge {
+    fn new() -> Result<Self, CentralError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("onshi-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                CentralError::Database(format!("cannot start the database client: {e}"))
+            })?;
+        Ok(Bridge { rt: Some(rt) })
+    }
+
+    fn run<F: Future>(&self, f: F) -> F::Output {
+        // New connections are spawned, and timeouts registered, on the store's runtime.
+        let _entered = self.rt.as_ref().map(|rt| rt.enter());
+        block_on(f)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids on an async worker (where the last
+        // reference to the store may go): let its threads end on their own.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Polls `f` to completion on this thread, parking between wake-ups. Unlike tokio's `block_on`,
+/// legal inside a runtime; nested calls (a `decide` that reads the store) each wait for their own
+/// wake-up flag. Unconstrained: tokio's cooperative budget belongs to the task this thread may be
+/// running, and would never be refilled here.
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct Flag {
+        woken: AtomicBool,
+        thread: std::thread::Thread,
+    }
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::SeqCst);
+            self.thread.unpark();
+        }
+    }
+    let flag = Arc::new(Flag {
+        woken: AtomicBool::new(false),
+        thread: std::thread::current(),
+    });
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(tokio::task::unconstrained(f));
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        while !flag.woken.swap(false, Ordering::SeqCst) {
+            std::thread::park();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encodings
+
+/// How a period is stored: the enum tag is the version.
+#[derive(Serialize)]
+enum StoredPeriodRef<'a> {
+    V1(&'a Qualification),
+}
+
+#[derive(Deserialize)]
+enum StoredPeriod {
+    V1(Qualification),
+}
+
+fn encode_period(q: &Qualification) -> Result<Vec<u8>, CentralError> {
+    postcard::to_allocvec(&StoredPeriodRef::V1(q)).map_err(|e| corrupt("period", e))
+}
+
+fn decode_period(bytes: &[u8]) -> Result<Qualification, CentralError> {
+    match postcard::from_bytes::<StoredPeriod>(bytes) {
+        Ok(StoredPeriod::V1(q)) => Ok(q),
+        Err(e) => Err(corrupt("period", e)),
+    }
+}
+
+/// A period's identity: card numbers, branch, person, acquisition date (the primary key).
+type PeriodKey = (String, String, String, String, String, NaiveDate);
+
+fn period_key(q: &Qualification) -> PeriodKey {
+    (
+        q.insurer_number.as_str().to_string(),
+        q.symbol.as_ref().map_or("", |s| s.as_str()).to_string(),
+        q.number.as_str().to_string(),
+        q.branch.as_ref().map_or("", |b| b.as_str()).to_string(),
+        q.person_id.as_str().to_string(),
+        q.acquired_on,
+    )
+}
+
+fn decode_record(key: &str, bytes: &[u8]) -> Result<JournalRecord, CentralError> {
+    let r = JournalRecord::from_bytes(bytes).map_err(|e| corrupt(&format!("record {key}"), e))?;
+    if r.id().to_string() != key {
+        return Err(corrupt(
+            &format!("record {key}"),
+            format!("holds record {}", r.id()),
+        ));
+    }
+    Ok(r)
+}
+
+fn encode_record(r: &JournalRecord) -> Result<Vec<u8>, CentralError> {
+    r.to_bytes()
+        .map_err(|e| corrupt(&format!("record {}", r.id()), e))
+}
+
+/// The revisit columns of a record.
+fn revisit_columns(r: &JournalRecord) -> (Option<NaiveDate>, Option<NaiveDate>) {
+    match revisit_key(r) {
+        Some(k) => (Some(k.birth_date), Some(k.service_date)),
+        None => (None, None),
+    }
+}
+
+fn scope_columns(scope: &GrantScope) -> (&'static str, &str) {
+    match scope {
+        GrantScope::Facility(f) => ("facility", f.as_str()),
+        GrantScope::Prefecture(p) => ("prefecture", p.as_str()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL
+
+const SQL_BY_CARD: &str = "SELECT period FROM registry_periods
+     WHERE insurer_number = $1 AND symbol = $2 AND number = $3 AND ($4::text IS NULL OR branch = $4)
+     ORDER BY branch, person_id, acquired_on";
+const SQL_OF_PERSON: &str = "SELECT period FROM registry_periods WHERE person_id = $1
+     ORDER BY insurer_number, symbol, number, branch, acquired_on";
+/// Every period of every person the card id is registered to, grouped by person.
+const SQL_BY_CARD_ID: &str = "SELECT person_id, period FROM registry_periods
+     WHERE person_id IN (SELECT person_id FROM registry_periods WHERE card_id = $1)
+     ORDER BY person_id, insurer_number, symbol, number, branch, acquired_on";
+const SQL_IMPORT: &str = "INSERT INTO registry_periods AS p
+         (insurer_number, symbol, number, branch, person_id, acquired_on, card_id, period)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[],
+                          $7::text[], $8::bytea[])
+     ON CONFLICT (insurer_number, symbol, number, branch, person_id, acquired_on)
+     DO UPDATE SET card_id = EXCLUDED.card_id, period = EXCLUDED.period
+         WHERE p.period IS DISTINCT FROM EXCLUDED.period
+     RETURNING p.insurer_number, p.symbol, p.number, p.branch, p.person_id, p.acquired_on,
+               (p.xmax = 0) AS added";
+const SQL_LOCK_RECORDS: &str = "SELECT record_id, record FROM journal_records
+     WHERE facility = $1 AND record_id = ANY($2) ORDER BY record_id FOR UPDATE";
+const SQL_INSERT_RECORDS: &str = "INSERT INTO journal_records
+         (facility, record_id, record, revisit_birth, revisit_service)
+     SELECT $1::text, * FROM unnest($2::text[], $3::bytea[], $4::date[], $5::date[])
+     ON CONFLICT (facility, record_id) DO NOTHING RETURNING record_id";
+const SQL_UPDATE_RECORDS: &str = "UPDATE journal_records j
+     SET record = u.record, revisit_birth = u.birth, revisit_service = u.service, updated_at = now()
+     FROM unnest($2::text[], $3::bytea[], $4::date[], $5::date[]) AS u(record_id, record, birth, service)
+     WHERE j.facility = $1 AND j.record_id = u.record_id";
+const SQL_ANNOUNCE: &str = "WITH head AS (
+         INSERT INTO journal_feeds AS f (facility, revision) VALUES ($1, $2)
+         ON CONFLICT (facility) DO UPDATE SET revision = f.revision + $2
+         RETURNING revision)
+     INSERT INTO journal_revisions (facility, seq, record_id)
+     SELECT $1, head.revision - $2 + u.ord, u.id
+     FROM head, unnest($3::text[]) WITH ORDINALITY AS u(id, ord)";
+
+/// Records to write in one statement: ids, bytes and the revisit columns.
+#[derive(Default)]
+struct Rows {
+    ids: Vec<String>,
+    bytes: Vec<Vec<u8>>,
+    births: Vec<Option<NaiveDate>>,
+    services: Vec<Option<NaiveDate>>,
+}
+
+impl Rows {
+    fn push(&mut self, r: &JournalRecord) -> Result<(), CentralError> {
+        let (b, s) = revisit_columns(r);
+        self.ids.push(r.id().to_string());
+        self.bytes.push(encode_record(r)?);
+        self.births.push(b);
+        self.services.push(s);
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// Connects and checks the schema: [`CentralError::Schema`] when the database has none, an
+    /// older one (run `onshi-reconciler migrate`), or one newer than this binary knows.
+    pub fn connect(config: &tokio_postgres::Config) -> Result<Self, CentralError> {
+        let store = Self::connect_unchecked(config)?;
+        match store.version {
+            0 => Err(CentralError::Schema(
+                "the database has no onshi schema: run `onshi-reconciler migrate --store URL` first"
+                    .into(),
+            )),
+            v if v < known_version() => Err(CentralError::Schema(format!(
+                "the database's schema is version {v}; this onshi-reconciler needs version {}: run \
+                 `onshi-reconciler migrate --store URL`",
+                known_version()
+            ))),
+            v if v > known_version() => Err(newer_schema(v)),
+            _ => Ok(store),
+        }
+    }
+
+    /// Connects (one connection, to say now whether the database is there) without checking
+    /// the schema.
+    pub fn connect_unchecked(config: &tokio_postgres::Config) -> Result<Self, CentralError> {
+        let bridge = Bridge::new()?;
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    // A connection the server closed is noticed by its task and not reused; a
+                    // query per checkout would double a check's round trips.
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(Duration::from_secs(15)))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| CentralError::Database(format!("connection pool: {e}")))
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let where_ = format!(
+            "{}@{}:{}/{}",
+            config.get_user().unwrap_or(""),
+            hosts.join(","),
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_dbname().unwrap_or("")
+        );
+        let mut store = PgStore {
+            pool: pool(READ_POOL)?,
+            locking: pool(LOCKING_POOL)?,
+            version: 0,
+            where_,
+            bridge,
+        };
+        store.version = store.bridge.run(async {
+            let c = store.pool.get().await.map_err(pool_error)?;
+            let has = c
+                .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+                .await
+                .map_err(db)?
+                .get::<_, bool>(0);
+            if !has {
+                return Ok::<i32, CentralError>(0);
+            }
+            let v: Option<i32> = c
+                .query_one("SELECT max(version) FROM schema_migrations", &[])
+                .await
+                .map_err(db)?
+                .get(0);
+            Ok(v.unwrap_or(0))
+        })?;
+        Ok(store)
+    }
+
+    /// The schema version found at connect (0: none).
+    pub fn schema_version(&self) -> i32 {
+        self.version
+    }
+
+    /// `user@host:port/database`, never the password.
+    pub fn database(&self) -> &str {
+        &self.where_
+    }
+
+    async fn read(&self) -> Result<Object, CentralError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs `query` on a reading connection (prepared once per connection).
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, CentralError> {
+        self.bridge.run(async {
+            let c = self.read().await?;
+            let st = c.prepare_cached(sql).await.map_err(db)?;
+            c.query(&st, params).await.map_err(db)
+        })
+    }
+
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, CentralError> {
+        self.bridge.run(async {
+            let c = self.read().await?;
+            let st = c.prepare_cached(sql).await.map_err(db)?;
+            c.execute(&st, params).await.map_err(db)
+        })
+    }
+
+    /// Runs one attempt of a transaction again while PostgreSQL asks for it.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<T, TxError>,
+    ) -> Result<T, CentralError> {
+        for n in 1..=ATTEMPTS {
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(TxError::Fail(e)) => return Err(e),
+                Err(TxError::Retry) => {
+                    tracing::debug!(
+                        attempt = n,
+                        "{what}: transaction retried (deadlock or race)"
+                    );
+                }
+            }
+        }
+        Err(CentralError::Database(format!(
+            "{what}: the transaction was aborted {ATTEMPTS} times in a row (deadlocks or races)"
+        )))
+    }
+
+    async fn merge_once(
+        &self,
+        facility: &FacilityCode,
+        records: &[JournalRecord],
+    ) -> Result<Vec<JournalRecord>, TxError> {
+        let mut c = self.locking.get().await?;
+        let tx = c.transaction().await?;
+        let mut keys: Vec<String> = records.iter().map(|r| r.id().to_string()).collect();
+        keys.sort();
+        keys.dedup();
+        let lock = tx.prepare_cached(SQL_LOCK_RECORDS).await?;
+        let mut stored: HashMap<String, JournalRecord> = HashMap::new();
+        for row in tx.query(&lock, &[&facility.as_str(), &keys]).await? {
+            let key: String = row.get(0);
+            let rec = decode_record(&key, row.get(1))?;
+            stored.insert(key, rec);
+        }
+        let mut now: HashMap<String, JournalRecord> = stored.clone();
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let key = r.id().to_string();
+            let merged = match now.remove(&key) {
+                Some(mut current) => {
+                    current.merge(r.clone());
+                    current
+                }
+                None => r.clone(),
+            };
+            out.push(merged.clone());
+            now.insert(key, merged);
+        }
+        let (mut inserts, mut updates) = (Rows::default(), Rows::default());
+        for key in &keys {
+            let Some(r) = now.get(key) else { continue };
+            match stored.get(key) {
+                None => inserts.push(r)?,
+                Some(old) if old != r => updates.push(r)?,
+                Some(_) => {}
+            }
+        }
+        if !inserts.ids.is_empty() {
+            let st = tx.prepare_cached(SQL_INSERT_RECORDS).await?;
+            let inserted = tx
+                .query(
+                    &st,
+                    &[
+                        &facility.as_str(),
+                        &inserts.ids,
+                        &inserts.bytes,
+                        &inserts.births,
+                        &inserts.services,
+                    ],
+                )
+                .await?;
+            if inserted.len() != inserts.ids.len() {
+                // Another instance inserted one of them since our read: join with theirs.
+                return Err(TxError::Retry);
+            }
+        }
+        if !updates.ids.is_empty() {
+            let st = tx.prepare_cached(SQL_UPDATE_RECORDS).await?;
+            tx.execute(
+                &st,
+                &[
+                    &facility.as_str(),
+                    &updates.ids,
+                    &updates.bytes,
+                    &updates.births,
+                    &updates.services,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn update_once(
+        &self,
+        facility: &FacilityCode,
+        ids: &[RecordId],
+        announce: bool,
+        decide: &mut Decide<'_>,
+    ) -> Result<Vec<JournalRecord>, TxError> {
+        let mut c = self.locking.get().await?;
+        let tx = c.transaction().await?;
+        let mut keys: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        keys.sort();
+        keys.dedup();
+        let lock = tx.prepare_cached(SQL_LOCK_RECORDS).await?;
+        let mut current: HashMap<String, JournalRecord> = HashMap::new();
+        for row in tx.query(&lock, &[&facility.as_str(), &keys]).await? {
+            let key: String = row.get(0);
+            let rec = decode_record(&key, row.get(1))?;
+            current.insert(key, rec);
+        }
+        // The rows stay locked while `decide` runs: another instance's update of them waits, then
+        // reads what this one wrote.
+        let mut out = Vec::new();
+        let mut dirty: HashSet<String> = HashSet::new();
+        let mut announced: Vec<String> = Vec::new();
+        for id in ids {
+            let key = id.to_string();
+            let Some(cur) = current.get(&key) else {
+                continue;
+            };
+            let Some(next) = decide(cur) else {
+                continue;
+            };
+            let mut merged = cur.clone();
+            merged.merge(next);
+            if &merged != cur {
+                dirty.insert(key.clone());
+            }
+            current.insert(key.clone(), merged.clone());
+            out.push(merged);
+            if announce {
+                announced.push(key);
+            }
+        }
+        if !dirty.is_empty() {
+            let mut rows = Rows::default();
+            for key in &keys {
+                if dirty.contains(key)
+                    && let Some(r) = current.get(key)
+                {
+                    rows.push(r)?;
+                }
+            }
+            let st = tx.prepare_cached(SQL_UPDATE_RECORDS).await?;
+            tx.execute(
+                &st,
+                &[
+                    &facility.as_str(),
+                    &rows.ids,
+                    &rows.bytes,
+                    &rows.births,
+                    &rows.services,
+                ],
+            )
+            .await?;
+        }
+        if !announced.is_empty() {
+            let st = tx.prepare_cached(SQL_ANNOUNCE).await?;
+            tx.execute(
+                &st,
+                &[&facility.as_str(), &(announced.len() as i64), &announced],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn import_once(
+        &self,
+        periods: &[Qualification],
+        encoded: &[Vec<u8>],
+        rounds: &[Vec<usize>],
+    ) -> Result<ImportCounts, TxError> {
+        let mut c = self.read().await?;
+        let tx = c.transaction().await?;
+        // Imports one at a time: the feed's seq order is then its commit order.
+        let row = tx
+            .query_one(
+                "SELECT change_seq FROM registry_state WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await?;
+        let mut seq: i64 = row.get(0);
+        let st = tx.prepare_cached(SQL_IMPORT).await?;
+        let mut counts = ImportCounts::default();
+        let mut changed: Vec<usize> = Vec::new();
+        for round in rounds {
+            let mut cols: [Vec<String>; 5] = Default::default();
+            let mut dates = Vec::with_capacity(round.len());
+            let mut cards: Vec<Option<&str>> = Vec::with_capacity(round.len());
+            let mut bytes: Vec<&[u8]> = Vec::with_capacity(round.len());
+            let mut index: HashMap<PeriodKey, usize> = HashMap::with_capacity(round.len());
+            for &i in round {
+                let q = &periods[i];
+                let k = period_key(q);
+                cols[0].push(k.0.clone());
+                cols[1].push(k.1.clone());
+                cols[2].push(k.2.clone());
+                cols[3].push(k.3.clone());
+                cols[4].push(k.4.clone());
+                dates.push(k.5);
+                cards.push(q.card_id.as_ref().map(|c| c.as_str()));
+                bytes.push(&encoded[i]);
+                index.insert(k, i);
+            }
+            let rows = tx
+                .query(
+                    &st,
+                    &[
+                        &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &dates, &cards, &bytes,
+                    ],
+                )
+                .await?;
+            counts.unchanged += (round.len() - rows.len()) as u64;
+            let mut in_round = Vec::with_capacity(rows.len());
+            for r in rows {
+                let k: PeriodKey = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+                let added: bool = r.get(6);
+                if added {
+                    counts.added += 1;
+                } else {
+                    counts.updated += 1;
+                }
+                if let Some(i) = index.get(&k) {
+                    in_round.push(*i);
+                }
+            }
+            // The feed in the order of the file.
+            in_round.sort_unstable();
+            changed.extend(in_round);
+        }
+        if !changed.is_empty() {
+            let seqs: Vec<i64> = (1..=changed.len() as i64).map(|n| seq + n).collect();
+            let feed: Vec<&[u8]> = changed.iter().map(|&i| encoded[i].as_slice()).collect();
+            tx.execute(
+                "INSERT INTO registry_changes (seq, period) SELECT * FROM unnest($1::int8[], $2::bytea[])",
+                &[&seqs, &feed],
+            )
+            .await?;
+            seq += changed.len() as i64;
+        }
+        tx.execute(
+            "UPDATE registry_state SET change_seq = $1, period_count = period_count + $2 WHERE id = 1",
+            &[&seq, &(counts.added as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    fn decode_periods(
+        rows: &[tokio_postgres::Row],
+        col: usize,
+    ) -> Result<Vec<Qualification>, CentralError> {
+        rows.iter().map(|r| decode_period(r.get(col))).collect()
+    }
+}
+
+fn facility_entry(r: &tokio_postgres::Row) -> Result<FacilityEntry, CentralError> {
+    let code: String = r.get(0);
+    Ok(FacilityEntry {
+        code: FacilityCode::parse(&code).map_err(|e| corrupt("facility", e))?,
+        fingerprint: r.get(1),
+        added_at: r.get(2),
+        revoked_at: r.get(3),
+    })
+}
+
+impl CentralStore for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn check(&self, req: &CheckRequest) -> Result<CheckOutcome, CentralError> {
+        match &req.subject {
+            CheckSubject::InsuranceCard { card, birth_date } => {
+                let rows = self.query(
+                    SQL_BY_CARD,
+                    &[
+                        &card.insurer_number.as_str(),
+                        &card.symbol.as_ref().map_or("", |s| s.as_str()),
+                        &card.number.as_str(),
+                        &card.branch.as_ref().map(|b| b.as_str()),
+                    ],
+                )?;
+                let candidates = Self::decode_periods(&rows, 0)?;
+                // A second query only when a lapsed period needs the person's newer ones.
+                decide_insurance_card(candidates, *birth_date, req.service_date, |p| {
+                    self.periods_of_person(p)
+                })
+            }
+            CheckSubject::Card { card_id } => {
+                let rows = self.query(SQL_BY_CARD_ID, &[&card_id.as_str()])?;
+                let mut per_person: Vec<Vec<Qualification>> = Vec::new();
+                let mut last: Option<String> = None;
+                for r in &rows {
+                    let person: String = r.get(0);
+                    let q = decode_period(r.get(1))?;
+                    if last.as_deref() != Some(person.as_str()) {
+                        per_person.push(Vec::new());
+                        last = Some(person);
+                    }
+                    if let Some(v) = per_person.last_mut() {
+                        v.push(q);
+                    }
+                }
+                Ok(decide_card(per_person, req.service_date))
+            }
+        }
+    }
+
+    fn periods_of_person(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError> {
+        let rows = self.query(SQL_OF_PERSON, &[&person.as_str()])?;
+        Self::decode_periods(&rows, 0)
+    }
+
+    /// Exact, and cheap: the count `import` keeps in `registry_state` (only imports add periods,
+    /// and they are serialised on that row), not a `count(*)` over the table.
+    fn period_count(&self) -> Result<u64, CentralError> {
+        let rows = self.query("SELECT period_count FROM registry_state WHERE id = 1", &[])?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    fn import(&self, periods: &[Qualification]) -> Result<ImportCounts, CentralError> {
+        if periods.is_empty() {
+            return Ok(ImportCounts::default());
+        }
+        // One statement cannot change a row twice: the n-th line of a key goes in round n, so a
+        // key repeated in a chunk counts as the embedded store counts it, line after line.
+        let mut seen: HashMap<PeriodKey, usize> = HashMap::new();
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (i, q) in periods.iter().enumerate() {
+            let n = seen.entry(period_key(q)).or_insert(0);
+            if rounds.len() <= *n {
+                rounds.push(Vec::new());
+            }
+            rounds[*n].push(i);
+            *n += 1;
+        }
+        let encoded: Vec<Vec<u8>> = periods
+            .iter()
+            .map(encode_period)
+            .collect::<Result<_, _>>()?;
+        self.retrying("import", || {
+            self.bridge
+                .run(self.import_once(periods, &encoded, &rounds))
+        })
+    }
+
+    fn registry_changes(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RegistryChange>, CentralError> {
+        let rows = self.query(
+            "SELECT seq, period FROM registry_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[
+                &(after.min(i64::MAX as u64) as i64),
+                &(limit.min(i64::MAX as usize) as i64),
+            ],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(RegistryChange {
+                    seq: r.get::<_, i64>(0) as u64,
+                    qualification: decode_period(r.get(1))?,
+                })
+            })
+            .collect()
+    }
+
+    fn registry_cursor(&self) -> Result<u64, CentralError> {
+        let rows = self.query("SELECT change_seq FROM registry_state WHERE id = 1", &[])?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    fn for_each_period(
+        &self,
+        f: &mut dyn FnMut(Qualification) -> Result<(), CentralError>,
+    ) -> Result<(), CentralError> {
+        self.bridge.run(async {
+            let mut c = self.read().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            let st = tx
+                .prepare("SELECT period FROM registry_periods")
+                .await
+                .map_err(db)?;
+            let portal = tx.bind(&st, &[]).await.map_err(db)?;
+            loop {
+                let rows = tx.query_portal(&portal, FETCH).await.map_err(db)?;
+                if rows.is_empty() {
+                    break;
+                }
+                for r in &rows {
+                    f(decode_period(r.get(0))?)?;
+                }
+            }
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn journal(&self, facility: &FacilityCode) -> Result<Journal, CentralError> {
+        let rows = self.query(
+            "SELECT record_id, record FROM journal_records WHERE facility = $1",
+            &[&facility.as_str()],
+        )?;
+        rows.iter()
+            .map(|r| decode_record(r.get(0), r.get(1)))
+            .collect()
+    }
+
+    fn record(
+        &self,
+        facility: &FacilityCode,
+        id: &RecordId,
+    ) -> Result<Option<JournalRecord>, CentralError> {
+        let key = id.to_string();
+        let rows = self.query(
+            "SELECT record FROM journal_records WHERE facility = $1 AND record_id = $2",
+            &[&facility.as_str(), &key],
+        )?;
+        rows.first()
+            .map(|r| decode_record(&key, r.get(0)))
+            .transpose()
+    }
+
+    fn merge(
+        &self,
+        facility: &FacilityCode,
+        records: Vec<JournalRecord>,
+    ) -> Result<Vec<JournalRecord>, CentralError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.retrying("merge", || {
+            self.bridge.run(self.merge_once(facility, &records))
+        })
+    }
+
+    fn update(
+        &self,
+        facility: &FacilityCode,
+        ids: &[RecordId],
+        announce: bool,
+        decide: &mut Decide<'_>,
+    ) -> Result<Vec<JournalRecord>, CentralError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.retrying("update", || {
+            self.bridge
+                .run(self.update_once(facility, ids, announce, &mut *decide))
+        })
+    }
+
+    fn revisions(
+        &self,
+        facility: &FacilityCode,
+        after: u64,
+    ) -> Result<(Vec<JournalRecord>, u64), CentralError> {
+        let rows = self.query(
+            "SELECT r.seq, r.record_id, j.record FROM journal_revisions r
+             JOIN journal_records j ON j.facility = r.facility AND j.record_id = r.record_id
+             WHERE r.facility = $1 AND r.seq > $2 ORDER BY r.seq",
+            &[&facility.as_str(), &(after.min(i64::MAX as u64) as i64)],
+        )?;
+        let mut cursor = after;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            cursor = cursor.max(r.get::<_, i64>(0) as u64);
+            out.push(decode_record(r.get(1), r.get(2))?);
+        }
+        Ok((out, cursor))
+    }
+
+    fn revision_cursor(&self, facility: &FacilityCode) -> Result<u64, CentralError> {
+        let rows = self.query(
+            "SELECT revision FROM journal_feeds WHERE facility = $1",
+            &[&facility.as_str()],
+        )?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    fn revisit_candidates(
+        &self,
+        birth_dates: &[NaiveDate],
+        service_from: NaiveDate,
+    ) -> Result<Vec<RevisitCandidate>, CentralError> {
+        if birth_dates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.query(
+            "SELECT facility, record_id FROM journal_records
+             WHERE revisit_birth = ANY($1) AND revisit_service >= $2
+             ORDER BY facility, record_id",
+            &[&birth_dates, &service_from],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevisitCandidate {
+                    facility: FacilityCode::parse(r.get(0))
+                        .map_err(|e| corrupt("revisit entry", e))?,
+                    record: RecordId::parse(r.get(1)).map_err(|e| corrupt("revisit entry", e))?,
+                })
+            })
+            .collect()
+    }
+
+    fn record_outage_request(&self, request: &OutageRequest) -> Result<(), CentralError> {
+        self.execute(
+            "INSERT INTO outage_requests (facility, at, active, reason) VALUES ($1, $2, $3, $4)",
+            &[
+                &request.facility.as_str(),
+                &request.at,
+                &request.active,
+                &request.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn outage_requests(&self) -> Result<Vec<OutageRequest>, CentralError> {
+        let rows = self.query(
+            "SELECT facility, at, active, reason FROM outage_requests ORDER BY at, facility, id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutageRequest {
+                    facility: FacilityCode::parse(r.get(0))
+                        .map_err(|e| corrupt("outage request", e))?,
+                    at: r.get(1),
+                    active: r.get(2),
+                    reason: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    fn grant(&self, grant: &Grant) -> Result<(), CentralError> {
+        let (kind, code) = scope_columns(&grant.scope);
+        self.execute(
+            "INSERT INTO grants (scope_kind, scope_code, since, until, ended_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&kind, &code, &grant.since, &grant.until, &grant.ended_at],
+        )?;
+        Ok(())
+    }
+
+    fn end_grants(&self, scope: &GrantScope, at: DateTime<Utc>) -> Result<usize, CentralError> {
+        let (kind, code) = scope_columns(scope);
+        // Active at `at` exactly as Grant::active_at says.
+        let n = self.execute(
+            "UPDATE grants SET ended_at = $3
+             WHERE scope_kind = $1 AND scope_code = $2 AND since <= $3 AND $3 < until
+               AND (ended_at IS NULL OR ended_at > $3)",
+            &[&kind, &code, &at],
+        )?;
+        Ok(n as usize)
+    }
+
+    fn grants(&self) -> Result<Vec<Grant>, CentralError> {
+        let rows = self.query(
+            "SELECT scope_kind, scope_code, since, until, ended_at FROM grants
+             ORDER BY since, scope_kind, scope_code, id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let kind: &str = r.get(0);
+                let code: String = r.get(1);
+                let scope = match kind {
+                    "facility" => GrantScope::Facility(
+                        FacilityCode::parse(&code).map_err(|e| corrupt("grant", e))?,
+                    ),
+                    "prefecture" => GrantScope::Prefecture(code),
+                    other => return Err(corrupt("grant", format!("unknown scope {other}"))),
+                };
+                Ok(Grant {
+                    scope,
+                    since: r.get(2),
+                    until: r.get(3),
+                    ended_at: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    fn put_facility(&self, entry: &FacilityEntry) -> Result<(), CentralError> {
+        self.bridge.run(async {
+            let mut c = self.read().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            tx.execute(
+                "INSERT INTO facilities (code, fingerprint, added_at, revoked_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (code) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                     added_at = EXCLUDED.added_at, revoked_at = EXCLUDED.revoked_at",
+                &[
+                    &entry.code.as_str(),
+                    &entry.fingerprint,
+                    &entry.added_at,
+                    &entry.revoked_at,
+                ],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(
+                "UPDATE facilities_state SET version = version + 1 WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn revoke_facility(
+        &self,
+        code: &FacilityCode,
+        at: DateTime<Utc>,
+    ) -> Result<bool, CentralError> {
+        self.bridge.run(async {
+            let mut c = self.read().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            let n = tx
+                .execute(
+                    "UPDATE facilities SET revoked_at = $2 WHERE code = $1 AND revoked_at IS NULL",
+                    &[&code.as_str(), &at],
+                )
+                .await
+                .map_err(db)?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE facilities_state SET version = version + 1 WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn facilities(&self) -> Result<Vec<FacilityEntry>, CentralError> {
+        let rows = self.query(
+            "SELECT code, fingerprint, added_at, revoked_at FROM facilities ORDER BY code",
+            &[],
+        )?;
+        rows.iter().map(facility_entry).collect()
+    }
+
+    fn facilities_version(&self) -> Result<u64, CentralError> {
+        let rows = self.query("SELECT version FROM facilities_state WHERE id = 1", &[])?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_runs_inside_and_outside_a_runtime_and_nested() {
+        let bridge = Bridge::new().expect("a runtime");
+        // No runtime: a plain thread (the CLI).
+        assert_eq!(bridge.run(async { 1 }), 1);
+        // A timer of the store's runtime, from a thread with none.
+        bridge.run(async { tokio::time::sleep(Duration::from_millis(1)).await });
+        // On an async worker of another runtime (tokio's own block_on would panic here), and
+        // nested (a decide that reads the store).
+        let other = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let bridge = Arc::new(bridge);
+        let b = bridge.clone();
+        let got = other.block_on(async move {
+            tokio::spawn(async move {
+                b.run(async {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    b.run(async { 2 }) + 1
+                })
+            })
+            .await
+            .expect("the task")
+        });
+        assert_eq!(got, 3);
+        let b = bridge.clone();
+        let got = other
+            .block_on(async { tokio::task::spawn_blocking(move || b.run(async { 4 })).await })
+            .expect("spawn_blocking");
+        assert_eq!(got, 4);
+        // The last reference dropped on an async worker does not panic.
+        other.block_on(async move {
+            tokio::spawn(async move { drop(bridge) })
+                .await
+                .expect("the task")
+        });
+    }
+
+    #[test]
+    fn the_migrations_are_numbered_in_order_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.name);
+        }
+        assert_eq!(known_version(), MIGRATIONS.len() as i32);
+    }
+
+    #[test]
+    fn a_url_is_checked_and_its_password_noticed() {
+        assert!(config_from_url("host=x", None).is_err());
+        assert!(url_has_password("postgres://onshi:secret@127.0.0.1/onshi"));
+        assert!(!url_has_password("postgres://onshi@127.0.0.1/onshi"));
+        let c = config_from_url("postgres://onshi@127.0.0.1:5433/onshi", Some("pw")).expect("url");
+        assert_eq!(c.get_password(), Some(&b"pw"[..]));
+        assert_eq!(c.get_ports(), &[5433]);
+    }
+}
