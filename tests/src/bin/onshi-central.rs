@@ -1,0 +1,583 @@
+//! `onshi-central`: the centre's benchmark, the embedded store beside PostgreSQL in one run. For
+//! each store it
+//! 1. imports a synthetic registry with `onshi-reconciler import` (lines/s; PostgreSQL after
+//!    `migrate`, on a private server started by this command: `tests/src/pg.rs`);
+//! 2. starts `onshi-reconciler serve` (one instance; on PostgreSQL also a second on the same
+//!    database) and drives online checks straight over QUIC as fast as they go (closed loop:
+//!    checks/s, p50/p99), to one instance and, on PostgreSQL, spread over two;
+//! 3. drives checks at a fixed rate (open loop, latency from the scheduled send) first alone, then
+//!    while `onshi-reconciler import` applies a second file to the serving centre (the embedded
+//!    store through the admin socket): check p99 without and with the import, and the live
+//!    import's lines/s;
+//! 4. measures sync persistence in process: `CentralStore::merge` of batches of 64 provisional
+//!    records (each batch durable: a transaction / an fsync), records/s.
+//!
+//! Prints one line per measurement and the ratios PostgreSQL ÷ embedded. The release binaries
+//! (`onshi-reconciler`) are taken from this binary's directory.
+//!
+//!     cargo build --release --workspace --bins
+//!     target/release/onshi-central [--people 200000] [--duration 10] [--stores embedded,postgres]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::NaiveDate;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use onshi_model::{CheckRequest, FacilityCode, Qualification};
+use onshi_reconciler::store::CentralStore;
+use onshi_sync::link::{LinkClient, LinkSettings};
+use onshi_sync::wire::{Request, Response};
+use onshi_tests::TestDir;
+use onshi_tests::bench::{BenchProc, UNTHROTTLED, cpu_seconds, daemon_bins, spawn_ready};
+use onshi_tests::pg::PgServer;
+
+#[derive(Debug, Parser)]
+#[command(about = "The centre's benchmark: embedded store beside PostgreSQL")]
+struct Args {
+    /// People in the synthetic registry (≈1.1 periods each).
+    #[arg(long, default_value_t = 200_000)]
+    people: usize,
+    /// People in the second file imported while serving.
+    #[arg(long, default_value_t = 200_000)]
+    live_people: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of each load phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Checks in flight in the closed loop.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// QUIC connections (facilities) driving the checks.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Checks/s of the fixed-rate phases.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Provisional records merged in the persistence measurement.
+    #[arg(long, default_value_t = 20_000)]
+    merge_records: usize,
+    /// Stores to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "embedded,postgres")]
+    stores: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    checks_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+    reconciler_cpu: f64,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// Card checks of the registry's people on `today`: mostly valid, every tenth with a typo.
+fn checks(periods: &[Qualification], today: NaiveDate) -> Vec<CheckRequest> {
+    let mut out = Vec::new();
+    for (i, q) in periods.iter().enumerate().take(50_000) {
+        let number = if i % 10 == 9 {
+            format!("{}9", q.number.as_str())
+        } else {
+            q.number.as_str().to_string()
+        };
+        let body = serde_json::json!({
+            "insurance_card": {"insurer_number": q.insurer_number, "symbol": q.symbol, "number": number, "branch": q.branch},
+            "birth_date": q.birth_date,
+            "service_date": today,
+        });
+        if let Ok(r) = CheckRequest::from_json(&body, today) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+async fn check(c: &LinkClient, req: &CheckRequest) -> bool {
+    matches!(
+        c.call(Request::Check(req.clone()), Duration::from_secs(10))
+            .await,
+        Ok(Response::Check(_))
+    )
+}
+
+/// As many checks as `concurrency` in flight allow, for `seconds`.
+async fn closed_loop(
+    clients: &[Arc<LinkClient>],
+    reqs: &Arc<Vec<CheckRequest>>,
+    concurrency: usize,
+    seconds: f64,
+    pids: &[u32],
+) -> Load {
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu0: f64 = pids.iter().map(|p| cpu_seconds(Some(*p))).sum();
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (clients, reqs, next) = (clients.to_vec(), reqs.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut errors = 0;
+            let c = &clients[w % clients.len()];
+            while Instant::now() < until {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                if check(c, &reqs[i % reqs.len()]).await {
+                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (h, errors)
+        }));
+    }
+    let mut h = hist();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((th, e)) = t.await {
+            let _ = h.add(th);
+            errors += e;
+        }
+    }
+    let took = start.elapsed().as_secs_f64();
+    let cpu: f64 = pids.iter().map(|p| cpu_seconds(Some(*p))).sum::<f64>() - cpu0;
+    Load {
+        checks_per_s: h.len() as f64 / took,
+        p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+        errors,
+        reconciler_cpu: cpu / took,
+    }
+}
+
+/// `rate` checks/s on schedule for `seconds` (or until `stop` says so); latency from the
+/// scheduled send, so a stall is not hidden.
+async fn open_loop(
+    clients: &[Arc<LinkClient>],
+    reqs: &Arc<Vec<CheckRequest>>,
+    rate: f64,
+    seconds: f64,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Load {
+    let start = Instant::now();
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut i = 0usize;
+    loop {
+        let due = start + every * i as u32;
+        if due > start + Duration::from_secs_f64(seconds)
+            || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let (c, req, tx) = (
+            clients[i % clients.len()].clone(),
+            reqs[i % reqs.len()].clone(),
+            tx.clone(),
+        );
+        tokio::spawn(async move {
+            let ok = check(&c, &req).await;
+            let _ = tx.send((ok, due.elapsed()));
+        });
+        i += 1;
+    }
+    drop(tx);
+    let mut h = hist();
+    let mut errors = 0;
+    while let Some((ok, d)) = rx.recv().await {
+        if ok {
+            let _ = h.record(d.as_micros().max(1) as u64);
+        } else {
+            errors += 1;
+        }
+    }
+    Load {
+        checks_per_s: h.len() as f64 / start.elapsed().as_secs_f64(),
+        p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+        errors,
+        reconciler_cpu: f64::NAN,
+    }
+}
+
+fn show(what: &str, l: &Load) {
+    println!(
+        "  {what:<44} {:>9.0} checks/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  reconciler CPU {:.2}",
+        l.checks_per_s, l.p50_ms, l.p99_ms, l.errors, l.reconciler_cpu
+    );
+}
+
+/// Where a store lives for the commands: `--data DIR` or `--store URL --store-password-file F`.
+#[derive(Debug, Clone)]
+enum Place {
+    Embedded(PathBuf),
+    Postgres { url: String, password_file: PathBuf },
+}
+
+impl Place {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Place::Embedded(d) => vec!["--data".into(), d.display().to_string()],
+            Place::Postgres { url, password_file } => vec![
+                "--store".into(),
+                url.clone(),
+                "--store-password-file".into(),
+                password_file.display().to_string(),
+            ],
+        }
+    }
+}
+
+fn reconciler(bins: &Path, args: &[String]) -> anyhow::Result<std::process::Output> {
+    let out = std::process::Command::new(bins.join("onshi-reconciler"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "onshi-reconciler {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+fn import(bins: &Path, place: &Place, file: &Path) -> anyhow::Result<f64> {
+    let lines = std::fs::read_to_string(file)?.lines().count();
+    let mut args = vec!["import".to_string()];
+    args.extend(place.args());
+    args.push(file.display().to_string());
+    let t = Instant::now();
+    reconciler(bins, &args)?;
+    Ok(lines as f64 / t.elapsed().as_secs_f64())
+}
+
+fn serve(
+    bins: &Path,
+    place: &Place,
+    pki: &Path,
+    log: &Path,
+) -> anyhow::Result<(BenchProc, String)> {
+    let mut args: Vec<String> = vec!["serve".into()];
+    args.extend(place.args());
+    args.extend([
+        "--pki".into(),
+        pki.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    args.extend(UNTHROTTLED.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_ready(
+        &bins.join("onshi-reconciler"),
+        &refs,
+        &[("RUST_LOG", "warn")],
+        log,
+        "onshi-reconciler: listening on quic://",
+    )
+}
+
+fn write_registry(
+    path: &Path,
+    people: usize,
+    seed: u64,
+    today: NaiveDate,
+) -> anyhow::Result<Vec<Qualification>> {
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people,
+        seed,
+        today,
+    });
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for q in &periods {
+        serde_json::to_writer(&mut out, q)?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(periods)
+}
+
+/// Provisional records merged in batches of 64, each batch durable: records/s.
+fn merge_rate(store: &dyn CentralStore, n: usize, facility: &FacilityCode) -> anyhow::Result<f64> {
+    use onshi_model::record::{Basis, Declaration, ProvisionalRecord, RecordState};
+    use onshi_sync::crdt::{JournalRecord, RecordFacts, RecordId};
+    let day = NaiveDate::from_ymd_opt(2026, 4, 1).context("date")?;
+    let records: Vec<JournalRecord> = (0..n as u64)
+        .map(|seq| {
+            let id = RecordId::new(facility.clone(), 1, seq + 1);
+            let p = ProvisionalRecord {
+                record_id: id.to_string(),
+                created_at: chrono::Utc::now(),
+                declared: Declaration {
+                    name: "山田　太郎".into(),
+                    name_kana: Some("ヤマダ　タロウ".into()),
+                    birth_date: NaiveDate::from_ymd_opt(1980, 1, 1).unwrap_or(day),
+                    sex: onshi_model::Sex::Male,
+                    address: None,
+                    insurer_name: None,
+                    insurance_type: None,
+                    employer: None,
+                    contact: None,
+                    share_percent: None,
+                },
+                person_id: None,
+                service_date: day,
+                total_fee_yen: 10_000,
+                share_percent: 30,
+                collected_yen: 3_000,
+                basis: Basis::AgeRule,
+                rule: None,
+                explanation: String::new(),
+                state: RecordState::Sent,
+            };
+            JournalRecord::new(id, RecordFacts::Provisional(p))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let t = Instant::now();
+    for batch in records.chunks(64) {
+        store.merge(facility, batch.to_vec())?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+#[derive(Debug, Default)]
+struct Summary {
+    import: Option<f64>,
+    one: Option<Load>,
+    two: Option<Load>,
+    quiet: Option<Load>,
+    during: Option<Load>,
+    live_import: Option<f64>,
+    merge: Option<f64>,
+}
+
+fn run_store(
+    kind: &str,
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    work: &TestDir,
+    bins: &Path,
+) -> anyhow::Result<Summary> {
+    let _in_runtime = rt.enter();
+    let today = NaiveDate::from_ymd_opt(2026, 4, 1).context("date")?;
+    let dir = work.join(kind);
+    std::fs::create_dir_all(&dir)?;
+    let pki = dir.join("pki");
+    let facilities: Vec<FacilityCode> = (0..args.clients)
+        .map(|i| FacilityCode::parse(&format!("131{:07}", i + 1)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    onshi_sync::pki::init(&pki, &facilities)?;
+    let registry = dir.join("registry.jsonl");
+    let periods = write_registry(&registry, args.people, args.seed, today)?;
+    let live = dir.join("live.jsonl");
+    write_registry(&live, args.live_people, args.seed + 1000, today)?;
+    let mut server = None;
+    let place = match kind {
+        "embedded" => Place::Embedded(dir.join("data")),
+        "postgres" => {
+            let s = PgServer::start(work);
+            let config = onshi_reconciler::store::pg::config_from_url(s.url(), None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let password = config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default();
+            let url = url_without_password(s.url());
+            let password_file = dir.join("db-password");
+            std::fs::write(&password_file, password)?;
+            server = Some(s);
+            let place = Place::Postgres { url, password_file };
+            let mut m = vec!["migrate".to_string()];
+            m.extend(place.args());
+            reconciler(bins, &m)?;
+            place
+        }
+        other => bail!("--stores: unknown store {other}"),
+    };
+    println!("{kind}:");
+    let mut sum = Summary::default();
+    let rate = import(bins, &place, &registry)?;
+    println!("  import of {} lines: {rate:.0} lines/s", periods.len());
+    sum.import = Some(rate);
+    let reqs = Arc::new(checks(&periods, today));
+    let (one, addr1) = serve(bins, &place, &pki, &dir.join("reconciler-1.log"))?;
+    let addr1: std::net::SocketAddr = addr1.trim().parse()?;
+    let connect = |addr: std::net::SocketAddr| -> anyhow::Result<Vec<Arc<LinkClient>>> {
+        facilities
+            .iter()
+            .map(|f| {
+                let id = onshi_sync::pki::load_client(&pki, f)?;
+                Ok(Arc::new(LinkClient::new(
+                    addr,
+                    &id,
+                    LinkSettings::default(),
+                )?))
+            })
+            .collect()
+    };
+    let clients1 = connect(addr1)?;
+    // Warm-up: connections up, pages cached.
+    rt.block_on(closed_loop(&clients1, &reqs, args.concurrency, 2.0, &[]));
+    let l = rt.block_on(closed_loop(
+        &clients1,
+        &reqs,
+        args.concurrency,
+        args.duration,
+        &[one.0.id()],
+    ));
+    show("closed loop, one instance", &l);
+    sum.one = Some(l);
+    if kind == "postgres" {
+        let (two, addr2) = serve(bins, &place, &pki, &dir.join("reconciler-2.log"))?;
+        let addr2: std::net::SocketAddr = addr2.trim().parse()?;
+        let clients2 = connect(addr2)?;
+        let both: Vec<Arc<LinkClient>> = clients1
+            .iter()
+            .cloned()
+            .zip(clients2.iter().cloned())
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        rt.block_on(closed_loop(&both, &reqs, args.concurrency, 2.0, &[]));
+        let l = rt.block_on(closed_loop(
+            &both,
+            &reqs,
+            args.concurrency,
+            args.duration,
+            &[one.0.id(), two.0.id()],
+        ));
+        show("closed loop, two instances", &l);
+        sum.two = Some(l);
+        drop(clients2);
+        drop(two);
+    }
+    let quiet = rt.block_on(open_loop(&clients1, &reqs, args.rate, args.duration, None));
+    show(&format!("{} checks/s, no import", args.rate), &quiet);
+    sum.quiet = Some(quiet);
+    // The live import beside the same fixed-rate load.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b, p, f, s) = (
+        bins.to_path_buf(),
+        place.clone(),
+        live.clone(),
+        stop.clone(),
+    );
+    let importer = std::thread::spawn(move || {
+        let r = import(&b, &p, &f);
+        s.store(true, Ordering::Relaxed);
+        r
+    });
+    let during = rt.block_on(open_loop(&clients1, &reqs, args.rate, 3600.0, Some(stop)));
+    let live_rate = importer
+        .join()
+        .map_err(|_| anyhow::anyhow!("importer panicked"))??;
+    show(
+        &format!("{} checks/s, during a live import", args.rate),
+        &during,
+    );
+    println!("  live import while serving: {live_rate:.0} lines/s");
+    sum.during = Some(during);
+    sum.live_import = Some(live_rate);
+    drop(clients1);
+    drop(one);
+    // Persistence, in process (no serve holds the store now).
+    let store = onshi_reconciler::store::open(&match &place {
+        Place::Embedded(d) => onshi_reconciler::store::StoreTarget::Embedded(d.clone()),
+        Place::Postgres { url, password_file } => onshi_reconciler::store::StoreTarget::Postgres {
+            url: url.clone(),
+            password: Some(std::fs::read_to_string(password_file)?),
+        },
+    })?;
+    let m = merge_rate(
+        store.as_ref(),
+        args.merge_records,
+        &FacilityCode::parse("1319999999").map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?;
+    println!("  sync persistence (merge, batches of 64, each durable): {m:.0} records/s");
+    sum.merge = Some(m);
+    drop(store);
+    drop(server);
+    Ok(sum)
+}
+
+fn url_without_password(url: &str) -> String {
+    // postgres://user:password@host:port/db → postgres://user@host:port/db
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) => {
+            let user_pw = &url[s + 3..at];
+            let user = user_pw.split(':').next().unwrap_or(user_pw);
+            format!("{}{}{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bins = daemon_bins()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let work = TestDir::new("central-bench");
+    eprintln!(
+        "load average before: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let mut results = Vec::new();
+    for kind in &args.stores {
+        results.push((kind.clone(), run_store(kind, &args, &rt, &work, &bins)?));
+    }
+    if let (Some((_, e)), Some((_, p))) = (
+        results.iter().find(|(k, _)| k == "embedded"),
+        results.iter().find(|(k, _)| k == "postgres"),
+    ) {
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+            _ => "-".into(),
+        };
+        println!("PostgreSQL ÷ embedded:");
+        println!("  import lines/s {}", ratio(e.import, p.import));
+        println!(
+            "  checks/s, one instance {}",
+            ratio(e.one.map(|l| l.checks_per_s), p.one.map(|l| l.checks_per_s))
+        );
+        println!(
+            "  checks/s, PostgreSQL with two ÷ embedded with one {}",
+            ratio(e.one.map(|l| l.checks_per_s), p.two.map(|l| l.checks_per_s))
+        );
+        println!(
+            "  p99 at {} checks/s {}",
+            args.rate,
+            ratio(e.quiet.map(|l| l.p99_ms), p.quiet.map(|l| l.p99_ms))
+        );
+        println!(
+            "  p99 during a live import {}",
+            ratio(e.during.map(|l| l.p99_ms), p.during.map(|l| l.p99_ms))
+        );
+        println!(
+            "  live import lines/s {}",
+            ratio(e.live_import, p.live_import)
+        );
+        println!("  sync persistence records/s {}", ratio(e.merge, p.merge));
+    }
+    eprintln!(
+        "load average after: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    Ok(())
+}
