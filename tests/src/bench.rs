@@ -171,3 +171,66 @@ pub fn bearer(token: &str) -> anyhow::Result<reqwest::header::HeaderMap> {
     );
     Ok(h)
 }
+
+/// A centre on a private PostgreSQL server (`crate::pg::PgServer`) for the benchmarks: migrated,
+/// with the password in a file (the reconciler refuses one on its command line).
+#[derive(Debug)]
+pub struct PgCentre {
+    pub server: crate::pg::PgServer,
+    /// `postgres://USER@HOST:PORT/DB`, without the password.
+    pub url: String,
+    pub password_file: PathBuf,
+}
+
+impl PgCentre {
+    /// Starts the server under `work`, writes the password file into `dir` and runs
+    /// `onshi-reconciler migrate` (from `bins`).
+    pub fn start(work: &crate::TestDir, dir: &Path, bins: &Path) -> anyhow::Result<PgCentre> {
+        let server = crate::pg::PgServer::start(work);
+        let full = server.url().to_string();
+        let (url, password) = match (full.find("://"), full.rfind('@')) {
+            (Some(s), Some(at)) => {
+                let user_pw = &full[s + 3..at];
+                let (user, pw) = user_pw.split_once(':').unwrap_or((user_pw, ""));
+                (
+                    format!("{}{}{}", &full[..s + 3], user, &full[at..]),
+                    pw.to_string(),
+                )
+            }
+            _ => (full.clone(), String::new()),
+        };
+        let password_file = dir.join("db-password");
+        std::fs::write(&password_file, password)?;
+        let centre = PgCentre {
+            server,
+            url,
+            password_file,
+        };
+        let out = Command::new(bins.join("onshi-reconciler"))
+            .arg("migrate")
+            .args(centre.store_args())
+            .output()?;
+        if !out.status.success() {
+            bail!("migrate: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(centre)
+    }
+
+    /// `--store URL --store-password-file FILE`.
+    pub fn store_args(&self) -> Vec<String> {
+        vec![
+            "--store".into(),
+            self.url.clone(),
+            "--store-password-file".into(),
+            self.password_file.display().to_string(),
+        ]
+    }
+
+    /// The same store for the library (`onshi_reconciler::store::open`).
+    pub fn target(&self) -> anyhow::Result<onshi_reconciler::store::StoreTarget> {
+        Ok(onshi_reconciler::store::StoreTarget::Postgres {
+            url: self.url.clone(),
+            password: Some(std::fs::read_to_string(&self.password_file)?),
+        })
+    }
+}

@@ -32,8 +32,7 @@ use onshi_reconciler::store::CentralStore;
 use onshi_sync::link::{LinkClient, LinkSettings};
 use onshi_sync::wire::{Request, Response};
 use onshi_tests::TestDir;
-use onshi_tests::bench::{BenchProc, UNTHROTTLED, cpu_seconds, daemon_bins, spawn_ready};
-use onshi_tests::pg::PgServer;
+use onshi_tests::bench::{BenchProc, PgCentre, UNTHROTTLED, cpu_seconds, daemon_bins, spawn_ready};
 
 #[derive(Debug, Parser)]
 #[command(about = "The centre's benchmark: embedded store beside PostgreSQL")]
@@ -387,21 +386,12 @@ fn run_store(
     let place = match kind {
         "embedded" => Place::Embedded(dir.join("data")),
         "postgres" => {
-            let s = PgServer::start(work);
-            let config = onshi_reconciler::store::pg::config_from_url(s.url(), None)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let password = config
-                .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .unwrap_or_default();
-            let url = url_without_password(s.url());
-            let password_file = dir.join("db-password");
-            std::fs::write(&password_file, password)?;
-            server = Some(s);
-            let place = Place::Postgres { url, password_file };
-            let mut m = vec!["migrate".to_string()];
-            m.extend(place.args());
-            reconciler(bins, &m)?;
+            let centre = PgCentre::start(work, &dir, bins)?;
+            let place = Place::Postgres {
+                url: centre.url.clone(),
+                password_file: centre.password_file.clone(),
+            };
+            server = Some(centre);
             place
         }
         other => bail!("--stores: unknown store {other}"),
@@ -509,18 +499,6 @@ fn run_store(
     drop(store);
     drop(server);
     Ok(sum)
-}
-
-fn url_without_password(url: &str) -> String {
-    // postgres://user:password@host:port/db → postgres://user@host:port/db
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) => {
-            let user_pw = &url[s + 3..at];
-            let user = user_pw.split(':').next().unwrap_or(user_pw);
-            format!("{}{}{}", &url[..s + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -30,6 +30,10 @@ use serde_json::{Value, json};
 struct Args {
     #[arg(long, default_value_t = 5000)]
     provisional: usize,
+    /// The reconciler on PostgreSQL (a private server started by this command, migrated and
+    /// imported) instead of the embedded store.
+    #[arg(long)]
+    postgres: bool,
     #[arg(long, default_value_t = 20000)]
     deferred: usize,
     /// Link rate each way, in Mbit/s.
@@ -170,14 +174,59 @@ async fn run_drain(
     std::fs::create_dir_all(&dir)?;
     let pki = root.join("pki");
     let rec_data = dir.join("reconciler");
-    copy_dir(&root.join("registry"), &rec_data.join("registry"))?;
-    let (reconciler, raddr) = spawn_reconciler(
-        &bins,
-        &rec_data,
-        &pki,
-        &[("RUST_LOG", args.log.as_str())],
-        &dir.join("reconciler.log"),
-    )?;
+    let mut _centre = None;
+    let (reconciler, raddr) = if args.postgres {
+        let work = onshi_tests::TestDir::new(&format!("drain-pg-{name}"));
+        let centre = onshi_tests::bench::PgCentre::start(&work, &dir, &bins)?;
+        let registry = dir.join("registry.jsonl");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&registry)?);
+        for q in periods {
+            serde_json::to_writer(&mut out, q)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+        }
+        std::io::Write::flush(&mut out)?;
+        drop(out);
+        let import = std::process::Command::new(bins.join("onshi-reconciler"))
+            .arg("import")
+            .args(centre.store_args())
+            .arg(&registry)
+            .output()?;
+        if !import.status.success() {
+            bail!("import: {}", String::from_utf8_lossy(&import.stderr));
+        }
+        let mut serve_args: Vec<String> = vec!["serve".into()];
+        serve_args.extend(centre.store_args());
+        serve_args.extend([
+            "--pki".into(),
+            pki.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ]);
+        serve_args.extend(
+            onshi_tests::bench::UNTHROTTLED
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let refs: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+        let spawned = spawn_ready(
+            &bins.join("onshi-reconciler"),
+            &refs,
+            &[("RUST_LOG", args.log.as_str())],
+            &dir.join("reconciler.log"),
+            "onshi-reconciler: listening on quic://",
+        )?;
+        _centre = Some((centre, work));
+        spawned
+    } else {
+        copy_dir(&root.join("registry"), &rec_data.join("registry"))?;
+        spawn_reconciler(
+            &bins,
+            &rec_data,
+            &pki,
+            &[("RUST_LOG", args.log.as_str())],
+            &dir.join("reconciler.log"),
+        )?
+    };
     let relay = Relay::start(raddr.parse()?, args.seed);
     let token = onshi_tests::bench::add_token(&bins.join("onshi-edge"), &dir.join("edge"))?;
     let (edge, http) = spawn_ready(
