@@ -374,6 +374,15 @@ pub fn issue_facility(dir: &Path, facility: &FacilityCode) -> Result<IssuedFacil
 
 /// The fingerprint of the certificate `dir` holds for `facility`, which must name it.
 pub fn facility_fingerprint(dir: &Path, facility: &FacilityCode) -> Result<Fingerprint, PkiError> {
+    let chain = facility_chain(dir, facility)?;
+    Ok(Fingerprint::of(&chain[0]))
+}
+
+/// The certificate chain `dir` holds for `facility`; its leaf must name the facility.
+fn facility_chain(
+    dir: &Path,
+    facility: &FacilityCode,
+) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let cert_path = dir.join(facility_cert_file(facility));
     let chain = read_certs(&cert_path)?;
     let named = facility_of_certificate(&chain[0]).map_err(|e| PkiError::BadCertificate {
@@ -386,7 +395,7 @@ pub fn facility_fingerprint(dir: &Path, facility: &FacilityCode) -> Result<Finge
             reason: format!("names facility {named}, not {facility}"),
         });
     }
-    Ok(Fingerprint::of(&chain[0]))
+    Ok(chain)
 }
 
 /// The SHA-256 of a certificate's DER: what the centre records as the one certificate it
@@ -462,18 +471,7 @@ pub fn load_server(dir: &Path) -> Result<ServerIdentity, PkiError> {
 /// A facility's identity from `dir`; the certificate must name `facility` (by the module's rule).
 pub fn load_client(dir: &Path, facility: &FacilityCode) -> Result<ClientIdentity, PkiError> {
     let ca = read_ca(dir)?;
-    let cert_path = dir.join(facility_cert_file(facility));
-    let chain = read_certs(&cert_path)?;
-    let named = facility_of_certificate(&chain[0]).map_err(|e| PkiError::BadCertificate {
-        path: cert_path.clone(),
-        reason: e.to_string(),
-    })?;
-    if &named != facility {
-        return Err(PkiError::BadCertificate {
-            path: cert_path,
-            reason: format!("names facility {named}, not {facility}"),
-        });
-    }
+    let chain = facility_chain(dir, facility)?;
     let key = read_key(&dir.join(facility_key_file(facility)))?;
     Ok(ClientIdentity {
         facility: facility.clone(),
