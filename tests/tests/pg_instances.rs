@@ -157,9 +157,18 @@ fn the_instance_serving_a_drain_killed_every_record_is_settled_once_and_the_edge
     recs[victim].kill9();
     let killed = Instant::now();
     let before_kill = settled_of(&mid);
+    // What the killed instance left in the database (for the record; the edge's count is the
+    // one asserted, as that is what a user sees).
+    let at_kill = provisional_rows(&pg, FACILITY_A);
     eprintln!(
-        "killed {} (serving the edge) with {before_kill} of {RECORDS} settled at the edge",
-        recs[victim].proc.name
+        "killed {} (serving the edge) with {before_kill} of {RECORDS} settled at the edge; \
+         in PostgreSQL then: {} records, {} settled",
+        recs[victim].proc.name,
+        at_kill.len(),
+        at_kill
+            .iter()
+            .filter(|(_, r)| r.settlement().is_some())
+            .count()
     );
     assert!(
         (before_kill as usize) < RECORDS,
