@@ -606,6 +606,11 @@ impl Registry {
         )
     }
 
+    /// `onshi-reconciler import STORE-FLAGS FILE` into either store, which must succeed.
+    pub fn import_into(&self, store: &Store) -> Output {
+        store.run_ok(&["import", self.path.to_str().expect("utf-8 path")])
+    }
+
     /// Every period filed under exactly these card numbers (with branch).
     fn same_card(&self, q: &Value) -> Vec<&Value> {
         let k = card_key(q);
@@ -1021,12 +1026,76 @@ impl Metrics {
 // ---------------------------------------------------------------------------------------------
 // Reconciler
 
+/// Where a reconciler keeps the centre's data, as its command line names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded store: `--data DIR`.
+    Embedded(PathBuf),
+    /// PostgreSQL: `--store URL --store-password-file FILE`, the URL without its password (as the
+    /// CLI requires), the password in a file of mode 0600.
+    Postgres { url: String, password_file: PathBuf },
+}
+
+impl Store {
+    /// A PostgreSQL store on `pg`'s database as an operator writes it: the URL without the
+    /// password, which goes to `dir/db-password` (mode 0600).
+    pub fn postgres(pg: &pg::PgServer, dir: &Path) -> Store {
+        use std::os::unix::fs::PermissionsExt;
+        let full = pg.url();
+        let (scheme, rest) = full.split_once("://").expect("a URL");
+        let (userinfo, host) = rest.split_once('@').expect("user and password in the URL");
+        let (user, password) = userinfo.split_once(':').expect("a password in the URL");
+        let file = dir.join("db-password");
+        std::fs::write(&file, format!("{password}\n")).expect("writing the password file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Store::Postgres {
+            url: format!("{scheme}://{user}@{host}"),
+            password_file: file,
+        }
+    }
+
+    /// The flags that name this store on `onshi-reconciler`'s command line.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            Store::Embedded(dir) => vec!["--data".into(), dir.into()],
+            Store::Postgres { url, password_file } => vec![
+                "--store".into(),
+                url.into(),
+                "--store-password-file".into(),
+                password_file.into(),
+            ],
+        }
+    }
+
+    /// `onshi-reconciler migrate` on this store, which must succeed (PostgreSQL only; the
+    /// embedded store needs none).
+    pub fn migrate(&self) -> Output {
+        self.run_ok(&["migrate"])
+    }
+
+    /// `onshi-reconciler ARGS… STORE-FLAGS`, which must succeed.
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(reconciler_bin());
+        cmd.args(args).args(self.args());
+        let out = run_with(&mut cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
 /// A running `onshi-reconciler serve`.
 #[derive(Debug)]
 pub struct Reconciler {
     pub proc: Proc,
     pub addr: SocketAddr,
-    pub data: PathBuf,
+    /// The store it serves; [`Reconciler::command`] and [`Reconciler::restart`] name the same.
+    pub store: Store,
     pub pki: Pki,
     /// Where `/metrics` is served (started with `--metrics`).
     pub metrics_addr: Option<SocketAddr>,
@@ -1058,58 +1127,77 @@ impl Reconciler {
         listen: &str,
         edit: impl FnOnce(&mut Command),
     ) -> Reconciler {
+        let store = Store::Embedded(data.to_path_buf());
+        Self::start_store(test.path(), "reconciler", &store, pki, listen, edit)
+    }
+
+    /// Serves from PostgreSQL on a free loopback port: `serve --store URL --store-password-file
+    /// FILE` (the URL without a password, as the CLI requires).
+    pub fn start_pg(test: &TestDir, url: &str, password_file: &Path, pki: &Pki) -> Reconciler {
+        let store = Store::Postgres {
+            url: url.to_string(),
+            password_file: password_file.to_path_buf(),
+        };
+        Self::start_named(test, "reconciler", &store, pki, "127.0.0.1:0")
+    }
+
+    /// Serves `store` on `listen` as the process `name` (its stderr in `TEST/NAME.stderr`, so
+    /// several instances keep apart logs).
+    pub fn start_named(
+        test: &TestDir,
+        name: &str,
+        store: &Store,
+        pki: &Pki,
+        listen: &str,
+    ) -> Reconciler {
+        Self::start_store(test.path(), name, store, pki, listen, |_| {})
+    }
+
+    fn start_store(
+        test_dir: &Path,
+        name: &str,
+        store: &Store,
+        pki: &Pki,
+        listen: &str,
+        edit: impl FnOnce(&mut Command),
+    ) -> Reconciler {
         let mut cmd = Command::new(reconciler_bin());
-        cmd.args(["serve", "--data"])
-            .arg(data)
+        cmd.arg("serve")
+            .args(store.args())
             .arg("--pki")
             .arg(&pki.dir)
             .args(["--listen", listen]);
         edit(&mut cmd);
         let metrics_asked = cmd.get_args().any(|a| a == "--metrics");
-        let mut proc = Proc::spawn("reconciler", cmd, test.path());
+        let mut proc = Proc::spawn(name, cmd, test_dir);
         let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
         let addr: SocketAddr = rest
             .trim()
             .parse()
-            .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: '{rest}' is not an address: {e}"));
         let metrics_addr = metrics_asked.then(|| {
             let rest = proc.wait_line("onshi-reconciler: metrics on http://", READY_TIMEOUT);
             rest.trim()
                 .trim_end_matches("/metrics")
                 .parse()
-                .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not a metrics address: {e}"))
+                .unwrap_or_else(|e| panic!("{name}: '{rest}' is not a metrics address: {e}"))
         });
         Reconciler {
             proc,
             addr,
-            data: data.to_path_buf(),
+            store: store.clone(),
             pki: pki.clone(),
             metrics_addr,
         }
     }
 
-    /// Serves from PostgreSQL: `serve --store URL --store-password-file FILE` (the URL without a
-    /// password, as the CLI requires). `data` is then the password file; [`Reconciler::restart`]
-    /// is for the embedded store only.
-    pub fn start_pg(test: &TestDir, url: &str, password_file: &Path, pki: &Pki) -> Reconciler {
-        let mut cmd = Command::new(reconciler_bin());
-        cmd.args(["serve", "--store", url, "--store-password-file"])
-            .arg(password_file)
-            .arg("--pki")
-            .arg(&pki.dir)
-            .args(["--listen", "127.0.0.1:0"]);
-        let mut proc = Proc::spawn("reconciler", cmd, test.path());
-        let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
-        let addr: SocketAddr = rest
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
-        Reconciler {
-            proc,
-            addr,
-            data: password_file.to_path_buf(),
-            pki: pki.clone(),
-            metrics_addr: None,
+    /// The embedded store's directory; panics for a reconciler on PostgreSQL.
+    pub fn data(&self) -> &Path {
+        match &self.store {
+            Store::Embedded(dir) => dir,
+            Store::Postgres { .. } => {
+                panic!("{} serves PostgreSQL, not a data directory", self.proc.name)
+            }
         }
     }
 
@@ -1126,22 +1214,34 @@ impl Reconciler {
     }
 
     /// As [`Reconciler::restart`], with `--metrics` (on a new free port).
-    pub fn restart_with_metrics(mut self, test: &TestDir) -> Reconciler {
-        self.proc.kill9();
-        let (data, pki, addr) = (self.data.clone(), self.pki.clone(), self.addr);
-        drop(self);
-        Self::start_with(test, &data, &pki, &addr.to_string(), |cmd| {
+    pub fn restart_with_metrics(self, test: &TestDir) -> Reconciler {
+        self.restart_editing(test, |cmd| {
             cmd.args(["--metrics", "127.0.0.1:0"]);
         })
     }
 
-    /// Runs `onshi-reconciler ARGS… --data DATA` while this reconciler serves (the command goes
-    /// through its admin socket) and returns (exit code, stdout, stderr).
+    /// Kills this reconciler if it still runs, and serves the same store with the same PKI on the
+    /// same address, under the same name, with `edit` applied to the command.
+    fn restart_editing(mut self, test: &TestDir, edit: impl FnOnce(&mut Command)) -> Reconciler {
+        self.proc.kill9();
+        let (name, store, pki, addr) = (
+            self.proc.name.clone(),
+            self.store.clone(),
+            self.pki.clone(),
+            self.addr,
+        );
+        drop(self);
+        Self::start_store(test.path(), &name, &store, &pki, &addr.to_string(), edit)
+    }
+
+    /// Runs `onshi-reconciler ARGS… --data DATA` (or `--store URL --store-password-file FILE`
+    /// on PostgreSQL) while this reconciler serves (on the embedded store the command goes through
+    /// its admin socket; on PostgreSQL it connects to the database) and returns (exit code,
+    /// stdout, stderr).
     pub fn command(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(reconciler_bin())
             .args(args)
-            .arg("--data")
-            .arg(&self.data)
+            .args(self.store.args())
             .output()
             .expect("running onshi-reconciler");
         (
@@ -1157,13 +1257,10 @@ impl Reconciler {
         assert_eq!(code, 0, "outage grant: {out}{err}");
     }
 
-    /// Kills this reconciler if it still runs and serves the same data on the same address again
+    /// Kills this reconciler if it still runs and serves the same store on the same address again
     /// (its stderr log continues in the same file).
-    pub fn restart(mut self, test: &TestDir) -> Reconciler {
-        self.proc.kill9();
-        let (data, pki, addr) = (self.data.clone(), self.pki.clone(), self.addr);
-        drop(self);
-        Self::start_on(test, &data, &pki, &addr.to_string())
+    pub fn restart(self, test: &TestDir) -> Reconciler {
+        self.restart_editing(test, |_| {})
     }
 }
 
