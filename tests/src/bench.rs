@@ -187,20 +187,10 @@ impl PgCentre {
     /// `onshi-reconciler migrate` (from `bins`).
     pub fn start(work: &crate::TestDir, dir: &Path, bins: &Path) -> anyhow::Result<PgCentre> {
         let server = crate::pg::PgServer::start(work);
-        let full = server.url().to_string();
-        let (url, password) = match (full.find("://"), full.rfind('@')) {
-            (Some(s), Some(at)) => {
-                let user_pw = &full[s + 3..at];
-                let (user, pw) = user_pw.split_once(':').unwrap_or((user_pw, ""));
-                (
-                    format!("{}{}{}", &full[..s + 3], user, &full[at..]),
-                    pw.to_string(),
-                )
-            }
-            _ => (full.clone(), String::new()),
+        let crate::Store::Postgres { url, password_file } = crate::Store::postgres(&server, dir)
+        else {
+            bail!("not a PostgreSQL store");
         };
-        let password_file = dir.join("db-password");
-        std::fs::write(&password_file, password)?;
         let centre = PgCentre {
             server,
             url,

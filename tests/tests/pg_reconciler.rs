@@ -4,7 +4,6 @@
 //! the command line it is refused; a database without the schema is refused naming `migrate`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -23,24 +22,15 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The server's URL split as an operator would write it: without the password, which goes to a
-/// file of mode 0600.
-fn url_and_password_file(pg: &PgServer, dir: &Path) -> (String, std::path::PathBuf) {
-    let full = pg.url();
-    let (scheme, rest) = full.split_once("://").expect("a URL");
-    let (userinfo, host) = rest.split_once('@').expect("user and password in the URL");
-    let (user, password) = userinfo.split_once(':').expect("a password in the URL");
-    let file = dir.join("db-password");
-    std::fs::write(&file, format!("{password}\n")).expect("writing the password file");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    (format!("{scheme}://{user}@{host}"), file)
-}
-
 #[test]
 fn migrate_import_and_serve_on_postgresql_answer_checks_and_settle_records() {
     let t = TestDir::new("pg-reconciler");
     let pg = PgServer::start(&t);
-    let (url, password_file) = url_and_password_file(&pg, t.path());
+    let onshi_tests::Store::Postgres { url, password_file } =
+        onshi_tests::Store::postgres(&pg, t.path())
+    else {
+        unreachable!("a PostgreSQL store")
+    };
     let pw = password_file.to_str().expect("utf-8 path");
     let registry = Registry::standard(&t);
     let file = registry.path.to_str().expect("utf-8 path");
