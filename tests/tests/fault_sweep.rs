@@ -44,6 +44,9 @@ use serde_json::{Value, json};
 /// How long the fault schedule runs per seed.
 const SCHEDULE: Duration = Duration::from_secs(10);
 
+/// The fault schedule's roll for a database outage added after the schedule (see `run_seed`).
+const FORCED_DB_FAULT: u32 = 1_000;
+
 /// Which central store the reconciler serves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StoreKind {
@@ -72,7 +75,7 @@ impl StoreKind {
     fn faults(self) -> u32 {
         match self {
             StoreKind::Embedded => 100,
-            StoreKind::Postgres => 115,
+            StoreKind::Postgres => 125,
         }
     }
 }
@@ -98,6 +101,9 @@ struct Outcome {
     db_stops: usize,
     /// Records the edge made while the database was down (all still `recorded` when it returned).
     made_while_down: usize,
+    /// Database returns after which the same reconciler process (not restarted) took the records
+    /// made meanwhile: its connections came back by themselves.
+    reconnected: usize,
 }
 
 fn seeds(kind: StoreKind) -> Vec<u64> {
@@ -137,7 +143,8 @@ fn sweep(kind: StoreKind) {
         let o = run_seed(kind, seed, &registry);
         eprintln!(
             "{} seed {seed}: {} records and {} deferred checks checked; {} edge and {} reconciler restarts, {} cuts, \
-             {} database crashes and {} stops ({} records made while it was down); {:?}",
+             {} database crashes and {} stops ({} records made while it was down, taken {} times by the same \
+             reconciler once it was back); {:?}",
             kind.name(),
             o.records,
             o.checks,
@@ -147,6 +154,7 @@ fn sweep(kind: StoreKind) {
             o.db_crashes,
             o.db_stops,
             o.made_while_down,
+            o.reconnected,
             t0.elapsed()
         );
         total.records += o.records;
@@ -157,10 +165,12 @@ fn sweep(kind: StoreKind) {
         total.db_crashes += o.db_crashes;
         total.db_stops += o.db_stops;
         total.made_while_down += o.made_while_down;
+        total.reconnected += o.reconnected;
     }
     eprintln!(
         "fault sweep ({}): {} seeds, {} provisional records and {} deferred checks checked, lost 0, duplicated 0; \
-         {} edge and {} reconciler SIGKILLs, {} cuts, {} database crashes and {} stops; {:?}",
+         {} edge and {} reconciler SIGKILLs, {} cuts, {} database crashes and {} stops ({} returns taken by the \
+         same reconciler); {:?}",
         kind.name(),
         seeds.len(),
         total.records,
@@ -170,6 +180,7 @@ fn sweep(kind: StoreKind) {
         total.cuts,
         total.db_crashes,
         total.db_stops,
+        total.reconnected,
         started.elapsed()
     );
 }
@@ -231,14 +242,7 @@ impl Centre {
                 let file = registry.path.to_str().expect("utf-8 path");
                 run_ok(
                     &reconciler_bin(),
-                    &[
-                        "import",
-                        "--store",
-                        &url,
-                        "--store-password-file",
-                        pw,
-                        file,
-                    ],
+                    &["import", "--store", &url, "--store-password-file", pw, file],
                 );
                 Some(Database {
                     server,
@@ -365,7 +369,8 @@ fn url_and_password_file(pg: &PgServer, dir: &Path) -> (String, PathBuf) {
     (format!("{scheme}://{user}@{host}"), file)
 }
 
-/// The edge's queue items made after `since` (their `created_at`), as (id, state).
+/// The edge's provisional records made after `since` (their `created_at`), as (id, state).
+/// (Deferred checks show no sync state in the queue: `pending` until completed.)
 fn made_since(edge: &Edge, since: DateTime<Utc>) -> Vec<(String, String)> {
     let q = edge.queue();
     q["items"]
@@ -373,6 +378,7 @@ fn made_since(edge: &Edge, since: DateTime<Utc>) -> Vec<(String, String)> {
         .map(|items| {
             items
                 .iter()
+                .filter(|i| i["kind"] == "provisional")
                 .filter(|i| {
                     i["created_at"]
                         .as_str()
@@ -419,9 +425,22 @@ fn run_seed(kind: StoreKind, seed: u64, registry: &Registry) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xfa17);
     let mut outcome = Outcome::default();
     let begin = Instant::now();
-    while begin.elapsed() < SCHEDULE {
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
-        match rng.random_range(0..kind.faults()) {
+    let mut forced = 0;
+    loop {
+        let fault = if begin.elapsed() < SCHEDULE {
+            std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+            rng.random_range(0..kind.faults())
+        } else if kind == StoreKind::Postgres && outcome.reconnected == 0 && forced < 3 {
+            // Every seed on PostgreSQL shows at least once that the same reconciler process takes
+            // the edge's records again after the database's return: the link healed, the
+            // reconciler left alone (below).
+            forced += 1;
+            relay.set(Impairment::clean());
+            FORCED_DB_FAULT
+        } else {
+            break;
+        };
+        match fault {
             0..40 => relay.set(random_impairment(&mut rng)),
             40..55 => {
                 // Cut, or heal a cut.
@@ -451,7 +470,7 @@ fn run_seed(kind: StoreKind, seed: u64, registry: &Registry) -> Outcome {
                 // The database crashes (or is stopped), sometimes with the reconciler, and comes
                 // back after a while; the workload goes on at the edge meanwhile.
                 let crash = rng.random_bool(0.7);
-                let with_reconciler = rng.random_bool(0.25);
+                let with_reconciler = rng.random_bool(0.25) && fault != FORCED_DB_FAULT;
                 let outage = Duration::from_millis(rng.random_range(300..2000));
                 if crash {
                     outcome.db_crashes += 1;
@@ -476,7 +495,9 @@ fn run_seed(kind: StoreKind, seed: u64, registry: &Registry) -> Outcome {
                     acknowledged.is_empty(),
                     "{store} seed {seed}: records made while the database was down were acknowledged: \
                      {acknowledged:?}\nreconciler:\n{}",
-                    rec.as_ref().map(|r| r.proc.stderr_tail(30)).unwrap_or_default()
+                    rec.as_ref()
+                        .map(|r| r.proc.stderr_tail(30))
+                        .unwrap_or_default()
                 );
                 outcome.made_while_down += made.len();
                 centre.db().start_again();
@@ -487,20 +508,31 @@ fn run_seed(kind: StoreKind, seed: u64, registry: &Registry) -> Outcome {
                     // The same reconciler process, without a restart, takes them now: its
                     // connections to the database come back by themselves.
                     let mut states = Vec::new();
-                    let back = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-                        states = made_since(e, down_since);
-                        states
-                            .iter()
-                            .filter(|(id, _)| made.iter().any(|(m, _)| m == id))
-                            .all(|(_, s)| s != "recorded")
-                            .then_some(())
-                    });
+                    let returned = Instant::now();
+                    let back =
+                        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+                            states = made_since(e, down_since);
+                            states
+                                .iter()
+                                .filter(|(id, _)| made.iter().any(|(m, _)| m == id))
+                                .all(|(_, s)| s != "recorded")
+                                .then_some(())
+                        });
                     assert!(
                         back.is_some(),
                         "{store} seed {seed}: the reconciler did not take the records made while the \
                          database was down within 30 s of its return: {states:?}\nstatus {}\nreconciler:\n{}",
                         e.status(),
-                        rec.as_ref().map(|r| r.proc.stderr_tail(30)).unwrap_or_default()
+                        rec.as_ref()
+                            .map(|r| r.proc.stderr_tail(30))
+                            .unwrap_or_default()
+                    );
+                    outcome.reconnected += 1;
+                    eprintln!(
+                        "{store} seed {seed}: the database back, the same reconciler took the {} records \
+                         made while it was down after {:?}",
+                        made.len(),
+                        returned.elapsed()
                     );
                 }
             }
@@ -615,8 +647,7 @@ fn run_seed(kind: StoreKind, seed: u64, registry: &Registry) -> Outcome {
     // error; the next session finds the record settled). A record without a line must then be
     // settled in the store (checked below) and one of those faults must have happened; two lines
     // would be a second durable settlement.
-    let faults_before_a_line =
-        outcome.reconciler_restarts + outcome.db_crashes + outcome.db_stops;
+    let faults_before_a_line = outcome.reconciler_restarts + outcome.db_crashes + outcome.db_stops;
     let mut unlogged = Vec::new();
     for id in &acked.provisional {
         match settlements.get(id) {
