@@ -240,6 +240,7 @@ impl Replication {
             store: self.store.as_ref(),
             index: &index,
         };
+        let mut failed = 0usize;
         let mut decide = |current: &JournalRecord| -> Option<JournalRecord> {
             if !needs_settlement(current) {
                 return None;
@@ -258,6 +259,7 @@ impl Replication {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(record = %current.id(), error = %e, "settlement failed (registry unavailable); retried with the next session");
+                    failed += 1;
                     return None;
                 }
             };
@@ -270,6 +272,9 @@ impl Replication {
             written.ok().map(|()| rec)
         };
         let done = self.store.update(facility, ids, false, &mut decide)?;
+        // A record left unsettled must not wait for the edge to reconnect: the session is
+        // dropped (the error below), the edge starts a new one, and the new session settles
+        // what is still unsettled. What was settled is logged first.
         // Logged once durable: a crash before the commit settles again after restart, and the
         // log then says so once, not twice.
         for rec in &done {
@@ -278,6 +283,11 @@ impl Replication {
                 self.metrics.settlements.inc(&[k.as_str()]);
             }
             tracing::info!(record = %rec.id(), kind = ?kind, revision = rec.settlement_revision(), "provisional record settled");
+        }
+        if failed > 0 {
+            return Err(CentralError::Database(format!(
+                "{failed} record(s) could not be settled (the registry did not answer); the sync session starts over"
+            )));
         }
         Ok(done)
     }
