@@ -624,7 +624,7 @@ pub fn start_with_options(
         listen,
         &identity,
         known.clone(),
-        &LinkSettings::default(),
+        &LinkSettings::reconciler(),
         link,
     )?;
     let addr = server.local_addr()?;

@@ -131,6 +131,13 @@ impl Default for LinkLimits {
     }
 }
 
+/// How often the reconciler itself sends keep-alives: never, in effect (longer than the idle
+/// timeout). Each edge sends one a second and the reconciler's acknowledgement of it is what the
+/// edge hears, so the line is watched from both ends at half the packets: an idle facility costs
+/// the centre one datagram in and one out a second, not two of each (BENCHMARKS.md, idle
+/// facilities). An edge that stops sending is dropped at the idle timeout as before.
+pub const RECONCILER_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+
 /// Timing of the link; [`LinkSettings::default`] is what production uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkSettings {
@@ -143,6 +150,16 @@ pub struct LinkSettings {
     /// Client only, with more than one reconciler address: a connection silent this long is given
     /// up for the next address ([`SILENCE_LIMIT`]). Not used with one address.
     pub silence_limit: Duration,
+}
+
+impl LinkSettings {
+    /// The reconciler's side: no keep-alives of its own ([`RECONCILER_KEEP_ALIVE`]).
+    pub fn reconciler() -> Self {
+        LinkSettings {
+            keep_alive: RECONCILER_KEEP_ALIVE,
+            ..LinkSettings::default()
+        }
+    }
 }
 
 impl Default for LinkSettings {

@@ -30,6 +30,10 @@ struct Args {
     /// Seconds waited after the last connection before the window starts (handshakes settle).
     #[arg(long, default_value_t = 5.0)]
     settle_s: f64,
+    /// Also send an application-level ping every this many ms from each facility, as the
+    /// edge's mode monitor does (`daemon/src/monitor.rs`, 1 s); 0: QUIC keep-alives only.
+    #[arg(long, default_value_t = 0)]
+    ping_every_ms: u64,
     #[arg(long)]
     json: bool,
 }
@@ -117,12 +121,36 @@ fn measure(n: usize, args: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Resul
         }
         up
     });
+    let pingers: Vec<_> = if args.ping_every_ms > 0 {
+        clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = c.clone();
+                let every = Duration::from_millis(args.ping_every_ms);
+                rt.spawn(async move {
+                    // Spread over the interval, as independent edges are.
+                    tokio::time::sleep(every * (i as u32 % 1000) / 1000).await;
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tick.tick().await;
+                        let _ = c.call(Request::Ping, every).await;
+                    }
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     rt.block_on(tokio::time::sleep(Duration::from_secs_f64(args.settle_s)));
     let cpu0 = cpu_seconds(Some(pid));
     let t0 = Instant::now();
     rt.block_on(tokio::time::sleep(Duration::from_secs_f64(args.window_s)));
     let cpu = (cpu_seconds(Some(pid)) - cpu0) / t0.elapsed().as_secs_f64();
     let rss = rss_kib(pid);
+    for p in pingers {
+        p.abort();
+    }
     drop(clients);
     drop(proc);
     let per = rss / n as f64;
