@@ -46,7 +46,10 @@ fn import_while_serving(t: &TestDir, store: &Store) {
     std::fs::write(&first.path, lines.join("\n") + "\n").expect("writing the registry");
     first.import_into(store);
     let rec = Reconciler::start_named(t, "reconciler", store, &pki, "127.0.0.1:0");
-    let edge = Edge::start(t, EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr));
+    let edge = Edge::start(
+        t,
+        EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr),
+    );
     edge.wait_online();
     let check = |q: &Value| {
         let (code, v) = edge.post("/v1/checks", &card_check(q, TODAY));
