@@ -22,9 +22,7 @@
 //! the store and the seed.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,8 +32,8 @@ use onshi_sync::store::{SledStore, Store};
 use onshi_tests::pg::PgServer;
 use onshi_tests::relay::{Impairment, Relay};
 use onshi_tests::{
-    Edge, EdgeOpts, FACILITY_A, Http, Pki, Proc, READY_TIMEOUT, Reconciler, Registry, TODAY,
-    TestDir, card_check, reconciler_bin, run_ok, shift_date, wait_until,
+    Edge, EdgeOpts, FACILITY_A, Http, Pki, Reconciler, Registry, TODAY, TestDir, card_check,
+    reconciler_bin, run_ok, shift_date, wait_until,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -233,7 +231,11 @@ impl Centre {
             }
             StoreKind::Postgres => {
                 let server = PgServer::start(t);
-                let (url, password_file) = url_and_password_file(&server, t.path());
+                let onshi_tests::Store::Postgres { url, password_file } =
+                    onshi_tests::Store::postgres(&server, t.path())
+                else {
+                    unreachable!("a PostgreSQL store")
+                };
                 let pw = password_file.to_str().expect("utf-8 path");
                 run_ok(
                     &reconciler_bin(),
@@ -335,38 +337,11 @@ fn serve_pg_on(
     pki: &Pki,
     listen: &str,
 ) -> Reconciler {
-    let mut cmd = Command::new(reconciler_bin());
-    cmd.args(["serve", "--store", url, "--store-password-file"])
-        .arg(password_file)
-        .arg("--pki")
-        .arg(&pki.dir)
-        .args(["--listen", listen]);
-    let mut proc = Proc::spawn("reconciler", cmd, test.path());
-    let rest = proc.wait_line("onshi-reconciler: listening on quic://", READY_TIMEOUT);
-    let addr = rest
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("reconciler: '{rest}' is not an address: {e}"));
-    Reconciler {
-        proc,
-        addr,
-        data: password_file.to_path_buf(),
-        pki: pki.clone(),
-        metrics_addr: None,
-    }
-}
-
-/// The server's URL as an operator writes it: without the password, which goes to a file of
-/// mode 0600.
-fn url_and_password_file(pg: &PgServer, dir: &Path) -> (String, PathBuf) {
-    let full = pg.url();
-    let (scheme, rest) = full.split_once("://").expect("a URL");
-    let (userinfo, host) = rest.split_once('@').expect("user and password in the URL");
-    let (user, password) = userinfo.split_once(':').expect("a password in the URL");
-    let file = dir.join("db-password");
-    std::fs::write(&file, format!("{password}\n")).expect("writing the password file");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    (format!("{scheme}://{user}@{host}"), file)
+    let store = onshi_tests::Store::Postgres {
+        url: url.to_string(),
+        password_file: password_file.to_path_buf(),
+    };
+    Reconciler::start_named(test, "reconciler", &store, pki, listen)
 }
 
 /// The edge's provisional records made after `since` (their `created_at`), as (id, state).
