@@ -8,8 +8,8 @@
 //! attempt, or a lost connection, sends the next attempt to the next address, cyclically (after
 //! the same backoff as with one address). With more than one address, a connection from which
 //! nothing at all has arrived for [`LinkSettings::silence_limit`](super::LinkSettings) is given
-//! up for the next address before QUIC's idle timeout: the reconciler and this edge both send a
-//! keep-alive every second, so two seconds of silence mean the instance (or the line) is gone,
+//! up for the next address before QUIC's idle timeout: this edge sends a keep-alive every second
+//! and the reconciler acknowledges it, so two seconds of silence mean the instance (or the line) is gone,
 //! and another instance may answer. With one address there is nowhere else to go, and the idle
 //! timeout alone decides, as it always did.
 //!

@@ -77,8 +77,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a fresh connection's first ping may take before the client gives up on it.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// With several reconciler instances: how long nothing at all may arrive on a connection before
-/// the client gives it up for the next instance. Two keep-alive intervals: both sides send one
-/// every second and answer the other's, so a live instance is never this quiet (a line losing 4 %
+/// the client gives it up for the next instance. Two keep-alive intervals: the edge sends one
+/// every second and the reconciler acknowledges it at once, so a live instance is never this quiet (a line losing 4 %
 /// of its datagrams loses all four of two seconds about once in a million); QUIC's idle timer may
 /// run up to a keep-alive past [`IDLE_TIMEOUT`] after the last datagram (it restarts on our first
 /// send after it), which alone would leave the 5 s a facility may be without its answers too thin.
