@@ -477,6 +477,36 @@ impl Service for Reconciler {
     fn checks_inline(&self) -> bool {
         self.store.kind() == "embedded"
     }
+
+    fn check_future(
+        &self,
+        facility: &FacilityCode,
+        check: &onshi_model::CheckRequest,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>> {
+        let started = Instant::now();
+        // Only a store with a future of its own (PostgreSQL) is answered here; then the throttle,
+        // as `call` would (the future is not polled when throttled).
+        let answer = self.store.check_future(check.clone())?;
+        if let Some(throttled) = self.throttle(facility, Limited::Checks, 1) {
+            self.metrics.answered("check", started.elapsed());
+            return Some(Box::pin(std::future::ready(throttled)));
+        }
+        let (this, facility) = (self.clone(), facility.clone());
+        Some(Box::pin(async move {
+            let response = match answer.await {
+                Ok(outcome) => {
+                    this.count_check(&facility, outcome.validity);
+                    Response::Check(outcome)
+                }
+                Err(e) => {
+                    tracing::error!(%facility, error = %e, "registry unavailable");
+                    Response::error("registry_unavailable", e.to_string())
+                }
+            };
+            this.metrics.answered("check", started.elapsed());
+            response
+        }))
+    }
 }
 
 impl Reconciler {

@@ -291,7 +291,19 @@ fn checks_answer_as_the_embedded_store(f: &Fixture) {
         let want = reference.check(c).unwrap();
         let got = f.store.check(c).unwrap();
         assert_eq!(got, want, "{c:?}");
+        // The awaitable check (PostgreSQL's, for the link's task) answers the same.
+        if let Some(answer) = f.store.check_future(c.clone()) {
+            let got = onshi_tests::runtime().block_on(answer).unwrap();
+            assert_eq!(got, want, "check_future: {c:?}");
+            *seen.entry("(future)").or_insert(0) += 1;
+        }
         *seen.entry(want.validity.as_str()).or_insert(0) += 1;
+    }
+    if f.store.kind() == "postgresql" {
+        assert!(
+            seen.contains_key("(future)"),
+            "PostgreSQL's checks are awaitable"
+        );
     }
     // The comparison covered every kind of answer, not just `valid`.
     for v in ["valid", "invalid", "not_found", "multiple"] {

@@ -252,6 +252,10 @@ pub fn revisit_key(record: &JournalRecord) -> Option<RevisitKey> {
     })
 }
 
+/// A check's answer to come ([`CentralStore::check_future`]).
+pub type CheckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<CheckOutcome, CentralError>> + Send>>;
+
 /// A decision made under [`CentralStore::update`]'s lock: the record as it should now stand, or
 /// `None` to leave it.
 pub type Decide<'a> = dyn FnMut(&JournalRecord) -> Option<JournalRecord> + 'a;
@@ -265,6 +269,12 @@ pub trait CentralStore: Send + Sync + fmt::Debug {
 
     /// An online check against the registry (the pure decision of `onshi_sync::registry`).
     fn check(&self, req: &CheckRequest) -> Result<CheckOutcome, CentralError>;
+    /// The same check as a future the link's task can await, for a store that waits on the
+    /// network (no blocking-pool thread parked per check in flight); `None`: use
+    /// [`CentralStore::check`]. Must answer exactly as `check` does.
+    fn check_future(&self, _req: CheckRequest) -> Option<CheckFuture> {
+        None
+    }
     /// Every period of a person (any order; empty when unknown).
     fn periods_of_person(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError>;
     /// Periods held.

@@ -862,9 +862,80 @@ fn facility_entry(r: &tokio_postgres::Row) -> Result<FacilityEntry, CentralError
     })
 }
 
+/// [`CentralStore::check_future`] on PostgreSQL: the same queries and the same pure decision as
+/// [`PgStore::check`], awaited on the caller's task. The person's other periods (the decision's
+/// `periods_of`) are read first exactly when the decision will ask for them: one person matching
+/// the birth date and none of their periods valid on the service date.
+async fn check_async(pool: Pool, req: CheckRequest) -> Result<CheckOutcome, CentralError> {
+    let c = pool.get().await.map_err(pool_error)?;
+    match &req.subject {
+        CheckSubject::InsuranceCard { card, birth_date } => {
+            let st = c.prepare_cached(SQL_BY_CARD).await.map_err(db)?;
+            let rows = c
+                .query(
+                    &st,
+                    &[
+                        &card.insurer_number.as_str(),
+                        &card.symbol.as_ref().map_or("", |s| s.as_str()),
+                        &card.number.as_str(),
+                        &card.branch.as_ref().map(|b| b.as_str()),
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            let candidates = PgStore::decode_periods(&rows, 0)?;
+            let matching: Vec<&Qualification> = candidates
+                .iter()
+                .filter(|q| q.birth_date == *birth_date)
+                .collect();
+            let persons: HashSet<&PersonId> = matching.iter().map(|q| &q.person_id).collect();
+            let mut others: Option<(PersonId, Vec<Qualification>)> = None;
+            if persons.len() == 1 && !matching.iter().any(|q| q.is_valid_on(req.service_date)) {
+                let person = matching[0].person_id.clone();
+                let st = c.prepare_cached(SQL_OF_PERSON).await.map_err(db)?;
+                let rows = c.query(&st, &[&person.as_str()]).await.map_err(db)?;
+                others = Some((person, PgStore::decode_periods(&rows, 0)?));
+            }
+            decide_insurance_card(
+                candidates,
+                *birth_date,
+                req.service_date,
+                |p| match &others {
+                    Some((person, periods)) if person == p => Ok(periods.clone()),
+                    _ => Err(CentralError::Database(
+                        "the check asked for a person it had not read (a bug)".into(),
+                    )),
+                },
+            )
+        }
+        CheckSubject::Card { card_id } => {
+            let st = c.prepare_cached(SQL_BY_CARD_ID).await.map_err(db)?;
+            let rows = c.query(&st, &[&card_id.as_str()]).await.map_err(db)?;
+            let mut per_person: Vec<Vec<Qualification>> = Vec::new();
+            let mut last: Option<String> = None;
+            for r in &rows {
+                let person: String = r.get(0);
+                let q = decode_period(r.get(1))?;
+                if last.as_deref() != Some(person.as_str()) {
+                    per_person.push(Vec::new());
+                    last = Some(person);
+                }
+                if let Some(v) = per_person.last_mut() {
+                    v.push(q);
+                }
+            }
+            Ok(decide_card(per_person, req.service_date))
+        }
+    }
+}
+
 impl CentralStore for PgStore {
     fn kind(&self) -> &'static str {
         "postgresql"
+    }
+
+    fn check_future(&self, req: CheckRequest) -> Option<super::CheckFuture> {
+        Some(Box::pin(check_async(self.pool.clone(), req)))
     }
 
     fn check(&self, req: &CheckRequest) -> Result<CheckOutcome, CentralError> {

@@ -49,6 +49,16 @@ pub trait Service: Send + Sync + 'static {
     fn checks_inline(&self) -> bool {
         true
     }
+    /// A single check as a future the connection's task awaits (a service whose store waits on
+    /// the network: no blocking-pool thread parked per check in flight); `None`: answered by
+    /// [`Service::call`].
+    fn check_future(
+        &self,
+        _facility: &FacilityCode,
+        _check: &onshi_model::CheckRequest,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>> {
+        None
+    }
 }
 
 /// How long `run` waits, after shutdown, for connections to close cleanly.
@@ -519,6 +529,19 @@ fn decode_error(e: DecodeError) -> Response {
 }
 
 /// The answer, and the priority of its stream ([`Request::answer_priority`]).
+/// `req` answered on the blocking pool.
+async fn blocking(service: &Arc<dyn Service>, facility: &FacilityCode, req: Request) -> Response {
+    let (service, facility) = (service.clone(), facility.clone());
+    tokio::task::spawn_blocking(move || service.call(&facility, req))
+        .await
+        .unwrap_or_else(|e| {
+            Response::error(
+                "internal",
+                format!("the reconciler failed while answering: {e}"),
+            )
+        })
+}
+
 async fn answer(
     facility: &FacilityCode,
     service: &Arc<dyn Service>,
@@ -529,21 +552,15 @@ async fn answer(
     let response = match decoded {
         // Pings, and single checks on an embedded store (a few lookups in memory-cached pages), are
         // answered on this task, since handing each to the blocking pool would cost more than the
-        // lookup. Anything that scans, searches, writes or waits on a database goes to the
-        // blocking pool.
+        // lookup; a check on a store that waits on the network is awaited here (no thread parked
+        // per check in flight). Anything that scans, searches or writes goes to the blocking pool.
         Ok(req @ Request::Ping) => service.call(facility, req),
-        Ok(req @ Request::Check(_)) if service.checks_inline() => service.call(facility, req),
-        Ok(req) => {
-            let (service, facility) = (service.clone(), facility.clone());
-            tokio::task::spawn_blocking(move || service.call(&facility, req))
-                .await
-                .unwrap_or_else(|e| {
-                    Response::error(
-                        "internal",
-                        format!("the reconciler failed while answering: {e}"),
-                    )
-                })
-        }
+        Ok(Request::Check(check)) => match service.check_future(facility, &check) {
+            Some(answer) => answer.await,
+            None if service.checks_inline() => service.call(facility, Request::Check(check)),
+            None => blocking(service, facility, Request::Check(check)).await,
+        },
+        Ok(req) => blocking(service, facility, req).await,
         Err(e) => {
             tracing::warn!(%facility, error = %Untrusted(&e.to_string()), "undecodable request frame");
             decode_error(e)
