@@ -220,7 +220,12 @@ impl PgCentre {
     pub fn target(&self) -> anyhow::Result<onshi_reconciler::store::StoreTarget> {
         Ok(onshi_reconciler::store::StoreTarget::Postgres {
             url: self.url.clone(),
-            password: Some(std::fs::read_to_string(&self.password_file)?),
+            // As the CLI reads it: the file's first line.
+            password: Some(
+                std::fs::read_to_string(&self.password_file)?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
         })
     }
 }

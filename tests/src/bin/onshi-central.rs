@@ -486,7 +486,11 @@ fn run_store(
         Place::Embedded(d) => onshi_reconciler::store::StoreTarget::Embedded(d.clone()),
         Place::Postgres { url, password_file } => onshi_reconciler::store::StoreTarget::Postgres {
             url: url.clone(),
-            password: Some(std::fs::read_to_string(password_file)?),
+            password: Some(
+                std::fs::read_to_string(password_file)?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
         },
     })?;
     let m = merge_rate(
