@@ -111,10 +111,6 @@ pub fn url_has_password(url: &str) -> bool {
 pub struct PgStore {
     pool: Pool,
     locking: Pool,
-    /// Only [`CentralStore::check_future`]'s: its connections are made on first use from the
-    /// task that awaits the check, so their IO runs on the reconciler's runtime (no wake-up across
-    /// runtimes per query, as the bridge's pools need).
-    checks: Pool,
     version: i32,
     where_: String,
     // Last: the pools' connections run on it and are dropped first.
@@ -525,7 +521,6 @@ impl PgStore {
         let mut store = PgStore {
             pool: pool(READ_POOL)?,
             locking: pool(LOCKING_POOL)?,
-            checks: pool(READ_POOL)?,
             version: 0,
             where_,
             bridge,
@@ -940,7 +935,7 @@ impl CentralStore for PgStore {
     }
 
     fn check_future(&self, req: CheckRequest) -> Option<super::CheckFuture> {
-        Some(Box::pin(check_async(self.checks.clone(), req)))
+        Some(Box::pin(check_async(self.pool.clone(), req)))
     }
 
     fn check(&self, req: &CheckRequest) -> Result<CheckOutcome, CentralError> {
