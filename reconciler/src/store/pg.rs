@@ -862,8 +862,8 @@ fn facility_entry(r: &tokio_postgres::Row) -> Result<FacilityEntry, CentralError
     })
 }
 
-/// [`CentralStore::check_future`] on PostgreSQL: the same queries and the same pure decision as
-/// [`PgStore::check`], awaited on the caller's task. The person's other periods (the decision's
+/// A check on PostgreSQL: [`CentralStore::check_future`] awaits it on the link's task,
+/// [`CentralStore::check`] runs it on the bridge. The person's other periods (the decision's
 /// `periods_of`) are read first exactly when the decision will ask for them: one person matching
 /// the birth date and none of their periods valid on the service date.
 async fn check_async(pool: Pool, req: CheckRequest) -> Result<CheckOutcome, CentralError> {
@@ -939,41 +939,8 @@ impl CentralStore for PgStore {
     }
 
     fn check(&self, req: &CheckRequest) -> Result<CheckOutcome, CentralError> {
-        match &req.subject {
-            CheckSubject::InsuranceCard { card, birth_date } => {
-                let rows = self.query(
-                    SQL_BY_CARD,
-                    &[
-                        &card.insurer_number.as_str(),
-                        &card.symbol.as_ref().map_or("", |s| s.as_str()),
-                        &card.number.as_str(),
-                        &card.branch.as_ref().map(|b| b.as_str()),
-                    ],
-                )?;
-                let candidates = Self::decode_periods(&rows, 0)?;
-                // A second query only when a lapsed period needs the person's newer ones.
-                decide_insurance_card(candidates, *birth_date, req.service_date, |p| {
-                    self.periods_of_person(p)
-                })
-            }
-            CheckSubject::Card { card_id } => {
-                let rows = self.query(SQL_BY_CARD_ID, &[&card_id.as_str()])?;
-                let mut per_person: Vec<Vec<Qualification>> = Vec::new();
-                let mut last: Option<String> = None;
-                for r in &rows {
-                    let person: String = r.get(0);
-                    let q = decode_period(r.get(1))?;
-                    if last.as_deref() != Some(person.as_str()) {
-                        per_person.push(Vec::new());
-                        last = Some(person);
-                    }
-                    if let Some(v) = per_person.last_mut() {
-                        v.push(q);
-                    }
-                }
-                Ok(decide_card(per_person, req.service_date))
-            }
-        }
+        // One copy of the queries and the decision: the awaitable check, run on the bridge.
+        self.bridge.run(check_async(self.pool.clone(), req.clone()))
     }
 
     fn periods_of_person(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError> {
