@@ -62,6 +62,10 @@ pub struct SearchQuery {
     pub sex: Sex,
     pub insurer_name: Option<String>,
     pub address: Option<String>,
+    /// The day the care is given: each candidate's qualification is the one valid then (today
+    /// when absent; the caller supplies today, this crate never reads a clock).
+    #[serde(default)]
+    pub service_date: Option<NaiveDate>,
 }
 
 impl SearchQuery {
@@ -73,10 +77,11 @@ impl SearchQuery {
         "sex",
         "insurer_name",
         "address",
+        "service_date",
     ];
 
     /// Reads a `POST /v1/search` body: `{"name"?,"name_kana"?,"birth_date","sex","insurer_name"?,
-    /// "address"?}`. Dates in any form `onshi_model::parse_date` accepts (`1980-04-01`, `19800401`,
+    /// "address"?,"service_date"?}`. Dates in any form `onshi_model::parse_date` accepts (`1980-04-01`, `19800401`,
     /// `昭和55年4月1日`, `S55.4.1`); sex as `Sex::parse` accepts. Every error names its field.
     pub fn from_json(v: &Value) -> Result<Self, FieldError> {
         let f = Fields::root(v)?;
@@ -97,6 +102,7 @@ impl SearchQuery {
             sex: f.req("sex", Sex::parse)?,
             insurer_name: opt_text(&f, "insurer_name", false)?,
             address: opt_text(&f, "address", false)?,
+            service_date: f.opt_date("service_date")?,
         })
     }
 }

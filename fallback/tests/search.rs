@@ -142,6 +142,7 @@ fn query(name: Option<&str>, kana: Option<&str>, birth: &str, sex: Sex) -> Searc
         sex,
         insurer_name: None,
         address: None,
+        service_date: None,
     }
 }
 
@@ -530,6 +531,7 @@ fn synthetic_registry_people_are_found_by_their_own_data() {
             sex: p.sex,
             insurer_name: None,
             address: Some(p.address.clone()),
+            service_date: None,
         };
         let r = ix.search(&sq, 5);
         found += usize::from(r.iter().any(|c| c.person_id == p.person_id));
@@ -557,6 +559,7 @@ fn top_k_equals_the_head_of_the_full_ranking() {
             sex: if n % 3 == 0 { Sex::Unset } else { p.sex },
             insurer_name: (n % 2 == 1).then(|| "協会けんぽ".to_string()),
             address: (n % 4 < 2).then(|| p.address.chars().take(6).collect()),
+            service_date: None,
         };
         let all = ix.search(&sq, 10_000);
         for k in [1, 3, 5] {

@@ -468,6 +468,7 @@ fn identify(
         sex: d.sex,
         insurer_name: d.insurer_name.clone(),
         address: d.address.clone(),
+        service_date: None,
     };
     // A candidate whose periods are gone (an index older than the registry) is nobody.
     let mut found: Vec<(Candidate, Vec<Qualification>)> = Vec::new();

@@ -59,6 +59,7 @@ async fn central_search_only_under_the_centres_grant_by_facility_or_prefecture_u
         sex: person.sex,
         insurer_name: None,
         address: None,
+        service_date: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = onshi_reconciler::service::start_with_options(

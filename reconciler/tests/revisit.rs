@@ -172,6 +172,7 @@ async fn search(link: &LinkClient, name: &str, kana: &str, birth: &str) -> Vec<S
         sex: Sex::Male,
         insurer_name: None,
         address: None,
+        service_date: None,
     };
     match link.call(Request::Search(q), WAIT).await.unwrap() {
         Response::Search(hits) => hits.into_iter().map(|h| h.person_id.to_string()).collect(),

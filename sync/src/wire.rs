@@ -316,6 +316,7 @@ mod tests {
                 sex: onshi_model::Sex::Male,
                 insurer_name: None,
                 address: None,
+                service_date: None,
             }),
             Request::Outage {
                 active: true,
