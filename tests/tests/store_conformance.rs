@@ -305,6 +305,30 @@ fn checks_answer_as_the_embedded_store(f: &Fixture) {
             "PostgreSQL's checks are awaitable"
         );
     }
+    // All at once: PostgreSQL batches the insurance-card checks that wait together into one
+    // query; each still gets its own answer, the one the embedded store gives.
+    let futures: Vec<_> = checks
+        .iter()
+        .filter_map(|c| f.store.check_future(c.clone()).map(|fut| (c, fut)))
+        .collect();
+    if !futures.is_empty() {
+        let rt = onshi_tests::runtime();
+        let answers = rt.block_on(async {
+            let handles: Vec<_> = futures
+                .into_iter()
+                .map(|(c, fut)| (c, tokio::spawn(fut)))
+                .collect();
+            let mut out = Vec::new();
+            for (c, h) in handles {
+                out.push((c, h.await.unwrap().unwrap()));
+            }
+            out
+        });
+        assert_eq!(answers.len(), checks.len());
+        for (c, got) in answers {
+            assert_eq!(got, reference.check(c).unwrap(), "concurrent: {c:?}");
+        }
+    }
     // The comparison covered every kind of answer, not just `valid`.
     for v in ["valid", "invalid", "not_found", "multiple"] {
         assert!(seen.contains_key(v), "no {v} answer among {seen:?}");

@@ -47,10 +47,13 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use self::checks::CheckBatcher;
 use super::{
     CentralError, CentralStore, Decide, FacilityEntry, Grant, GrantScope, ImportCounts,
     OutageRequest, RegistryChange, RevisitCandidate, revisit_key,
 };
+
+mod checks;
 
 /// One schema migration: applied once, in order, recorded in `schema_migrations`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +113,8 @@ pub fn url_has_password(url: &str) -> bool {
 /// The central store on PostgreSQL (see the module docs).
 pub struct PgStore {
     pool: Pool,
+    /// Insurance-card checks, batched on `pool` ([`checks`]).
+    checks: CheckBatcher,
     locking: Pool,
     version: i32,
     where_: String,
@@ -518,8 +523,18 @@ impl PgStore {
             config.get_ports().first().copied().unwrap_or(5432),
             config.get_dbname().unwrap_or("")
         );
+        let read = pool(READ_POOL)?;
+        let checks = match bridge.rt.as_ref() {
+            Some(rt) => CheckBatcher::start(rt.handle(), read.clone()),
+            None => {
+                return Err(CentralError::Database(
+                    "the database client has stopped".into(),
+                ));
+            }
+        };
         let mut store = PgStore {
-            pool: pool(READ_POOL)?,
+            pool: read,
+            checks,
             locking: pool(LOCKING_POOL)?,
             version: 0,
             where_,
@@ -862,14 +877,52 @@ fn facility_entry(r: &tokio_postgres::Row) -> Result<FacilityEntry, CentralError
     })
 }
 
-/// A check on PostgreSQL: [`CentralStore::check_future`] awaits it on the link's task,
-/// [`CentralStore::check`] runs it on the bridge. The person's other periods (the decision's
-/// `periods_of`) are read first exactly when the decision will ask for them: one person matching
-/// the birth date and none of their periods valid on the service date.
+/// The outcome of an insurance-card check from the card's periods (`SQL_BY_CARD`'s rows), on
+/// connection `c`: the unbatched check and [`checks`]' batches both decide here. The person's
+/// other periods (the decision's `periods_of`) are read exactly when the decision will ask for
+/// them: one person matching the birth date and none of their periods valid on the service date.
+async fn insurance_card_outcome(
+    c: &Object,
+    req: &CheckRequest,
+    candidates: Vec<Qualification>,
+) -> Result<CheckOutcome, CentralError> {
+    let CheckSubject::InsuranceCard { birth_date, .. } = &req.subject else {
+        return Err(CentralError::Database(
+            "a card-id check was decided as an insurance-card check (a bug)".into(),
+        ));
+    };
+    let matching: Vec<&Qualification> = candidates
+        .iter()
+        .filter(|q| q.birth_date == *birth_date)
+        .collect();
+    let persons: HashSet<&PersonId> = matching.iter().map(|q| &q.person_id).collect();
+    let mut others: Option<(PersonId, Vec<Qualification>)> = None;
+    if persons.len() == 1 && !matching.iter().any(|q| q.is_valid_on(req.service_date)) {
+        let person = matching[0].person_id.clone();
+        let st = c.prepare_cached(SQL_OF_PERSON).await.map_err(db)?;
+        let rows = c.query(&st, &[&person.as_str()]).await.map_err(db)?;
+        others = Some((person, PgStore::decode_periods(&rows, 0)?));
+    }
+    decide_insurance_card(
+        candidates,
+        *birth_date,
+        req.service_date,
+        |p| match &others {
+            Some((person, periods)) if person == p => Ok(periods.clone()),
+            _ => Err(CentralError::Database(
+                "the check asked for a person it had not read (a bug)".into(),
+            )),
+        },
+    )
+}
+
+/// A check on PostgreSQL, unbatched: [`CentralStore::check`] runs it on the bridge, and
+/// [`CentralStore::check_future`] awaits it for card-id checks (insurance-card checks go to
+/// [`checks`]' batches).
 async fn check_async(pool: Pool, req: CheckRequest) -> Result<CheckOutcome, CentralError> {
     let c = pool.get().await.map_err(pool_error)?;
     match &req.subject {
-        CheckSubject::InsuranceCard { card, birth_date } => {
+        CheckSubject::InsuranceCard { card, .. } => {
             let st = c.prepare_cached(SQL_BY_CARD).await.map_err(db)?;
             let rows = c
                 .query(
@@ -884,29 +937,7 @@ async fn check_async(pool: Pool, req: CheckRequest) -> Result<CheckOutcome, Cent
                 .await
                 .map_err(db)?;
             let candidates = PgStore::decode_periods(&rows, 0)?;
-            let matching: Vec<&Qualification> = candidates
-                .iter()
-                .filter(|q| q.birth_date == *birth_date)
-                .collect();
-            let persons: HashSet<&PersonId> = matching.iter().map(|q| &q.person_id).collect();
-            let mut others: Option<(PersonId, Vec<Qualification>)> = None;
-            if persons.len() == 1 && !matching.iter().any(|q| q.is_valid_on(req.service_date)) {
-                let person = matching[0].person_id.clone();
-                let st = c.prepare_cached(SQL_OF_PERSON).await.map_err(db)?;
-                let rows = c.query(&st, &[&person.as_str()]).await.map_err(db)?;
-                others = Some((person, PgStore::decode_periods(&rows, 0)?));
-            }
-            decide_insurance_card(
-                candidates,
-                *birth_date,
-                req.service_date,
-                |p| match &others {
-                    Some((person, periods)) if person == p => Ok(periods.clone()),
-                    _ => Err(CentralError::Database(
-                        "the check asked for a person it had not read (a bug)".into(),
-                    )),
-                },
-            )
+            insurance_card_outcome(&c, &req, candidates).await
         }
         CheckSubject::Card { card_id } => {
             let st = c.prepare_cached(SQL_BY_CARD_ID).await.map_err(db)?;
@@ -935,6 +966,10 @@ impl CentralStore for PgStore {
     }
 
     fn check_future(&self, req: CheckRequest) -> Option<super::CheckFuture> {
+        if matches!(req.subject, CheckSubject::InsuranceCard { .. }) {
+            let batcher = self.checks.clone();
+            return Some(Box::pin(async move { batcher.check(req).await }));
+        }
         Some(Box::pin(check_async(self.pool.clone(), req)))
     }
 
