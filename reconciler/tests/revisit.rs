@@ -329,7 +329,7 @@ async fn an_import_while_serving_reaches_central_search_and_revises_what_it_chan
 
     // A second instance on the same store (its own index, its own sweep) writes nothing more.
     let other = onshi_reconciler::service::Reconciler::new(store.clone()).unwrap();
-    let mut follower = other.follower(RevisitSettings::default());
+    let mut follower = other.follower(RevisitSettings::default()).unwrap();
     let report = tokio::task::spawn_blocking(move || follower.pass(today(), Utc::now()))
         .await
         .unwrap()
