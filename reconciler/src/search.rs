@@ -19,6 +19,9 @@ use onshi_sync::registry::best_period;
 
 use crate::store::{CentralError, CentralStore, SearchBlock, query_keys};
 
+/// The query central search answers (re-exported for tools that read `POST /v1/search` bodies).
+pub use onshi_fallback::SearchQuery as Query;
+
 /// Most people read for one query. Born on one day are ≈3,400 of 125 million people (half of
 /// them of one sex); the misread dates and the name keys add at most a few hundred more.
 pub const CANDIDATE_CAP: usize = 4096;
