@@ -8,6 +8,7 @@ pub mod facilities;
 pub mod metrics;
 pub mod replication;
 pub mod revisit;
+pub mod search;
 pub mod service;
 pub mod settlement;
 pub mod store;

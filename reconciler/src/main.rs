@@ -581,6 +581,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for m in &migrated.applied {
                 println!("applied {:04}_{}", m.version, m.name);
             }
+            if let Some(n) = migrated.search_indexed {
+                println!("central search index filled from {n} periods");
+            }
             println!(
                 "schema version {} ({})",
                 migrated.version,

@@ -8,8 +8,8 @@
 //! After every input the adapter carries out the actions: `Persist` is a CRDT merge into the tree
 //! then an fsync of the store, then `Durable`; `Quarantined` is merged too. Every provisional record
 //! that became durable here unsettled, or with a staff choice its settlement was not made against
-//! (issue 15: settled again against the chosen person, next revision), is settled against the registry (and the central search
-//! index) with `settled_at` = now, the settlement written through the store and made durable, and
+//! (issue 15: settled again against the chosen person, next revision), is settled against the registry (central search from the
+//! store's index) with `settled_at` = now, the settlement written through the store and made durable, and
 //! only then given to the state machine as `LocalChange`, so it flows back to the edge. The answer
 //! carries every message the state machine has to send at that moment.
 //!
@@ -19,11 +19,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use onshi_fallback::SearchIndex;
 use onshi_model::FacilityCode;
 
 use crate::metrics::ReconcilerMetrics;
@@ -64,7 +63,6 @@ pub const MAX_BATCHES_PER_ANSWER: usize = 1;
 /// Every facility's sync session.
 pub struct Replication {
     store: Arc<dyn CentralStore>,
-    index: Arc<RwLock<SearchIndex>>,
     config: SyncConfig,
     sessions: Mutex<HashMap<FacilityCode, Arc<Mutex<Option<Session>>>>>,
     clock: Instant,
@@ -78,15 +76,10 @@ impl std::fmt::Debug for Replication {
 }
 
 impl Replication {
-    pub fn new(
-        store: Arc<dyn CentralStore>,
-        index: Arc<RwLock<SearchIndex>>,
-        metrics: Arc<ReconcilerMetrics>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn CentralStore>, metrics: Arc<ReconcilerMetrics>) -> Self {
         Replication {
             metrics,
             store,
-            index,
             config: reconciler_sync_config(),
             sessions: Mutex::default(),
             clock: Instant::now(),
@@ -235,10 +228,8 @@ impl Replication {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let view = StoreView {
             store: self.store.as_ref(),
-            index: &index,
         };
         let mut failed = 0usize;
         let mut decide = |current: &JournalRecord| -> Option<JournalRecord> {

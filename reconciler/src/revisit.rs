@@ -1,15 +1,14 @@
 //! Settlements that catch up with the registry (issue 16): one follower task per reconciler
 //! instance reads the registry's change feed ([`CentralStore::registry_changes`]) about every
-//! second, from the position the central search index was built at, and
-//! 1. inserts each changed period into the search index, so the next central search (and the
-//!    next settlement) sees an import without a restart;
-//! 2. revisits the settlements the change could concern: every `insurer_unknown` or `ambiguous`
-//!    settlement ([`crate::store::revisit_key`]) declared born on a changed period's birth date,
-//!    with a service date within the horizon (`--revisit-days`, default 90), is settled again
-//!    against the registry and the index under the store's lock ([`CentralStore::update`]); a
-//!    verdict that differs in substance ([`same_substance`]) is written as the next revision
-//!    ([`onshi_sync::crdt::JournalRecord::revise`]) and announced on the facility's revision
-//!    feed, so a live sync session (of any instance) sends it to the edge.
+//! second, from the feed's position when it started, and revisits the settlements a change could
+//! concern: every `insurer_unknown` or `ambiguous` settlement ([`crate::store::revisit_key`])
+//! declared born on a changed period's birth date, with a service date within the horizon
+//! (`--revisit-days`, default 90), is settled again against the registry (central search reads
+//! the store's own index, which the import wrote with the periods: nothing to feed here) under
+//! the store's lock ([`CentralStore::update`]); a verdict that differs in substance
+//! ([`same_substance`]) is written as the next revision
+//! ([`onshi_sync::crdt::JournalRecord::revise`]) and announced on the facility's revision feed,
+//! so a live sync session (of any instance) sends it to the edge.
 //!
 //! At start the follower sweeps every revisitable record once (any birth date): an import made
 //! while no instance was following (the embedded store's `import` needs `serve` stopped) is
@@ -23,12 +22,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use onshi_fallback::SearchIndex;
 use onshi_model::FacilityCode;
 use onshi_model::record::{Settlement, SettlementKind};
 use onshi_sync::crdt::{Actor, JournalRecord, RecordId};
@@ -47,7 +45,7 @@ pub const MAX_REVISIT_DAYS: u32 = 3650;
 /// Changes read from the feed per store call.
 const FEED_BATCH: usize = 10_000;
 
-/// Changes taken into the index per pass before revisiting (a 10M-line import is followed in
+/// Changes read from the feed per pass before revisiting (a 10M-line import is followed in
 /// passes of this size, each revisiting what it read).
 const MAX_CHANGES_PER_PASS: usize = 500_000;
 
@@ -166,7 +164,7 @@ fn every_birth_date(today: NaiveDate) -> Vec<NaiveDate> {
 /// What one pass did (for tests and the debug log).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
-    /// Changes taken from the feed into the index.
+    /// Changes read from the feed.
     pub changes: usize,
     /// Records settled again (whether or not the verdict changed).
     pub revisited: usize,
@@ -178,10 +176,9 @@ pub struct PassReport {
 #[derive(Debug)]
 pub struct Follower {
     store: Arc<dyn CentralStore>,
-    index: Arc<RwLock<SearchIndex>>,
     metrics: Arc<ReconcilerMetrics>,
     settings: RevisitSettings,
-    /// The change feed's position the index and the revisits have caught up with.
+    /// The change feed's position the revisits have caught up with.
     cursor: u64,
     /// Whether the start-up sweep is done.
     swept: bool,
@@ -189,18 +186,15 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Follows the feed after `cursor` (taken before the index was built from the registry, so
-    /// a change during the build is applied twice, harmlessly, never missed).
+    /// Follows the feed after `cursor` (what came before is covered by the start-up sweep).
     pub fn new(
         store: Arc<dyn CentralStore>,
-        index: Arc<RwLock<SearchIndex>>,
         metrics: Arc<ReconcilerMetrics>,
         cursor: u64,
         settings: RevisitSettings,
     ) -> Self {
         Follower {
             store,
-            index,
             metrics,
             settings,
             cursor,
@@ -209,9 +203,8 @@ impl Follower {
         }
     }
 
-    /// One pass (blocking: store calls): the feed into the index, then the revisits. The cursor
-    /// moves only once the revisits are durable, so a failed pass is done again (inserting a
-    /// period again changes nothing).
+    /// One pass (blocking: store calls): the feed's changes, then the revisits. The cursor
+    /// moves only once the revisits are durable, so a failed pass is done again.
     pub fn pass(
         &mut self,
         today: NaiveDate,
@@ -224,12 +217,6 @@ impl Follower {
             let changes = self.store.registry_changes(cursor, FEED_BATCH)?;
             if changes.is_empty() {
                 break;
-            }
-            {
-                let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-                for c in &changes {
-                    index.insert(&c.qualification);
-                }
             }
             for c in &changes {
                 dates.insert(c.qualification.birth_date);
@@ -290,10 +277,8 @@ impl Follower {
         service_from: NaiveDate,
         now: DateTime<Utc>,
     ) -> Result<(usize, usize), CentralError> {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let view = StoreView {
             store: self.store.as_ref(),
-            index: &index,
         };
         let mut revisited = 0;
         let mut before: BTreeMap<RecordId, SettlementKind> = BTreeMap::new();

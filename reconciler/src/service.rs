@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use onshi_fallback::{SearchIndex, SearchQuery};
+use onshi_fallback::SearchQuery;
 
 use onshi_model::{FacilityCode, Untrusted};
 use tokio::task::JoinHandle;
@@ -28,8 +28,8 @@ use crate::store::{CentralError, CentralStore, OutageRequest};
 use onshi_sync::link::{
     Connections, KnownFacilities, LinkLimits, LinkServer, LinkSettings, Service,
 };
-use onshi_sync::registry::{SEARCH_LIMIT, best_period};
-use onshi_sync::wire::{Request, Response, SearchHit, outage_reason_error};
+use onshi_sync::registry::SEARCH_LIMIT;
+use onshi_sync::wire::{HitReason, Request, Response, SearchHit, outage_reason_error};
 
 /// How long the centre's grant of central search lasts unless `--days` says otherwise (disaster
 /// mode is typically granted for a week, extendable by granting again).
@@ -221,63 +221,43 @@ impl Limited {
 #[derive(Debug, Clone)]
 pub struct Reconciler {
     store: Arc<dyn CentralStore>,
-    index: Arc<RwLock<SearchIndex>>,
     limits: Arc<Mutex<HashMap<FacilityCode, TokenBucket>>>,
     rates: RateLimits,
     throttles: Arc<Mutex<HashMap<(FacilityCode, Limited), Throttle>>>,
     clock: Instant,
     replication: Arc<Replication>,
     metrics: Arc<ReconcilerMetrics>,
-    /// The registry's change feed position the index was built at (the follower goes on from
-    /// there: `crate::revisit`).
-    registry_cursor: u64,
 }
 
 impl Reconciler {
-    /// Builds the central search index from the registry (a few seconds per million people).
+    /// A reconciler on `store`. Nothing is read at start: central search reads the store's own
+    /// index per query ([`crate::search`]).
     pub fn new(store: Arc<dyn CentralStore>) -> Result<Self, CentralError> {
-        let started = Instant::now();
-        // Taken before the build: a change imported meanwhile is followed again, never missed.
-        let registry_cursor = store.registry_cursor()?;
-        let mut index = SearchIndex::new();
-        store.for_each_period(&mut |q| {
-            index.insert(&q);
-            Ok(())
-        })?;
-        tracing::info!(
-            people = index.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "central search index built"
-        );
-        let index = Arc::new(RwLock::new(index));
         let metrics = Arc::new(ReconcilerMetrics::default());
         Ok(Reconciler {
-            replication: Arc::new(Replication::new(
-                store.clone(),
-                index.clone(),
-                metrics.clone(),
-            )),
+            replication: Arc::new(Replication::new(store.clone(), metrics.clone())),
             metrics,
             store,
-            index,
             limits: Arc::default(),
             rates: RateLimits::default(),
             throttles: Arc::default(),
             clock: Instant::now(),
-            registry_cursor,
         })
     }
 
-    /// The follower of the registry's change feed for this reconciler's search index: started
-    /// by [`start_with_options`]; tests may drive its passes themselves.
-    pub fn follower(&self, settings: crate::revisit::RevisitSettings) -> crate::revisit::Follower {
-        crate::revisit::Follower::new(
+    /// The follower of the registry's change feed that revisits settlements: started by
+    /// [`start_with_options`]; tests may drive its passes themselves. It follows the feed from
+    /// its position now (the start-up sweep covers what came before).
+    pub fn follower(
+        &self,
+        settings: crate::revisit::RevisitSettings,
+    ) -> Result<crate::revisit::Follower, CentralError> {
+        Ok(crate::revisit::Follower::new(
             self.store.clone(),
-            self.index.clone(),
             self.metrics.clone(),
-            self.registry_cursor,
+            self.store.registry_cursor()?,
             settings,
-        )
+        ))
     }
 
     /// With these rate limits instead of the defaults.
@@ -409,7 +389,6 @@ impl Reconciler {
     }
 
     fn search(&self, facility: &FacilityCode, query: SearchQuery) -> Response {
-        let now = Utc::now();
         match self.granted(facility) {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -439,26 +418,36 @@ impl Reconciler {
                 ),
             );
         }
-        let candidates = self
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .search(&query, SEARCH_LIMIT);
-        let mut hits = Vec::with_capacity(candidates.len());
-        for c in candidates {
-            match self.store.periods_of_person(&c.person_id) {
-                Ok(periods) => {
-                    if let Some(q) = best_period(periods, now.date_naive()) {
-                        hits.push(SearchHit {
-                            person_id: c.person_id,
-                            score: c.score,
-                            qualification: q,
-                        });
-                    }
-                }
-                Err(e) => return Response::error("registry_unavailable", e.to_string()),
-            }
+        let today = chrono::Local::now().date_naive();
+        let day = query.service_date.unwrap_or(today);
+        if let Err(e) = onshi_model::plausible::check_service_date("service_date", day, today) {
+            tracing::info!(%facility, "central search refused: implausible service_date");
+            return Response::error("bad_service_date", e.message);
         }
+        let found = match crate::search::search(self.store.as_ref(), &query, SEARCH_LIMIT) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(%facility, error = %e, "central search: registry unavailable");
+                return Response::error("registry_unavailable", e.to_string());
+            }
+        };
+        let hits: Vec<SearchHit> = found
+            .into_iter()
+            .filter_map(|f| {
+                let qualification = f.qualification_on(day)?;
+                Some(SearchHit {
+                    person_id: f.candidate.person_id,
+                    score: f.candidate.score,
+                    qualification,
+                    reasons: f
+                        .candidate
+                        .reasons
+                        .iter()
+                        .filter_map(HitReason::of)
+                        .collect(),
+                })
+            })
+            .collect();
         // Every central lookup is logged (who searched, how many came back); never the keys.
         tracing::info!(%facility, candidates = hits.len(), "central search");
         Response::Search(hits)
@@ -667,8 +656,8 @@ pub fn start_with_options(
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // The registry's changes into the search index, and the settlements they revise.
-    let revisits = crate::revisit::spawn(reconciler.follower(revisit), stopped(stop_rx.clone()));
+    // The settlements the registry's changes revise.
+    let revisits = crate::revisit::spawn(reconciler.follower(revisit)?, stopped(stop_rx.clone()));
     let (metrics_addr, metrics_task) = match metrics {
         Some(at) => {
             let source = MetricsSource {

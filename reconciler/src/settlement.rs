@@ -76,7 +76,7 @@ pub trait RegistryView {
     /// Every qualification period of `person` (any order; empty for an unknown person).
     fn periods_of(&self, person: &PersonId) -> Result<Vec<Qualification>, CentralError>;
     /// The best `limit` candidates for `query`, best first.
-    fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate>;
+    fn search(&self, query: &SearchQuery, limit: usize) -> Result<Vec<Candidate>, CentralError>;
 }
 
 /// The reconciler's registry with its search index.
@@ -91,16 +91,15 @@ impl RegistryView for IndexedRegistry<'_> {
         Ok(self.registry.periods_of_person(person)?)
     }
 
-    fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
-        self.index.search(query, limit)
+    fn search(&self, query: &SearchQuery, limit: usize) -> Result<Vec<Candidate>, CentralError> {
+        Ok(self.index.search(query, limit))
     }
 }
 
-/// The centre's store with its search index.
+/// The centre's store: central search from its own index ([`crate::search`]).
 #[derive(Debug, Clone, Copy)]
 pub struct StoreView<'a> {
     pub store: &'a dyn CentralStore,
-    pub index: &'a SearchIndex,
 }
 
 impl RegistryView for StoreView<'_> {
@@ -108,8 +107,11 @@ impl RegistryView for StoreView<'_> {
         self.store.periods_of_person(person)
     }
 
-    fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
-        self.index.search(query, limit)
+    fn search(&self, query: &SearchQuery, limit: usize) -> Result<Vec<Candidate>, CentralError> {
+        Ok(crate::search::search(self.store, query, limit)?
+            .into_iter()
+            .map(|f| f.candidate)
+            .collect())
     }
 }
 
@@ -137,8 +139,8 @@ impl RegistryView for MemoryRegistry {
             .collect())
     }
 
-    fn search(&self, query: &SearchQuery, limit: usize) -> Vec<Candidate> {
-        self.index.search(query, limit)
+    fn search(&self, query: &SearchQuery, limit: usize) -> Result<Vec<Candidate>, CentralError> {
+        Ok(self.index.search(query, limit))
     }
 }
 
@@ -472,7 +474,7 @@ fn identify(
     };
     // A candidate whose periods are gone (an index older than the registry) is nobody.
     let mut found: Vec<(Candidate, Vec<Qualification>)> = Vec::new();
-    for c in registry.search(&query, SEARCH_LIMIT) {
+    for c in registry.search(&query, SEARCH_LIMIT)? {
         if c.score < MIN_CANDIDATE_SCORE {
             continue;
         }

@@ -1,7 +1,8 @@
 //! Settlements that catch up with the registry (issue 16), in process: the reconciler started on
 //! an embedded store this test holds too, a facility's real QUIC link for central searches, and
-//! the registry changed by the store's own import while the reconciler serves. The follower
-//! must put the new periods into the central search index and revise exactly the settlements
+//! the registry changed by the store's own import while the reconciler serves. Central search
+//! finds the new periods (the import wrote the store's search index) and the follower must revise
+//! exactly the settlements
 //! the change makes different: a job changer's `insurer_unknown` becomes `insurer_changed` at
 //! revision 1 and goes on the facility's revision feed; a verdict the change only rewords stays
 //! as it is; a record past the horizon is left alone. Waits are on the follower's position in the
@@ -327,9 +328,9 @@ async fn an_import_while_serving_reaches_central_search_and_revises_what_it_chan
         vec![(vec!["insurer_changed".to_string()], 1)]
     );
 
-    // A second instance on the same store (its own index, its own sweep) writes nothing more.
+    // A second instance on the same store (its own sweep) writes nothing more.
     let other = onshi_reconciler::service::Reconciler::new(store.clone()).unwrap();
-    let mut follower = other.follower(RevisitSettings::default());
+    let mut follower = other.follower(RevisitSettings::default()).unwrap();
     let report = tokio::task::spawn_blocking(move || follower.pass(today(), Utc::now()))
         .await
         .unwrap()

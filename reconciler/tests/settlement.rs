@@ -1,7 +1,8 @@
 //! Each settlement kind on crafted registry cases: confirmed, refund, charge, a job change mid-month,
 //! the 75th birthday, the preschool boundary, an unknown insurer, namesakes. Every case is settled
-//! twice, against the registry in memory and against the sled registry with its search index, and
-//! both verdicts must be equal. Yen amounts are worked out by hand in the comments.
+//! three times, against the registry in memory, against the sled registry with its search index,
+//! and against the embedded central store (central search from the store's own index), and the
+//! verdicts must be equal. Yen amounts are worked out by hand in the comments.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,8 +17,10 @@ use onshi_model::record::{
 };
 use onshi_model::{NaiveDate, PersonId, Qualification, Sex};
 use onshi_reconciler::settlement::{
-    IndexedRegistry, MemoryRegistry, PAYER_KOKUHO, PAYER_SHAHO, settle,
+    IndexedRegistry, MemoryRegistry, PAYER_KOKUHO, PAYER_SHAHO, StoreView, settle,
 };
+use onshi_reconciler::store::CentralStore;
+use onshi_reconciler::store::embedded::EmbeddedStore;
 use onshi_sync::registry::Registry;
 use onshi_sync::store::SledStore;
 use serde_json::{Value, json};
@@ -110,6 +113,10 @@ fn settle_both(lines: &[Value], r: &ProvisionalRecord) -> Settlement {
     )
     .unwrap();
     assert_eq!(mem, live, "memory and sled registries disagree");
+    let store = EmbeddedStore::open(&dir.path().join("centre")).unwrap();
+    store.import(&periods).unwrap();
+    let central = settle(r, &StoreView { store: &store }, at()).unwrap();
+    assert_eq!(mem, central, "memory registry and central store disagree");
     assert_eq!(mem.settled_at, at());
     assert!(!mem.explanation.is_empty());
     mem

@@ -149,13 +149,52 @@ impl Request {
     }
 }
 
-/// One candidate of a central search: the person, a score in 0..=1, and their qualification (the
-/// one valid on the day, else the latest).
+/// One candidate of a central search: the person, a score in 0..=1, their qualification (the
+/// one valid on the query's service date, else the latest), and why they rank there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchHit {
     pub person_id: PersonId,
     pub score: f32,
     pub qualification: Qualification,
+    /// The ranking's reasons, one per field, as the replica search gives them.
+    pub reasons: Vec<HitReason>,
+}
+
+/// One of a candidate's reasons (`onshi_fallback::Reason`) as it travels on the link.
+///
+/// Why not `Reason` itself: it is serialised for JSON as an adjacently tagged enum
+/// (`{"field":"name","match":"exact"}`), which postcard cannot read back (serde asks the format
+/// for field names, which postcard does not carry: `WontImplement`, tested below), and its match
+/// values grow with the fallback crate. So the field and the JSON of its match travel as text,
+/// and the edge shows them exactly as the replica search's `reasons`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitReason {
+    /// The JSON's `field` (`name`, `name_kana`, `birth_date`, `sex`, …).
+    pub field: String,
+    /// The JSON text of its `match` (`"exact"`, `{"edits":1}`, …).
+    pub matched: String,
+}
+
+impl HitReason {
+    /// A reason as the fallback crate ranks it.
+    pub fn of(reason: &onshi_fallback::Reason) -> Option<Self> {
+        Self::from_json(&serde_json::to_value(reason).ok()?)
+    }
+
+    /// From the JSON form `{"field","match"}`.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        Some(HitReason {
+            field: v.get("field")?.as_str()?.to_string(),
+            matched: v.get("match").map_or("null".into(), |m| m.to_string()),
+        })
+    }
+
+    /// Back to the JSON form `{"field","match"}` (what `POST /v1/search` answers).
+    pub fn to_json(&self) -> serde_json::Value {
+        let matched = serde_json::from_str(&self.matched)
+            .unwrap_or_else(|_| serde_json::Value::String(self.matched.clone()));
+        serde_json::json!({ "field": self.field, "match": matched })
+    }
 }
 
 /// The most checks one `Request::Batch` carries.
@@ -363,6 +402,56 @@ mod tests {
         };
         assert!(encode(&outage).len() * 4 < RequestKind::Outage.max_frame_bytes());
         assert!(encode(&Request::Ping).len() <= RequestKind::Ping.max_frame_bytes());
+    }
+
+    #[test]
+    fn a_search_hits_reasons_round_trip_and_read_back_as_the_replicas_json() {
+        use onshi_fallback::Reason;
+        use onshi_fallback::index::{BirthMatch, Closeness, Partial, SexMatch};
+        let reasons = [
+            Reason::Name(Closeness::Exact),
+            Reason::Name(Closeness::Edits(2)),
+            Reason::NameKana(Closeness::Edits(1)),
+            Reason::BirthDate(BirthMatch::Slip),
+            Reason::Sex(SexMatch::Unknown),
+            Reason::InsurerName(Partial::Partial),
+            Reason::Address(Partial::No),
+        ];
+        let hit = SearchHit {
+            person_id: PersonId::parse("P0000001").unwrap(),
+            score: 0.875,
+            qualification: crate::synth::generate(&crate::synth::SynthParams {
+                people: 1,
+                seed: 1,
+                today: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            })
+            .remove(0),
+            reasons: reasons.iter().map(|r| HitReason::of(r).unwrap()).collect(),
+        };
+        let frame = encode(&Response::Search(vec![hit.clone(), hit.clone()]));
+        let Response::Search(back) = decode::<Response>(&frame).unwrap() else {
+            panic!("a search answer")
+        };
+        assert_eq!(back, vec![hit.clone(), hit]);
+        for (r, w) in reasons.iter().zip(&back[0].reasons) {
+            assert_eq!(w.to_json(), serde_json::to_value(r).unwrap(), "{r:?}");
+        }
+        assert_eq!(
+            back[0].reasons[1].to_json(),
+            serde_json::json!({"field": "name", "match": {"edits": 2}})
+        );
+    }
+
+    /// Why [`HitReason`] exists: postcard cannot read an adjacently tagged enum back.
+    #[test]
+    fn postcard_cannot_read_an_adjacently_tagged_enum() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case", tag = "field", content = "match")]
+        enum Tagged {
+            Name(u8),
+        }
+        let bytes = postcard::to_allocvec(&Tagged::Name(1)).unwrap();
+        assert!(postcard::from_bytes::<Tagged>(&bytes).is_err());
     }
 
     #[test]

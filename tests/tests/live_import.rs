@@ -1,13 +1,14 @@
 //! Insurers' updates while the centre serves: `onshi-reconciler import` against the store of a
-//! running `serve` changes the next check's answer, with no restart and no dropped link — on the
-//! embedded store (the command goes through the serve's admin socket) and on PostgreSQL (the
-//! command writes the database; the serving instance reads it).
+//! running `serve` changes the next check's answer, and the next central search finds the new
+//! line (the store's search index is written with it: no follower lag), with no restart and no
+//! dropped link — on the embedded store (the command goes through the serve's admin socket) and
+//! on PostgreSQL (the command writes the database; the serving instance reads it).
 
 use onshi_tests::pg::PgServer;
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, Store, TODAY, TestDir, card_check,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[test]
 fn an_import_while_serving_changes_the_next_checks_answer_embedded() {
@@ -59,6 +60,22 @@ fn import_while_serving(t: &TestDir, store: &Store) {
     };
     assert_eq!(check(late), "not_found");
     assert_eq!(check(changed), "valid");
+    // Central search, granted to the facility: what it finds of the late person.
+    rec.grant(FACILITY_A);
+    let search = |q: &Value| {
+        let body = json!({"name": q["name"], "birth_date": q["birth_date"], "sex": q["sex"]});
+        let (code, v) = edge.post("/v1/search", &body);
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["source"], "online", "central search answers: {v}");
+        v["candidates"]
+            .as_array()
+            .map(|c| c.iter().map(|c| c["person_id"].clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(
+        !search(late).contains(&late["person_id"]),
+        "not in the registry yet"
+    );
     let reconnects = edge.status()["link"]["reconnects"].clone();
 
     // The insurer's daily file: the late person's line, and a loss of qualification.
@@ -73,6 +90,11 @@ fn import_while_serving(t: &TestDir, store: &Store) {
     assert!(out.contains("1 added, 1 updated"), "{out}");
 
     assert_eq!(check(late), "valid", "the new line answers at once");
+    assert_eq!(
+        search(late).first(),
+        Some(&late["person_id"]),
+        "central search finds the new line at once"
+    );
     assert_ne!(check(changed), "valid", "the loss answers at once");
     assert_eq!(
         edge.status()["link"]["reconnects"],

@@ -4,7 +4,9 @@
 //! method of `CentralStore` is covered: checks answering as the embedded store on a synthetic
 //! registry, import counts and the change feed, merge as a join, update exactly once under
 //! concurrency (two `PgStore`s on one database), the revision feed, revisit candidates, outage
-//! requests and grants, facilities and their version, durability across a crash, the schema check.
+//! requests and grants, facilities and their version, central search's candidates from the
+//! store's index (and that index built for a store that had none), durability across a crash,
+//! the schema check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +25,7 @@ use onshi_reconciler::store::embedded::EmbeddedStore;
 use onshi_reconciler::store::pg::{self, PgStore};
 use onshi_reconciler::store::{
     CentralError, CentralStore, FacilityEntry, Grant, GrantScope, ImportCounts, OutageRequest,
-    RevisitCandidate,
+    RevisitCandidate, SearchBlock, query_keys,
 };
 use onshi_sync::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
 use onshi_tests::TestDir;
@@ -141,7 +143,251 @@ conformance!(
     revisit_candidates_are_the_open_questions,
     outage_requests_and_grants_are_kept,
     facilities_and_their_version,
+    central_search_blocks_by_birth_date_sex_and_name_keys,
 );
+
+// ---------------------------------------------------------------------------------------------
+// Central search's candidates
+
+/// A person of the search cases: a synthetic period with the name, reading, birth date and sex.
+fn searchable(id: u32, name: &str, kana: &str, birth: &str, sex: Sex) -> Qualification {
+    let mut q = synth(1, 7).remove(0);
+    q.person_id = PersonId::parse(&format!("P{id:07}")).unwrap();
+    q.card_id = None;
+    q.name = name.into();
+    q.name_kana = kana.into();
+    q.birth_date = d(birth);
+    q.sex = sex;
+    q
+}
+
+fn search_people() -> Vec<Qualification> {
+    let a = searchable(101, "山田　太郎", "ヤマダ　タロウ", "1980-04-01", Sex::Male);
+    // A's job change: a second period, from another acquisition date.
+    let mut a2 = a.clone();
+    a2.acquired_on = d("2025-10-01");
+    a2.number = onshi_model::CardNumber::parse("99999").unwrap();
+    vec![
+        a,
+        a2,
+        // Born the same day: of the other sex, and of no sex on record.
+        searchable(
+            102,
+            "佐藤　花子",
+            "サトウ　ハナコ",
+            "1980-04-01",
+            Sex::Female,
+        ),
+        searchable(
+            103,
+            "鈴木　一郎",
+            "スズキ　イチロウ",
+            "1980-04-01",
+            Sex::Unset,
+        ),
+        // Born on a misreading of the date (day's digits swapped): with the surname, and without.
+        searchable(104, "山田　次郎", "ヤマダ　ジロウ", "1980-04-10", Sex::Male),
+        searchable(
+            105,
+            "高橋　三郎",
+            "タカハシ　サブロウ",
+            "1980-04-10",
+            Sex::Male,
+        ),
+        // The whole name, born long before; the given name on a woman.
+        searchable(106, "山田　太郎", "ヤマダ　タロウ", "1955-07-07", Sex::Male),
+        searchable(
+            107,
+            "田中　太郎",
+            "タナカ　タロウ",
+            "1955-07-07",
+            Sex::Female,
+        ),
+        // One surname over the years, for the nearest-by-date block.
+        searchable(201, "伊藤　一", "イトウ　ハジメ", "1950-01-01", Sex::Male),
+        searchable(202, "伊藤　二", "イトウ　ツギ", "1962-01-01", Sex::Male),
+        searchable(203, "伊藤　三", "イトウ　ミツ", "1975-01-01", Sex::Male),
+        searchable(204, "伊藤　四", "イトウ　ヨツ", "1990-01-01", Sex::Male),
+        searchable(205, "伊藤　五", "イトウ　イツ", "2010-01-01", Sex::Male),
+    ]
+}
+
+fn people_found(f: &Fixture, block: &SearchBlock) -> (Vec<String>, usize, bool) {
+    let found = f.store.search_candidates(block).unwrap();
+    let mut people: Vec<String> = found
+        .periods
+        .iter()
+        .map(|q| q.person_id.as_str().to_string())
+        .collect();
+    people.sort();
+    (people, found.people, found.capped)
+}
+
+fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
+    let block = SearchBlock {
+        birth_dates: vec![d("1980-04-01"), d("1980-04-10"), d("1980-04-11")],
+        sex: Sex::Male,
+        keys: query_keys(Some("山田 太郎"), None),
+        near_per_key: 64,
+        cap: 100,
+    };
+    // Before the import: nobody (and no error on an empty index).
+    assert_eq!(people_found(f, &block), (vec![], 0, false));
+    f.store.import(&search_people()).unwrap();
+    // Born that day with a compatible sex (every period of each: A's two), a misread date with
+    // the surname, the whole name born long before. Not: the woman born that day, the man on the
+    // misread date without a key, the woman with the given name.
+    let expect = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        people_found(f, &block),
+        (
+            expect(&["P0000101", "P0000101", "P0000103", "P0000104", "P0000106"]),
+            4,
+            false
+        )
+    );
+    // The twin (another process on the same database) sees the same at once.
+    for s in f.sharers() {
+        assert_eq!(s.search_candidates(&block).unwrap().people, 4);
+    }
+    // Sex unset in the query matches both.
+    let any_sex = SearchBlock {
+        sex: Sex::Unset,
+        ..block.clone()
+    };
+    assert_eq!(
+        people_found(f, &any_sex).0,
+        expect(&[
+            "P0000101", "P0000101", "P0000102", "P0000103", "P0000104", "P0000106", "P0000107"
+        ])
+    );
+    // The kana reading alone, in hiragana, given name only: its key meets the registry's.
+    let given = SearchBlock {
+        birth_dates: vec![d("1955-07-07")],
+        keys: query_keys(None, Some("たろう")),
+        ..block.clone()
+    };
+    assert_eq!(
+        people_found(f, &given).0,
+        expect(&["P0000101", "P0000101", "P0000106"])
+    );
+    // Bounded: at the cap, the people born that day come first, and the answer says it is capped.
+    let capped = SearchBlock {
+        cap: 1,
+        ..block.clone()
+    };
+    assert_eq!(
+        people_found(f, &capped),
+        (expect(&["P0000101", "P0000101"]), 1, true)
+    );
+    // A common key: only the nearest by birth date, whatever the date's distance.
+    let near = SearchBlock {
+        birth_dates: vec![d("1985-01-01")],
+        keys: query_keys(Some("伊藤"), None),
+        near_per_key: 3,
+        ..block.clone()
+    };
+    assert_eq!(
+        people_found(f, &near).0,
+        expect(&["P0000202", "P0000203", "P0000204"])
+    );
+    // A changed period is found by its new name, at once.
+    let mut renamed = search_people().remove(7);
+    renamed.name = "中村　太郎".into();
+    renamed.name_kana = "ナカムラ　タロウ".into();
+    f.store.import(&[renamed]).unwrap();
+    let by_new_name = SearchBlock {
+        birth_dates: vec![d("2000-01-01")],
+        sex: Sex::Female,
+        keys: query_keys(Some("中村"), None),
+        ..block
+    };
+    assert_eq!(people_found(f, &by_new_name).0, expect(&["P0000107"]));
+}
+
+#[test]
+fn embedded_search_index_is_built_at_the_first_open_of_a_store_without_one() {
+    use onshi_sync::store::{SledStore, Store};
+    let dir = TestDir::new("store-search-build");
+    let people = search_people();
+    {
+        // A store of the first wave: the periods written as its registry keeps them.
+        let sled = Arc::new(SledStore::open(&dir.join("data").join("registry")).unwrap());
+        let reg = onshi_sync::registry::Registry::open(sled.clone()).unwrap();
+        for q in &people {
+            reg.put(q).unwrap();
+        }
+        sled.sync().unwrap();
+    }
+    let f = Fixture {
+        store: Arc::new(EmbeddedStore::open(&dir.join("data")).unwrap()),
+        twin: None,
+        _dir: dir,
+        _server: None,
+    };
+    let block = SearchBlock {
+        birth_dates: vec![d("1980-04-01")],
+        sex: Sex::Male,
+        keys: query_keys(Some("山田 太郎"), None),
+        near_per_key: 64,
+        cap: 100,
+    };
+    // Born that day (A, the unset one), and by the name keys (the misread date's and the old one).
+    assert_eq!(people_found(&f, &block).1, 4);
+}
+
+#[test]
+fn postgresql_migrate_fills_the_search_index_of_the_periods_it_finds() {
+    let server = shared_server();
+    let config = fresh_database(&server.pg, "conf_search_fill");
+    assert_eq!(pg::migrate(&config).unwrap().search_indexed, Some(0));
+    let store = PgStore::connect(&config).unwrap();
+    store.import(&search_people()).unwrap();
+    // An index emptied and marked unfilled (a database of schema 1 migrated, or a change of the
+    // key rules): serving refuses until `migrate` fills it again from the periods.
+    let url = format!(
+        "{}/conf_search_fill",
+        server.pg.url().rsplit_once('/').unwrap().0
+    );
+    runtime().block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(
+                "DELETE FROM registry_search; UPDATE registry_search_state SET keys_version = 0",
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+    let e = PgStore::connect(&config).unwrap_err();
+    assert!(
+        matches!(e, CentralError::Schema(_)) && e.to_string().contains("onshi-reconciler migrate"),
+        "{e}"
+    );
+    let migrated = pg::migrate(&config).unwrap();
+    assert!(migrated.applied.is_empty());
+    assert_eq!(migrated.search_indexed, Some(search_people().len() as u64));
+    assert_eq!(pg::migrate(&config).unwrap().search_indexed, None, "once");
+    let f = Fixture {
+        store: Arc::new(PgStore::connect(&config).unwrap()),
+        twin: None,
+        _dir: TestDir::new("store-search-fill"),
+        _server: Some(server),
+    };
+    let block = SearchBlock {
+        birth_dates: vec![d("1980-04-01")],
+        sex: Sex::Male,
+        keys: query_keys(Some("山田 太郎"), None),
+        near_per_key: 64,
+        cap: 100,
+    };
+    // Born that day (A, the unset one), and by the name keys (the misread date's and the old one).
+    assert_eq!(people_found(&f, &block).1, 4);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Data

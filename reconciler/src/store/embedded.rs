@@ -5,7 +5,14 @@
 //! - `central.registry_changes`: seq (u64, big-endian) → the period (JSON), the change feed;
 //! - `central.revisions`: facility + seq → record id, the revision feed;
 //! - `central.revisit`: facility + `/` + record id → birth date and service date;
-//! - `central.outage_requests`, `central.grants`, `central.facilities`: JSON values.
+//! - `central.outage_requests`, `central.grants`, `central.facilities`: JSON values;
+//! - `central.search`: central search's index ([`super::SearchBlock`]): per period, one entry
+//!   `key ‖ 0x1f ‖ birth year (u16) ‖ birth day (days from CE, u32) ‖ person id` → sex code, for
+//!   the empty key (by birth date alone) and each of [`super::search_keys`]; big-endian numbers,
+//!   so one prefix is one key's people born on a day, or in a year. Written before the period it
+//!   indexes, flushed by the same fsync; an entry for a period since changed only adds a
+//!   candidate the ranking then judges by the periods themselves. Built once from the periods at
+//!   the first open of a store that has none (recorded under `0xff version`).
 //!
 //! Durability: every call that writes ends with the store's flush + fsync. Exclusion: sled locks
 //! the directory to one process, so a second process (`import` while `serve` runs) goes through
@@ -18,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification};
+use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification, Sex};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::journal_store::{JournalTree, facility_tree_name};
 use onshi_sync::registry::{Applied, Registry};
@@ -26,8 +33,39 @@ use onshi_sync::store::{SledStore, Store, StoreError, Tree};
 
 use super::{
     CentralError, CentralStore, Decide, FacilityEntry, Grant, GrantScope, ImportCounts,
-    OutageRequest, RegistryChange, RevisitCandidate, revisit_key,
+    OutageRequest, Picked, RegistryChange, RevisitCandidate, SEARCH_KEYS_VERSION, SearchBlock,
+    SearchCandidates, nearest, revisit_key, search_keys, sex_code,
 };
+
+/// Where the search index records the version of the keys it was built with.
+const SEARCH_VERSION_KEY: &[u8] = b"\xffversion";
+const SEP: u8 = 0x1f;
+/// How many years either side of the query's birth year block 3 looks at most.
+const NEAR_YEARS: i32 = 130;
+
+/// `key ‖ SEP ‖ year`: every entry of `key` born in `year`.
+fn search_year_prefix(key: &str, year: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 40);
+    k.extend_from_slice(key.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&(year.clamp(0, i32::from(u16::MAX)) as u16).to_be_bytes());
+    k
+}
+
+/// `key ‖ SEP ‖ year ‖ day`: every entry of `key` born on `day`.
+fn search_day_prefix(key: &str, day: NaiveDate) -> Vec<u8> {
+    let mut k = search_year_prefix(key, day.year());
+    k.extend_from_slice(&(day.num_days_from_ce().max(0) as u32).to_be_bytes());
+    k
+}
+
+/// An entry's birth day and person, from the key after its `key ‖ SEP ‖ year` prefix.
+fn search_entry_rest(rest: &[u8]) -> Option<(NaiveDate, String)> {
+    let days = u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?);
+    let day = NaiveDate::from_num_days_from_ce_opt(i32::try_from(days).ok()?)?;
+    let person = std::str::from_utf8(rest.get(4..)?).ok()?.to_string();
+    Some((day, person))
+}
 
 /// The embedded store (see the module docs).
 #[derive(Debug)]
@@ -40,6 +78,7 @@ pub struct EmbeddedStore {
     requests: Arc<dyn Tree>,
     grants: Arc<dyn Tree>,
     facilities: Arc<dyn Tree>,
+    search: Arc<dyn Tree>,
     journals: Mutex<HashMap<FacilityCode, Facility>>,
     change_seq: AtomicU64,
     revision_seq: AtomicU64,
@@ -102,6 +141,7 @@ impl EmbeddedStore {
             requests: store.tree("central.outage_requests")?,
             grants: store.tree("central.grants")?,
             facilities: store.tree("central.facilities")?,
+            search: store.tree("central.search")?,
             journals: Mutex::default(),
             change_seq: AtomicU64::new(0),
             revision_seq: AtomicU64::new(0),
@@ -113,7 +153,89 @@ impl EmbeddedStore {
             .store(last_seq(s.changes.as_ref(), 0)?, Ordering::SeqCst);
         s.revision_seq
             .store(last_seq(s.revisions.as_ref(), 10)?, Ordering::SeqCst);
+        s.build_search_index()?;
         Ok(s)
+    }
+
+    /// Builds central search's index from the periods, once (a store of the first wave, or one
+    /// whose keys' rules changed: [`SEARCH_KEYS_VERSION`]); recorded, so later opens skip it.
+    /// Streams the periods: memory stays bounded whatever the registry's size.
+    fn build_search_index(&self) -> Result<(), CentralError> {
+        let recorded = self
+            .search
+            .get(SEARCH_VERSION_KEY)?
+            .and_then(|v| Some(i32::from_be_bytes(v.as_slice().try_into().ok()?)));
+        if recorded == Some(SEARCH_KEYS_VERSION) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        if recorded.is_some() {
+            // Keys of other rules: start over (nothing else lives in this tree).
+            for kv in self.search.scan_prefix(&[]) {
+                let (k, _) = kv?;
+                self.search.remove(&k)?;
+            }
+        }
+        let mut periods = 0u64;
+        for q in self.registry.all_periods() {
+            self.index_search(&q?)?;
+            periods += 1;
+        }
+        self.search
+            .insert(SEARCH_VERSION_KEY, &SEARCH_KEYS_VERSION.to_be_bytes())?;
+        self.sync()?;
+        tracing::info!(
+            periods,
+            ms = started.elapsed().as_millis() as u64,
+            "central search index built in the store (once)"
+        );
+        Ok(())
+    }
+
+    /// Files one period in the search index (entries already there are not written again).
+    fn index_search(&self, q: &Qualification) -> Result<(), CentralError> {
+        let sex = [sex_code(q.sex) as u8];
+        let keys = std::iter::once(String::new()).chain(search_keys(&q.name, &q.name_kana));
+        for key in keys {
+            let mut k = search_day_prefix(&key, q.birth_date);
+            k.extend_from_slice(q.person_id.as_str().as_bytes());
+            if self.search.get(&k)?.as_deref() != Some(&sex[..]) {
+                self.search.insert(&k, &sex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The people under `prefix` (a day's or a year's entries of `key`) whose sex fits, until
+    /// `f` says stop.
+    fn search_scan(
+        &self,
+        key: &str,
+        prefix: &[u8],
+        block: &SearchBlock,
+        f: &mut dyn FnMut(NaiveDate, String) -> bool,
+    ) -> Result<(), CentralError> {
+        // After the key, its separator and the year: the day and the person.
+        let rest_at = key.len() + 3;
+        for kv in self.search.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let sex = v.first().copied().unwrap_or(3);
+            let filed = match sex {
+                1 => Sex::Male,
+                2 => Sex::Female,
+                _ => Sex::Unset,
+            };
+            if !super::sex_compatible(block.sex, filed) {
+                continue;
+            }
+            let Some((day, person)) = k.get(rest_at..).and_then(search_entry_rest) else {
+                return Err(corrupt("search entry", "short key"));
+            };
+            if !f(day, person) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The sled store underneath (the registry's storage, shared with tools and tests).
@@ -218,6 +340,9 @@ impl CentralStore for EmbeddedStore {
         let _g = lock(&self.importing);
         let mut counts = ImportCounts::default();
         for q in periods {
+            // The index first: a crash between the two leaves an entry without its period (no
+            // candidate), never a period central search cannot find.
+            self.index_search(q)?;
             match self.registry.put(q)? {
                 Applied::Added => counts.added += 1,
                 Applied::Updated => counts.updated += 1,
@@ -256,6 +381,80 @@ impl CentralStore for EmbeddedStore {
 
     fn registry_cursor(&self) -> Result<u64, CentralError> {
         Ok(self.change_seq.load(Ordering::SeqCst))
+    }
+
+    fn search_candidates(&self, block: &SearchBlock) -> Result<SearchCandidates, CentralError> {
+        let Some(&birth) = block.birth_dates.first() else {
+            return Ok(SearchCandidates::default());
+        };
+        let mut picked = Picked::new(block.cap);
+        // 1. Born on the query's date.
+        self.search_scan("", &search_day_prefix("", birth), block, &mut |_, p| {
+            picked.take(&p)
+        })?;
+        // 2. Born on a likely misreading, with one of the keys.
+        'slips: for &d in &block.birth_dates[1..] {
+            for key in &block.keys {
+                if picked.full() {
+                    break 'slips;
+                }
+                self.search_scan(key, &search_day_prefix(key, d), block, &mut |_, p| {
+                    picked.take(&p)
+                })?;
+            }
+        }
+        // 3. One of the keys, born nearest the query's date: year by year outwards until the
+        // nearest `near_per_key` are known.
+        let n = block.near_per_key;
+        for key in &block.keys {
+            if picked.full() || n == 0 {
+                break;
+            }
+            let mut near: Vec<(i64, String)> = Vec::new();
+            for r in 0..=NEAR_YEARS {
+                let years = if r == 0 {
+                    vec![birth.year()]
+                } else {
+                    vec![birth.year() - r, birth.year() + r]
+                };
+                for y in years {
+                    self.search_scan(key, &search_year_prefix(key, y), block, &mut |day, p| {
+                        near.push(((day - birth).num_days().abs(), p));
+                        true
+                    })?;
+                }
+                // Anything not yet read is born before year − r or after year + r.
+                let unread = NaiveDate::from_ymd_opt(birth.year() - r, 1, 1)
+                    .map_or(i64::MAX, |d| (birth - d).num_days() + 1)
+                    .min(
+                        NaiveDate::from_ymd_opt(birth.year() + r + 1, 1, 1)
+                            .map_or(i64::MAX, |d| (d - birth).num_days()),
+                    );
+                if near.len() >= n {
+                    let mut ds: Vec<i64> = near.iter().map(|e| e.0).collect();
+                    ds.select_nth_unstable(n - 1);
+                    if ds[n - 1] <= unread {
+                        break;
+                    }
+                }
+            }
+            for p in nearest(near, n) {
+                if !picked.take(&p) {
+                    break;
+                }
+            }
+        }
+        let mut out = SearchCandidates {
+            people: picked.ids.len(),
+            capped: picked.capped,
+            periods: Vec::new(),
+        };
+        for id in &picked.ids {
+            let person = PersonId::parse(id).map_err(|e| corrupt("search entry", e))?;
+            out.periods
+                .extend(self.registry.periods_of_person(&person)?);
+        }
+        Ok(out)
     }
 
     fn for_each_period(

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use onshi_model::record::SettlementKind;
-use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification};
+use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification, Sex};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::registry::RegistryError;
 use onshi_sync::store::StoreError;
@@ -252,6 +252,141 @@ pub fn revisit_key(record: &JournalRecord) -> Option<RevisitKey> {
     })
 }
 
+/// The version of the rules [`search_keys`] files periods under. Bump it when they change (or when
+/// `onshi_fallback::normalize::name_key` does): the embedded store rebuilds its search index at
+/// the next open, `onshi-reconciler migrate` rebuilds PostgreSQL's.
+pub const SEARCH_KEYS_VERSION: i32 = 1;
+
+/// The longest key kept (characters): longer names are cut, on both sides alike.
+const MAX_KEY_CHARS: usize = 64;
+
+/// The name keys central search finds a period by besides its birth date: the family-name key,
+/// the given-name key and the whole name's key, of the name and of the kana reading (the
+/// registry writes both as `FAMILY　GIVEN`), through `onshi_fallback`'s keys so that a query typed
+/// in another script or with kana variants meets the same key. A query's keys are made by the same
+/// rules ([`query_keys`]): a surname alone, a given name alone in kana, or a whole name meet one.
+pub fn search_keys(name: &str, kana: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(6);
+    name_keys_into(name, &mut out);
+    name_keys_into(kana, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The keys of a query's name and reading (see [`search_keys`]).
+pub fn query_keys(name: Option<&str>, kana: Option<&str>) -> Vec<String> {
+    search_keys(name.unwrap_or(""), kana.unwrap_or(""))
+}
+
+fn name_keys_into(s: &str, out: &mut Vec<String>) {
+    let parts: Vec<&str> = s
+        .split(char::is_whitespace)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut push = |k: String| {
+        let k: String = k.chars().take(MAX_KEY_CHARS).collect();
+        if !k.is_empty() {
+            out.push(k);
+        }
+    };
+    for p in &parts {
+        push(onshi_fallback::normalize::name_key(p));
+    }
+    if parts.len() > 1 {
+        push(onshi_fallback::normalize::name_key(s));
+    }
+}
+
+/// A sex as the search index files it: 1 male, 2 female, 3 unset (the registry's codes).
+pub fn sex_code(sex: Sex) -> i16 {
+    match sex {
+        Sex::Male => 1,
+        Sex::Female => 2,
+        Sex::Unset => 3,
+    }
+}
+
+/// Whether a period of sex `filed` can be the person a query of sex `asked` is after: unset on
+/// either side matches both.
+pub fn sex_compatible(asked: Sex, filed: Sex) -> bool {
+    asked == Sex::Unset || filed == Sex::Unset || asked == filed
+}
+
+/// Which people central search considers for a query ([`CentralStore::search_candidates`]).
+/// A person is a candidate when one of their periods
+/// 1. is born on `birth_dates[0]` (the query's date) with a compatible sex ([`sex_compatible`]);
+/// 2. is born on another of `birth_dates` (the likely misreadings), with a compatible sex and
+///    one of `keys`;
+/// 3. has one of `keys` and a compatible sex, whatever the birth date: for each key the
+///    `near_per_key` such entries born nearest `birth_dates[0]` (a common surname with a badly
+///    wrong date is left to the other blocks; a rare full name is found whatever the date).
+///
+/// At most `cap` people, taken from block 1, then 2, then 3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchBlock {
+    pub birth_dates: Vec<NaiveDate>,
+    pub sex: Sex,
+    pub keys: Vec<String>,
+    pub near_per_key: usize,
+    pub cap: usize,
+}
+
+/// What [`CentralStore::search_candidates`] found: every period of each candidate person.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchCandidates {
+    pub periods: Vec<Qualification>,
+    /// Candidate people (at most the block's `cap`).
+    pub people: usize,
+    /// Some people the blocks matched were left out at the cap.
+    pub capped: bool,
+}
+
+/// Ids taken in block order up to a cap: the stores' shared bookkeeping for [`SearchBlock`].
+#[derive(Debug, Default)]
+pub(crate) struct Picked {
+    pub(crate) ids: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    cap: usize,
+    pub(crate) capped: bool,
+}
+
+impl Picked {
+    pub(crate) fn new(cap: usize) -> Self {
+        Picked {
+            cap,
+            ..Picked::default()
+        }
+    }
+
+    /// Takes `id` unless already taken; false once the cap is reached (then `capped`).
+    pub(crate) fn take(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return true;
+        }
+        if self.ids.len() >= self.cap {
+            self.capped = true;
+            return false;
+        }
+        self.seen.insert(id.to_string());
+        self.ids.push(id.to_string());
+        true
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.capped || self.ids.len() >= self.cap
+    }
+}
+
+/// Of entries `(distance in days, person)` for one key, the `n` nearest (ties by person).
+pub(crate) fn nearest(mut v: Vec<(i64, String)>, n: usize) -> Vec<String> {
+    // Each person once, at their nearest entry; then nearest first.
+    v.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    v.dedup_by(|a, b| a.1 == b.1);
+    v.sort();
+    v.into_iter().take(n).map(|(_, p)| p).collect()
+}
+
 /// A check's answer to come ([`CentralStore::check_future`]).
 pub type CheckFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<CheckOutcome, CentralError>> + Send>>;
@@ -288,10 +423,14 @@ pub trait CentralStore: Send + Sync + fmt::Debug {
         after: u64,
         limit: usize,
     ) -> Result<Vec<RegistryChange>, CentralError>;
-    /// The feed's last `seq` (0 when empty): an instance that builds its search index from
-    /// [`CentralStore::for_each_period`] follows the feed from here.
+    /// The feed's last `seq` (0 when empty): the revisit follower of an instance starts here.
     fn registry_cursor(&self) -> Result<u64, CentralError>;
-    /// Every period, in no particular order (the central search index at start).
+    /// Central search's candidates ([`SearchBlock`]), read through the store's search index,
+    /// which `import` writes in the same transaction (PostgreSQL) or before the same fsync
+    /// (embedded) as the periods: a line imported is found at once, by every instance. Bounded:
+    /// never more than `block.cap` people, whatever the registry's size.
+    fn search_candidates(&self, block: &SearchBlock) -> Result<SearchCandidates, CentralError>;
+    /// Every period, in no particular order (tools and tests; never on a serving path).
     fn for_each_period(
         &self,
         f: &mut dyn FnMut(Qualification) -> Result<(), CentralError>,

@@ -39,7 +39,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crdts::CvRDT;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use onshi_model::{
-    CheckOutcome, CheckRequest, CheckSubject, FacilityCode, PersonId, Qualification,
+    CheckOutcome, CheckRequest, CheckSubject, FacilityCode, PersonId, Qualification, Sex,
 };
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::registry::{decide_card, decide_insurance_card};
@@ -50,7 +50,8 @@ use tokio_postgres::error::SqlState;
 use self::checks::CheckBatcher;
 use super::{
     CentralError, CentralStore, Decide, FacilityEntry, Grant, GrantScope, ImportCounts,
-    OutageRequest, RegistryChange, RevisitCandidate, revisit_key,
+    OutageRequest, Picked, RegistryChange, RevisitCandidate, SEARCH_KEYS_VERSION, SearchBlock,
+    SearchCandidates, nearest, revisit_key, search_keys, sex_code,
 };
 
 mod checks;
@@ -64,11 +65,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "central",
-    sql: include_str!("../../migrations/0001_central.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "central",
+        sql: include_str!("../../migrations/0001_central.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "search_index",
+        sql: include_str!("../../migrations/0002_search_index.sql"),
+    },
+];
 
 /// The schema version this binary serves.
 pub fn known_version() -> i32 {
@@ -138,6 +146,8 @@ pub struct Migrated {
     /// The migrations applied now (empty: the schema was already current).
     pub applied: Vec<Migration>,
     pub version: i32,
+    /// Periods filed in central search's index now (`None`: it was already current).
+    pub search_indexed: Option<u64>,
 }
 
 /// Applies the migrations the database does not have yet, in one transaction (idempotent; two
@@ -186,12 +196,112 @@ pub fn migrate(config: &tokio_postgres::Config) -> Result<Migrated, CentralError
             .map_err(db)?;
             applied.push(*m);
         }
+        let keys: i32 = tx
+            .query_one(
+                "SELECT keys_version FROM registry_search_state WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        let search_indexed = if keys == SEARCH_KEYS_VERSION {
+            None
+        } else {
+            Some(fill_search_index(&tx).await?)
+        };
         tx.commit().await.map_err(db)?;
         Ok(Migrated {
             applied,
             version: known_version(),
+            search_indexed,
         })
     })
+}
+
+/// Fills `registry_search` from every period (the keys are Rust's: Unicode normalisation and
+/// kana folding), in `tx`, streaming: memory stays bounded whatever the registry's size.
+async fn fill_search_index(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, CentralError> {
+    let started = std::time::Instant::now();
+    tx.batch_execute("DELETE FROM registry_search")
+        .await
+        .map_err(db)?;
+    let st = tx
+        .prepare("SELECT period FROM registry_periods")
+        .await
+        .map_err(db)?;
+    let portal = tx.bind(&st, &[]).await.map_err(db)?;
+    let insert = tx.prepare(SQL_INDEX_SEARCH).await.map_err(db)?;
+    let mut periods = 0u64;
+    loop {
+        let rows = tx.query_portal(&portal, FETCH).await.map_err(db)?;
+        if rows.is_empty() {
+            break;
+        }
+        let qs: Vec<Qualification> = rows
+            .iter()
+            .map(|r| decode_period(r.get(0)))
+            .collect::<Result<_, _>>()?;
+        let e = SearchRows::of(qs.iter());
+        tx.execute(&insert, &[&e.keys, &e.births, &e.persons, &e.sexes])
+            .await
+            .map_err(db)?;
+        periods += qs.len() as u64;
+    }
+    tx.execute(
+        "UPDATE registry_search_state SET keys_version = $1 WHERE id = 1",
+        &[&SEARCH_KEYS_VERSION],
+    )
+    .await
+    .map_err(db)?;
+    tracing::info!(
+        periods,
+        ms = started.elapsed().as_millis() as u64,
+        "central search index filled"
+    );
+    Ok(periods)
+}
+
+/// Rows of `registry_search` for some periods: each (key, birth date, person) once (one
+/// statement cannot change a row twice), the last period's sex.
+#[derive(Default)]
+struct SearchRows {
+    keys: Vec<String>,
+    births: Vec<NaiveDate>,
+    persons: Vec<String>,
+    sexes: Vec<i16>,
+}
+
+impl SearchRows {
+    fn of<'a>(periods: impl Iterator<Item = &'a Qualification>) -> Self {
+        let mut rows: std::collections::BTreeMap<(String, NaiveDate, String), i16> =
+            std::collections::BTreeMap::new();
+        for q in periods {
+            let keys = std::iter::once(String::new()).chain(search_keys(&q.name, &q.name_kana));
+            for key in keys {
+                rows.insert(
+                    (key, q.birth_date, q.person_id.as_str().to_string()),
+                    sex_code(q.sex),
+                );
+            }
+        }
+        let mut out = SearchRows::default();
+        for ((k, b, p), s) in rows {
+            out.keys.push(k);
+            out.births.push(b);
+            out.persons.push(p);
+            out.sexes.push(s);
+        }
+        out
+    }
+}
+
+/// The sex codes a query of sex `asked` matches ([`super::sex_compatible`]).
+fn sex_codes(asked: Sex) -> Vec<i16> {
+    [Sex::Male, Sex::Female, Sex::Unset]
+        .into_iter()
+        .filter(|f| super::sex_compatible(asked, *f))
+        .map(sex_code)
+        .collect()
 }
 
 fn newer_schema(v: i32) -> CentralError {
@@ -427,6 +537,28 @@ const SQL_IMPORT: &str = "INSERT INTO registry_periods AS p
          WHERE p.period IS DISTINCT FROM EXCLUDED.period
      RETURNING p.insurer_number, p.symbol, p.number, p.branch, p.person_id, p.acquired_on,
                (p.xmax = 0) AS added";
+const SQL_INDEX_SEARCH: &str = "INSERT INTO registry_search AS s (key, birth_date, person_id, sex)
+     SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::int2[])
+     ON CONFLICT (key, birth_date, person_id) DO UPDATE SET sex = EXCLUDED.sex
+         WHERE s.sex <> EXCLUDED.sex";
+/// Block 1 of a search: born on the day (the empty key), a compatible sex.
+const SQL_SEARCH_DAY: &str = "SELECT person_id FROM registry_search
+     WHERE key = '' AND birth_date = $1 AND sex = ANY($2) ORDER BY person_id LIMIT $3";
+/// Block 2: one of the keys, born on a misread date.
+const SQL_SEARCH_SLIPS: &str = "SELECT DISTINCT person_id FROM registry_search
+     WHERE key = ANY($1) AND birth_date = ANY($2) AND sex = ANY($3) ORDER BY person_id LIMIT $4";
+/// Block 3: per key, the entries born nearest the date on either side (distance in days).
+const SQL_SEARCH_NEAR: &str = "SELECT k.key, n.person_id, abs(n.birth_date - $2)::int8
+     FROM unnest($1::text[]) AS k(key), LATERAL (
+         (SELECT person_id, birth_date FROM registry_search r
+          WHERE r.key = k.key AND r.birth_date >= $2 AND r.sex = ANY($3)
+          ORDER BY r.birth_date, r.person_id LIMIT $4)
+         UNION ALL
+         (SELECT person_id, birth_date FROM registry_search r
+          WHERE r.key = k.key AND r.birth_date < $2 AND r.sex = ANY($3)
+          ORDER BY r.birth_date DESC, r.person_id LIMIT $4)) n";
+const SQL_PERIODS_OF_PEOPLE: &str = "SELECT period FROM registry_periods WHERE person_id = ANY($1)
+     ORDER BY person_id, insurer_number, symbol, number, branch, acquired_on";
 const SQL_LOCK_RECORDS: &str = "SELECT record_id, record FROM journal_records
      WHERE facility = $1 AND record_id = ANY($2) ORDER BY record_id FOR UPDATE";
 const SQL_INSERT_RECORDS: &str = "INSERT INTO journal_records
@@ -481,7 +613,27 @@ impl PgStore {
                 known_version()
             ))),
             v if v > known_version() => Err(newer_schema(v)),
-            _ => Ok(store),
+            _ => {
+                let keys: i32 = store.bridge.run(async {
+                    let c = store.read().await?;
+                    let row = c
+                        .query_one(
+                            "SELECT keys_version FROM registry_search_state WHERE id = 1",
+                            &[],
+                        )
+                        .await
+                        .map_err(db)?;
+                    Ok::<i32, CentralError>(row.get(0))
+                })?;
+                if keys != SEARCH_KEYS_VERSION {
+                    return Err(CentralError::Schema(format!(
+                        "central search's index was filled by key rules version {keys}; this \
+                         onshi-reconciler files by version {SEARCH_KEYS_VERSION}: run \
+                         `onshi-reconciler migrate --store URL`"
+                    )));
+                }
+                Ok(store)
+            }
         }
     }
 
@@ -841,6 +993,11 @@ impl PgStore {
             changed.extend(in_round);
         }
         if !changed.is_empty() {
+            // Central search finds the changed periods from this commit on.
+            let e = SearchRows::of(changed.iter().map(|&i| &periods[i]));
+            let st = tx.prepare_cached(SQL_INDEX_SEARCH).await?;
+            tx.execute(&st, &[&e.keys, &e.births, &e.persons, &e.sexes])
+                .await?;
             let seqs: Vec<i64> = (1..=changed.len() as i64).map(|n| seq + n).collect();
             let feed: Vec<&[u8]> = changed.iter().map(|&i| encoded[i].as_slice()).collect();
             tx.execute(
@@ -1041,6 +1198,68 @@ impl CentralStore for PgStore {
     fn registry_cursor(&self) -> Result<u64, CentralError> {
         let rows = self.query("SELECT change_seq FROM registry_state WHERE id = 1", &[])?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    fn search_candidates(&self, block: &SearchBlock) -> Result<SearchCandidates, CentralError> {
+        let Some(&birth) = block.birth_dates.first() else {
+            return Ok(SearchCandidates::default());
+        };
+        let sexes = sex_codes(block.sex);
+        let limit = (block.cap.min(i64::MAX as usize - 1) + 1) as i64;
+        self.bridge.run(async {
+            let c = self.read().await?;
+            let mut picked = Picked::new(block.cap);
+            let st = c.prepare_cached(SQL_SEARCH_DAY).await.map_err(db)?;
+            for r in c.query(&st, &[&birth, &sexes, &limit]).await.map_err(db)? {
+                if !picked.take(r.get(0)) {
+                    break;
+                }
+            }
+            if !picked.full() && block.birth_dates.len() > 1 && !block.keys.is_empty() {
+                let st = c.prepare_cached(SQL_SEARCH_SLIPS).await.map_err(db)?;
+                let dates = &block.birth_dates[1..];
+                for r in c
+                    .query(&st, &[&block.keys, &dates, &sexes, &limit])
+                    .await
+                    .map_err(db)?
+                {
+                    if !picked.take(r.get(0)) {
+                        break;
+                    }
+                }
+            }
+            if !picked.full() && block.near_per_key > 0 && !block.keys.is_empty() {
+                let st = c.prepare_cached(SQL_SEARCH_NEAR).await.map_err(db)?;
+                let n = block.near_per_key.min(i64::MAX as usize) as i64;
+                let rows = c
+                    .query(&st, &[&block.keys, &birth, &sexes, &n])
+                    .await
+                    .map_err(db)?;
+                let mut per_key: std::collections::BTreeMap<String, Vec<(i64, String)>> =
+                    std::collections::BTreeMap::new();
+                for r in rows {
+                    per_key
+                        .entry(r.get(0))
+                        .or_default()
+                        .push((r.get(2), r.get(1)));
+                }
+                // In the order of the block's keys, as the embedded store takes them.
+                'keys: for key in &block.keys {
+                    for p in nearest(per_key.remove(key).unwrap_or_default(), block.near_per_key) {
+                        if !picked.take(&p) {
+                            break 'keys;
+                        }
+                    }
+                }
+            }
+            let st = c.prepare_cached(SQL_PERIODS_OF_PEOPLE).await.map_err(db)?;
+            let rows = c.query(&st, &[&picked.ids]).await.map_err(db)?;
+            Ok(SearchCandidates {
+                periods: Self::decode_periods(&rows, 0)?,
+                people: picked.ids.len(),
+                capped: picked.capped,
+            })
+        })
     }
 
     fn for_each_period(

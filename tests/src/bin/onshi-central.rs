@@ -15,8 +15,18 @@
 //! Prints one line per measurement and the ratios PostgreSQL ÷ embedded. The release binaries
 //! (`onshi-reconciler`) are taken from this binary's directory.
 //!
+//! `--mode search` measures central search instead: the registry (`--people`, streamed to a file
+//! and imported with `onshi-reconciler import`), `serve`, an outage granted to prefecture 13, then
+//! each query of `--queries FILE` (JSON lines `{"kind","truth","body"}`, body = a
+//! `POST /v1/search` body, truth = the person id sought; without the flag, a few kinds made here
+//! from a sample of the registry) sent over QUIC one at a time, round robin over
+//! `--search-clients` facilities (each facility's search rate limit is the production one).
+//! Per kind and overall: recall@1, recall@5, p50/p99; and the serving process's resident memory
+//! (now and its peak, from /proc), which must not grow with the registry.
+//!
 //!     cargo build --release --workspace --bins
 //!     target/release/onshi-central [--people 200000] [--duration 10] [--stores embedded,postgres]
+//!     target/release/onshi-central --mode search --people 10000000 --queries hard.jsonl
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +73,18 @@ struct Args {
     /// Stores to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "embedded,postgres")]
     stores: Vec<String>,
+    /// `checks` (the measurements above) or `search` (central search's recall and latency).
+    #[arg(long, default_value = "checks", value_parser = ["checks", "search"])]
+    mode: String,
+    /// Search mode: the queries, JSON lines `{"kind","truth","body"}`.
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Search mode without `--queries`: people sampled from the registry to make queries of.
+    #[arg(long, default_value_t = 200)]
+    sample: usize,
+    /// Search mode: facilities the queries are spread over (each has the production rate limit).
+    #[arg(long, default_value_t = 64)]
+    search_clients: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -505,6 +527,264 @@ fn run_store(
     Ok(sum)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Search mode
+
+/// One query of the set: its kind, the person sought, the `POST /v1/search` body.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+struct QueryLine {
+    kind: String,
+    truth: String,
+    body: serde_json::Value,
+}
+
+/// Queries made here from every `step`-th registry line (when no `--queries` file is given): the
+/// registry's own name and date (`clean`), the reading alone in hiragana (`kana_only`), the
+/// surname alone (`surname_only`), month and day swapped (`date_swapped`, when that is a date).
+fn sample_queries(registry: &Path, sample: usize) -> anyhow::Result<Vec<QueryLine>> {
+    use std::io::BufRead;
+    let lines = std::io::BufReader::new(std::fs::File::open(registry)?)
+        .lines()
+        .count();
+    let step = (lines / sample.max(1)).max(1);
+    let mut out = Vec::new();
+    let file = std::io::BufReader::new(std::fs::File::open(registry)?);
+    for line in file.lines().step_by(step).take(sample) {
+        let q: serde_json::Value = serde_json::from_str(&line?)?;
+        let text = |k: &str| q[k].as_str().unwrap_or_default().to_string();
+        let truth = text("person_id");
+        let hiragana: String = text("name_kana")
+            .chars()
+            .map(|c| match c {
+                'ァ'..='ヶ' => char::from_u32(c as u32 - 0x60).unwrap_or(c),
+                c => c,
+            })
+            .collect();
+        let surname = text("name")
+            .split([' ', '　'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut push = |kind: &str, body: serde_json::Value| {
+            out.push(QueryLine {
+                kind: kind.into(),
+                truth: truth.clone(),
+                body,
+            })
+        };
+        let (birth, sex) = (q["birth_date"].clone(), q["sex"].clone());
+        push(
+            "clean",
+            serde_json::json!({"name": q["name"], "birth_date": birth, "sex": sex}),
+        );
+        push(
+            "kana_only",
+            serde_json::json!({"name": hiragana, "birth_date": birth, "sex": sex}),
+        );
+        push(
+            "surname_only",
+            serde_json::json!({"name": surname, "birth_date": birth, "sex": sex, "address": q["address"]}),
+        );
+        if let Some(d) = birth
+            .as_str()
+            .and_then(|b| NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
+            && let Some(swapped) = chrono::Datelike::with_month(&d, 1)
+                .and_then(|x| chrono::Datelike::with_day(&x, chrono::Datelike::month(&d)))
+                .and_then(|x| chrono::Datelike::with_month(&x, chrono::Datelike::day(&d)))
+            && swapped != d
+        {
+            push(
+                "date_swapped",
+                serde_json::json!({"name": q["name"], "birth_date": swapped, "sex": sex}),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn read_queries(path: &Path) -> anyhow::Result<Vec<QueryLine>> {
+    std::fs::read_to_string(path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Resident memory of a process now and at its peak, in MiB (`VmRSS`, `VmHWM`).
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[derive(Debug, Default)]
+struct KindScore {
+    queries: usize,
+    at1: usize,
+    at5: usize,
+    refused: usize,
+    latency: Option<Histogram<u64>>,
+}
+
+impl KindScore {
+    fn add(&mut self, rank: Option<usize>, us: u64) {
+        self.queries += 1;
+        self.at1 += usize::from(rank == Some(0));
+        self.at5 += usize::from(rank.is_some_and(|r| r < 5));
+        let _ = self.latency.get_or_insert_with(hist).record(us.max(1));
+    }
+
+    fn show(&self, kind: &str) {
+        let pct = |n: usize| 100.0 * n as f64 / self.queries.max(1) as f64;
+        let q = |p: f64| {
+            self.latency
+                .as_ref()
+                .map_or(f64::NAN, |h| h.value_at_quantile(p) as f64 / 1000.0)
+        };
+        println!(
+            "  {kind:<20} {:>6} queries  recall@1 {:>5.1} %  recall@5 {:>5.1} %  p50 {:>7.2} ms  p99 {:>7.2} ms{}",
+            self.queries,
+            pct(self.at1),
+            pct(self.at5),
+            q(0.5),
+            q(0.99),
+            if self.refused > 0 {
+                format!("  refused {}", self.refused)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+fn run_search(
+    kind: &str,
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    work: &TestDir,
+    bins: &Path,
+) -> anyhow::Result<()> {
+    let _in_runtime = rt.enter();
+    let today = chrono::Local::now().date_naive();
+    let dir = work.join(format!("search-{kind}"));
+    std::fs::create_dir_all(&dir)?;
+    let pki = dir.join("pki");
+    let facilities: Vec<FacilityCode> = (0..args.search_clients.max(1))
+        .map(|i| FacilityCode::parse(&format!("131{:07}", i + 1)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    onshi_sync::pki::init(&pki, &facilities)?;
+    // The registry streamed to its file: nothing of it is held here.
+    let registry = dir.join("registry.jsonl");
+    let summary = {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&registry)?);
+        onshi_sync::synth::write_jsonl(
+            &onshi_sync::synth::SynthParams {
+                people: args.people,
+                seed: args.seed,
+                today,
+            },
+            &mut out,
+        )?
+    };
+    let queries = match &args.queries {
+        Some(path) => read_queries(path)?,
+        None => sample_queries(&registry, args.sample)?,
+    };
+    let mut server = None;
+    let place = match kind {
+        "embedded" => Place::Embedded(dir.join("data")),
+        "postgres" => {
+            let centre = PgCentre::start(work, &dir, bins)?;
+            let place = Place::Postgres {
+                url: centre.url.clone(),
+                password_file: centre.password_file.clone(),
+            };
+            server = Some(centre);
+            place
+        }
+        other => bail!("--stores: unknown store {other}"),
+    };
+    println!("{kind}, central search:");
+    let rate = import(bins, &place, &registry)?;
+    println!(
+        "  import of {} people ({} periods): {rate:.0} lines/s",
+        summary.people, summary.periods
+    );
+    let (proc_, addr) = serve(bins, &place, &pki, &dir.join("reconciler.log"))?;
+    let pid = proc_.0.id();
+    let addr: std::net::SocketAddr = addr.trim().parse()?;
+    let (rss, _) = memory_mib(pid);
+    println!("  reconciler resident memory after start: {rss:.0} MiB");
+    let mut grant = vec!["outage".to_string(), "grant".into()];
+    grant.extend(place.args());
+    grant.extend(["--prefecture".into(), "13".into()]);
+    reconciler(bins, &grant)?;
+    let clients: Vec<LinkClient> = facilities
+        .iter()
+        .map(|f| {
+            let id = onshi_sync::pki::load_client(&pki, f)?;
+            Ok(LinkClient::new(addr, &id, LinkSettings::default())?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut kinds: std::collections::BTreeMap<String, KindScore> = Default::default();
+    let mut all = KindScore::default();
+    for (i, q) in queries.iter().enumerate() {
+        let query = match onshi_reconciler::search::Query::from_json(&q.body) {
+            Ok(query) => query,
+            Err(e) => {
+                kinds.entry(q.kind.clone()).or_default().refused += 1;
+                eprintln!("query {}: {e}", i + 1);
+                continue;
+            }
+        };
+        let client = &clients[i % clients.len()];
+        let (answer, us) = loop {
+            let t = Instant::now();
+            let r =
+                rt.block_on(client.call(Request::Search(query.clone()), Duration::from_secs(30)))?;
+            let us = t.elapsed().as_micros() as u64;
+            match r {
+                // The production limit per facility: wait, and ask again (not timed).
+                Response::Error { code, .. } if code == "rate_limited" => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => break (other, us),
+            }
+        };
+        let rank = match answer {
+            Response::Search(hits) => hits.iter().position(|h| h.person_id.as_str() == q.truth),
+            Response::Error { code, message } => {
+                kinds.entry(q.kind.clone()).or_default().refused += 1;
+                eprintln!("query {}: {code}: {message}", i + 1);
+                continue;
+            }
+            other => bail!("unexpected answer {other:?}"),
+        };
+        kinds.entry(q.kind.clone()).or_default().add(rank, us);
+        all.add(rank, us);
+    }
+    for (k, score) in &kinds {
+        score.show(k);
+    }
+    all.show("overall");
+    let (rss, peak) = memory_mib(pid);
+    println!("  reconciler resident memory after the queries: {rss:.0} MiB (peak {peak:.0} MiB)");
+    drop(clients);
+    drop(proc_);
+    drop(server);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bins = daemon_bins()?;
@@ -518,6 +798,12 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_default()
             .trim()
     );
+    if args.mode == "search" {
+        for kind in &args.stores {
+            run_search(kind, &args, &rt, &work, &bins)?;
+        }
+        return Ok(());
+    }
     let mut results = Vec::new();
     for kind in &args.stores {
         results.push((kind.clone(), run_store(kind, &args, &rt, &work, &bins)?));
