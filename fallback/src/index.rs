@@ -27,7 +27,7 @@
 //!
 //! Score (0..=1) = weighted mean of name similarity (0.55: the mean of the family and given parts,
 //! exact 1, variant or order swapped 0.9, typo 0.4–0.8, not given 0.5, differs 0.2), birth date
-//! (0.25: exact 1, swapped or ±1 year 0.6, era or digit slip 0.5, other 0.2), sex (0.10; unset on
+//! (0.25: exact 1, swapped or ±1 year 0.6, era or digit slip 0.5, other 0), sex (0.10; unset on
 //! either side 0.5), and, when the query gives them, insurer name (0.05) and address (0.05), which
 //! are what separates namesakes born on the same day. Those two, the costly parts, are only
 //! computed for candidates whose upper bound can still reach the top k (a test holds the answer
@@ -831,7 +831,9 @@ fn birth_weight(b: BirthMatch) -> f32 {
         BirthMatch::Exact => 1.0,
         BirthMatch::Swapped | BirthMatch::YearOff => 0.6,
         BirthMatch::Era | BirthMatch::Typo => 0.5,
-        BirthMatch::Differs => 0.2,
+        // A wholly different date is no evidence: an exact name born another day is a namesake
+        // more often than the person (a changed surname with the right date outranks it).
+        BirthMatch::Differs => 0.0,
     }
 }
 

@@ -1109,23 +1109,27 @@ pub const MERGED_MUNICIPALITIES: &[(u8, &str, &str)] = &[
 /// The query's address as written and with each old municipality name it contains replaced by
 /// today's (`浦和市高砂` → also `さいたま市浦和区高砂`), in key form; the first is the address itself.
 pub fn address_alternatives(a: &AddressKey) -> Vec<AddressKey> {
+    // The table in key form, computed once: every search with an address reads it.
+    static KEYS: std::sync::OnceLock<Vec<(u8, String, String)>> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        MERGED_MUNICIPALITIES
+            .iter()
+            .map(|(p, old, new)| (*p, address_key(old).rest, address_key(new).rest))
+            .filter(|(_, old, _)| !old.is_empty())
+            .collect()
+    });
     let mut out = vec![a.clone()];
-    for (pref, old, new) in MERGED_MUNICIPALITIES {
-        if a.prefecture.is_some_and(|p| p != *pref) {
+    for (pref, old_key, new_key) in keys {
+        if a.prefecture.is_some_and(|p| p != *pref) || !a.rest.contains(old_key.as_str()) {
             continue;
         }
-        let old_key = address_key(old).rest;
-        if old_key.is_empty() || !a.rest.contains(&old_key) {
-            continue;
-        }
-        let new_key = address_key(new).rest;
         // Already written with today's name in front (`一関市千厩町…`): nothing to replace.
         if a.rest.contains(&format!("{new_key}{old_key}")) {
             continue;
         }
         out.push(AddressKey {
             prefecture: Some(*pref),
-            rest: a.rest.replacen(&old_key, &new_key, 1),
+            rest: a.rest.replacen(old_key.as_str(), new_key, 1),
         });
     }
     out
