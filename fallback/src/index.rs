@@ -26,7 +26,7 @@
 //!    most digits with the query's).
 //!
 //! Score (0..=1) = weighted mean of name similarity (0.55: the mean of the family and given parts,
-//! exact 1, variant or order swapped 0.9, typo 0.4–0.8, not given 0.5, differs 0.2), birth date
+//! exact 1, variant or order swapped 0.9, typo 0.45–0.9, not given 0.5, differs 0.2), birth date
 //! (0.25: exact 1, swapped or ±1 year 0.6, era or digit slip 0.5, other 0), sex (0.10; unset on
 //! either side 0.5), and, when the query gives them, insurer name (0.05) and address (0.05 for a
 //! town, 0.075 with a number, 0.10 with a house number `1-7`), which are what separates namesakes
@@ -70,7 +70,7 @@ const P_SWAPPED: f32 = 0.9;
 const P_MISSING: f32 = 0.5;
 const P_DIFFERS: f32 = 0.2;
 /// A typo's part score is this times the similarity (1 − edits / length, at least 0.5).
-const TYPO_FACTOR: f32 = 0.8;
+const TYPO_FACTOR: f32 = 0.9;
 
 /// Least name evidence (the best part given) for a candidate born on the query's date, and on a
 /// date of [`birth_slips`]; least name similarity for one born on another day.
