@@ -80,8 +80,9 @@ const MIN_NAME_FAR: f32 = 0.8;
 
 /// Most candidates taken from the key lists with another birth date.
 const MAX_FAR: usize = 64;
-/// A key list longer than this is not walked for the far candidates (a very common name alone).
-const MAX_FAR_LIST: usize = 200_000;
+/// A key list longer than this is not walked for the far candidates: a person is found through the
+/// list of their other part (佐藤 is common, 佐藤 with a given name is in the given name's list).
+const MAX_FAR_LIST: usize = 20_000;
 
 /// How many insurers a person's entry remembers (the newest ones win).
 const INSURERS_PER_PERSON: usize = 4;
