@@ -1,13 +1,22 @@
-//! Outage-search benchmark and quality run (issue 3), with an SQL baseline in the same run.
+//! Outage-search benchmark and quality run (issues 3 and 17), with an SQL baseline in the same run.
 //!
 //! ```text
 //! cargo run --release -p onshi-fallback --example search_bench -- --people 1000000 [--queries 5000] [--seed 7]
+//!     [--per-kind 300] [--queries-file FILE] [--out FILE]
 //! ```
 //! Builds the index over the synthetic registry (`onshi_sync::synth`), generates a query set with
 //! the noise reception produces (described in `--help` and BENCHMARKS.md), and reports build time,
 //! resident memory, p50/p99 per query and recall@1/@5; then the same queries as SQL over SQLite
 //! (exact birth date + sex, `LIKE '%…%'` on name, kana and address) and the ratio.
+//!
+//! Then the counter queries of issue 17 (`support/querygen.rs`, one kind of confounder at a time):
+//! generated (`--per-kind` each, seeded from `--seed`; `--out FILE` writes them as JSON lines) or
+//! read from `--queries-file FILE` (as `gen_queries` writes them, over the same `--people` and
+//! `--seed`), with recall@1/@5 per kind, over the hard kinds and overall, and p50/p99.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/querygen.rs"]
+mod querygen;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -368,9 +377,110 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
+fn arg_text(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Recall@1/@5 and latency per kind of the issue-17 counter queries.
+fn counter_queries(ix: &SearchIndex, newest: &[&Qualification], seed: u64, today: NaiveDate) {
+    let queries = match arg_text("--queries-file") {
+        Some(path) => querygen::read_jsonl(&path).expect("read --queries-file"),
+        None => {
+            let per_kind = arg("--per-kind", 300) as usize;
+            querygen::generate(newest, per_kind, seed ^ 0x17_17, today)
+        }
+    };
+    if let Some(out) = arg_text("--out") {
+        querygen::write_jsonl(&queries, &out).expect("write --out");
+        println!("counter queries written to {out}");
+    }
+    // kind → (queries, @1, @5)
+    let mut by_kind: HashMap<String, (usize, usize, usize)> = HashMap::new();
+    let mut lat = Vec::with_capacity(queries.len());
+    let mut misses: HashMap<String, Vec<String>> = HashMap::new();
+    let mut refused = 0;
+    for q in &queries {
+        let t = Instant::now();
+        let Ok(sq) = SearchQuery::from_json(&q.body) else {
+            refused += 1;
+            continue;
+        };
+        let r = ix.search(&sq, 5);
+        lat.push(t.elapsed());
+        let at1 = r.first().is_some_and(|c| c.person_id.as_str() == q.truth);
+        let at5 = r.iter().any(|c| c.person_id.as_str() == q.truth);
+        let e = by_kind.entry(q.kind.clone()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(at1);
+        e.2 += usize::from(at5);
+        let m = misses.entry(q.kind.clone()).or_default();
+        if !at1 && m.len() < 2 {
+            let got = r.first().map_or("-".to_string(), |c| {
+                format!("{} {:.2}", c.person_id, c.score)
+            });
+            m.push(format!("{} {} → {got}", q.truth, q.body));
+        }
+    }
+    lat.sort();
+    println!(
+        "counter queries (issue 17): {} queries, {} refused by the parser; p50 {} p99 {} max {}",
+        queries.len(),
+        refused,
+        ms(pct(&lat, 0.5)),
+        ms(pct(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default())
+    );
+    println!(
+        "  {:<16} {:>7} {:>9} {:>9}",
+        "kind", "queries", "recall@1", "recall@5"
+    );
+    let (mut hn, mut h1, mut h5) = (0, 0, 0);
+    let (mut an, mut a1, mut a5) = (0, 0, 0);
+    let pc = |a: usize, n: usize| 100.0 * a as f64 / n.max(1) as f64;
+    for kind in querygen::KINDS {
+        let Some(&(n, r1, r5)) = by_kind.get(*kind) else {
+            continue;
+        };
+        println!(
+            "  {kind:<16} {n:>7} {:>8.1}% {:>8.1}%",
+            pc(r1, n),
+            pc(r5, n)
+        );
+        if *kind != "clean" {
+            (hn, h1, h5) = (hn + n, h1 + r1, h5 + r5);
+        }
+        (an, a1, a5) = (an + n, a1 + r1, a5 + r5);
+    }
+    println!(
+        "  {:<16} {hn:>7} {:>8.1}% {:>8.1}%",
+        "hard (all but clean)",
+        pc(h1, hn),
+        pc(h5, hn)
+    );
+    println!(
+        "  {:<16} {an:>7} {:>8.1}% {:>8.1}%",
+        "overall",
+        pc(a1, an),
+        pc(a5, an)
+    );
+    if std::env::args().any(|a| a == "--show-misses") {
+        for kind in querygen::KINDS {
+            for m in misses.get(*kind).into_iter().flatten() {
+                println!("  miss@1 {kind}: {m}");
+            }
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("search_bench --people N (1000000) --queries Q (5000) --seed S (7)");
+        println!(
+            "search_bench --people N (1000000) --queries Q (5000) --seed S (7) --per-kind K (300) [--queries-file FILE] [--out FILE] [--show-misses] [--no-sql]"
+        );
         return;
     }
     let people = arg("--people", 1_000_000) as usize;
@@ -499,6 +609,11 @@ fn main() {
         println!("  miss: {m}");
     }
 
+    counter_queries(&ix, &newest, seed, today);
+
+    if std::env::args().any(|a| a == "--no-sql") {
+        return;
+    }
     // SQL baseline: SQLite in memory, one row per person (newest period), index on the exact keys.
     let rss3 = rss_kib();
     let t = Instant::now();

@@ -10,7 +10,9 @@ pub mod index;
 pub mod normalize;
 pub mod share;
 
-pub use index::{Candidate, Reason, SearchIndex, SearchQuery};
+pub use index::{
+    BirthMatch, Candidate, Confidence, NameMatch, Reason, SearchIndex, SearchQuery, confidence,
+};
 pub use normalize::{AddressKey, address_key, insurer_key, kana_key, name_key};
 pub use share::{
     ShareBasis, ShareEstimate, SharePolicy, UnidentifiedRule, collected_yen, estimate_share,

@@ -752,3 +752,385 @@ pub fn insurer_score(query_key: &str, target_key: &str) -> f32 {
         0.0
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Names in parts, loose kana keys, romaji (issue 17)
+
+/// A registry or query name split into family and given name at its first space (any width):
+/// the registry writes `FAMILY　GIVEN`. A name without a space is all family (the caller tries
+/// other splits when it matters).
+pub fn split_name(s: &str) -> (&str, &str) {
+    let t = s.trim_matches(|c: char| c.is_whitespace());
+    match t.find(char::is_whitespace) {
+        Some(i) => {
+            let (a, b) = t.split_at(i);
+            (a, b.trim_matches(|c: char| c.is_whitespace()))
+        }
+        None => (t, ""),
+    }
+}
+
+/// The unvoiced kana of a voiced or semi-voiced one (`ガ`→`カ`, `パ`→`ハ`), else the kana itself.
+fn unvoiced(c: char) -> char {
+    const VOICED: &str = "ガギグゲゴザジズゼゾダヂヅデドバビブベボパピプペポヴ";
+    const BASE: &str = "カキクケコサシスセソタチツテトハヒフヘホハヒフヘホウ";
+    VOICED
+        .chars()
+        .position(|v| v == c)
+        .and_then(|i| BASE.chars().nth(i))
+        .unwrap_or(c)
+}
+
+/// The loose key of a (strict) key: what is left when the usual ways of writing one reading
+/// differently are taken out. Voicing marks are dropped (`ハ`/`バ`/`パ` alike) and a vowel that
+/// only lengthens the syllable before it is dropped (`オオノ`, `オーノ`, `オウノ`, `オノ` → `オノ`;
+/// `ユウコ`, `ユーコ`, `ユコ` → `ユコ`). Small kana, `ヂ`/`ヅ`/`ヲ`/`ヰ`/`ヱ` are already folded by
+/// [`name_key_chars`]. It merges readings that differ (大野/小野), so a loose match is a *variant*,
+/// never *exact*; non-kana characters pass through unchanged.
+pub fn loose_kana_key(key: &[char]) -> Vec<char> {
+    let mut out: Vec<char> = Vec::with_capacity(key.len());
+    for &c in key {
+        let u = unvoiced(c);
+        // Only a vowel equal to the one before lengthens it (`オオ`, `ユウ`; `アオ` is two
+        // syllables). `エイ` and `オウ` were made `エエ`/`オオ` by the strict rules, so they
+        // fall here too.
+        let lengthens = matches!(u, 'ア' | 'イ' | 'ウ' | 'エ' | 'オ')
+            && out.last().and_then(|p| vowel_of(*p)) == Some(u);
+        if lengthens {
+            continue;
+        }
+        out.push(u);
+    }
+    out
+}
+
+/// Romaji → katakana pairs, longest first within each start letter (Hepburn, 訓令式 and the
+/// passport spellings of long vowels).
+const ROMAJI: &[(&str, &str)] = &[
+    ("KYA", "キャ"),
+    ("KYU", "キュ"),
+    ("KYO", "キョ"),
+    ("GYA", "ギャ"),
+    ("GYU", "ギュ"),
+    ("GYO", "ギョ"),
+    ("SHA", "シャ"),
+    ("SHU", "シュ"),
+    ("SHO", "ショ"),
+    ("SHI", "シ"),
+    ("SYA", "シャ"),
+    ("SYU", "シュ"),
+    ("SYO", "ショ"),
+    ("CHA", "チャ"),
+    ("CHU", "チュ"),
+    ("CHO", "チョ"),
+    ("CHI", "チ"),
+    ("TYA", "チャ"),
+    ("TYU", "チュ"),
+    ("TYO", "チョ"),
+    ("TSU", "ツ"),
+    ("NYA", "ニャ"),
+    ("NYU", "ニュ"),
+    ("NYO", "ニョ"),
+    ("HYA", "ヒャ"),
+    ("HYU", "ヒュ"),
+    ("HYO", "ヒョ"),
+    ("MYA", "ミャ"),
+    ("MYU", "ミュ"),
+    ("MYO", "ミョ"),
+    ("RYA", "リャ"),
+    ("RYU", "リュ"),
+    ("RYO", "リョ"),
+    ("BYA", "ビャ"),
+    ("BYU", "ビュ"),
+    ("BYO", "ビョ"),
+    ("PYA", "ピャ"),
+    ("PYU", "ピュ"),
+    ("PYO", "ピョ"),
+    ("JYA", "ジャ"),
+    ("JYU", "ジュ"),
+    ("JYO", "ジョ"),
+    ("ZYA", "ジャ"),
+    ("ZYU", "ジュ"),
+    ("ZYO", "ジョ"),
+    ("DYA", "ヂャ"),
+    ("DYU", "ヂュ"),
+    ("DYO", "ヂョ"),
+    ("JA", "ジャ"),
+    ("JU", "ジュ"),
+    ("JO", "ジョ"),
+    ("JI", "ジ"),
+    ("JE", "ジェ"),
+    ("FA", "ファ"),
+    ("FI", "フィ"),
+    ("FE", "フェ"),
+    ("FO", "フォ"),
+    ("FU", "フ"),
+    ("HU", "フ"),
+    ("TI", "チ"),
+    ("TU", "ツ"),
+    ("SI", "シ"),
+    ("ZI", "ジ"),
+    ("DI", "ヂ"),
+    ("DU", "ヅ"),
+    ("WO", "ヲ"),
+    ("WA", "ワ"),
+    ("VA", "バ"),
+    ("VI", "ビ"),
+    ("VU", "ブ"),
+    ("VE", "ベ"),
+    ("VO", "ボ"),
+    ("KA", "カ"),
+    ("KI", "キ"),
+    ("KU", "ク"),
+    ("KE", "ケ"),
+    ("KO", "コ"),
+    ("GA", "ガ"),
+    ("GI", "ギ"),
+    ("GU", "グ"),
+    ("GE", "ゲ"),
+    ("GO", "ゴ"),
+    ("SA", "サ"),
+    ("SU", "ス"),
+    ("SE", "セ"),
+    ("SO", "ソ"),
+    ("ZA", "ザ"),
+    ("ZU", "ズ"),
+    ("ZE", "ゼ"),
+    ("ZO", "ゾ"),
+    ("TA", "タ"),
+    ("TE", "テ"),
+    ("TO", "ト"),
+    ("DA", "ダ"),
+    ("DE", "デ"),
+    ("DO", "ド"),
+    ("NA", "ナ"),
+    ("NI", "ニ"),
+    ("NU", "ヌ"),
+    ("NE", "ネ"),
+    ("NO", "ノ"),
+    ("HA", "ハ"),
+    ("HI", "ヒ"),
+    ("HE", "ヘ"),
+    ("HO", "ホ"),
+    ("BA", "バ"),
+    ("BI", "ビ"),
+    ("BU", "ブ"),
+    ("BE", "ベ"),
+    ("BO", "ボ"),
+    ("PA", "パ"),
+    ("PI", "ピ"),
+    ("PU", "プ"),
+    ("PE", "ペ"),
+    ("PO", "ポ"),
+    ("MA", "マ"),
+    ("MI", "ミ"),
+    ("MU", "ム"),
+    ("ME", "メ"),
+    ("MO", "モ"),
+    ("YA", "ヤ"),
+    ("YU", "ユ"),
+    ("YO", "ヨ"),
+    ("RA", "ラ"),
+    ("RI", "リ"),
+    ("RU", "ル"),
+    ("RE", "レ"),
+    ("RO", "ロ"),
+    ("LA", "ラ"),
+    ("LI", "リ"),
+    ("LU", "ル"),
+    ("LE", "レ"),
+    ("LO", "ロ"),
+    ("A", "ア"),
+    ("I", "イ"),
+    ("U", "ウ"),
+    ("E", "エ"),
+    ("O", "オ"),
+];
+
+/// A name written in romaji (`Taro Yamada`, `OHNO`, `Yūko`, `shinichi`) as katakana, or `None` when
+/// the text is not all Latin letters or does not read as romaji. Passport spellings of long vowels
+/// (`OH`, `OU`, `OO`, macrons) become a doubled vowel, which the loose key then merges with `ー`,
+/// `ウ` and a dropped vowel. Spaces are kept (as `　`), so the parts stay apart.
+pub fn romaji_to_kana(s: &str) -> Option<String> {
+    let mut t = String::with_capacity(s.len());
+    for c in s.nfkc() {
+        match c {
+            'ā' | 'Ā' | 'â' | 'Â' => t.push_str("AA"),
+            'ī' | 'Ī' | 'î' | 'Î' => t.push_str("II"),
+            'ū' | 'Ū' | 'û' | 'Û' => t.push_str("UU"),
+            'ē' | 'Ē' | 'ê' | 'Ê' => t.push_str("EE"),
+            'ō' | 'Ō' | 'ô' | 'Ô' => t.push_str("OU"),
+            '-' | '\'' | '.' => {}
+            c if c.is_whitespace() => t.push(' '),
+            c if c.is_ascii_alphabetic() => t.push(c.to_ascii_uppercase()),
+            _ => return None,
+        }
+    }
+    if !t.chars().any(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let b = t.as_bytes();
+    let mut out = String::with_capacity(t.len() * 2);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b' ' {
+            if !out.ends_with('　') && !out.is_empty() {
+                out.push('　');
+            }
+            i += 1;
+            continue;
+        }
+        let next = b.get(i + 1).copied();
+        // A doubled consonant is ッ (`HATTORI`, `MATCHA` as TCH).
+        if c != b'N'
+            && !b"AIUEO".contains(&c)
+            && (next == Some(c) || (c == b'T' && next == Some(b'C')))
+        {
+            out.push('ッ');
+            i += 1;
+            continue;
+        }
+        // `OH` before a consonant or at the end is a long O (passport style: OHNO, SATOH).
+        if c == b'H'
+            && out.ends_with(|p: char| vowel_of(p) == Some('オ'))
+            && next.is_none_or(|n| !b"AIUEOY".contains(&n))
+        {
+            out.push('オ');
+            i += 1;
+            continue;
+        }
+        // N before a consonant, N' or NN, or at the end: ン.
+        if c == b'N' && next.is_none_or(|n| !b"AIUEOY".contains(&n)) {
+            out.push('ン');
+            i += if next == Some(b'N') && b.get(i + 2).is_none_or(|n| !b"AIUEOY".contains(n)) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        let rest = &t[i..];
+        let (r, k) = ROMAJI.iter().find(|(r, _)| rest.starts_with(r))?;
+        out.push_str(k);
+        i += r.len();
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merged municipalities (issue 17)
+
+/// Municipalities merged into another (平成の大合併 and earlier, and Hamamatsu's 2024 wards), as
+/// (prefecture code, the old name, the name addresses now have). A small table of real mergers
+/// whose new name the synthetic registry uses; extend here.
+pub const MERGED_MUNICIPALITIES: &[(u8, &str, &str)] = &[
+    (1, "戸井町", "函館市"),
+    (1, "南茅部町", "函館市"),
+    (2, "浪岡町", "青森市"),
+    (2, "南郷村", "八戸市"),
+    (2, "岩木町", "弘前市"),
+    (3, "玉山村", "盛岡市"),
+    (3, "千厩町", "一関市"),
+    (3, "花泉町", "一関市"),
+    (4, "河北町", "石巻市"),
+    (4, "牡鹿町", "石巻市"),
+    (5, "雄和町", "秋田市"),
+    (5, "増田町", "横手市"),
+    (5, "十文字町", "横手市"),
+    (6, "藤島町", "鶴岡市"),
+    (6, "温海町", "鶴岡市"),
+    (7, "飯野町", "福島市"),
+    (7, "平市", "いわき市"),
+    (7, "勿来市", "いわき市"),
+    (8, "内原町", "水戸市"),
+    (8, "谷田部町", "つくば市"),
+    (8, "桜村", "つくば市"),
+    (8, "十王町", "日立市"),
+    (9, "上河内町", "宇都宮市"),
+    (10, "大胡町", "前橋市"),
+    (10, "群馬町", "高崎市"),
+    (10, "榛名町", "高崎市"),
+    (11, "浦和市", "さいたま市浦和区"),
+    (11, "大宮市", "さいたま市大宮区"),
+    (11, "鳩ヶ谷市", "川口市"),
+    (12, "沼南町", "柏市"),
+    (15, "栃尾市", "長岡市"),
+    (15, "高田市", "上越市"),
+    (15, "直江津市", "上越市"),
+    (16, "八尾町", "富山市"),
+    (16, "福岡町", "高岡市"),
+    (19, "中道町", "甲府市"),
+    (19, "河口湖町", "南都留郡富士河口湖町"),
+    (20, "豊野町", "長野市"),
+    (20, "梓川村", "松本市"),
+    (21, "柳津町", "岐阜市"),
+    (21, "墨俣町", "大垣市"),
+    (22, "浜松市中区", "浜松市中央区"),
+    (22, "浜松市東区", "浜松市中央区"),
+    (22, "戸田村", "沼津市"),
+    (23, "足助町", "豊田市"),
+    (23, "額田町", "岡崎市"),
+    (23, "尾西市", "一宮市"),
+    (24, "久居市", "津市"),
+    (24, "楠町", "四日市市"),
+    (25, "志賀町", "大津市"),
+    (28, "夢前町", "姫路市"),
+    (29, "月ヶ瀬村", "奈良市"),
+    (30, "本宮町", "田辺市"),
+    (31, "国府町", "鳥取市"),
+    (31, "淀江町", "米子市"),
+    (32, "宍道町", "松江市"),
+    (32, "平田市", "出雲市"),
+    (33, "真備町", "倉敷市"),
+    (34, "神辺町", "福山市"),
+    (35, "菊川町", "下関市"),
+    (35, "小郡町", "山口市"),
+    (36, "羽ノ浦町", "阿南市"),
+    (37, "牟礼町", "高松市"),
+    (37, "綾歌町", "丸亀市"),
+    (38, "北条市", "松山市"),
+    (38, "大三島町", "今治市"),
+    (39, "春野町", "高知市"),
+    (39, "中村市", "四万十市"),
+    (40, "田主丸町", "久留米市"),
+    (41, "諸富町", "佐賀市"),
+    (41, "呼子町", "唐津市"),
+    (42, "野母崎町", "長崎市"),
+    (42, "吉井町", "佐世保市"),
+    (44, "佐賀関町", "大分市"),
+    (45, "佐土原町", "宮崎市"),
+    (45, "高城町", "都城市"),
+    (46, "喜入町", "鹿児島市"),
+    (46, "国分市", "霧島市"),
+    (47, "コザ市", "沖縄市"),
+];
+
+/// The query's address as written and with each old municipality name it contains replaced by
+/// today's (`浦和市高砂` → also `さいたま市浦和区高砂`), in key form; the first is the address itself.
+pub fn address_alternatives(a: &AddressKey) -> Vec<AddressKey> {
+    // The table in key form, computed once: every search with an address reads it.
+    static KEYS: std::sync::OnceLock<Vec<(u8, String, String)>> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        MERGED_MUNICIPALITIES
+            .iter()
+            .map(|(p, old, new)| (*p, address_key(old).rest, address_key(new).rest))
+            .filter(|(_, old, _)| !old.is_empty())
+            .collect()
+    });
+    let mut out = vec![a.clone()];
+    for (pref, old_key, new_key) in keys {
+        if a.prefecture.is_some_and(|p| p != *pref) || !a.rest.contains(old_key.as_str()) {
+            continue;
+        }
+        // Already written with today's name in front (`一関市千厩町…`): nothing to replace.
+        if a.rest.contains(&format!("{new_key}{old_key}")) {
+            continue;
+        }
+        out.push(AddressKey {
+            prefecture: Some(*pref),
+            rest: a.rest.replacen(old_key.as_str(), new_key, 1),
+        });
+    }
+    out
+}

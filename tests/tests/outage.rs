@@ -1160,3 +1160,114 @@ fn card_reader_heartbeats_faults_and_cards() {
     );
     drop(rec);
 }
+
+/// Issue 17 at the edge: `POST /v1/search` over the replica answers with a `confidence` and each
+/// candidate's `reasons` (`{"field","match"}`), picks each candidate's qualification on the
+/// query's `service_date` (today when absent: the current insurer; a past date: the insurer of
+/// then), and refuses an implausible `service_date` naming the field.
+#[test]
+fn replica_search_says_its_confidence_and_reasons_and_shows_the_insurer_of_the_service_date() {
+    let _serial = onshi_tests::serial();
+    let t = TestDir::new("search-service-date");
+    let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
+    let edge = Edge::start(
+        &t,
+        EdgeOpts::new(FACILITY_A, &t.join("edge"), &pki, rec.addr),
+    );
+    edge.wait_online();
+    // A person who changed insurer recently enough that a visit under the old one may still be
+    // confirmed (service dates go 36 months back from the edge's today).
+    let today = chrono::Local::now().date_naive();
+    let earliest = (today - chrono::Months::new(35)).to_string();
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let (old, new) = reg
+        .periods
+        .iter()
+        .filter(|q| q["loss_reason"] == "joined_other_insurance" && s(&q["lost_on"]) > earliest)
+        .find_map(|q| {
+            let new = reg.periods.iter().find(|p| {
+                p["person_id"] == q["person_id"]
+                    && p["lost_on"].is_null()
+                    && p["insurer_number"] != q["insurer_number"]
+                    && s(&p["acquired_on"]) >= s(&q["lost_on"])
+            })?;
+            Some((q, new))
+        })
+        .expect("the standard registry has a recent change of insurer");
+    let lost_on = chrono::NaiveDate::parse_from_str(&s(&old["lost_on"]), "%Y-%m-%d").expect("date");
+    let past = (lost_on - chrono::Days::new(1)).to_string();
+    assert!(past >= s(&old["acquired_on"]) && past >= earliest, "{old}");
+    // The replica learns both periods from a batch inquiry with the old card.
+    let (code, batch) = edge.post(
+        "/v1/batch",
+        &json!({"service_date": TODAY, "checks": [batch_item(old)]}),
+    );
+    assert_eq!(code, 200, "{batch}");
+
+    let query = json!({"name": new["name"], "birth_date": new["birth_date"], "sex": new["sex"]});
+    let (code, found) = edge.post("/v1/search", &query);
+    assert_eq!(code, 200, "{found}");
+    assert_eq!(found["source"], "replica", "{found}");
+    let best = &found["candidates"][0];
+    assert_eq!(best["person_id"], new["person_id"], "{found}");
+    assert_eq!(found["confidence"], "high", "an exact match: {found}");
+    let reasons = best["reasons"].as_array().expect("reasons");
+    for (field, want) in [
+        ("family_name", "exact"),
+        ("given_name", "exact"),
+        ("birth_date", "exact"),
+        ("sex", "same"),
+    ] {
+        assert!(
+            reasons.contains(&json!({"field": field, "match": want})),
+            "{field} {want}: {found}"
+        );
+    }
+    assert_eq!(
+        best["qualification"]["insurer_number"], new["insurer_number"],
+        "without a service date, today's insurer: {found}"
+    );
+
+    // A visit before the change: the insurer of then.
+    let mut on_past = query.clone();
+    on_past["service_date"] = past.clone().into();
+    let (code, found) = edge.post("/v1/search", &on_past);
+    assert_eq!(code, 200, "{found}");
+    assert_eq!(
+        found["candidates"][0]["person_id"], new["person_id"],
+        "{found}"
+    );
+    assert_eq!(
+        found["candidates"][0]["qualification"]["insurer_number"], old["insurer_number"],
+        "on {past}, the old insurer: {found}"
+    );
+    assert_eq!(
+        found["candidates"][0]["qualification"]["acquired_on"], old["acquired_on"],
+        "{found}"
+    );
+
+    // Only the given name in kana, a digit of the birth date slipped: found, but not high.
+    let kana = s(&new["name_kana"]);
+    let given = kana.split('\u{3000}').nth(1).unwrap_or(&kana).to_string();
+    let birth = s(&new["birth_date"]);
+    let slipped = ('1'..='8')
+        .map(|d| format!("{}{d}", &birth[..9]))
+        .find(|x| *x != birth && chrono::NaiveDate::parse_from_str(x, "%Y-%m-%d").is_ok())
+        .expect("a date one digit away");
+    let weak = json!({"name_kana": to_hiragana(&given), "birth_date": slipped, "sex": new["sex"]});
+    let (code, found) = edge.post("/v1/search", &weak);
+    assert_eq!(code, 200, "{found}");
+    assert_ne!(found["confidence"], "high", "{weak} → {found}");
+    assert!(
+        found["confidence"] == "low" || found["confidence"] == "medium",
+        "{found}"
+    );
+
+    // Implausible service dates are refused, naming the field.
+    for bad in ["2000-01-01", "2099-01-01", "2025-02-30"] {
+        let mut q = query.clone();
+        q["service_date"] = bad.into();
+        assert_field_error(&edge.post("/v1/search", &q), "service_date");
+    }
+    drop(rec);
+}

@@ -1,13 +1,14 @@
 //! `POST /v1/search`: the outage search, centrally when an outage is declared and the link is up,
 //! else over this facility's replica. The access log gets the candidates' person ids, never the
-//! values searched for.
+//! values searched for. Each candidate's qualification is the one valid on the query's
+//! `service_date` (today when absent), and the answer says how far its best candidate can be
+//! trusted (`confidence`, computed here for central answers too).
 
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use onshi_fallback::Reason;
-use onshi_fallback::SearchQuery;
+use onshi_fallback::{Confidence, Reason, SearchQuery};
 use onshi_model::fields::Fields;
 use onshi_model::{PersonId, Qualification};
 use onshi_sync::wire::{Request, Response as WireResponse};
@@ -35,6 +36,8 @@ pub struct Candidate {
 pub struct SearchAnswer {
     pub source: &'static str,
     pub as_of: Option<DateTime<Utc>>,
+    /// How far the best candidate can be trusted (`high|medium|low`).
+    pub confidence: Confidence,
     pub candidates: Vec<Candidate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -63,11 +66,20 @@ pub(super) async fn post_search(
         f.opt_text(name)?;
     }
     let query = SearchQuery::from_json(&v)?;
+    let today = chrono::Local::now().date_naive();
+    let service_date = query.service_date.unwrap_or(today);
+    onshi_model::plausible::check_service_date("service_date", service_date, today)?;
+    // Born by the day of the care, and by today for a reservation ahead.
     onshi_model::plausible::check_birth_date(
         "birth_date",
         query.birth_date,
-        chrono::Local::now().date_naive(),
+        service_date.min(today),
     )?;
+    // The centre picks each candidate's qualification on the same day.
+    let query = SearchQuery {
+        service_date: Some(service_date),
+        ..query
+    };
     let outage = gate
         .journal
         .outage()
@@ -84,9 +96,18 @@ pub(super) async fn post_search(
             .await
         {
             Ok(WireResponse::Search(hits)) => {
+                let ranked: Vec<onshi_fallback::Candidate> = hits
+                    .iter()
+                    .map(|h| onshi_fallback::Candidate {
+                        person_id: h.person_id.clone(),
+                        score: h.score,
+                        reasons: Vec::new(),
+                    })
+                    .collect();
                 let answer = SearchAnswer {
                     source: "online",
                     as_of: Some(Utc::now()),
+                    confidence: onshi_fallback::confidence(&ranked),
                     candidates: hits
                         .into_iter()
                         .map(|h| Candidate {
@@ -127,15 +148,15 @@ pub(super) async fn post_search(
             }
         }
     }
-    let today = chrono::Local::now().date_naive();
     let mut candidates = Vec::new();
     let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
-    for c in gate
+    let found = gate
         .replica
-        .search(&query, onshi_sync::registry::SEARCH_LIMIT)
-    {
+        .search(&query, onshi_sync::registry::SEARCH_LIMIT);
+    let confidence = onshi_fallback::confidence(&found);
+    for c in found {
         let periods = gate.replica.periods_of(&c.person_id).map_err(unavailable)?;
-        let Some(q) = onshi_sync::registry::best_period(periods, today) else {
+        let Some(q) = onshi_sync::registry::best_period(periods, service_date) else {
             continue;
         };
         if let Some(t) = gate.replica.as_of(&c.person_id).map_err(unavailable)? {
@@ -151,6 +172,7 @@ pub(super) async fn post_search(
     let answer = SearchAnswer {
         source: "replica",
         as_of: oldest,
+        confidence,
         candidates,
         note,
     };

@@ -563,7 +563,9 @@ async fn search(
     };
     let replica = &st.app.gate.replica;
     let mut candidates = Vec::new();
-    for c in replica.search(&query, onshi_sync::registry::SEARCH_LIMIT) {
+    let found = replica.search(&query, onshi_sync::registry::SEARCH_LIMIT);
+    let confidence = onshi_fallback::confidence(&found);
+    for c in found {
         let periods = replica
             .periods_of(&c.person_id)
             .map_err(|e| unavailable(&e.to_string()))?;
@@ -590,7 +592,7 @@ async fn search(
     st.log(&staff, AuditAction::Search, subject).await?;
     let note = "この施設の控え（過去にオンラインで確認した人）から検索しました。";
     let body = maud::html! {
-        (views::search_results("replica", Some(note), &candidates))
+        (views::search_results("replica", Some(note), confidence, &candidates))
         h2 { "検索し直す" }
         (views::search_form(&p, None, &staff.csrf))
     };

@@ -10,8 +10,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{DOCTYPE, Markup, html};
+use onshi_fallback::Confidence;
 use onshi_fallback::Reason;
-use onshi_fallback::index::{BirthMatch, Closeness, Partial, SexMatch};
+use onshi_fallback::index::{BirthMatch, NameMatch, Partial, SexMatch};
 use onshi_model::record::ProvisionalRecord;
 use onshi_model::{Qualification, Sex};
 
@@ -303,9 +304,13 @@ pub(crate) struct CandidateView {
 }
 
 fn reason_words(r: &Reason) -> String {
-    let close = |what: &str, c: &Closeness| match c {
-        Closeness::Exact => format!("{what}一致"),
-        Closeness::Edits(n) => format!("{what}が近い（{n}字違い）"),
+    let name = |what: &str, m: &NameMatch| match m {
+        NameMatch::Exact => format!("{what}一致"),
+        NameMatch::Variant => format!("{what}が表記違いで一致"),
+        NameMatch::Typo => format!("{what}が近い（入力ミス）"),
+        NameMatch::Swapped => format!("{what}一致（姓と名が逆）"),
+        NameMatch::Missing => format!("{what}の入力なし"),
+        NameMatch::Differs => format!("{what}不一致"),
     };
     let part = |what: &str, p: &Partial| match p {
         Partial::Full => format!("{what}一致"),
@@ -313,10 +318,13 @@ fn reason_words(r: &Reason) -> String {
         Partial::No => format!("{what}不一致"),
     };
     match r {
-        Reason::Name(c) => close("氏名", c),
-        Reason::NameKana(c) => close("カナ", c),
+        Reason::FamilyName(m) => name("姓", m),
+        Reason::GivenName(m) => name("名", m),
         Reason::BirthDate(BirthMatch::Exact) => "生年月日一致".into(),
-        Reason::BirthDate(BirthMatch::Slip) => "生年月日が入力ミス1つ分違い".into(),
+        Reason::BirthDate(BirthMatch::Swapped) => "生年月日の月と日が逆".into(),
+        Reason::BirthDate(BirthMatch::YearOff) => "生年月日の年が1年違い".into(),
+        Reason::BirthDate(BirthMatch::Era) => "生年月日の元号違い（同じ年数）".into(),
+        Reason::BirthDate(BirthMatch::Typo) => "生年月日が入力ミス1つ分違い".into(),
         Reason::BirthDate(BirthMatch::Differs) => "生年月日不一致".into(),
         Reason::Sex(SexMatch::Same) => "性別一致".into(),
         Reason::Sex(SexMatch::Unknown) => "性別不明".into(),
@@ -326,15 +334,33 @@ fn reason_words(r: &Reason) -> String {
     }
 }
 
+/// What the page says of a search's confidence.
+fn confidence_words(c: Confidence) -> &'static str {
+    match c {
+        Confidence::High => "確度：高（最上位の候補がよく一致しています）",
+        Confidence::Medium => "確度：中（本人確認のうえ選んでください）",
+        Confidence::Low => {
+            "確度：低（一致が弱いか、同姓同名などで区別できません。住所・保険者名を加えて検索し直すか、本人に確認してください）"
+        }
+    }
+}
+
 /// The candidates; choosing one opens the prefilled self-declaration.
 pub(crate) fn search_results(
     source: &str,
     note: Option<&str>,
+    confidence: Confidence,
     candidates: &[CandidateView],
 ) -> Markup {
+    let level = match confidence {
+        Confidence::High => "high",
+        Confidence::Medium => "medium",
+        Confidence::Low => "low",
+    };
     html! {
-        section.results data-source=(source) {
+        section.results data-source=(source) data-confidence=(level) {
             @if let Some(n) = note { p.note { (n) } }
+            @if !candidates.is_empty() { p.confidence { (confidence_words(confidence)) } }
             @if candidates.is_empty() {
                 p { "該当する候補はありません。申立書を空欄から記録してください。" }
                 a.button href="/declare" { "申立書を記録する" }
