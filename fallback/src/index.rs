@@ -177,7 +177,7 @@ fn opt_text(f: &Fields<'_>, name: &str, is_name: bool) -> Result<Option<String>,
 
 /// Why a candidate is where it is, for staff to judge it: one per field, as
 /// `{"field": "family_name", "match": "exact"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "field", content = "match")]
 pub enum Reason {
     /// The family name (surname), in whatever script the query gave it.
@@ -191,7 +191,7 @@ pub enum Reason {
 }
 
 /// How one part of the name matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NameMatch {
     /// The same key (old/variant kanji, kana of either kind and width folded), or the reading.
@@ -208,7 +208,7 @@ pub enum NameMatch {
     Differs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BirthMatch {
     Exact,
@@ -223,7 +223,7 @@ pub enum BirthMatch {
     Differs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SexMatch {
     Same,
@@ -231,7 +231,7 @@ pub enum SexMatch {
     Differs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partial {
     Full,

@@ -163,15 +163,15 @@ pub struct SearchHit {
 /// One of a candidate's reasons (`onshi_fallback::Reason`) as it travels on the link.
 ///
 /// Why not `Reason` itself: it is serialised for JSON as an adjacently tagged enum
-/// (`{"field":"name","match":"exact"}`), which postcard cannot read back (serde asks the format
-/// for field names, which postcard does not carry: `WontImplement`, tested below), and its match
-/// values grow with the fallback crate. So the field and the JSON of its match travel as text,
-/// and the edge shows them exactly as the replica search's `reasons`.
+/// (`{"field":"family_name","match":"exact"}`), which postcard cannot read back (serde asks the
+/// format for field names, which postcard does not carry: `WontImplement`, tested below), and its
+/// match values grow with the fallback crate. So the field and the JSON of its match travel as
+/// text, and the edge reads them back as the replica search's `reasons` ([`HitReason::reason`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HitReason {
-    /// The JSON's `field` (`name`, `name_kana`, `birth_date`, `sex`, …).
+    /// The JSON's `field` (`family_name`, `given_name`, `birth_date`, `sex`, …).
     pub field: String,
-    /// The JSON text of its `match` (`"exact"`, `{"edits":1}`, …).
+    /// The JSON text of its `match` (`"exact"`, `"typo"`, …).
     pub matched: String,
 }
 
@@ -187,6 +187,12 @@ impl HitReason {
             field: v.get("field")?.as_str()?.to_string(),
             matched: v.get("match").map_or("null".into(), |m| m.to_string()),
         })
+    }
+
+    /// The reason as the fallback crate has it; `None` for one this build does not know (a newer
+    /// reconciler's).
+    pub fn reason(&self) -> Option<onshi_fallback::Reason> {
+        serde_json::from_value(self.to_json()).ok()
     }
 
     /// Back to the JSON form `{"field","match"}` (what `POST /v1/search` answers).
@@ -407,12 +413,12 @@ mod tests {
     #[test]
     fn a_search_hits_reasons_round_trip_and_read_back_as_the_replicas_json() {
         use onshi_fallback::Reason;
-        use onshi_fallback::index::{BirthMatch, Closeness, Partial, SexMatch};
+        use onshi_fallback::index::{BirthMatch, NameMatch, Partial, SexMatch};
         let reasons = [
-            Reason::Name(Closeness::Exact),
-            Reason::Name(Closeness::Edits(2)),
-            Reason::NameKana(Closeness::Edits(1)),
-            Reason::BirthDate(BirthMatch::Slip),
+            Reason::FamilyName(NameMatch::Exact),
+            Reason::FamilyName(NameMatch::Differs),
+            Reason::GivenName(NameMatch::Variant),
+            Reason::BirthDate(BirthMatch::Era),
             Reason::Sex(SexMatch::Unknown),
             Reason::InsurerName(Partial::Partial),
             Reason::Address(Partial::No),
@@ -435,10 +441,11 @@ mod tests {
         assert_eq!(back, vec![hit.clone(), hit]);
         for (r, w) in reasons.iter().zip(&back[0].reasons) {
             assert_eq!(w.to_json(), serde_json::to_value(r).unwrap(), "{r:?}");
+            assert_eq!(w.reason(), Some(*r));
         }
         assert_eq!(
             back[0].reasons[1].to_json(),
-            serde_json::json!({"field": "name", "match": {"edits": 2}})
+            serde_json::json!({"field": "family_name", "match": "differs"})
         );
     }
 

@@ -671,6 +671,23 @@ fn central_search_only_when_the_centre_grants_it_rate_limited_and_logged() {
         found["candidates"][0]["qualification"]["person_id"], target["person_id"],
         "{found}"
     );
+    // The centre's answer says why, field by field, and how far to trust it, as the replica's does.
+    let reasons = found["candidates"][0]["reasons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("central candidates carry reasons: {found}"));
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r["field"] == "birth_date" && r["match"] == "exact"),
+        "{found}"
+    );
+    assert!(
+        matches!(
+            found["confidence"].as_str(),
+            Some("high" | "medium" | "low")
+        ),
+        "{found}"
+    );
     let logged = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
         let log = rec.proc.stderr();
         log.get(log_from..)?

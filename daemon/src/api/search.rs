@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use onshi_fallback::{Confidence, Reason, SearchQuery};
 use onshi_model::fields::Fields;
 use onshi_model::{PersonId, Qualification};
-use onshi_sync::wire::{Request, Response as WireResponse};
+use onshi_sync::wire::{HitReason, Request, Response as WireResponse};
 use serde::Serialize;
 
 use super::audit::Audit;
@@ -25,7 +25,7 @@ use crate::gate::Gate;
 pub struct Candidate {
     pub person_id: PersonId,
     pub score: f32,
-    /// Why they match (replica search only).
+    /// Why they match, field by field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasons: Option<Vec<Reason>>,
     pub qualification: Qualification,
@@ -101,7 +101,8 @@ pub(super) async fn post_search(
                     .map(|h| onshi_fallback::Candidate {
                         person_id: h.person_id.clone(),
                         score: h.score,
-                        reasons: Vec::new(),
+                        // A reason this build does not know (a newer centre's) is left out.
+                        reasons: h.reasons.iter().filter_map(HitReason::reason).collect(),
                     })
                     .collect();
                 let answer = SearchAnswer {
@@ -110,10 +111,11 @@ pub(super) async fn post_search(
                     confidence: onshi_fallback::confidence(&ranked),
                     candidates: hits
                         .into_iter()
-                        .map(|h| Candidate {
+                        .zip(ranked)
+                        .map(|(h, r)| Candidate {
                             person_id: h.person_id,
                             score: h.score,
-                            reasons: None,
+                            reasons: Some(r.reasons),
                             qualification: h.qualification,
                         })
                         .collect(),
