@@ -383,6 +383,12 @@ impl State {
         format!("/{}", names.join("/"))
     }
 
+    /// The path of `name` in the directory `parent`, for the log.
+    fn child_path(&self, parent: u64, name: &OsStr) -> String {
+        let dir = self.path_of(parent);
+        format!("{}/{}", dir.trim_end_matches('/'), name.to_string_lossy())
+    }
+
     /// Counts a changing operation; `Err(EIO)` once the power is cut (or is cut by this one).
     fn change(&mut self, what: impl FnOnce(&State) -> String) -> Result<(), Errno> {
         if self.cut {
@@ -560,10 +566,6 @@ impl LazyFs {
     }
 }
 
-fn name_str(name: &OsStr) -> String {
-    name.to_string_lossy().into_owned()
-}
-
 impl Filesystem for LazyFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let s = self.lock();
@@ -656,7 +658,7 @@ impl Filesystem for LazyFs {
         }
         let mut s = self.lock();
         let r = s
-            .change(|s| format!("create {}/{}", s.path_of(parent.0), name_str(name)))
+            .change(|s| format!("create {}", s.child_path(parent.0, name)))
             .and_then(|()| {
                 let node = Node::new(
                     Kind::File(FileData::new(Vec::new())),
@@ -683,7 +685,7 @@ impl Filesystem for LazyFs {
     ) {
         let mut s = self.lock();
         let r = s
-            .change(|s| format!("mkdir {}/{}", s.path_of(parent.0), name_str(name)))
+            .change(|s| format!("mkdir {}", s.child_path(parent.0, name)))
             .and_then(|()| {
                 let dir = DirData {
                     entries: BTreeMap::new(),
@@ -707,7 +709,7 @@ impl Filesystem for LazyFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.lock();
         let r = (|| {
-            s.change(|s| format!("unlink {}/{}", s.path_of(parent.0), name_str(name)))?;
+            s.change(|s| format!("unlink {}", s.child_path(parent.0, name)))?;
             let ino = *s.dir(parent.0)?.entries.get(name).ok_or(Errno::ENOENT)?;
             if matches!(s.nodes.get(&ino).map(|n| &n.kind), Some(Kind::Dir(_))) {
                 return Err(Errno::EISDIR);
@@ -728,7 +730,7 @@ impl Filesystem for LazyFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.lock();
         let r = (|| {
-            s.change(|s| format!("rmdir {}/{}", s.path_of(parent.0), name_str(name)))?;
+            s.change(|s| format!("rmdir {}", s.child_path(parent.0, name)))?;
             let ino = *s.dir(parent.0)?.entries.get(name).ok_or(Errno::ENOENT)?;
             if !s.dir(ino)?.entries.is_empty() {
                 return Err(Errno::ENOTEMPTY);
@@ -757,11 +759,9 @@ impl Filesystem for LazyFs {
         let r = (|| {
             s.change(|s| {
                 format!(
-                    "rename {}/{} -> {}/{}",
-                    s.path_of(parent.0),
-                    name_str(name),
-                    s.path_of(newparent.0),
-                    name_str(newname)
+                    "rename {} -> {}",
+                    s.child_path(parent.0, name),
+                    s.child_path(newparent.0, newname)
                 )
             })?;
             if flags.contains(RenameFlags::RENAME_EXCHANGE)
@@ -987,7 +987,7 @@ impl Filesystem for LazyFs {
     ) {
         let mut s = self.lock();
         let r = (|| {
-            s.change(|s| format!("create {}/{}", s.path_of(parent.0), name_str(name)))?;
+            s.change(|s| format!("create {}", s.child_path(parent.0, name)))?;
             if let Some(&ino) = s.dir(parent.0)?.entries.get(name) {
                 if flags & libc::O_EXCL != 0 {
                     return Err(Errno::EEXIST);
