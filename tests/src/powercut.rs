@@ -155,7 +155,7 @@ impl FileData {
             let first_gone = size.div_ceil(PAGE);
             self.dirty.retain(|&p, _| p < first_gone);
             // The page the new end falls in reads as zero past it (and stays so if it grows again).
-            if size % PAGE != 0 {
+            if !size.is_multiple_of(PAGE) {
                 let p = size / PAGE;
                 if !self.dirty.contains_key(&p) {
                     let page = self.clean_page(p);
