@@ -16,8 +16,9 @@ pub const PRIVATE_DIR: u32 = 0o700;
 /// Files a daemon creates for itself.
 pub const PRIVATE_FILE: u32 = 0o600;
 
-/// Creates `dir` and any missing parent with mode 0700 (umask-independent). An existing directory
-/// keeps its mode: IT staff or the package may have chosen 0750.
+/// Creates `dir` and any missing parent with mode 0700 (umask-independent), durably (each new
+/// entry's parent fsynced). An existing directory keeps its mode: IT staff or the package may have
+/// chosen 0750.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     for p in dir.ancestors() {
@@ -31,8 +32,18 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .mode(PRIVATE_DIR)
         .create(dir)?;
     // The umask may have removed bits, never added them; set the exact mode on what we made.
-    for p in missing {
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(PRIVATE_DIR))?;
+    for p in &missing {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(PRIVATE_DIR))?;
+    }
+    // A new directory's entry is in its parent: until the parent is fsynced a power cut may take
+    // the directory, and everything later made durable inside it, away (POSIX; the power-loss
+    // test's file system shows it: tests/tests/power_loss.rs).
+    for p in &missing {
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 pub mod bench;
 pub mod pg;
+pub mod powercut;
 pub mod relay;
 pub mod webdriver;
 
