@@ -85,6 +85,11 @@ struct Args {
     /// Search mode: facilities the queries are spread over (each has the production rate limit).
     #[arg(long, default_value_t = 64)]
     search_clients: usize,
+    /// Search mode: the synthetic registry's "today" (ages and current periods are computed
+    /// against it). The default is the one `gen_queries` uses, so its queries' truths are the
+    /// registry's people.
+    #[arg(long, default_value = "2025-06-15")]
+    registry_today: NaiveDate,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -674,7 +679,7 @@ fn run_search(
     bins: &Path,
 ) -> anyhow::Result<()> {
     let _in_runtime = rt.enter();
-    let today = chrono::Local::now().date_naive();
+    let today = args.registry_today;
     let dir = work.join(format!("search-{kind}"));
     std::fs::create_dir_all(&dir)?;
     let pki = dir.join("pki");
