@@ -8,7 +8,9 @@
 //! previous one), so the edge's link `s` equals the one held for `s` exactly when the two logs
 //! agree on entries `0..=s`. An edge whose log was changed from entry `k` on, even re-chained
 //! consistently, sends links that differ from `k` on: its head no longer matches the one held, or
-//! its next link does not continue the held chain, or it has fewer entries than the centre holds.
+//! its next link does not continue the held chain. A log cut short is seen once the edge writes
+//! its next entry (which differs from the one held under that number); fewer entries alone prove
+//! nothing, since a report delayed behind a newer one looks the same.
 //! The first difference is then narrowed by asking the edge for links in `[agreed_below, seq)`
 //! (at most [`onshi_sync::audit_chain::PROBE_SAMPLES`] a round) until it is exact.
 //!
@@ -30,7 +32,8 @@ use serde::{Deserialize, Serialize};
 pub enum BreakKind {
     /// The edge's entry `seq` is not the one it sent before (changed, replaced or re-chained).
     Rewritten,
-    /// The edge has only `seq` entries: entries from `seq` on, which the centre holds, are gone.
+    /// As `Rewritten`, seen while the edge had fewer entries than the centre holds: entries were
+    /// removed (from `seq` on) and others written in their place.
     Removed,
 }
 
@@ -123,14 +126,19 @@ pub fn receive(
             *found = Some((seq, kind));
         }
     };
-    if report.len < start {
-        note(&mut found, report.len, BreakKind::Removed);
-    }
+    // Fewer entries than held is no evidence alone: a report delayed behind a newer one (an RPC
+    // retried on another instance) says the same. A link that differs is: an honest edge's links
+    // never change. A log cut short differs from its next entry on.
+    let differs = if report.len < start {
+        BreakKind::Removed
+    } else {
+        BreakKind::Rewritten
+    };
     for link in &report.links {
         if link.seq < start {
             match held.get(&link.seq) {
                 Some(h) if h == link => agreed = agreed.max(link.seq + 1),
-                Some(_) => note(&mut found, link.seq, BreakKind::Rewritten),
+                Some(_) => note(&mut found, link.seq, differs),
                 None => {}
             }
         } else if link.seq == next && chain.brk.is_none() && found.is_none() {
@@ -358,18 +366,26 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_log_is_a_removal_where_it_ends() {
+    fn a_log_cut_short_is_a_removal_once_it_writes_again_and_a_late_report_is_no_break() {
         let mut c = Centre::default();
         let log = chain(8, 8, "");
         c.send(8, log.clone());
+        // A report delayed behind newer ones: shorter, but every link agrees.
         let r = c.send(5, vec![log[4]]);
+        assert_eq!((r.chain.brk, r.answer.next), (None, 8));
+        // Cut to 5 entries, then a new entry 5.
+        let cut = chain(6, 5, "new");
+        let r = c.send(6, vec![cut[5]]);
         let b = r.chain.brk.unwrap();
-        assert_eq!((b.seq, b.kind, b.exact()), (5, BreakKind::Removed, true));
-        // An emptied log.
+        assert_eq!((b.seq, b.kind, b.exact()), (5, BreakKind::Removed, false));
+        let r = c.follow(&cut, &r.answer);
+        assert!(r.chain.brk.unwrap().exact());
+        // Emptied, then a new entry 0.
         let mut c = Centre::default();
         c.send(8, log);
-        let b = c.send(0, vec![]).chain.brk.unwrap();
-        assert_eq!((b.seq, b.kind), (0, BreakKind::Removed));
+        assert_eq!(c.send(0, vec![]).chain.brk, None);
+        let b = c.send(1, chain(1, 0, "new")).chain.brk.unwrap();
+        assert_eq!((b.seq, b.kind, b.exact()), (0, BreakKind::Removed, true));
     }
 
     #[test]

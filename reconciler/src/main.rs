@@ -1058,8 +1058,14 @@ fn audit_verify(code: &str, centre: CentreArgs) -> anyhow::Result<ExitCode> {
                 b.seq, b.agreed_below
             ),
             BreakKind::Removed => format!(
-                "removed at the edge (it now has {} entries; the centre holds {})",
-                b.seq, report.held
+                "removed at the edge (its log became shorter than the {} entries the centre holds, and its entry {} is not the one it sent before{})",
+                report.held,
+                b.seq,
+                if b.exact() {
+                    String::new()
+                } else {
+                    format!("; entries before {} agree so far", b.agreed_below)
+                }
             ),
         };
         println!(
