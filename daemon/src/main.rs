@@ -238,8 +238,19 @@ enum AuditCommand {
     /// whether the edge runs or not (through its admin socket when it does).
     Verify {
         #[command(flatten)]
-        at: AccountsAt,
+        at: LogAt,
     },
+}
+
+/// Where the access log is: the edge's data directory, given or read from its configuration.
+#[derive(Debug, clap::Args)]
+struct LogAt {
+    /// The edge's data directory (the access log is in its journal/ store).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The edge's configuration file: its `data` setting is used.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -989,10 +1000,14 @@ fn data_dir(at: AccountsAt, why: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// `audit verify`: the chain walked by this process, or by the running edge that holds the store.
-fn audit_verify(at: AccountsAt) -> anyhow::Result<ExitCode> {
+fn audit_verify(at: LogAt) -> anyhow::Result<ExitCode> {
     use onshi_edge::admin::{self, EdgeAdminRequest, EdgeAdminResponse};
     use onshi_sync::audit_chain::short_hex;
     use onshi_sync::store::{SledStore, StoreError};
+    let at = AccountsAt {
+        data: at.data,
+        config: at.config,
+    };
     let data = data_dir(at, "the edge's data directory holds the access log")?;
     let journal = data.join("journal");
     anyhow::ensure!(
