@@ -136,9 +136,19 @@ pub async fn start_with_reload(
     };
     let idempotency = crate::idempotency::IdempotencyStore::open(store.as_ref())
         .context("opening the idempotency keys")?;
-    // `onshi-edge audit verify` while this edge holds the store.
-    let admin_socket = crate::admin::serve_socket(&config.data, audit_log.clone(), stop_rx.clone())
-        .context("starting the admin socket")?;
+    // `onshi-edge audit verify` while this edge holds the store. Without it (a path too long for
+    // a Unix socket, say) the edge still serves: only that command needs the edge stopped.
+    let admin_socket = match crate::admin::serve_socket(
+        &config.data,
+        audit_log.clone(),
+        stop_rx.clone(),
+    ) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(error = %e, "no admin socket: `onshi-edge audit verify` needs the edge stopped");
+            None
+        }
+    };
     let auth = crate::auth::Authenticator::new(
         &config.data,
         crate::auth::AuthSettings {
@@ -204,7 +214,9 @@ pub async fn start_with_reload(
         }
         let _ = deferred.await;
         let _ = sync_task.await;
-        let _ = admin_socket.await;
+        if let Some(a) = admin_socket {
+            let _ = a.await;
+        }
         link_for_task.close().await;
         // Every acknowledged record is already durable; this makes any remaining write durable too.
         let synced = tokio::task::spawn_blocking(move || store.sync()).await;
