@@ -98,8 +98,15 @@ pub async fn start_with_reload(
         );
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (sync, sync_task) = crate::sync::spawn(journal.clone(), link.clone(), stop_rx.clone())
-        .context("starting journal sync")?;
+    let audit_log =
+        crate::auth::AuditLog::open(store.as_ref()).context("opening the access log")?;
+    let (sync, sync_task) = crate::sync::spawn(
+        journal.clone(),
+        audit_log.clone(),
+        link.clone(),
+        stop_rx.clone(),
+    )
+    .context("starting journal sync")?;
     let gate = Gate {
         journal,
         replica,
@@ -129,8 +136,19 @@ pub async fn start_with_reload(
     };
     let idempotency = crate::idempotency::IdempotencyStore::open(store.as_ref())
         .context("opening the idempotency keys")?;
-    let audit_log =
-        crate::auth::AuditLog::open(store.as_ref()).context("opening the access log")?;
+    // `onshi-edge audit verify` while this edge holds the store. Without it (a path too long for
+    // a Unix socket, say) the edge still serves: only that command needs the edge stopped.
+    let admin_socket = match crate::admin::serve_socket(
+        &config.data,
+        audit_log.clone(),
+        stop_rx.clone(),
+    ) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(error = %e, "no admin socket: `onshi-edge audit verify` needs the edge stopped");
+            None
+        }
+    };
     let auth = crate::auth::Authenticator::new(
         &config.data,
         crate::auth::AuthSettings {
@@ -196,6 +214,9 @@ pub async fn start_with_reload(
         }
         let _ = deferred.await;
         let _ = sync_task.await;
+        if let Some(a) = admin_socket {
+            let _ = a.await;
+        }
         link_for_task.close().await;
         // Every acknowledged record is already durable; this makes any remaining write durable too.
         let synced = tokio::task::spawn_blocking(move || store.sync()).await;

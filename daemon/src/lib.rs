@@ -1,6 +1,7 @@
 //! onshi's edge node (`onshi-edge`): the front doors (HTTP API), the gate, the durable journal, and
 //! the lifecycle under systemd. Decisions live in the gate and the model; IO in thin adapters.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;

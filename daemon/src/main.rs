@@ -137,7 +137,11 @@ enum Command {
     },
     /// The access log of the running edge: who read or wrote personal data, when, from where, and
     /// which checks, records or people (never what was searched for). Needs an admin token.
+    /// `audit verify` checks the log's hash chain instead.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
         #[command(flatten)]
         client: ClientArgs,
         /// Only entries at or after this time (RFC 3339) or date (YYYY-MM-DD).
@@ -220,6 +224,28 @@ impl ClientArgs {
 #[derive(Debug, clap::Args)]
 struct AccountsAt {
     /// The edge's data directory (accounts.json is kept in it).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The edge's configuration file: its `data` setting is used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the access log's hash chain: exit 0 when it holds; else name the first entry changed,
+    /// removed (a gap) or reordered, and exit 1. Prints sequence numbers and hashes only. Works
+    /// whether the edge runs or not (through its admin socket when it does).
+    Verify {
+        #[command(flatten)]
+        at: LogAt,
+    },
+}
+
+/// Where the access log is: the edge's data directory, given or read from its configuration.
+#[derive(Debug, clap::Args)]
+struct LogAt {
+    /// The edge's data directory (the access log is in its journal/ store).
     #[arg(long)]
     data: Option<PathBuf>,
     /// The edge's configuration file: its `data` setting is used.
@@ -371,6 +397,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { client, json } => status(&client.client()?, json).await,
         Command::Queue { client, json } => queue(&client.client()?, json).await,
         Command::Audit {
+            verify: Some(AuditCommand::Verify { at }),
+            ..
+        } => audit_verify(at),
+        Command::Audit {
+            verify: None,
             client,
             since,
             actor,
@@ -951,16 +982,76 @@ async fn audit(
 
 /// The data directory of `user …`/`token …`: `--data`, else the configuration's `data` (read only).
 fn accounts_at(at: AccountsAt) -> anyhow::Result<AccountsDir> {
-    let data = match (at.data, at.config) {
+    Ok(AccountsDir::new(&data_dir(
+        at,
+        "the edge's data directory holds accounts.json",
+    )?))
+}
+
+/// `--data`, else the configuration's `data`.
+fn data_dir(at: AccountsAt, why: &str) -> anyhow::Result<PathBuf> {
+    Ok(match (at.data, at.config) {
         (Some(d), _) => d,
         (None, Some(c)) => EdgeSettings::from_file(&c)?
             .data
             .ok_or_else(|| anyhow::anyhow!("{}: data: not set", c.display()))?,
-        (None, None) => anyhow::bail!(
-            "give --data DIR or --config FILE (the edge's data directory holds accounts.json)"
-        ),
+        (None, None) => anyhow::bail!("give --data DIR or --config FILE ({why})"),
+    })
+}
+
+/// `audit verify`: the chain walked by this process, or by the running edge that holds the store.
+fn audit_verify(at: LogAt) -> anyhow::Result<ExitCode> {
+    use onshi_edge::admin::{self, EdgeAdminRequest, EdgeAdminResponse};
+    use onshi_sync::audit_chain::short_hex;
+    use onshi_sync::store::{SledStore, StoreError};
+    let at = AccountsAt {
+        data: at.data,
+        config: at.config,
     };
-    Ok(AccountsDir::new(&data))
+    let data = data_dir(at, "the edge's data directory holds the access log")?;
+    let journal = data.join("journal");
+    anyhow::ensure!(
+        journal.is_dir(),
+        "--data {}: no edge data here (no journal/ directory)",
+        data.display()
+    );
+    let verdict = match SledStore::open(&journal) {
+        Ok(store) => auth::AuditLog::open(&store)
+            .context("opening the access log")?
+            .verify()
+            .context("reading the access log")?,
+        Err(StoreError::Engine(sled::Error::Io(e)))
+            if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+        {
+            match admin::call(&data.join(admin::SOCKET), &EdgeAdminRequest::AuditVerify)? {
+                EdgeAdminResponse::AuditVerified { verdict } => verdict,
+                EdgeAdminResponse::Error { message } => {
+                    anyhow::bail!("the running edge could not read the access log: {message}")
+                }
+            }
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening the journal in {}", journal.display()));
+        }
+    };
+    match (&verdict.fault, &verdict.head) {
+        (None, None) => println!("access log: no entries; nothing to break"),
+        (None, Some(head)) => println!(
+            "access log: {} entries, chain intact (head: entry {}, sha256 {}…)",
+            verdict.checked,
+            head.seq,
+            short_hex(&head.hash)
+        ),
+        (Some(fault), _) => {
+            println!("access log: chain broken: {fault}");
+            println!(
+                "  entries before it hold: {} (the first broken one is named; later ones are not checked)",
+                verdict.checked
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Who made a change, for the accounts file's history: the uid running the command and, under

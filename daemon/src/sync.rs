@@ -9,6 +9,14 @@
 //! [`ROUND_UNSYNCED`] while not synced and every [`ROUND_SYNCED`] when synced (the reconciler
 //! answers only when asked, so settlements come back on the next round).
 //!
+//! The access log's chain (issue 18) rides along: after each round's data, when the log has
+//! grown since the centre last said what it holds (or on a new connection, a probe of the
+//! centre's, or every [`AUDIT_RECHECK`]), one `Request::Sync` carrying a lone
+//! `SyncMessage::AuditLinks` goes out (never more than one at a time, so the centre sees the
+//! log's length only grow), with links of durable entries only (the journal is committed first).
+//! A reconciler that does not know the message refuses that RPC alone (`bad_frame`): the edge then
+//! tries again after [`AUDIT_REFUSED_WAIT`].
+//!
 //! `Persist` is a CRDT merge into the sync journal, then the group commit, then `Durable`;
 //! `Quarantined` is merged and committed too; `Sent` marks are merged without waiting for the
 //! disk (losing one costs a resend the reconciler ignores). Callers make a local change durable before
@@ -20,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use onshi_sync::audit_chain::{AuditHeld, AuditReport, report_seqs};
 use onshi_sync::crdt::JournalRecord;
 use onshi_sync::link::LinkClient;
 use onshi_sync::protocol::{Action, EdgeSync, Input, SyncConfig, SyncMessage};
@@ -28,6 +37,7 @@ use onshi_sync::wire::{Request, Response};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::AuditLog;
 use crate::journal::Journal;
 
 /// Time between rounds while something is pending.
@@ -43,6 +53,13 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RPCS_IN_FLIGHT: usize = 16;
 /// Data batches (of [`SyncConfig::batch_records`]) in one RPC.
 pub const BATCHES_PER_RPC: usize = 4;
+/// The access log's head is shown to the centre at least this often, grown or not (a log
+/// rewritten while the edge ran is seen within this time).
+pub const AUDIT_RECHECK: Duration = Duration::from_secs(60);
+/// After a reconciler refused the access log's chain (an older version), the next try.
+pub const AUDIT_REFUSED_WAIT: Duration = Duration::from_secs(600);
+/// After another failed audit RPC, the next try.
+const AUDIT_RETRY: Duration = Duration::from_secs(5);
 
 /// What status pages show.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -122,9 +139,11 @@ impl SyncHandle {
     }
 }
 
-/// Builds the state machine from the durable sync journal and starts the task.
+/// Builds the state machine from the durable sync journal and starts the task; `audit` is the
+/// access log whose chain goes to the centre.
 pub fn spawn(
     journal: Journal,
+    audit: AuditLog,
     link: Arc<LinkClient>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SyncHandle, tokio::task::JoinHandle<()>)> {
@@ -153,6 +172,8 @@ pub fn spawn(
         unread: unread.clone(),
         epoch: 0,
         held: Vec::new(),
+        audit,
+        audit_sync: AuditSync::default(),
     };
     let task = tokio::spawn(adapter.run(rx, stop));
     Ok((
@@ -181,7 +202,68 @@ struct Adapter {
     epoch: u64,
     /// Frames polled from the state machine but not yet sent (a `Hello` while an RPC is out).
     held: Vec<Vec<u8>>,
+    audit: AuditLog,
+    audit_sync: AuditSync,
 }
+
+/// What the edge knows of the centre's copy of the access log's chain, and when to send.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct AuditSync {
+    /// The centre holds links `0 .. held` (unknown on a new connection).
+    held: Option<u64>,
+    /// Entries the centre asked to see, to narrow a break.
+    probe: Option<(u64, u64)>,
+    /// The centre asked for the same probe as the time before: not again before the recheck
+    /// (an entry the edge cannot read would otherwise be asked for every round).
+    stale_probe: bool,
+    /// Where the centre finds the log departs from what it holds.
+    broken_at: Option<u64>,
+    /// The epoch of the audit RPC out, if one is.
+    in_flight: Option<u64>,
+    last_sent: Option<Instant>,
+    /// No audit RPC before this (refused by an older reconciler, or failed).
+    wait_until: Option<Instant>,
+}
+
+impl AuditSync {
+    /// Whether an audit RPC should go now, for a log of `len` entries in session `epoch`.
+    fn due(&self, len: u64, epoch: u64, now: Instant) -> bool {
+        if self.in_flight == Some(epoch) || self.wait_until.is_some_and(|t| now < t) {
+            return false;
+        }
+        let recheck = self
+            .last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= AUDIT_RECHECK);
+        match self.held {
+            None => true,
+            // Once broken, the centre takes no more links: only its probe and the recheck.
+            Some(_) if self.broken_at.is_some() => {
+                (self.probe.is_some() && !self.stale_probe) || recheck
+            }
+            Some(h) => len > h || (self.probe.is_some() && !self.stale_probe) || recheck,
+        }
+    }
+
+    /// The centre's answer. Returns the new break, when it is news.
+    fn answered(&mut self, held: AuditHeld) -> Option<u64> {
+        self.in_flight = None;
+        self.held = Some(held.next);
+        self.stale_probe = held.probe.is_some() && held.probe == self.probe;
+        self.probe = held.probe;
+        let news = held.broken_at.filter(|b| self.broken_at != Some(*b));
+        self.broken_at = held.broken_at;
+        news
+    }
+
+    /// A new session: what the centre holds is asked again.
+    fn reconnected(&mut self) {
+        self.held = None;
+        self.in_flight = None;
+    }
+}
+
+/// The epoch an audit RPC was sent in, and its answer.
+type AuditAnswer = (u64, Result<Response, onshi_sync::link::LinkError>);
 
 /// The epoch the RPC was sent in, how long it took, how many frames it carried, its answer.
 type RpcAnswer = (
@@ -224,6 +306,7 @@ impl Adapter {
     fn new_epoch(&mut self) {
         self.epoch += 1;
         self.held.clear();
+        self.audit_sync.reconnected();
     }
 
     fn restart_session(&mut self, why: &str) {
@@ -338,7 +421,10 @@ impl Adapter {
                 match &m {
                     SyncMessage::Batch { .. } => (batches, data) = (batches + 1, true),
                     SyncMessage::Ack { .. } => data = true,
-                    SyncMessage::Hello { .. } | SyncMessage::SlowDown { .. } => {}
+                    SyncMessage::Hello { .. }
+                    | SyncMessage::SlowDown { .. }
+                    | SyncMessage::AuditLinks(_)
+                    | SyncMessage::AuditHeld(_) => {}
                 }
                 match m.encode() {
                     Ok(f) => frames.push(f),
@@ -407,6 +493,93 @@ impl Adapter {
         });
     }
 
+    /// Sends the access log's report when one is due (see the module docs).
+    async fn send_audit(&mut self, audit_rpcs: &mut tokio::task::JoinSet<AuditAnswer>) {
+        let len = self.audit.len();
+        if !self.audit_sync.due(len, self.epoch, Instant::now()) {
+            return;
+        }
+        // Entries before `len` are on disk once this returns: no link of an entry a crash could
+        // still take back (and write again differently) reaches the centre.
+        if let Err(e) = self.journal.commit().await {
+            tracing::warn!(error = %e, "access log not committed; its chain is sent later");
+            self.audit_sync.wait_until = Some(Instant::now() + AUDIT_RETRY);
+            return;
+        }
+        let seqs = report_seqs(len, self.audit_sync.held, self.audit_sync.probe);
+        let links = match self.audit.links(&seqs) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "access log links not readable");
+                self.audit_sync.wait_until = Some(Instant::now() + AUDIT_RETRY);
+                return;
+            }
+        };
+        let frame = match SyncMessage::AuditLinks(AuditReport { len, links }).encode() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "access log report does not encode");
+                return;
+            }
+        };
+        let (link, epoch) = (self.link.clone(), self.epoch);
+        self.audit_sync.in_flight = Some(epoch);
+        self.audit_sync.last_sent = Some(Instant::now());
+        audit_rpcs.spawn(async move {
+            (
+                epoch,
+                link.call(Request::Sync(vec![frame]), RPC_TIMEOUT).await,
+            )
+        });
+    }
+
+    /// The centre's answer to the access log's report.
+    fn audit_answered(
+        &mut self,
+        epoch: u64,
+        answer: Result<Response, onshi_sync::link::LinkError>,
+    ) {
+        if epoch != self.epoch {
+            return;
+        }
+        self.audit_sync.in_flight = None;
+        let held = match answer {
+            Ok(Response::Sync(frames)) => {
+                frames.iter().find_map(|f| match SyncMessage::decode(f) {
+                    Ok(SyncMessage::AuditHeld(h)) => Some(h),
+                    _ => None,
+                })
+            }
+            Ok(Response::Error { code, .. }) if code == "bad_frame" => {
+                tracing::info!(
+                    "the reconciler does not take the access log's chain (an older version); trying again later"
+                );
+                self.audit_sync.wait_until = Some(Instant::now() + AUDIT_REFUSED_WAIT);
+                return;
+            }
+            Ok(Response::Error { code, message }) => {
+                tracing::warn!(%code, %message, "the access log's chain was not taken");
+                None
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "access log report not answered");
+                None
+            }
+        };
+        match held {
+            Some(h) => {
+                if let Some(at) = self.audit_sync.answered(h) {
+                    tracing::error!(
+                        entry = at,
+                        "the centre finds this edge's access log no longer matches the chain it holds from this entry on (changed, removed or rewritten here); see `onshi-edge audit verify` and `onshi-reconciler audit verify`"
+                    );
+                }
+            }
+            None => self.audit_sync.wait_until = Some(Instant::now() + AUDIT_RETRY),
+        }
+    }
+
     fn publish_idle(&mut self) {
         let report = self.machine.status();
         self.status.send_if_modified(|s| {
@@ -423,6 +596,8 @@ impl Adapter {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut stop: watch::Receiver<bool>) {
         let mut link = self.link.subscribe();
         let mut rpcs = tokio::task::JoinSet::new();
+        // Apart from the data's RPCs: the journal's rounds never wait on it.
+        let mut audit_rpcs = tokio::task::JoinSet::new();
         let mut due = true;
         loop {
             self.follow_link();
@@ -431,6 +606,9 @@ impl Adapter {
             self.publish_idle();
             if self.connected && self.send_rounds(&mut rpcs, due).await {
                 due = false;
+            }
+            if self.connected {
+                self.send_audit(&mut audit_rpcs).await;
             }
             let synced = self.machine.is_synced();
             let mut wait = if synced { ROUND_SYNCED } else { ROUND_UNSYNCED };
@@ -463,6 +641,10 @@ impl Adapter {
                     Some(Cmd::Now) => due = true,
                     None => return,
                 },
+                Some(done) = audit_rpcs.join_next(), if !audit_rpcs.is_empty() => match done {
+                    Ok((epoch, answer)) => self.audit_answered(epoch, answer),
+                    Err(e) => tracing::error!(error = %e, "an audit RPC task failed"),
+                },
                 Some(done) = rpcs.join_next(), if !rpcs.is_empty() => match done {
                     Ok((epoch, took, sent, answer)) => {
                         tracing::debug!(
@@ -486,5 +668,62 @@ impl Adapter {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(next: u64, broken_at: Option<u64>, probe: Option<(u64, u64)>) -> AuditHeld {
+        AuditHeld {
+            next,
+            broken_at,
+            probe,
+        }
+    }
+
+    #[test]
+    fn the_chain_goes_on_connect_on_growth_on_a_probe_and_on_the_recheck_only() {
+        let t0 = Instant::now();
+        let mut a = AuditSync::default();
+        // A new connection: what the centre holds is unknown.
+        assert!(a.due(0, 1, t0));
+        a.in_flight = Some(1);
+        a.last_sent = Some(t0);
+        assert!(!a.due(5, 1, t0), "one at a time");
+        // An answer of an earlier session does not block this one.
+        assert!(a.due(5, 2, t0));
+        assert_eq!(a.answered(held(5, None, None)), None);
+        assert!(!a.due(5, 1, t0), "nothing new");
+        assert!(a.due(6, 1, t0), "the log grew");
+        assert!(a.due(5, 1, t0 + AUDIT_RECHECK), "the head shown again");
+        a.wait_until = Some(t0 + AUDIT_REFUSED_WAIT);
+        assert!(!a.due(6, 1, t0 + AUDIT_RECHECK), "refused: wait");
+        a.wait_until = None;
+        a.reconnected();
+        assert!(a.due(5, 2, t0));
+    }
+
+    #[test]
+    fn after_a_break_only_the_probe_and_the_recheck_send_and_a_repeated_probe_waits() {
+        let t0 = Instant::now();
+        let mut a = AuditSync {
+            last_sent: Some(t0),
+            ..AuditSync::default()
+        };
+        assert_eq!(a.answered(held(10, Some(9), Some((0, 9)))), Some(9));
+        assert!(a.due(20, 1, t0), "the probe");
+        assert_eq!(a.answered(held(10, Some(4), Some((3, 4)))), Some(4));
+        assert!(a.due(20, 1, t0));
+        // The same probe again (an entry the edge cannot read): not every round.
+        assert_eq!(a.answered(held(10, Some(4), Some((3, 4)))), None);
+        assert!(
+            !a.due(20, 1, t0),
+            "grown past the centre, but it takes no more links"
+        );
+        assert!(a.due(20, 1, t0 + AUDIT_RECHECK));
+        assert_eq!(a.answered(held(10, Some(4), None)), None);
+        assert!(!a.due(20, 1, t0));
     }
 }

@@ -61,6 +61,18 @@ _onshi__edge() {
             onshi__edge,user)
                 cmd="onshi__edge__subcmd__user"
                 ;;
+            onshi__edge__subcmd__audit,help)
+                cmd="onshi__edge__subcmd__audit__subcmd__help"
+                ;;
+            onshi__edge__subcmd__audit,verify)
+                cmd="onshi__edge__subcmd__audit__subcmd__verify"
+                ;;
+            onshi__edge__subcmd__audit__subcmd__help,help)
+                cmd="onshi__edge__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            onshi__edge__subcmd__audit__subcmd__help,verify)
+                cmd="onshi__edge__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
             onshi__edge__subcmd__help,audit)
                 cmd="onshi__edge__subcmd__help__subcmd__audit"
                 ;;
@@ -105,6 +117,9 @@ _onshi__edge() {
                 ;;
             onshi__edge__subcmd__help,user)
                 cmd="onshi__edge__subcmd__help__subcmd__user"
+                ;;
+            onshi__edge__subcmd__help__subcmd__audit,verify)
+                cmd="onshi__edge__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             onshi__edge__subcmd__help__subcmd__token,add)
                 cmd="onshi__edge__subcmd__help__subcmd__token__subcmd__add"
@@ -202,7 +217,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__audit)
-            opts="-h --http --token --config --since --actor --json --help"
+            opts="-h --http --token --config --since --actor --json --help verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +240,70 @@ _onshi__edge() {
                     return 0
                     ;;
                 --actor)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__audit__subcmd__help)
+            opts="verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__audit__subcmd__verify)
+            opts="-h --data --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -484,8 +563,22 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help__subcmd__audit)
-            opts=""
+            opts="verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -16,6 +16,9 @@ _onshi__reconciler() {
             ",$1")
                 cmd="onshi__reconciler"
                 ;;
+            onshi__reconciler,audit)
+                cmd="onshi__reconciler__subcmd__audit"
+                ;;
             onshi__reconciler,check-config)
                 cmd="onshi__reconciler__subcmd__check__subcmd__config"
                 ;;
@@ -49,6 +52,18 @@ _onshi__reconciler() {
             onshi__reconciler,serve)
                 cmd="onshi__reconciler__subcmd__serve"
                 ;;
+            onshi__reconciler__subcmd__audit,help)
+                cmd="onshi__reconciler__subcmd__audit__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__audit,verify)
+                cmd="onshi__reconciler__subcmd__audit__subcmd__verify"
+                ;;
+            onshi__reconciler__subcmd__audit__subcmd__help,help)
+                cmd="onshi__reconciler__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__audit__subcmd__help,verify)
+                cmd="onshi__reconciler__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
             onshi__reconciler__subcmd__facility,add)
                 cmd="onshi__reconciler__subcmd__facility__subcmd__add"
                 ;;
@@ -72,6 +87,9 @@ _onshi__reconciler() {
                 ;;
             onshi__reconciler__subcmd__facility__subcmd__help,revoke)
                 cmd="onshi__reconciler__subcmd__facility__subcmd__help__subcmd__revoke"
+                ;;
+            onshi__reconciler__subcmd__help,audit)
+                cmd="onshi__reconciler__subcmd__help__subcmd__audit"
                 ;;
             onshi__reconciler__subcmd__help,check-config)
                 cmd="onshi__reconciler__subcmd__help__subcmd__check__subcmd__config"
@@ -105,6 +123,9 @@ _onshi__reconciler() {
                 ;;
             onshi__reconciler__subcmd__help,serve)
                 cmd="onshi__reconciler__subcmd__help__subcmd__serve"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__audit,verify)
+                cmd="onshi__reconciler__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             onshi__reconciler__subcmd__help__subcmd__facility,add)
                 cmd="onshi__reconciler__subcmd__help__subcmd__facility__subcmd__add"
@@ -170,12 +191,98 @@ _onshi__reconciler() {
 
     case "${cmd}" in
         onshi__reconciler)
-            opts="-h -V --help --version pki serve import outage facility migrate check-config completions manpage gen-registry help"
+            opts="-h -V --help --version pki serve import outage facility audit migrate check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__audit)
+            opts="-h --help verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__audit__subcmd__help)
+            opts="verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__audit__subcmd__verify)
+            opts="-h --facility --data --store --store-password-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --facility)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -468,8 +575,36 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__help)
-            opts="pki serve import outage facility migrate check-config completions manpage gen-registry help"
+            opts="pki serve import outage facility audit migrate check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__audit)
+            opts="verify"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

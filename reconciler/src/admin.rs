@@ -1,4 +1,5 @@
-//! The operators' commands on the centre's data (`import`, `outage …`, `facility …`), carried out
+//! The operators' commands on the centre's data (`import`, `outage …`, `facility …`,
+//! `audit verify`), carried out
 //! in one place ([`execute`]) whichever way they reach the store:
 //! - PostgreSQL: the command connects and runs them itself; every `serve` sees the result (the
 //!   registry's change feed, the grants read at each search, the facilities' version);
@@ -49,6 +50,8 @@ pub enum AdminRequest {
     RevokeFacility { code: FacilityCode },
     /// Every facility.
     Facilities,
+    /// A facility's access-log chain as the centre holds it, checked.
+    AuditVerify { facility: FacilityCode },
 }
 
 /// The answer to an [`AdminRequest`].
@@ -75,6 +78,9 @@ pub enum AdminResponse {
     },
     Facilities {
         facilities: Vec<FacilityEntry>,
+    },
+    AuditVerified {
+        report: crate::audit::ChainReport,
     },
     Error {
         message: String,
@@ -131,6 +137,45 @@ pub fn execute(
         AdminRequest::Facilities => AdminResponse::Facilities {
             facilities: store.facilities()?,
         },
+        AdminRequest::AuditVerify { facility } => AdminResponse::AuditVerified {
+            report: verify_chain(store, &facility)?,
+        },
+    })
+}
+
+/// Links read at a time by [`verify_chain`].
+const VERIFY_PAGE: usize = 10_000;
+
+/// Walks the links held for `facility` (the centre's own copy) and reports with the break on
+/// record.
+pub fn verify_chain(
+    store: &dyn CentralStore,
+    facility: &FacilityCode,
+) -> Result<crate::audit::ChainReport, CentralError> {
+    use crate::audit::{HeldFault, check_held};
+    let chain = store.audit_chain(facility)?;
+    let mut walk = (0u64, onshi_sync::audit_chain::GENESIS);
+    let mut head = None;
+    let mut held_fault = None;
+    loop {
+        let page = store.audit_links(facility, walk.0, VERIFY_PAGE)?;
+        let Some(last) = page.last().copied() else {
+            break;
+        };
+        if let Err(f) = check_held(&mut walk, &page) {
+            held_fault = Some(f);
+            break;
+        }
+        head = Some(last);
+    }
+    if held_fault.is_none() && walk.0 < chain.next {
+        held_fault = Some(HeldFault::Missing { seq: walk.0 });
+    }
+    Ok(crate::audit::ChainReport {
+        held: chain.next,
+        head,
+        brk: chain.brk,
+        held_fault,
     })
 }
 

@@ -4,6 +4,7 @@
 //! sync state machines, link and PKI, the store traits, the registry's storage) is `onshi-sync`.
 
 pub mod admin;
+pub mod audit;
 pub mod facilities;
 pub mod metrics;
 pub mod replication;

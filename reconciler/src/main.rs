@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: FacilityCommand,
     },
+    /// Facilities' access logs as the centre holds their hash chains (sent by each edge with its
+    /// syncs; no entry's content). Works while serve runs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Create or upgrade the PostgreSQL schema (idempotent: applies only the migrations the
     /// database lacks, and prints them). `serve` and `import` refuse a database without it.
     Migrate {
@@ -138,6 +144,20 @@ enum OutageCommand {
     },
     /// The grants (active and past) and the facilities' outage requests.
     List {
+        #[command(flatten)]
+        centre: CentreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check a facility's access-log chain: exit 0 when it is unbroken; else name the first entry
+    /// where the facility's log departs from what the centre holds (rewritten or removed at the
+    /// edge), or where the centre's own copy is damaged, and exit 1.
+    Verify {
+        /// The facility code (10 digits).
+        #[arg(long)]
+        facility: String,
         #[command(flatten)]
         centre: CentreArgs,
     },
@@ -574,6 +594,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Outage { command } => outage(command),
         Command::Facility { command } => facility(command),
+        Command::Audit {
+            command: AuditCommand::Verify { facility, centre },
+        } => audit_verify(&facility, centre),
         Command::Migrate { config, store } => {
             let target = store_of_config(config.as_deref(), store)?;
             let migrated =
@@ -985,6 +1008,85 @@ fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
             }
             other => anyhow::bail!("unexpected answer: {other:?}"),
         },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(code: &str, centre: CentreArgs) -> anyhow::Result<ExitCode> {
+    use onshi_reconciler::audit::{BreakKind, HeldFault};
+    use onshi_sync::audit_chain::short_hex;
+    let code = onshi_model::FacilityCode::parse(code)
+        .map_err(|e| anyhow::anyhow!("--facility '{code}': {e}"))?;
+    let target = centre.target()?;
+    let known = match target.run(AdminRequest::Facilities)? {
+        AdminResponse::Facilities { facilities } => facilities.iter().any(|f| f.code == code),
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    };
+    let report = match target.run(AdminRequest::AuditVerify {
+        facility: code.clone(),
+    })? {
+        AdminResponse::AuditVerified { report } => report,
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    };
+    if !known && report.held == 0 && report.brk.is_none() {
+        anyhow::bail!(
+            "--facility {code}: no such facility (`onshi-reconciler facility list` shows the known ones)"
+        );
+    }
+    let mut broken = false;
+    if let Some(f) = &report.held_fault {
+        broken = true;
+        match f {
+            HeldFault::Missing { seq } => println!(
+                "facility {code}: the centre's copy of the access log chain is damaged at entry {seq}: missing"
+            ),
+            HeldFault::Unlinked { seq } => println!(
+                "facility {code}: the centre's copy of the access log chain is damaged at entry {seq}: it does not link to entry {}",
+                seq.saturating_sub(1)
+            ),
+        }
+    }
+    if let Some(b) = &report.brk {
+        broken = true;
+        let what = match b.kind {
+            BreakKind::Rewritten if b.exact() => format!(
+                "rewritten at the edge (the link it now sends for entry {} differs from the one it sent before; entries before it agree)",
+                b.seq
+            ),
+            BreakKind::Rewritten => format!(
+                "rewritten at the edge at or before entry {} (entries before {} agree; narrowed further as the edge syncs)",
+                b.seq, b.agreed_below
+            ),
+            BreakKind::Removed => format!(
+                "removed at the edge (its log became shorter than the {} entries the centre holds, and its entry {} is not the one it sent before{})",
+                report.held,
+                b.seq,
+                if b.exact() {
+                    String::new()
+                } else {
+                    format!("; entries before {} agree so far", b.agreed_below)
+                }
+            ),
+        };
+        println!(
+            "facility {code}: access log chain broken at entry {}: {what}; first seen {}",
+            b.seq,
+            b.at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    if broken {
+        return Ok(ExitCode::from(1));
+    }
+    match report.head {
+        None => println!(
+            "facility {code}: no access log chain held yet (its edge has not sent one); nothing broken"
+        ),
+        Some(h) => println!(
+            "facility {code}: access log chain unbroken: {} entries held (head: entry {}, sha256 {}…)",
+            report.held,
+            h.seq,
+            short_hex(&h.hash)
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,12 @@
 //! only then given to the state machine as `LocalChange`, so it flows back to the edge. The answer
 //! carries every message the state machine has to send at that moment.
 //!
+//! An edge's access-log report (`SyncMessage::AuditLinks`, issue 18) is not the journal's: it is
+//! taken by the store ([`CentralStore::audit_receive`], decided by [`crate::audit::receive`]) and
+//! answered with `SyncMessage::AuditHeld`, without a session; an RPC carrying only reports never
+//! touches the facility's sync session. A break newly found (or narrowed) is logged as a warning
+//! with the facility and the entry's number only.
+//!
 //! Must never: acknowledge before the fsync; serve one facility's records to another's connection
 //! (the state machine filters, and each facility has its own tree); settle from anything but the
 //! stored record.
@@ -102,6 +108,28 @@ impl Replication {
                 }
             }
         }
+        let (reports, messages): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|m| matches!(m, SyncMessage::AuditLinks(_)));
+        let mut audit_answers = Vec::new();
+        for m in reports {
+            if let SyncMessage::AuditLinks(report) = m {
+                match self.audit_report(facility, &report) {
+                    Ok(frame) => audit_answers.push(frame),
+                    Err(CentralError::BadReport(e)) => {
+                        tracing::warn!(%facility, error = %e, "malformed access log report refused");
+                        return Response::error("bad_report", e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::error!(%facility, error = %e, "access log chain not recorded");
+                        return Response::error("store_unavailable", e.to_string());
+                    }
+                }
+            }
+        }
+        if messages.is_empty() && !audit_answers.is_empty() {
+            return Response::Sync(audit_answers);
+        }
         let slot = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions.entry(facility.clone()).or_default().clone()
@@ -119,6 +147,10 @@ impl Replication {
             "sync RPC handled"
         );
         match result {
+            Ok(Response::Sync(mut out)) => {
+                out.extend(audit_answers);
+                Response::Sync(out)
+            }
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(%facility, error = %e, "sync journal unavailable; session dropped");
@@ -126,6 +158,33 @@ impl Replication {
                 Response::error("store_unavailable", e.to_string())
             }
         }
+    }
+
+    /// Takes an access-log report through the store; the encoded `AuditHeld` answer.
+    fn audit_report(
+        &self,
+        facility: &FacilityCode,
+        report: &onshi_sync::audit_chain::AuditReport,
+    ) -> Result<Vec<u8>, CentralError> {
+        let receipt = self.store.audit_receive(facility, report, Utc::now())?;
+        if receipt.news
+            && let Some(b) = &receipt.chain.brk
+        {
+            tracing::warn!(
+                %facility,
+                entry = b.seq,
+                kind = b.kind.as_str(),
+                exact = b.exact(),
+                agreed_below = b.agreed_below,
+                "access log chain broken: the facility's log no longer continues the chain the centre holds (onshi-reconciler audit verify --facility)"
+            );
+        }
+        SyncMessage::AuditHeld(receipt.answer)
+            .encode()
+            .map_err(|e| CentralError::Corrupt {
+                what: "sync message".into(),
+                reason: e.to_string(),
+            })
     }
 
     fn run(

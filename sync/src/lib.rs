@@ -2,6 +2,7 @@
 //! and the sans-IO sync state machines, the QUIC/mTLS transport and the PKI, the store traits and
 //! sled, and the registry's storage with the pure validity decision. Only this crate knows QUIC.
 
+pub mod audit_chain;
 pub mod crdt;
 pub mod journal_store;
 pub mod lifecycle;

@@ -26,6 +26,7 @@ use onshi_model::FacilityCode;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::audit_chain::{AuditHeld, AuditReport};
 use crate::crdt::{
     Actor, CONFLICTING_FACTS, InvalidRecord, Journal, JournalRecord, JournalRecordV1,
     JournalRecordV1Ref, RecordId, Versions,
@@ -58,6 +59,13 @@ pub enum SyncMessage {
     },
     /// Reconciler → edge: send no data for `delay_ms`.
     SlowDown { delay_ms: u64 },
+    /// Edge → reconciler: the access log's chain (issue 18, [`crate::audit_chain`]). Carried by
+    /// the sync RPC but not part of the journal's protocol: the adapters handle it, the state
+    /// machines ignore it. Sent in its own RPC, so a reconciler that does not know it refuses
+    /// that RPC alone.
+    AuditLinks(AuditReport),
+    /// Reconciler → edge: the answer to [`SyncMessage::AuditLinks`].
+    AuditHeld(AuditHeld),
 }
 
 /// A record the receiver refused, with the reason for staff.
@@ -129,6 +137,8 @@ impl SyncMessage {
                 rejected,
             },
             SyncMessage::SlowDown { delay_ms } => SyncMessageV1Ref::SlowDown { delay_ms },
+            // Newer than V1: only in the V2 form.
+            SyncMessage::AuditLinks(_) | SyncMessage::AuditHeld(_) => return None,
         })
     }
 }
@@ -578,6 +588,8 @@ impl Core {
                     self.paused_until = self.paused_until.max(now.saturating_add(delay_ms));
                 }
             }
+            // The access log's chain is the adapters' business, not the journal's.
+            SyncMessage::AuditLinks(_) | SyncMessage::AuditHeld(_) => {}
         }
     }
 

@@ -5,8 +5,9 @@
 //! registry, import counts and the change feed, merge as a join, update exactly once under
 //! concurrency (two `PgStore`s on one database), the revision feed, revisit candidates, outage
 //! requests and grants, facilities and their version, central search's candidates from the
-//! store's index (and that index built for a store that had none), durability across a crash,
-//! the schema check.
+//! store's index (and that index built for a store that had none), the access logs' chains
+//! (appended once under concurrency, a rewritten log's break recorded and narrowed), durability
+//! across a crash, the schema check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,12 +22,14 @@ use onshi_model::{
     CardId, CheckRequest, CheckSubject, FacilityCode, InsuranceCardKey, PersonId, Qualification,
     Sex,
 };
+use onshi_reconciler::audit::{BreakKind, CentreChain};
 use onshi_reconciler::store::embedded::EmbeddedStore;
 use onshi_reconciler::store::pg::{self, PgStore};
 use onshi_reconciler::store::{
     CentralError, CentralStore, FacilityEntry, Grant, GrantScope, ImportCounts, OutageRequest,
     RevisitCandidate, SearchBlock, query_keys,
 };
+use onshi_sync::audit_chain::{AuditLink, AuditReport, GENESIS, LinkedEntry, probe_samples};
 use onshi_sync::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
 use onshi_tests::TestDir;
 use onshi_tests::pg::PgServer;
@@ -144,7 +147,115 @@ conformance!(
     outage_requests_and_grants_are_kept,
     facilities_and_their_version,
     central_search_blocks_by_birth_date_sex_and_name_keys,
+    access_log_chains_are_appended_once_and_a_rewrite_is_recorded,
 );
+
+// ---------------------------------------------------------------------------------------------
+// The access logs' chains
+
+/// An edge's chain of `n` links; entries from `from` on have other contents (a rewrite).
+fn audit_links(n: u64, from: u64) -> Vec<AuditLink> {
+    let mut prev = GENESIS;
+    (0..n)
+        .map(|seq| {
+            let body = if seq >= from { "forged" } else { "honest" };
+            let e = LinkedEntry::new(seq, prev, format!("{body} {seq}").into_bytes());
+            prev = e.hash;
+            e.link()
+        })
+        .collect()
+}
+
+fn report(len: u64, links: &[AuditLink]) -> AuditReport {
+    AuditReport {
+        len,
+        links: links.to_vec(),
+    }
+}
+
+fn access_log_chains_are_appended_once_and_a_rewrite_is_recorded(f: &Fixture) {
+    let (a, b) = (facility("1311000001"), facility("1311000002"));
+    let s = &f.store;
+    let now = t("2026-04-01T09:00:00Z");
+    let honest = audit_links(40, 40);
+    // The head alone: nothing held yet.
+    let r = s.audit_receive(&a, &report(5, &honest[4..5]), now).unwrap();
+    assert_eq!((r.answer.next, r.answer.broken_at), (0, None));
+    let r = s.audit_receive(&a, &report(5, &honest[0..5]), now).unwrap();
+    assert_eq!(r.answer.next, 5);
+    // The same links from every sharer at once: each appended once.
+    let sharers = f.sharers();
+    let threads: Vec<_> = (0..4)
+        .map(|n| {
+            let (store, fac, links) = (
+                sharers[n % sharers.len()].clone(),
+                a.clone(),
+                honest.clone(),
+            );
+            std::thread::spawn(move || {
+                for end in [10, 20, 30, 40] {
+                    store
+                        .audit_receive(&fac, &report(end as u64, &links[5..end]), now)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_eq!(s.audit_links(&a, 0, 1000).unwrap(), honest);
+    assert_eq!(s.audit_links(&a, 7, 2).unwrap(), honest[7..9].to_vec());
+    assert_eq!(s.audit_chain(&a).unwrap().next, 40);
+    // Another facility's chain is its own.
+    assert_eq!(s.audit_chain(&b).unwrap(), CentreChain::default());
+    assert!(s.audit_links(&b, 0, 10).unwrap().is_empty());
+    // A malformed report changes nothing.
+    let mut unordered = honest[0..3].to_vec();
+    unordered.reverse();
+    let e = s
+        .audit_receive(&a, &report(40, &unordered), now)
+        .unwrap_err();
+    assert!(matches!(e, CentralError::BadReport(_)), "{e}");
+    let verified = onshi_reconciler::admin::verify_chain(s.as_ref(), &a).unwrap();
+    assert!(verified.unbroken(), "{verified:?}");
+    assert_eq!(verified.head, Some(honest[39]));
+
+    // The log rewritten from entry 23 on and re-chained, then grown by two: the centre records
+    // the break, narrows it to entry 23 through its probes, and keeps what it held.
+    let forged = audit_links(42, 23);
+    let mut r = s
+        .audit_receive(&a, &report(42, &forged[40..42]), now)
+        .unwrap();
+    assert!(r.news);
+    assert_eq!(r.answer.broken_at, Some(39));
+    let mut rounds = 0;
+    while let Some((from, to)) = r.answer.probe {
+        let sample: Vec<AuditLink> = probe_samples(from, to)
+            .into_iter()
+            .map(|seq| forged[seq as usize])
+            .collect();
+        r = s.audit_receive(&a, &report(42, &sample), now).unwrap();
+        rounds += 1;
+        assert!(rounds < 4);
+    }
+    let brk = s.audit_chain(&a).unwrap().brk.unwrap();
+    assert_eq!(
+        (brk.seq, brk.kind, brk.exact()),
+        (23, BreakKind::Rewritten, true)
+    );
+    assert_eq!(brk.at, now);
+    // Again: no news, nothing appended, the honest links kept.
+    let r = s
+        .audit_receive(&a, &report(42, &forged[40..42]), t("2026-04-02T09:00:00Z"))
+        .unwrap();
+    assert!(!r.news);
+    assert_eq!(s.audit_chain(&a).unwrap().brk.unwrap().at, now);
+    assert_eq!(s.audit_links(&a, 0, 1000).unwrap(), honest);
+    let verified = onshi_reconciler::admin::verify_chain(s.as_ref(), &a).unwrap();
+    assert!(!verified.unbroken());
+    assert_eq!(verified.brk.map(|b| b.seq), Some(23));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Central search's candidates
@@ -1111,11 +1222,18 @@ fn write_some(s: &dyn CentralStore, periods: &[Qualification]) -> JournalRecord 
         ended_at: None,
     })
     .unwrap();
+    s.audit_receive(
+        &a,
+        &report(3, &audit_links(3, 3)),
+        t("2026-01-05T00:00:00Z"),
+    )
+    .unwrap();
     r
 }
 
 fn assert_still_there(s: &dyn CentralStore, periods: &[Qualification], r: &JournalRecord) {
     let a = facility("1441000001");
+    assert_eq!(s.audit_links(&a, 0, 10).unwrap(), audit_links(3, 3));
     assert_eq!(s.period_count().unwrap(), periods.len() as u64);
     assert_eq!(s.record(&a, r.id()).unwrap().as_ref(), Some(r));
     assert_eq!(s.grants().unwrap().len(), 1);

@@ -12,20 +12,24 @@
 //!   so one prefix is one key's people born on a day, or in a year. Written before the period it
 //!   indexes, flushed by the same fsync; an entry for a period since changed only adds a
 //!   candidate the ranking then judges by the periods themselves. Built once from the periods at
-//!   the first open of a store that has none (recorded under `0xff version`).
+//!   the first open of a store that has none (recorded under `0xff version`);
+//! - `central.audit_links`: facility code ‖ seq (u64) → prev ‖ hash (64 bytes), each facility's
+//!   access-log chain as its edge sent it; `central.audit_chains`: facility → its state (JSON
+//!   [`crate::audit::CentreChain`]: links held, the break recorded).
 //!
 //! Durability: every call that writes ends with the store's flush + fsync. Exclusion: sled locks
 //! the directory to one process, so a second process (`import` while `serve` runs) goes through
 //! the running one's admin socket (`crate::admin`); within the process, [`EmbeddedStore::update`]
 //! holds a per-facility lock over read, decide and write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification, Sex};
+use onshi_sync::audit_chain::{AuditLink, AuditReport};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::journal_store::{JournalTree, facility_tree_name};
 use onshi_sync::registry::{Applied, Registry};
@@ -85,6 +89,10 @@ pub struct EmbeddedStore {
     facilities_version: AtomicU64,
     /// Serialises imports (the change feed's order is the order of the writes).
     importing: Mutex<()>,
+    audit_links: Arc<dyn Tree>,
+    audit_chains: Arc<dyn Tree>,
+    /// Serialises the access-log chains' read, decide and write (one process: one lock will do).
+    auditing: Mutex<()>,
 }
 
 /// A facility's journal tree and the lock [`CentralStore::update`] holds.
@@ -147,6 +155,9 @@ impl EmbeddedStore {
             revision_seq: AtomicU64::new(0),
             facilities_version: AtomicU64::new(1),
             importing: Mutex::new(()),
+            audit_links: store.tree("central.audit_links")?,
+            audit_chains: store.tree("central.audit_chains")?,
+            auditing: Mutex::new(()),
             store,
         };
         s.change_seq
@@ -314,6 +325,36 @@ impl EmbeddedStore {
 }
 
 use chrono::Datelike;
+
+fn audit_key(facility: &FacilityCode, seq: u64) -> Vec<u8> {
+    let mut k = facility.as_str().as_bytes().to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn audit_link(
+    facility: &FacilityCode,
+    key: &[u8],
+    value: &[u8],
+) -> Result<AuditLink, CentralError> {
+    let n = facility.as_str().len();
+    let seq = key
+        .get(n..n + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("audit link", "short key"))?;
+    let (Some(prev), Some(hash)) = (value.get(0..32), value.get(32..64)) else {
+        return Err(corrupt("audit link", "short value"));
+    };
+    let mut link = AuditLink {
+        seq,
+        prev: [0; 32],
+        hash: [0; 32],
+    };
+    link.prev.copy_from_slice(prev);
+    link.hash.copy_from_slice(hash);
+    Ok(link)
+}
 
 fn day(days: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(days)
@@ -669,5 +710,67 @@ impl CentralStore for EmbeddedStore {
 
     fn facilities_version(&self) -> Result<u64, CentralError> {
         Ok(self.facilities_version.load(Ordering::SeqCst))
+    }
+
+    fn audit_receive(
+        &self,
+        facility: &FacilityCode,
+        report: &AuditReport,
+        now: DateTime<Utc>,
+    ) -> Result<crate::audit::Receipt, CentralError> {
+        let _g = lock(&self.auditing);
+        let chain = self.audit_chain(facility)?;
+        let mut held = BTreeMap::new();
+        for seq in crate::audit::needed(&chain, report) {
+            let key = audit_key(facility, seq);
+            if let Some(v) = self.audit_links.get(&key)? {
+                held.insert(seq, audit_link(facility, &key, &v)?);
+            }
+        }
+        let receipt = crate::audit::receive(&chain, &held, report, now)?;
+        if receipt.chain != chain {
+            for l in &receipt.append {
+                let mut v = Vec::with_capacity(64);
+                v.extend_from_slice(&l.prev);
+                v.extend_from_slice(&l.hash);
+                self.audit_links.insert(&audit_key(facility, l.seq), &v)?;
+            }
+            let bytes =
+                serde_json::to_vec(&receipt.chain).map_err(|e| corrupt("audit chain", e))?;
+            self.audit_chains
+                .insert(facility.as_str().as_bytes(), &bytes)?;
+            self.sync()?;
+        }
+        Ok(receipt)
+    }
+
+    fn audit_links(
+        &self,
+        facility: &FacilityCode,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditLink>, CentralError> {
+        // Keys are dense from 0 (only ever appended in order): a range is a run of lookups.
+        let next = self.audit_chain(facility)?.next;
+        let mut out = Vec::new();
+        let mut seq = from;
+        while seq < next && out.len() < limit {
+            let key = audit_key(facility, seq);
+            if let Some(v) = self.audit_links.get(&key)? {
+                out.push(audit_link(facility, &key, &v)?);
+            }
+            seq += 1;
+        }
+        Ok(out)
+    }
+
+    fn audit_chain(
+        &self,
+        facility: &FacilityCode,
+    ) -> Result<crate::audit::CentreChain, CentralError> {
+        match self.audit_chains.get(facility.as_str().as_bytes())? {
+            None => Ok(crate::audit::CentreChain::default()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt("audit chain", e)),
+        }
     }
 }

@@ -13,7 +13,10 @@
 //! - [`CentralStore::update`] reads, decides and writes one record at a time under a lock that
 //!   every process sharing the store respects (a row lock in PostgreSQL): a provisional record is
 //!   settled once, whichever instance gets there first;
-//! - nothing is deleted: an ended grant or a revoked facility stays on record with its time.
+//! - nothing is deleted: an ended grant or a revoked facility stays on record with its time;
+//! - a facility's access-log chain ([`crate::audit`]) is read, decided ([`crate::audit::receive`])
+//!   and extended under one lock per facility every sharer respects (a row lock in PostgreSQL):
+//!   links are only ever appended, and a break once recorded is only ever narrowed.
 //!
 //! Calls block (the embedded store touches the disk, PostgreSQL the network): call them from
 //! blocking threads (`spawn_blocking`), never on an async worker.
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use onshi_model::record::SettlementKind;
 use onshi_model::{CheckOutcome, CheckRequest, FacilityCode, PersonId, Qualification, Sex};
+use onshi_sync::audit_chain::{AuditLink, AuditReport};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::registry::RegistryError;
 use onshi_sync::store::StoreError;
@@ -52,6 +56,9 @@ pub enum CentralError {
     /// The embedded store is held by a running `serve` (sled allows one process).
     #[error("the data directory is in use by a running onshi-reconciler serve")]
     Busy,
+    /// An edge's access-log report is malformed (nothing of it was taken).
+    #[error("access log report: {0}")]
+    BadReport(#[from] onshi_sync::audit_chain::ReportError),
 }
 
 /// Where the centre's data is: `--data DIR` (embedded) or `--store postgres://…`.
@@ -504,6 +511,31 @@ pub trait CentralStore: Send + Sync + fmt::Debug {
     fn facilities(&self) -> Result<Vec<FacilityEntry>, CentralError>;
     /// Bumped by every change of the facilities: instances re-read them when it moves.
     fn facilities_version(&self) -> Result<u64, CentralError>;
+
+    // The access logs' chains (issue 18), one per facility.
+
+    /// Takes an edge's report on its access log's chain: under the facility's lock, reads the
+    /// chain's state and the links [`crate::audit::needed`] names, decides with
+    /// [`crate::audit::receive`], appends and records what it says. Durable on return. A
+    /// malformed report is [`CentralError::BadReport`], and changes nothing.
+    fn audit_receive(
+        &self,
+        facility: &FacilityCode,
+        report: &AuditReport,
+        now: DateTime<Utc>,
+    ) -> Result<crate::audit::Receipt, CentralError>;
+    /// Links held from `from`, ascending, at most `limit`.
+    fn audit_links(
+        &self,
+        facility: &FacilityCode,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditLink>, CentralError>;
+    /// What is held of the facility's chain (nothing yet: the default).
+    fn audit_chain(
+        &self,
+        facility: &FacilityCode,
+    ) -> Result<crate::audit::CentreChain, CentralError>;
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
 //!   transaction; `update` keeps the lock while `decide` runs, so two processes settle a record
 //!   once; announced records go on `journal_revisions`, numbered under the facility's
 //!   `journal_feeds` row lock so that seq order is commit order;
-//! - outage requests, grants and facilities in their own tables, a version row for facilities.
+//! - outage requests, grants and facilities in their own tables, a version row for facilities;
+//! - each facility's access-log chain (migration 0003): `audit_links` keyed by (facility, seq),
+//!   its state in `audit_chains`, whose row lock (`FOR UPDATE`) serialises a facility's reports.
 //!
 //! The trait is synchronous (its callers are blocking threads); the store owns a small tokio
 //! runtime that drives the connections, and each call runs its future on the calling thread
@@ -41,6 +43,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Recycli
 use onshi_model::{
     CheckOutcome, CheckRequest, CheckSubject, FacilityCode, PersonId, Qualification, Sex,
 };
+use onshi_sync::audit_chain::{AuditLink, AuditReport, Digest};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::registry::{decide_card, decide_insurance_card};
 use serde::{Deserialize, Serialize};
@@ -75,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "search_index",
         sql: include_str!("../../migrations/0002_search_index.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "audit_heads",
+        sql: include_str!("../../migrations/0003_audit_heads.sql"),
     },
 ];
 
@@ -577,6 +585,49 @@ const SQL_ANNOUNCE: &str = "WITH head AS (
      SELECT $1, head.revision - $2 + u.ord, u.id
      FROM head, unnest($3::text[]) WITH ORDINALITY AS u(id, ord)";
 
+/// A row `(seq, prev, hash)` of `audit_links`.
+fn audit_link_row(r: &tokio_postgres::Row) -> Result<AuditLink, CentralError> {
+    let digest = |i: usize| -> Result<Digest, CentralError> {
+        let b: &[u8] = r.get(i);
+        b.try_into()
+            .map_err(|_| corrupt("audit link", format!("{} bytes", b.len())))
+    };
+    Ok(AuditLink {
+        seq: u64::try_from(r.get::<_, i64>(0)).map_err(|e| corrupt("audit link", e))?,
+        prev: digest(1)?,
+        hash: digest(2)?,
+    })
+}
+
+/// A row `(next, break_seq, break_kind, break_agreed_below, break_at)` of `audit_chains`.
+fn audit_chain_row(r: &tokio_postgres::Row) -> Result<crate::audit::CentreChain, CentralError> {
+    use crate::audit::{BreakKind, ChainBreak};
+    let n = |v: i64| u64::try_from(v).map_err(|e| corrupt("audit chain", e));
+    let brk = match r.get::<_, Option<i64>>(1) {
+        None => None,
+        Some(seq) => Some(ChainBreak {
+            seq: n(seq)?,
+            kind: match r.get::<_, Option<&str>>(2) {
+                Some("removed") => BreakKind::Removed,
+                Some("rewritten") => BreakKind::Rewritten,
+                other => return Err(corrupt("audit chain", format!("break kind {other:?}"))),
+            },
+            agreed_below: n(r.get::<_, Option<i64>>(3).unwrap_or(0))?,
+            at: r
+                .get::<_, Option<DateTime<Utc>>>(4)
+                .ok_or_else(|| corrupt("audit chain", "no break time"))?,
+        }),
+    };
+    Ok(crate::audit::CentreChain {
+        next: n(r.get(0))?,
+        brk,
+    })
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Records to write in one statement: ids, bytes and the revisit columns.
 #[derive(Default)]
 struct Rows {
@@ -926,6 +977,78 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn audit_receive_once(
+        &self,
+        facility: &FacilityCode,
+        report: &AuditReport,
+        now: DateTime<Utc>,
+    ) -> Result<crate::audit::Receipt, TxError> {
+        let mut c = self.locking.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO audit_chains (facility, next) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&facility.as_str()],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT next, break_seq, break_kind, break_agreed_below, break_at
+                 FROM audit_chains WHERE facility = $1 FOR UPDATE",
+                &[&facility.as_str()],
+            )
+            .await?;
+        let chain = audit_chain_row(&row)?;
+        let seqs: Vec<i64> = crate::audit::needed(&chain, report)
+            .into_iter()
+            .map(as_i64)
+            .collect();
+        let mut held = std::collections::BTreeMap::new();
+        for r in tx
+            .query(
+                "SELECT seq, prev, hash FROM audit_links WHERE facility = $1 AND seq = ANY($2)",
+                &[&facility.as_str(), &seqs],
+            )
+            .await?
+        {
+            let l = audit_link_row(&r)?;
+            held.insert(l.seq, l);
+        }
+        let receipt =
+            crate::audit::receive(&chain, &held, report, now).map_err(CentralError::from)?;
+        if receipt.chain == chain {
+            // Nothing to write: the lock goes with the rollback.
+            return Ok(receipt);
+        }
+        if !receipt.append.is_empty() {
+            let seqs: Vec<i64> = receipt.append.iter().map(|l| as_i64(l.seq)).collect();
+            let prevs: Vec<&[u8]> = receipt.append.iter().map(|l| &l.prev[..]).collect();
+            let hashes: Vec<&[u8]> = receipt.append.iter().map(|l| &l.hash[..]).collect();
+            tx.execute(
+                "INSERT INTO audit_links (facility, seq, prev, hash)
+                 SELECT $1::text, * FROM unnest($2::int8[], $3::bytea[], $4::bytea[])",
+                &[&facility.as_str(), &seqs, &prevs, &hashes],
+            )
+            .await?;
+        }
+        let b = receipt.chain.brk.as_ref();
+        tx.execute(
+            "UPDATE audit_chains SET next = $2, break_seq = $3, break_kind = $4,
+                 break_agreed_below = $5, break_at = $6
+             WHERE facility = $1",
+            &[
+                &facility.as_str(),
+                &as_i64(receipt.chain.next),
+                &b.map(|b| as_i64(b.seq)),
+                &b.map(|b| b.kind.as_str()),
+                &b.map(|b| as_i64(b.agreed_below)),
+                &b.map(|b| b.at),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(receipt)
     }
 
     async fn import_once(
@@ -1541,6 +1664,53 @@ impl CentralStore for PgStore {
     fn facilities_version(&self) -> Result<u64, CentralError> {
         let rows = self.query("SELECT version FROM facilities_state WHERE id = 1", &[])?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    fn audit_receive(
+        &self,
+        facility: &FacilityCode,
+        report: &AuditReport,
+        now: DateTime<Utc>,
+    ) -> Result<crate::audit::Receipt, CentralError> {
+        // Refused before a connection is taken.
+        report.validate()?;
+        self.retrying("audit report", || {
+            self.bridge
+                .run(self.audit_receive_once(facility, report, now))
+        })
+    }
+
+    fn audit_links(
+        &self,
+        facility: &FacilityCode,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditLink>, CentralError> {
+        let rows = self.query(
+            "SELECT seq, prev, hash FROM audit_links WHERE facility = $1 AND seq >= $2
+             ORDER BY seq LIMIT $3",
+            &[
+                &facility.as_str(),
+                &as_i64(from),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+        )?;
+        rows.iter().map(audit_link_row).collect()
+    }
+
+    fn audit_chain(
+        &self,
+        facility: &FacilityCode,
+    ) -> Result<crate::audit::CentreChain, CentralError> {
+        let rows = self.query(
+            "SELECT next, break_seq, break_kind, break_agreed_below, break_at
+             FROM audit_chains WHERE facility = $1",
+            &[&facility.as_str()],
+        )?;
+        rows.first()
+            .map(audit_chain_row)
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 }
 
