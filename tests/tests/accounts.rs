@@ -39,10 +39,11 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
             let p = e.expect("an entry").path();
             if p.is_dir() {
                 todo.push(p);
-            } else if std::fs::read(&p)
-                .expect("reading a file")
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
+            } else if p.is_file()
+                && std::fs::read(&p)
+                    .expect("reading a file")
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
             {
                 found.push(p.display().to_string());
             }
