@@ -13,6 +13,8 @@ pub mod modes;
 pub mod pki;
 pub mod protocol;
 pub mod registry;
+pub mod sealed;
 pub mod store;
 pub mod synth;
+pub mod vault;
 pub mod wire;

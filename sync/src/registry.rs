@@ -36,18 +36,33 @@ fn card_prefix(insurer: &str, symbol: Option<&str>, number: &str) -> Vec<u8> {
     k
 }
 
-/// The identity of a period: the same person under the same card numbers from the same day.
-fn period_key(q: &Qualification) -> Vec<u8> {
-    let mut k = card_prefix(
-        q.insurer_number.as_str(),
-        q.symbol.as_ref().map(|s| s.as_str()),
-        q.number.as_str(),
+/// The identity of a period: the same person under the same card numbers from the same day. The
+/// card numbers are stored as the store blinds them (a keyed hash in an encrypted store).
+fn period_key(store: &dyn Store, q: &Qualification) -> Vec<u8> {
+    let mut k = store.blind(
+        CARD_DOMAIN,
+        &card_prefix(
+            q.insurer_number.as_str(),
+            q.symbol.as_ref().map(|s| s.as_str()),
+            q.number.as_str(),
+        ),
     );
     k.extend_from_slice(q.branch.as_ref().map_or("", |b| b.as_str()).as_bytes());
     k.push(SEP);
     k.extend_from_slice(q.person_id.as_str().as_bytes());
     k.push(SEP);
     k.extend_from_slice(q.acquired_on.format("%Y%m%d").to_string().as_bytes());
+    k
+}
+
+/// What the card-number part of a key is blinded under ([`Store::blind`]).
+const CARD_DOMAIN: &str = "registry.card";
+const CARD_ID_DOMAIN: &str = "registry.card_id";
+
+/// The `by_card_id` prefix of a card: its id blinded, then the separator.
+fn card_id_prefix(store: &dyn Store, card: &str) -> Vec<u8> {
+    let mut k = store.blind(CARD_ID_DOMAIN, card.as_bytes());
+    k.push(SEP);
     k
 }
 
@@ -131,7 +146,7 @@ impl Registry {
 
     /// Stores one period (not yet durable: call [`Registry::sync`]).
     pub fn put(&self, q: &Qualification) -> Result<Applied, RegistryError> {
-        let key = period_key(q);
+        let key = period_key(self.store.as_ref(), q);
         let bytes = postcard::to_allocvec(&StoredPeriod::V1(q.clone())).map_err(|e| {
             StoreError::Corrupt {
                 key: String::from_utf8_lossy(&key).into_owned(),
@@ -152,14 +167,23 @@ impl Registry {
             && let Some(old_card) = old.card_id
             && Some(&old_card) != q.card_id.as_ref()
         {
-            self.by_card_id
-                .remove(&with_prefix(old_card.as_str(), &key))?;
+            self.by_card_id.remove(
+                &[
+                    card_id_prefix(self.store.as_ref(), old_card.as_str()),
+                    key.clone(),
+                ]
+                .concat(),
+            )?;
         }
         self.by_person
             .insert(&with_prefix(q.person_id.as_str(), &key), &[])?;
         if let Some(card) = &q.card_id {
             self.by_card_id.insert(
-                &with_prefix(card.as_str(), &key),
+                &[
+                    card_id_prefix(self.store.as_ref(), card.as_str()),
+                    key.clone(),
+                ]
+                .concat(),
                 q.person_id.as_str().as_bytes(),
             )?;
         }
@@ -212,10 +236,13 @@ impl Registry {
         &self,
         key: &InsuranceCardKey,
     ) -> Result<Vec<Qualification>, RegistryError> {
-        let prefix = card_prefix(
-            key.insurer_number.as_str(),
-            key.symbol.as_ref().map(|s| s.as_str()),
-            key.number.as_str(),
+        let prefix = self.store.blind(
+            CARD_DOMAIN,
+            &card_prefix(
+                key.insurer_number.as_str(),
+                key.symbol.as_ref().map(|s| s.as_str()),
+                key.number.as_str(),
+            ),
         );
         let mut out = Vec::new();
         for kv in self.periods.scan_prefix(&prefix) {
@@ -245,7 +272,7 @@ impl Registry {
     }
 
     pub fn persons_by_card_id(&self, card: &CardId) -> Result<BTreeSet<PersonId>, RegistryError> {
-        let prefix = with_prefix(card.as_str(), &[]);
+        let prefix = card_id_prefix(self.store.as_ref(), card.as_str());
         let mut out = BTreeSet::new();
         for kv in self.by_card_id.scan_prefix(&prefix) {
             let (k, v) = kv?;

@@ -62,6 +62,14 @@ pub trait Tree: Send + Sync + std::fmt::Debug {
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_>;
+    /// Sets `key` to `new` (removes it when `None`) only if its value is still `old` (absent when
+    /// `None`); `Ok(false)` when it was not (someone wrote in between).
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -103,6 +111,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Bumped by every recovery: writes of an earlier epoch that were not synced are gone.
     fn epoch(&self) -> u64 {
         0
+    }
+    /// The names of the trees that hold anything (conversion, re-sealing, backups).
+    fn tree_names(&self) -> Result<Vec<String>, StoreError>;
+    /// What a key part that holds personal data (a card number) is stored as, so that it can be
+    /// found by equality: the part itself in a plain store, a keyed hash in an encrypted one
+    /// ([`crate::sealed::SealedStore`]). `domain` keeps the hashes of different kinds apart.
+    fn blind(&self, domain: &str, part: &[u8]) -> Vec<u8> {
+        let _ = domain;
+        part.to_vec()
     }
 }
 
@@ -424,6 +441,28 @@ impl Tree for SledTree {
             })),
         }
     }
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let swapped = self.with(true, |t| {
+            t.compare_and_swap(key, old, new).map(|r| r.is_ok())
+        })?;
+        if swapped {
+            match (old.is_some(), new.is_some()) {
+                (false, true) => {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                }
+                (true, false) => {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        Ok(swapped)
+    }
     fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
@@ -505,6 +544,16 @@ impl Store for SledStore {
 
     fn epoch(&self) -> u64 {
         self.shared.epoch.load(Ordering::SeqCst)
+    }
+
+    fn tree_names(&self) -> Result<Vec<String>, StoreError> {
+        let db = lock(&self.shared.db).clone().ok_or_else(reopening)?;
+        Ok(db
+            .tree_names()
+            .into_iter()
+            .filter(|n| n.as_ref() != b"__sled__default" && n.as_ref() != PROBE_TREE.as_bytes())
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .collect())
     }
 }
 
