@@ -29,14 +29,30 @@ const MAX_LINE: u64 = 64 * 1024;
 pub enum EdgeAdminRequest {
     /// Walk the access log's chain.
     AuditVerify,
+    /// The encryption at rest: key, data key, rotation progress.
+    KeyStatus,
+    /// A new key-encryption key (written to `new_key`, or where the current one is).
+    KeyRotate { new_key: Option<PathBuf> },
+    /// A new data key; the values are re-sealed in the background.
+    KeyRotateData,
 }
 
 /// The answer to an [`EdgeAdminRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum EdgeAdminResponse {
-    AuditVerified { verdict: ChainVerdict },
-    Error { message: String },
+    AuditVerified {
+        verdict: ChainVerdict,
+    },
+    KeyStatus {
+        status: crate::at_rest::AtRestStatus,
+    },
+    KeyRotated {
+        rotated: crate::at_rest::RotatedKek,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Why the running edge could not be asked.
@@ -74,10 +90,17 @@ pub fn call(
     serde_json::from_str(&answer).map_err(|e| AdminCallError::Answer(e.to_string()))
 }
 
+/// What the admin socket's commands work on.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    pub audit: AuditLog,
+    pub at_rest: std::sync::Arc<crate::at_rest::AtRest>,
+}
+
 /// Serves `DATA/admin.sock` until `stop` turns true.
 pub fn serve_socket(
     data: &Path,
-    audit: AuditLog,
+    ctx: AdminContext,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = data.join(SOCKET);
@@ -95,7 +118,7 @@ pub fn serve_socket(
                 _ = stop.changed() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(connection(stream, audit.clone()));
+                        tokio::spawn(connection(stream, ctx.clone()));
                     }
                     Err(e) => tracing::warn!(error = %e, "admin socket accept failed"),
                 },
@@ -105,7 +128,7 @@ pub fn serve_socket(
     }))
 }
 
-async fn connection(stream: tokio::net::UnixStream, audit: AuditLog) {
+async fn connection(stream: tokio::net::UnixStream, ctx: AdminContext) {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     match tokio::io::BufReader::new(read)
@@ -120,7 +143,32 @@ async fn connection(stream: tokio::net::UnixStream, audit: AuditLog) {
         Err(e) => EdgeAdminResponse::Error {
             message: format!("the request does not parse: {e}"),
         },
+        Ok(EdgeAdminRequest::KeyStatus) => EdgeAdminResponse::KeyStatus {
+            status: ctx.at_rest.status(),
+        },
+        Ok(EdgeAdminRequest::KeyRotate { new_key }) => {
+            let at_rest = ctx.at_rest.clone();
+            match tokio::task::spawn_blocking(move || at_rest.rotate_kek(new_key.as_deref())).await
+            {
+                Ok(Ok(rotated)) => EdgeAdminResponse::KeyRotated { rotated },
+                Ok(Err(e)) => EdgeAdminResponse::Error {
+                    message: format!("{e:#}"),
+                },
+                Err(e) => EdgeAdminResponse::Error {
+                    message: format!("the command failed: {e}"),
+                },
+            }
+        }
+        Ok(EdgeAdminRequest::KeyRotateData) => match ctx.at_rest.rotate_data() {
+            Ok(_) => EdgeAdminResponse::KeyStatus {
+                status: ctx.at_rest.status(),
+            },
+            Err(e) => EdgeAdminResponse::Error {
+                message: format!("{e:#}"),
+            },
+        },
         Ok(EdgeAdminRequest::AuditVerify) => {
+            let audit = ctx.audit.clone();
             match tokio::task::spawn_blocking(move || audit.verify()).await {
                 Ok(Ok(verdict)) => EdgeAdminResponse::AuditVerified { verdict },
                 Ok(Err(e)) => EdgeAdminResponse::Error {

@@ -25,6 +25,11 @@ pub struct EdgeSettings {
     /// Data directory (journal and replica).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The key that protects personal data at rest (64 hex digits; created, 0600, for a new data
+    /// directory). Else the systemd credential onshi-data-key; else DATA.key beside the data
+    /// directory, with a warning (a key on the same disk protects nothing against theft).
+    #[arg(long, value_name = "FILE")]
+    pub data_key: Option<PathBuf>,
     /// PKI directory as `onshi-reconciler pki init` lays it out.
     #[arg(long)]
     pub pki: Option<PathBuf>,
@@ -128,6 +133,7 @@ impl EdgeSettings {
         EdgeSettings {
             facility: self.facility.or(file.facility),
             data: self.data.or(file.data),
+            data_key: self.data_key.or(file.data_key),
             pki: self.pki.or(file.pki),
             reconciler: self.reconciler.or(file.reconciler),
             http: self.http.or(file.http),
@@ -559,6 +565,8 @@ impl HttpSettings {
 pub struct EdgeConfig {
     pub facility: FacilityCode,
     pub data: PathBuf,
+    /// `--data-key`: see [`onshi_sync::vault::KeySource::choose`].
+    pub data_key: Option<PathBuf>,
     pub pki: PathBuf,
     /// The reconciler instances, in this facility's order.
     pub reconciler: Reconcilers,
@@ -710,6 +718,9 @@ impl EdgeConfig {
         if self.data != new.data {
             out.push("data");
         }
+        if self.data_key != new.data_key {
+            out.push("data_key");
+        }
         if self.pki != new.pki {
             out.push("pki");
         }
@@ -784,6 +795,7 @@ impl TryFrom<EdgeSettings> for EdgeConfig {
             session_idle,
             facility,
             data: required(s.data, "--data")?,
+            data_key: s.data_key,
             pki: required(s.pki, "--pki")?,
             reconciler,
             http,

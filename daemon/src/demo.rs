@@ -156,6 +156,8 @@ pub async fn run(
     let config = EdgeConfig {
         facility,
         data: dir.path().join("edge"),
+        // The demo's key beside its data (the status says so): a throwaway directory.
+        data_key: None,
         pki: pki_dir,
         reconciler: crate::config::Reconcilers::single(reconciler.addr),
         http: http_addr,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use onshi_sync::link::{LinkClient, LinkSettings};
-use onshi_sync::store::{SledStore, Store};
+use onshi_sync::store::Store;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
@@ -48,11 +48,17 @@ pub async fn start_with_reload(
 ) -> anyhow::Result<RunningEdge> {
     // First, before any file is opened: the HTTP connections' budget is what remains of it.
     let nofile = crate::http::raise_nofile_limit();
-    let journal_dir = config.data.join("journal");
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&journal_dir)
-            .with_context(|| format!("opening the journal in {}", journal_dir.display()))?,
-    );
+    let journal_dir = crate::at_rest::store_dir(&config.data);
+    // The key is checked before anything else opens: a wrong or missing one stops the start here,
+    // with the directory as it was.
+    let (at_rest, opened) = crate::at_rest::AtRest::open(&config.data, config.data_key.as_deref())
+        .map_err(|e| crate::at_rest::open_error(e, &journal_dir))?;
+    at_rest.log_open(&opened);
+    let at_rest = Arc::new(at_rest);
+    if opened.resealing {
+        at_rest.spawn_reseal();
+    }
+    let store: Arc<dyn Store> = at_rest.store();
     let journal =
         Journal::open(store.clone(), config.facility.clone()).context("opening the journal")?;
     let replica = Replica::open(store.clone()).context("opening the replica")?;
@@ -140,7 +146,10 @@ pub async fn start_with_reload(
     // a Unix socket, say) the edge still serves: only that command needs the edge stopped.
     let admin_socket = match crate::admin::serve_socket(
         &config.data,
-        audit_log.clone(),
+        crate::admin::AdminContext {
+            audit: audit_log.clone(),
+            at_rest: at_rest.clone(),
+        },
         stop_rx.clone(),
     ) {
         Ok(task) => Some(task),
@@ -167,6 +176,7 @@ pub async fn start_with_reload(
         mailbox,
         mailbox_store,
         idempotency,
+        at_rest,
     };
     // The page shares the API's sessions and access log: one Authenticator, one AuditLog.
     let page = crate::page::PageState {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod at_rest;
 pub mod auth;
 pub mod config;
 pub mod deferred;

@@ -154,6 +154,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The keys that protect personal data at rest: `key status`, `key rotate` (a new
+    /// key-encryption key, instantly), `key rotate --data` (a new data key; every stored value
+    /// re-sealed in the background). Works whether the edge runs or not (through its admin socket
+    /// when it does).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Staff accounts (sign-in to the page): add, list, disable, change a password. Works whether
     /// the edge runs or not; the running edge sees each change at its next request.
     User {
@@ -248,9 +256,54 @@ struct LogAt {
     /// The edge's data directory (the access log is in its journal/ store).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// The edge's configuration file: its `data` setting is used.
+    /// The edge's configuration file: its `data` and `data_key` settings are used.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The data directory's key file (else the configuration's, the systemd credential
+    /// onshi-data-key, or DATA.key beside the data directory).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Which key protects the data, the data key in use, and a rotation's progress.
+    Status {
+        #[command(flatten)]
+        at: KeyAt,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new key-encryption key: the data keys are re-wrapped under it (instant; no record is
+    /// touched). It replaces the current key file, or is written to --new-key.
+    Rotate {
+        #[command(flatten)]
+        at: KeyAt,
+        /// A new DATA key instead: every stored value is re-sealed with it, in the background on
+        /// a running edge (progress in `key status`); a restart or a SIGKILL mid-way continues it.
+        #[arg(long = "data")]
+        data_key_too: bool,
+        /// Write the new key-encryption key to this file instead of replacing the current one
+        /// (needed when the key is the systemd credential: encrypt it with systemd-creds).
+        #[arg(long, value_name = "FILE", conflicts_with = "data_key_too")]
+        new_key: Option<PathBuf>,
+    },
+}
+
+/// The edge's data directory and key, for `key …` (`--data` there means the data key).
+#[derive(Debug, clap::Args)]
+struct KeyAt {
+    /// The edge's data directory.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The edge's configuration file: its `data` and `data_key` settings are used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The current key file (else the configuration's, the systemd credential onshi-data-key, or
+    /// DATA.key beside the data directory).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -400,6 +453,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             verify: Some(AuditCommand::Verify { at }),
             ..
         } => audit_verify(at),
+        Command::Key { command } => key_command(command),
         Command::Audit {
             verify: None,
             client,
@@ -999,40 +1053,174 @@ fn data_dir(at: AccountsAt, why: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// `audit verify`: the chain walked by this process, or by the running edge that holds the store.
-fn audit_verify(at: LogAt) -> anyhow::Result<ExitCode> {
-    use onshi_edge::admin::{self, EdgeAdminRequest, EdgeAdminResponse};
-    use onshi_sync::audit_chain::short_hex;
-    use onshi_sync::store::{SledStore, StoreError};
-    let at = AccountsAt {
-        data: at.data,
-        config: at.config,
+/// The data directory and its `--data-key`: given, or read from the configuration file.
+fn edge_at(
+    data: Option<PathBuf>,
+    config: Option<PathBuf>,
+    data_key: Option<PathBuf>,
+    why: &str,
+) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let file = config
+        .as_ref()
+        .map(|c| EdgeSettings::from_file(c))
+        .transpose()?
+        .unwrap_or_default();
+    let data = match (data, file.data) {
+        (Some(d), _) | (None, Some(d)) => d,
+        (None, None) => match config {
+            Some(c) => anyhow::bail!("{}: data: not set", c.display()),
+            None => anyhow::bail!("give the data directory or --config FILE ({why})"),
+        },
     };
-    let data = data_dir(at, "the edge's data directory holds the access log")?;
-    let journal = data.join("journal");
+    let journal = onshi_edge::at_rest::store_dir(&data);
     anyhow::ensure!(
         journal.is_dir(),
-        "--data {}: no edge data here (no journal/ directory)",
+        "{}: no edge data here (no journal/ directory)",
         data.display()
     );
-    let verdict = match SledStore::open(&journal) {
-        Ok(store) => auth::AuditLog::open(&store)
+    Ok((data, data_key.or(file.data_key)))
+}
+
+/// The edge's store opened by this process, or `None` when a running edge holds it (then ask
+/// that edge through its admin socket).
+fn open_at_rest(
+    data: &std::path::Path,
+    data_key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<onshi_edge::at_rest::AtRest>> {
+    use onshi_edge::at_rest::{self, AtRest};
+    match AtRest::open(data, data_key) {
+        Ok((a, report)) => {
+            a.log_open(&report);
+            Ok(Some(a))
+        }
+        Err(e) if at_rest::is_busy(&e) => Ok(None),
+        Err(e) => Err(at_rest::open_error(e, &at_rest::store_dir(data))),
+    }
+}
+
+fn ask_edge(
+    data: &std::path::Path,
+    request: &onshi_edge::admin::EdgeAdminRequest,
+) -> anyhow::Result<onshi_edge::admin::EdgeAdminResponse> {
+    use onshi_edge::admin::{self, EdgeAdminResponse};
+    match admin::call(&data.join(admin::SOCKET), request)? {
+        EdgeAdminResponse::Error { message } => {
+            anyhow::bail!("the running edge refused: {message}")
+        }
+        answer => Ok(answer),
+    }
+}
+
+/// `key status` and `key rotate [--data]`.
+fn key_command(command: KeyCommand) -> anyhow::Result<ExitCode> {
+    use onshi_edge::admin::{EdgeAdminRequest, EdgeAdminResponse};
+    use onshi_edge::at_rest::{AtRestStatus, RotatedKek};
+    let print_status = |s: &AtRestStatus, json: bool| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
+            return;
+        }
+        println!(
+            "data at rest: encrypted (AES-256-GCM), data key {}, key-encryption key {} from {} ({:?})",
+            s.data_key, s.kek, s.key_path, s.key
+        );
+        match &s.rotation {
+            Some(r) => println!(
+                "data key rotation to key {}: {} of {} values looked at",
+                r.to_key, r.done, r.total
+            ),
+            None => println!("no data key rotation under way"),
+        }
+        if let Some(w) = &s.warning {
+            println!("warning: {w}");
+        }
+    };
+    let print_rotated = |r: &RotatedKek| {
+        println!(
+            "key-encryption key rotated: {} -> {}; the new key is in {} (the old one no longer opens the data)",
+            r.old, r.new, r.written_to
+        );
+    };
+    match command {
+        KeyCommand::Status { at, json } => {
+            let (data, key) = edge_at(at.data_dir, at.config, at.data_key, "--data-dir DIR")?;
+            let status = match open_at_rest(&data, key.as_deref())? {
+                Some(a) => a.status(),
+                None => match ask_edge(&data, &EdgeAdminRequest::KeyStatus)? {
+                    EdgeAdminResponse::KeyStatus { status } => status,
+                    other => anyhow::bail!("the running edge answered {other:?}"),
+                },
+            };
+            print_status(&status, json);
+        }
+        KeyCommand::Rotate {
+            at,
+            data_key_too: false,
+            new_key,
+        } => {
+            let (data, key) = edge_at(at.data_dir, at.config, at.data_key, "--data-dir DIR")?;
+            let rotated = match open_at_rest(&data, key.as_deref())? {
+                Some(a) => a.rotate_kek(new_key.as_deref())?,
+                None => {
+                    // The running edge writes the key file: give it a path it can resolve.
+                    let new_key = new_key.map(std::path::absolute).transpose()?;
+                    match ask_edge(&data, &EdgeAdminRequest::KeyRotate { new_key })? {
+                        EdgeAdminResponse::KeyRotated { rotated } => rotated,
+                        other => anyhow::bail!("the running edge answered {other:?}"),
+                    }
+                }
+            };
+            print_rotated(&rotated);
+        }
+        KeyCommand::Rotate {
+            at,
+            data_key_too: true,
+            ..
+        } => {
+            let (data, key) = edge_at(at.data_dir, at.config, at.data_key, "--data-dir DIR")?;
+            match open_at_rest(&data, key.as_deref())? {
+                Some(a) => {
+                    // No edge runs: re-seal here, in the foreground, with progress.
+                    let to = a.vault().start_data_rotation()?;
+                    println!("data key {to}: re-sealing every stored value");
+                    let progress = onshi_sync::sealed::ResealProgress::default();
+                    let n = a.vault().reseal(&progress)?;
+                    println!("data key rotation finished: {n} values re-sealed with data key {to}");
+                }
+                None => match ask_edge(&data, &EdgeAdminRequest::KeyRotateData)? {
+                    EdgeAdminResponse::KeyStatus { status } => {
+                        println!(
+                            "the running edge rotates to data key {} in the background; `onshi-edge key status` shows the progress",
+                            status.data_key
+                        );
+                    }
+                    other => anyhow::bail!("the running edge answered {other:?}"),
+                },
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`: the chain walked by this process, or by the running edge that holds the store.
+fn audit_verify(at: LogAt) -> anyhow::Result<ExitCode> {
+    use onshi_edge::admin::{EdgeAdminRequest, EdgeAdminResponse};
+    use onshi_sync::audit_chain::short_hex;
+    let (data, key) = edge_at(
+        at.data,
+        at.config,
+        at.data_key,
+        "--data DIR: the edge's data directory holds the access log",
+    )?;
+    let verdict = match open_at_rest(&data, key.as_deref())? {
+        Some(a) => auth::AuditLog::open(a.store().as_ref())
             .context("opening the access log")?
             .verify()
             .context("reading the access log")?,
-        Err(StoreError::Engine(sled::Error::Io(e)))
-            if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
-        {
-            match admin::call(&data.join(admin::SOCKET), &EdgeAdminRequest::AuditVerify)? {
-                EdgeAdminResponse::AuditVerified { verdict } => verdict,
-                EdgeAdminResponse::Error { message } => {
-                    anyhow::bail!("the running edge could not read the access log: {message}")
-                }
-            }
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("opening the journal in {}", journal.display()));
-        }
+        None => match ask_edge(&data, &EdgeAdminRequest::AuditVerify)? {
+            EdgeAdminResponse::AuditVerified { verdict } => verdict,
+            other => anyhow::bail!("the running edge answered {other:?}"),
+        },
     };
     match (&verdict.fault, &verdict.head) {
         (None, None) => println!("access log: no entries; nothing to break"),

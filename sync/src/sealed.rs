@@ -15,8 +15,8 @@
 //! durable and committed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::registry::Registry;
 use crate::store::{Entries, SledStore, Store, StoreError, StoreHealth, Tree};
@@ -27,11 +27,24 @@ use crate::vault::{DataKeys, Kek, KeySource, KeyState, KeyringFile, VaultError, 
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     keys: Arc<DataKeys>,
+    /// Every write through this store holds it shared; [`SealedStore::pause_writes`] holds it
+    /// alone, so a backup sees one moment of every tree.
+    writes: Arc<RwLock<()>>,
 }
 
 impl SealedStore {
     pub fn new(inner: Arc<dyn Store>, keys: Arc<DataKeys>) -> SealedStore {
-        SealedStore { inner, keys }
+        SealedStore {
+            inner,
+            keys,
+            writes: Arc::default(),
+        }
+    }
+
+    /// Holds every write through this store (they wait) until the guard is dropped: a consistent
+    /// moment for a backup. Reads go on.
+    pub fn pause_writes(&self) -> RwLockWriteGuard<'_, ()> {
+        self.writes.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store underneath: values as stored (sealed), for backups and re-sealing.
@@ -56,9 +69,13 @@ struct SealedTree {
     name: String,
     inner: Arc<dyn Tree>,
     keys: Arc<DataKeys>,
+    writes: Arc<RwLock<()>>,
 }
 
 impl SealedTree {
+    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
+    }
     fn seal(&self, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.keys
             .seal(&self.name, key, plain)
@@ -81,12 +98,14 @@ impl Tree for SealedTree {
     }
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let sealed = self.seal(key, value)?;
+        let _w = self.writing();
         let old = self.inner.insert(key, &sealed)?;
         // The previous value is opened for the caller; one that no longer opens is not a reason
         // to fail a write that has been made.
         Ok(old.and_then(|v| self.open(key, &v).ok()))
     }
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _w = self.writing();
         let old = self.inner.remove(key)?;
         Ok(old.and_then(|v| self.open(key, &v).ok()))
     }
@@ -104,6 +123,7 @@ impl Tree for SealedTree {
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         // Sealing is randomised: compare the plain values, then swap the stored bytes seen.
+        let _w = self.writing();
         let stored = self.inner.get(key)?;
         let plain = self.open_opt(key, stored.clone())?;
         if plain.as_deref() != old {
@@ -124,6 +144,7 @@ impl Store for SealedStore {
             name: name.to_string(),
             inner: self.inner.tree(name)?,
             keys: self.keys.clone(),
+            writes: self.writes.clone(),
         }))
     }
     fn sync(&self) -> Result<(), StoreError> {
@@ -390,7 +411,11 @@ impl Vault {
                     let fresh = keys
                         .seal(name, &k, &plain)
                         .map_err(|e| corrupt(name, &k, e))?;
-                    if tree.compare_and_swap(&k, Some(&v), Some(&fresh))? {
+                    let swapped = {
+                        let _w = self.store.writes.read().unwrap_or_else(|p| p.into_inner());
+                        tree.compare_and_swap(&k, Some(&v), Some(&fresh))?
+                    };
+                    if swapped {
                         resealed += 1;
                         break;
                     }

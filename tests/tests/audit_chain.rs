@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use onshi_sync::audit_chain::{self, LinkedEntry, StoredValue};
-use onshi_sync::store::{SledStore, Store, Tree};
+use onshi_sync::store::{Store, Tree};
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, Reconciler, TODAY, TestDir, card_check, edge_bin,
     reconciler_with_registry, run, wait_until,
@@ -44,7 +44,10 @@ fn verify_edge(data: &Path) -> (i32, String) {
 /// Runs `f` on the stopped edge's audit tree (the store API, as a tool with the disk would), then
 /// makes it durable and lets go of the store.
 fn with_audit_tree(data: &Path, f: impl FnOnce(&dyn Tree)) {
-    let store = SledStore::open(&data.join("journal")).expect("the stopped edge's store");
+    let source = onshi_sync::vault::KeySource::choose(None, data);
+    let (vault, _) = onshi_sync::sealed::Vault::open(&data.join("journal"), source, &[])
+        .expect("the stopped edge's store (its key beside the data)");
+    let store = vault.store();
     let tree = store.tree(AUDIT_TREE).unwrap();
     f(tree.as_ref());
     store.sync().unwrap();

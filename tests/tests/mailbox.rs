@@ -874,7 +874,7 @@ fn files_dropped_while_stopped_and_a_sigkill_mid_burst_are_answered_exactly_once
 
 #[test]
 fn a_request_whose_check_never_reached_the_journal_is_checked_again() {
-    use onshi_sync::store::{SledStore, Store};
+    use onshi_sync::store::Store;
     let _serial = onshi_tests::serial();
     let t = TestDir::new("mailbox-torn");
     let (pki, reg, rec) = reconciler_with_registry(&t, &[FACILITY_A]);
@@ -895,7 +895,11 @@ fn a_request_whose_check_never_reached_the_journal_is_checked_again() {
     // request's commit took the first to disk: the record, no check, no result, the request still
     // in req/. (Seen once in CI after a SIGKILL mid-burst: a result written from the record.)
     {
-        let store = SledStore::open(&t.join("edge").join("journal")).unwrap();
+        let data = t.join("edge");
+        let source = onshi_sync::vault::KeySource::choose(None, &data);
+        let (vault, _) =
+            onshi_sync::sealed::Vault::open(&data.join("journal"), source, &[]).unwrap();
+        let store = vault.store();
         let checks = store.tree("journal.checks").unwrap();
         assert!(checks.remove(old_id.as_bytes()).unwrap().is_some());
         store.sync().unwrap();

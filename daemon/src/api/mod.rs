@@ -61,6 +61,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// The access log, committed with the journal's group commit.
     pub audit: Audit,
+    /// The store's encryption at rest: keys and rotations.
+    pub at_rest: Arc<crate::at_rest::AtRest>,
 }
 
 /// The router's state: one `Arc`, cloned per request.

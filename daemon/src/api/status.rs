@@ -45,6 +45,8 @@ pub struct Status<'a> {
     uptime_s: u64,
     last_sync: Option<chrono::DateTime<chrono::Utc>>,
     sync: crate::sync::SyncStatus,
+    /// Encryption at rest: which key, the data key, a rotation under way.
+    at_rest: crate::at_rest::AtRestStatus,
     version: &'static str,
 }
 
@@ -89,11 +91,13 @@ fn status(app: &AppState) -> Status<'_> {
         .brief(&app.gate.live.get().queue, chrono::Utc::now());
     let sync = app.gate.sync.status();
     let readers = app.gate.mode.readers();
+    let at_rest = app.at_rest.status();
     let warnings = queue
         .warnings
         .iter()
         .cloned()
         .chain(app.gate.journal.warning())
+        .chain(at_rest.warning.clone())
         .collect();
     Status {
         mode: mode.mode,
@@ -141,6 +145,7 @@ fn status(app: &AppState) -> Status<'_> {
         uptime_s: app.started.elapsed().as_secs(),
         last_sync: sync.last_sync,
         sync,
+        at_rest,
         version: env!("CARGO_PKG_VERSION"),
     }
 }

@@ -1,0 +1,244 @@
+//! Personal data at rest on the edge (issue 18): the journal's store (`DATA/journal`: the journal,
+//! the replica, the mailbox records, the idempotency answers, the access log) is opened through
+//! [`onshi_sync::sealed::Vault`], so every value is sealed under the data key and the data key is
+//! wrapped by the key-encryption key from `--data-key FILE`, the systemd credential
+//! `onshi-data-key`, or (neither given) `DATA.key` beside the data directory — with a warning at
+//! every start and in the status, since a key on the same disk protects nothing against theft.
+//!
+//! Also the key rotations: `key rotate` (a new KEK, instantly) and `key rotate --data` (a new data
+//! key; the values are re-sealed in the background, with progress, and a start after a SIGKILL
+//! continues it).
+//!
+//! Must never: log a key or a personal value; forget a retiring data key before everything it
+//! sealed is re-sealed and durable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use onshi_sync::sealed::{OpenReport, ResealProgress, Vault, VaultOpenError};
+use onshi_sync::store::{Store, StoreError};
+use onshi_sync::vault::{Kek, KeySource};
+use serde::{Deserialize, Serialize};
+
+/// The edge's store directory inside its data directory.
+pub fn store_dir(data: &Path) -> PathBuf {
+    data.join("journal")
+}
+
+/// The encrypted store and its keys.
+#[derive(Debug)]
+pub struct AtRest {
+    vault: Vault,
+    progress: ResealProgress,
+    resealing: AtomicBool,
+}
+
+/// Where the data key comes from, as the status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    File,
+    Credential,
+    Beside,
+}
+
+/// A data key rotation under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub to_key: u32,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// `at_rest` in `GET /v1/status` and `key status`: nothing secret (a key's fingerprint, never it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtRestStatus {
+    pub encrypted: bool,
+    pub key: KeyKind,
+    pub key_path: String,
+    /// SHA-256-based fingerprint of the key-encryption key.
+    pub kek: String,
+    /// The data key new values are sealed with.
+    pub data_key: u32,
+    pub rotation: Option<Rotation>,
+    pub warning: Option<String>,
+}
+
+/// Why the store would not open: the process exits with it.
+pub fn open_error(e: VaultOpenError, dir: &Path) -> anyhow::Error {
+    match e {
+        VaultOpenError::Store(StoreError::Engine(sled::Error::Io(io)))
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            anyhow::anyhow!(
+                "{} is held by a running onshi-edge (sled allows one process)",
+                dir.display()
+            )
+        }
+        e => anyhow::Error::new(e).context(format!("opening the journal in {}", dir.display())),
+    }
+}
+
+/// Whether opening failed because another process holds the store.
+pub fn is_busy(e: &VaultOpenError) -> bool {
+    matches!(e, VaultOpenError::Store(StoreError::Engine(sled::Error::Io(io)))
+        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
+}
+
+impl AtRest {
+    /// Opens `DATA/journal` with the key from `--data-key`, the credential, or beside the data.
+    pub fn open(
+        data: &Path,
+        data_key: Option<&Path>,
+    ) -> Result<(AtRest, OpenReport), VaultOpenError> {
+        let source = KeySource::choose(data_key, data);
+        let (vault, report) = Vault::open(&store_dir(data), source, &[])?;
+        Ok((
+            AtRest {
+                vault,
+                progress: ResealProgress::default(),
+                resealing: AtomicBool::new(false),
+            },
+            report,
+        ))
+    }
+
+    /// Logs what opening did (at every start: the warning of a key beside the data).
+    pub fn log_open(&self, report: &OpenReport) {
+        let key = self.vault.source().path().display().to_string();
+        if report.key_created {
+            tracing::warn!(
+                key = %key,
+                kek = %self.vault.kek_fingerprint(),
+                "a new data key was made for this data directory: keep a copy of it apart from the \
+                 box (without it the data cannot be read)"
+            );
+        }
+        if let Some(entries) = report.converted {
+            tracing::warn!(
+                entries,
+                "the plain-text store of an earlier version was encrypted"
+            );
+        }
+        if report.dropped_old_keks > 0 {
+            tracing::info!(kek = %self.vault.kek_fingerprint(), "key rotation finished: the previous key no longer opens the data");
+        }
+        if let Some(w) = self.vault.source().warning() {
+            tracing::warn!("{w}");
+        }
+    }
+
+    /// The store every part of the edge uses.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.vault.store().clone())
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub fn status(&self) -> AtRestStatus {
+        let state = self.vault.key_state();
+        AtRestStatus {
+            encrypted: true,
+            key: match self.vault.source() {
+                KeySource::File(_) => KeyKind::File,
+                KeySource::Credential(_) => KeyKind::Credential,
+                KeySource::Beside(_) => KeyKind::Beside,
+            },
+            key_path: self.vault.source().path().display().to_string(),
+            kek: self.vault.kek_fingerprint(),
+            data_key: state.current,
+            rotation: (!state.retiring.is_empty()).then(|| Rotation {
+                to_key: state.current,
+                done: self.progress.done.load(Ordering::Relaxed),
+                total: self.progress.total.load(Ordering::Relaxed),
+            }),
+            warning: self.vault.source().warning(),
+        }
+    }
+
+    /// Re-seals in the background what a retiring data key sealed (after `key rotate --data`, or
+    /// at a start that finds one unfinished). One at a time.
+    pub fn spawn_reseal(self: &Arc<Self>) {
+        if self.resealing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let to = me.vault.key_state().current;
+            tracing::info!(
+                data_key = to,
+                "re-sealing the stored values with the new data key"
+            );
+            match me.vault.reseal(&me.progress) {
+                Ok(n) => tracing::info!(
+                    data_key = to,
+                    resealed = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "data key rotation finished: the previous data key is forgotten"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "data key rotation stopped; it continues at the next start or `key rotate --data`"
+                ),
+            }
+            me.resealing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// `key rotate --data` on the running edge: a new data key, the re-seal in the background.
+    pub fn rotate_data(self: &Arc<Self>) -> anyhow::Result<u32> {
+        anyhow::ensure!(
+            !self.resealing.load(Ordering::SeqCst),
+            "a data key rotation is already under way (see `onshi-edge key status`)"
+        );
+        let id = self
+            .vault
+            .start_data_rotation()
+            .context("starting the data key rotation")?;
+        self.spawn_reseal();
+        Ok(id)
+    }
+
+    /// `key rotate`: a new key-encryption key, written to `new_key` or where the current one is.
+    pub fn rotate_kek(&self, new_key: Option<&Path>) -> anyhow::Result<RotatedKek> {
+        rotate_kek(&self.vault, new_key)
+    }
+}
+
+/// What `key rotate` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedKek {
+    pub old: String,
+    pub new: String,
+    pub written_to: String,
+}
+
+/// `key rotate` on a vault: the keyring re-wrapped under a new KEK, written to `new_key` (required
+/// when the key is a systemd credential: its encrypted file is made with `systemd-creds encrypt`)
+/// or in place of the current key file.
+pub fn rotate_kek(vault: &Vault, new_key: Option<&Path>) -> anyhow::Result<RotatedKek> {
+    let target = match (new_key, vault.source()) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, KeySource::Credential(_)) => anyhow::bail!(
+            "the key is the systemd credential {}: give --new-key FILE, then encrypt it with \
+             systemd-creds (packaging/README.md)",
+            onshi_sync::vault::CREDENTIAL
+        ),
+        (None, s) => s.path().to_path_buf(),
+    };
+    let old = vault.kek_fingerprint();
+    let new = Kek::generate()?;
+    vault
+        .rotate_kek(new, |k| k.write(&target))
+        .with_context(|| format!("writing the new key to {}", target.display()))?;
+    Ok(RotatedKek {
+        old,
+        new: vault.kek_fingerprint(),
+        written_to: target.display().to_string(),
+    })
+}
