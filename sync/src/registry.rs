@@ -47,17 +47,21 @@ fn period_key(store: &dyn Store, q: &Qualification) -> Vec<u8> {
             q.number.as_str(),
         ),
     );
-    k.extend_from_slice(q.branch.as_ref().map_or("", |b| b.as_str()).as_bytes());
-    k.push(SEP);
-    k.extend_from_slice(q.person_id.as_str().as_bytes());
-    k.push(SEP);
-    k.extend_from_slice(q.acquired_on.format("%Y%m%d").to_string().as_bytes());
+    // The rest is blinded too: a newborn's period starts on the birth date.
+    let mut rest = Vec::with_capacity(32);
+    rest.extend_from_slice(q.branch.as_ref().map_or("", |b| b.as_str()).as_bytes());
+    rest.push(SEP);
+    rest.extend_from_slice(q.person_id.as_str().as_bytes());
+    rest.push(SEP);
+    rest.extend_from_slice(q.acquired_on.format("%Y%m%d").to_string().as_bytes());
+    k.extend_from_slice(&store.blind(PERIOD_DOMAIN, &rest));
     k
 }
 
 /// What the card-number part of a key is blinded under ([`Store::blind`]).
 const CARD_DOMAIN: &str = "registry.card";
 const CARD_ID_DOMAIN: &str = "registry.card_id";
+const PERIOD_DOMAIN: &str = "registry.period";
 
 /// The `by_card_id` prefix of a card: its id blinded, then the separator.
 fn card_id_prefix(store: &dyn Store, card: &str) -> Vec<u8> {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod bench;
+pub mod oqs;
 pub mod pg;
 pub mod powercut;
 pub mod relay;

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use onshi_tests::oqs::{request_doc, result_name, search_info, ymd};
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, Pki, Registry, TODAY, TestDir, reconciler_with_registry, wait_until,
 };
@@ -118,11 +119,6 @@ impl Mailbox {
     }
 }
 
-fn result_name(req: &str) -> String {
-    let (head, rest) = req.split_at(10);
-    format!("{head}res{}", &rest[3..])
-}
-
 /// The text of the first `<name>` element, with XML's escapes resolved.
 fn tag(text: &str, name: &str) -> Option<String> {
     tags(text, name).into_iter().next()
@@ -174,30 +170,6 @@ fn unescape(s: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn ymd(date: &str) -> String {
-    date.replace('-', "")
-}
-
-/// A search-info element for a registry period.
-fn search_info(q: &Value) -> String {
-    format!(
-        "<QualificationConfirmSearchInfo><InsurerNumber>{:>8}</InsurerNumber><InsuredCardSymbol>{}</InsuredCardSymbol><InsuredIdentificationNumber>{}</InsuredIdentificationNumber><InsuredBranchNumber>{}</InsuredBranchNumber><Birthdate>{}</Birthdate><LimitApplicationCertificateRelatedConsFlg>0</LimitApplicationCertificateRelatedConsFlg></QualificationConfirmSearchInfo>",
-        str_of(&q["insurer_number"]),
-        str_of(&q["symbol"]),
-        str_of(&q["number"]),
-        str_of(&q["branch"]),
-        ymd(str_of(&q["birth_date"])),
-    )
-}
-
-/// A request document (UTF-8 unless `encoding` says otherwise) with `body` in its MessageBody.
-fn request_doc(encoding: &str, facility: &str, id: &str, body: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"{encoding}\" standalone=\"no\"?>\n<XmlMsg>\n  <MessageHeader>\n    <QualificationConfirmationDate>{}</QualificationConfirmationDate>\n    <MedicalInstitutionCode>{facility}</MedicalInstitutionCode>\n    <ArbitraryFileIdentifier>{id}</ArbitraryFileIdentifier>\n  </MessageHeader>\n  <MessageBody>\n    {body}\n  </MessageBody>\n</XmlMsg>\n",
-        ymd(TODAY)
-    )
 }
 
 fn single_request(q: &Value, id: &str) -> String {
