@@ -52,6 +52,12 @@ enum Command {
         /// The reconciler's data directory (the embedded store).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The data key (key-encryption key) of the embedded store: a file of 64 hex digits, made
+        /// (0600) when the data directory is new. Default: the systemd credential onshi-data-key, else
+        /// DATA.key beside the data directory (with a warning: it protects nothing against a stolen
+        /// disk).
+        #[arg(long, value_name = "FILE")]
+        data_key: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         /// The JSONL file (`-` for standard input).
@@ -202,6 +208,12 @@ struct CentreArgs {
     /// The reconciler's data directory (the embedded store).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The data key (key-encryption key) of the embedded store: a file of 64 hex digits, made
+    /// (0600) when the data directory is new. Default: the systemd credential onshi-data-key, else
+    /// DATA.key beside the data directory (with a warning: it protects nothing against a stolen
+    /// disk).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -209,7 +221,12 @@ struct CentreArgs {
 impl CentreArgs {
     fn target(self) -> anyhow::Result<AdminTarget> {
         let url = self.store.store.map(|u| (u, UrlFrom::Flag));
-        let target = store_target(self.data, url, self.store.store_password_file)?;
+        let target = store_target(
+            self.data,
+            self.data_key,
+            url,
+            self.store.store_password_file,
+        )?;
         AdminTarget::open(&target).with_context(|| format!("opening {target}"))
     }
 }
@@ -267,6 +284,12 @@ struct ServeSettings {
     /// The reconciler's data directory (the embedded store).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The data key (key-encryption key) of the embedded store: a file of 64 hex digits, made
+    /// (0600) when the data directory is new. Default: the systemd credential onshi-data-key, else
+    /// DATA.key beside the data directory (with a warning: it protects nothing against a stolen
+    /// disk).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
     /// The PostgreSQL store instead: postgres://USER@HOST[:PORT]/DATABASE (no password in it).
     #[arg(long)]
     store: Option<String>,
@@ -356,6 +379,7 @@ fn serve_settings(
     };
     let store = store_target(
         settings.data.or(file.data),
+        settings.data_key.or(file.data_key),
         url,
         settings.store_password_file.or(file.store_password_file),
     )?;
@@ -450,9 +474,16 @@ enum UrlFrom<'a> {
 /// credential.
 fn store_target(
     data: Option<PathBuf>,
+    data_key: Option<PathBuf>,
     url: Option<(String, UrlFrom<'_>)>,
     password_file: Option<PathBuf>,
 ) -> anyhow::Result<StoreTarget> {
+    if data_key.is_some() && url.is_some() {
+        anyhow::bail!(
+            "--data-key: only with --data (the embedded store's key); PostgreSQL's data at rest is \
+             protected by the database server's disk encryption (packaging/README.md)"
+        );
+    }
     let (url, from) = match (data, url) {
         (Some(_), Some(_)) => anyhow::bail!(
             "--data and --store: give one (--data DIR is the embedded store, --store postgres://… PostgreSQL)"
@@ -460,7 +491,7 @@ fn store_target(
         (None, None) => {
             anyhow::bail!("--data or --store: one is required (as a flag or in the --config file)")
         }
-        (Some(dir), None) => return Ok(StoreTarget::Embedded(dir)),
+        (Some(dir), None) => return Ok(StoreTarget::Embedded { dir, data_key }),
         (None, Some(u)) => u,
     };
     pg::config_from_url(&url, None).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
@@ -545,6 +576,7 @@ fn store_of_config(
     };
     store_target(
         None,
+        None,
         Some(url),
         args.store_password_file.or(file.store_password_file),
     )
@@ -555,7 +587,7 @@ fn pg_config(target: &StoreTarget) -> anyhow::Result<tokio_postgres::Config> {
     match target {
         StoreTarget::Postgres { url, password } => pg::config_from_url(url, password.as_deref())
             .map_err(|e| anyhow::anyhow!("--store: {e}")),
-        StoreTarget::Embedded(_) => {
+        StoreTarget::Embedded { .. } => {
             anyhow::bail!(
                 "--store: a postgres:// URL is required (the embedded store needs no migration)"
             )
@@ -566,7 +598,9 @@ fn pg_config(target: &StoreTarget) -> anyhow::Result<tokio_postgres::Config> {
 /// Opens the store, saying which one could not be opened and why.
 fn open_store(target: &StoreTarget) -> anyhow::Result<std::sync::Arc<dyn CentralStore>> {
     onshi_reconciler::store::open(target).with_context(|| match target {
-        StoreTarget::Embedded(dir) => format!("opening the registry in {}", dir.display()),
+        StoreTarget::Embedded { dir, .. } => {
+            format!("opening the registry in {}", dir.display())
+        }
         StoreTarget::Postgres { .. } => format!("opening the store {target}"),
     })
 }
@@ -588,8 +622,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Import { data, store, file } => {
-            let target = CentreArgs { data, store }.target()?;
+        Command::Import {
+            data,
+            data_key,
+            store,
+            file,
+        } => {
+            let target = CentreArgs {
+                data,
+                data_key,
+                store,
+            }
+            .target()?;
             import(target, file)
         }
         Command::Outage { command } => outage(command),
@@ -646,7 +690,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             onshi_sync::pki::load_server(&s.pki).context("pki")?;
             let facilities = onshi_sync::pki::facilities_in(&s.pki);
             let store = match &s.store {
-                StoreTarget::Embedded(dir) => format!("data {}", dir.display()),
+                StoreTarget::Embedded { dir, data_key } => {
+                    // Checked against the keyring without opening the store (a running serve
+                    // may hold it): a wrong or missing key fails here, before the start.
+                    let key = onshi_sync::vault::KeySource::choose(data_key.as_deref(), dir);
+                    if let Some(w) = key.warning() {
+                        eprintln!("warning: {w}");
+                    }
+                    let state = onshi_reconciler::store::embedded::check_key(dir, &key)
+                        .context("data key")?;
+                    format!("data {} ({state})", dir.display())
+                }
                 target @ StoreTarget::Postgres { .. } => {
                     let db = pg::PgStore::connect(&pg_config(target)?)
                         .with_context(|| format!("store {target}"))?;
@@ -658,7 +712,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let data_dir = match &s.store {
-                StoreTarget::Embedded(dir) => Some(dir.as_path()),
+                StoreTarget::Embedded { dir, .. } => Some(dir.as_path()),
                 StoreTarget::Postgres { .. } => None,
             };
             for w in [
@@ -742,7 +796,7 @@ async fn serve(s: Serve, store: Arc<dyn CentralStore>) -> anyhow::Result<ExitCod
     // reach it through the admin socket. PostgreSQL needs none (they connect themselves).
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = match &s.store {
-        StoreTarget::Embedded(data) => Some(
+        StoreTarget::Embedded { dir: data, .. } => Some(
             onshi_reconciler::admin::serve_socket(data, store.clone(), async move {
                 let _ = admin_stopped.await;
             })
