@@ -8,6 +8,12 @@
 //! accepted in the `--config` file only when that file is not readable by others (mode 0600),
 //! with a warning. The operators' commands (`import`, `outage …`, `facility …`) work while `serve`
 //! runs: on PostgreSQL directly, on the embedded store through the running serve's admin socket.
+//!
+//! The embedded store is encrypted at rest (issue 18) under the data key of `--data-key FILE` /
+//! `data_key`, else the systemd credential `onshi-data-key`, else a key file beside the data
+//! directory (with a warning at start and from `check-config`); a wrong or missing key is refused
+//! by every command that opens the directory, with nothing changed. An operator's command while
+//! serve runs needs no key (it goes through the socket).
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -874,14 +880,14 @@ The configuration read by the systemd unit (every key is a flag of serve).
 ca.pem, ca.key, reconciler.pem, reconciler.key, and one facility\-CODE.pem (and .key) per facility, issued by pki init or facility add; replaced/ keeps the files of re\-issued certificates. Which certificate each facility may connect with is recorded in the store (facility list).
 .TP
 /var/lib/onshi\-reconciler/
-The registry and every facility's journal.
+The registry and every facility's journal, encrypted (registry.keyring holds the data keys, wrapped by the data key of \-\-data\-key or the credential onshi\-data\-key).
 .SH ENVIRONMENT
 .TP
 RUST_LOG
 Log filter (default info).
 .TP
 CREDENTIALS_DIRECTORY
-Set by systemd (LoadCredential=): the database password of \-\-store is read from its onshi\-db\-password file unless \-\-store\-password\-file names one. A password in a \-\-store URL on the command line is refused.
+Set by systemd (LoadCredential=): the database password of \-\-store is read from its onshi\-db\-password file unless \-\-store\-password\-file names one. A password in a \-\-store URL on the command line is refused. The embedded store's data key is read from its onshi\-data\-key file (LoadCredentialEncrypted=, made with systemd\-creds encrypt) unless \-\-data\-key names one.
 .TP
 ONSHI_LOG_FORMAT
 text, json or journald. Under systemd the default is journald (native, with structured fields); elsewhere human\-readable text on stderr.
