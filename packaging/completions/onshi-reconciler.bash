@@ -261,7 +261,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__audit__subcmd__verify)
-            opts="-h --facility --data --store --store-password-file --help"
+            opts="-h --facility --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,6 +272,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -291,7 +295,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__check__subcmd__config)
-            opts="-h --config --data --store --store-password-file --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --revisit-days --help"
+            opts="-h --config --data --data-key --store --store-password-file --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --revisit-days --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -302,6 +306,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -397,7 +405,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__facility__subcmd__add)
-            opts="-h --pki --data --store --store-password-file --help"
+            opts="-h --pki --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -408,6 +416,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -497,13 +509,17 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__facility__subcmd__list)
-            opts="-h --data --store --store-password-file --help"
+            opts="-h --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -523,13 +539,17 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__facility__subcmd__revoke)
-            opts="-h --data --store --store-password-file --help"
+            opts="-h --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -869,13 +889,17 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__import)
-            opts="-h --data --store --store-password-file --help"
+            opts="-h --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -949,7 +973,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__outage__subcmd__end)
-            opts="-h --facility --prefecture --data --store --store-password-file --help"
+            opts="-h --facility --prefecture --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -964,6 +988,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -983,7 +1011,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__outage__subcmd__grant)
-            opts="-h --facility --prefecture --days --data --store --store-password-file --help"
+            opts="-h --facility --prefecture --days --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1002,6 +1030,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1091,13 +1123,17 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__outage__subcmd__list)
-            opts="-h --data --store --store-password-file --help"
+            opts="-h --data --data-key --store --store-password-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1195,7 +1231,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__serve)
-            opts="-h --config --data --store --store-password-file --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --revisit-days --help"
+            opts="-h --config --data --data-key --store --store-password-file --pki --listen --metrics --check-burst --checks-per-minute --batch-people-burst --batch-people-per-minute --outage-burst --outages-per-minute --connections-per-facility --request-timeout-ms --revisit-days --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1206,6 +1242,10 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

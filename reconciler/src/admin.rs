@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use onshi_model::{FacilityCode, Qualification};
+use onshi_sync::vault::KeySource;
 use serde::{Deserialize, Serialize};
 
 use crate::store::embedded::EmbeddedStore;
@@ -189,9 +190,10 @@ pub enum AdminTarget {
 }
 
 impl AdminTarget {
-    /// The embedded store in `data`: opened directly, or through the running `serve`'s socket.
-    pub fn embedded(data: &Path) -> Result<Self, CentralError> {
-        match EmbeddedStore::open(data) {
+    /// The embedded store in `data`: opened directly with the key from `key`, or through the
+    /// running `serve`'s socket (which needs no key: the serve holds it).
+    pub fn embedded(data: &Path, key: KeySource) -> Result<Self, CentralError> {
+        match EmbeddedStore::open_with_key(data, key) {
             Ok(s) => Ok(AdminTarget::Direct(Arc::new(s))),
             Err(CentralError::Busy) => Ok(AdminTarget::Socket(data.join(SOCKET))),
             Err(e) => Err(e),
@@ -202,7 +204,9 @@ impl AdminTarget {
     /// [`AdminTarget::embedded`].
     pub fn open(target: &StoreTarget) -> Result<Self, CentralError> {
         match target {
-            StoreTarget::Embedded(dir) => Self::embedded(dir),
+            StoreTarget::Embedded { dir, data_key } => {
+                Self::embedded(dir, KeySource::choose(data_key.as_deref(), dir))
+            }
             StoreTarget::Postgres { .. } => Ok(AdminTarget::Direct(crate::store::open(target)?)),
         }
     }

@@ -8,6 +8,12 @@
 //! accepted in the `--config` file only when that file is not readable by others (mode 0600),
 //! with a warning. The operators' commands (`import`, `outage …`, `facility …`) work while `serve`
 //! runs: on PostgreSQL directly, on the embedded store through the running serve's admin socket.
+//!
+//! The embedded store is encrypted at rest (issue 18) under the data key of `--data-key FILE` /
+//! `data_key`, else the systemd credential `onshi-data-key`, else a key file beside the data
+//! directory (with a warning at start and from `check-config`); a wrong or missing key is refused
+//! by every command that opens the directory, with nothing changed. An operator's command while
+//! serve runs needs no key (it goes through the socket).
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -52,6 +58,12 @@ enum Command {
         /// The reconciler's data directory (the embedded store).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The data key (key-encryption key) of the embedded store: a file of 64 hex digits, made
+        /// (0600) when the data directory is new. Default: the systemd credential onshi-data-key, else
+        /// DATA.key beside the data directory (with a warning: it protects nothing against a stolen
+        /// disk).
+        #[arg(long, value_name = "FILE")]
+        data_key: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         /// The JSONL file (`-` for standard input).
@@ -202,6 +214,12 @@ struct CentreArgs {
     /// The reconciler's data directory (the embedded store).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The data key (key-encryption key) of the embedded store: a file of 64 hex digits, made
+    /// (0600) when the data directory is new. Default: the systemd credential onshi-data-key, else
+    /// DATA.key beside the data directory (with a warning: it protects nothing against a stolen
+    /// disk).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -209,7 +227,12 @@ struct CentreArgs {
 impl CentreArgs {
     fn target(self) -> anyhow::Result<AdminTarget> {
         let url = self.store.store.map(|u| (u, UrlFrom::Flag));
-        let target = store_target(self.data, url, self.store.store_password_file)?;
+        let target = store_target(
+            self.data,
+            self.data_key,
+            url,
+            self.store.store_password_file,
+        )?;
         AdminTarget::open(&target).with_context(|| format!("opening {target}"))
     }
 }
@@ -267,6 +290,12 @@ struct ServeSettings {
     /// The reconciler's data directory (the embedded store).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The data key (key-encryption key) of the embedded store: a file of 64 hex digits, made
+    /// (0600) when the data directory is new. Default: the systemd credential onshi-data-key, else
+    /// DATA.key beside the data directory (with a warning: it protects nothing against a stolen
+    /// disk).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
     /// The PostgreSQL store instead: postgres://USER@HOST[:PORT]/DATABASE (no password in it).
     #[arg(long)]
     store: Option<String>,
@@ -356,6 +385,7 @@ fn serve_settings(
     };
     let store = store_target(
         settings.data.or(file.data),
+        settings.data_key.or(file.data_key),
         url,
         settings.store_password_file.or(file.store_password_file),
     )?;
@@ -450,9 +480,16 @@ enum UrlFrom<'a> {
 /// credential.
 fn store_target(
     data: Option<PathBuf>,
+    data_key: Option<PathBuf>,
     url: Option<(String, UrlFrom<'_>)>,
     password_file: Option<PathBuf>,
 ) -> anyhow::Result<StoreTarget> {
+    if data_key.is_some() && url.is_some() {
+        anyhow::bail!(
+            "--data-key: only with --data (the embedded store's key); PostgreSQL's data at rest is \
+             protected by the database server's disk encryption (packaging/README.md)"
+        );
+    }
     let (url, from) = match (data, url) {
         (Some(_), Some(_)) => anyhow::bail!(
             "--data and --store: give one (--data DIR is the embedded store, --store postgres://… PostgreSQL)"
@@ -460,7 +497,7 @@ fn store_target(
         (None, None) => {
             anyhow::bail!("--data or --store: one is required (as a flag or in the --config file)")
         }
-        (Some(dir), None) => return Ok(StoreTarget::Embedded(dir)),
+        (Some(dir), None) => return Ok(StoreTarget::Embedded { dir, data_key }),
         (None, Some(u)) => u,
     };
     pg::config_from_url(&url, None).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
@@ -545,6 +582,7 @@ fn store_of_config(
     };
     store_target(
         None,
+        None,
         Some(url),
         args.store_password_file.or(file.store_password_file),
     )
@@ -555,7 +593,7 @@ fn pg_config(target: &StoreTarget) -> anyhow::Result<tokio_postgres::Config> {
     match target {
         StoreTarget::Postgres { url, password } => pg::config_from_url(url, password.as_deref())
             .map_err(|e| anyhow::anyhow!("--store: {e}")),
-        StoreTarget::Embedded(_) => {
+        StoreTarget::Embedded { .. } => {
             anyhow::bail!(
                 "--store: a postgres:// URL is required (the embedded store needs no migration)"
             )
@@ -566,7 +604,9 @@ fn pg_config(target: &StoreTarget) -> anyhow::Result<tokio_postgres::Config> {
 /// Opens the store, saying which one could not be opened and why.
 fn open_store(target: &StoreTarget) -> anyhow::Result<std::sync::Arc<dyn CentralStore>> {
     onshi_reconciler::store::open(target).with_context(|| match target {
-        StoreTarget::Embedded(dir) => format!("opening the registry in {}", dir.display()),
+        StoreTarget::Embedded { dir, .. } => {
+            format!("opening the registry in {}", dir.display())
+        }
         StoreTarget::Postgres { .. } => format!("opening the store {target}"),
     })
 }
@@ -588,8 +628,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Import { data, store, file } => {
-            let target = CentreArgs { data, store }.target()?;
+        Command::Import {
+            data,
+            data_key,
+            store,
+            file,
+        } => {
+            let target = CentreArgs {
+                data,
+                data_key,
+                store,
+            }
+            .target()?;
             import(target, file)
         }
         Command::Outage { command } => outage(command),
@@ -646,7 +696,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             onshi_sync::pki::load_server(&s.pki).context("pki")?;
             let facilities = onshi_sync::pki::facilities_in(&s.pki);
             let store = match &s.store {
-                StoreTarget::Embedded(dir) => format!("data {}", dir.display()),
+                StoreTarget::Embedded { dir, data_key } => {
+                    // Checked against the keyring without opening the store (a running serve
+                    // may hold it): a wrong or missing key fails here, before the start.
+                    let key = onshi_sync::vault::KeySource::choose(data_key.as_deref(), dir);
+                    if let Some(w) = key.warning() {
+                        eprintln!("warning: {w}");
+                    }
+                    let state = onshi_reconciler::store::embedded::check_key(dir, &key)
+                        .context("data key")?;
+                    format!("data {} ({state})", dir.display())
+                }
                 target @ StoreTarget::Postgres { .. } => {
                     let db = pg::PgStore::connect(&pg_config(target)?)
                         .with_context(|| format!("store {target}"))?;
@@ -658,7 +718,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let data_dir = match &s.store {
-                StoreTarget::Embedded(dir) => Some(dir.as_path()),
+                StoreTarget::Embedded { dir, .. } => Some(dir.as_path()),
                 StoreTarget::Postgres { .. } => None,
             };
             for w in [
@@ -742,7 +802,7 @@ async fn serve(s: Serve, store: Arc<dyn CentralStore>) -> anyhow::Result<ExitCod
     // reach it through the admin socket. PostgreSQL needs none (they connect themselves).
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = match &s.store {
-        StoreTarget::Embedded(data) => Some(
+        StoreTarget::Embedded { dir: data, .. } => Some(
             onshi_reconciler::admin::serve_socket(data, store.clone(), async move {
                 let _ = admin_stopped.await;
             })
@@ -820,14 +880,14 @@ The configuration read by the systemd unit (every key is a flag of serve).
 ca.pem, ca.key, reconciler.pem, reconciler.key, and one facility\-CODE.pem (and .key) per facility, issued by pki init or facility add; replaced/ keeps the files of re\-issued certificates. Which certificate each facility may connect with is recorded in the store (facility list).
 .TP
 /var/lib/onshi\-reconciler/
-The registry and every facility's journal.
+The registry and every facility's journal, encrypted (registry.keyring holds the data keys, wrapped by the data key of \-\-data\-key or the credential onshi\-data\-key).
 .SH ENVIRONMENT
 .TP
 RUST_LOG
 Log filter (default info).
 .TP
 CREDENTIALS_DIRECTORY
-Set by systemd (LoadCredential=): the database password of \-\-store is read from its onshi\-db\-password file unless \-\-store\-password\-file names one. A password in a \-\-store URL on the command line is refused.
+Set by systemd (LoadCredential=): the database password of \-\-store is read from its onshi\-db\-password file unless \-\-store\-password\-file names one. A password in a \-\-store URL on the command line is refused. The embedded store's data key is read from its onshi\-data\-key file (LoadCredentialEncrypted=, made with systemd\-creds encrypt) unless \-\-data\-key names one.
 .TP
 ONSHI_LOG_FORMAT
 text, json or journald. Under systemd the default is journald (native, with structured fields); elsewhere human\-readable text on stderr.

@@ -290,8 +290,10 @@ async fn a_facility_over_its_check_rate_is_answered_throttled_and_counted() {
     let data = tempfile::tempdir().unwrap();
     let pki_dir = tempfile::tempdir().unwrap();
     pki::init(pki_dir.path(), &[clinic()]).unwrap();
-    let store =
-        Arc::new(onshi_reconciler::store::embedded::EmbeddedStore::open(data.path()).unwrap());
+    // `data/` inside the temporary directory: its key file (beside it) goes with it.
+    let store = Arc::new(
+        onshi_reconciler::store::embedded::EmbeddedStore::open(&data.path().join("data")).unwrap(),
+    );
     // Five at once, then one a minute: the test never lasts long enough for a second token.
     let rates = RateLimits {
         checks: Rate {

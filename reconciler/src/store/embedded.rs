@@ -6,16 +6,25 @@
 //! - `central.revisions`: facility + seq → record id, the revision feed;
 //! - `central.revisit`: facility + `/` + record id → birth date and service date;
 //! - `central.outage_requests`, `central.grants`, `central.facilities`: JSON values;
-//! - `central.search`: central search's index ([`super::SearchBlock`]): per period, one entry
-//!   `key ‖ 0x1f ‖ birth year (u16) ‖ birth day (days from CE, u32) ‖ person id` → sex code, for
-//!   the empty key (by birth date alone) and each of [`super::search_keys`]; big-endian numbers,
-//!   so one prefix is one key's people born on a day, or in a year. Written before the period it
-//!   indexes, flushed by the same fsync; an entry for a period since changed only adds a
-//!   candidate the ranking then judges by the periods themselves. Built once from the periods at
-//!   the first open of a store that has none (recorded under `0xff version`);
+//! - `central.search`: central search's index ([`super::SearchBlock`]). Its keys hold no name,
+//!   reading or birth date in plain text: each is a keyed hash ([`Store::blind`]) of what a scan
+//!   looks up by, then the person id. Per period: `d ‖ blind(key ‖ 0x1f ‖ birth day) ‖ person id`
+//!   → sex code, for the empty key (by birth date alone) and each of [`super::search_keys`]; and
+//!   for each of those keys `y ‖ blind(key ‖ 0x1f ‖ birth year) ‖ person id` → sex code ‖ birth
+//!   day (the values sealed like every value). One prefix is one key's people born on a day, or in
+//!   a year. Written before the period it indexes, flushed by the same fsync; an entry for a
+//!   period since changed only adds a candidate the ranking then judges by the periods
+//!   themselves. Built once from the periods at the first open of a store that has none
+//!   (recorded under `0xff version`), so a plain store converted to an encrypted one (whose
+//!   conversion leaves this tree behind) rebuilds it;
 //! - `central.audit_links`: facility code ‖ seq (u64) → prev ‖ hash (64 bytes), each facility's
 //!   access-log chain as its edge sent it; `central.audit_chains`: facility → its state (JSON
 //!   [`crate::audit::CentreChain`]: links held, the break recorded).
+//!
+//! At rest (issue 18): the directory is opened through [`Vault::open`] with the key-encryption key
+//! of `--data-key`, the credential `onshi-data-key`, or a key file beside the data directory;
+//! every value is sealed, and a plain store of an earlier version is converted at its first open
+//! with a key. Must never: keep a name, reading, birth date or card number in a key in plain text.
 //!
 //! Durability: every call that writes ends with the store's flush + fsync. Exclusion: sled locks
 //! the directory to one process, so a second process (`import` while `serve` runs) goes through
@@ -33,7 +42,9 @@ use onshi_sync::audit_chain::{AuditLink, AuditReport};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::journal_store::{JournalTree, facility_tree_name};
 use onshi_sync::registry::{Applied, Registry};
-use onshi_sync::store::{SledStore, Store, StoreError, Tree};
+use onshi_sync::sealed::{Vault, VaultOpenError, VaultPaths};
+use onshi_sync::store::{Store, StoreError, Tree};
+use onshi_sync::vault::{KeySource, KeyringFile, VaultError};
 
 use super::{
     CentralError, CentralStore, Decide, FacilityEntry, Grant, GrantScope, ImportCounts,
@@ -46,35 +57,98 @@ const SEARCH_VERSION_KEY: &[u8] = b"\xffversion";
 const SEP: u8 = 0x1f;
 /// How many years either side of the query's birth year block 3 looks at most.
 const NEAR_YEARS: i32 = 130;
+/// The search index's two kinds of entry: by birth day, by birth year.
+const DAY_ENTRY: u8 = b'd';
+const YEAR_ENTRY: u8 = b'y';
+/// What the search index's key parts are blinded under ([`Store::blind`]).
+const SEARCH_DAY_DOMAIN: &str = "central.search.day";
+const SEARCH_YEAR_DOMAIN: &str = "central.search.year";
+/// The trees an encrypted store's conversion leaves behind: rebuilt from the periods.
+const REBUILT_TREES: &[&str] = &["central.search"];
 
-/// `key ‖ SEP ‖ year`: every entry of `key` born in `year`.
-fn search_year_prefix(key: &str, year: i32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 40);
-    k.extend_from_slice(key.as_bytes());
-    k.push(SEP);
-    k.extend_from_slice(&(year.clamp(0, i32::from(u16::MAX)) as u16).to_be_bytes());
+fn days_from_ce(day: NaiveDate) -> u32 {
+    day.num_days_from_ce().max(0) as u32
+}
+
+/// `y ‖ blind(key ‖ SEP ‖ year)`: every entry of `key` born in `year`.
+fn search_year_prefix(store: &dyn Store, key: &str, year: i32) -> Vec<u8> {
+    let mut part = Vec::with_capacity(key.len() + 3);
+    part.extend_from_slice(key.as_bytes());
+    part.push(SEP);
+    part.extend_from_slice(&(year.clamp(0, i32::from(u16::MAX)) as u16).to_be_bytes());
+    let mut k = vec![YEAR_ENTRY];
+    k.extend(store.blind(SEARCH_YEAR_DOMAIN, &part));
     k
 }
 
-/// `key ‖ SEP ‖ year ‖ day`: every entry of `key` born on `day`.
-fn search_day_prefix(key: &str, day: NaiveDate) -> Vec<u8> {
-    let mut k = search_year_prefix(key, day.year());
-    k.extend_from_slice(&(day.num_days_from_ce().max(0) as u32).to_be_bytes());
+/// `d ‖ blind(key ‖ SEP ‖ day)`: every entry of `key` born on `day`.
+fn search_day_prefix(store: &dyn Store, key: &str, day: NaiveDate) -> Vec<u8> {
+    let mut part = Vec::with_capacity(key.len() + 5);
+    part.extend_from_slice(key.as_bytes());
+    part.push(SEP);
+    part.extend_from_slice(&days_from_ce(day).to_be_bytes());
+    let mut k = vec![DAY_ENTRY];
+    k.extend(store.blind(SEARCH_DAY_DOMAIN, &part));
     k
 }
 
-/// An entry's birth day and person, from the key after its `key ‖ SEP ‖ year` prefix.
-fn search_entry_rest(rest: &[u8]) -> Option<(NaiveDate, String)> {
-    let days = u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?);
-    let day = NaiveDate::from_num_days_from_ce_opt(i32::try_from(days).ok()?)?;
-    let person = std::str::from_utf8(rest.get(4..)?).ok()?.to_string();
-    Some((day, person))
+/// Whether another process holds the store in `dir` (sled's lock on its `db` file, an flock):
+/// asked before the key is, so an operator's command reaches a running `serve` through its admin
+/// socket without the data key. Changes nothing on disk.
+fn held_elsewhere(dir: &Path) -> bool {
+    match std::fs::File::open(dir.join("db")) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+/// sled's own lock error (another process took the directory since [`held_elsewhere`] looked).
+fn is_lock_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Engine(sled::Error::Io(e))
+        if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock"))
+}
+
+/// What `check-config` says of the data directory's key, checked against the keyring without
+/// opening (or changing) anything: a wrong key, or none for an encrypted directory, is the same
+/// error [`EmbeddedStore::open_with_key`] would give.
+pub fn check_key(data: &Path, source: &KeySource) -> Result<String, CentralError> {
+    let dir = data.join("registry");
+    let keyring = VaultPaths::new(&dir).keyring;
+    let key_err = |e: VaultError| CentralError::Vault(VaultOpenError::Key(e));
+    let kek = source.load().map_err(key_err)?;
+    let Some(file) = KeyringFile::read(&keyring).map_err(key_err)? else {
+        let key = match &kek {
+            Some(k) => format!("data key {} ({})", source.path().display(), k.fingerprint()),
+            None => format!(
+                "data key {}, made at the first start",
+                source.path().display()
+            ),
+        };
+        return Ok(if dir.join("db").is_file() {
+            format!("plain text from an earlier version: encrypted at the next start, {key}")
+        } else {
+            format!("new, encrypted: {key}")
+        });
+    };
+    let Some(kek) = kek else {
+        return Err(key_err(VaultError::MissingKey {
+            keyring,
+            hint: format!("{} does not exist", source.path().display()),
+        }));
+    };
+    file.open(&kek, &keyring).map_err(key_err)?;
+    Ok(format!(
+        "encrypted: data key {} ({})",
+        source.path().display(),
+        kek.fingerprint()
+    ))
 }
 
 /// The embedded store (see the module docs).
 #[derive(Debug)]
 pub struct EmbeddedStore {
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
+    vault: Vault,
     registry: Registry,
     changes: Arc<dyn Tree>,
     revisions: Arc<dyn Tree>,
@@ -127,20 +201,45 @@ fn last_seq(tree: &dyn Tree, key_prefix_len: usize) -> Result<u64, StoreError> {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `DATA/registry`. [`CentralError::Busy`] when a running
-    /// `serve` holds it.
+    /// Opens (or creates) the store in `DATA/registry` with the key [`KeySource::choose`] finds
+    /// for `data` without a `--data-key` (the tools' and tests' way).
     pub fn open(data: &Path) -> Result<Self, CentralError> {
-        let store = match SledStore::open(&data.join("registry")) {
-            Ok(s) => Arc::new(s),
-            Err(StoreError::Engine(sled::Error::Io(e)))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+        Self::open_with_key(data, KeySource::choose(None, data))
+    }
+
+    /// Opens (or creates, or converts from plain) the store in `DATA/registry` with the
+    /// key-encryption key from `source`. [`CentralError::Busy`] when a running `serve` holds it
+    /// (asked first: no key is needed to be told); a wrong or missing key is
+    /// [`CentralError::Vault`], with nothing on disk changed.
+    pub fn open_with_key(data: &Path, source: KeySource) -> Result<Self, CentralError> {
+        let dir = data.join("registry");
+        if held_elsewhere(&dir) {
+            return Err(CentralError::Busy);
+        }
+        if let Some(w) = source.warning() {
+            tracing::warn!("{w}");
+        }
+        let (vault, report) = match Vault::open(&dir, source, REBUILT_TREES) {
+            Ok(v) => v,
+            Err(VaultOpenError::Store(e) | VaultOpenError::Convert { source: e, .. })
+                if is_lock_error(&e) =>
             {
                 return Err(CentralError::Busy);
             }
             Err(e) => return Err(e.into()),
         };
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let registry = Registry::open(dyn_store)?;
+        if report.key_created {
+            tracing::info!(key = %vault.source().path().display(), "a new data key was made");
+        }
+        if let Some(n) = report.converted {
+            tracing::warn!(
+                entries = n,
+                store = %dir.display(),
+                "the plain-text store of an earlier version was converted to an encrypted one"
+            );
+        }
+        let store: Arc<dyn Store> = Arc::new(vault.store().clone());
+        let registry = Registry::open(store.clone())?;
         let s = EmbeddedStore {
             registry,
             changes: store.tree("central.registry_changes")?,
@@ -159,6 +258,7 @@ impl EmbeddedStore {
             audit_chains: store.tree("central.audit_chains")?,
             auditing: Mutex::new(()),
             store,
+            vault,
         };
         s.change_seq
             .store(last_seq(s.changes.as_ref(), 0)?, Ordering::SeqCst);
@@ -205,29 +305,38 @@ impl EmbeddedStore {
 
     /// Files one period in the search index (entries already there are not written again).
     fn index_search(&self, q: &Qualification) -> Result<(), CentralError> {
-        let sex = [sex_code(q.sex) as u8];
-        let keys = std::iter::once(String::new()).chain(search_keys(&q.name, &q.name_kana));
-        for key in keys {
-            let mut k = search_day_prefix(&key, q.birth_date);
-            k.extend_from_slice(q.person_id.as_str().as_bytes());
-            if self.search.get(&k)?.as_deref() != Some(&sex[..]) {
-                self.search.insert(&k, &sex)?;
+        let store = self.store.as_ref();
+        let sex = sex_code(q.sex) as u8;
+        let mut by_year = vec![sex];
+        by_year.extend_from_slice(&days_from_ce(q.birth_date).to_be_bytes());
+        let person = q.person_id.as_str().as_bytes();
+        let put = |mut k: Vec<u8>, v: &[u8]| -> Result<(), CentralError> {
+            k.extend_from_slice(person);
+            if self.search.get(&k)?.as_deref() != Some(v) {
+                self.search.insert(&k, v)?;
             }
+            Ok(())
+        };
+        // By birth date alone: day entries of the empty key.
+        put(search_day_prefix(store, "", q.birth_date), &[sex])?;
+        for key in search_keys(&q.name, &q.name_kana) {
+            put(search_day_prefix(store, &key, q.birth_date), &[sex])?;
+            put(
+                search_year_prefix(store, &key, q.birth_date.year()),
+                &by_year,
+            )?;
         }
         Ok(())
     }
 
-    /// The people under `prefix` (a day's or a year's entries of `key`) whose sex fits, until
-    /// `f` says stop.
+    /// The people under `prefix` (a day's or a year's entries of a key) whose sex fits, with the
+    /// birth day a year entry holds, until `f` says stop.
     fn search_scan(
         &self,
-        key: &str,
         prefix: &[u8],
         block: &SearchBlock,
-        f: &mut dyn FnMut(NaiveDate, String) -> bool,
+        f: &mut dyn FnMut(Option<NaiveDate>, String) -> bool,
     ) -> Result<(), CentralError> {
-        // After the key, its separator and the year: the day and the person.
-        let rest_at = key.len() + 3;
         for kv in self.search.scan_prefix(prefix) {
             let (k, v) = kv?;
             let sex = v.first().copied().unwrap_or(3);
@@ -239,19 +348,27 @@ impl EmbeddedStore {
             if !super::sex_compatible(block.sex, filed) {
                 continue;
             }
-            let Some((day, person)) = k.get(rest_at..).and_then(search_entry_rest) else {
-                return Err(corrupt("search entry", "short key"));
-            };
-            if !f(day, person) {
+            let day = v
+                .get(1..5)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .and_then(|d| i32::try_from(d).ok())
+                .and_then(NaiveDate::from_num_days_from_ce_opt);
+            let person = k
+                .get(prefix.len()..)
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| corrupt("search entry", "no person id"))?;
+            if !f(day, person.to_string()) {
                 break;
             }
         }
         Ok(())
     }
 
-    /// The sled store underneath (the registry's storage, shared with tools and tests).
-    pub fn sled(&self) -> &Arc<SledStore> {
-        &self.store
+    /// The encrypted store's vault: its directory, key source and key state (tools and tests).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     /// The registry as the first wave kept it.
@@ -429,8 +546,9 @@ impl CentralStore for EmbeddedStore {
             return Ok(SearchCandidates::default());
         };
         let mut picked = Picked::new(block.cap);
+        let store = self.store.as_ref();
         // 1. Born on the query's date.
-        self.search_scan("", &search_day_prefix("", birth), block, &mut |_, p| {
+        self.search_scan(&search_day_prefix(store, "", birth), block, &mut |_, p| {
             picked.take(&p)
         })?;
         // 2. Born on a likely misreading, with one of the keys.
@@ -439,7 +557,7 @@ impl CentralStore for EmbeddedStore {
                 if picked.full() {
                     break 'slips;
                 }
-                self.search_scan(key, &search_day_prefix(key, d), block, &mut |_, p| {
+                self.search_scan(&search_day_prefix(store, key, d), block, &mut |_, p| {
                     picked.take(&p)
                 })?;
             }
@@ -452,6 +570,7 @@ impl CentralStore for EmbeddedStore {
                 break;
             }
             let mut near: Vec<(i64, String)> = Vec::new();
+            let mut short = false;
             for r in 0..=NEAR_YEARS {
                 let years = if r == 0 {
                     vec![birth.year()]
@@ -459,10 +578,17 @@ impl CentralStore for EmbeddedStore {
                     vec![birth.year() - r, birth.year() + r]
                 };
                 for y in years {
-                    self.search_scan(key, &search_year_prefix(key, y), block, &mut |day, p| {
-                        near.push(((day - birth).num_days().abs(), p));
+                    let prefix = search_year_prefix(store, key, y);
+                    self.search_scan(&prefix, block, &mut |day, p| {
+                        match day {
+                            Some(day) => near.push(((day - birth).num_days().abs(), p)),
+                            None => short = true,
+                        }
                         true
                     })?;
+                    if short {
+                        return Err(corrupt("search entry", "a year entry without its day"));
+                    }
                 }
                 // Anything not yet read is born before year − r or after year + r.
                 let unread = NaiveDate::from_ymd_opt(birth.year() - r, 1, 1)

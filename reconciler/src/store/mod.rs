@@ -35,6 +35,7 @@ use onshi_sync::audit_chain::{AuditLink, AuditReport};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::registry::RegistryError;
 use onshi_sync::store::StoreError;
+use onshi_sync::vault::KeySource;
 use serde::{Deserialize, Serialize};
 
 /// Why a store call failed.
@@ -56,6 +57,10 @@ pub enum CentralError {
     /// The embedded store is held by a running `serve` (sled allows one process).
     #[error("the data directory is in use by a running onshi-reconciler serve")]
     Busy,
+    /// The embedded store's data key: missing, wrong (nothing was changed), or a plain store
+    /// from an earlier version that could not be converted.
+    #[error("{0}")]
+    Vault(#[from] onshi_sync::sealed::VaultOpenError),
     /// An edge's access-log report is malformed (nothing of it was taken).
     #[error("access log report: {0}")]
     BadReport(#[from] onshi_sync::audit_chain::ReportError),
@@ -64,7 +69,12 @@ pub enum CentralError {
 /// Where the centre's data is: `--data DIR` (embedded) or `--store postgres://…`.
 #[derive(Clone)]
 pub enum StoreTarget {
-    Embedded(PathBuf),
+    /// The directory, and `--data-key FILE` if given (else the systemd credential
+    /// `onshi-data-key`, else a key file beside the directory: [`KeySource::choose`]).
+    Embedded {
+        dir: PathBuf,
+        data_key: Option<PathBuf>,
+    },
     /// The URL (without a password) and the password from a file or a systemd credential.
     Postgres {
         url: String,
@@ -76,7 +86,11 @@ impl fmt::Debug for StoreTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the password.
         match self {
-            StoreTarget::Embedded(p) => f.debug_tuple("Embedded").field(p).finish(),
+            StoreTarget::Embedded { dir, data_key } => f
+                .debug_struct("Embedded")
+                .field("dir", dir)
+                .field("data_key", data_key)
+                .finish(),
             StoreTarget::Postgres { url, password } => f
                 .debug_struct("Postgres")
                 .field("url", &redacted(url))
@@ -89,7 +103,7 @@ impl fmt::Debug for StoreTarget {
 impl fmt::Display for StoreTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreTarget::Embedded(p) => write!(f, "{}", p.display()),
+            StoreTarget::Embedded { dir, .. } => write!(f, "{}", dir.display()),
             StoreTarget::Postgres { url, .. } => write!(f, "{}", redacted(url)),
         }
     }
@@ -113,7 +127,12 @@ pub fn redacted(url: &str) -> String {
 /// Opens the store: the embedded one in `DIR`, or PostgreSQL (connected, its schema checked).
 pub fn open(target: &StoreTarget) -> Result<Arc<dyn CentralStore>, CentralError> {
     match target {
-        StoreTarget::Embedded(dir) => Ok(Arc::new(embedded::EmbeddedStore::open(dir)?)),
+        StoreTarget::Embedded { dir, data_key } => {
+            Ok(Arc::new(embedded::EmbeddedStore::open_with_key(
+                dir,
+                KeySource::choose(data_key.as_deref(), dir),
+            )?))
+        }
         StoreTarget::Postgres { url, password } => {
             let config = pg::config_from_url(url, password.as_deref())
                 .map_err(|e| CentralError::Database(format!("--store {url}: {e}")))?;
@@ -261,8 +280,9 @@ pub fn revisit_key(record: &JournalRecord) -> Option<RevisitKey> {
 
 /// The version of the rules [`search_keys`] files periods under. Bump it when they change (or when
 /// `onshi_fallback::normalize::name_key` does): the embedded store rebuilds its search index at
-/// the next open, `onshi-reconciler migrate` rebuilds PostgreSQL's.
-pub const SEARCH_KEYS_VERSION: i32 = 1;
+/// the next open, `onshi-reconciler migrate` rebuilds PostgreSQL's. 2: the embedded index's
+/// keys are blinded (issue 18).
+pub const SEARCH_KEYS_VERSION: i32 = 2;
 
 /// The longest key kept (characters): longer names are cut, on both sides alike.
 const MAX_KEY_CHARS: usize = 64;

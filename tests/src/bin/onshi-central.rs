@@ -510,7 +510,10 @@ fn run_store(
     drop(one);
     // Persistence, in process (no serve holds the store now).
     let store = onshi_reconciler::store::open(&match &place {
-        Place::Embedded(d) => onshi_reconciler::store::StoreTarget::Embedded(d.clone()),
+        Place::Embedded(d) => onshi_reconciler::store::StoreTarget::Embedded {
+            dir: d.clone(),
+            data_key: None,
+        },
         Place::Postgres { url, password_file } => onshi_reconciler::store::StoreTarget::Postgres {
             url: url.clone(),
             password: Some(
