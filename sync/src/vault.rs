@@ -41,6 +41,8 @@ const HEADER: usize = 1 + 4 + NONCE_LEN;
 pub const BLIND_LEN: usize = 16;
 /// The systemd credential that holds the KEK.
 pub const CREDENTIAL: &str = "onshi-data-key";
+/// The key file's name inside the data directory, when nothing else is possible.
+pub const INSIDE_KEY: &str = "data.key";
 /// The keyring's format.
 const KEYRING_FORMAT: u32 = 1;
 
@@ -251,7 +253,15 @@ impl KeySource {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "data".into());
         let parent = data.parent().unwrap_or(Path::new("."));
-        KeySource::Beside(parent.join(format!("{name}.key")))
+        let beside = parent.join(format!("{name}.key"));
+        // Inside the data directory only where the service cannot write beside it (the package's
+        // /var/lib/onshi under ProtectSystem=strict): the start must not fail for want of a key.
+        let inside = data.join(INSIDE_KEY);
+        let writable = |dir: &Path| rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok();
+        if !beside.exists() && (inside.exists() || (!writable(parent) && writable(data))) {
+            return KeySource::Beside(inside);
+        }
+        KeySource::Beside(beside)
     }
 
     pub fn path(&self) -> &Path {
@@ -722,6 +732,30 @@ mod tests {
         );
         assert!(Kek::parse(b"short", p).is_err());
         assert!(Kek::parse("z".repeat(64).as_bytes(), p).is_err());
+    }
+
+    #[test]
+    fn without_a_flag_the_key_is_beside_the_data_or_where_one_was_made_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("edge");
+        std::fs::create_dir(&data).unwrap();
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+            assert_eq!(
+                KeySource::choose(None, &data),
+                KeySource::Beside(dir.path().join("edge.key"))
+            );
+            // A key made inside the data directory (its parent was read-only then) stays in use.
+            std::fs::write(data.join(INSIDE_KEY), b"").unwrap();
+            assert_eq!(
+                KeySource::choose(None, &data),
+                KeySource::Beside(data.join(INSIDE_KEY))
+            );
+        }
+        let flag = dir.path().join("k");
+        assert_eq!(
+            KeySource::choose(Some(&flag), &data),
+            KeySource::File(flag.clone())
+        );
     }
 
     #[test]
