@@ -633,6 +633,21 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
             return Ok(ExitCode::from(2));
         }
     }
+    // The data key, checked against the keyring without opening the store (the running edge
+    // may hold it): a wrong or missing one fails here, before a start would.
+    let source = onshi_sync::vault::KeySource::choose(config.data_key.as_deref(), &config.data);
+    let at_rest =
+        match onshi_sync::sealed::check_key(&onshi_edge::at_rest::store_dir(&config.data), &source)
+        {
+            Ok(state) => state,
+            Err(e) => {
+                eprintln!("{where_}: data_key: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+    if let Some(w) = source.warning() {
+        eprintln!("{where_}: warning: data_key: {w}");
+    }
     // Personal data and the facility's key: readable by "other" is worth a warning, not a refusal
     // (the administrator may have reasons; the data still works).
     let key = config
@@ -648,7 +663,7 @@ fn check_config(path: Option<PathBuf>, settings: EdgeSettings) -> anyhow::Result
         eprintln!("{where_}: {w}");
     }
     println!(
-        "{where_}: ok: facility {}, data {}, pki {}, {}, http {}, deadline {} ms, mailbox {}",
+        "{where_}: ok: facility {}, data {} ({at_rest}), pki {}, {}, http {}, deadline {} ms, mailbox {}",
         config.facility,
         config.data.display(),
         config.pki.display(),

@@ -436,6 +436,39 @@ impl Vault {
     }
 }
 
+/// `check-config`: whether `source` opens the store in `store_dir`, without opening the store (a
+/// running daemon may hold it) and without changing anything. Says what the next start finds.
+pub fn check_key(store_dir: &Path, source: &KeySource) -> Result<String, VaultError> {
+    let keyring = VaultPaths::new(store_dir).keyring;
+    let kek = source.load()?;
+    let Some(file) = KeyringFile::read(&keyring)? else {
+        let key = match &kek {
+            Some(k) => format!("data key {} ({})", source.path().display(), k.fingerprint()),
+            None => format!(
+                "data key {}, made at the first start",
+                source.path().display()
+            ),
+        };
+        return Ok(if store_dir.join("db").is_file() {
+            format!("plain text from an earlier version: encrypted at the next start, {key}")
+        } else {
+            format!("new, encrypted: {key}")
+        });
+    };
+    let Some(kek) = kek else {
+        return Err(VaultError::MissingKey {
+            keyring,
+            hint: format!("{} does not exist", source.path().display()),
+        });
+    };
+    file.open(&kek, &keyring)?;
+    Ok(format!(
+        "encrypted: data key {} ({})",
+        source.path().display(),
+        kek.fingerprint()
+    ))
+}
+
 /// After the commit: the encrypted copy replaces the plain store, and the plain store is removed.
 fn finish_swap(paths: &VaultPaths) -> Result<(), VaultError> {
     let io = |path: &Path| {

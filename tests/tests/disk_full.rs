@@ -360,6 +360,9 @@ fn check_config_warns_about_a_world_readable_key_or_data_directory() {
             "127.0.0.1:4433".into(),
             "--http".into(),
             "127.0.0.1:0".into(),
+            // A key of its own, not beside the data (which check-config warns about too).
+            "--data-key".into(),
+            t.join("edge-data.key").to_str().unwrap().into(),
         ]
     };
     let rec_args = |data: &Path| {
@@ -371,6 +374,8 @@ fn check_config_warns_about_a_world_readable_key_or_data_directory() {
             pki.dir.to_str().unwrap().into(),
             "--listen".into(),
             "127.0.0.1:4433".into(),
+            "--data-key".into(),
+            t.join("reconciler-data.key").to_str().unwrap().into(),
         ]
     };
     let check = |bin: &Path, args: Vec<String>| {

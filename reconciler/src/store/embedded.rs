@@ -42,9 +42,9 @@ use onshi_sync::audit_chain::{AuditLink, AuditReport};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::journal_store::{JournalTree, facility_tree_name};
 use onshi_sync::registry::{Applied, Registry};
-use onshi_sync::sealed::{Vault, VaultOpenError, VaultPaths};
+use onshi_sync::sealed::{Vault, VaultOpenError};
 use onshi_sync::store::{Store, StoreError, Tree};
-use onshi_sync::vault::{KeySource, KeyringFile, VaultError};
+use onshi_sync::vault::KeySource;
 
 use super::{
     CentralError, CentralStore, Decide, FacilityEntry, Grant, GrantScope, ImportCounts,
@@ -112,36 +112,8 @@ fn is_lock_error(e: &StoreError) -> bool {
 /// opening (or changing) anything: a wrong key, or none for an encrypted directory, is the same
 /// error [`EmbeddedStore::open_with_key`] would give.
 pub fn check_key(data: &Path, source: &KeySource) -> Result<String, CentralError> {
-    let dir = data.join("registry");
-    let keyring = VaultPaths::new(&dir).keyring;
-    let key_err = |e: VaultError| CentralError::Vault(VaultOpenError::Key(e));
-    let kek = source.load().map_err(key_err)?;
-    let Some(file) = KeyringFile::read(&keyring).map_err(key_err)? else {
-        let key = match &kek {
-            Some(k) => format!("data key {} ({})", source.path().display(), k.fingerprint()),
-            None => format!(
-                "data key {}, made at the first start",
-                source.path().display()
-            ),
-        };
-        return Ok(if dir.join("db").is_file() {
-            format!("plain text from an earlier version: encrypted at the next start, {key}")
-        } else {
-            format!("new, encrypted: {key}")
-        });
-    };
-    let Some(kek) = kek else {
-        return Err(key_err(VaultError::MissingKey {
-            keyring,
-            hint: format!("{} does not exist", source.path().display()),
-        }));
-    };
-    file.open(&kek, &keyring).map_err(key_err)?;
-    Ok(format!(
-        "encrypted: data key {} ({})",
-        source.path().display(),
-        kek.fingerprint()
-    ))
+    onshi_sync::sealed::check_key(&data.join("registry"), source)
+        .map_err(|e| CentralError::Vault(VaultOpenError::Key(e)))
 }
 
 /// The embedded store (see the module docs).
