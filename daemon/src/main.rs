@@ -1180,8 +1180,18 @@ fn key_command(command: KeyCommand) -> anyhow::Result<ExitCode> {
             let (data, key) = edge_at(at.data_dir, at.config, at.data_key, "--data-dir DIR")?;
             match open_at_rest(&data, key.as_deref())? {
                 Some(a) => {
-                    // No edge runs: re-seal here, in the foreground, with progress.
-                    let to = a.vault().start_data_rotation()?;
+                    // No edge runs: re-seal here, in the foreground. One killed mid-way is
+                    // continued rather than followed by yet another new key.
+                    let state = a.vault().key_state();
+                    let to = if state.retiring.is_empty() {
+                        a.vault().start_data_rotation()?
+                    } else {
+                        println!(
+                            "continuing the unfinished rotation to data key {}",
+                            state.current
+                        );
+                        state.current
+                    };
                     println!("data key {to}: re-sealing every stored value");
                     let progress = onshi_sync::sealed::ResealProgress::default();
                     let n = a.vault().reseal(&progress)?;
