@@ -141,6 +141,8 @@ install_round_trip() {
     check "/etc/onshi/edge.toml is root:onshi 0640" bash -c "[ \"\$(stat -c '%U:%G %a' /etc/onshi/edge.toml)\" = 'root:onshi 640' ]"
     check "/etc/onshi/pki is root:onshi 0750" bash -c "[ \"\$(stat -c '%U:%G %a' /etc/onshi/pki)\" = 'root:onshi 750' ]"
     check "/var/lib/onshi is onshi:onshi 0750" bash -c "[ \"\$(stat -c '%U:%G %a' /var/lib/onshi)\" = 'onshi:onshi 750' ]"
+    check "the fallback data key /var/lib/onshi.key is onshi:onshi 0600, 64 hex digits" bash -c \
+        "[ \"\$(stat -c '%U:%G %a' /var/lib/onshi.key)\" = 'onshi:onshi 600' ] && grep -Eqx '[0-9a-f]{64}' /var/lib/onshi.key"
     check "units installed, not enabled" bash -c \
         "[ -f /usr/lib/systemd/system/onshi-edge.service ] && ! ls /etc/systemd/system/*.wants/onshi-* 2>/dev/null | grep -q ."
     check "onshi-edge is on PATH" onshi-edge --version
@@ -158,10 +160,10 @@ install_round_trip() {
     check "remove takes the programs" bash -c "! test -e /usr/bin/onshi-edge"
     DEBIAN_FRONTEND=noninteractive dpkg -P onshi >>"$scratch/dpkg.log" 2>&1 && ok "dpkg -P" || bad "dpkg -P"
     check "purge removes the configuration files" bash -c "! test -e /etc/onshi/edge.toml"
-    check "purge keeps the data and the keys" test -f /var/lib/onshi/kept-by-remove -a -f /etc/onshi/pki/facility-1341234567.key
+    check "purge keeps the data and the keys" test -f /var/lib/onshi/kept-by-remove -a -f /etc/onshi/pki/facility-1341234567.key -a -f /var/lib/onshi.key
     check "purge leaves no permission override" bash -c "! dpkg-statoverride --list | grep -q /etc/onshi"
     # Leave the machine as it was.
-    rm -rf /etc/onshi /var/lib/onshi /var/lib/onshi-reconciler
+    rm -rf /etc/onshi /var/lib/onshi /var/lib/onshi.key /var/lib/onshi-reconciler
     if [ "$made_user" = 1 ]; then
         userdel onshi >/dev/null 2>&1 || true
         groupdel onshi >/dev/null 2>&1 || true
@@ -172,7 +174,7 @@ if [ "${ONSHI_DEB_INSTALL:-1}" = 0 ]; then
     echo "== dpkg -i round trip skipped (ONSHI_DEB_INSTALL=0)"
 elif [ "$(id -u)" != 0 ]; then
     echo "== dpkg -i round trip skipped (not root)"
-elif dpkg -s onshi >/dev/null 2>&1 || [ -e /etc/onshi ] || [ -e /var/lib/onshi ]; then
+elif dpkg -s onshi >/dev/null 2>&1 || [ -e /etc/onshi ] || [ -e /var/lib/onshi ] || [ -e /var/lib/onshi.key ]; then
     echo "== dpkg -i round trip skipped (onshi is installed or has files on this machine)"
 else
     exec 9>/tmp/onshi-deb-check.lock

@@ -557,7 +557,16 @@ The journal and the replica (systemd's StateDirectory).
 .TP
 /var/lib/onshi/accounts.json
 Staff users and tokens (argon2id hashes only, mode 0600) and the history of their changes, written by user and token whether the edge runs or not.
+.TP
+/etc/onshi/edge\-data\-key.cred
+The data key as an encrypted systemd credential (systemd\-creds encrypt \-\-name=onshi\-data\-key), loaded by a drop\-in with LoadCredentialEncrypted=onshi\-data\-key:/etc/onshi/edge\-data\-key.cred; keep a copy of the key off the box.
+.TP
+/var/lib/onshi.key
+The data key used when neither \-\-data\-key nor the credential is given (made by the package; on the same disk as the data, so the edge warns at every start).
 .SH ENVIRONMENT
+.TP
+CREDENTIALS_DIRECTORY
+Set by systemd: the data key is read from its onshi\-data\-key file unless \-\-data\-key names one.
 .TP
 RUST_LOG
 Log filter (default info).
@@ -1195,8 +1204,18 @@ fn key_command(command: KeyCommand) -> anyhow::Result<ExitCode> {
             let (data, key) = edge_at(at.data_dir, at.config, at.data_key, "--data-dir DIR")?;
             match open_at_rest(&data, key.as_deref())? {
                 Some(a) => {
-                    // No edge runs: re-seal here, in the foreground, with progress.
-                    let to = a.vault().start_data_rotation()?;
+                    // No edge runs: re-seal here, in the foreground. One killed mid-way is
+                    // continued rather than followed by yet another new key.
+                    let state = a.vault().key_state();
+                    let to = if state.retiring.is_empty() {
+                        a.vault().start_data_rotation()?
+                    } else {
+                        println!(
+                            "continuing the unfinished rotation to data key {}",
+                            state.current
+                        );
+                        state.current
+                    };
                     println!("data key {to}: re-sealing every stored value");
                     let progress = onshi_sync::sealed::ResealProgress::default();
                     let n = a.vault().reseal(&progress)?;

@@ -37,6 +37,9 @@ _onshi__edge() {
             onshi__edge,help)
                 cmd="onshi__edge__subcmd__help"
                 ;;
+            onshi__edge,key)
+                cmd="onshi__edge__subcmd__key"
+                ;;
             onshi__edge,manpage)
                 cmd="onshi__edge__subcmd__manpage"
                 ;;
@@ -94,6 +97,9 @@ _onshi__edge() {
             onshi__edge__subcmd__help,help)
                 cmd="onshi__edge__subcmd__help__subcmd__help"
                 ;;
+            onshi__edge__subcmd__help,key)
+                cmd="onshi__edge__subcmd__help__subcmd__key"
+                ;;
             onshi__edge__subcmd__help,manpage)
                 cmd="onshi__edge__subcmd__help__subcmd__manpage"
                 ;;
@@ -121,6 +127,12 @@ _onshi__edge() {
             onshi__edge__subcmd__help__subcmd__audit,verify)
                 cmd="onshi__edge__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
+            onshi__edge__subcmd__help__subcmd__key,rotate)
+                cmd="onshi__edge__subcmd__help__subcmd__key__subcmd__rotate"
+                ;;
+            onshi__edge__subcmd__help__subcmd__key,status)
+                cmd="onshi__edge__subcmd__help__subcmd__key__subcmd__status"
+                ;;
             onshi__edge__subcmd__help__subcmd__token,add)
                 cmd="onshi__edge__subcmd__help__subcmd__token__subcmd__add"
                 ;;
@@ -141,6 +153,24 @@ _onshi__edge() {
                 ;;
             onshi__edge__subcmd__help__subcmd__user,passwd)
                 cmd="onshi__edge__subcmd__help__subcmd__user__subcmd__passwd"
+                ;;
+            onshi__edge__subcmd__key,help)
+                cmd="onshi__edge__subcmd__key__subcmd__help"
+                ;;
+            onshi__edge__subcmd__key,rotate)
+                cmd="onshi__edge__subcmd__key__subcmd__rotate"
+                ;;
+            onshi__edge__subcmd__key,status)
+                cmd="onshi__edge__subcmd__key__subcmd__status"
+                ;;
+            onshi__edge__subcmd__key__subcmd__help,help)
+                cmd="onshi__edge__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            onshi__edge__subcmd__key__subcmd__help,rotate)
+                cmd="onshi__edge__subcmd__key__subcmd__help__subcmd__rotate"
+                ;;
+            onshi__edge__subcmd__key__subcmd__help,status)
+                cmd="onshi__edge__subcmd__key__subcmd__help__subcmd__status"
                 ;;
             onshi__edge__subcmd__token,add)
                 cmd="onshi__edge__subcmd__token__subcmd__add"
@@ -203,7 +233,7 @@ _onshi__edge() {
 
     case "${cmd}" in
         onshi__edge)
-            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit user token demo help"
+            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit key user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,7 +323,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__audit__subcmd__verify)
-            opts="-h --data --config --help"
+            opts="-h --data --config --data-key --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -307,6 +337,10 @@ _onshi__edge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -315,7 +349,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__check__subcmd__config)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
+            opts="-h --config --facility --data --data-key --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -330,6 +364,10 @@ _onshi__edge() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -549,7 +587,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help)
-            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit user token demo help"
+            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit key user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -663,6 +701,48 @@ _onshi__edge() {
         onshi__subcmd__edge__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__key)
+            opts="status rotate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__key__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__key__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -884,6 +964,132 @@ _onshi__edge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__edge__subcmd__key)
+            opts="-h --help status rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help)
+            opts="status rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__rotate)
+            opts="-h --data-dir --config --data-key --data --new-key --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__status)
+            opts="-h --data-dir --config --data-key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__edge__subcmd__manpage)
             opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -975,7 +1181,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__run)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
+            opts="-h --config --facility --data --data-key --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -990,6 +1196,10 @@ _onshi__edge() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -13,6 +13,14 @@
 //! numbers) asks [`Store::blind`] for a keyed hash of that part. Must never: write a value
 //! unsealed, open a wrong key's store, or remove the plain store before its encrypted copy is
 //! durable and committed.
+//!
+//! **Test hook** `ONSHI_CRASH_AT`: the process SIGKILLs itself at a named point, so a process test
+//! can kill a conversion or a re-seal exactly where it means to (a timed kill would land anywhere,
+//! or after the work is done). Points: `convert.copied` (the plain store's encrypted copy is
+//! durable, the keyring not yet written), `convert.committed` (the keyring written, the copy not yet
+//! swapped in), `convert.swapped` (the copy renamed into place, the plain store not yet removed),
+//! `reseal:N` (after the N-th value re-sealed by a data key rotation). Unset — as in production —
+//! it is never acted on; an unknown value is ignored with a warning.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +29,55 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::registry::Registry;
 use crate::store::{Entries, SledStore, Store, StoreError, StoreHealth, Tree};
 use crate::vault::{DataKeys, Kek, KeySource, KeyState, KeyringFile, VaultError, fsync_dir};
+
+/// Where `ONSHI_CRASH_AT` stops the process (see the module doc: a test hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashAt {
+    ConvertCopied,
+    ConvertCommitted,
+    ConvertSwapped,
+    /// After this many values re-sealed.
+    Reseal(u64),
+}
+
+const CRASH_ENV: &str = "ONSHI_CRASH_AT";
+
+impl CrashAt {
+    fn parse(s: &str) -> Option<CrashAt> {
+        Some(match s.trim() {
+            "convert.copied" => CrashAt::ConvertCopied,
+            "convert.committed" => CrashAt::ConvertCommitted,
+            "convert.swapped" => CrashAt::ConvertSwapped,
+            other => CrashAt::Reseal(other.strip_prefix("reseal:")?.parse().ok()?),
+        })
+    }
+
+    /// The point named by the environment, if any.
+    fn from_env() -> Option<CrashAt> {
+        let v = std::env::var(CRASH_ENV).ok()?;
+        let at = CrashAt::parse(&v);
+        if at.is_none() {
+            tracing::warn!(value = %v, "{CRASH_ENV} names no crash point; ignored");
+        }
+        at
+    }
+}
+
+/// SIGKILLs this process when `ONSHI_CRASH_AT` names `here` (a test hook; see the module doc).
+fn crash_point(here: CrashAt) {
+    if CrashAt::from_env() == Some(here) {
+        die(here);
+    }
+}
+
+fn die(here: CrashAt) {
+    use rustix::process::{Signal, getpid, kill_process};
+    tracing::warn!("{CRASH_ENV}: killing this process at {here:?}");
+    // SIGKILL cannot be caught: nothing after this line runs, as with a power cut's process view.
+    let _ = kill_process(getpid(), Signal::KILL);
+    // kill(2) on ourselves delivers before it returns; should it not, abort rather than go on.
+    std::process::abort();
+}
 
 /// A store whose values are sealed.
 #[derive(Debug, Clone)]
@@ -305,9 +362,13 @@ impl Vault {
         if plain {
             let copied = convert(&paths, &keys, rebuilt)?;
             report.converted = Some(copied);
+            crash_point(CrashAt::ConvertCopied);
         }
         // The commit point: from here the directory is encrypted.
         keys.wrap(&[&kek])?.write(&paths.keyring)?;
+        if plain {
+            crash_point(CrashAt::ConvertCommitted);
+        }
         finish_swap(&paths)?;
         let sled = SledStore::open(&paths.store)?;
         let store = SealedStore::new(Arc::new(sled.clone()), keys);
@@ -402,6 +463,10 @@ impl Vault {
         }
         progress.total.store(total, Ordering::Relaxed);
         progress.done.store(0, Ordering::Relaxed);
+        let crash_after = match CrashAt::from_env() {
+            Some(CrashAt::Reseal(n)) => Some(n),
+            _ => None,
+        };
         let mut resealed = 0u64;
         for (name, tree) in &trees {
             for kv in tree.scan_prefix(&[]) {
@@ -417,6 +482,9 @@ impl Vault {
                     };
                     if swapped {
                         resealed += 1;
+                        if crash_after == Some(resealed) {
+                            die(CrashAt::Reseal(resealed));
+                        }
                         break;
                     }
                     // Written meanwhile (with the current key) or removed: look again.
@@ -481,6 +549,7 @@ fn finish_swap(paths: &VaultPaths) -> Result<(), VaultError> {
         }
         std::fs::rename(&paths.sealing, &paths.store).map_err(io(&paths.sealing))?;
         fsync_dir(paths.parent())?;
+        crash_point(CrashAt::ConvertSwapped);
     }
     if paths.plain_old.exists() {
         std::fs::remove_dir_all(&paths.plain_old).map_err(io(&paths.plain_old))?;
@@ -579,6 +648,26 @@ mod tests {
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn crash_points_are_named_as_documented() {
+        assert_eq!(
+            CrashAt::parse("convert.copied"),
+            Some(CrashAt::ConvertCopied)
+        );
+        assert_eq!(
+            CrashAt::parse("convert.committed"),
+            Some(CrashAt::ConvertCommitted)
+        );
+        assert_eq!(
+            CrashAt::parse(" convert.swapped\n"),
+            Some(CrashAt::ConvertSwapped)
+        );
+        assert_eq!(CrashAt::parse("reseal:250"), Some(CrashAt::Reseal(250)));
+        for nothing in ["", "reseal:", "reseal:x", "convert", "CONVERT.COPIED"] {
+            assert_eq!(CrashAt::parse(nothing), None, "{nothing:?}");
+        }
     }
 
     #[test]

@@ -1311,6 +1311,8 @@ pub struct EdgeOpts {
     /// `--http`: where the API listens (default `127.0.0.1:0`). A wildcard (`0.0.0.0:0`) is
     /// reached through 127.0.0.1.
     pub http: String,
+    /// Further environment variables of the edge process (e.g. the `ONSHI_CRASH_AT` test hook).
+    pub env: Vec<(String, String)>,
 }
 
 /// The hold time the tests run edges with (the daemon's default is 10 s).
@@ -1340,6 +1342,7 @@ impl EdgeOpts {
             extra_args: Vec::new(),
             nofile: None,
             http: "127.0.0.1:0".to_string(),
+            env: Vec::new(),
         }
     }
 }
@@ -1457,6 +1460,7 @@ impl Edge {
             }
         }
         cmd.args(&opts.extra_args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         match opts.watchdog_usec {
             Some(us) => {
                 cmd.env("WATCHDOG_USEC", us.to_string());

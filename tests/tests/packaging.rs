@@ -81,6 +81,38 @@ fn units_verify_and_score_2_or_better() {
     }
 }
 
+/// The data key's drop-in (packaging/README.md, "The data key") is what `systemctl edit` adds:
+/// the unit with it beside (as `onshi-edge.service.d/`) still verifies without a word, and names
+/// the credential the edge reads.
+#[test]
+fn edge_unit_verifies_with_the_data_key_drop_in() {
+    let t = TestDir::new("unit-data-key");
+    let unit = unit_with_real_binaries(&t, "onshi-edge.service");
+    let drop_in =
+        std::fs::read_to_string(repo().join("packaging/systemd/onshi-edge-data-key.conf")).unwrap();
+    assert!(
+        drop_in.contains("LoadCredentialEncrypted=onshi-data-key:/etc/onshi/edge-data-key.cred"),
+        "{drop_in}"
+    );
+    let dir = t.join("onshi-edge.service.d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("data-key.conf"), &drop_in).unwrap();
+    let out = Command::new(systemd_analyze())
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify failed:\n{said}");
+    assert!(said.trim().is_empty(), "verify warns:\n{said}");
+    let readme = std::fs::read_to_string(repo().join("packaging/README.md")).unwrap();
+    assert!(
+        readme.contains("systemd-creds encrypt --name=onshi-data-key"),
+        "the README makes the credential the drop-in loads"
+    );
+}
+
 #[test]
 fn example_config_passes_check_config_and_errors_name_file_and_key() {
     let t = TestDir::new("check-config");
