@@ -489,8 +489,9 @@ impl<R: Read> Frames<R> {
 /// `restore FILE --data DIR`: a new data directory from a backup, opened by the key from
 /// `source`. Checked before anything is written: DIR (new or empty), the file (magic, format, its
 /// SHA-256), the key (it opens the backup's keyring). The store is then rebuilt in a temporary
-/// directory beside DIR, the HMAC checked, the result opened once as the edge would, and renamed
-/// into place.
+/// directory beside DIR, the HMAC checked, the result opened once as the edge would (and given a
+/// new journal node id: ids made after the backup by the original edge are never made again),
+/// and renamed into place.
 pub fn restore(
     backup: &Path,
     data: &Path,
@@ -812,7 +813,8 @@ fn build(
             source: std::io::Error::other(other.to_string()),
         },
     })?;
-    vault.store().sync()?;
+    // Records made from here on get ids of a node of their own (see `renew_node_id`).
+    crate::journal::renew_node_id(vault.store())?;
     drop(vault);
     fsync_dir(tmp)?;
     Ok((trees, entries, files))
@@ -880,6 +882,11 @@ mod tests {
             .unwrap()
             .insert(b"e1", b"entry")
             .unwrap();
+        store
+            .tree("journal.meta")
+            .unwrap()
+            .insert(b"node_id", &7u32.to_be_bytes())
+            .unwrap();
         store.sync().unwrap();
         std::fs::write(data.join(ACCOUNTS_FILE), br#"{"users":["reception"]}"#).unwrap();
         (data, key)
@@ -903,7 +910,7 @@ mod tests {
             let s = write(&a, &out).unwrap();
             (raw(a.vault().store()), s)
         };
-        assert_eq!(summary.entries, 51);
+        assert_eq!(summary.entries, 52);
         assert_eq!(summary.files, vec![ACCOUNTS_FILE.to_string()]);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
@@ -921,13 +928,23 @@ mod tests {
 
         let restored = dir.path().join("restored");
         let s = restore(&out, &restored, &KeySource::File(key.clone())).unwrap();
-        assert_eq!((s.entries, s.trees), (51, summary.trees));
+        assert_eq!((s.entries, s.trees), (52, summary.trees));
         assert_eq!(
             std::fs::read(restored.join(ACCOUNTS_FILE)).unwrap(),
             br#"{"users":["reception"]}"#
         );
         let (a, _) = AtRest::open(&restored, Some(&key)).unwrap();
-        assert_eq!(raw(a.vault().store()), before, "every tree, byte for byte");
+        let meta = a.store().tree("journal.meta").unwrap();
+        let node = meta.get(b"node_id").unwrap().unwrap();
+        assert_ne!(node, 7u32.to_be_bytes(), "a journal node of its own");
+        let mut after = raw(a.vault().store());
+        let mut before = before;
+        for r in [&mut after, &mut before] {
+            r.get_mut("journal.meta")
+                .unwrap()
+                .retain(|(k, _)| k != b"node_id");
+        }
+        assert_eq!(after, before, "every other entry, byte for byte");
         let v = a.store().tree("journal.checks").unwrap();
         assert_eq!(
             v.get(&7u32.to_be_bytes()).unwrap().unwrap(),

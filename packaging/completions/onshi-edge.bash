@@ -19,6 +19,9 @@ _onshi__edge() {
             onshi__edge,audit)
                 cmd="onshi__edge__subcmd__audit"
                 ;;
+            onshi__edge,backup)
+                cmd="onshi__edge__subcmd__backup"
+                ;;
             onshi__edge,check-config)
                 cmd="onshi__edge__subcmd__check__subcmd__config"
                 ;;
@@ -37,6 +40,9 @@ _onshi__edge() {
             onshi__edge,help)
                 cmd="onshi__edge__subcmd__help"
                 ;;
+            onshi__edge,key)
+                cmd="onshi__edge__subcmd__key"
+                ;;
             onshi__edge,manpage)
                 cmd="onshi__edge__subcmd__manpage"
                 ;;
@@ -45,6 +51,9 @@ _onshi__edge() {
                 ;;
             onshi__edge,reader-sim)
                 cmd="onshi__edge__subcmd__reader__subcmd__sim"
+                ;;
+            onshi__edge,restore)
+                cmd="onshi__edge__subcmd__restore"
                 ;;
             onshi__edge,run)
                 cmd="onshi__edge__subcmd__run"
@@ -76,6 +85,9 @@ _onshi__edge() {
             onshi__edge__subcmd__help,audit)
                 cmd="onshi__edge__subcmd__help__subcmd__audit"
                 ;;
+            onshi__edge__subcmd__help,backup)
+                cmd="onshi__edge__subcmd__help__subcmd__backup"
+                ;;
             onshi__edge__subcmd__help,check-config)
                 cmd="onshi__edge__subcmd__help__subcmd__check__subcmd__config"
                 ;;
@@ -94,6 +106,9 @@ _onshi__edge() {
             onshi__edge__subcmd__help,help)
                 cmd="onshi__edge__subcmd__help__subcmd__help"
                 ;;
+            onshi__edge__subcmd__help,key)
+                cmd="onshi__edge__subcmd__help__subcmd__key"
+                ;;
             onshi__edge__subcmd__help,manpage)
                 cmd="onshi__edge__subcmd__help__subcmd__manpage"
                 ;;
@@ -102,6 +117,9 @@ _onshi__edge() {
                 ;;
             onshi__edge__subcmd__help,reader-sim)
                 cmd="onshi__edge__subcmd__help__subcmd__reader__subcmd__sim"
+                ;;
+            onshi__edge__subcmd__help,restore)
+                cmd="onshi__edge__subcmd__help__subcmd__restore"
                 ;;
             onshi__edge__subcmd__help,run)
                 cmd="onshi__edge__subcmd__help__subcmd__run"
@@ -120,6 +138,12 @@ _onshi__edge() {
                 ;;
             onshi__edge__subcmd__help__subcmd__audit,verify)
                 cmd="onshi__edge__subcmd__help__subcmd__audit__subcmd__verify"
+                ;;
+            onshi__edge__subcmd__help__subcmd__key,rotate)
+                cmd="onshi__edge__subcmd__help__subcmd__key__subcmd__rotate"
+                ;;
+            onshi__edge__subcmd__help__subcmd__key,status)
+                cmd="onshi__edge__subcmd__help__subcmd__key__subcmd__status"
                 ;;
             onshi__edge__subcmd__help__subcmd__token,add)
                 cmd="onshi__edge__subcmd__help__subcmd__token__subcmd__add"
@@ -141,6 +165,24 @@ _onshi__edge() {
                 ;;
             onshi__edge__subcmd__help__subcmd__user,passwd)
                 cmd="onshi__edge__subcmd__help__subcmd__user__subcmd__passwd"
+                ;;
+            onshi__edge__subcmd__key,help)
+                cmd="onshi__edge__subcmd__key__subcmd__help"
+                ;;
+            onshi__edge__subcmd__key,rotate)
+                cmd="onshi__edge__subcmd__key__subcmd__rotate"
+                ;;
+            onshi__edge__subcmd__key,status)
+                cmd="onshi__edge__subcmd__key__subcmd__status"
+                ;;
+            onshi__edge__subcmd__key__subcmd__help,help)
+                cmd="onshi__edge__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            onshi__edge__subcmd__key__subcmd__help,rotate)
+                cmd="onshi__edge__subcmd__key__subcmd__help__subcmd__rotate"
+                ;;
+            onshi__edge__subcmd__key__subcmd__help,status)
+                cmd="onshi__edge__subcmd__key__subcmd__help__subcmd__status"
                 ;;
             onshi__edge__subcmd__token,add)
                 cmd="onshi__edge__subcmd__token__subcmd__add"
@@ -203,7 +245,7 @@ _onshi__edge() {
 
     case "${cmd}" in
         onshi__edge)
-            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit user token demo help"
+            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit key backup restore user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,7 +335,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__audit__subcmd__verify)
-            opts="-h --data --config --help"
+            opts="-h --data --config --data-key --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -307,6 +349,40 @@ _onshi__edge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__backup)
+            opts="-h --out --data-dir --config --data-key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -315,7 +391,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__check__subcmd__config)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
+            opts="-h --config --facility --data --data-key --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -330,6 +406,10 @@ _onshi__edge() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -549,7 +629,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help)
-            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit user token demo help"
+            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit key backup restore user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -579,6 +659,20 @@ _onshi__edge() {
         onshi__subcmd__edge__subcmd__help__subcmd__audit__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -674,6 +768,48 @@ _onshi__edge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__key)
+            opts="status rotate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__key__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__key__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__edge__subcmd__help__subcmd__manpage)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -703,6 +839,20 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help__subcmd__reader__subcmd__sim)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -884,6 +1034,132 @@ _onshi__edge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__edge__subcmd__key)
+            opts="-h --help status rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help)
+            opts="status rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__rotate)
+            opts="-h --data-dir --config --data-key --data --new-key --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__key__subcmd__status)
+            opts="-h --data-dir --config --data-key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__edge__subcmd__manpage)
             opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -974,8 +1250,30 @@ _onshi__edge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__edge__subcmd__restore)
+            opts="-h --data --data-key --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__edge__subcmd__run)
-            opts="-h --config --facility --data --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
+            opts="-h --config --facility --data --data-key --pki --reconciler --http --mailbox --mailbox-settle-ms --mailbox-incomplete-ms --mailbox-rescan-ms --deadline-ms --hold-ms --reader-timeout-ms --unidentified-full-fee --share-70-74 --share-75-plus --queue-max-pending --queue-max-yen --queue-max-age-h --http-host --http-header-timeout-ms --http-max-connections --http-max-connections-per-address --session-idle-min --http-cert --http-key --allow-plain-http-on-lan --reader --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -990,6 +1288,10 @@ _onshi__edge() {
                     return 0
                     ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
