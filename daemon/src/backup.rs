@@ -1,7 +1,7 @@
 //! `onshi-edge backup` and `onshi-edge restore` (issue 18 item 4): a consistent, encrypted
 //! snapshot of an edge's data directory in one file, and a new data directory made from one.
 //!
-//! **Consistent:** the store's entries are copied under [`SealedStore::pause_writes`], so the file
+//! **Consistent:** the store's entries are copied under [`onshi_sync::sealed::SealedStore::pause_writes`], so the file
 //! holds one moment of every tree — what a crash at that moment would have left on disk, with
 //! nothing lost to the page cache, which the edge recovers from at start (a record written to one
 //! tree and not yet to the next is completed by `backfill_sync`). Writes wait only while the raw
@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use onshi_sync::sealed::{SealedStore, Vault};
+use onshi_sync::sealed::Vault;
 use onshi_sync::store::{SledStore, Store, StoreError};
 use onshi_sync::vault::{DataKeys, KeySource, KeyringFile, VaultError, fsync_dir};
 use ring::{digest, hmac};
@@ -234,6 +234,17 @@ fn beside(path: &Path, what: &str) -> PathBuf {
     ))
 }
 
+fn refuse_rotation(vault: &Vault) -> Result<(), BackupError> {
+    let s = vault.key_state();
+    if s.retiring.is_empty() {
+        return Ok(());
+    }
+    Err(BackupError::Rotating {
+        current: s.current,
+        retiring: s.retiring,
+    })
+}
+
 /// Writes the backup of the open store `at_rest` (whose data directory is the store's parent)
 /// to `out`. Used by the running edge (admin socket) and by the command on a stopped edge.
 pub fn write(at_rest: &AtRest, out: &Path) -> Result<BackupSummary, BackupError> {
@@ -244,16 +255,6 @@ pub fn write(at_rest: &AtRest, out: &Path) -> Result<BackupSummary, BackupError>
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let refuse_rotation = |v: &Vault| {
-        let s = v.key_state();
-        match s.retiring.is_empty() {
-            true => Ok(()),
-            false => Err(BackupError::Rotating {
-                current: s.current,
-                retiring: s.retiring,
-            }),
-        }
-    };
     refuse_rotation(vault)?;
     let tmp = beside(out, "tmp");
     let file = std::fs::OpenOptions::new()
@@ -266,7 +267,7 @@ pub fn write(at_rest: &AtRest, out: &Path) -> Result<BackupSummary, BackupError>
             uid: rustix::process::geteuid().as_raw(),
             source,
         })?;
-    let written = write_into(vault.store(), &data, file, &tmp, refuse_rotation, vault);
+    let written = write_into(vault, &data, file, &tmp);
     let (summary_without_file, file) = match written {
         Ok(w) => w,
         Err(e) => {
@@ -305,14 +306,14 @@ pub fn write(at_rest: &AtRest, out: &Path) -> Result<BackupSummary, BackupError>
     Ok(summary)
 }
 
+/// The frames and the trailer into `file` (the temporary one), not yet synced.
 fn write_into(
-    store: &SealedStore,
+    vault: &Vault,
     data: &Path,
     file: std::fs::File,
     tmp: &Path,
-    refuse_rotation: impl Fn(&Vault) -> Result<(), BackupError>,
-    vault: &Vault,
 ) -> Result<(BackupSummary, std::fs::File), BackupError> {
+    let store = vault.store();
     let io = |source| BackupError::Io {
         path: tmp.to_path_buf(),
         source,
@@ -436,12 +437,13 @@ fn write_into(
 
 /// Reads frames, feeding every byte read to the HMAC.
 struct Frames<R> {
+    /// Limited to the frames: what is left bounds a frame's length.
     inner: R,
     mac: hmac::Context,
     file: PathBuf,
 }
 
-impl<R: Read> Frames<R> {
+impl Frames<std::io::Take<BufReader<std::fs::File>>> {
     fn exact(&mut self, buf: &mut [u8]) -> Result<(), RestoreError> {
         self.inner.read_exact(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => self.damaged("it ends inside a frame"),
@@ -477,7 +479,7 @@ impl<R: Read> Frames<R> {
         self.mac.update(&head[..1]);
         self.exact(&mut head[1..])?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-        if len > max {
+        if len > max || u64::from(len) > self.inner.limit() {
             return Err(self.damaged("a frame longer than any onshi writes"));
         }
         let mut payload = vec![0u8; len as usize];
@@ -731,6 +733,7 @@ fn build(
     let (mut trees, mut entries) = (0u64, 0u64);
     let mut files = Vec::new();
     let mut end: Option<BackupEnd> = None;
+    // An entry may be as long as sled allows; `next` still bounds it by what is left of the file.
     while let Some((tag, payload)) = frames.next(u32::MAX)? {
         if end.is_some() {
             return Err(frames.damaged("frames after its end"));
@@ -845,6 +848,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use onshi_sync::sealed::SealedStore;
     use onshi_sync::vault::Kek;
     use std::collections::BTreeMap;
 
