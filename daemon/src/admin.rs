@@ -2,7 +2,8 @@
 //! it while the edge runs (sled allows one process). A Unix socket, 0600 in the edge's private data
 //! directory (only the service user and root reach it), one JSON line each way, like the
 //! reconciler's. Today it answers `audit verify` (the access log's chain walked by the running
-//! edge); without a running edge the command opens the store itself.
+//! edge), `key …`, and `backup` (the file written by the edge, sealed values only); without a
+//! running edge the command opens the store itself.
 //!
 //! Must never: answer anything personal (the verdict is sequence numbers and hashes), or change
 //! the store.
@@ -35,6 +36,8 @@ pub enum EdgeAdminRequest {
     KeyRotate { new_key: Option<PathBuf> },
     /// A new data key; the values are re-sealed in the background.
     KeyRotateData,
+    /// A backup of the store, written by the running edge to `out` (an absolute path).
+    Backup { out: PathBuf },
 }
 
 /// The answer to an [`EdgeAdminRequest`].
@@ -49,6 +52,9 @@ pub enum EdgeAdminResponse {
     },
     KeyRotated {
         rotated: crate::at_rest::RotatedKek,
+    },
+    BackupWritten {
+        summary: crate::backup::BackupSummary,
     },
     Error {
         message: String,
@@ -167,6 +173,7 @@ async fn connection(stream: tokio::net::UnixStream, ctx: AdminContext) {
                 message: format!("{e:#}"),
             },
         },
+        Ok(EdgeAdminRequest::Backup { out }) => backup(&ctx, out).await,
         Ok(EdgeAdminRequest::AuditVerify) => {
             let audit = ctx.audit.clone();
             match tokio::task::spawn_blocking(move || audit.verify()).await {
@@ -183,4 +190,33 @@ async fn connection(stream: tokio::net::UnixStream, ctx: AdminContext) {
     let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
     bytes.push(b'\n');
     let _ = write.write_all(&bytes).await;
+}
+
+/// `backup` on the running edge: this process writes the file, as the service user.
+async fn backup(ctx: &AdminContext, out: PathBuf) -> EdgeAdminResponse {
+    if !out.is_absolute() {
+        return EdgeAdminResponse::Error {
+            message: format!(
+                "{}: give the backup file as an absolute path",
+                out.display()
+            ),
+        };
+    }
+    let at_rest = ctx.at_rest.clone();
+    match tokio::task::spawn_blocking(move || crate::backup::write(&at_rest, &out)).await {
+        Ok(Ok(summary)) => EdgeAdminResponse::BackupWritten { summary },
+        Ok(Err(e @ crate::backup::BackupError::Create { .. })) => EdgeAdminResponse::Error {
+            message: format!(
+                "{e}. The running edge writes the backup itself, as its service user: give a path \
+                 that user can write (under the systemd unit only its data directory and the \
+                 unit's ReadWritePaths= are writable), then copy the file where it belongs"
+            ),
+        },
+        Ok(Err(e)) => EdgeAdminResponse::Error {
+            message: e.to_string(),
+        },
+        Err(e) => EdgeAdminResponse::Error {
+            message: format!("the command failed: {e}"),
+        },
+    }
 }

@@ -257,6 +257,23 @@ pub struct Journal {
 const NODE_ID_KEY: &[u8] = b"node_id";
 const SEQ_KEY: &[u8] = b"next_seq";
 
+/// A restored data directory (`onshi-edge restore`) gets a node id of its own: the edge it was
+/// backed up from may have handed out the sequence numbers after the backup's moment under the
+/// old one, and those records may have reached the centre. Returns the new id.
+pub(crate) fn renew_node_id(store: &dyn Store) -> Result<u32, StoreError> {
+    let meta = store.tree("journal.meta")?;
+    let old = meta.get(NODE_ID_KEY)?;
+    let id = loop {
+        let id: u32 = rand::random();
+        if old.as_deref() != Some(&id.to_be_bytes()[..]) {
+            break id;
+        }
+    };
+    meta.insert(NODE_ID_KEY, &id.to_be_bytes())?;
+    store.sync()?;
+    Ok(id)
+}
+
 impl Journal {
     /// Opens the journal; a new data directory gets a fresh node id. Must run inside a tokio runtime
     /// (it starts the group-commit task).

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod at_rest;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod deferred;
 pub mod demo;

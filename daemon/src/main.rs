@@ -1,6 +1,6 @@
 //! `onshi-edge`: the facility's edge node. Commands: `run`, `check-config`, `enroll`, `status`,
-//! `queue`, `sync-now`, `export`, `audit`, `completions`, `reader-sim`, `demo`, `user …`,
-//! `token …`. The clients of a running edge send a token (`--token`, `token` in `--config`, or
+//! `queue`, `sync-now`, `export`, `audit`, `key …`, `backup`, `restore`, `completions`,
+//! `reader-sim`, `demo`, `user …`, `token …`. The clients of a running edge send a token (`--token`, `token` in `--config`, or
 //! `ONSHI_TOKEN`).
 
 use std::path::PathBuf;
@@ -161,6 +161,36 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// A consistent, encrypted snapshot of the edge's data in one file (0600): before an upgrade,
+    /// nightly to other media, or to move to a new box. Nothing is decrypted: the file is useless
+    /// without the data key, which must be kept (and moved) apart from it. Works whether the edge
+    /// runs or not; a running edge writes FILE itself, as its service user. Refused while a data
+    /// key rotation is under way.
+    Backup {
+        /// The backup file to write (replaced atomically if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        at: KeyAt,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new data directory from a backup: DIR must not exist or be empty, and the key must be the
+    /// one the backed-up edge used (a wrong key is refused, nothing written). Then start the edge
+    /// on DIR with that key. Run it as the service user: the files are made 0600 for whoever runs
+    /// it.
+    Restore {
+        /// The backup file (made by `onshi-edge backup`).
+        file: PathBuf,
+        /// The new data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The key file the backed-up edge used (else the systemd credential onshi-data-key, or
+        /// DIR.key beside the new data directory).
+        #[arg(long, value_name = "FILE")]
+        data_key: Option<PathBuf>,
     },
     /// Staff accounts (sign-in to the page): add, list, disable, change a password. Works whether
     /// the edge runs or not; the running edge sees each change at its next request.
@@ -454,6 +484,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => audit_verify(at),
         Command::Key { command } => key_command(command),
+        Command::Backup { out, at, json } => backup_command(out, at, json),
+        Command::Restore {
+            file,
+            data,
+            data_key,
+        } => restore_command(file, data, data_key),
         Command::Audit {
             verify: None,
             client,
@@ -1238,6 +1274,92 @@ fn key_command(command: KeyCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup --out FILE`: written by this process when the edge is stopped, else by the running
+/// edge through its admin socket.
+fn backup_command(out: PathBuf, at: KeyAt, json: bool) -> anyhow::Result<ExitCode> {
+    use onshi_edge::admin::{EdgeAdminRequest, EdgeAdminResponse};
+    let (data, key) = edge_at(at.data_dir, at.config, at.data_key, "--data-dir DIR")?;
+    // The running edge resolves paths from its own working directory: give it an absolute one.
+    let out = std::path::absolute(&out)?;
+    let (summary, by) = match open_at_rest(&data, key.as_deref())? {
+        Some(a) => (
+            onshi_edge::backup::write(&a, &out)?,
+            "this process (the edge is stopped)",
+        ),
+        None => match ask_edge(&data, &EdgeAdminRequest::Backup { out: out.clone() })? {
+            EdgeAdminResponse::BackupWritten { summary } => {
+                // Under systemd the service has its own /tmp (PrivateTmp=yes): a file it wrote
+                // there is not where the person asking looks.
+                let seen = std::fs::metadata(&out).map(|m| m.len()).ok();
+                anyhow::ensure!(
+                    seen == Some(summary.bytes),
+                    "the running edge wrote {} ({} bytes), but this process does not see it there \
+                     (the service has its own /tmp and view of the file system under systemd): \
+                     give a path in its data directory, e.g. {}, then copy the file",
+                    out.display(),
+                    summary.bytes,
+                    data.join("backup.onshi").display()
+                );
+                (summary, "the running edge")
+            }
+            other => anyhow::bail!("the running edge answered {other:?}"),
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "backup written by {by} to {} ({} bytes, SHA-256 {}): {} entries in {} trees, files: {}; writes waited {} ms",
+            summary.file,
+            summary.bytes,
+            summary.sha256,
+            summary.entries,
+            summary.trees,
+            if summary.files.is_empty() {
+                "none".to_string()
+            } else {
+                summary.files.join(", ")
+            },
+            summary.paused_ms
+        );
+        println!(
+            "it opens only with the key-encryption key {}: keep that key, apart from the backup",
+            summary.keks.join(" or ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore FILE --data DIR`.
+fn restore_command(
+    file: PathBuf,
+    data: PathBuf,
+    data_key: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let source = onshi_sync::vault::KeySource::choose(data_key.as_deref(), &data);
+    let s = onshi_edge::backup::restore(&file, &data, &source)?;
+    println!(
+        "restored the backup of {} into {}: {} entries in {} trees, files: {}; key-encryption key {} from {}",
+        s.made_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        s.data,
+        s.entries,
+        s.trees,
+        if s.files.is_empty() {
+            "none".to_string()
+        } else {
+            s.files.join(", ")
+        },
+        s.kek,
+        source.path().display()
+    );
+    println!(
+        "start the edge on it with the same key: onshi-edge run --data {} --data-key {} (or data/data_key in its configuration)",
+        s.data,
+        source.path().display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,9 @@ _onshi__edge() {
             onshi__edge,audit)
                 cmd="onshi__edge__subcmd__audit"
                 ;;
+            onshi__edge,backup)
+                cmd="onshi__edge__subcmd__backup"
+                ;;
             onshi__edge,check-config)
                 cmd="onshi__edge__subcmd__check__subcmd__config"
                 ;;
@@ -48,6 +51,9 @@ _onshi__edge() {
                 ;;
             onshi__edge,reader-sim)
                 cmd="onshi__edge__subcmd__reader__subcmd__sim"
+                ;;
+            onshi__edge,restore)
+                cmd="onshi__edge__subcmd__restore"
                 ;;
             onshi__edge,run)
                 cmd="onshi__edge__subcmd__run"
@@ -79,6 +85,9 @@ _onshi__edge() {
             onshi__edge__subcmd__help,audit)
                 cmd="onshi__edge__subcmd__help__subcmd__audit"
                 ;;
+            onshi__edge__subcmd__help,backup)
+                cmd="onshi__edge__subcmd__help__subcmd__backup"
+                ;;
             onshi__edge__subcmd__help,check-config)
                 cmd="onshi__edge__subcmd__help__subcmd__check__subcmd__config"
                 ;;
@@ -108,6 +117,9 @@ _onshi__edge() {
                 ;;
             onshi__edge__subcmd__help,reader-sim)
                 cmd="onshi__edge__subcmd__help__subcmd__reader__subcmd__sim"
+                ;;
+            onshi__edge__subcmd__help,restore)
+                cmd="onshi__edge__subcmd__help__subcmd__restore"
                 ;;
             onshi__edge__subcmd__help,run)
                 cmd="onshi__edge__subcmd__help__subcmd__run"
@@ -233,7 +245,7 @@ _onshi__edge() {
 
     case "${cmd}" in
         onshi__edge)
-            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit key user token demo help"
+            opts="-h -V --help --version run check-config enroll status export completions manpage queue reader-sim sync-now audit key backup restore user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -330,6 +342,36 @@ _onshi__edge() {
             fi
             case "${prev}" in
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__backup)
+            opts="-h --out --data-dir --config --data-key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -587,7 +629,7 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help)
-            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit key user token demo help"
+            opts="run check-config enroll status export completions manpage queue reader-sim sync-now audit key backup restore user token demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -617,6 +659,20 @@ _onshi__edge() {
         onshi__subcmd__edge__subcmd__help__subcmd__audit__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -783,6 +839,20 @@ _onshi__edge() {
             return 0
             ;;
         onshi__subcmd__edge__subcmd__help__subcmd__reader__subcmd__sim)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1170,6 +1240,28 @@ _onshi__edge() {
                     return 0
                     ;;
                 --verified)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__edge__subcmd__restore)
+            opts="-h --data --data-key --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

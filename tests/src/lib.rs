@@ -1366,11 +1366,7 @@ pub const HARNESS_TOKEN: &str = "harness-admin";
 /// The harness's admin token for the edge data directory `data`: made once per directory (in this
 /// test process) with `onshi-edge token add`, as an operator would, before the edge starts.
 pub fn admin_token(data: &Path) -> String {
-    static TOKENS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
-    let mut tokens = TOKENS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut tokens = admin_tokens();
     if let Some(t) = tokens.get(data) {
         return t.clone();
     }
@@ -1395,6 +1391,21 @@ pub fn admin_token(data: &Path) -> String {
     assert!(token.starts_with("onshi_"), "token add printed {token:?}");
     tokens.insert(data.to_path_buf(), token.clone());
     token
+}
+
+fn admin_tokens() -> std::sync::MutexGuard<'static, HashMap<PathBuf, String>> {
+    static TOKENS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    TOKENS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The data directory `to` holds `from`'s accounts (a restored backup): the harness's admin token
+/// made for `from` is the one to send to an edge on `to`.
+pub fn same_admin_token(from: &Path, to: &Path) {
+    let token = admin_token(from);
+    admin_tokens().insert(to.to_path_buf(), token);
 }
 
 impl Edge {
