@@ -23,6 +23,7 @@ pub mod oqs;
 pub mod pg;
 pub mod powercut;
 pub mod relay;
+pub mod scan;
 pub mod webdriver;
 
 /// How long a process may take to print its readiness line (debug builds, parallel tests).

@@ -11,10 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use onshi_tests::oqs::{request_doc, result_name, search_info, ymd};
+use onshi_tests::oqs::{request_doc, result_name, search_info};
+use onshi_tests::scan::{contains, files_under, personal as needles};
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, TODAY, TestDir, reconciler_with_registry, to_hiragana, wait_until,
 };
@@ -22,73 +23,6 @@ use serde_json::{Value, json};
 
 fn s(v: &Value) -> String {
     v.as_str().unwrap_or("").to_string()
-}
-
-/// Every regular file under `dir`, with its bytes.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                out.push((e.path(), std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// What is personal about one registry period, in every form it might be stored in.
-fn needles(q: &Value) -> Vec<(String, Vec<u8>)> {
-    let mut texts: Vec<(String, String)> = Vec::new();
-    let name = s(&q["name"]);
-    let kana = s(&q["name_kana"]);
-    for (what, t) in [("name", &name), ("kana", &kana)] {
-        texts.push((what.into(), t.clone()));
-        for (i, part) in t.split([' ', '　']).enumerate() {
-            if part.chars().count() >= 2 {
-                texts.push((format!("{what} part {i}"), part.to_string()));
-            }
-        }
-    }
-    texts.push(("kana, hiragana".into(), to_hiragana(&kana)));
-    texts.push((
-        "kana, half-width".into(),
-        onshi_model::text::to_halfwidth_kana(&kana),
-    ));
-    texts.push(("address".into(), s(&q["address"])));
-    let birth = s(&q["birth_date"]);
-    texts.push(("birth date".into(), birth.clone()));
-    texts.push(("birth date (file form)".into(), ymd(&birth)));
-    // Short card numbers (a digit or two in the generated registry) would match anything; the
-    // insurer's number (6 or 8 digits) stands for the card then.
-    let number = s(&q["number"]);
-    if number.chars().count() >= 6 {
-        texts.push(("card number".into(), number));
-    }
-    texts.push(("insurer number".into(), s(&q["insurer_number"])));
-    if q["card_id"].is_string() {
-        texts.push(("My Number card id".into(), s(&q["card_id"])));
-    }
-    let mut out = Vec::new();
-    for (what, t) in texts {
-        if t.is_empty() {
-            continue;
-        }
-        out.push((format!("{what} (UTF-8) {t:?}"), t.as_bytes().to_vec()));
-        let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&t);
-        if !unmappable && sjis.as_ref() != t.as_bytes() {
-            out.push((format!("{what} (Shift_JIS) {t:?}"), sjis.into_owned()));
-        }
-    }
-    out
 }
 
 /// Drops an OQS request file into `mailbox/req/` the way receipt computers do (write, rename).

@@ -61,15 +61,7 @@ fn id_of(line: &Value) -> String {
 
 /// A single-check request file for period `q`.
 fn request_xml(q: &Value) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><XmlMsg><MessageHeader><QualificationConfirmationDate>{}</QualificationConfirmationDate><MedicalInstitutionCode>{FACILITY_A}</MedicalInstitutionCode><ArbitraryFileIdentifier>B</ArbitraryFileIdentifier></MessageHeader><MessageBody><QualificationConfirmSearchInfo><InsurerNumber>{}</InsurerNumber><InsuredCardSymbol>{}</InsuredCardSymbol><InsuredIdentificationNumber>{}</InsuredIdentificationNumber><InsuredBranchNumber>{}</InsuredBranchNumber><Birthdate>{}</Birthdate></QualificationConfirmSearchInfo></MessageBody></XmlMsg>",
-        TODAY.replace('-', ""),
-        str_of(&q["insurer_number"]),
-        str_of(&q["symbol"]),
-        str_of(&q["number"]),
-        str_of(&q["branch"]),
-        str_of(&q["birth_date"]).replace('-', "")
-    )
+    onshi_tests::oqs::request_doc("UTF-8", FACILITY_A, "B", &onshi_tests::oqs::search_info(q))
 }
 
 fn wait_file(path: &Path) {

@@ -6,72 +6,15 @@
 //! first start with a key and answers the same; a wrong or missing key is refused by every command
 //! with the directory's bytes unchanged.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use onshi_tests::scan::{files_under, personal};
 use onshi_tests::{
     Edge, EdgeOpts, FACILITY_A, Pki, Reconciler, Registry, TODAY, TestDir, card_check,
     reconciler_bin, run, run_ok, wait_until,
 };
-use serde_json::{Value, json};
-
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("reading a directory") {
-            let p = e.expect("a directory entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n != "admin.sock") {
-                let bytes = std::fs::read(&p).expect("reading a file");
-                out.push((p, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn text(q: &Value, field: &str) -> String {
-    q[field].as_str().unwrap_or_default().to_string()
-}
-
-/// What of a registry line must never be found in plain text, in UTF-8 and in Shift_JIS (6 bytes
-/// at least: sealed bytes do not hold that by chance).
-fn personal(q: &Value) -> Vec<(String, Vec<u8>)> {
-    let kana = text(q, "name_kana");
-    let mut texts = vec![
-        text(q, "name"),
-        kana.clone(),
-        onshi_model::text::to_halfwidth_kana(&kana),
-        text(q, "address"),
-        text(q, "birth_date"),
-        text(q, "number"),
-        format!("{}{}", text(q, "insurer_number"), text(q, "number")),
-        format!(
-            "{}\u{1f}{}\u{1f}{}",
-            text(q, "insurer_number"),
-            text(q, "symbol"),
-            text(q, "number")
-        ),
-    ];
-    texts.extend(
-        text(q, "name")
-            .split(char::is_whitespace)
-            .map(str::to_string),
-    );
-    let mut out = Vec::new();
-    for t in texts {
-        let sjis = encoding_rs::SHIFT_JIS.encode(&t).0.into_owned();
-        for bytes in [t.as_bytes().to_vec(), sjis] {
-            if bytes.len() >= 6 {
-                out.push((t.clone(), bytes));
-            }
-        }
-    }
-    out
-}
+use serde_json::json;
 
 #[track_caller]
 fn assert_nothing_personal(data: &Path, reg: &Registry) {
@@ -197,7 +140,10 @@ fn a_plain_store_of_an_earlier_version_is_converted_at_the_first_start_with_a_ke
         sled.sync().expect("sync");
     }
     let plain = files_under(&data);
-    let name = text(reg.valid_insured(), "name");
+    let name = reg.valid_insured()["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         plain
             .iter()
