@@ -1338,11 +1338,17 @@ impl CentralStore for PgStore {
                     break;
                 }
             }
-            if !picked.full() && block.birth_dates.len() > 1 && !block.keys.is_empty() {
+            let slip_keys: Vec<&str> = block
+                .keys
+                .iter()
+                .chain(&block.split_keys)
+                .map(String::as_str)
+                .collect();
+            if !picked.full() && block.birth_dates.len() > 1 && !slip_keys.is_empty() {
                 let st = c.prepare_cached(SQL_SEARCH_SLIPS).await.map_err(db)?;
                 let dates = &block.birth_dates[1..];
                 for r in c
-                    .query(&st, &[&block.keys, &dates, &sexes, &limit])
+                    .query(&st, &[&slip_keys, &dates, &sexes, &limit])
                     .await
                     .map_err(db)?
                 {
