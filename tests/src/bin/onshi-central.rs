@@ -279,7 +279,9 @@ fn reconciler(bins: &Path, args: &[String]) -> anyhow::Result<std::process::Outp
 }
 
 fn import(bins: &Path, place: &Place, file: &Path) -> anyhow::Result<f64> {
-    let lines = std::fs::read_to_string(file)?.lines().count();
+    // Counted streaming: a national registry file does not fit in memory.
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(file)?))
+        .try_fold(0usize, |n, l| l.map(|_| n + 1))?;
     let mut args = vec!["import".to_string()];
     args.extend(place.args());
     args.push(file.display().to_string());
