@@ -361,6 +361,37 @@ fn import_streamed(
     Ok(summary)
 }
 
+/// The registry's tables on disk (heap and indexes), to see what a larger registry needs.
+fn print_table_sizes(rt: &tokio::runtime::Runtime, url: &str) -> anyhow::Result<()> {
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT c.relname::text, pg_table_size(c.oid), pg_indexes_size(c.oid),
+                        c.reltuples::int8
+                 FROM pg_class c WHERE c.relkind = 'r' AND c.relname IN
+                     ('registry_periods', 'registry_changes', 'registry_search')
+                 ORDER BY 1",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let mib = |b: i64| b as f64 / (1u64 << 20) as f64;
+            println!(
+                "  table {}: {:.0} MiB + indexes {:.0} MiB (≈{} rows)",
+                r.get::<_, String>(0),
+                mib(r.get(1)),
+                mib(r.get(2)),
+                r.get::<_, i64>(3)
+            );
+        }
+        drop(client);
+        let _ = task.await;
+        anyhow::Ok(())
+    })
+}
+
 /// Bytes of the files under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |entries| {
@@ -811,6 +842,9 @@ fn run_search(
             "  data directory after the import: {:.2} GiB",
             dir_bytes(&data) as f64 / (1u64 << 30) as f64
         );
+    }
+    if let Some(centre) = &server {
+        print_table_sizes(rt, centre.server.url())?;
     }
     let (proc_, addr) = serve(bins, &place, &pki, &dir.join("reconciler.log"))?;
     let pid = proc_.0.id();
