@@ -43,6 +43,7 @@ use onshi_model::{Era, ErrorCode, FieldError, PersonId, Qualification, Sex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::keys::script_split;
 use crate::normalize::{
     AddressKey, PREFECTURES, address_alternatives, address_key, address_score_parts, insurer_key,
     insurer_score, is_katakana, loose_kana_key, name_key_chars, romaji_to_kana, split_name,
@@ -899,15 +900,6 @@ impl QTok {
 #[derive(Debug)]
 struct QField {
     toks: Vec<QTok>,
-}
-
-/// Splits `山田たろう` at the change from kanji to kana (or back): two parts in two scripts.
-fn script_split(key: &[char]) -> Option<usize> {
-    let kana = |c: &char| is_katakana(*c);
-    let first = kana(key.first()?);
-    let at = key.iter().position(|c| kana(c) != first)?;
-    // Only one change: `山田たろう`, not `ヶ` inside a kanji name.
-    (key[at..].iter().all(|c| kana(c) != first) && at > 0).then_some(at)
 }
 
 impl QField {

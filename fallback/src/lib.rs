@@ -4,9 +4,11 @@
 //! Pure and fast: no IO, no clock, no randomness; "today" and the service date are passed in.
 //! - [`normalize`]: matching keys for names, kana readings, addresses and insurer names.
 //! - [`index`]: the per-person index and the ranked search of `POST /v1/search`.
+//! - [`keys`]: the blocking keys a store files registry periods under and looks queries up by.
 //! - [`share`]: the age-based share of `POST /v1/provisional` and the amount to collect.
 
 pub mod index;
+pub mod keys;
 pub mod normalize;
 pub mod share;
 

@@ -40,10 +40,12 @@ pub fn block_for(query: &SearchQuery) -> SearchBlock {
             .into_iter()
             .filter(|d| *d != query.birth_date),
     );
+    let keys = query_keys(query.name.as_deref(), query.name_kana.as_deref());
     SearchBlock {
         birth_dates,
         sex: query.sex,
-        keys: query_keys(query.name.as_deref(), query.name_kana.as_deref()),
+        keys: keys.keys,
+        split_keys: keys.splits,
         near_per_key: NEAR_PER_KEY,
         cap: CANDIDATE_CAP,
     }

@@ -338,7 +338,8 @@ fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
     let block = SearchBlock {
         birth_dates: vec![d("1980-04-01"), d("1980-04-10"), d("1980-04-11")],
         sex: Sex::Male,
-        keys: query_keys(Some("山田 太郎"), None),
+        keys: query_keys(Some("山田 太郎"), None).keys,
+        split_keys: vec![],
         near_per_key: 64,
         cap: 100,
     };
@@ -375,13 +376,37 @@ fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
     // The kana reading alone, in hiragana, given name only: its key meets the registry's.
     let given = SearchBlock {
         birth_dates: vec![d("1955-07-07")],
-        keys: query_keys(None, Some("たろう")),
+        keys: query_keys(None, Some("たろう")).keys,
         ..block.clone()
     };
     assert_eq!(
         people_found(f, &given).0,
         expect(&["P0000101", "P0000101", "P0000106"])
     );
+    // A lone given name on a misread date (block 2 alone: nobody is born on the query's date and
+    // no key is looked up whatever the date), in romaji with the long vowel dropped, in hiragana
+    // with a voicing mark lost, and after a changed surname written without a space: the shared
+    // key function files and looks up the same key (`ジロウ` → loose `シロ`; `次郎` split off).
+    for (name, kana) in [
+        (Some("Jiro"), None),
+        (None, Some("しろう")),
+        (Some("鈴木次郎"), None),
+        (Some("鈴木ジロー"), None),
+    ] {
+        let keys = query_keys(name, kana);
+        let slip = SearchBlock {
+            birth_dates: vec![d("1980-05-01"), d("1980-04-10")],
+            keys: keys.keys,
+            split_keys: keys.splits,
+            near_per_key: 0,
+            ..block.clone()
+        };
+        assert_eq!(
+            people_found(f, &slip).0,
+            expect(&["P0000104"]),
+            "{name:?} {kana:?}"
+        );
+    }
     // Bounded: at the cap, the people born that day come first, and the answer says it is capped.
     let capped = SearchBlock {
         cap: 1,
@@ -394,7 +419,7 @@ fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
     // A common key: only the nearest by birth date, whatever the date's distance.
     let near = SearchBlock {
         birth_dates: vec![d("1985-01-01")],
-        keys: query_keys(Some("伊藤"), None),
+        keys: query_keys(Some("伊藤"), None).keys,
         near_per_key: 3,
         ..block.clone()
     };
@@ -410,7 +435,7 @@ fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
     let by_new_name = SearchBlock {
         birth_dates: vec![d("2000-01-01")],
         sex: Sex::Female,
-        keys: query_keys(Some("中村"), None),
+        keys: query_keys(Some("中村"), None).keys,
         ..block
     };
     assert_eq!(people_found(f, &by_new_name).0, expect(&["P0000107"]));
@@ -439,12 +464,52 @@ fn embedded_search_index_is_built_at_the_first_open_of_a_store_without_one() {
     let block = SearchBlock {
         birth_dates: vec![d("1980-04-01")],
         sex: Sex::Male,
-        keys: query_keys(Some("山田 太郎"), None),
+        keys: query_keys(Some("山田 太郎"), None).keys,
+        split_keys: vec![],
         near_per_key: 64,
         cap: 100,
     };
     // Born that day (A, the unset one), and by the name keys (the misread date's and the old one).
     assert_eq!(people_found(&f, &block).1, 4);
+}
+
+#[test]
+fn embedded_search_index_filed_by_older_key_rules_is_refiled_at_the_next_open() {
+    use onshi_sync::store::Store;
+    let dir = TestDir::new("store-search-refile");
+    {
+        let store = EmbeddedStore::open(&dir.join("data")).unwrap();
+        store.import(&search_people()).unwrap();
+        // An index of the first key rules: recorded as version 1, without the keys of today's.
+        let tree = store.sled().tree("central.search").unwrap();
+        let keys: Vec<Vec<u8>> = tree
+            .scan_prefix(&[])
+            .map(|kv| kv.unwrap().0)
+            .filter(|k| !k.is_empty() && k[0] != 0x1f && k[0] != 0xff)
+            .collect();
+        for k in keys {
+            tree.remove(&k).unwrap();
+        }
+        tree.insert(b"\xffversion", &1i32.to_be_bytes()).unwrap();
+        store.sled().sync().unwrap();
+    }
+    let f = Fixture {
+        store: Arc::new(EmbeddedStore::open(&dir.join("data")).unwrap()),
+        twin: None,
+        _dir: dir,
+        _server: None,
+    };
+    // The given name in romaji on a misread date: only a key of today's rules finds it.
+    let keys = query_keys(Some("Jiro"), None);
+    let block = SearchBlock {
+        birth_dates: vec![d("1980-05-01"), d("1980-04-10")],
+        sex: Sex::Male,
+        keys: keys.keys,
+        split_keys: keys.splits,
+        near_per_key: 0,
+        cap: 100,
+    };
+    assert_eq!(people_found(&f, &block).0, vec!["P0000104".to_string()]);
 }
 
 #[test]
@@ -492,7 +557,8 @@ fn postgresql_migrate_fills_the_search_index_of_the_periods_it_finds() {
     let block = SearchBlock {
         birth_dates: vec![d("1980-04-01")],
         sex: Sex::Male,
-        keys: query_keys(Some("山田 太郎"), None),
+        keys: query_keys(Some("山田 太郎"), None).keys,
+        split_keys: vec![],
         near_per_key: 64,
         cap: 100,
     };

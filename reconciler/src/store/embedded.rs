@@ -525,7 +525,7 @@ impl CentralStore for EmbeddedStore {
         })?;
         // 2. Born on a likely misreading, with one of the keys.
         'slips: for &d in &block.birth_dates[1..] {
-            for key in &block.keys {
+            for key in block.keys.iter().chain(&block.split_keys) {
                 if picked.full() {
                     break 'slips;
                 }

@@ -278,51 +278,30 @@ pub fn revisit_key(record: &JournalRecord) -> Option<RevisitKey> {
     })
 }
 
-/// The version of the rules [`search_keys`] files periods under. Bump it when they change (or when
-/// `onshi_fallback::normalize::name_key` does): the embedded store rebuilds its search index at
-/// the next open, `onshi-reconciler migrate` rebuilds PostgreSQL's. 2: the embedded index's
-/// keys are blinded (issue 18).
-pub const SEARCH_KEYS_VERSION: i32 = 2;
+/// The version of the rules [`search_keys`] files periods under: `onshi_fallback`'s
+/// [`onshi_fallback::keys::KEYS_VERSION`], plus one since the embedded index's keys are blinded
+/// (issue 18). When it changes the embedded store rebuilds its search index at the next open,
+/// `onshi-reconciler migrate` rebuilds PostgreSQL's (and `serve` refuses a database filed by
+/// other rules until then).
+pub const SEARCH_KEYS_VERSION: i32 = onshi_fallback::keys::KEYS_VERSION + 1;
 
-/// The longest key kept (characters): longer names are cut, on both sides alike.
-const MAX_KEY_CHARS: usize = 64;
-
-/// The name keys central search finds a period by besides its birth date: the family-name key,
-/// the given-name key and the whole name's key, of the name and of the kana reading (the
-/// registry writes both as `FAMILY　GIVEN`), through `onshi_fallback`'s keys so that a query typed
-/// in another script or with kana variants meets the same key. A query's keys are made by the same
-/// rules ([`query_keys`]): a surname alone, a given name alone in kana, or a whole name meet one.
+/// The name keys central search finds a period by besides its birth date:
+/// [`onshi_fallback::keys::blocking_keys`] of the name and the kana reading (each part alone, the
+/// whole, kana by its loose key), every one of them. A query's keys are made by the same function
+/// ([`query_keys`]), so a surname alone, a given name alone in any script or kana variant, romaji,
+/// or a whole name meet one.
 pub fn search_keys(name: &str, kana: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(6);
-    name_keys_into(name, &mut out);
-    name_keys_into(kana, &mut out);
-    out.sort();
-    out.dedup();
-    out
+    let k = onshi_fallback::keys::blocking_keys(name, kana);
+    let mut all: Vec<String> = k.keys.into_iter().chain(k.splits).collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
-/// The keys of a query's name and reading (see [`search_keys`]).
-pub fn query_keys(name: Option<&str>, kana: Option<&str>) -> Vec<String> {
-    search_keys(name.unwrap_or(""), kana.unwrap_or(""))
-}
-
-fn name_keys_into(s: &str, out: &mut Vec<String>) {
-    let parts: Vec<&str> = s
-        .split(char::is_whitespace)
-        .filter(|p| !p.is_empty())
-        .collect();
-    let mut push = |k: String| {
-        let k: String = k.chars().take(MAX_KEY_CHARS).collect();
-        if !k.is_empty() {
-            out.push(k);
-        }
-    };
-    for p in &parts {
-        push(onshi_fallback::normalize::name_key(p));
-    }
-    if parts.len() > 1 {
-        push(onshi_fallback::normalize::name_key(s));
-    }
+/// The keys of a query's name and reading: the parts' and the whole's (`keys`), and the splits of
+/// a one-word name (`splits`: `鈴木太郎` may be a changed surname and a given name run together).
+pub fn query_keys(name: Option<&str>, kana: Option<&str>) -> onshi_fallback::keys::BlockingKeys {
+    onshi_fallback::keys::blocking_keys(name.unwrap_or(""), kana.unwrap_or(""))
 }
 
 /// A sex as the search index files it: 1 male, 2 female, 3 unset (the registry's codes).
@@ -344,7 +323,7 @@ pub fn sex_compatible(asked: Sex, filed: Sex) -> bool {
 /// A person is a candidate when one of their periods
 /// 1. is born on `birth_dates[0]` (the query's date) with a compatible sex ([`sex_compatible`]);
 /// 2. is born on another of `birth_dates` (the likely misreadings), with a compatible sex and
-///    one of `keys`;
+///    one of `keys` or of `split_keys`;
 /// 3. has one of `keys` and a compatible sex, whatever the birth date: for each key the
 ///    `near_per_key` such entries born nearest `birth_dates[0]` (a common surname with a badly
 ///    wrong date is left to the other blocks; a rare full name is found whatever the date).
@@ -355,6 +334,9 @@ pub struct SearchBlock {
     pub birth_dates: Vec<NaiveDate>,
     pub sex: Sex,
     pub keys: Vec<String>,
+    /// Keys for block 2 only (a one-word name's prefixes and suffixes: too many, and too short,
+    /// to look up whatever the birth date).
+    pub split_keys: Vec<String>,
     pub near_per_key: usize,
     pub cap: usize,
 }

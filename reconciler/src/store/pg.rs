@@ -6,8 +6,10 @@
 //! How the domain maps onto tables (the migration's comments say more):
 //! - the registry: `registry_periods` keyed as the embedded store keys it, with indexes by person
 //!   and by card id; a check is one query (two only when a lapsed period needs the person's newer
-//!   ones); `import` is one transaction per chunk that also appends to `registry_changes` and
-//!   keeps `registry_state` (the feed's seq and the period count);
+//!   ones); `import` is one transaction per chunk, copied into a staging table and applied by
+//!   set-based statements ([`import`]), that also appends to `registry_changes`, files the
+//!   changed periods in `registry_search` and keeps `registry_state` (the feed's seq and the
+//!   period count);
 //! - journals: `journal_records` keyed by (facility, record id) holding `JournalRecord::to_bytes`,
 //!   with the revisit index in two columns of the same row; `merge` and `update` lock the rows
 //!   `FOR UPDATE`, join in Rust (the CRDT), write what changed and commit, one facility per
@@ -58,6 +60,7 @@ use super::{
 };
 
 mod checks;
+mod import;
 
 /// One schema migration: applied once, in order, recorded in `schema_migrations`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -536,15 +539,6 @@ const SQL_OF_PERSON: &str = "SELECT period FROM registry_periods WHERE person_id
 const SQL_BY_CARD_ID: &str = "SELECT person_id, period FROM registry_periods
      WHERE person_id IN (SELECT person_id FROM registry_periods WHERE card_id = $1)
      ORDER BY person_id, insurer_number, symbol, number, branch, acquired_on";
-const SQL_IMPORT: &str = "INSERT INTO registry_periods AS p
-         (insurer_number, symbol, number, branch, person_id, acquired_on, card_id, period)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[],
-                          $7::text[], $8::bytea[])
-     ON CONFLICT (insurer_number, symbol, number, branch, person_id, acquired_on)
-     DO UPDATE SET card_id = EXCLUDED.card_id, period = EXCLUDED.period
-         WHERE p.period IS DISTINCT FROM EXCLUDED.period
-     RETURNING p.insurer_number, p.symbol, p.number, p.branch, p.person_id, p.acquired_on,
-               (p.xmax = 0) AS added";
 const SQL_INDEX_SEARCH: &str = "INSERT INTO registry_search AS s (key, birth_date, person_id, sex)
      SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::int2[])
      ON CONFLICT (key, birth_date, person_id) DO UPDATE SET sex = EXCLUDED.sex
@@ -1051,94 +1045,6 @@ impl PgStore {
         Ok(receipt)
     }
 
-    async fn import_once(
-        &self,
-        periods: &[Qualification],
-        encoded: &[Vec<u8>],
-        rounds: &[Vec<usize>],
-    ) -> Result<ImportCounts, TxError> {
-        let mut c = self.read().await?;
-        let tx = c.transaction().await?;
-        // Imports one at a time: the feed's seq order is then its commit order.
-        let row = tx
-            .query_one(
-                "SELECT change_seq FROM registry_state WHERE id = 1 FOR UPDATE",
-                &[],
-            )
-            .await?;
-        let mut seq: i64 = row.get(0);
-        let st = tx.prepare_cached(SQL_IMPORT).await?;
-        let mut counts = ImportCounts::default();
-        let mut changed: Vec<usize> = Vec::new();
-        for round in rounds {
-            let mut cols: [Vec<String>; 5] = Default::default();
-            let mut dates = Vec::with_capacity(round.len());
-            let mut cards: Vec<Option<&str>> = Vec::with_capacity(round.len());
-            let mut bytes: Vec<&[u8]> = Vec::with_capacity(round.len());
-            let mut index: HashMap<PeriodKey, usize> = HashMap::with_capacity(round.len());
-            for &i in round {
-                let q = &periods[i];
-                let k = period_key(q);
-                cols[0].push(k.0.clone());
-                cols[1].push(k.1.clone());
-                cols[2].push(k.2.clone());
-                cols[3].push(k.3.clone());
-                cols[4].push(k.4.clone());
-                dates.push(k.5);
-                cards.push(q.card_id.as_ref().map(|c| c.as_str()));
-                bytes.push(&encoded[i]);
-                index.insert(k, i);
-            }
-            let rows = tx
-                .query(
-                    &st,
-                    &[
-                        &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &dates, &cards, &bytes,
-                    ],
-                )
-                .await?;
-            counts.unchanged += (round.len() - rows.len()) as u64;
-            let mut in_round = Vec::with_capacity(rows.len());
-            for r in rows {
-                let k: PeriodKey = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-                let added: bool = r.get(6);
-                if added {
-                    counts.added += 1;
-                } else {
-                    counts.updated += 1;
-                }
-                if let Some(i) = index.get(&k) {
-                    in_round.push(*i);
-                }
-            }
-            // The feed in the order of the file.
-            in_round.sort_unstable();
-            changed.extend(in_round);
-        }
-        if !changed.is_empty() {
-            // Central search finds the changed periods from this commit on.
-            let e = SearchRows::of(changed.iter().map(|&i| &periods[i]));
-            let st = tx.prepare_cached(SQL_INDEX_SEARCH).await?;
-            tx.execute(&st, &[&e.keys, &e.births, &e.persons, &e.sexes])
-                .await?;
-            let seqs: Vec<i64> = (1..=changed.len() as i64).map(|n| seq + n).collect();
-            let feed: Vec<&[u8]> = changed.iter().map(|&i| encoded[i].as_slice()).collect();
-            tx.execute(
-                "INSERT INTO registry_changes (seq, period) SELECT * FROM unnest($1::int8[], $2::bytea[])",
-                &[&seqs, &feed],
-            )
-            .await?;
-            seq += changed.len() as i64;
-        }
-        tx.execute(
-            "UPDATE registry_state SET change_seq = $1, period_count = period_count + $2 WHERE id = 1",
-            &[&seq, &(counts.added as i64)],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(counts)
-    }
-
     fn decode_periods(
         rows: &[tokio_postgres::Row],
         col: usize,
@@ -1276,23 +1182,23 @@ impl CentralStore for PgStore {
         }
         // One statement cannot change a row twice: the n-th line of a key goes in round n, so a
         // key repeated in a chunk counts as the embedded store counts it, line after line.
-        let mut seen: HashMap<PeriodKey, usize> = HashMap::new();
-        let mut rounds: Vec<Vec<usize>> = Vec::new();
-        for (i, q) in periods.iter().enumerate() {
-            let n = seen.entry(period_key(q)).or_insert(0);
-            if rounds.len() <= *n {
-                rounds.push(Vec::new());
-            }
-            rounds[*n].push(i);
-            *n += 1;
-        }
+        let mut seen: HashMap<PeriodKey, i32> = HashMap::new();
+        let round: Vec<i32> = periods
+            .iter()
+            .map(|q| {
+                let n = seen.entry(period_key(q)).or_insert(0);
+                *n += 1;
+                *n - 1
+            })
+            .collect();
+        drop(seen);
         let encoded: Vec<Vec<u8>> = periods
             .iter()
             .map(encode_period)
             .collect::<Result<_, _>>()?;
         self.retrying("import", || {
             self.bridge
-                .run(self.import_once(periods, &encoded, &rounds))
+                .run(self.import_bulk_once(periods, &encoded, &round))
         })
     }
 
@@ -1338,11 +1244,17 @@ impl CentralStore for PgStore {
                     break;
                 }
             }
-            if !picked.full() && block.birth_dates.len() > 1 && !block.keys.is_empty() {
+            let slip_keys: Vec<&str> = block
+                .keys
+                .iter()
+                .chain(&block.split_keys)
+                .map(String::as_str)
+                .collect();
+            if !picked.full() && block.birth_dates.len() > 1 && !slip_keys.is_empty() {
                 let st = c.prepare_cached(SQL_SEARCH_SLIPS).await.map_err(db)?;
                 let dates = &block.birth_dates[1..];
                 for r in c
-                    .query(&st, &[&block.keys, &dates, &sexes, &limit])
+                    .query(&st, &[&slip_keys, &dates, &sexes, &limit])
                     .await
                     .map_err(db)?
                 {

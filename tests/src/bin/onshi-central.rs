@@ -90,6 +90,14 @@ struct Args {
     /// registry's people.
     #[arg(long, default_value = "2025-06-15")]
     registry_today: NaiveDate,
+    /// Search mode: stream the generated registry straight into `onshi-reconciler import -`
+    /// instead of writing it to a file first (a 10M registry is ≈4.4 GB of JSON lines). Needs
+    /// `--queries`.
+    #[arg(long)]
+    stream_registry: bool,
+    /// Search mode: print each query whose person is not in the top five (kind, body, truth).
+    #[arg(long)]
+    show_misses: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -279,7 +287,9 @@ fn reconciler(bins: &Path, args: &[String]) -> anyhow::Result<std::process::Outp
 }
 
 fn import(bins: &Path, place: &Place, file: &Path) -> anyhow::Result<f64> {
-    let lines = std::fs::read_to_string(file)?.lines().count();
+    // Counted streaming: a national registry file does not fit in memory.
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(file)?))
+        .try_fold(0usize, |n, l| l.map(|_| n + 1))?;
     let mut args = vec!["import".to_string()];
     args.extend(place.args());
     args.push(file.display().to_string());
@@ -311,6 +321,89 @@ fn serve(
         log,
         "onshi-reconciler: listening on quic://",
     )
+}
+
+/// The synthetic registry streamed to `path` (nothing of it held here).
+fn write_registry_file(
+    path: &Path,
+    params: &onshi_sync::synth::SynthParams,
+) -> anyhow::Result<onshi_sync::synth::SynthSummary> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    Ok(onshi_sync::synth::write_jsonl(params, &mut out)?)
+}
+
+/// `onshi-reconciler import … -` with the synthetic registry generated into its standard input.
+fn import_streamed(
+    bins: &Path,
+    place: &Place,
+    params: &onshi_sync::synth::SynthParams,
+) -> anyhow::Result<onshi_sync::synth::SynthSummary> {
+    let mut args = vec!["import".to_string()];
+    args.extend(place.args());
+    args.push("-".into());
+    let mut child = std::process::Command::new(bins.join("onshi-reconciler"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdin = child.stdin.take().context("import's stdin")?;
+    let summary = onshi_sync::synth::write_jsonl(params, &mut std::io::BufWriter::new(stdin))?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "onshi-reconciler {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(summary)
+}
+
+/// The registry's tables on disk (heap and indexes), to see what a larger registry needs.
+fn print_table_sizes(rt: &tokio::runtime::Runtime, url: &str) -> anyhow::Result<()> {
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT c.relname::text, pg_table_size(c.oid), pg_indexes_size(c.oid),
+                        c.reltuples::int8
+                 FROM pg_class c WHERE c.relkind = 'r' AND c.relname IN
+                     ('registry_periods', 'registry_changes', 'registry_search')
+                 ORDER BY 1",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let mib = |b: i64| b as f64 / (1u64 << 20) as f64;
+            println!(
+                "  table {}: {:.0} MiB + indexes {:.0} MiB (≈{} rows)",
+                r.get::<_, String>(0),
+                mib(r.get(1)),
+                mib(r.get(2)),
+                r.get::<_, i64>(3)
+            );
+        }
+        drop(client);
+        let _ = task.await;
+        anyhow::Ok(())
+    })
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+                Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 fn write_registry(
@@ -691,22 +784,20 @@ fn run_search(
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     onshi_sync::pki::init(&pki, &facilities)?;
-    // The registry streamed to its file: nothing of it is held here.
-    let registry = dir.join("registry.jsonl");
-    let summary = {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&registry)?);
-        onshi_sync::synth::write_jsonl(
-            &onshi_sync::synth::SynthParams {
-                people: args.people,
-                seed: args.seed,
-                today,
-            },
-            &mut out,
-        )?
+    let params = onshi_sync::synth::SynthParams {
+        people: args.people,
+        seed: args.seed,
+        today,
     };
+    let registry = dir.join("registry.jsonl");
+    let mut written = None;
     let queries = match &args.queries {
         Some(path) => read_queries(path)?,
-        None => sample_queries(&registry, args.sample)?,
+        None if args.stream_registry => bail!("--stream-registry needs --queries"),
+        None => {
+            written = Some(write_registry_file(&registry, &params)?);
+            sample_queries(&registry, args.sample)?
+        }
     };
     let mut server = None;
     let place = match kind {
@@ -723,11 +814,41 @@ fn run_search(
         other => bail!("--stores: unknown store {other}"),
     };
     println!("{kind}, central search:");
-    let rate = import(bins, &place, &registry)?;
-    println!(
-        "  import of {} people ({} periods): {rate:.0} lines/s",
-        summary.people, summary.periods
-    );
+    if args.stream_registry {
+        // Generation and import run together (the generator is the faster of the two).
+        let t = Instant::now();
+        let summary = import_streamed(bins, &place, &params)?;
+        println!(
+            "  import of {} people ({} periods), streamed from the generator: {:.0} lines/s ({:.0} s)",
+            summary.people,
+            summary.periods,
+            summary.periods as f64 / t.elapsed().as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        let summary = match written {
+            Some(s) => s,
+            None => write_registry_file(&registry, &params)?,
+        };
+        let rate = import(bins, &place, &registry)?;
+        println!(
+            "  import of {} people ({} periods): {rate:.0} lines/s",
+            summary.people, summary.periods
+        );
+    }
+    let data = match &server {
+        Some(centre) => centre.server.data_dir().map(Path::to_path_buf),
+        None => Some(dir.join("data")),
+    };
+    if let Some(data) = data {
+        println!(
+            "  data directory after the import: {:.2} GiB",
+            dir_bytes(&data) as f64 / (1u64 << 30) as f64
+        );
+    }
+    if let Some(centre) = &server {
+        print_table_sizes(rt, centre.server.url())?;
+    }
     let (proc_, addr) = serve(bins, &place, &pki, &dir.join("reconciler.log"))?;
     let pid = proc_.0.id();
     let addr: std::net::SocketAddr = addr.trim().parse()?;
@@ -778,6 +899,9 @@ fn run_search(
             }
             other => bail!("unexpected answer {other:?}"),
         };
+        if args.show_misses && rank.is_none_or(|r| r >= 5) {
+            eprintln!("miss {} {} {}", q.kind, q.truth, q.body);
+        }
         kinds.entry(q.kind.clone()).or_default().add(rank, us);
         all.add(rank, us);
     }
@@ -795,7 +919,17 @@ fn run_search(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bins = daemon_bins()?;
+    let bins = if args.mode == "search" {
+        // Central search needs the reconciler only (no edge is started).
+        let exe = std::env::current_exe()?;
+        let bins = exe.parent().context("exe dir")?.to_path_buf();
+        if !bins.join("onshi-reconciler").is_file() {
+            bail!("onshi-reconciler not found next to {}", exe.display());
+        }
+        bins
+    } else {
+        daemon_bins()?
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
