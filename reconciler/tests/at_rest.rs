@@ -133,7 +133,8 @@ fn blocks(periods: &[Qualification], n: usize) -> Vec<SearchBlock> {
             [q.birth_date, off].map(|birth| SearchBlock {
                 birth_dates: vec![birth, birth.succ_opt().unwrap()],
                 sex: q.sex,
-                keys: keys.clone(),
+                keys: keys.keys.clone(),
+                split_keys: keys.splits.clone(),
                 near_per_key: 16,
                 cap: 200,
             })

@@ -481,7 +481,7 @@ fn embedded_search_index_filed_by_older_key_rules_is_refiled_at_the_next_open() 
         let store = EmbeddedStore::open(&dir.join("data")).unwrap();
         store.import(&search_people()).unwrap();
         // An index of the first key rules: recorded as version 1, without the keys of today's.
-        let tree = store.sled().tree("central.search").unwrap();
+        let tree = store.vault().store().tree("central.search").unwrap();
         let keys: Vec<Vec<u8>> = tree
             .scan_prefix(&[])
             .map(|kv| kv.unwrap().0)
@@ -491,7 +491,7 @@ fn embedded_search_index_filed_by_older_key_rules_is_refiled_at_the_next_open() 
             tree.remove(&k).unwrap();
         }
         tree.insert(b"\xffversion", &1i32.to_be_bytes()).unwrap();
-        store.sled().sync().unwrap();
+        store.vault().store().sync().unwrap();
     }
     let f = Fixture {
         store: Arc::new(EmbeddedStore::open(&dir.join("data")).unwrap()),
