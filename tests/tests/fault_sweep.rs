@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use onshi_sync::store::{SledStore, Store};
+use onshi_sync::store::Store;
 use onshi_tests::pg::PgServer;
 use onshi_tests::relay::{Impairment, Relay};
 use onshi_tests::{
@@ -293,8 +293,15 @@ impl Centre {
         };
         match &self.pg {
             None => {
-                let store = SledStore::open(&self.data.join("registry"))
-                    .unwrap_or_else(|e| panic!("seed {seed}: opening the reconciler's store: {e}"));
+                // The embedded store is encrypted, its key beside the data directory (no flag).
+                let key = onshi_sync::vault::KeySource::choose(None, &self.data);
+                let (vault, _) = onshi_sync::sealed::Vault::open(
+                    &self.data.join("registry"),
+                    key,
+                    &["central.search"],
+                )
+                .unwrap_or_else(|e| panic!("seed {seed}: opening the reconciler's store: {e}"));
+                let store = vault.store();
                 let tree = store
                     .tree(&format!("journal.{FACILITY_A}"))
                     .unwrap_or_else(|e| panic!("seed {seed}: the facility's journal: {e}"));
