@@ -329,18 +329,7 @@ impl Vault {
                     keys.wrap(&[&kek])?.write(&paths.keyring)?;
                 }
                 report.resealing = !keys.state().retiring.is_empty();
-                let sled = SledStore::open(&paths.store)?;
-                let store = SealedStore::new(Arc::new(sled.clone()), Arc::new(keys));
-                return Ok((
-                    Vault {
-                        paths,
-                        kek: std::sync::Mutex::new(kek),
-                        store,
-                        sled,
-                        source,
-                    },
-                    report,
-                ));
+                return Ok((Vault::opened(paths, kek, Arc::new(keys), source)?, report));
             }
             None => {
                 // Leftovers of a conversion killed before its commit: our own partial copy.
@@ -370,18 +359,25 @@ impl Vault {
             crash_point(CrashAt::ConvertCommitted);
         }
         finish_swap(&paths)?;
+        Ok((Vault::opened(paths, kek, keys, source)?, report))
+    }
+
+    /// The store itself, opened once its keys are known and the directory is settled.
+    fn opened(
+        paths: VaultPaths,
+        kek: Kek,
+        keys: Arc<DataKeys>,
+        source: KeySource,
+    ) -> Result<Vault, VaultOpenError> {
         let sled = SledStore::open(&paths.store)?;
         let store = SealedStore::new(Arc::new(sled.clone()), keys);
-        Ok((
-            Vault {
-                paths,
-                kek: std::sync::Mutex::new(kek),
-                store,
-                sled,
-                source,
-            },
-            report,
-        ))
+        Ok(Vault {
+            paths,
+            kek: std::sync::Mutex::new(kek),
+            store,
+            sled,
+            source,
+        })
     }
 
     /// The encrypted store.

@@ -1626,6 +1626,21 @@ impl Edge {
         run_with(&mut cmd)
     }
 
+    /// `onshi-edge export`: the whole journal, one JSON value a line (checks, provisional records,
+    /// mailbox records), as a vendor or an auditor gets it.
+    pub fn export(&self) -> Vec<Value> {
+        let out = self.cli(&["export"]);
+        assert!(
+            out.status.success(),
+            "export: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each export line is JSON"))
+            .collect()
+    }
+
     /// One sample of `GET /metrics`, e.g. `onshi_checks_total{source="online"}`.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let text = self.http.get("/metrics").text;

@@ -122,12 +122,7 @@ fn run_edge_to_exit(opts: &EdgeOpts, env: &[(&str, &str)]) -> Output {
 
 /// `onshi-edge export` through the API, one JSON value per record, in order.
 fn export(edge: &Edge) -> Vec<Value> {
-    let out = edge.cli(&["export"]);
-    assert!(out.status.success(), "export: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each export line is JSON"))
-        .collect()
+    edge.export()
 }
 
 /// `onshi-edge key …` with `--data-dir DATA --data-key KEY`, and optionally the crash hook.

@@ -39,16 +39,7 @@ fn str_of(v: &Value) -> String {
 
 /// The export's lines, by kind and id.
 fn export(edge: &Edge) -> Vec<Value> {
-    let out = edge.cli(&["export"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
+    edge.export()
 }
 
 fn id_of(line: &Value) -> String {

@@ -188,16 +188,7 @@ fn mailbox_edge(t: &TestDir, pki: &Pki, rec: std::net::SocketAddr, mb: &Mailbox)
 }
 
 fn export_lines(edge: &Edge) -> Vec<Value> {
-    let out = edge.cli(&["export"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each export line is JSON"))
-        .collect()
+    edge.export()
 }
 
 fn mailbox_records(edge: &Edge) -> Vec<Value> {
