@@ -68,17 +68,13 @@ pub struct AtRestStatus {
 
 /// Why the store would not open: the process exits with it.
 pub fn open_error(e: VaultOpenError, dir: &Path) -> anyhow::Error {
-    match e {
-        VaultOpenError::Store(StoreError::Engine(sled::Error::Io(io)))
-            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-        {
-            anyhow::anyhow!(
-                "{} is held by a running onshi-edge (sled allows one process)",
-                dir.display()
-            )
-        }
-        e => anyhow::Error::new(e).context(format!("opening the journal in {}", dir.display())),
+    if is_busy(&e) {
+        return anyhow::anyhow!(
+            "{} is held by a running onshi-edge (sled allows one process)",
+            dir.display()
+        );
     }
+    anyhow::Error::new(e).context(format!("opening the journal in {}", dir.display()))
 }
 
 /// Whether opening failed because another process holds the store.

@@ -8,8 +8,8 @@
 //! `onshi-data-key`; it is never written into the data directory.
 //!
 //! Why AES-256-GCM: ring has it, the machines have AES-NI (a few hundred MB/s a core, far above what
-//! the journal writes), and a 96-bit random nonce per value is safe for the number of values a key
-//! seals here (well under 2^32; `key rotate --data` starts a new key). ChaCha20-Poly1305 would do as
+//! the journal writes), and each value's 96-bit nonce is unique: 4 random bytes and a 64-bit
+//! counter from a random start per process (`Nonces`; `key rotate --data` starts a new key). ChaCha20-Poly1305 would do as
 //! well without AES-NI; the format names the algorithm by the key's id in the keyring, not by a
 //! guess, so a later change is a new key id.
 //!
