@@ -269,6 +269,24 @@ const HIGH_MARGIN: f32 = 0.05;
 const LOW_SCORE: f32 = 0.75;
 const TIE: f32 = 0.02;
 
+/// The most a candidate born on none of the dates the query considers ([`BirthMatch::Differs`])
+/// can score: its birth part adds nothing, whatever else matches, and the query's weight is at most
+/// that of every part.
+const FAR_MAX: f32 = 1.0 - W_BIRTH / (W_NAME + W_BIRTH + W_SEX + W_INSURER + W_ADDRESS_HOUSE);
+const _: () = assert!(
+    FAR_MAX + HIGH_MARGIN < HIGH_SCORE,
+    "a far candidate must not be able to unsettle a high-confidence best"
+);
+
+/// Whether the candidates born on the query's date or a likely misreading of it already settle a
+/// search (`ranked`: them, best first): the best is of high confidence. Nobody born on another date
+/// can change that answer: such a candidate scores at most [`FAR_MAX`], below the best by more than
+/// the margin a high confidence needs, so the best and its confidence stay as they are. Central
+/// search reads the far candidates (a name whatever the date) only when this is false.
+pub fn settled_without_far(ranked: &[Candidate]) -> bool {
+    confidence(ranked) == Confidence::High
+}
+
 /// The confidence of a ranked answer (best first), by the scores and, where the candidates have
 /// them, the reasons; the edge computes it for central answers (no reasons) too.
 pub fn confidence(ranked: &[Candidate]) -> Confidence {

@@ -14,6 +14,7 @@ pub mod share;
 
 pub use index::{
     BirthMatch, Candidate, Confidence, NameMatch, Reason, SearchIndex, SearchQuery, confidence,
+    settled_without_far,
 };
 pub use normalize::{AddressKey, address_key, insurer_key, kana_key, name_key};
 pub use share::{

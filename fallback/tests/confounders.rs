@@ -12,7 +12,7 @@ use onshi_fallback::normalize::{
     address_alternatives, address_key, address_score, loose_kana_key, name_key, name_key_chars,
     romaji_to_kana, split_name,
 };
-use onshi_fallback::{Confidence, SearchIndex, SearchQuery, confidence};
+use onshi_fallback::{Confidence, SearchIndex, SearchQuery, confidence, settled_without_far};
 use onshi_model::Qualification;
 use serde_json::json;
 
@@ -570,6 +570,50 @@ fn namesakes_are_decided_by_address_or_insurer_and_said_low_when_they_cannot_be(
     );
     assert_eq!(ids(&r)[0], "P0000001");
     assert_eq!(confidence(&r), Confidence::High);
+}
+
+#[test]
+fn a_high_confidence_best_is_settled_whatever_anyone_born_on_another_date_matches() {
+    // Central search ranks the people born on the query's date (or a misreading of it) first and
+    // reads the rest only when those do not settle the answer: a far twin matching every other
+    // field must not be able to overtake the best, or come within a high confidence's margin.
+    let me = q(
+        "P0000101",
+        "髙橋　美咲",
+        "タカハシ　ミサキ",
+        "female",
+        "1990-06-21",
+        "東京都八王子市元横山町二丁目５番地１２号",
+        HACHIOJI,
+    );
+    let mut twin = me.clone();
+    twin.person_id = onshi_model::PersonId::parse("P0000102").unwrap();
+    twin.birth_date = NaiveDate::from_ymd_opt(1961, 11, 3).unwrap();
+    let every_field = json!({
+        "name": "髙橋　美咲", "name_kana": "タカハシ　ミサキ", "birth_date": "1990-06-21",
+        "sex": "female", "address": "東京都八王子市元横山町二丁目５番地１２号",
+        "insurer_name": "八王子市"
+    });
+    let dated = search(
+        &SearchIndex::build(std::slice::from_ref(&me)),
+        every_field.clone(),
+    );
+    assert!(settled_without_far(&dated), "{dated:?}");
+    let all = search(&SearchIndex::build(&[me, twin]), every_field);
+    assert_eq!(ids(&all), ["P0000101", "P0000102"], "{all:?}");
+    assert_eq!(confidence(&all), Confidence::High, "{all:?}");
+    assert!(
+        all[1].score + 0.05 < 0.9,
+        "the far twin scores {}",
+        all[1].score
+    );
+    // A weak or tied best is not settled: the far candidates are read.
+    let given_only = search(
+        &index(),
+        json!({"name": "健太", "birth_date": "1992-01-30", "sex": "male"}),
+    );
+    assert!(!settled_without_far(&given_only), "{given_only:?}");
+    assert!(!settled_without_far(&[]));
 }
 
 #[test]

@@ -6,18 +6,25 @@
 //! [`SearchIndex`] built over those candidates only. The qualification shown is each candidate's
 //! on the service date.
 //!
+//! In two stages: the people born on the query's date or a likely misreading of it first
+//! ([`Blocks::Dated`]); the people with one of the name keys born on any other date
+//! ([`Blocks::Far`]: up to [`NEAR_PER_KEY`] per key, most of a full query's reads) only when the
+//! first stage's best is not already of high confidence (`onshi_fallback::settled_without_far`:
+//! nobody born on another date could change that best or its confidence). A clean query is
+//! answered from the first stage; the candidates after the best then come from it too.
+//!
 //! Must never: hold an index of the whole registry (nothing here outlives one query); read more
 //! than [`CANDIDATE_CAP`] people for one query; log a searched value (names, dates) above debug.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
 use onshi_fallback::index::birth_slips;
-use onshi_fallback::{Candidate, SearchIndex, SearchQuery};
+use onshi_fallback::{Candidate, SearchIndex, SearchQuery, settled_without_far};
 use onshi_model::{PersonId, Qualification};
 use onshi_sync::registry::best_period;
 
-use crate::store::{CentralError, CentralStore, SearchBlock, query_keys};
+use crate::store::{Blocks, CentralError, CentralStore, SearchBlock, query_keys};
 
 /// The query central search answers (re-exported for tools that read `POST /v1/search` bodies).
 pub use onshi_fallback::SearchQuery as Query;
@@ -42,6 +49,7 @@ pub fn block_for(query: &SearchQuery) -> SearchBlock {
     );
     let keys = query_keys(query.name.as_deref(), query.name_kana.as_deref());
     SearchBlock {
+        blocks: Blocks::All,
         birth_dates,
         sex: query.sex,
         keys: keys.keys,
@@ -66,31 +74,95 @@ impl Found {
 }
 
 /// The best `limit` candidates for `query`, best first, ranked by the fallback crate over the
-/// candidates the store's index blocks.
+/// candidates the store's index blocks, in two stages (see the module docs).
 pub fn search(
     store: &dyn CentralStore,
     query: &SearchQuery,
     limit: usize,
 ) -> Result<Vec<Found>, CentralError> {
+    Ok(search_in_stages(store, query, limit)?.found)
+}
+
+/// What [`search_in_stages`] found, and whether it needed the far stage.
+#[derive(Debug, Clone)]
+pub struct Searched {
+    found: Vec<Found>,
+    far_read: bool,
+}
+
+impl Searched {
+    /// The candidates, best first.
+    pub fn found(&self) -> &[Found] {
+        &self.found
+    }
+
+    /// Whether the far candidates were read (the dated ones did not settle the answer).
+    pub fn far_read(&self) -> bool {
+        self.far_read
+    }
+}
+
+/// [`search`], saying which stages it took.
+pub fn search_in_stages(
+    store: &dyn CentralStore,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Searched, CentralError> {
+    let mut block = block_for(query);
+    block.blocks = Blocks::Dated;
+    let dated = store.search_candidates(&block)?;
+    let mut periods = dated.periods;
+    let mut ranked = SearchIndex::build(&periods).search(query, limit);
+    let mut capped = dated.capped;
+    let far_read = !capped && !settled_without_far(&ranked);
+    if far_read {
+        block.blocks = Blocks::Far;
+        block.cap = block.cap.saturating_sub(dated.people);
+        let far = store.search_candidates(&block)?;
+        capped = far.capped;
+        let known: HashSet<PersonId> = periods.iter().map(|q| q.person_id.clone()).collect();
+        periods.extend(
+            far.periods
+                .into_iter()
+                .filter(|q| !known.contains(&q.person_id)),
+        );
+        ranked = SearchIndex::build(&periods).search(query, limit);
+    }
+    Ok(Searched {
+        found: found(ranked, periods, capped),
+        far_read,
+    })
+}
+
+/// [`search`] in one stage: every block read at once ([`Blocks::All`]), whatever the dated
+/// people's best. The reference the two stages are tested against.
+pub fn search_in_one_stage(
+    store: &dyn CentralStore,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<Found>, CentralError> {
     let block = block_for(query);
-    let found = store.search_candidates(&block)?;
-    if found.capped {
+    let all = store.search_candidates(&block)?;
+    let ranked = SearchIndex::build(&all.periods).search(query, limit);
+    Ok(found(ranked, all.periods, all.capped))
+}
+
+fn found(ranked: Vec<Candidate>, read: Vec<Qualification>, capped: bool) -> Vec<Found> {
+    if capped {
         tracing::debug!(
-            cap = block.cap,
+            cap = CANDIDATE_CAP,
             "central search: more candidates than the cap; the rest were not read"
         );
     }
-    let index = SearchIndex::build(&found.periods);
     let mut periods: HashMap<PersonId, Vec<Qualification>> = HashMap::new();
-    for q in found.periods {
+    for q in read {
         periods.entry(q.person_id.clone()).or_default().push(q);
     }
-    Ok(index
-        .search(query, limit)
+    ranked
         .into_iter()
         .map(|c| Found {
             periods: periods.remove(&c.person_id).unwrap_or_default(),
             candidate: c,
         })
-        .collect())
+        .collect()
 }

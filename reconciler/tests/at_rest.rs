@@ -16,7 +16,7 @@ use onshi_model::{
 };
 use onshi_reconciler::store::embedded::{EmbeddedStore, check_key};
 use onshi_reconciler::store::{
-    CentralError, CentralStore, FacilityEntry, SearchBlock, query_keys, search_keys,
+    Blocks, CentralError, CentralStore, FacilityEntry, SearchBlock, query_keys, search_keys,
 };
 use onshi_sync::registry::Registry;
 use onshi_sync::store::{SledStore, Store};
@@ -131,6 +131,7 @@ fn blocks(periods: &[Qualification], n: usize) -> Vec<SearchBlock> {
             let keys = query_keys(Some(&q.name), Some(&q.name_kana));
             let off = q.birth_date.with_year(q.birth_date.year() + 1).unwrap();
             [q.birth_date, off].map(|birth| SearchBlock {
+                blocks: Blocks::All,
                 birth_dates: vec![birth, birth.succ_opt().unwrap()],
                 sex: q.sex,
                 keys: keys.keys.clone(),

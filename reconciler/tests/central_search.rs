@@ -147,3 +147,123 @@ async fn central_search_shows_the_insurer_of_the_service_date_and_refuses_an_imp
     let _ = stop.send(());
     running.task.await.unwrap();
 }
+
+/// The two stages of central search (the dated people first, the far ones only when those do not
+/// settle the answer) answer as one stage reading everything: the same best person with the same
+/// confidence on every query, the same whole list whenever the far stage ran; a clean query is
+/// answered without it, a name with a badly wrong date needs it.
+#[test]
+fn central_search_in_two_stages_answers_as_in_one() {
+    use chrono::Datelike;
+    use onshi_fallback::{Confidence, confidence};
+    use onshi_reconciler::search::{Found, search_in_one_stage, search_in_stages};
+
+    let dir = tempfile::tempdir().unwrap();
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+    let periods = onshi_sync::synth::generate(&onshi_sync::synth::SynthParams {
+        people: 4000,
+        seed: 23,
+        today,
+    });
+    let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
+    store.import(&periods).unwrap();
+    let surnames: Vec<&str> = periods
+        .iter()
+        .filter_map(|q| q.name.split('　').next())
+        .collect();
+    let query =
+        |name: Option<String>, kana: Option<String>, birth, q: &onshi_model::Qualification| {
+            SearchQuery {
+                name,
+                name_kana: kana,
+                birth_date: birth,
+                sex: q.sex,
+                insurer_name: None,
+                address: None,
+                service_date: None,
+            }
+        };
+    let ids = |f: &[Found]| -> Vec<String> {
+        f.iter()
+            .map(|c| c.candidate.person_id.as_str().to_string())
+            .collect()
+    };
+    let confidence_of =
+        |f: &[Found]| confidence(&f.iter().map(|c| c.candidate.clone()).collect::<Vec<_>>());
+    let (mut settled, mut far, mut found_far) = (0, 0, 0);
+    let mut seen = std::collections::HashSet::new();
+    for (i, q) in periods
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| seen.insert(q.person_id.clone()))
+        .take(150)
+    {
+        let given = q.name.split('　').nth(1).unwrap_or("").to_string();
+        let given_kana = q.name_kana.split('　').nth(1).unwrap_or("").to_string();
+        let other_surname = surnames[(i * 7 + 3) % surnames.len()];
+        let year_off = q
+            .birth_date
+            .with_year(q.birth_date.year() + 1)
+            .unwrap_or(q.birth_date);
+        let far_date = q
+            .birth_date
+            .with_year(q.birth_date.year() - 9)
+            .unwrap_or(q.birth_date);
+        let queries = [
+            (
+                "clean",
+                query(
+                    Some(q.name.clone()),
+                    Some(q.name_kana.clone()),
+                    q.birth_date,
+                    q,
+                ),
+            ),
+            ("year_off", query(Some(q.name.clone()), None, year_off, q)),
+            ("given_kana", query(None, Some(given_kana), q.birth_date, q)),
+            (
+                "surname_changed",
+                query(
+                    Some(format!("{other_surname}　{given}")),
+                    None,
+                    q.birth_date,
+                    q,
+                ),
+            ),
+            (
+                "far_date",
+                query(Some(q.name.clone()), Some(q.name_kana.clone()), far_date, q),
+            ),
+        ];
+        for (kind, sq) in queries {
+            let staged = search_in_stages(&store, &sq, 5).unwrap();
+            let one = search_in_one_stage(&store, &sq, 5).unwrap();
+            let (s, o) = (ids(staged.found()), ids(&one));
+            assert_eq!(s.first(), o.first(), "{kind} {sq:?}: {s:?} / {o:?}");
+            assert_eq!(
+                confidence_of(staged.found()),
+                confidence_of(&one),
+                "{kind} {sq:?}"
+            );
+            if staged.far_read() {
+                far += 1;
+                assert_eq!(s, o, "{kind} {sq:?}");
+            } else {
+                settled += 1;
+                assert_eq!(confidence_of(&one), Confidence::High, "{kind} {sq:?}");
+            }
+            if kind == "far_date" && s.first() == Some(&q.person_id.as_str().to_string()) {
+                found_far += 1;
+            }
+        }
+    }
+    eprintln!("settled {settled}, far {far}, far dates found first {found_far}");
+    // Both paths ran: most clean queries settle in the first stage, and a badly wrong date is
+    // still found by the name through the far stage.
+    assert!(settled >= 100, "settled in the first stage: {settled}");
+    assert!(far >= 300, "the far stage: {far}");
+    assert!(
+        found_far >= 100,
+        "a name with a date nine years off found first: {found_far}"
+    );
+}

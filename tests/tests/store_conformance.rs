@@ -26,8 +26,8 @@ use onshi_reconciler::audit::{BreakKind, CentreChain};
 use onshi_reconciler::store::embedded::EmbeddedStore;
 use onshi_reconciler::store::pg::{self, PgStore};
 use onshi_reconciler::store::{
-    CentralError, CentralStore, FacilityEntry, Grant, GrantScope, ImportCounts, OutageRequest,
-    RevisitCandidate, SearchBlock, query_keys,
+    Blocks, CentralError, CentralStore, FacilityEntry, Grant, GrantScope, ImportCounts,
+    OutageRequest, RevisitCandidate, SearchBlock, query_keys,
 };
 use onshi_sync::audit_chain::{AuditLink, AuditReport, GENESIS, LinkedEntry, probe_samples};
 use onshi_sync::crdt::{Actor, JournalRecord, RecordFacts, RecordId};
@@ -336,6 +336,7 @@ fn people_found(f: &Fixture, block: &SearchBlock) -> (Vec<String>, usize, bool) 
 
 fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
     let block = SearchBlock {
+        blocks: Blocks::All,
         birth_dates: vec![d("1980-04-01"), d("1980-04-10"), d("1980-04-11")],
         sex: Sex::Male,
         keys: query_keys(Some("山田 太郎"), None).keys,
@@ -355,6 +356,33 @@ fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
         (
             expect(&["P0000101", "P0000101", "P0000103", "P0000104", "P0000106"]),
             4,
+            false
+        )
+    );
+    // The two stages of a search read the same people: the dated blocks (born that day, or on
+    // the misread date with the surname), then the far one (the whole name born long before;
+    // and again those of the dated ones who hold one of the keys).
+    let dated = SearchBlock {
+        blocks: Blocks::Dated,
+        ..block.clone()
+    };
+    assert_eq!(
+        people_found(f, &dated),
+        (
+            expect(&["P0000101", "P0000101", "P0000103", "P0000104"]),
+            3,
+            false
+        )
+    );
+    let far = SearchBlock {
+        blocks: Blocks::Far,
+        ..block.clone()
+    };
+    assert_eq!(
+        people_found(f, &far),
+        (
+            expect(&["P0000101", "P0000101", "P0000104", "P0000106"]),
+            3,
             false
         )
     );
@@ -462,6 +490,7 @@ fn embedded_search_index_is_built_at_the_first_open_of_a_store_without_one() {
         _server: None,
     };
     let block = SearchBlock {
+        blocks: Blocks::All,
         birth_dates: vec![d("1980-04-01")],
         sex: Sex::Male,
         keys: query_keys(Some("山田 太郎"), None).keys,
@@ -502,6 +531,7 @@ fn embedded_search_index_filed_by_older_key_rules_is_refiled_at_the_next_open() 
     // The given name in romaji on a misread date: only a key of today's rules finds it.
     let keys = query_keys(Some("Jiro"), None);
     let block = SearchBlock {
+        blocks: Blocks::All,
         birth_dates: vec![d("1980-05-01"), d("1980-04-10")],
         sex: Sex::Male,
         keys: keys.keys,
@@ -555,6 +585,7 @@ fn postgresql_migrate_fills_the_search_index_of_the_periods_it_finds() {
         _server: Some(server),
     };
     let block = SearchBlock {
+        blocks: Blocks::All,
         birth_dates: vec![d("1980-04-01")],
         sex: Sex::Male,
         keys: query_keys(Some("山田 太郎"), None).keys,

@@ -520,11 +520,18 @@ impl CentralStore for EmbeddedStore {
         let mut picked = Picked::new(block.cap);
         let store = self.store.as_ref();
         // 1. Born on the query's date.
-        self.search_scan(&search_day_prefix(store, "", birth), block, &mut |_, p| {
-            picked.take(&p)
-        })?;
+        if block.blocks.dated() {
+            self.search_scan(&search_day_prefix(store, "", birth), block, &mut |_, p| {
+                picked.take(&p)
+            })?;
+        }
         // 2. Born on a likely misreading, with one of the keys.
-        'slips: for &d in &block.birth_dates[1..] {
+        let slips = if block.blocks.dated() {
+            &block.birth_dates[1..]
+        } else {
+            &[]
+        };
+        'slips: for &d in slips {
             for key in block.keys.iter().chain(&block.split_keys) {
                 if picked.full() {
                     break 'slips;
@@ -538,7 +545,7 @@ impl CentralStore for EmbeddedStore {
         // nearest `near_per_key` are known.
         let n = block.near_per_key;
         for key in &block.keys {
-            if picked.full() || n == 0 {
+            if !block.blocks.far() || picked.full() || n == 0 {
                 break;
             }
             let mut near: Vec<(i64, String)> = Vec::new();

@@ -328,9 +328,10 @@ pub fn sex_compatible(asked: Sex, filed: Sex) -> bool {
 ///    `near_per_key` such entries born nearest `birth_dates[0]` (a common surname with a badly
 ///    wrong date is left to the other blocks; a rare full name is found whatever the date).
 ///
-/// At most `cap` people, taken from block 1, then 2, then 3.
+/// At most `cap` people, taken from block 1, then 2, then 3; `blocks` says which are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchBlock {
+    pub blocks: Blocks,
     pub birth_dates: Vec<NaiveDate>,
     pub sex: Sex,
     pub keys: Vec<String>,
@@ -339,6 +340,29 @@ pub struct SearchBlock {
     pub split_keys: Vec<String>,
     pub near_per_key: usize,
     pub cap: usize,
+}
+
+/// Which of a [`SearchBlock`]'s blocks a read takes: central search reads the dated ones first
+/// and the far ones only when those leave the answer open (`onshi_fallback::settled_without_far`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocks {
+    /// 1, 2 and 3.
+    All,
+    /// 1 and 2: born on the query's date or a likely misreading of it.
+    Dated,
+    /// 3 only: a name key, born nearest the query's date (people of blocks 1 and 2 among them
+    /// are read again; the caller drops them).
+    Far,
+}
+
+impl Blocks {
+    pub fn dated(self) -> bool {
+        matches!(self, Blocks::All | Blocks::Dated)
+    }
+
+    pub fn far(self) -> bool {
+        matches!(self, Blocks::All | Blocks::Far)
+    }
 }
 
 /// What [`CentralStore::search_candidates`] found: every period of each candidate person.

@@ -1238,10 +1238,12 @@ impl CentralStore for PgStore {
         self.bridge.run(async {
             let c = self.read().await?;
             let mut picked = Picked::new(block.cap);
-            let st = c.prepare_cached(SQL_SEARCH_DAY).await.map_err(db)?;
-            for r in c.query(&st, &[&birth, &sexes, &limit]).await.map_err(db)? {
-                if !picked.take(r.get(0)) {
-                    break;
+            if block.blocks.dated() {
+                let st = c.prepare_cached(SQL_SEARCH_DAY).await.map_err(db)?;
+                for r in c.query(&st, &[&birth, &sexes, &limit]).await.map_err(db)? {
+                    if !picked.take(r.get(0)) {
+                        break;
+                    }
                 }
             }
             let slip_keys: Vec<&str> = block
@@ -1250,7 +1252,11 @@ impl CentralStore for PgStore {
                 .chain(&block.split_keys)
                 .map(String::as_str)
                 .collect();
-            if !picked.full() && block.birth_dates.len() > 1 && !slip_keys.is_empty() {
+            if block.blocks.dated()
+                && !picked.full()
+                && block.birth_dates.len() > 1
+                && !slip_keys.is_empty()
+            {
                 let st = c.prepare_cached(SQL_SEARCH_SLIPS).await.map_err(db)?;
                 let dates = &block.birth_dates[1..];
                 for r in c
@@ -1263,7 +1269,11 @@ impl CentralStore for PgStore {
                     }
                 }
             }
-            if !picked.full() && block.near_per_key > 0 && !block.keys.is_empty() {
+            if block.blocks.far()
+                && !picked.full()
+                && block.near_per_key > 0
+                && !block.keys.is_empty()
+            {
                 let st = c.prepare_cached(SQL_SEARCH_NEAR).await.map_err(db)?;
                 let n = block.near_per_key.min(i64::MAX as usize) as i64;
                 let rows = c

@@ -98,6 +98,18 @@ struct Args {
     /// Search mode: print each query whose person is not in the top five (kind, body, truth).
     #[arg(long)]
     show_misses: bool,
+    /// Search mode: an existing PostgreSQL database (`postgres://USER@HOST:PORT/DB`, the password
+    /// in `--postgres-password-file`) instead of a throw-away server. It is migrated, and kept
+    /// afterwards, so later runs can search it again with `--skip-import`.
+    #[arg(long, requires = "postgres_password_file")]
+    postgres_url: Option<String>,
+    /// The password of `--postgres-url`'s role (the file's first line).
+    #[arg(long)]
+    postgres_password_file: Option<PathBuf>,
+    /// Search mode: the store already holds this `--people`/`--seed` registry (imported by an
+    /// earlier run on the same `--postgres-url`): no import.
+    #[arg(long, requires = "postgres_url")]
+    skip_import: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -800,9 +812,19 @@ fn run_search(
         }
     };
     let mut server = None;
-    let place = match kind {
-        "embedded" => Place::Embedded(dir.join("data")),
-        "postgres" => {
+    let place = match (kind, &args.postgres_url, &args.postgres_password_file) {
+        ("postgres", Some(url), Some(password_file)) => {
+            let place = Place::Postgres {
+                url: url.clone(),
+                password_file: password_file.clone(),
+            };
+            let mut migrate = vec!["migrate".to_string()];
+            migrate.extend(place.args());
+            reconciler(bins, &migrate)?;
+            place
+        }
+        ("embedded", _, _) => Place::Embedded(dir.join("data")),
+        ("postgres", _, _) => {
             let centre = PgCentre::start(work, &dir, bins)?;
             let place = Place::Postgres {
                 url: centre.url.clone(),
@@ -811,10 +833,15 @@ fn run_search(
             server = Some(centre);
             place
         }
-        other => bail!("--stores: unknown store {other}"),
+        (other, _, _) => bail!("--stores: unknown store {other}"),
     };
     println!("{kind}, central search:");
-    if args.stream_registry {
+    if args.skip_import {
+        println!(
+            "  no import: the store already holds the registry of {} people (seed {})",
+            args.people, args.seed
+        );
+    } else if args.stream_registry {
         // Generation and import run together (the generator is the faster of the two).
         let t = Instant::now();
         let summary = import_streamed(bins, &place, &params)?;
