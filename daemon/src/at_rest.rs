@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use onshi_sync::sealed::{OpenReport, ResealProgress, Vault, VaultOpenError};
 use onshi_sync::store::{Store, StoreError};
-use onshi_sync::vault::{Kek, KeySource};
-use serde::{Deserialize, Serialize};
+use onshi_sync::vault::KeySource;
 
 /// The edge's store directory inside its data directory.
 pub fn store_dir(data: &Path) -> PathBuf {
@@ -35,36 +34,7 @@ pub struct AtRest {
     resealing: AtomicBool,
 }
 
-/// Where the data key comes from, as the status shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyKind {
-    File,
-    Credential,
-    Beside,
-}
-
-/// A data key rotation under way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rotation {
-    pub to_key: u32,
-    pub done: u64,
-    pub total: u64,
-}
-
-/// `at_rest` in `GET /v1/status` and `key status`: nothing secret (a key's fingerprint, never it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AtRestStatus {
-    pub encrypted: bool,
-    pub key: KeyKind,
-    pub key_path: String,
-    /// SHA-256-based fingerprint of the key-encryption key.
-    pub kek: String,
-    /// The data key new values are sealed with.
-    pub data_key: u32,
-    pub rotation: Option<Rotation>,
-    pub warning: Option<String>,
-}
+pub use onshi_sync::sealed::{AtRestStatus, KeyKind, RotatedKek, Rotation};
 
 /// Why the store would not open: the process exits with it.
 pub fn open_error(e: VaultOpenError, dir: &Path) -> anyhow::Error {
@@ -136,24 +106,7 @@ impl AtRest {
     }
 
     pub fn status(&self) -> AtRestStatus {
-        let state = self.vault.key_state();
-        AtRestStatus {
-            encrypted: true,
-            key: match self.vault.source() {
-                KeySource::File(_) => KeyKind::File,
-                KeySource::Credential(_) => KeyKind::Credential,
-                KeySource::Beside(_) => KeyKind::Beside,
-            },
-            key_path: self.vault.source().path().display().to_string(),
-            kek: self.vault.kek_fingerprint(),
-            data_key: state.current,
-            rotation: (!state.retiring.is_empty()).then(|| Rotation {
-                to_key: state.current,
-                done: self.progress.done.load(Ordering::Relaxed),
-                total: self.progress.total.load(Ordering::Relaxed),
-            }),
-            warning: self.vault.source().warning(),
-        }
+        self.vault.status(Some(&self.progress))
     }
 
     /// Re-seals in the background what a retiring data key sealed (after `key rotate --data`, or
@@ -202,39 +155,6 @@ impl AtRest {
 
     /// `key rotate`: a new key-encryption key, written to `new_key` or where the current one is.
     pub fn rotate_kek(&self, new_key: Option<&Path>) -> anyhow::Result<RotatedKek> {
-        rotate_kek(&self.vault, new_key)
+        Ok(self.vault.rotate_kek_to(new_key)?)
     }
-}
-
-/// What `key rotate` did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RotatedKek {
-    pub old: String,
-    pub new: String,
-    pub written_to: String,
-}
-
-/// `key rotate` on a vault: the keyring re-wrapped under a new KEK, written to `new_key` (required
-/// when the key is a systemd credential: its encrypted file is made with `systemd-creds encrypt`)
-/// or in place of the current key file.
-pub fn rotate_kek(vault: &Vault, new_key: Option<&Path>) -> anyhow::Result<RotatedKek> {
-    let target = match (new_key, vault.source()) {
-        (Some(p), _) => p.to_path_buf(),
-        (None, KeySource::Credential(_)) => anyhow::bail!(
-            "the key is the systemd credential {}: give --new-key FILE, then encrypt it with \
-             systemd-creds (packaging/README.md)",
-            onshi_sync::vault::CREDENTIAL
-        ),
-        (None, s) => s.path().to_path_buf(),
-    };
-    let old = vault.kek_fingerprint();
-    let new = Kek::generate()?;
-    vault
-        .rotate_kek(new, |k| k.write(&target))
-        .with_context(|| format!("writing the new key to {}", target.display()))?;
-    Ok(RotatedKek {
-        old,
-        new: vault.kek_fingerprint(),
-        written_to: target.display().to_string(),
-    })
 }

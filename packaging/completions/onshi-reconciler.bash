@@ -37,6 +37,9 @@ _onshi__reconciler() {
             onshi__reconciler,import)
                 cmd="onshi__reconciler__subcmd__import"
                 ;;
+            onshi__reconciler,key)
+                cmd="onshi__reconciler__subcmd__key"
+                ;;
             onshi__reconciler,manpage)
                 cmd="onshi__reconciler__subcmd__manpage"
                 ;;
@@ -109,6 +112,9 @@ _onshi__reconciler() {
             onshi__reconciler__subcmd__help,import)
                 cmd="onshi__reconciler__subcmd__help__subcmd__import"
                 ;;
+            onshi__reconciler__subcmd__help,key)
+                cmd="onshi__reconciler__subcmd__help__subcmd__key"
+                ;;
             onshi__reconciler__subcmd__help,manpage)
                 cmd="onshi__reconciler__subcmd__help__subcmd__manpage"
                 ;;
@@ -136,6 +142,12 @@ _onshi__reconciler() {
             onshi__reconciler__subcmd__help__subcmd__facility,revoke)
                 cmd="onshi__reconciler__subcmd__help__subcmd__facility__subcmd__revoke"
                 ;;
+            onshi__reconciler__subcmd__help__subcmd__key,rotate)
+                cmd="onshi__reconciler__subcmd__help__subcmd__key__subcmd__rotate"
+                ;;
+            onshi__reconciler__subcmd__help__subcmd__key,status)
+                cmd="onshi__reconciler__subcmd__help__subcmd__key__subcmd__status"
+                ;;
             onshi__reconciler__subcmd__help__subcmd__outage,end)
                 cmd="onshi__reconciler__subcmd__help__subcmd__outage__subcmd__end"
                 ;;
@@ -147,6 +159,24 @@ _onshi__reconciler() {
                 ;;
             onshi__reconciler__subcmd__help__subcmd__pki,init)
                 cmd="onshi__reconciler__subcmd__help__subcmd__pki__subcmd__init"
+                ;;
+            onshi__reconciler__subcmd__key,help)
+                cmd="onshi__reconciler__subcmd__key__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__key,rotate)
+                cmd="onshi__reconciler__subcmd__key__subcmd__rotate"
+                ;;
+            onshi__reconciler__subcmd__key,status)
+                cmd="onshi__reconciler__subcmd__key__subcmd__status"
+                ;;
+            onshi__reconciler__subcmd__key__subcmd__help,help)
+                cmd="onshi__reconciler__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            onshi__reconciler__subcmd__key__subcmd__help,rotate)
+                cmd="onshi__reconciler__subcmd__key__subcmd__help__subcmd__rotate"
+                ;;
+            onshi__reconciler__subcmd__key__subcmd__help,status)
+                cmd="onshi__reconciler__subcmd__key__subcmd__help__subcmd__status"
                 ;;
             onshi__reconciler__subcmd__outage,end)
                 cmd="onshi__reconciler__subcmd__outage__subcmd__end"
@@ -191,7 +221,7 @@ _onshi__reconciler() {
 
     case "${cmd}" in
         onshi__reconciler)
-            opts="-h -V --help --version pki serve import outage facility audit migrate check-config completions manpage gen-registry help"
+            opts="-h -V --help --version pki serve import outage facility audit key migrate check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -595,7 +625,7 @@ _onshi__reconciler() {
             return 0
             ;;
         onshi__subcmd__reconciler__subcmd__help)
-            opts="pki serve import outage facility audit migrate check-config completions manpage gen-registry help"
+            opts="pki serve import outage facility audit key migrate check-config completions manpage gen-registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -762,6 +792,48 @@ _onshi__reconciler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__key)
+            opts="status rotate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__key__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__help__subcmd__key__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         onshi__subcmd__reconciler__subcmd__help__subcmd__manpage)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -908,6 +980,124 @@ _onshi__reconciler() {
                     return 0
                     ;;
                 --store-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key)
+            opts="-h --help status rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key__subcmd__help)
+            opts="status rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key__subcmd__help__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key__subcmd__rotate)
+            opts="-h --data-dir --data-key --data --new-key --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        onshi__subcmd__reconciler__subcmd__key__subcmd__status)
+            opts="-h --data-dir --data-key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

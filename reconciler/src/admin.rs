@@ -1,5 +1,5 @@
 //! The operators' commands on the centre's data (`import`, `outage …`, `facility …`,
-//! `audit verify`), carried out
+//! `audit verify`, `key …`), carried out
 //! in one place ([`execute`]) whichever way they reach the store:
 //! - PostgreSQL: the command connects and runs them itself; every `serve` sees the result (the
 //!   registry's change feed, the grants read at each search, the facilities' version);
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use onshi_model::{FacilityCode, Qualification};
+use onshi_sync::sealed::{AtRestStatus, ResealProgress, RotatedKek, Vault, VaultOpenError};
 use onshi_sync::vault::KeySource;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,13 @@ pub enum AdminRequest {
     Facilities,
     /// A facility's access-log chain as the centre holds it, checked.
     AuditVerify { facility: FacilityCode },
+    /// The embedded store's keys.
+    KeyStatus,
+    /// A new key-encryption key, written to `new_key` or in place of the current key file.
+    KeyRotate { new_key: Option<PathBuf> },
+    /// A new data key, every value re-sealed with it before the answer (an interrupted rotation
+    /// is continued, not started again).
+    KeyRotateData,
 }
 
 /// The answer to an [`AdminRequest`].
@@ -82,6 +90,16 @@ pub enum AdminResponse {
     },
     AuditVerified {
         report: crate::audit::ChainReport,
+    },
+    KeyStatus {
+        status: AtRestStatus,
+    },
+    KeyRotated {
+        rotated: RotatedKek,
+    },
+    KeyResealed {
+        data_key: u32,
+        resealed: u64,
     },
     Error {
         message: String,
@@ -141,7 +159,34 @@ pub fn execute(
         AdminRequest::AuditVerify { facility } => AdminResponse::AuditVerified {
             report: verify_chain(store, &facility)?,
         },
+        AdminRequest::KeyStatus => AdminResponse::KeyStatus {
+            status: vault_of(store)?.status(None),
+        },
+        AdminRequest::KeyRotate { new_key } => {
+            let rotated = vault_of(store)?
+                .rotate_kek_to(new_key.as_deref())
+                .map_err(VaultOpenError::from)?;
+            tracing::warn!(old = %rotated.old, new = %rotated.new, "key-encryption key rotated");
+            AdminResponse::KeyRotated { rotated }
+        }
+        AdminRequest::KeyRotateData => {
+            let vault = vault_of(store)?;
+            let state = vault.key_state();
+            let data_key = if state.retiring.is_empty() {
+                vault.start_data_rotation().map_err(VaultOpenError::from)?
+            } else {
+                state.current
+            };
+            tracing::warn!(data_key, "data key rotation: re-sealing every stored value");
+            let resealed = vault.reseal(&ResealProgress::default())?;
+            tracing::warn!(data_key, resealed, "data key rotation finished");
+            AdminResponse::KeyResealed { data_key, resealed }
+        }
     })
+}
+
+fn vault_of(store: &dyn CentralStore) -> Result<&Vault, CentralError> {
+    store.sealed_vault().ok_or(CentralError::NoDataKey)
 }
 
 /// Links read at a time by [`verify_chain`].

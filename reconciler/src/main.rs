@@ -89,6 +89,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The embedded store's keys: status, and rotation of the key-encryption key or of the data
+    /// key. Works while serve runs (through its admin socket). PostgreSQL keeps no key of onshi's.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Create or upgrade the PostgreSQL schema (idempotent: applies only the migrations the
     /// database lacks, and prints them). `serve` and `import` refuse a database without it.
     Migrate {
@@ -173,6 +179,51 @@ enum AuditCommand {
         #[command(flatten)]
         centre: CentreArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Which key protects the data, and the data key in use.
+    Status {
+        #[command(flatten)]
+        at: KeyAt,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new key-encryption key: the data keys are re-wrapped under it (instant; no record is
+    /// touched). It replaces the current key file, or is written to --new-key.
+    Rotate {
+        #[command(flatten)]
+        at: KeyAt,
+        /// A new DATA key instead: every stored value is re-sealed with it before the command
+        /// returns; one interrupted (a SIGKILL, a power cut) is finished by the next open.
+        #[arg(long = "data")]
+        data_key_too: bool,
+        /// Write the new key-encryption key to this file instead of replacing the current one
+        /// (needed when the key is the systemd credential: encrypt it with systemd-creds).
+        #[arg(long, value_name = "FILE", conflicts_with = "data_key_too")]
+        new_key: Option<PathBuf>,
+    },
+}
+
+/// The embedded store for `key …` (`--data` there means the data key, as for onshi-edge).
+#[derive(Debug, clap::Args)]
+struct KeyAt {
+    /// The reconciler's data directory (the embedded store).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The data directory's key file (else the systemd credential onshi-data-key, or DATA.key
+    /// beside the data directory).
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
+}
+
+impl KeyAt {
+    fn target(self) -> anyhow::Result<AdminTarget> {
+        let target = store_target(Some(self.data_dir), self.data_key, None, None)?;
+        AdminTarget::open(&target).with_context(|| format!("opening {target}"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -647,6 +698,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { facility, centre },
         } => audit_verify(&facility, centre),
+        Command::Key { command } => key_command(command),
         Command::Migrate { config, store } => {
             let target = store_of_config(config.as_deref(), store)?;
             let migrated =
@@ -1071,6 +1123,63 @@ fn facility(command: FacilityCommand) -> anyhow::Result<ExitCode> {
             }
             other => anyhow::bail!("unexpected answer: {other:?}"),
         },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `key status|rotate [--data]` on the embedded store (through the running serve's socket when
+/// one holds it).
+fn key_command(command: KeyCommand) -> anyhow::Result<ExitCode> {
+    let unexpected = |a: AdminResponse| anyhow::anyhow!("unexpected answer: {a:?}");
+    match command {
+        KeyCommand::Status { at, json } => {
+            let s = match at.target()?.run(AdminRequest::KeyStatus)? {
+                AdminResponse::KeyStatus { status } => status,
+                other => return Err(unexpected(other)),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "data at rest: encrypted (AES-256-GCM), data key {}, key-encryption key {} from {} ({:?})",
+                    s.data_key, s.kek, s.key_path, s.key
+                );
+                if let Some(r) = &s.rotation {
+                    println!("data key rotation to key {} unfinished", r.to_key);
+                }
+                if let Some(w) = &s.warning {
+                    println!("warning: {w}");
+                }
+            }
+        }
+        KeyCommand::Rotate {
+            at,
+            data_key_too: false,
+            new_key,
+        } => {
+            // A running serve writes the key file: give it a path it can resolve.
+            let new_key = new_key.map(std::path::absolute).transpose()?;
+            match at.target()?.run(AdminRequest::KeyRotate { new_key })? {
+                AdminResponse::KeyRotated { rotated } => println!(
+                    "key-encryption key rotated: {} -> {}; the new key is in {} (the old one no longer opens the data)",
+                    rotated.old, rotated.new, rotated.written_to
+                ),
+                other => return Err(unexpected(other)),
+            }
+        }
+        KeyCommand::Rotate {
+            at,
+            data_key_too: true,
+            ..
+        } => {
+            println!("a new data key: re-sealing every stored value (this takes a while)");
+            match at.target()?.run(AdminRequest::KeyRotateData)? {
+                AdminResponse::KeyResealed { data_key, resealed } => println!(
+                    "data key rotation finished: {resealed} values re-sealed with data key {data_key}"
+                ),
+                other => return Err(unexpected(other)),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -317,3 +317,129 @@ fn a_store_held_by_another_opener_is_busy_before_any_key_is_asked_for() {
     ));
     assert!(!dir.path().join("no-such-key").exists());
 }
+
+/// `onshi-reconciler key …` as an operator runs it.
+fn key_cli(args: &[&str], data: &Path, crash_at: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_onshi-reconciler"));
+    cmd.arg("key").args(args).arg("--data-dir").arg(data);
+    cmd.env_remove("ONSHI_CRASH_AT")
+        .env_remove("CREDENTIALS_DIRECTORY");
+    if let Some(at) = crash_at {
+        cmd.env("ONSHI_CRASH_AT", at);
+    }
+    cmd.output().unwrap()
+}
+
+fn key_status(data: &Path, key: &Path) -> serde_json::Value {
+    let out = key_cli(
+        &["status", "--json", "--data-key", key.to_str().unwrap()],
+        data,
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn keys_rotate_through_a_running_serve_and_offline_and_a_killed_data_rotation_is_finished() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("data-key");
+    let periods = periods(300, 6);
+    let (checks, blocks) = (checks(&periods[..30]), blocks(&periods, 15));
+
+    // While serve runs (this process holds the store): through its admin socket, no key given.
+    let expected = {
+        let store =
+            Arc::new(EmbeddedStore::open_with_key(&data, KeySource::File(key.clone())).unwrap());
+        store.import(&periods).unwrap();
+        let expected = answers(store.as_ref(), &checks, &blocks);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let socket = {
+            let _in = rt.enter();
+            onshi_reconciler::admin::serve_socket(&data, store.clone(), async move {
+                let _ = stopped.await;
+            })
+            .unwrap()
+        };
+        let kek_before = store.vault().kek_fingerprint();
+        let out = key_cli(&["rotate"], &data, None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("key-encryption key rotated"), "{stdout}");
+        let kek_after = store.vault().kek_fingerprint();
+        assert_ne!(kek_before, kek_after);
+        assert!(
+            stdout.contains(&kek_after) && stdout.contains(key.to_str().unwrap()),
+            "{stdout}"
+        );
+        let out = key_cli(&["rotate", "--data"], &data, None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("data key rotation finished"), "{stdout}");
+        let state = store.vault().key_state();
+        assert_eq!((state.current, state.retiring.len()), (2, 0), "{state:?}");
+        assert_eq!(answers(store.as_ref(), &checks, &blocks), expected);
+        let out = key_cli(&["status", "--json"], &data, None);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["data_key"], 2);
+        assert_eq!(status["kek"], kek_after.as_str());
+        let _ = stop.send(());
+        rt.block_on(socket).unwrap();
+        expected
+    };
+
+    // Stopped: the command opens the store itself, with the key.
+    let old_key = dir.path().join("old-key");
+    std::fs::copy(&key, &old_key).unwrap();
+    let before = key_status(&data, &key);
+    let out = key_cli(
+        &["rotate", "--data-key", key.to_str().unwrap()],
+        &data,
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = key_status(&data, &key);
+    assert_ne!(before["kek"], after["kek"]);
+    let e = check_key(&data, &KeySource::File(old_key)).unwrap_err();
+    assert!(e.to_string().contains("does not open"), "{e}");
+
+    // A data key rotation killed mid-way: the next open (here `key status`) finishes it.
+    let out = key_cli(
+        &["rotate", "--data", "--data-key", key.to_str().unwrap()],
+        &data,
+        Some("reseal:40"),
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = key_status(&data, &key);
+    assert_eq!(status["data_key"], 3, "{status}");
+    assert!(status["rotation"].is_null(), "{status}");
+    let store = EmbeddedStore::open_with_key(&data, KeySource::File(key.clone())).unwrap();
+    assert!(store.vault().key_state().retiring.is_empty());
+    assert_eq!(answers(&store, &checks, &blocks), expected);
+    drop(store);
+    assert_nothing_personal(&data, &periods);
+}

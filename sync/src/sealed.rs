@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use serde::{Deserialize, Serialize};
+
 use crate::registry::Registry;
 use crate::store::{Entries, SledStore, Store, StoreError, StoreHealth, Tree};
 use crate::vault::{DataKeys, Kek, KeySource, KeyState, KeyringFile, VaultError, fsync_dir};
@@ -294,6 +296,46 @@ pub struct ResealProgress {
     pub total: AtomicU64,
 }
 
+/// Where the key-encryption key comes from, as a status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    File,
+    Credential,
+    Beside,
+}
+
+/// A data key rotation under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub to_key: u32,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A store's keys as `key status` (and the edge's `GET /v1/status`, `at_rest`) shows them:
+/// nothing secret (a key's fingerprint, never it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtRestStatus {
+    pub encrypted: bool,
+    pub key: KeyKind,
+    pub key_path: String,
+    /// SHA-256-based fingerprint of the key-encryption key.
+    pub kek: String,
+    /// The data key new values are sealed with.
+    pub data_key: u32,
+    pub rotation: Option<Rotation>,
+    pub warning: Option<String>,
+}
+
+/// What `key rotate` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedKek {
+    pub old: String,
+    pub new: String,
+    pub written_to: String,
+}
+
 impl Vault {
     /// Opens (creating or converting) the store in `store_dir` with the key from `source`.
     /// Trees named in `rebuilt` are not copied by a conversion: their owner rebuilds them (an
@@ -426,6 +468,46 @@ impl Vault {
         keys.wrap(&[&new])?.write(&self.paths.keyring)?;
         *kek = new;
         Ok(())
+    }
+
+    /// `key rotate`: a new key-encryption key ([`Vault::rotate_kek`]), written to `new_key` —
+    /// required when the key is a systemd credential (its encrypted file is made with
+    /// `systemd-creds encrypt`) — or in place of the current key file.
+    pub fn rotate_kek_to(&self, new_key: Option<&Path>) -> Result<RotatedKek, VaultError> {
+        let target = match (new_key, &self.source) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, KeySource::Credential(_)) => return Err(VaultError::CredentialNeedsNewKey),
+            (None, s) => s.path().to_path_buf(),
+        };
+        let old = self.kek_fingerprint();
+        self.rotate_kek(Kek::generate()?, |k| k.write(&target))?;
+        Ok(RotatedKek {
+            old,
+            new: self.kek_fingerprint(),
+            written_to: target.display().to_string(),
+        })
+    }
+
+    /// The keys' status; `progress`: the re-seal under way, if this process runs one.
+    pub fn status(&self, progress: Option<&ResealProgress>) -> AtRestStatus {
+        let state = self.key_state();
+        AtRestStatus {
+            encrypted: true,
+            key: match &self.source {
+                KeySource::File(_) => KeyKind::File,
+                KeySource::Credential(_) => KeyKind::Credential,
+                KeySource::Beside(_) => KeyKind::Beside,
+            },
+            key_path: self.source.path().display().to_string(),
+            kek: self.kek_fingerprint(),
+            data_key: state.current,
+            rotation: (!state.retiring.is_empty()).then(|| Rotation {
+                to_key: state.current,
+                done: progress.map_or(0, |p| p.done.load(Ordering::Relaxed)),
+                total: progress.map_or(0, |p| p.total.load(Ordering::Relaxed)),
+            }),
+            warning: self.source.warning(),
+        }
     }
 
     /// `key rotate --data`, its first step: a new data key seals from now on, recorded in the

@@ -79,6 +79,11 @@ pub enum VaultError {
     Open { key_id: u32, reason: &'static str },
     #[error("the system random number generator failed")]
     Random,
+    #[error(
+        "the key is the systemd credential {CREDENTIAL}: give --new-key FILE, then encrypt it with \
+         systemd-creds (packaging/README.md)"
+    )]
+    CredentialNeedsNewKey,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {

@@ -362,30 +362,26 @@ fn central_search_blocks_by_birth_date_sex_and_name_keys(f: &Fixture) {
     // The two stages of a search read the same people: the dated blocks (born that day, or on
     // the misread date with the surname), then the far one (the whole name born long before;
     // and again those of the dated ones who hold one of the keys).
-    let dated = SearchBlock {
-        blocks: Blocks::Dated,
-        ..block.clone()
-    };
-    assert_eq!(
-        people_found(f, &dated),
+    for (blocks, ids) in [
         (
-            expect(&["P0000101", "P0000101", "P0000103", "P0000104"]),
-            3,
-            false
-        )
-    );
-    let far = SearchBlock {
-        blocks: Blocks::Far,
-        ..block.clone()
-    };
-    assert_eq!(
-        people_found(f, &far),
+            Blocks::Dated,
+            ["P0000101", "P0000101", "P0000103", "P0000104"],
+        ),
         (
-            expect(&["P0000101", "P0000101", "P0000104", "P0000106"]),
-            3,
-            false
-        )
-    );
+            Blocks::Far,
+            ["P0000101", "P0000101", "P0000104", "P0000106"],
+        ),
+    ] {
+        let stage = SearchBlock {
+            blocks,
+            ..block.clone()
+        };
+        assert_eq!(
+            people_found(f, &stage),
+            (expect(&ids), 3, false),
+            "{blocks:?}"
+        );
+    }
     // The twin (another process on the same database) sees the same at once.
     for s in f.sharers() {
         assert_eq!(s.search_candidates(&block).unwrap().people, 4);

@@ -42,7 +42,7 @@ use onshi_sync::audit_chain::{AuditLink, AuditReport};
 use onshi_sync::crdt::{Journal, JournalRecord, RecordId};
 use onshi_sync::journal_store::{JournalTree, facility_tree_name};
 use onshi_sync::registry::{Applied, Registry};
-use onshi_sync::sealed::{Vault, VaultOpenError};
+use onshi_sync::sealed::{ResealProgress, Vault, VaultOpenError};
 use onshi_sync::store::{Store, StoreError, Tree};
 use onshi_sync::vault::KeySource;
 
@@ -237,6 +237,18 @@ impl EmbeddedStore {
         s.revision_seq
             .store(last_seq(s.revisions.as_ref(), 10)?, Ordering::SeqCst);
         s.build_search_index()?;
+        if report.resealing {
+            // A `key rotate --data` was interrupted: finish it before anything is served.
+            tracing::warn!(
+                data_key = s.vault.key_state().current,
+                "an interrupted data key rotation is finished first"
+            );
+            let n = s.vault.reseal(&ResealProgress::default())?;
+            tracing::info!(
+                resealed = n,
+                "data key rotation finished: the previous data key is forgotten"
+            );
+        }
         Ok(s)
     }
 
@@ -511,6 +523,10 @@ impl CentralStore for EmbeddedStore {
 
     fn registry_cursor(&self) -> Result<u64, CentralError> {
         Ok(self.change_seq.load(Ordering::SeqCst))
+    }
+
+    fn sealed_vault(&self) -> Option<&Vault> {
+        Some(&self.vault)
     }
 
     fn search_candidates(&self, block: &SearchBlock) -> Result<SearchCandidates, CentralError> {

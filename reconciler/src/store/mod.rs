@@ -61,6 +61,12 @@ pub enum CentralError {
     /// from an earlier version that could not be converted.
     #[error("{0}")]
     Vault(#[from] onshi_sync::sealed::VaultOpenError),
+    /// A key command on a store without onshi's data keys (PostgreSQL).
+    #[error(
+        "this store has no data key of onshi's: PostgreSQL's data at rest is protected by the \
+         server (disk encryption under the cluster, roles, TLS: packaging/README.md)"
+    )]
+    NoDataKey,
     /// An edge's access-log report is malformed (nothing of it was taken).
     #[error("access log report: {0}")]
     BadReport(#[from] onshi_sync::audit_chain::ReportError),
@@ -458,6 +464,11 @@ pub trait CentralStore: Send + Sync + fmt::Debug {
     ) -> Result<Vec<RegistryChange>, CentralError>;
     /// The feed's last `seq` (0 when empty): the revisit follower of an instance starts here.
     fn registry_cursor(&self) -> Result<u64, CentralError>;
+    /// The embedded store's vault (its data keys, for `key status|rotate`); `None`: the store
+    /// keeps no keys of onshi's (PostgreSQL's data at rest is the server's).
+    fn sealed_vault(&self) -> Option<&onshi_sync::sealed::Vault> {
+        None
+    }
     /// Central search's candidates ([`SearchBlock`]), read through the store's search index,
     /// which `import` writes in the same transaction (PostgreSQL) or before the same fsync
     /// (embedded) as the periods: a line imported is found at once, by every instance. Bounded:
