@@ -139,6 +139,10 @@ struct StoreArgs {
     /// File holding the database password (default: the systemd credential onshi-db-password).
     #[arg(long)]
     store_password_file: Option<PathBuf>,
+    /// PEM file of the CA(s) the database server's certificate must chain to: the connection is
+    /// then TLS, the certificate checked with the URL's host name (default: no TLS).
+    #[arg(long, value_name = "FILE")]
+    store_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,7 +225,7 @@ struct KeyAt {
 
 impl KeyAt {
     fn target(self) -> anyhow::Result<AdminTarget> {
-        let target = store_target(Some(self.data_dir), self.data_key, None, None)?;
+        let target = store_target(Some(self.data_dir), self.data_key, None, None, None)?;
         AdminTarget::open(&target).with_context(|| format!("opening {target}"))
     }
 }
@@ -283,6 +287,7 @@ impl CentreArgs {
             self.data_key,
             url,
             self.store.store_password_file,
+            self.store.store_ca,
         )?;
         AdminTarget::open(&target).with_context(|| format!("opening {target}"))
     }
@@ -353,6 +358,10 @@ struct ServeSettings {
     /// File holding the database password (default: the systemd credential onshi-db-password).
     #[arg(long)]
     store_password_file: Option<PathBuf>,
+    /// PEM file of the CA(s) the database server's certificate must chain to: the connection is
+    /// then TLS, the certificate checked with the URL's host name (default: no TLS).
+    #[arg(long, value_name = "FILE")]
+    store_ca: Option<PathBuf>,
     /// PKI directory as `pki init` lays it out; at start, its facility-*.pem files the store does
     /// not know yet are recorded as accepted (then `facility add|revoke` decide).
     #[arg(long)]
@@ -439,6 +448,7 @@ fn serve_settings(
         settings.data_key.or(file.data_key),
         url,
         settings.store_password_file.or(file.store_password_file),
+        settings.store_ca.or(file.store_ca),
     )?;
     let pki = settings
         .pki
@@ -534,7 +544,13 @@ fn store_target(
     data_key: Option<PathBuf>,
     url: Option<(String, UrlFrom<'_>)>,
     password_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
 ) -> anyhow::Result<StoreTarget> {
+    if ca.is_some() && url.is_none() {
+        anyhow::bail!(
+            "--store-ca: only with --store (the CA of the PostgreSQL server's certificate)"
+        );
+    }
     if data_key.is_some() && url.is_some() {
         anyhow::bail!(
             "--data-key: only with --data (the embedded store's key); PostgreSQL's data at rest is \
@@ -598,7 +614,13 @@ fn store_target(
             None => None,
         },
     };
-    Ok(StoreTarget::Postgres { url, password })
+    if let Some(ca) = &ca {
+        pg::PgConnect::new(
+            pg::config_from_url(&url, None).map_err(|e| anyhow::anyhow!("--store: {e}"))?,
+            Some(ca),
+        )?;
+    }
+    Ok(StoreTarget::Postgres { url, password, ca })
 }
 
 fn read_password(path: &std::path::Path, setting: &str) -> anyhow::Result<String> {
@@ -636,14 +658,18 @@ fn store_of_config(
         None,
         Some(url),
         args.store_password_file.or(file.store_password_file),
+        args.store_ca.or(file.store_ca),
     )
 }
 
 /// The PostgreSQL connection settings of a target.
-fn pg_config(target: &StoreTarget) -> anyhow::Result<tokio_postgres::Config> {
+fn pg_config(target: &StoreTarget) -> anyhow::Result<pg::PgConnect> {
     match target {
-        StoreTarget::Postgres { url, password } => pg::config_from_url(url, password.as_deref())
-            .map_err(|e| anyhow::anyhow!("--store: {e}")),
+        StoreTarget::Postgres { url, password, ca } => {
+            let config = pg::config_from_url(url, password.as_deref())
+                .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+            Ok(pg::PgConnect::new(config, ca.as_deref())?)
+        }
         StoreTarget::Embedded { .. } => {
             anyhow::bail!(
                 "--store: a postgres:// URL is required (the embedded store needs no migration)"
@@ -702,7 +728,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { config, store } => {
             let target = store_of_config(config.as_deref(), store)?;
             let migrated =
-                pg::migrate(&pg_config(&target)?).with_context(|| format!("migrating {target}"))?;
+                pg::migrate(pg_config(&target)?).with_context(|| format!("migrating {target}"))?;
             for m in &migrated.applied {
                 println!("applied {:04}_{}", m.version, m.name);
             }
@@ -760,7 +786,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!("data {} ({state})", dir.display())
                 }
                 target @ StoreTarget::Postgres { .. } => {
-                    let db = pg::PgStore::connect(&pg_config(target)?)
+                    let db = pg::PgStore::connect(pg_config(target)?)
                         .with_context(|| format!("store {target}"))?;
                     format!(
                         "store postgresql {} (schema version {})",

@@ -226,6 +226,7 @@ impl PgCentre {
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
             ),
+            ca: None,
         })
     }
 }

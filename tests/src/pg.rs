@@ -166,6 +166,59 @@ impl PgServer {
         }
     }
 
+    /// TLS on the private server with `cert` and `key` (PEM files), and the unprivileged role
+    /// refused on a connection without it (`hostnossl … reject`, ahead of every other line of
+    /// `pg_hba.conf`); in effect on return (the configuration reloaded and checked).
+    pub fn require_tls(&mut self, cert: &Path, key: &Path) {
+        let superuser_url = self.superuser_url.clone();
+        let c = self.private_mut("require TLS on");
+        let (crt, pem_key) = (c.root.join("server.crt"), c.root.join("server.key"));
+        std::fs::copy(cert, &crt).expect("copying the server certificate");
+        std::fs::copy(key, &pem_key).expect("copying the server key");
+        std::fs::set_permissions(&pem_key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the server key");
+        if let Some(acct) = c.run_as {
+            for f in [&crt, &pem_key] {
+                std::os::unix::fs::chown(f, Some(acct.uid), Some(acct.gid))
+                    .expect("giving the certificate to the postgres user");
+            }
+        }
+        let hba = c.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "# onshi test server: {ROLE} over TLS only\nhostnossl all {ROLE} all reject\n{old}"
+            ),
+        )
+        .expect("writing pg_hba.conf");
+        if let Err(e) = sql(
+            &superuser_url,
+            &[
+                "ALTER SYSTEM SET ssl = on".into(),
+                format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
+                format!("ALTER SYSTEM SET ssl_key_file = '{}'", pem_key.display()),
+                "SELECT pg_reload_conf()".into(),
+            ],
+        ) {
+            panic!(
+                "turning TLS on failed: {e}\nserver log:\n{}",
+                tail(&c.log, 30)
+            );
+        }
+        // The postmaster rereads both files when it handles the reload's signal: a new session
+        // then says `ssl` is on.
+        let reloaded = wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+            setting(&superuser_url, "ssl").ok().filter(|v| v == "on")
+        });
+        if reloaded.is_none() {
+            panic!(
+                "the server did not turn TLS on\nserver log:\n{}",
+                tail(&c.log, 30)
+            );
+        }
+    }
+
     /// The last `lines` lines of the server log (empty on an external server).
     pub fn log_tail(&self, lines: usize) -> String {
         let Some(c) = self.cluster() else {
@@ -551,6 +604,33 @@ fn postgres_account() -> Account {
 
 /// Runs each statement on its own (CREATE DATABASE cannot share a transaction) with a short-lived
 /// connection, on a thread of its own so that it works from inside a test's tokio runtime too.
+/// A setting as a new session on `url` sees it (`SHOW name`).
+fn setting(url: &str, name: &str) -> Result<String, String> {
+    let (url, show) = (url.to_string(), format!("SHOW {name}"));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("connecting: {}", db_error(&e)))?;
+            let driver = tokio::spawn(connection);
+            let v: String = client
+                .query_one(&show, &[])
+                .await
+                .map_err(|e| db_error(&e))?
+                .get(0);
+            drop(client);
+            let _ = driver.await;
+            Ok(v)
+        })
+    })
+    .join()
+    .map_err(|_| "the SQL thread panicked".to_string())?
+}
+
 fn sql(url: &str, statements: &[String]) -> Result<(), String> {
     let url = url.to_string();
     let statements = statements.to_vec();

@@ -85,6 +85,9 @@ pub enum StoreTarget {
     Postgres {
         url: String,
         password: Option<String>,
+        /// `--store-ca FILE`: the connection is TLS, the server's certificate checked against
+        /// these CAs and the URL's host name.
+        ca: Option<PathBuf>,
     },
 }
 
@@ -97,10 +100,11 @@ impl fmt::Debug for StoreTarget {
                 .field("dir", dir)
                 .field("data_key", data_key)
                 .finish(),
-            StoreTarget::Postgres { url, password } => f
+            StoreTarget::Postgres { url, password, ca } => f
                 .debug_struct("Postgres")
                 .field("url", &redacted(url))
                 .field("password", &password.as_ref().map(|_| "…"))
+                .field("ca", ca)
                 .finish(),
         }
     }
@@ -139,10 +143,13 @@ pub fn open(target: &StoreTarget) -> Result<Arc<dyn CentralStore>, CentralError>
                 KeySource::choose(data_key.as_deref(), dir),
             )?))
         }
-        StoreTarget::Postgres { url, password } => {
+        StoreTarget::Postgres { url, password, ca } => {
             let config = pg::config_from_url(url, password.as_deref())
                 .map_err(|e| CentralError::Database(format!("--store {url}: {e}")))?;
-            Ok(Arc::new(pg::PgStore::connect(&config)?))
+            Ok(Arc::new(pg::PgStore::connect(pg::PgConnect::new(
+                config,
+                ca.as_deref(),
+            )?)?))
         }
     }
 }
@@ -592,6 +599,7 @@ mod tests {
         let t = StoreTarget::Postgres {
             url: "postgres://onshi:pw@db/onshi".into(),
             password: Some("pw2".into()),
+            ca: None,
         };
         assert!(!format!("{t} {t:?}").contains("pw"), "{t} {t:?}");
     }

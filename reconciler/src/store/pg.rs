@@ -33,6 +33,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,6 +125,90 @@ pub fn config_from_url(
     Ok(config)
 }
 
+/// How to reach the database: the connection settings, and TLS when `--store-ca` gives the CAs
+/// the server's certificate must chain to (checked with the URL's host name; rustls with ring).
+/// Without them nothing is encrypted on the wire (a database on the same host, or behind a
+/// tunnel); a URL asking for `sslmode=require` without them is refused.
+#[derive(Clone)]
+pub struct PgConnect {
+    config: tokio_postgres::Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PgConnect {
+    /// `config`, over TLS verified against the PEM certificates in `ca` when given.
+    pub fn new(
+        mut config: tokio_postgres::Config,
+        ca: Option<&Path>,
+    ) -> Result<PgConnect, CentralError> {
+        let Some(ca) = ca else {
+            return Ok(PgConnect { config, tls: None });
+        };
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let bad = |reason: String| {
+            CentralError::Database(format!("--store-ca {}: {reason}", ca.display()))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in the file".into()));
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        Ok(PgConnect {
+            config,
+            tls: Some(Arc::new(tls)),
+        })
+    }
+
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// Whether the connections are TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// Never the password.
+impl std::fmt::Debug for PgConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnect")
+            .field("user", &self.config.get_user())
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Settings alone: no TLS (tests and tools on a local server).
+impl From<&tokio_postgres::Config> for PgConnect {
+    fn from(config: &tokio_postgres::Config) -> PgConnect {
+        PgConnect {
+            config: config.clone(),
+            tls: None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Config> for PgConnect {
+    fn from(config: tokio_postgres::Config) -> PgConnect {
+        PgConnect { config, tls: None }
+    }
+}
+
 /// Whether a `postgres://` URL carries a password.
 pub fn url_has_password(url: &str) -> bool {
     tokio_postgres::Config::from_str(url).is_ok_and(|c| c.get_password().is_some())
@@ -163,8 +248,8 @@ pub struct Migrated {
 
 /// Applies the migrations the database does not have yet, in one transaction (idempotent; two
 /// `migrate` at once wait for each other). Refuses a schema newer than this binary knows.
-pub fn migrate(config: &tokio_postgres::Config) -> Result<Migrated, CentralError> {
-    let store = PgStore::connect_unchecked(config)?;
+pub fn migrate(connect: impl Into<PgConnect>) -> Result<Migrated, CentralError> {
+    let store = PgStore::connect_unchecked(connect)?;
     store.bridge.run(async {
         let mut c = store.pool.get().await.map_err(pool_error)?;
         c.batch_execute(
@@ -645,8 +730,8 @@ impl Rows {
 impl PgStore {
     /// Connects and checks the schema: [`CentralError::Schema`] when the database has none, an
     /// older one (run `onshi-reconciler migrate`), or one newer than this binary knows.
-    pub fn connect(config: &tokio_postgres::Config) -> Result<Self, CentralError> {
-        let store = Self::connect_unchecked(config)?;
+    pub fn connect(connect: impl Into<PgConnect>) -> Result<Self, CentralError> {
+        let store = Self::connect_unchecked(connect)?;
         match store.version {
             0 => Err(CentralError::Schema(
                 "the database has no onshi schema: run `onshi-reconciler migrate --store URL` first"
@@ -684,18 +769,33 @@ impl PgStore {
 
     /// Connects (one connection, to say now whether the database is there) without checking
     /// the schema.
-    pub fn connect_unchecked(config: &tokio_postgres::Config) -> Result<Self, CentralError> {
+    pub fn connect_unchecked(connect: impl Into<PgConnect>) -> Result<Self, CentralError> {
+        let connect = connect.into();
+        let config = &connect.config;
+        if connect.tls.is_none()
+            && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require
+        {
+            return Err(CentralError::Database(
+                "--store: sslmode=require, but no --store-ca FILE (store_ca) names the CA the \
+                 database server's certificate is checked against"
+                    .into(),
+            ));
+        }
         let bridge = Bridge::new()?;
         let pool = |size: usize| {
-            let manager = Manager::from_config(
-                config.clone(),
-                NoTls,
-                ManagerConfig {
-                    // A connection the server closed is noticed by its task and not reused; a
-                    // query per checkout would double a check's round trips.
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
+            let recycling = ManagerConfig {
+                // A connection the server closed is noticed by its task and not reused; a
+                // query per checkout would double a check's round trips.
+                recycling_method: RecyclingMethod::Fast,
+            };
+            let manager = match &connect.tls {
+                Some(tls) => Manager::from_config(
+                    config.clone(),
+                    tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone()),
+                    recycling,
+                ),
+                None => Manager::from_config(config.clone(), NoTls, recycling),
+            };
             Pool::builder(manager)
                 .max_size(size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -626,6 +626,7 @@ fn run_store(
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
             ),
+            ca: None,
         },
     })?;
     let m = merge_rate(
