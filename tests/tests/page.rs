@@ -141,7 +141,7 @@ fn reception_works_an_outage_in_the_browser() {
     let pending_id = b.attr(&pending, "data-check-id").expect("a check id");
     b.screenshot(&shots.join("03b-check-pending.png"));
 
-    // Outage search: the reading in hiragana, the birth date as an era date.
+    // Outage search: the reading in hiragana, the birth date as an era date, the day of care.
     b.click("nav a[href='/search']");
     b.fill("input[name='name_kana']", &to_hiragana(s(&q["name_kana"])));
     b.fill(
@@ -152,6 +152,20 @@ fn reception_works_an_outage_in_the_browser() {
         "select[name='sex'] option[value='{}']",
         s(&q["sex"])
     ));
+    // A day of care that does not exist is refused, naming the field; what was typed stays.
+    b.fill("input[name='service_date']", "2025-02-30");
+    b.click("form.card button[type='submit']");
+    let refused = b.find("p.error[data-error-field]");
+    assert_eq!(
+        b.attr(&refused, "data-error-field").as_deref(),
+        Some("service_date")
+    );
+    let kept = b.find("input[name='name_kana']");
+    assert_eq!(
+        b.attr(&kept, "value").as_deref(),
+        Some(to_hiragana(s(&q["name_kana"])).as_str())
+    );
+    b.fill("input[name='service_date']", TODAY);
     b.click("form.card button[type='submit']");
     let first = b.find("li.candidate[data-person-id]");
     assert_eq!(
@@ -163,12 +177,14 @@ fn reception_works_an_outage_in_the_browser() {
     assert!(why.contains("生年月日一致"), "the page says why: {why}");
     b.screenshot(&shots.join("04-search.png"));
 
-    // Choose them: the self-declaration opens prefilled; type the fee, Enter.
+    // Choose them: the self-declaration opens prefilled for that day of care; type the fee,
+    // Enter.
     b.click("li.candidate a.choose");
     let name = b.find("input[name='declared.name']");
     assert_eq!(b.attr(&name, "value").as_deref(), Some(s(&q["name"])));
     assert_eq!(b.focused_name().as_deref(), Some("total_fee_yen"));
-    b.fill("input[name='service_date']", TODAY);
+    let day = b.find("input[name='service_date']");
+    assert_eq!(b.attr(&day, "value").as_deref(), Some(TODAY));
     b.fill("input[name='total_fee_yen']", &format!("10000{ENTER}"));
     let declared = b.find("section.declared");
     let share: u64 = q["share_percent"].as_u64().expect("a share");

@@ -545,7 +545,10 @@ async fn search(
     let staff = st.staff_posting(headers, peer, pairs)?;
     let p = prefill(pairs);
     let query = SearchQuery::from_json(&form::to_json(pairs, &[])).and_then(|q| {
-        onshi_model::plausible::check_birth_date("birth_date", q.birth_date, today())?;
+        // As the API: a plausible day of care, the person born by it (and by today).
+        let day = q.service_date.unwrap_or_else(today);
+        onshi_model::plausible::check_service_date("service_date", day, today())?;
+        onshi_model::plausible::check_birth_date("birth_date", q.birth_date, day.min(today()))?;
         Ok(q)
     });
     let query = match query {
@@ -562,6 +565,7 @@ async fn search(
         }
     };
     let replica = &st.app.gate.replica;
+    let day = query.service_date.unwrap_or_else(today);
     let mut candidates = Vec::new();
     let found = replica.search(&query, onshi_sync::registry::SEARCH_LIMIT);
     let confidence = onshi_fallback::confidence(&found);
@@ -569,7 +573,7 @@ async fn search(
         let periods = replica
             .periods_of(&c.person_id)
             .map_err(|e| unavailable(&e.to_string()))?;
-        let Some(q) = onshi_sync::registry::best_period(periods, today()) else {
+        let Some(q) = onshi_sync::registry::best_period(periods, day) else {
             continue;
         };
         let as_of = replica
@@ -580,6 +584,7 @@ async fn search(
             score: c.score,
             reasons: c.reasons,
             qualification: q,
+            service_date: day,
             as_of,
         });
     }
@@ -624,7 +629,13 @@ async fn declare_form(
     q: &HashMap<String, String>,
 ) -> Result<Response, Response> {
     let mut p = Prefill::new();
-    p.insert("service_date".into(), today().to_string());
+    // The day of care the search was for (a plausible one), else today.
+    let day = q
+        .get("service_date")
+        .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+        .filter(|d| onshi_model::plausible::check_service_date("service_date", *d, today()).is_ok())
+        .unwrap_or_else(today);
+    p.insert("service_date".into(), day.to_string());
     if let Some(b) = q.get("birth_date") {
         p.insert("declared.birth_date".into(), b.clone());
     }
@@ -635,7 +646,7 @@ async fn declare_form(
             .replica
             .periods_of(&person)
             .map_err(|e| unavailable(&e.to_string()))?;
-        if let Some(qual) = onshi_sync::registry::best_period(periods, today()) {
+        if let Some(qual) = onshi_sync::registry::best_period(periods, day) {
             st.log(
                 staff,
                 AuditAction::Search,

@@ -288,6 +288,7 @@ pub(crate) fn search_form(p: &Prefill, error: Option<&FormError>, csrf: &str) ->
             (sex_select("sex", val(p, "sex")))
             (text("保険者名", "insurer_name", val(p, "insurer_name"), "", false))
             (text("住所", "address", val(p, "address"), "", false))
+            (text("診療日（空欄は今日）", "service_date", val(p, "service_date"), "過去の受診を確認するときはその日", false))
             button type="submit" { "検索する" }
         }
     }
@@ -299,7 +300,9 @@ pub(crate) struct CandidateView {
     pub person_id: String,
     pub score: f32,
     pub reasons: Vec<Reason>,
+    /// The qualification valid on `service_date` (else the latest).
     pub qualification: Qualification,
+    pub service_date: NaiveDate,
     pub as_of: Option<DateTime<Utc>>,
 }
 
@@ -373,7 +376,8 @@ pub(crate) fn search_results(
                         div.address { (c.qualification.address) }
                         div.why { "一致度 " (format!("{:.0}", c.score * 100.0)) "%：" (c.reasons.iter().map(reason_words).collect::<Vec<_>>().join("、")) }
                         div.asof { "情報の時点 " @match c.as_of { Some(t) => { (words::at(t)) } None => { "不明" } } }
-                        a.button.choose href={ "/declare?person_id=" (c.person_id) } autofocus[i == 0] { "この人で申立書へ" }
+                        div.service-date { "診療日 " (date(c.service_date)) " の資格" }
+                        a.button.choose href={ "/declare?person_id=" (c.person_id) "&service_date=" (c.service_date) } autofocus[i == 0] { "この人で申立書へ" }
                     }
                 }
             }
