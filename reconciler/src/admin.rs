@@ -58,8 +58,9 @@ pub enum AdminRequest {
     KeyStatus,
     /// A new key-encryption key, written to `new_key` or in place of the current key file.
     KeyRotate { new_key: Option<PathBuf> },
-    /// A new data key, every value re-sealed with it before the answer (an interrupted rotation
-    /// is continued, not started again).
+    /// A new data key, every value re-sealed with it before the answer. One rotation at a time
+    /// per process; one left unfinished by a running serve is continued, not started again (a
+    /// stopped store's open finishes an interrupted one first).
     KeyRotateData,
 }
 
@@ -160,7 +161,7 @@ pub fn execute(
             report: verify_chain(store, &facility)?,
         },
         AdminRequest::KeyStatus => AdminResponse::KeyStatus {
-            status: vault_of(store)?.status(None),
+            status: vault_of(store)?.status(Some(&RESEAL)),
         },
         AdminRequest::KeyRotate { new_key } => {
             let rotated = vault_of(store)?
@@ -171,6 +172,9 @@ pub fn execute(
         }
         AdminRequest::KeyRotateData => {
             let vault = vault_of(store)?;
+            // A second request waits for the first (both starting a rotation, or two re-seals
+            // racing over the same values, would be wrong); the status meanwhile shows progress.
+            let _one = ROTATING.lock().unwrap_or_else(|p| p.into_inner());
             let state = vault.key_state();
             let data_key = if state.retiring.is_empty() {
                 vault.start_data_rotation().map_err(VaultOpenError::from)?
@@ -178,12 +182,20 @@ pub fn execute(
                 state.current
             };
             tracing::warn!(data_key, "data key rotation: re-sealing every stored value");
-            let resealed = vault.reseal(&ResealProgress::default())?;
+            let resealed = vault.reseal(&RESEAL)?;
             tracing::warn!(data_key, resealed, "data key rotation finished");
             AdminResponse::KeyResealed { data_key, resealed }
         }
     })
 }
+
+/// The data key rotation of this process (a serve, or the command itself): one at a time, and
+/// its progress for `key status`.
+static ROTATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static RESEAL: ResealProgress = ResealProgress {
+    done: std::sync::atomic::AtomicU64::new(0),
+    total: std::sync::atomic::AtomicU64::new(0),
+};
 
 fn vault_of(store: &dyn CentralStore) -> Result<&Vault, CentralError> {
     store.sealed_vault().ok_or(CentralError::NoDataKey)

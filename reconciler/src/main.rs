@@ -201,7 +201,8 @@ enum KeyCommand {
         #[command(flatten)]
         at: KeyAt,
         /// A new DATA key instead: every stored value is re-sealed with it before the command
-        /// returns; one interrupted (a SIGKILL, a power cut) is finished by the next open.
+        /// returns; one interrupted (a SIGKILL, a power cut) is finished by the next open of the
+        /// store (a serve's start, or any command while none runs, `key status` included).
         #[arg(long = "data")]
         data_key_too: bool,
         /// Write the new key-encryption key to this file instead of replacing the current one
@@ -1171,7 +1172,10 @@ fn key_command(command: KeyCommand) -> anyhow::Result<ExitCode> {
                     s.data_key, s.kek, s.key_path, s.key
                 );
                 if let Some(r) = &s.rotation {
-                    println!("data key rotation to key {} unfinished", r.to_key);
+                    println!(
+                        "data key rotation to key {}: {} of {} values looked at",
+                        r.to_key, r.done, r.total
+                    );
                 }
                 if let Some(w) = &s.warning {
                     println!("warning: {w}");

@@ -116,11 +116,14 @@ pub fn search_in_stages(
     let mut capped = dated.capped;
     let far_read = !capped && !settled_without_far(&ranked);
     if far_read {
-        block.blocks = Blocks::Far;
+        // The dated people are taken already: not read again, not counted twice.
+        let known: HashSet<PersonId> = periods.iter().map(|q| q.person_id.clone()).collect();
+        block.blocks = Blocks::Far {
+            known: known.iter().map(|p| p.as_str().to_string()).collect(),
+        };
         block.cap = block.cap.saturating_sub(dated.people);
         let far = store.search_candidates(&block)?;
         capped = far.capped;
-        let known: HashSet<PersonId> = periods.iter().map(|q| q.person_id.clone()).collect();
         periods.extend(
             far.periods
                 .into_iter()

@@ -602,8 +602,6 @@ fn postgres_account() -> Account {
     }
 }
 
-/// Runs each statement on its own (CREATE DATABASE cannot share a transaction) with a short-lived
-/// connection, on a thread of its own so that it works from inside a test's tokio runtime too.
 /// A setting as a new session on `url` sees it (`SHOW name`).
 fn setting(url: &str, name: &str) -> Result<String, String> {
     let (url, show) = (url.to_string(), format!("SHOW {name}"));
@@ -631,6 +629,8 @@ fn setting(url: &str, name: &str) -> Result<String, String> {
     .map_err(|_| "the SQL thread panicked".to_string())?
 }
 
+/// Runs each statement on its own (CREATE DATABASE cannot share a transaction) with a short-lived
+/// connection, on a thread of its own so that it works from inside a test's tokio runtime too.
 fn sql(url: &str, statements: &[String]) -> Result<(), String> {
     let url = url.to_string();
     let statements = statements.to_vec();

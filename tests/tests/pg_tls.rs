@@ -1,8 +1,8 @@
 //! The reconciler's connections to PostgreSQL over TLS (`--store-ca FILE`), against a real server
 //! that refuses the reconciler's role without TLS: with the CA that signed the server's
 //! certificate the commands and the store work (the certificate checked with the URL's host
-//! name); without TLS, with another CA, or with `sslmode=require` and no CA, nothing connects,
-//! and the message says why.
+//! name); without TLS, with another CA, with a certificate that does not name the URL's host, or
+//! with `sslmode=require` and no CA, nothing connects, and the message says why.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +34,34 @@ fn the_reconciler_reaches_postgresql_over_verified_tls_only_with_the_servers_ca(
     .unwrap_err()
     .to_string();
     assert!(e.contains("certificate"), "{e}");
+    // The right CA, but the server's certificate does not name the host the URL gives (the
+    // address is the server's own): refused; the name it does carry is accepted.
+    let named = |host: &str| {
+        let mut c = config.clone();
+        let mut by_name = tokio_postgres::Config::new();
+        by_name
+            .user(c.get_user().unwrap())
+            .password(c.get_password().unwrap())
+            .dbname(c.get_dbname().unwrap())
+            .port(c.get_ports()[0])
+            .host(host)
+            .hostaddr(std::net::Ipv4Addr::LOCALHOST.into());
+        c = by_name;
+        PgConnect::new(c, Some(&ca)).unwrap()
+    };
+    let e = PgStore::connect_unchecked(named("db.elsewhere.example"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("certificate"), "{e}");
+    PgStore::connect_unchecked(named("localhost")).unwrap();
+    // A CA with a URL that turns TLS off is a contradiction: refused, naming the flag.
+    let mut disable = config.clone();
+    disable.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let e = PgConnect::new(disable, Some(&ca)).unwrap_err().to_string();
+    assert!(
+        e.contains("--store-ca") && e.contains("sslmode=disable"),
+        "{e}"
+    );
     // The URL asks for TLS, but nothing says whom to trust: refused before connecting.
     let mut require = config.clone();
     require.ssl_mode(tokio_postgres::config::SslMode::Require);

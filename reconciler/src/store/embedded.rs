@@ -533,7 +533,7 @@ impl CentralStore for EmbeddedStore {
         let Some(&birth) = block.birth_dates.first() else {
             return Ok(SearchCandidates::default());
         };
-        let mut picked = Picked::new(block.cap);
+        let mut picked = Picked::for_block(block);
         let store = self.store.as_ref();
         // 1. Born on the query's date.
         if block.blocks.dated() {

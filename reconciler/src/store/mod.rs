@@ -357,24 +357,33 @@ pub struct SearchBlock {
 
 /// Which of a [`SearchBlock`]'s blocks a read takes: central search reads the dated ones first
 /// and the far ones only when those leave the answer open (`onshi_fallback::settled_without_far`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocks {
     /// 1, 2 and 3.
     All,
     /// 1 and 2: born on the query's date or a likely misreading of it.
     Dated,
-    /// 3 only: a name key, born nearest the query's date (people of blocks 1 and 2 among them
-    /// are read again; the caller drops them).
-    Far,
+    /// 3 only: a name key, born nearest the query's date. The people in `known` (read by the
+    /// dated stage) are passed over as already taken: not read again, not counted against the
+    /// cap, as one read of all three blocks would take them.
+    Far { known: Vec<String> },
 }
 
 impl Blocks {
-    pub fn dated(self) -> bool {
+    pub fn dated(&self) -> bool {
         matches!(self, Blocks::All | Blocks::Dated)
     }
 
-    pub fn far(self) -> bool {
-        matches!(self, Blocks::All | Blocks::Far)
+    pub fn far(&self) -> bool {
+        matches!(self, Blocks::All | Blocks::Far { .. })
+    }
+
+    /// The ids to start a [`Picked`] with: taken already, outside the cap.
+    pub(crate) fn known(&self) -> &[String] {
+        match self {
+            Blocks::Far { known } => known,
+            _ => &[],
+        }
     }
 }
 
@@ -403,6 +412,14 @@ impl Picked {
             cap,
             ..Picked::default()
         }
+    }
+
+    /// For `block`: its cap, and the people its stage knows already ([`Blocks::Far`]) taken
+    /// outside the cap and never listed (their periods are not read again).
+    pub(crate) fn for_block(block: &SearchBlock) -> Self {
+        let mut p = Picked::new(block.cap);
+        p.seen.extend(block.blocks.known().iter().cloned());
+        p
     }
 
     /// Takes `id` unless already taken; false once the cap is reached (then `capped`).

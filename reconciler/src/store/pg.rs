@@ -146,9 +146,22 @@ impl PgConnect {
         };
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
+        use tokio_postgres::config::{Host, SslMode};
         let bad = |reason: String| {
             CentralError::Database(format!("--store-ca {}: {reason}", ca.display()))
         };
+        if config.get_ssl_mode() == SslMode::Disable {
+            return Err(bad("the store URL says sslmode=disable".into()));
+        }
+        if config
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, Host::Unix(_)))
+        {
+            return Err(bad(
+                "TLS needs a host name or address in the store URL, not a Unix socket".into(),
+            ));
+        }
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
@@ -164,7 +177,7 @@ impl PgConnect {
         .map_err(|e| bad(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        config.ssl_mode(SslMode::Require);
         Ok(PgConnect {
             config,
             tls: Some(Arc::new(tls)),
@@ -1337,7 +1350,7 @@ impl CentralStore for PgStore {
         let limit = (block.cap.min(i64::MAX as usize - 1) + 1) as i64;
         self.bridge.run(async {
             let c = self.read().await?;
-            let mut picked = Picked::new(block.cap);
+            let mut picked = Picked::for_block(block);
             if block.blocks.dated() {
                 let st = c.prepare_cached(SQL_SEARCH_DAY).await.map_err(db)?;
                 for r in c.query(&st, &[&birth, &sexes, &limit]).await.map_err(db)? {

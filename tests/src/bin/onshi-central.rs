@@ -103,7 +103,7 @@ struct Args {
     /// afterwards, so later runs can search it again with `--skip-import`.
     #[arg(long, requires = "postgres_password_file")]
     postgres_url: Option<String>,
-    /// The password of `--postgres-url`'s role (the file's first line).
+    /// The password of `--postgres-url`'s role (the file, without its trailing newline).
     #[arg(long)]
     postgres_password_file: Option<PathBuf>,
     /// Search mode: the store already holds this `--people`/`--seed` registry (imported by an
@@ -947,6 +947,11 @@ fn run_search(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if (args.postgres_url.is_some() || args.skip_import)
+        && (args.mode != "search" || args.stores != ["postgres"])
+    {
+        bail!("--postgres-url and --skip-import: only with --mode search --stores postgres");
+    }
     let bins = if args.mode == "search" {
         // Central search needs the reconciler only (no edge is started).
         let exe = std::env::current_exe()?;
