@@ -100,7 +100,9 @@ struct Args {
     show_misses: bool,
     /// Search mode: an existing PostgreSQL database (`postgres://USER@HOST:PORT/DB`, the password
     /// in `--postgres-password-file`) instead of a throw-away server. It is migrated, and kept
-    /// afterwards, so later runs can search it again with `--skip-import`.
+    /// afterwards, so later runs can search it again with `--skip-import`; the facilities' PKI
+    /// is kept beside the password file (`onshi-central-pki/`), as the database records their
+    /// certificates.
     #[arg(long, requires = "postgres_password_file")]
     postgres_url: Option<String>,
     /// The password of `--postgres-url`'s role (the file, without its trailing newline).
@@ -791,7 +793,15 @@ fn run_search(
     let today = args.registry_today;
     let dir = work.join(format!("search-{kind}"));
     std::fs::create_dir_all(&dir)?;
-    let pki = dir.join("pki");
+    // A kept database remembers the facilities' certificates: keep their PKI beside its password
+    // file too, so a later run presents the same ones (`pki init` only adds what is missing).
+    let pki = match &args.postgres_password_file {
+        Some(pw) if args.postgres_url.is_some() => pw
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("onshi-central-pki"),
+        _ => dir.join("pki"),
+    };
     let facilities: Vec<FacilityCode> = (0..args.search_clients.max(1))
         .map(|i| FacilityCode::parse(&format!("131{:07}", i + 1)))
         .collect::<Result<_, _>>()
