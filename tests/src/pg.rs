@@ -604,36 +604,38 @@ fn postgres_account() -> Account {
 
 /// A setting as a new session on `url` sees it (`SHOW name`).
 fn setting(url: &str, name: &str) -> Result<String, String> {
-    let (url, show) = (url.to_string(), format!("SHOW {name}"));
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| format!("connecting: {}", db_error(&e)))?;
-            let driver = tokio::spawn(connection);
-            let v: String = client
-                .query_one(&show, &[])
-                .await
-                .map_err(|e| db_error(&e))?
-                .get(0);
-            drop(client);
-            let _ = driver.await;
-            Ok(v)
-        })
+    let show = format!("SHOW {name}");
+    session(url, async move |client| {
+        Ok(client
+            .query_one(&show, &[])
+            .await
+            .map_err(|e| db_error(&e))?
+            .get(0))
     })
-    .join()
-    .map_err(|_| "the SQL thread panicked".to_string())?
 }
 
-/// Runs each statement on its own (CREATE DATABASE cannot share a transaction) with a short-lived
-/// connection, on a thread of its own so that it works from inside a test's tokio runtime too.
+/// Runs each statement on its own (CREATE DATABASE cannot share a transaction).
 fn sql(url: &str, statements: &[String]) -> Result<(), String> {
-    let url = url.to_string();
     let statements = statements.to_vec();
+    session(url, async move |client| {
+        for s in &statements {
+            client.batch_execute(s).await.map_err(|e| {
+                // Never the password in a message.
+                let what = s.split(" PASSWORD").next().unwrap_or(s);
+                format!("{what}: {}", db_error(&e))
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// `f` on a short-lived connection to `url`, on a thread of its own so that it works from inside
+/// a test's tokio runtime too.
+fn session<T: Send + 'static>(
+    url: &str,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let url = url.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -644,16 +646,10 @@ fn sql(url: &str, statements: &[String]) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("connecting: {}", db_error(&e)))?;
             let driver = tokio::spawn(connection);
-            for s in &statements {
-                client.batch_execute(s).await.map_err(|e| {
-                    // Never the password in a message.
-                    let what = s.split(" PASSWORD").next().unwrap_or(s);
-                    format!("{what}: {}", db_error(&e))
-                })?;
-            }
+            let out = f(&client).await;
             drop(client);
             let _ = driver.await;
-            Ok(())
+            out
         })
     })
     .join()
