@@ -787,10 +787,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!("data {} ({state})", dir.display())
                 }
                 target @ StoreTarget::Postgres { .. } => {
-                    let db = pg::PgStore::connect(pg_config(target)?)
-                        .with_context(|| format!("store {target}"))?;
+                    let connect = pg_config(target)?;
+                    let wire = if connect.tls() {
+                        "TLS, the server's certificate verified"
+                    } else {
+                        if let Some(host) = connect.remote_host() {
+                            eprintln!(
+                                "warning: store: the connection to {host} is not encrypted: give \
+                                 store_ca (the CA of the database server's certificate), or keep \
+                                 the database on this host (packaging/README.md)"
+                            );
+                        }
+                        "no TLS"
+                    };
+                    let db =
+                        pg::PgStore::connect(connect).with_context(|| format!("store {target}"))?;
                     format!(
-                        "store postgresql {} (schema version {})",
+                        "store postgresql {} (schema version {}, {wire})",
                         db.database(),
                         db.schema_version()
                     )

@@ -105,6 +105,31 @@ fn the_reconciler_reaches_postgresql_over_verified_tls_only_with_the_servers_ca(
     let store = PgStore::connect(PgConnect::new(config, Some(&ca)).unwrap()).unwrap();
     assert_eq!(store.period_count().unwrap(), registry.periods.len() as u64);
 
+    // `check-config` says the connection is TLS.
+    let out = run(
+        &reconciler_bin(),
+        &[
+            &[
+                "check-config",
+                "--pki",
+                pki.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ][..],
+            &store_args,
+        ]
+        .concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("TLS, the server's certificate verified"),
+        "{stdout}"
+    );
     // A file that holds no certificate is named, before anything connects.
     let not_pem = [
         "migrate",

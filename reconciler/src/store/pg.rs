@@ -192,6 +192,23 @@ impl PgConnect {
     pub fn tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// The first host of the URL that is not this machine (a name other than `localhost`, an
+    /// address other than a loopback one), if any: where an unencrypted connection would cross
+    /// a network.
+    pub fn remote_host(&self) -> Option<String> {
+        use tokio_postgres::config::Host;
+        self.config.get_hosts().iter().find_map(|h| match h {
+            Host::Tcp(name) => {
+                let local = name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                (!local).then(|| name.clone())
+            }
+            Host::Unix(_) => None,
+        })
+    }
 }
 
 /// Never the password.
@@ -1752,6 +1769,27 @@ impl CentralStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_host_is_one_off_this_machine() {
+        for (url, remote) in [
+            ("postgres://onshi@localhost/onshi", None),
+            ("postgres://onshi@127.0.0.1:5433/onshi", None),
+            ("postgres://onshi@[::1]/onshi", None),
+            (
+                "postgres://onshi@db.centre.example/onshi",
+                Some("db.centre.example"),
+            ),
+            ("postgres://onshi@10.1.2.3:5432/onshi", Some("10.1.2.3")),
+            (
+                "postgres://onshi@localhost,10.1.2.4/onshi",
+                Some("10.1.2.4"),
+            ),
+        ] {
+            let c = PgConnect::from(config_from_url(url, None).expect(url));
+            assert_eq!(c.remote_host().as_deref(), remote, "{url}");
+        }
+    }
 
     #[test]
     fn block_on_runs_inside_and_outside_a_runtime_and_nested() {
