@@ -112,7 +112,8 @@ pub fn search_in_stages(
     block.blocks = Blocks::Dated;
     let dated = store.search_candidates(&block)?;
     let mut periods = dated.periods;
-    let mut ranked = SearchIndex::build(&periods).search(query, limit);
+    let mut index = SearchIndex::build(&periods);
+    let mut ranked = index.search(query, limit);
     let mut capped = dated.capped;
     let far_read = !capped && !settled_without_far(&ranked);
     if far_read {
@@ -124,12 +125,16 @@ pub fn search_in_stages(
         block.cap = block.cap.saturating_sub(dated.people);
         let far = store.search_candidates(&block)?;
         capped = far.capped;
-        periods.extend(
-            far.periods
-                .into_iter()
-                .filter(|q| !known.contains(&q.person_id)),
-        );
-        ranked = SearchIndex::build(&periods).search(query, limit);
+        // Added to the dated stage's index: the same as one built over both, in that order.
+        for q in far
+            .periods
+            .into_iter()
+            .filter(|q| !known.contains(&q.person_id))
+        {
+            index.insert(&q);
+            periods.push(q);
+        }
+        ranked = index.search(query, limit);
     }
     Ok(Searched {
         found: found(ranked, periods, capped),
