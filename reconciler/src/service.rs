@@ -29,7 +29,7 @@ use onshi_sync::link::{
     Connections, KnownFacilities, LinkLimits, LinkServer, LinkSettings, Service,
 };
 use onshi_sync::registry::SEARCH_LIMIT;
-use onshi_sync::wire::{HitReason, Request, Response, SearchHit, outage_reason_error};
+use onshi_sync::wire::{HitReason, Request, Response, SearchHit, SearchHitV1, outage_reason_error};
 
 /// How long the centre's grant of central search lasts unless `--days` says otherwise (disaster
 /// mode is typically granted for a week, extendable by granting again).
@@ -525,6 +525,13 @@ impl Reconciler {
                 self.batch(facility, &checks)
             }
             Request::Search(req) => self.search(facility, req),
+            // A first-wave edge: the same search, answered in the form it reads.
+            Request::SearchV1(req) => match self.search(facility, req.into()) {
+                Response::Search(hits) => {
+                    Response::SearchV1(hits.into_iter().map(SearchHitV1::from).collect())
+                }
+                other => other,
+            },
             Request::Outage { active, reason } => self.declare(facility, active, reason),
             Request::Sync(frames) => self.replication.call(facility, frames),
         }

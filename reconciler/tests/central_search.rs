@@ -1,7 +1,8 @@
 //! Central search on the service date, over the link to a real reconciler on the embedded store:
 //! a person who changed jobs is shown with the insurer of the day asked about (a past visit
-//! shows that day's insurer, today the new one), each candidate says why it ranks there, and an
-//! implausible service date is refused naming the field.
+//! shows that day's insurer, today the new one), each candidate says why it ranks there, an
+//! implausible service date is refused naming the field, and a first-wave edge's search is
+//! answered in its own form.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -134,6 +135,28 @@ async fn central_search_shows_the_insurer_of_the_service_date_and_refuses_an_imp
             hit.qualification.insurer_number, new.insurer_number,
             "{day:?}"
         );
+    }
+    // A first-wave edge (its request form, no service date) is answered in the form it reads:
+    // the same person with today's insurer.
+    let v1 = onshi_sync::wire::SearchQueryV1 {
+        name: Some(old.name.clone()),
+        name_kana: None,
+        birth_date: old.birth_date,
+        sex: old.sex,
+        insurer_name: None,
+        address: None,
+    };
+    match client
+        .call(Request::SearchV1(v1), WAIT)
+        .await
+        .expect("an answer")
+    {
+        Response::SearchV1(hits) => {
+            let first = hits.first().expect("a candidate");
+            assert_eq!(first.person_id, old.person_id);
+            assert_eq!(first.qualification.insurer_number, new.insurer_number);
+        }
+        other => panic!("{other:?}"),
     }
     // Four years back: refused, naming the field.
     let long_ago = today.checked_sub_days(Days::new(4 * 366)).unwrap();

@@ -3,7 +3,9 @@
 //! frame and finishes its side; the server answers with one response frame and finishes.
 //!
 //! Never change the meaning of an existing variant: add variants at the end, and bump
-//! [`WIRE_VERSION`] when an old peer could misread the new form.
+//! [`WIRE_VERSION`] when an old peer could misread the new form. (Central search's form changed
+//! in the second wave: the first wave's pair stays where it was as [`Request::SearchV1`] /
+//! [`Response::SearchV1`], today's is appended as [`Request::Search`] / [`Response::Search`].)
 
 use chrono::{DateTime, Utc};
 use onshi_fallback::SearchQuery;
@@ -33,14 +35,16 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    /// Every kind, by variant index.
-    pub const ALL: [RequestKind; 6] = [
+    /// Every kind, by variant index: central search twice, in its first-wave form
+    /// ([`Request::SearchV1`], index 3) and today's ([`Request::Search`], appended).
+    pub const ALL: [RequestKind; 7] = [
         RequestKind::Ping,
         RequestKind::Check,
         RequestKind::Batch,
         RequestKind::Search,
         RequestKind::Outage,
         RequestKind::Sync,
+        RequestKind::Search,
     ];
 
     /// As logs and the `kind` label of metrics spell it.
@@ -100,13 +104,62 @@ pub enum Request {
     /// A batch inquiry (一括照会), e.g. tomorrow's reservations: answered in order, one outcome per
     /// check. The edge sends a long list as several batches of at most [`MAX_BATCH`].
     Batch(Vec<CheckRequest>),
-    /// Central search mode (reader broken, link up): only for a facility in a declared outage.
-    Search(SearchQuery),
+    /// Central search as a first-wave edge asks for it (no service date), answered with
+    /// [`Response::SearchV1`]. Kept where it was so such an edge is still understood.
+    SearchV1(SearchQueryV1),
     /// Declares (`active`) or ends an outage of the facility, with a reason for the log.
     Outage { active: bool, reason: String },
     /// Journal sync: the edge's pending [`SyncMessage`](crate::protocol::SyncMessage)s, each
     /// encoded with `SyncMessage::encode`. The facility is the connection's, never a message's.
     Sync(Vec<Vec<u8>>),
+    /// Central search mode (reader broken, link up): only for a facility in a declared outage.
+    /// Answered with [`Response::Search`]. A first-wave reconciler refuses it as an unknown
+    /// kind (it never misreads it).
+    Search(SearchQuery),
+}
+
+/// A central search query as the first wave sent it: [`SearchQuery`] without `service_date`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchQueryV1 {
+    pub name: Option<String>,
+    pub name_kana: Option<String>,
+    pub birth_date: chrono::NaiveDate,
+    pub sex: onshi_model::Sex,
+    pub insurer_name: Option<String>,
+    pub address: Option<String>,
+}
+
+impl From<SearchQueryV1> for SearchQuery {
+    /// The qualification shown is today's, as the first wave showed it.
+    fn from(q: SearchQueryV1) -> SearchQuery {
+        SearchQuery {
+            name: q.name,
+            name_kana: q.name_kana,
+            birth_date: q.birth_date,
+            sex: q.sex,
+            insurer_name: q.insurer_name,
+            address: q.address,
+            service_date: None,
+        }
+    }
+}
+
+/// A central search candidate as the first wave received it: [`SearchHit`] without `reasons`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHitV1 {
+    pub person_id: PersonId,
+    pub score: f32,
+    pub qualification: Qualification,
+}
+
+impl From<SearchHit> for SearchHitV1 {
+    fn from(h: SearchHit) -> SearchHitV1 {
+        SearchHitV1 {
+            person_id: h.person_id,
+            score: h.score,
+            qualification: h.qualification,
+        }
+    }
 }
 
 impl Request {
@@ -116,7 +169,7 @@ impl Request {
             Request::Ping => RequestKind::Ping,
             Request::Check(_) => RequestKind::Check,
             Request::Batch(_) => RequestKind::Batch,
-            Request::Search(_) => RequestKind::Search,
+            Request::Search(_) | Request::SearchV1(_) => RequestKind::Search,
             Request::Outage { .. } => RequestKind::Outage,
             Request::Sync(_) => RequestKind::Sync,
         }
@@ -131,7 +184,11 @@ impl Request {
     /// back; the bytes of a drain by kind are in BENCHMARKS.md.
     pub fn priority(&self) -> i32 {
         match self {
-            Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 2,
+            Request::Ping
+            | Request::Check(_)
+            | Request::Search(_)
+            | Request::SearchV1(_)
+            | Request::Outage { .. } => 2,
             Request::Batch(_) => 1,
             Request::Sync(_) => 0,
         }
@@ -142,7 +199,11 @@ impl Request {
     /// batch inquiries' answers (the bulk of the line back).
     pub fn answer_priority(&self) -> i32 {
         match self {
-            Request::Ping | Request::Check(_) | Request::Search(_) | Request::Outage { .. } => 2,
+            Request::Ping
+            | Request::Check(_)
+            | Request::Search(_)
+            | Request::SearchV1(_)
+            | Request::Outage { .. } => 2,
             Request::Sync(_) => 1,
             Request::Batch(_) => 0,
         }
@@ -218,8 +279,8 @@ pub enum Response {
     },
     /// One outcome per check of a `Request::Batch`, in the same order.
     Batch(Vec<CheckOutcome>),
-    /// Candidates, best first.
-    Search(Vec<SearchHit>),
+    /// Candidates, best first, for a [`Request::SearchV1`] (the first wave's form).
+    SearchV1(Vec<SearchHitV1>),
     /// The facility's outage as the reconciler now records it.
     Outage {
         active: bool,
@@ -228,6 +289,8 @@ pub enum Response {
     },
     /// The reconciler's pending sync messages for this facility, each `SyncMessage::encode`d.
     Sync(Vec<Vec<u8>>),
+    /// Candidates, best first, with their reasons, for a [`Request::Search`].
+    Search(Vec<SearchHit>),
 }
 
 impl Response {
@@ -350,25 +413,140 @@ mod tests {
             },
             service_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
         };
+        let v1 = SearchQueryV1 {
+            name: Some("山田".into()),
+            name_kana: None,
+            birth_date: chrono::NaiveDate::from_ymd_opt(1980, 4, 1).unwrap(),
+            sex: onshi_model::Sex::Male,
+            insurer_name: None,
+            address: None,
+        };
         vec![
             Request::Ping,
             Request::Check(check.clone()),
             Request::Batch(vec![check]),
-            Request::Search(SearchQuery {
-                name: Some("山田".into()),
-                name_kana: None,
-                birth_date: chrono::NaiveDate::from_ymd_opt(1980, 4, 1).unwrap(),
-                sex: onshi_model::Sex::Male,
-                insurer_name: None,
-                address: None,
-                service_date: None,
-            }),
+            Request::SearchV1(v1.clone()),
             Request::Outage {
                 active: true,
                 reason: "停電".into(),
             },
             Request::Sync(vec![vec![1, 2, 3]]),
+            Request::Search(v1.into()),
         ]
+    }
+
+    /// The first wave's forms, as its binaries encoded them (its enums up to `Sync`, its search
+    /// query and hit without the fields added since).
+    mod first_wave {
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        pub struct SearchQuery {
+            pub name: Option<String>,
+            pub name_kana: Option<String>,
+            pub birth_date: chrono::NaiveDate,
+            pub sex: onshi_model::Sex,
+            pub insurer_name: Option<String>,
+            pub address: Option<String>,
+        }
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        pub enum Request {
+            Ping,
+            Check(onshi_model::CheckRequest),
+            Batch(Vec<onshi_model::CheckRequest>),
+            Search(SearchQuery),
+            Outage { active: bool, reason: String },
+            Sync(Vec<Vec<u8>>),
+        }
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        pub struct SearchHit {
+            pub person_id: onshi_model::PersonId,
+            pub score: f32,
+            pub qualification: onshi_model::Qualification,
+        }
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        pub enum Response {
+            Pong,
+            Check(onshi_model::CheckOutcome),
+            Error {
+                code: String,
+                message: String,
+            },
+            Batch(Vec<onshi_model::CheckOutcome>),
+            Search(Vec<SearchHit>),
+            Outage {
+                active: bool,
+                since: Option<chrono::DateTime<chrono::Utc>>,
+                until: Option<chrono::DateTime<chrono::Utc>>,
+            },
+            Sync(Vec<Vec<u8>>),
+        }
+    }
+
+    #[test]
+    fn a_first_wave_edge_is_understood_and_answered_in_its_form_and_never_misreads_todays() {
+        let birth_date = chrono::NaiveDate::from_ymd_opt(1980, 4, 1).unwrap();
+        let old = first_wave::Request::Search(first_wave::SearchQuery {
+            name: Some("山田 太郎".into()),
+            name_kana: Some("ヤマダ タロウ".into()),
+            birth_date,
+            sex: onshi_model::Sex::Male,
+            insurer_name: None,
+            address: Some("東京都".into()),
+        });
+        // Its search request reads as `SearchV1`, today's query without a service date.
+        let Request::SearchV1(q) = decode::<Request>(&encode(&old)).unwrap() else {
+            panic!("a first-wave search")
+        };
+        let q = SearchQuery::from(q);
+        assert_eq!(
+            (q.name.as_deref(), q.birth_date, q.service_date),
+            (Some("山田 太郎"), birth_date, None)
+        );
+        // The answer it gets back is one it reads.
+        let qualification = crate::synth::generate(&crate::synth::SynthParams {
+            people: 1,
+            seed: 2,
+            today: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        })
+        .remove(0);
+        let hit = SearchHit {
+            person_id: qualification.person_id.clone(),
+            score: 0.9,
+            qualification: qualification.clone(),
+            reasons: vec![
+                HitReason::of(&onshi_fallback::Reason::Sex(
+                    onshi_fallback::index::SexMatch::Same,
+                ))
+                .unwrap(),
+            ],
+        };
+        let answer = Response::SearchV1(vec![hit.clone().into(), hit.clone().into()]);
+        let first_wave::Response::Search(back) =
+            decode::<first_wave::Response>(&encode(&answer)).unwrap()
+        else {
+            panic!("a first-wave search answer")
+        };
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].qualification, qualification);
+        // Today's search is a kind the first wave does not know: refused by kind, not misread.
+        let today = encode(&Request::Search(q));
+        assert_eq!(
+            usize::from(today[2]),
+            first_wave_kinds(),
+            "appended after the first wave's"
+        );
+        assert!(decode::<first_wave::Request>(&today).is_err());
+        // And today's answer is never taken for the first wave's.
+        assert!(decode::<first_wave::Response>(&encode(&Response::Search(vec![hit]))).is_err());
+    }
+
+    /// How many request kinds the first wave had (`Ping` … `Sync`).
+    fn first_wave_kinds() -> usize {
+        6
     }
 
     #[test]
@@ -380,8 +558,8 @@ mod tests {
             assert_eq!(req.kind(), kind, "one spelling of each kind");
         }
         assert!(matches!(
-            request_kind(&[0, 1, 6]),
-            Err(DecodeError::UnknownKind(6))
+            request_kind(&[0, 1, 7]),
+            Err(DecodeError::UnknownKind(7))
         ));
         assert!(matches!(
             request_kind(&[0, 7, 0]),
