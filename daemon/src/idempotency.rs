@@ -186,7 +186,7 @@ impl IdempotencyStore {
             key: "idempotency".into(),
             reason: e.to_string(),
         })?;
-        self.tree.insert(&claim.key.store_key, &bytes)?;
+        self.tree.put(&claim.key.store_key, &bytes)?;
         Ok(())
     }
 }

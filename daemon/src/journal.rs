@@ -269,7 +269,7 @@ pub(crate) fn renew_node_id(store: &dyn Store) -> Result<u32, StoreError> {
             break id;
         }
     };
-    meta.insert(NODE_ID_KEY, &id.to_be_bytes())?;
+    meta.put(NODE_ID_KEY, &id.to_be_bytes())?;
     store.sync()?;
     Ok(id)
 }
@@ -293,7 +293,7 @@ impl Journal {
             Some(b) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
             _ => {
                 let id: u32 = rand::random();
-                meta.insert(NODE_ID_KEY, &id.to_be_bytes())?;
+                meta.put(NODE_ID_KEY, &id.to_be_bytes())?;
                 store.sync()?;
                 id
             }
@@ -400,7 +400,7 @@ impl Journal {
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map_or(1, u64::from_be_bytes);
         let n = stored.max(self.issued.load(SeqCst) + 1);
-        self.meta.insert(SEQ_KEY, &(n + 1).to_be_bytes())?;
+        self.meta.put(SEQ_KEY, &(n + 1).to_be_bytes())?;
         self.issued.fetch_max(n, SeqCst);
         Ok(format!("{}-{:08x}-{n:010}", self.facility, self.node_id))
     }
@@ -419,9 +419,9 @@ impl Journal {
         // The queue entry is written first and removed last, so a crash in between leaves a
         // completed record still queued (done again, harmlessly), never a deferred one unqueued.
         if deferred {
-            self.deferred.insert(rec.check_id.as_bytes(), &[])?;
+            self.deferred.put(rec.check_id.as_bytes(), &[])?;
         }
-        self.checks.insert(rec.check_id.as_bytes(), &bytes)?;
+        self.checks.put(rec.check_id.as_bytes(), &bytes)?;
         if !deferred {
             self.deferred.remove(rec.check_id.as_bytes())?;
         }
@@ -475,7 +475,7 @@ impl Journal {
             }
         })?;
         let epoch = self.commit.epoch();
-        self.meta.insert(OUTAGE_KEY, &bytes)?;
+        self.meta.put(OUTAGE_KEY, &bytes)?;
         Ok(self.commit.commit_since(epoch).await?)
     }
 
@@ -506,7 +506,7 @@ impl Journal {
         let epoch = self.commit.epoch();
         {
             let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.provisional.insert(rec.record_id.as_bytes(), &bytes)?;
+            self.provisional.put(rec.record_id.as_bytes(), &bytes)?;
             self.tally.provisional_stored(rec);
         }
         Ok(self.commit.commit_since(epoch).await?)
@@ -648,7 +648,7 @@ impl Journal {
         if let Some(Ok(_)) = &closed {
             // The revision read, not the one merged: one that came in meanwhile was not seen.
             self.closed_revisions
-                .insert(id.to_string().as_bytes(), &seen.to_be_bytes())?;
+                .put(id.to_string().as_bytes(), &seen.to_be_bytes())?;
         }
         Ok(closed)
     }

@@ -65,7 +65,7 @@ impl Replica {
                 changed.push(q);
             }
             self.as_of
-                .insert(q.person_id.as_str().as_bytes(), stamp.as_bytes())?;
+                .put(q.person_id.as_str().as_bytes(), stamp.as_bytes())?;
         }
         if !changed.is_empty() {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());

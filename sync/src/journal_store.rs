@@ -98,7 +98,7 @@ impl JournalTree {
                 key: key.clone(),
                 reason: e.to_string(),
             })?;
-            self.tree.insert(key.as_bytes(), &bytes)?;
+            self.tree.put(key.as_bytes(), &bytes)?;
             if let Some(o) = &self.observer {
                 o(&merged);
             }

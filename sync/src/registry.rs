@@ -165,7 +165,7 @@ impl Registry {
             Some(old) if old == &bytes => return Ok(Applied::Unchanged),
             Some(_) => Applied::Updated,
         };
-        self.periods.insert(&key, &bytes)?;
+        self.periods.put(&key, &bytes)?;
         if let Some(old) = previous
             && let Ok(old) = Self::decode(&key, &old)
             && let Some(old_card) = old.card_id
@@ -180,7 +180,7 @@ impl Registry {
             )?;
         }
         self.by_person
-            .insert(&with_prefix(q.person_id.as_str(), &key), &[])?;
+            .put(&with_prefix(q.person_id.as_str(), &key), &[])?;
         if let Some(card) = &q.card_id {
             self.by_card_id.insert(
                 &[

@@ -163,6 +163,11 @@ impl Tree for SealedTree {
         // to fail a write that has been made.
         Ok(old.and_then(|v| self.open(key, &v).ok()))
     }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.seal(key, value)?;
+        let _w = self.writing();
+        self.inner.put(key, &sealed)
+    }
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let _w = self.writing();
         let old = self.inner.remove(key)?;

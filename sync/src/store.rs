@@ -59,6 +59,11 @@ pub trait Tree: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Inserts and returns the previous value.
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Inserts, when the previous value is not wanted: an encrypted tree then does not open it
+    /// (the writes of every check go this way).
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.insert(key, value).map(drop)
+    }
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Entries<'_>;

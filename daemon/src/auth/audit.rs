@@ -188,7 +188,7 @@ impl AuditLog {
         let tree = store.tree(AUDIT_TREE)?;
         if tree.get(CHAINED_KEY)?.is_none() {
             let converted = Self::chain_unlinked(tree.as_ref())?;
-            tree.insert(CHAINED_KEY, &converted.to_be_bytes())?;
+            tree.put(CHAINED_KEY, &converted.to_be_bytes())?;
             store.sync()?;
             if converted > 0 {
                 tracing::info!(
@@ -246,7 +246,7 @@ impl AuditLog {
                 StoredValue::Linked(e) => prev = e.hash,
                 StoredValue::Unlinked(bytes) => {
                     let e = LinkedEntry::new(seq, prev, bytes);
-                    tree.insert(&entry_key(seq), &e.encode())?;
+                    tree.put(&entry_key(seq), &e.encode())?;
                     prev = e.hash;
                     converted += 1;
                 }
@@ -265,8 +265,8 @@ impl AuditLog {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let seq = head.next;
         let linked = LinkedEntry::new(seq, head.prev, bytes);
-        self.tree.insert(&entry_key(seq), &linked.encode())?;
-        self.tree.insert(NEXT_KEY, &(seq + 1).to_be_bytes())?;
+        self.tree.put(&entry_key(seq), &linked.encode())?;
+        self.tree.put(NEXT_KEY, &(seq + 1).to_be_bytes())?;
         *head = Head {
             next: seq + 1,
             prev: linked.hash,

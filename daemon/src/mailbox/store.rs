@@ -248,9 +248,9 @@ impl MailboxStore {
         // The open index is written before the record and cleared after it, so a crash in between
         // leaves at worst an index entry with nothing to do.
         if rec.is_open() {
-            self.open.insert(rec.key.as_bytes(), &[])?;
+            self.open.put(rec.key.as_bytes(), &[])?;
         }
-        self.records.insert(rec.key.as_bytes(), &bytes)?;
+        self.records.put(rec.key.as_bytes(), &bytes)?;
         if !rec.is_open() {
             self.open.remove(rec.key.as_bytes())?;
         }
@@ -344,9 +344,9 @@ impl MailboxStore {
             .map_err(|e| corrupt(b.reception_number.as_bytes(), e))?;
         let key = b.reception_number.as_bytes();
         if b.outcomes.is_none() {
-            self.open_batches.insert(key, &[])?;
+            self.open_batches.put(key, &[])?;
         }
-        self.batches.insert(key, &bytes)?;
+        self.batches.put(key, &bytes)?;
         if b.outcomes.is_some() {
             self.open_batches.remove(key)?;
         }

@@ -277,7 +277,7 @@ impl EmbeddedStore {
             periods += 1;
         }
         self.search
-            .insert(SEARCH_VERSION_KEY, &SEARCH_KEYS_VERSION.to_be_bytes())?;
+            .put(SEARCH_VERSION_KEY, &SEARCH_KEYS_VERSION.to_be_bytes())?;
         self.sync()?;
         tracing::info!(
             periods,
@@ -297,7 +297,7 @@ impl EmbeddedStore {
         let put = |mut k: Vec<u8>, v: &[u8]| -> Result<(), CentralError> {
             k.extend_from_slice(person);
             if self.search.get(&k)?.as_deref() != Some(v) {
-                self.search.insert(&k, v)?;
+                self.search.put(&k, v)?;
             }
             Ok(())
         };
@@ -393,7 +393,7 @@ impl EmbeddedStore {
                 let mut v = Vec::with_capacity(8);
                 v.extend_from_slice(&k.birth_date.num_days_from_ce().to_be_bytes());
                 v.extend_from_slice(&k.service_date.num_days_from_ce().to_be_bytes());
-                self.revisit.insert(&key, &v)?;
+                self.revisit.put(&key, &v)?;
             }
             None => {
                 self.revisit.remove(&key)?;
@@ -495,7 +495,7 @@ impl CentralStore for EmbeddedStore {
             }
             let seq = self.change_seq.fetch_add(1, Ordering::SeqCst) + 1;
             let bytes = serde_json::to_vec(q).map_err(|e| corrupt("period", e))?;
-            self.changes.insert(&seq.to_be_bytes(), &bytes)?;
+            self.changes.put(&seq.to_be_bytes(), &bytes)?;
         }
         self.sync()?;
         Ok(counts)
@@ -682,7 +682,7 @@ impl CentralStore for EmbeddedStore {
                 let seq = self.revision_seq.fetch_add(1, Ordering::SeqCst) + 1;
                 let mut key = facility.as_str().as_bytes().to_vec();
                 key.extend_from_slice(&seq.to_be_bytes());
-                self.revisions.insert(&key, id.to_string().as_bytes())?;
+                self.revisions.put(&key, id.to_string().as_bytes())?;
             }
             out.push(merged);
         }
@@ -772,7 +772,7 @@ impl CentralStore for EmbeddedStore {
     fn grant(&self, grant: &Grant) -> Result<(), CentralError> {
         let bytes = serde_json::to_vec(grant).map_err(|e| corrupt("grant", e))?;
         self.grants
-            .insert(&Self::time_key(grant.since, &grant.scope.key()), &bytes)?;
+            .put(&Self::time_key(grant.since, &grant.scope.key()), &bytes)?;
         self.sync()
     }
 
@@ -784,7 +784,7 @@ impl CentralStore for EmbeddedStore {
             if &g.scope == scope && g.active_at(at) {
                 g.ended_at = Some(at);
                 let bytes = serde_json::to_vec(&g).map_err(|e| corrupt("grant", e))?;
-                self.grants.insert(&k, &bytes)?;
+                self.grants.put(&k, &bytes)?;
                 ended += 1;
             }
         }
@@ -801,7 +801,7 @@ impl CentralStore for EmbeddedStore {
     fn put_facility(&self, entry: &FacilityEntry) -> Result<(), CentralError> {
         let bytes = serde_json::to_vec(entry).map_err(|e| corrupt("facility", e))?;
         self.facilities
-            .insert(entry.code.as_str().as_bytes(), &bytes)?;
+            .put(entry.code.as_str().as_bytes(), &bytes)?;
         self.sync()?;
         self.facilities_version.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -854,12 +854,12 @@ impl CentralStore for EmbeddedStore {
                 let mut v = Vec::with_capacity(64);
                 v.extend_from_slice(&l.prev);
                 v.extend_from_slice(&l.hash);
-                self.audit_links.insert(&audit_key(facility, l.seq), &v)?;
+                self.audit_links.put(&audit_key(facility, l.seq), &v)?;
             }
             let bytes =
                 serde_json::to_vec(&receipt.chain).map_err(|e| corrupt("audit chain", e))?;
             self.audit_chains
-                .insert(facility.as_str().as_bytes(), &bytes)?;
+                .put(facility.as_str().as_bytes(), &bytes)?;
             self.sync()?;
         }
         Ok(receipt)
